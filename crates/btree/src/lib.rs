@@ -1,0 +1,69 @@
+//! The one B+tree implementation of daxfs.
+//!
+//! Every persistent index (inode table, directories, per-file extent maps, free
+//! space, and later refcounts and the reverse map) is a `BTree<K, V>` of
+//! fixed-size records in 4 KiB nodes. The tree does not touch the device: it
+//! reads and stages nodes through a [`NodeStore`], which the file system's
+//! transaction implements (journaling, sealing and checksums live there).
+//!
+//! A tree is identified by its root ([`TreeRoot`]), which the caller stores
+//! (in the superblock or an inode) and which the mutating calls update.
+#![deny(clippy::unwrap_used)]
+
+use daxfs_format::records::{Key, Record, TreeRoot};
+use daxfs_format::{Block, BlockKind, BlockNo, FormatError};
+
+mod tree;
+pub use tree::{BTree, TreeStats};
+
+/// Deepest tree accepted. A corrupted (cyclic) tree is caught by this bound
+/// instead of overflowing the stack.
+pub const MAX_HEIGHT: u32 = 16;
+
+/// Errors of tree operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// A node failed verification (checksum, place, kind, owner).
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// A node is well formed but its contents break a tree invariant.
+    #[error("{kind} block {block}: {what}")]
+    Corrupt { kind: &'static str, block: u64, what: String },
+    /// No free block for a new node.
+    #[error("no space left for a new tree node")]
+    NoSpace,
+    /// The store cannot read a node because of a media error.
+    #[error("media error reading block {block}")]
+    Media { block: u64 },
+    /// Any other failure of the store, with its message.
+    #[error("{0}")]
+    Store(String),
+}
+
+pub type Result<T, E = TreeError> = std::result::Result<T, E>;
+
+/// Where a tree's nodes come from and go to.
+///
+/// Implemented by the file system's transaction. The tree calls `read_node` for
+/// every node it visits and `write_node` for every node it changes; the store
+/// decides when and how the bytes reach media. The tree fills in the block
+/// header's `kind`, `owner`, `level` and `count`; the store seals the rest
+/// (block number, generation, file-system id, checksum) when it writes.
+pub trait NodeStore {
+    /// Returns the current contents of node `b`, verified by the store to be a
+    /// sealed block of `kind` owned by `owner` (or staged earlier in this
+    /// transaction).
+    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<Box<Block>>;
+    /// Stages new contents for node `b`.
+    fn write_node(&mut self, b: BlockNo, node: Box<Block>) -> Result<()>;
+    /// Allocates a block for a new node of `kind` owned by `owner`.
+    fn alloc_node(&mut self, kind: BlockKind, owner: u64) -> Result<BlockNo>;
+    /// Releases a node's block.
+    fn free_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<()>;
+}
+
+// Re-exported so users of the tree need one import.
+pub use daxfs_format::records;
+#[doc(hidden)]
+pub fn _assert_types<K: Key, V: Record>() {}

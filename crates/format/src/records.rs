@@ -1,0 +1,273 @@
+//! Fixed-size records kept in the B+trees, and the codec trait they share.
+//!
+//! Keys are plain integers or tuples of integers, compared numerically (never
+//! as bytes), and encoded little-endian. Values are zerocopy structs.
+use crate::FormatError;
+use zerocopy::little_endian::{I64, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// A fixed-size record that can be stored in a B+tree node.
+pub trait Record: Sized + Copy + std::fmt::Debug {
+    /// Encoded size in bytes.
+    const SIZE: usize;
+    /// Writes the record into `out` (exactly `SIZE` bytes).
+    fn encode(&self, out: &mut [u8]);
+    /// Reads a record from `bytes` (exactly `SIZE` bytes). Never panics.
+    fn decode(bytes: &[u8]) -> Result<Self, FormatError>;
+}
+
+/// A record usable as a B+tree key.
+pub trait Key: Record + Ord {
+    /// The smallest key.
+    const MIN: Self;
+    /// The largest key.
+    const MAX: Self;
+}
+
+fn get_u64(b: &[u8], at: usize) -> Result<u64, FormatError> {
+    b.get(at..at + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_le_bytes)
+        .ok_or(FormatError::Truncated { what: "key", have: b.len(), need: at + 8 })
+}
+
+fn put_u64(out: &mut [u8], at: usize, v: u64) {
+    if let Some(d) = out.get_mut(at..at + 8) {
+        d.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+impl Record for u64 {
+    const SIZE: usize = 8;
+    fn encode(&self, out: &mut [u8]) {
+        put_u64(out, 0, *self);
+    }
+    fn decode(b: &[u8]) -> Result<Self, FormatError> {
+        get_u64(b, 0)
+    }
+}
+impl Key for u64 {
+    const MIN: Self = 0;
+    const MAX: Self = u64::MAX;
+}
+
+impl Record for () {
+    const SIZE: usize = 0;
+    fn encode(&self, _out: &mut [u8]) {}
+    fn decode(_b: &[u8]) -> Result<Self, FormatError> {
+        Ok(())
+    }
+}
+
+impl Record for (u64, u64) {
+    const SIZE: usize = 16;
+    fn encode(&self, out: &mut [u8]) {
+        put_u64(out, 0, self.0);
+        put_u64(out, 8, self.1);
+    }
+    fn decode(b: &[u8]) -> Result<Self, FormatError> {
+        Ok((get_u64(b, 0)?, get_u64(b, 8)?))
+    }
+}
+impl Key for (u64, u64) {
+    const MIN: Self = (0, 0);
+    const MAX: Self = (u64::MAX, u64::MAX);
+}
+
+impl Record for (u64, u64, u64) {
+    const SIZE: usize = 24;
+    fn encode(&self, out: &mut [u8]) {
+        put_u64(out, 0, self.0);
+        put_u64(out, 8, self.1);
+        put_u64(out, 16, self.2);
+    }
+    fn decode(b: &[u8]) -> Result<Self, FormatError> {
+        Ok((get_u64(b, 0)?, get_u64(b, 8)?, get_u64(b, 16)?))
+    }
+}
+impl Key for (u64, u64, u64) {
+    const MIN: Self = (0, 0, 0);
+    const MAX: Self = (u64::MAX, u64::MAX, u64::MAX);
+}
+
+/// Implements [`Record`] for a zerocopy struct.
+#[macro_export]
+macro_rules! zerocopy_record {
+    ($t:ty, $what:expr) => {
+        impl $crate::records::Record for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            fn encode(&self, out: &mut [u8]) {
+                if let Some(d) = out.get_mut(..Self::SIZE) {
+                    d.copy_from_slice(zerocopy::IntoBytes::as_bytes(self));
+                }
+            }
+            fn decode(b: &[u8]) -> Result<Self, $crate::FormatError> {
+                <$t as zerocopy::FromBytes>::read_from_prefix(b)
+                    .map(|(v, _)| v)
+                    .map_err(|_| $crate::FormatError::Truncated {
+                        what: $what,
+                        have: b.len(),
+                        need: Self::SIZE,
+                    })
+            }
+        }
+    };
+}
+
+/// Where a B+tree starts. `block == 0` is the empty tree.
+///
+/// ```text
+/// byte size field
+///    0    8 block   root node's block number, 0 = empty
+///    8    4 height  levels (0 when empty, 1 = the root is a leaf)
+///   12    4 reserved
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct TreeRoot {
+    pub block: U64,
+    pub height: U32,
+    pub reserved: U32,
+}
+const _: () = assert!(std::mem::size_of::<TreeRoot>() == 16);
+zerocopy_record!(TreeRoot, "tree root");
+
+impl TreeRoot {
+    /// The empty tree.
+    pub const EMPTY: TreeRoot = TreeRoot { block: U64::ZERO, height: U32::ZERO, reserved: U32::ZERO };
+    pub fn new(block: u64, height: u32) -> Self {
+        TreeRoot { block: block.into(), height: height.into(), reserved: 0.into() }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.block.get() == 0
+    }
+}
+
+/// A timestamp: seconds and nanoseconds since the epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Timestamp {
+    pub sec: I64,
+    pub nsec: U32,
+}
+const _: () = assert!(std::mem::size_of::<Timestamp>() == 12);
+
+/// File type bits of `mode` (as in `st_mode`).
+pub mod mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFLNK: u32 = 0o120000;
+}
+
+/// An inode, the value of the inode tree keyed by inode number.
+///
+/// ```text
+/// byte size field
+///    0    8 ino          its own number (checked against the key)
+///    8    4 mode         st_mode: type and permission bits
+///   12    4 uid
+///   16    4 gid
+///   20    4 nlink
+///   24    8 size         bytes
+///   32    8 blocks       4 KiB blocks mapped (st_blocks is blocks * 8)
+///   40   12 atime
+///   52   12 mtime
+///   64   12 ctime
+///   76   12 btime        creation time
+///   88    8 parent       parent directory (directories; first link for files)
+///   96   16 tree         extent tree (files, symlinks) or directory tree (dirs)
+///  112   16 loss         tree of byte ranges whose data was lost to media errors
+///  128    8 flags        INODE_FLAG_*
+///  136    8 generation   bumped when the number is reused (never, in v1)
+///  144    8 lost_bytes   total bytes currently recorded as lost
+///  152  104 reserved     0
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct InodeRecord {
+    pub ino: U64,
+    pub mode: U32,
+    pub uid: U32,
+    pub gid: U32,
+    pub nlink: U32,
+    pub size: U64,
+    pub blocks: U64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub btime: Timestamp,
+    pub parent: U64,
+    pub tree: TreeRoot,
+    pub loss: TreeRoot,
+    pub flags: U64,
+    pub generation: U64,
+    pub lost_bytes: U64,
+    pub reserved: [u8; 104],
+}
+const _: () = assert!(std::mem::size_of::<InodeRecord>() == 256);
+zerocopy_record!(InodeRecord, "inode record");
+
+/// Longest name in a directory, in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// A directory entry, the value of a directory tree. The key is
+/// `hash32(name) << 32 | seq`, where `seq` tells apart names whose hashes collide.
+///
+/// ```text
+/// byte size field
+///    0    8 ino
+///    8    1 ftype     1 regular, 2 directory, 7 symlink (as DT_* >> 0, see fs)
+///    9    1 name_len  1..=255
+///   10  255 name      bytes, unused tail zero
+///  265    7 reserved  0
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct DirentRecord {
+    pub ino: U64,
+    pub ftype: u8,
+    pub name_len: u8,
+    pub name: [u8; NAME_MAX],
+    pub reserved: [u8; 7],
+}
+const _: () = assert!(std::mem::size_of::<DirentRecord>() == 272);
+zerocopy_record!(DirentRecord, "directory entry");
+
+impl DirentRecord {
+    /// The entry's name, or an error when its length field is impossible.
+    pub fn name(&self) -> Result<&[u8], FormatError> {
+        let n = self.name_len as usize;
+        match self.name.get(..n) {
+            Some(s) if n > 0 => Ok(s),
+            _ => Err(FormatError::BadField { what: "dirent name_len", value: n as u64 }),
+        }
+    }
+}
+
+/// Extent flag: allocated but never written; reads as zeros.
+pub const EXTENT_UNWRITTEN: u32 = 1;
+
+/// A mapping of file blocks to device blocks, the value of an extent tree keyed
+/// by the first file block.
+///
+/// ```text
+/// byte size field
+///    0    8 phys    first device block
+///    8    4 len     blocks, >= 1
+///   12    4 flags   EXTENT_*
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct ExtentRecord {
+    pub phys: U64,
+    pub len: U32,
+    pub flags: U32,
+}
+const _: () = assert!(std::mem::size_of::<ExtentRecord>() == 16);
+zerocopy_record!(ExtentRecord, "extent");
+
+/// A small helper so callers need not import zerocopy's integer types.
+pub fn u16le(v: u16) -> U16 {
+    v.into()
+}

@@ -1,0 +1,204 @@
+//! The superblock: geometry, feature flags and the roots of the global trees.
+//!
+//! Kept in two copies: block 0 and the device's last block. Both are written
+//! by every checkpoint; a reader takes the first copy that verifies.
+//!
+//! ```text
+//! byte size field
+//!    0   64 header         BlockHeader, kind Superblock, owner 0, blockno 0 or last
+//!   64    4 magic2         "DAXF": tells a daxfs superblock from other metadata
+//!   68    4 version        FORMAT_VERSION
+//!   72    8 compat         compatible feature flags (ignored if unknown)
+//!   80    8 incompat       incompatible feature flags (refuse to open if unknown)
+//!   88   16 uuid
+//!  104    8 total_blocks   device blocks covered by the file system
+//!  112    8 log_start      first block of the metadata log
+//!  120    8 log_blocks     blocks in the log
+//!  128    8 root_ino       inode number of the root directory
+//!  136    8 next_ino       next inode number to hand out
+//!  144    8 free_blocks    blocks in the free-space tree
+//!  152    8 inodes         live inodes
+//!  160   16 inode_tree
+//!  176   16 free_tree
+//!  192   16 orphan_tree    inodes unlinked while open
+//!  208   16 refcount_tree
+//!  224   16 rmap_tree
+//!  240   16 parent_tree
+//!  256   16 error_log
+//!  272   16 badblock_tree
+//!  288    4 state          STATE_* flags
+//!  292    4 block_size     4096
+//!  296    8 mkfs_time      seconds since the epoch
+//!  304   32 label          zero-padded
+//!  336 3760 reserved       0
+//! ```
+use crate::block::{BLOCK_MAGIC, BlockHeader, BlockKind, HEADER_SIZE};
+use crate::records::TreeRoot;
+use crate::{BLOCK_SIZE, FormatError};
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// "DAXF", the second magic that tells a superblock apart.
+pub const SUPERBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DAXF");
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Incompatible feature: metadata blocks have replicas (the media-error issue).
+pub const INCOMPAT_REPLICAS: u64 = 1 << 0;
+/// Incompatible feature: reverse-map and refcount trees are kept.
+pub const INCOMPAT_RMAP: u64 = 1 << 1;
+/// Every incompatible feature this build understands.
+pub const INCOMPAT_KNOWN: u64 = INCOMPAT_REPLICAS | INCOMPAT_RMAP;
+/// State flag: the file system met an error it could not repair; fsck it.
+pub const STATE_ERRORS: u32 = 1 << 0;
+/// Smallest device daxfs will format, in blocks (4 MiB).
+pub const MIN_BLOCKS: u64 = 1024;
+
+/// The superblock (see the module docs for the byte map).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Superblock {
+    pub header: BlockHeader,
+    pub magic2: U32,
+    pub version: U32,
+    pub compat: U64,
+    pub incompat: U64,
+    pub uuid: [u8; 16],
+    pub total_blocks: U64,
+    pub log_start: U64,
+    pub log_blocks: U64,
+    pub root_ino: U64,
+    pub next_ino: U64,
+    pub free_blocks: U64,
+    pub inodes: U64,
+    pub inode_tree: TreeRoot,
+    pub free_tree: TreeRoot,
+    pub orphan_tree: TreeRoot,
+    pub refcount_tree: TreeRoot,
+    pub rmap_tree: TreeRoot,
+    pub parent_tree: TreeRoot,
+    pub error_log: TreeRoot,
+    pub badblock_tree: TreeRoot,
+    pub state: U32,
+    pub block_size: U32,
+    pub mkfs_time: U64,
+    pub label: [u8; 32],
+    pub reserved: [u8; 3760],
+}
+const _: () = assert!(std::mem::size_of::<Superblock>() == BLOCK_SIZE);
+const _: () = assert!(HEADER_SIZE == 64);
+
+impl Superblock {
+    /// The file-system id stamped into every block header: the UUID's first 8 bytes.
+    pub fn fs_id(&self) -> u64 {
+        fs_id_of(&self.uuid)
+    }
+
+    /// Encodes into a block (header checksum not yet sealed).
+    pub fn to_block(&self) -> Box<[u8; BLOCK_SIZE]> {
+        let mut b = Box::new([0u8; BLOCK_SIZE]);
+        b.copy_from_slice(self.as_bytes());
+        b
+    }
+
+    /// Decodes and validates a superblock read from `blockno`. Checks the block
+    /// header (magic, checksum, place), the second magic, the version, the
+    /// features and that the geometry is possible for a device of `dev_blocks`.
+    pub fn decode(block: &[u8; BLOCK_SIZE], blockno: u64, dev_blocks: u64) -> Result<Superblock, FormatError> {
+        let sb = Superblock::read_from_bytes(block.as_slice())
+            .map_err(|_| FormatError::Truncated { what: "superblock", have: block.len(), need: BLOCK_SIZE })?;
+        if sb.header.magic.get() != BLOCK_MAGIC || sb.magic2.get() != SUPERBLOCK_MAGIC {
+            return Err(FormatError::BadMagic { block: blockno, found: sb.magic2.get() });
+        }
+        let expect = crate::block::Expect {
+            blockno,
+            kind: BlockKind::Superblock,
+            owner: Some(0),
+            fs_id: sb.fs_id(),
+        };
+        crate::block::verify_block(block, &expect)?;
+        let v = sb.version.get();
+        if v > FORMAT_VERSION {
+            return Err(FormatError::NewerVersion { found: v, supported: FORMAT_VERSION });
+        }
+        if v == 0 {
+            return Err(FormatError::BadField { what: "superblock version", value: 0 });
+        }
+        let unknown = sb.incompat.get() & !INCOMPAT_KNOWN;
+        if unknown != 0 {
+            return Err(FormatError::UnknownFeatures(unknown));
+        }
+        if sb.block_size.get() as usize != BLOCK_SIZE {
+            return Err(FormatError::BadField { what: "superblock block_size", value: sb.block_size.get().into() });
+        }
+        let total = sb.total_blocks.get();
+        if total < MIN_BLOCKS || total > dev_blocks {
+            return Err(FormatError::BadField { what: "superblock total_blocks (device smaller than the file system?)", value: total });
+        }
+        let (ls, lb) = (sb.log_start.get(), sb.log_blocks.get());
+        if ls == 0 || lb < 8 || ls.checked_add(lb).is_none_or(|end| end >= total) {
+            return Err(FormatError::BadField { what: "superblock log geometry", value: ls });
+        }
+        Ok(sb)
+    }
+
+    /// A zeroed superblock with the fixed fields set.
+    pub fn blank() -> Superblock {
+        let mut sb = Superblock::new_zeroed();
+        sb.header = BlockHeader::fresh(BlockKind::Superblock, 0, 0);
+        sb.magic2 = SUPERBLOCK_MAGIC.into();
+        sb.version = FORMAT_VERSION.into();
+        sb.block_size = (BLOCK_SIZE as u32).into();
+        sb
+    }
+}
+
+/// The file-system id derived from a UUID.
+pub fn fs_id_of(uuid: &[u8; 16]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&uuid[..8]);
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal_block;
+
+    fn good() -> Box<[u8; BLOCK_SIZE]> {
+        let mut sb = Superblock::blank();
+        sb.uuid = [3; 16];
+        sb.total_blocks = 4096.into();
+        sb.log_start = 1.into();
+        sb.log_blocks = 64.into();
+        let mut b = sb.to_block();
+        seal_block(&mut b, 0, 1, sb.fs_id());
+        b
+    }
+
+    #[test]
+    fn roundtrip() {
+        let sb = Superblock::decode(&good(), 0, 4096).expect("valid");
+        assert_eq!(sb.log_blocks.get(), 64);
+    }
+
+    #[test]
+    fn rejects_device_too_small() {
+        assert!(matches!(Superblock::decode(&good(), 0, 2048), Err(FormatError::BadField { .. })));
+    }
+
+    #[test]
+    fn rejects_newer_version() {
+        let mut b = good();
+        let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
+        sb.version = 2.into();
+        b.copy_from_slice(sb.as_bytes());
+        seal_block(&mut b, 0, 1, sb.fs_id());
+        assert!(matches!(Superblock::decode(&b, 0, 4096), Err(FormatError::NewerVersion { found: 2, .. })));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        let b = Box::new([0x5au8; BLOCK_SIZE]);
+        assert!(Superblock::decode(&b, 0, 4096).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! daxfs: the file system.

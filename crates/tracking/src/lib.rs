@@ -1,0 +1,1 @@
+//! Owner-tracking strategies.
