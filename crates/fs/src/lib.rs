@@ -1,1 +1,28 @@
-//! daxfs: the file system.
+//! daxfs: a crash-consistent file system for byte-addressable memory.
+//!
+//! Layers, bottom up (each a module or crate of its own):
+//! - `daxfs-device`: the mapped device, persistence, emulated media errors;
+//! - `daxfs-format`: on-media structs and checksums;
+//! - `daxfs-btree`: the one B+tree all indexes use;
+//! - [`journal`] and [`tx`]: atomic, durable metadata transactions;
+//! - [`space`]: the free-space allocator;
+//! - [`inode`], [`extents`], [`dir`], [`namespace`], [`file`]: files and directories;
+//! - [`fsck`]: the consistency checker.
+pub mod dir;
+pub mod error;
+pub mod extents;
+pub mod file;
+pub mod fs;
+pub mod fsck;
+pub mod inode;
+pub mod journal;
+pub mod namespace;
+pub mod space;
+pub mod tx;
+
+pub use dir::DirEntry;
+pub use error::{FsError, Result};
+pub use file::{FallocFlags, FiemapExtent, File, OpenOptions};
+pub use fs::{Fs, FsInfo, MkfsOptions, MountOptions};
+pub use inode::FileKind;
+pub use namespace::Stat;

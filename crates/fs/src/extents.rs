@@ -1,0 +1,240 @@
+//! Per-file extent maps: the B+tree on media (file block -> device extent) and
+//! the in-memory copy the data path uses.
+//!
+//! Every change is made to the in-memory map first, which records the tree
+//! edits it implies; the caller applies those edits inside its transaction.
+//! If the transaction aborts, the caller drops the in-memory map so it is
+//! read again from the committed tree.
+use crate::error::{FsError, Result};
+use daxfs_btree::{BTree, NodeStore};
+use daxfs_format::BlockKind;
+use daxfs_format::records::{EXTENT_UNWRITTEN, ExtentRecord, TreeRoot};
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+/// One mapping: file blocks `[fblock, fblock+len)` live at device blocks
+/// `[phys, phys+len)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub fblock: u64,
+    pub phys: u64,
+    pub len: u64,
+    pub flags: u32,
+}
+
+impl Extent {
+    pub fn end(&self) -> u64 {
+        self.fblock + self.len
+    }
+    pub fn unwritten(&self) -> bool {
+        self.flags & EXTENT_UNWRITTEN != 0
+    }
+}
+
+/// The most blocks one extent record holds.
+pub const MAX_EXTENT_LEN: u64 = u32::MAX as u64;
+
+/// The extent tree of inode `ino`.
+pub fn tree(ino: u64) -> BTree<u64, ExtentRecord> {
+    BTree::new(BlockKind::ExtentTree, ino)
+}
+
+/// An edit of the on-media tree.
+#[derive(Clone, Copy, Debug)]
+enum Edit {
+    Remove(u64),
+    Put(Extent),
+}
+
+/// In-memory extent map of one file, with the tree edits not yet applied.
+#[derive(Debug, Default, Clone)]
+pub struct ExtentMap {
+    map: BTreeMap<u64, Extent>,
+    edits: Vec<Edit>,
+}
+
+impl ExtentMap {
+    /// Reads a file's whole extent tree.
+    pub fn load(s: &mut dyn NodeStore, ino: u64, root: &TreeRoot) -> Result<ExtentMap> {
+        let mut map = BTreeMap::new();
+        let mut bad = None;
+        let mut prev_end = 0u64;
+        tree(ino).range(s, root, &0, &u64::MAX, &mut |fb, r| {
+            let e = Extent { fblock: fb, phys: r.phys.get(), len: r.len.get().into(), flags: r.flags.get() };
+            if e.len == 0 || fb < prev_end || e.phys == 0 || fb.checked_add(e.len).is_none() {
+                bad = Some(fb);
+                return ControlFlow::Break(());
+            }
+            prev_end = e.end();
+            map.insert(fb, e);
+            ControlFlow::Continue(())
+        })?;
+        if let Some(fb) = bad {
+            return Err(FsError::Corrupt(format!("inode {ino}: extent at file block {fb} is empty or overlaps")));
+        }
+        Ok(ExtentMap { map, edits: vec![] })
+    }
+
+    /// Extents overlapping `[fb, fb+len)`, in order.
+    pub fn overlapping(&self, fb: u64, len: u64) -> Vec<Extent> {
+        let end = fb.saturating_add(len);
+        let mut out = vec![];
+        if let Some((_, e)) = self.map.range(..fb).next_back()
+            && e.end() > fb
+        {
+            out.push(*e);
+        }
+        out.extend(self.map.range(fb..end).map(|(_, e)| *e));
+        out
+    }
+
+    /// The extent containing file block `fb`.
+    pub fn find(&self, fb: u64) -> Option<Extent> {
+        self.map.range(..=fb).next_back().map(|(_, e)| *e).filter(|e| e.end() > fb)
+    }
+
+    /// Every extent in order.
+    pub fn iter(&self) -> std::collections::btree_map::Values<'_, u64, Extent> {
+        self.map.values()
+    }
+
+    /// The last extent starting before file block `fb`.
+    pub fn last_before(&self, fb: u64) -> Option<Extent> {
+        self.map.range(..fb).next_back().map(|(_, e)| *e)
+    }
+
+    /// The first extent starting after file block `fb`.
+    pub fn first_after(&self, fb: u64) -> Option<Extent> {
+        self.map.range(fb.saturating_add(1)..).next().map(|(_, e)| *e)
+    }
+
+    /// Blocks mapped.
+    pub fn blocks(&self) -> u64 {
+        self.map.values().map(|e| e.len).sum()
+    }
+
+    fn remove_key(&mut self, fb: u64) {
+        self.map.remove(&fb);
+        self.edits.push(Edit::Remove(fb));
+    }
+
+    fn put(&mut self, e: Extent) {
+        self.map.insert(e.fblock, e);
+        self.edits.push(Edit::Put(e));
+    }
+
+    /// Removes the mappings of `[fb, fb+len)`, splitting extents at the edges.
+    /// Returns the removed pieces.
+    pub fn unmap(&mut self, fb: u64, len: u64) -> Vec<Extent> {
+        let end = fb.saturating_add(len);
+        let mut removed = vec![];
+        for e in self.overlapping(fb, len) {
+            self.remove_key(e.fblock);
+            if e.fblock < fb {
+                self.put(Extent { len: fb - e.fblock, ..e });
+            }
+            if e.end() > end {
+                let cut = end - e.fblock;
+                self.put(Extent { fblock: end, phys: e.phys + cut, len: e.end() - end, flags: e.flags });
+            }
+            let s = e.fblock.max(fb);
+            let t = e.end().min(end);
+            removed.push(Extent { fblock: s, phys: e.phys + (s - e.fblock), len: t - s, flags: e.flags });
+        }
+        removed
+    }
+
+    /// Maps `[fb, fb+len)` (which must be unmapped) to `phys`, merging with a
+    /// neighbour that continues both the file and the device range.
+    pub fn map(&mut self, mut e: Extent) {
+        if let Some((_, l)) = self.map.range(..e.fblock).next_back()
+            && l.end() == e.fblock
+            && l.phys + l.len == e.phys
+            && l.flags == e.flags
+            && l.len + e.len <= MAX_EXTENT_LEN
+        {
+            let l = *l;
+            self.remove_key(l.fblock);
+            e = Extent { fblock: l.fblock, phys: l.phys, len: l.len + e.len, flags: e.flags };
+        }
+        if let Some(r) = self.map.get(&e.end()).copied()
+            && e.phys + e.len == r.phys
+            && r.flags == e.flags
+            && r.len + e.len <= MAX_EXTENT_LEN
+        {
+            self.remove_key(r.fblock);
+            e.len += r.len;
+        }
+        self.put(e);
+    }
+
+    /// Sets `flags` on every mapped block of `[fb, fb+len)`.
+    pub fn set_flags(&mut self, fb: u64, len: u64, flags: u32) {
+        for piece in self.unmap(fb, len) {
+            self.map(Extent { flags, ..piece });
+        }
+    }
+
+    /// True when edits are waiting to be applied.
+    pub fn has_edits(&self) -> bool {
+        !self.edits.is_empty()
+    }
+
+    /// Applies the pending edits to the on-media tree.
+    pub fn apply(&mut self, s: &mut dyn NodeStore, ino: u64, root: &mut TreeRoot) -> Result<()> {
+        let t = tree(ino);
+        // Collapse to the final state of each touched key, so an extent
+        // put and later removed costs nothing.
+        let mut last: BTreeMap<u64, Option<Extent>> = BTreeMap::new();
+        for ed in self.edits.drain(..) {
+            match ed {
+                Edit::Remove(k) => last.insert(k, None),
+                Edit::Put(e) => last.insert(e.fblock, Some(e)),
+            };
+        }
+        for (k, v) in last {
+            match v {
+                None => {
+                    t.remove(s, root, &k)?;
+                }
+                Some(e) => {
+                    let len = u32::try_from(e.len).map_err(|_| FsError::Invalid("extent too long".into()))?;
+                    let rec = ExtentRecord { phys: e.phys.into(), len: len.into(), flags: e.flags.into() };
+                    t.insert(s, root, k, rec)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(fblock: u64, phys: u64, len: u64) -> Extent {
+        Extent { fblock, phys, len, flags: 0 }
+    }
+
+    #[test]
+    fn map_merges_and_unmap_splits() {
+        let mut m = ExtentMap::default();
+        m.map(ext(0, 100, 4));
+        m.map(ext(4, 104, 4));
+        assert_eq!(m.iter().copied().collect::<Vec<_>>(), vec![ext(0, 100, 8)]);
+        let removed = m.unmap(2, 3);
+        assert_eq!(removed, vec![ext(2, 102, 3)]);
+        assert_eq!(m.iter().copied().collect::<Vec<_>>(), vec![ext(0, 100, 2), ext(5, 105, 3)]);
+        assert_eq!(m.find(6), Some(ext(5, 105, 3)));
+        assert_eq!(m.find(3), None);
+    }
+
+    #[test]
+    fn set_flags_converts_middle() {
+        let mut m = ExtentMap::default();
+        m.map(Extent { fblock: 0, phys: 10, len: 10, flags: EXTENT_UNWRITTEN });
+        m.set_flags(3, 2, 0);
+        let v: Vec<_> = m.iter().map(|e| (e.fblock, e.len, e.flags)).collect();
+        assert_eq!(v, vec![(0, 3, 1), (3, 2, 0), (5, 5, 1)]);
+    }
+}

@@ -1,0 +1,582 @@
+//! Open files and the direct-access data path.
+//!
+//! Reads copy from the device straight into the caller's buffer and writes copy
+//! straight from the caller's buffer to the device, then persist: there is no
+//! intermediate buffer and no page cache. An overwrite of blocks that are
+//! already allocated and written happens in place, under the inode's data lock
+//! only; its size and time changes are kept in memory until the next commit
+//! that includes the inode (fsync, sync, or any metadata change). Everything
+//! else (allocation, unwritten conversion, truncation) is one transaction.
+//!
+//! Invariant: no written block lies wholly past end of file. Bytes past end of
+//! file inside the last block may be stale (an in-place write that extended
+//! the file, lost in a crash), so every size increase zeroes them first.
+use crate::error::{FsError, Result};
+use crate::extents::{Extent, ExtentMap};
+use crate::fs::{FsInner, lock};
+use crate::inode::{self, DataState, FileKind, Inode};
+use crate::namespace::{Recs, Stat};
+use crate::tx::Tx;
+use daxfs_device::Device;
+use daxfs_format::records::{EXTENT_UNWRITTEN, InodeRecord};
+use daxfs_format::{BLOCK_SIZE_U64, HUGE_BLOCKS};
+use std::sync::{Arc, RwLockWriteGuard};
+
+/// Largest file size: offsets are signed 64-bit in the POSIX interface.
+pub const MAX_FILE_SIZE: u64 = (i64::MAX as u64) & !(BLOCK_SIZE_U64 - 1);
+const BS: u64 = BLOCK_SIZE_U64;
+const MAX_BLOCKS: u64 = MAX_FILE_SIZE / BS;
+
+/// How a file is opened.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    pub read: bool,
+    pub write: bool,
+    pub create: bool,
+    pub excl: bool,
+    pub truncate: bool,
+    pub append: bool,
+    /// Permission bits for a created file.
+    pub mode: u32,
+}
+
+impl OpenOptions {
+    pub fn read_only() -> Self {
+        OpenOptions { read: true, mode: 0o644, ..Default::default() }
+    }
+    pub fn write_only() -> Self {
+        OpenOptions { write: true, mode: 0o644, ..Default::default() }
+    }
+    pub fn read_write() -> Self {
+        OpenOptions { read: true, write: true, mode: 0o644, ..Default::default() }
+    }
+    /// Read-write, created if missing.
+    pub fn create() -> Self {
+        OpenOptions { create: true, ..Self::read_write() }
+    }
+    /// Read-write, created, failing with EEXIST if it exists.
+    pub fn create_new() -> Self {
+        OpenOptions { excl: true, ..Self::create() }
+    }
+}
+
+/// What `fallocate` does (the FALLOC_FL_* modes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FallocFlags {
+    pub keep_size: bool,
+    pub punch_hole: bool,
+    pub zero_range: bool,
+}
+
+/// One row of `fiemap`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FiemapExtent {
+    /// File offset, bytes.
+    pub logical: u64,
+    /// Device offset, bytes.
+    pub physical: u64,
+    pub length: u64,
+    pub unwritten: bool,
+}
+
+/// An open file. Closing (dropping) the last handle of an unlinked file frees it.
+#[derive(Debug)]
+pub struct File {
+    fs: Arc<FsInner>,
+    node: Arc<Inode>,
+    opts: OpenOptions,
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        // An error here leaves the inode on the orphan list; mount frees it.
+        let _ = self.fs.release(&self.node);
+    }
+}
+
+/// Copies file bytes `[off, off+buf.len())` through `map` into `buf`; holes and
+/// unwritten extents read as zeros.
+pub(crate) fn read_mapped(dev: &dyn Device, map: &ExtentMap, off: u64, buf: &mut [u8]) -> Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let pos = off + done as u64;
+        let fb = pos / BS;
+        let (chunk, src) = match map.find(fb) {
+            Some(e) => {
+                let avail = e.end() * BS - pos;
+                let n = avail.min((buf.len() - done) as u64) as usize;
+                (n, (!e.unwritten()).then(|| e.phys * BS + (pos - e.fblock * BS)))
+            }
+            None => {
+                let next = map.first_after(fb).map(|e| e.fblock * BS).unwrap_or(u64::MAX);
+                let n = (next - pos).min((buf.len() - done) as u64) as usize;
+                (n, None)
+            }
+        };
+        let dst = &mut buf[done..done + chunk];
+        match src {
+            Some(dev_off) => dev.read(dev_off, dst)?,
+            None => dst.fill(0),
+        }
+        done += chunk;
+    }
+    Ok(())
+}
+
+/// Writes the first data of a new inode (a symlink target) into fresh blocks.
+pub(crate) fn write_new_data(tx: &mut Tx<'_>, ino: u64, rec: &mut InodeRecord, data: &[u8]) -> Result<()> {
+    let dev = tx.dev();
+    let mut map = ExtentMap::default();
+    let nblocks = (data.len() as u64).div_ceil(BS);
+    let mut fb = 0;
+    while fb < nblocks {
+        let (p, l) = tx.alloc_extent(nblocks - fb, None)?;
+        let from = (fb * BS) as usize;
+        let to = (((fb + l) * BS) as usize).min(data.len());
+        dev.write(p * BS, &data[from..to])?;
+        dev.fill(p * BS + (to - from) as u64, l * BS - (to - from) as u64, 0)?;
+        dev.flush(p * BS, l * BS);
+        map.map(Extent { fblock: fb, phys: p, len: l, flags: 0 });
+        fb += l;
+    }
+    dev.fence();
+    let mut root = rec.tree;
+    map.apply(tx, ino, &mut root)?;
+    rec.tree = root;
+    rec.size = (data.len() as u64).into();
+    rec.blocks = nblocks.into();
+    Ok(())
+}
+
+fn check_range(off: u64, len: u64) -> Result<u64> {
+    match off.checked_add(len) {
+        Some(end) if end <= MAX_FILE_SIZE => Ok(end),
+        _ => Err(FsError::TooBig(format!("range [{off}, +{len}) passes the largest file size"))),
+    }
+}
+
+impl File {
+    pub(crate) fn new(fs: Arc<FsInner>, node: Arc<Inode>, opts: OpenOptions) -> File {
+        File { fs, node, opts }
+    }
+
+    pub(crate) fn inode(&self) -> &Arc<Inode> {
+        &self.node
+    }
+
+    /// The inode number.
+    pub fn ino(&self) -> u64 {
+        self.node.ino
+    }
+
+    fn dev(&self) -> &dyn Device {
+        &*self.fs.dev
+    }
+
+    fn size(&self) -> u64 {
+        self.node.rec().rec.size.get()
+    }
+
+    fn check_write(&self) -> Result<()> {
+        if !self.opts.write {
+            return Err(FsError::BadHandle("file not open for writing".into()));
+        }
+        if self.node.kind != FileKind::File {
+            return Err(FsError::IsDir(format!("inode {}", self.node.ino)));
+        }
+        Ok(())
+    }
+
+    /// Loads the extent map under the data lock if needed.
+    fn loaded<'g>(&self, d: &'g mut RwLockWriteGuard<'_, DataState>) -> Result<&'g mut ExtentMap> {
+        if d.extents.is_none() {
+            let root = self.node.rec().rec.tree;
+            let mut rs = self.fs.reader();
+            d.extents = Some(ExtentMap::load(&mut rs, self.node.ino, &root)?);
+        }
+        d.extents.as_mut().ok_or_else(|| FsError::Corrupt("extent map vanished".into()))
+    }
+
+    fn data_write(&self) -> RwLockWriteGuard<'_, DataState> {
+        self.node.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads up to `buf.len()` bytes at `off`; returns how many (0 at or past
+    /// end of file).
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        if !self.opts.read {
+            return Err(FsError::BadHandle("file not open for reading".into()));
+        }
+        if self.node.kind == FileKind::Dir {
+            return Err(FsError::IsDir(format!("inode {}", self.node.ino)));
+        }
+        loop {
+            {
+                let d = self.node.data.read().unwrap_or_else(|e| e.into_inner());
+                if let Some(map) = &d.extents {
+                    let size = self.size();
+                    if off >= size || buf.is_empty() {
+                        return Ok(0);
+                    }
+                    let n = (size - off).min(buf.len() as u64) as usize;
+                    read_mapped(self.dev(), map, off, &mut buf[..n])?;
+                    return Ok(n);
+                }
+            }
+            let mut d = self.data_write();
+            self.loaded(&mut d)?;
+        }
+    }
+
+    /// Writes `data` at `off` (at end of file when opened for append). Data
+    /// is durable when this returns.
+    pub fn write_at(&self, off: u64, data: &[u8]) -> Result<usize> {
+        self.check_write()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let mut d = self.data_write();
+        let size = self.size();
+        let off = if self.opts.append { size } else { off };
+        let end = check_range(off, data.len() as u64)?;
+        let map = self.loaded(&mut d)?;
+        let (b0, b1) = (off / BS, end.div_ceil(BS));
+        // Fast path: an overwrite of written blocks with no gap after EOF.
+        let written = |map: &ExtentMap| {
+            let mut at = b0;
+            for e in map.overlapping(b0, b1 - b0) {
+                if e.fblock > at || e.unwritten() {
+                    return false;
+                }
+                at = e.end();
+            }
+            at >= b1
+        };
+        if off <= size && written(map) {
+            self.copy_in(map, off, data)?;
+            let mut r = self.node.rec();
+            let t = inode::now();
+            if end > r.rec.size.get() {
+                r.rec.size = end.into();
+            }
+            r.rec.mtime = t;
+            r.rec.ctime = t;
+            r.dirty = true;
+            return Ok(data.len());
+        }
+        let res = self.write_slow(map, size, off, end, data);
+        if res.is_err() {
+            d.extents = None;
+        }
+        res.map(|_| data.len())
+    }
+
+    /// Copies `data` to the written blocks mapping `[off, off+len)` and persists.
+    fn copy_in(&self, map: &ExtentMap, off: u64, data: &[u8]) -> Result<()> {
+        let dev = self.dev();
+        let end = off + data.len() as u64;
+        for e in map.overlapping(off / BS, end.div_ceil(BS) - off / BS) {
+            let s = off.max(e.fblock * BS);
+            let t = end.min(e.end() * BS);
+            let at = e.phys * BS + (s - e.fblock * BS);
+            dev.write(at, &data[(s - off) as usize..(t - off) as usize])?;
+            dev.flush(at, t - s);
+        }
+        dev.fence();
+        Ok(())
+    }
+
+    /// Zeroes the stale bytes past end of file in the last block, before a
+    /// size increase makes them visible.
+    fn zero_past_eof(&self, map: &ExtentMap, size: u64, new_size: u64) -> Result<()> {
+        if size % BS == 0 || new_size <= size {
+            return Ok(());
+        }
+        if let Some(e) = map.find(size / BS)
+            && !e.unwritten()
+        {
+            let at = e.phys * BS + (size - e.fblock * BS);
+            let len = (BS - size % BS).min(new_size - size);
+            self.dev().fill(at, len, 0)?;
+            self.dev().flush(at, len);
+        }
+        Ok(())
+    }
+
+    /// Writes `data` into fresh or unwritten blocks starting at file block
+    /// `fb` (device block `phys`, `len` blocks), zeroing the parts of those
+    /// blocks the write does not cover.
+    fn fill_new_blocks(&self, fb: u64, phys: u64, len: u64, off: u64, data: &[u8]) -> Result<()> {
+        let dev = self.dev();
+        let end = off + data.len() as u64;
+        let (bs, be) = (fb * BS, (fb + len) * BS);
+        let (s, t) = (off.max(bs), end.min(be));
+        if s > bs {
+            dev.fill(phys * BS, s - bs, 0)?;
+        }
+        if s < t {
+            dev.write(phys * BS + (s - bs), &data[(s - off) as usize..(t - off) as usize])?;
+        }
+        if t < be {
+            dev.fill(phys * BS + (t - bs), be - t.max(s), 0)?;
+        }
+        dev.flush(phys * BS, len * BS);
+        Ok(())
+    }
+
+    fn write_slow(&self, map: &mut ExtentMap, size: u64, off: u64, end: u64, data: &[u8]) -> Result<()> {
+        let fs = &*self.fs;
+        let mut meta = lock(&fs.meta);
+        let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+        let (b0, b1) = (off / BS, end.div_ceil(BS));
+        let segs = segments(map, b0, b1);
+        let holes: u64 = segs.iter().filter(|s| s.2.is_none()).map(|s| s.1).sum();
+        if holes + holes / 64 + 16 > tx.free_blocks() {
+            return Err(FsError::NoSpace(format!("writing {} bytes needs {holes} blocks", data.len())));
+        }
+        if off > size {
+            self.zero_past_eof(map, size, off)?;
+        }
+        let mut goal = map.last_before(b0).or_else(|| map.iter().next_back().copied()).map(|e| e.phys + e.len);
+        if holes >= HUGE_BLOCKS {
+            goal = None; // let large files start huge-page aligned
+        }
+        for (fb, len, ext) in segs {
+            match ext {
+                Some(e) if !e.unwritten() => {
+                    let s = off.max(fb * BS);
+                    let t = end.min((fb + len) * BS);
+                    let at = e.phys * BS + (s - e.fblock * BS);
+                    self.dev().write(at, &data[(s - off) as usize..(t - off) as usize])?;
+                    self.dev().flush(at, t - s);
+                }
+                Some(e) => {
+                    let phys = e.phys + (fb - e.fblock);
+                    self.fill_new_blocks(fb, phys, len, off, data)?;
+                    map.set_flags(fb, len, 0);
+                }
+                None => {
+                    let mut at = fb;
+                    while at < fb + len {
+                        let (p, l) = tx.alloc_extent(fb + len - at, goal)?;
+                        self.fill_new_blocks(at, p, l, off, data)?;
+                        map.map(Extent { fblock: at, phys: p, len: l, flags: 0 });
+                        goal = Some(p + l);
+                        at += l;
+                    }
+                }
+            }
+        }
+        self.dev().fence();
+        let mut recs = Recs::lock(&[&self.node]);
+        let r = recs.get(self.node.ino);
+        let mut root = r.tree;
+        map.apply(&mut tx, self.node.ino, &mut root)?;
+        r.tree = root;
+        r.blocks = map.blocks().into();
+        if end > r.size.get() {
+            r.size = end.into();
+        }
+        let t = inode::now();
+        r.mtime = t;
+        r.ctime = t;
+        recs.stage(&mut tx)?;
+        tx.commit()?;
+        recs.install();
+        Ok(())
+    }
+
+    /// Sets the file's size: shrinking frees the blocks past the new end,
+    /// growing leaves a hole that reads as zeros.
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.check_write()?;
+        check_range(len, 0)?;
+        let mut d = self.data_write();
+        let map = self.loaded(&mut d)?;
+        let res = self.set_len_locked(map, len);
+        if res.is_err() {
+            d.extents = None;
+        }
+        res
+    }
+
+    fn set_len_locked(&self, map: &mut ExtentMap, len: u64) -> Result<()> {
+        let fs = &*self.fs;
+        let mut meta = lock(&fs.meta);
+        let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+        let size = self.size();
+        if len < size {
+            let first = len.div_ceil(BS);
+            for e in map.unmap(first, MAX_BLOCKS - first) {
+                tx.free_extent(e.phys, e.len);
+            }
+        } else if len > size {
+            self.zero_past_eof(map, size, len)?;
+            self.dev().fence();
+        }
+        self.commit_rec(tx, map, |r| r.size = len.into())
+    }
+
+    /// Applies the map's edits and `f` to the inode record, and commits.
+    fn commit_rec(&self, mut tx: Tx<'_>, map: &mut ExtentMap, f: impl FnOnce(&mut InodeRecord)) -> Result<()> {
+        let mut recs = Recs::lock(&[&self.node]);
+        let r = recs.get(self.node.ino);
+        let mut root = r.tree;
+        map.apply(&mut tx, self.node.ino, &mut root)?;
+        r.tree = root;
+        r.blocks = map.blocks().into();
+        f(r);
+        let t = inode::now();
+        r.mtime = t;
+        r.ctime = t;
+        recs.stage(&mut tx)?;
+        tx.commit()?;
+        recs.install();
+        Ok(())
+    }
+
+    /// Preallocates, punches or zeroes a range (see [`FallocFlags`]).
+    pub fn fallocate(&self, flags: FallocFlags, off: u64, len: u64) -> Result<()> {
+        self.check_write()?;
+        if len == 0 {
+            return Err(FsError::Invalid("fallocate length is zero".into()));
+        }
+        if flags.punch_hole && flags.zero_range {
+            return Err(FsError::NotSupported("punch-hole with zero-range".into()));
+        }
+        if flags.punch_hole && !flags.keep_size {
+            return Err(FsError::NotSupported("punch-hole needs keep-size".into()));
+        }
+        let end = check_range(off, len)?;
+        let mut d = self.data_write();
+        let map = self.loaded(&mut d)?;
+        let res = self.fallocate_locked(map, flags, off, end);
+        if res.is_err() {
+            d.extents = None;
+        }
+        res
+    }
+
+    /// Zeroes the written bytes of `[s, t)` in place (within one block or
+    /// spanning several) and flushes them.
+    fn zero_written(&self, map: &ExtentMap, s: u64, t: u64) -> Result<()> {
+        if s >= t {
+            return Ok(());
+        }
+        for e in map.overlapping(s / BS, t.div_ceil(BS) - s / BS) {
+            if e.unwritten() {
+                continue;
+            }
+            let a = s.max(e.fblock * BS);
+            let b = t.min(e.end() * BS);
+            let at = e.phys * BS + (a - e.fblock * BS);
+            self.dev().fill(at, b - a, 0)?;
+            self.dev().flush(at, b - a);
+        }
+        Ok(())
+    }
+
+    fn fallocate_locked(&self, map: &mut ExtentMap, flags: FallocFlags, off: u64, end: u64) -> Result<()> {
+        let fs = &*self.fs;
+        let mut meta = lock(&fs.meta);
+        let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+        let size = self.size();
+        // Whole blocks inside the range, and the partial edges.
+        let (w0, w1) = (off.div_ceil(BS), end / BS);
+        if flags.punch_hole || flags.zero_range {
+            if w0 >= w1 {
+                self.zero_written(map, off, end)?;
+            } else {
+                self.zero_written(map, off, w0 * BS)?;
+                self.zero_written(map, w1 * BS, end)?;
+            }
+        }
+        if flags.punch_hole {
+            if w0 < w1 {
+                for e in map.unmap(w0, w1 - w0) {
+                    tx.free_extent(e.phys, e.len);
+                }
+            }
+            self.dev().fence();
+            return self.commit_rec(tx, map, |_| {});
+        }
+        if flags.zero_range && w0 < w1 {
+            map.set_flags(w0, w1 - w0, EXTENT_UNWRITTEN);
+        }
+        // Allocate unwritten blocks for the holes of the range.
+        let (b0, b1) = (off / BS, end.div_ceil(BS));
+        let holes: Vec<(u64, u64)> = segments(map, b0, b1).into_iter().filter(|s| s.2.is_none()).map(|s| (s.0, s.1)).collect();
+        let need: u64 = holes.iter().map(|h| h.1).sum();
+        if need + need / 64 + 16 > tx.free_blocks() {
+            return Err(FsError::NoSpace(format!("preallocating {need} blocks")));
+        }
+        let mut goal = None;
+        for (fb, len) in holes {
+            let mut at = fb;
+            while at < fb + len {
+                let (p, l) = tx.alloc_extent(fb + len - at, goal)?;
+                map.map(Extent { fblock: at, phys: p, len: l, flags: EXTENT_UNWRITTEN });
+                goal = Some(p + l);
+                at += l;
+            }
+        }
+        let new_size = if flags.keep_size { size } else { size.max(end) };
+        if new_size > size {
+            self.zero_past_eof(map, size, new_size)?;
+        }
+        self.dev().fence();
+        self.commit_rec(tx, map, |r| r.size = new_size.into())
+    }
+
+    /// Makes the file's data and metadata durable.
+    pub fn fsync(&self) -> Result<()> {
+        let mut r = self.node.rec();
+        if !r.dirty {
+            return Ok(());
+        }
+        drop(r);
+        let fs = &*self.fs;
+        let mut meta = lock(&fs.meta);
+        let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+        r = self.node.rec();
+        crate::fs::put_record(&mut tx, &r.rec)?;
+        tx.commit()?;
+        r.dirty = false;
+        Ok(())
+    }
+
+    /// The file's attributes.
+    pub fn stat(&self) -> Stat {
+        Stat::of(&self.node.rec().rec)
+    }
+
+    /// The file's extents.
+    pub fn fiemap(&self) -> Result<Vec<FiemapExtent>> {
+        let mut d = self.data_write();
+        let map = self.loaded(&mut d)?;
+        Ok(map
+            .iter()
+            .map(|e| FiemapExtent { logical: e.fblock * BS, physical: e.phys * BS, length: e.len * BS, unwritten: e.unwritten() })
+            .collect())
+    }
+}
+
+/// Splits file blocks `[b0, b1)` into runs that are each wholly inside one
+/// extent or wholly a hole: (first block, blocks, extent or None).
+fn segments(map: &ExtentMap, b0: u64, b1: u64) -> Vec<(u64, u64, Option<Extent>)> {
+    let mut out = vec![];
+    let mut at = b0;
+    for e in map.overlapping(b0, b1 - b0) {
+        if e.fblock > at {
+            out.push((at, e.fblock - at, None));
+            at = e.fblock;
+        }
+        let stop = e.end().min(b1);
+        out.push((at, stop - at, Some(e)));
+        at = stop;
+    }
+    if at < b1 {
+        out.push((at, b1 - at, None));
+    }
+    out
+}

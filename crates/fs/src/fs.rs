@@ -1,0 +1,373 @@
+//! The file system: making one, mounting it, and the shared state every
+//! operation works on.
+use crate::error::{FsError, Result};
+use crate::inode::{self, FileKind, Inode, inode_tree, orphan_tree};
+use crate::journal::{self, LogGeometry, Recovery};
+use crate::space::alloc::FreeMap;
+use crate::tx::{Meta, ReadStore, Tx};
+use daxfs_btree::{BTree, NodeStore};
+use daxfs_device::{Device, PersistMode};
+use daxfs_format::records::{InodeRecord, TreeRoot};
+use daxfs_format::superblock::{MIN_BLOCKS, fs_id_of};
+use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, BlockKind, Superblock};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Options for [`Fs::mkfs`].
+#[derive(Clone, Debug, Default)]
+pub struct MkfsOptions {
+    /// Overwrite an existing daxfs file system.
+    pub force: bool,
+    /// Log size in blocks (default: 1/64 of the device, 64 to 16384 blocks).
+    pub log_blocks: Option<u64>,
+    /// A label of up to 32 bytes.
+    pub label: String,
+}
+
+/// Options for [`Fs::mount`].
+#[derive(Clone, Debug, Default)]
+pub struct MountOptions {}
+
+/// The state shared by the file system handle and every open file.
+#[derive(Debug)]
+pub(crate) struct FsInner {
+    pub dev: Arc<dyn Device>,
+    pub meta: Mutex<Meta>,
+    pub icache: Mutex<HashMap<u64, Arc<Inode>>>,
+    pub fs_id: u64,
+    pub root_ino: u64,
+    pub recovery: Recovery,
+}
+
+/// A mounted daxfs file system. `Send + Sync`: share it between threads.
+#[derive(Debug, Clone)]
+pub struct Fs {
+    pub(crate) inner: Arc<FsInner>,
+}
+
+/// Geometry and usage, as `daxfs info` shows them.
+#[derive(Clone, Debug)]
+pub struct FsInfo {
+    pub uuid: String,
+    pub label: String,
+    pub format_version: u32,
+    pub block_size: u64,
+    pub total_blocks: u64,
+    pub free_blocks: u64,
+    pub inodes: u64,
+    pub log_start: u64,
+    pub log_blocks: u64,
+    pub generation: u64,
+    pub persistence: String,
+    pub device: String,
+    pub recovered: Option<u64>,
+}
+
+fn random_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut u).is_ok() {
+            return u;
+        }
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let a = daxfs_format::checksum(&t.as_nanos().to_le_bytes());
+    let b = daxfs_format::checksum(&std::process::id().to_le_bytes());
+    u[..4].copy_from_slice(&a.to_le_bytes());
+    u[4..8].copy_from_slice(&b.to_le_bytes());
+    u
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads and validates both superblock copies; returns the newest valid one.
+pub fn read_superblock(dev: &dyn Device) -> Result<Superblock> {
+    let dev_blocks = dev.len() / BLOCK_SIZE_U64;
+    if dev_blocks < MIN_BLOCKS {
+        return Err(FsError::Invalid(format!(
+            "device of {} bytes is too small for daxfs (at least {} bytes)",
+            dev.len(),
+            MIN_BLOCKS * BLOCK_SIZE_U64
+        )));
+    }
+    let mut first_err = None;
+    let mut best: Option<Superblock> = None;
+    let a = read_sb_at(dev, 0, dev_blocks);
+    let candidates = match &a {
+        // Copy B lives at the last block of the file system, which copy A names.
+        Ok(sb) => vec![a.as_ref().ok().copied(), read_sb_at(dev, sb.total_blocks.get() - 1, dev_blocks).ok()],
+        Err(_) => vec![None, read_sb_at(dev, dev_blocks - 1, dev_blocks).ok()],
+    };
+    if let Err(e) = a {
+        first_err = Some(e);
+    }
+    for sb in candidates.into_iter().flatten() {
+        if best.is_none_or(|b| sb.header.generation.get() > b.header.generation.get()) {
+            best = Some(sb);
+        }
+    }
+    match (best, first_err) {
+        (Some(sb), _) => Ok(sb),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(FsError::Corrupt("no valid superblock".into())),
+    }
+}
+
+fn read_sb_at(dev: &dyn Device, b: u64, dev_blocks: u64) -> Result<Superblock> {
+    let mut blk = Box::new([0u8; BLOCK_SIZE]);
+    dev.read(b * BLOCK_SIZE_U64, &mut blk[..])?;
+    Superblock::decode(&blk, b, dev_blocks).map_err(|e| match e {
+        daxfs_format::FormatError::BadMagic { .. } => FsError::Invalid(format!("not a daxfs file system (no daxfs superblock at block {b})")),
+        other => FsError::Corrupt(format!("superblock at block {b}: {other}")),
+    })
+}
+
+fn geometry(sb: &Superblock) -> LogGeometry {
+    LogGeometry { start: sb.log_start.get(), blocks: sb.log_blocks.get(), sb_copy: sb.total_blocks.get() - 1 }
+}
+
+impl Fs {
+    /// Makes a new, empty file system on `dev`. Refuses to overwrite an
+    /// existing daxfs file system unless `opts.force`.
+    pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<()> {
+        let total = dev.len() / BLOCK_SIZE_U64;
+        if total < MIN_BLOCKS {
+            return Err(FsError::Invalid(format!(
+                "device of {} bytes is too small: daxfs needs at least {} bytes",
+                dev.len(),
+                MIN_BLOCKS * BLOCK_SIZE_U64
+            )));
+        }
+        if !opts.force && read_superblock(&*dev).is_ok() {
+            return Err(FsError::Exists("device already holds a daxfs file system (use --force to overwrite)".into()));
+        }
+        if opts.label.len() > 32 {
+            return Err(FsError::Invalid("label longer than 32 bytes".into()));
+        }
+        let log_blocks = opts.log_blocks.unwrap_or((total / 64).clamp(64, 16384));
+        if log_blocks < 16 || 1 + log_blocks + 64 > total {
+            return Err(FsError::Invalid(format!("log of {log_blocks} blocks does not fit a device of {total} blocks")));
+        }
+        let uuid = random_uuid();
+        let fs_id = fs_id_of(&uuid);
+        // Invalidate old superblocks and the old log's commit block first.
+        for b in [0, 1, total - 1] {
+            dev.fill(b * BLOCK_SIZE_U64, BLOCK_SIZE_U64, 0)?;
+            dev.flush(b * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
+        }
+        dev.fence();
+        let mut sb = Superblock::blank();
+        sb.uuid = uuid;
+        sb.total_blocks = total.into();
+        sb.log_start = 1.into();
+        sb.log_blocks = log_blocks.into();
+        sb.root_ino = 1.into();
+        sb.next_ino = 2.into();
+        let mut label = [0u8; 32];
+        label[..opts.label.len()].copy_from_slice(opts.label.as_bytes());
+        sb.label = label;
+        let now = inode::now();
+        sb.mkfs_time = (now.sec.get() as u64).into();
+        let data_start = 1 + log_blocks;
+        let data_len = total - 1 - data_start;
+        let mut free = FreeMap::default();
+        free.insert(data_start, data_len);
+        let geo = geometry(&sb);
+        let mut meta = Meta { sb, free, free_loaded: true, seq: 1, shutdown: None, geo, fs_id };
+        let mut tx = Tx::begin(&*dev, &mut meta)?;
+        let mut root = TreeRoot::EMPTY;
+        BTree::<u64, u64>::new(BlockKind::FreeTree, 0).insert(&mut tx, &mut root, data_start, data_len)?;
+        tx.meta.sb.free_tree = root;
+        tx.meta.sb.free_blocks = data_len.into();
+        let rec = inode::new_record(1, FileKind::Dir, 0o755, 0, 0, 1);
+        put_record(&mut tx, &rec)?;
+        tx.meta.sb.inodes = 1.into();
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Mounts the file system on `dev`: reads the superblock, replays the log
+    /// if a transaction was committed but not checkpointed, and frees inodes
+    /// left orphaned by a crash. Costs the same whatever the number of files.
+    pub fn mount(dev: Arc<dyn Device>, _opts: &MountOptions) -> Result<Fs> {
+        let sb = read_superblock(&*dev)?;
+        let geo = geometry(&sb);
+        let fs_id = sb.fs_id();
+        let recovery = journal::recover(&*dev, &geo, fs_id, sb.header.generation.get())?;
+        let sb = if recovery == Recovery::Clean { sb } else { read_superblock(&*dev)? };
+        let seq = sb.header.generation.get() + 1;
+        let root_ino = sb.root_ino.get();
+        let meta = Meta { sb, free: FreeMap::default(), free_loaded: false, seq, shutdown: None, geo, fs_id };
+        let fs = Fs {
+            inner: Arc::new(FsInner {
+                dev,
+                meta: Mutex::new(meta),
+                icache: Mutex::new(HashMap::new()),
+                fs_id,
+                root_ino,
+                recovery,
+            }),
+        };
+        fs.free_orphans()?;
+        Ok(fs)
+    }
+
+    /// Frees every inode on the orphan list (unlinked while open before a crash).
+    fn free_orphans(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        if meta.sb.orphan_tree.is_empty() {
+            return Ok(());
+        }
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let root = tx.meta.sb.orphan_tree;
+        let mut orphans = vec![];
+        orphan_tree().range(&mut tx, &root, &0, &u64::MAX, &mut |k, ()| {
+            orphans.push(k);
+            std::ops::ControlFlow::Continue(())
+        })?;
+        for ino in orphans {
+            inner.free_inode(&mut tx, ino)?;
+        }
+        tx.commit()
+    }
+
+    /// The device this file system lives on.
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.inner.dev
+    }
+
+    /// What mount found in the log.
+    pub fn recovery(&self) -> &Recovery {
+        &self.inner.recovery
+    }
+
+    /// Geometry, usage and persistence mode.
+    pub fn info(&self) -> FsInfo {
+        let meta = lock(&self.inner.meta);
+        let sb = &meta.sb;
+        let label = String::from_utf8_lossy(&sb.label).trim_end_matches('\0').to_string();
+        FsInfo {
+            uuid: sb.uuid.iter().map(|b| format!("{b:02x}")).collect(),
+            label,
+            format_version: sb.version.get(),
+            block_size: BLOCK_SIZE_U64,
+            total_blocks: sb.total_blocks.get(),
+            free_blocks: sb.free_blocks.get(),
+            inodes: sb.inodes.get(),
+            log_start: sb.log_start.get(),
+            log_blocks: sb.log_blocks.get(),
+            generation: sb.header.generation.get(),
+            persistence: self.inner.dev.mode().to_string(),
+            device: self.inner.dev.describe(),
+            recovered: match self.inner.recovery {
+                Recovery::Replayed { seq, .. } => Some(seq),
+                Recovery::Clean => None,
+            },
+        }
+    }
+
+    /// The persistence mode of the device.
+    pub fn persist_mode(&self) -> PersistMode {
+        self.inner.dev.mode()
+    }
+
+    /// Writes every inode's pending size and time changes. Data is durable as
+    /// soon as each write returns; this makes metadata durable too.
+    pub fn sync(&self) -> Result<()> {
+        let inodes: Vec<Arc<Inode>> = lock(&self.inner.icache).values().cloned().collect();
+        let dirty: Vec<Arc<Inode>> = inodes.into_iter().filter(|i| i.rec().dirty).collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let mut meta = lock(&self.inner.meta);
+        let mut tx = Tx::begin(&*self.inner.dev, &mut meta)?;
+        let mut guards: Vec<_> = dirty.iter().map(|i| i.rec()).collect();
+        for g in guards.iter_mut() {
+            put_record(&mut tx, &g.rec)?;
+        }
+        tx.commit()?;
+        for g in guards.iter_mut() {
+            g.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// Writes an inode record into the inode tree.
+pub(crate) fn put_record(tx: &mut Tx<'_>, rec: &InodeRecord) -> Result<()> {
+    let mut root = tx.meta.sb.inode_tree;
+    inode_tree().insert(tx, &mut root, rec.ino.get(), *rec)?;
+    tx.meta.sb.inode_tree = root;
+    Ok(())
+}
+
+impl FsInner {
+    /// The in-memory inode `ino`, read through `s` on first use.
+    pub(crate) fn inode(&self, s: &mut dyn NodeStore, inode_root: &TreeRoot, ino: u64) -> Result<Arc<Inode>> {
+        if let Some(i) = lock(&self.icache).get(&ino) {
+            return Ok(i.clone());
+        }
+        let rec = inode::read_record(s, inode_root, ino)?
+            .ok_or_else(|| FsError::Corrupt(format!("inode {ino} is referenced but not in the inode table")))?;
+        let i = Arc::new(Inode::new(rec)?);
+        Ok(lock(&self.icache).entry(ino).or_insert(i).clone())
+    }
+
+    /// The inode for a lookup made inside a transaction.
+    pub(crate) fn inode_tx(&self, tx: &mut Tx<'_>, ino: u64) -> Result<Arc<Inode>> {
+        let root = tx.meta.sb.inode_tree;
+        self.inode(tx, &root, ino)
+    }
+
+    /// A read-only store over committed metadata.
+    pub(crate) fn reader(&self) -> ReadStore<'_> {
+        ReadStore { dev: &*self.dev, fs_id: self.fs_id }
+    }
+
+    /// Frees an inode whose last link and last handle are gone: its blocks,
+    /// its trees, its record and its orphan entry.
+    pub(crate) fn free_inode(&self, tx: &mut Tx<'_>, ino: u64) -> Result<()> {
+        let iroot = tx.meta.sb.inode_tree;
+        let Some(rec) = inode::read_record(tx, &iroot, ino)? else {
+            return Err(FsError::Corrupt(format!("orphan inode {ino} has no record")));
+        };
+        let kind = FileKind::of_mode(rec.mode.get());
+        let mut troot = rec.tree;
+        if kind == Some(FileKind::Dir) {
+            crate::dir::tree(ino).destroy(tx, &mut troot)?;
+        } else {
+            let map = crate::extents::ExtentMap::load(tx, ino, &troot)?;
+            for e in map.iter() {
+                tx.free_extent(e.phys, e.len);
+            }
+            crate::extents::tree(ino).destroy(tx, &mut troot)?;
+        }
+        let mut root = tx.meta.sb.inode_tree;
+        inode_tree().remove(tx, &mut root, &ino)?;
+        tx.meta.sb.inode_tree = root;
+        let mut oroot = tx.meta.sb.orphan_tree;
+        orphan_tree().remove(tx, &mut oroot, &ino)?;
+        tx.meta.sb.orphan_tree = oroot;
+        tx.meta.sb.inodes = tx.meta.sb.inodes.get().saturating_sub(1).into();
+        lock(&self.icache).remove(&ino);
+        Ok(())
+    }
+
+    /// Called when a handle closes: frees the inode if it was the last
+    /// handle of an unlinked file.
+    pub(crate) fn release(&self, ino: &Arc<Inode>) -> Result<()> {
+        let mut meta = lock(&self.meta);
+        let left = ino.opens.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left > 0 || ino.rec().rec.nlink.get() > 0 {
+            return Ok(());
+        }
+        let mut tx = Tx::begin(&*self.dev, &mut meta)?;
+        self.free_inode(&mut tx, ino.ino)?;
+        tx.commit()
+    }
+}

@@ -1,0 +1,147 @@
+//! Inodes: records in the inode tree, and their in-memory form.
+//!
+//! Lock order, outermost first: an inode's `data` lock (several: by inode
+//! number), the file system's metadata lock, inode `rec` locks (several: by
+//! inode number). Nothing is ever acquired while a `rec` lock is held except
+//! another `rec` lock of a higher inode number.
+use crate::error::{FsError, Result};
+use crate::extents::ExtentMap;
+use daxfs_btree::{BTree, NodeStore};
+use daxfs_format::BlockKind;
+use daxfs_format::records::{InodeRecord, Timestamp, TreeRoot, mode};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Mutex, MutexGuard, RwLock};
+use zerocopy::FromZeros;
+
+/// The inode tree (inode number -> record).
+pub fn inode_tree() -> BTree<u64, InodeRecord> {
+    BTree::new(BlockKind::InodeTree, 0)
+}
+
+/// The orphan tree: inodes unlinked while open, freed at last close or mount.
+pub fn orphan_tree() -> BTree<u64, ()> {
+    BTree::new(BlockKind::OrphanTree, 0)
+}
+
+/// What kind of object an inode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl FileKind {
+    pub fn of_mode(m: u32) -> Option<FileKind> {
+        match m & mode::S_IFMT {
+            mode::S_IFREG => Some(FileKind::File),
+            mode::S_IFDIR => Some(FileKind::Dir),
+            mode::S_IFLNK => Some(FileKind::Symlink),
+            _ => None,
+        }
+    }
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            FileKind::File => mode::S_IFREG,
+            FileKind::Dir => mode::S_IFDIR,
+            FileKind::Symlink => mode::S_IFLNK,
+        }
+    }
+    /// The directory-entry type byte (as DT_REG, DT_DIR, DT_LNK).
+    pub fn dtype(self) -> u8 {
+        match self {
+            FileKind::File => 8,
+            FileKind::Dir => 4,
+            FileKind::Symlink => 10,
+        }
+    }
+    pub fn of_dtype(t: u8) -> Option<FileKind> {
+        match t {
+            8 => Some(FileKind::File),
+            4 => Some(FileKind::Dir),
+            10 => Some(FileKind::Symlink),
+            _ => None,
+        }
+    }
+}
+
+/// The current time as an on-media timestamp.
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp { sec: (d.as_secs() as i64).into(), nsec: d.subsec_nanos().into() }
+}
+
+/// A fresh inode record.
+pub fn new_record(ino: u64, kind: FileKind, perm: u32, uid: u32, gid: u32, parent: u64) -> InodeRecord {
+    let mut r = InodeRecord::new_zeroed();
+    let t = now();
+    r.ino = ino.into();
+    r.mode = (kind.mode_bits() | (perm & 0o7777)).into();
+    r.uid = uid.into();
+    r.gid = gid.into();
+    r.nlink = if kind == FileKind::Dir { 2 } else { 1 }.into();
+    r.atime = t;
+    r.mtime = t;
+    r.ctime = t;
+    r.btime = t;
+    r.parent = parent.into();
+    r.tree = TreeRoot::EMPTY;
+    r.loss = TreeRoot::EMPTY;
+    r
+}
+
+/// The in-memory record of an inode, and whether it has changes (size and
+/// times of in-place writes) not yet in the inode tree.
+#[derive(Debug)]
+pub struct RecState {
+    pub rec: InodeRecord,
+    pub dirty: bool,
+}
+
+/// What the data path needs, under the inode's data lock.
+#[derive(Debug, Default)]
+pub struct DataState {
+    /// The file's extents, read from its tree on first use.
+    pub extents: Option<ExtentMap>,
+}
+
+/// An inode in memory. Shared by every handle and path lookup.
+#[derive(Debug)]
+pub struct Inode {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub rec: Mutex<RecState>,
+    pub data: RwLock<DataState>,
+    /// Open handles. Changed only under the metadata lock.
+    pub opens: AtomicU32,
+}
+
+impl Inode {
+    pub fn new(rec: InodeRecord) -> Result<Inode> {
+        let kind = FileKind::of_mode(rec.mode.get())
+            .ok_or_else(|| FsError::Corrupt(format!("inode {}: unknown file type in mode {:#o}", rec.ino.get(), rec.mode.get())))?;
+        Ok(Inode {
+            ino: rec.ino.get(),
+            kind,
+            rec: Mutex::new(RecState { rec, dirty: false }),
+            data: RwLock::new(DataState::default()),
+            opens: AtomicU32::new(0),
+        })
+    }
+
+    /// Locks the record.
+    pub fn rec(&self) -> MutexGuard<'_, RecState> {
+        self.rec.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads inode `ino`'s record from the tree.
+pub fn read_record(s: &mut dyn NodeStore, root: &TreeRoot, ino: u64) -> Result<Option<InodeRecord>> {
+    let r = inode_tree().get(s, root, &ino)?;
+    if let Some(r) = &r
+        && r.ino.get() != ino
+    {
+        return Err(FsError::Corrupt(format!("inode tree: key {ino} holds the record of inode {}", r.ino.get())));
+    }
+    Ok(r)
+}

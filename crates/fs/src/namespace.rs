@@ -1,0 +1,641 @@
+//! Namespace operations: path resolution, create, mkdir, unlink, rmdir,
+//! rename, link, symlink, readdir, stat and attribute changes.
+//!
+//! Each operation is one transaction: it resolves paths, locks the records of
+//! every inode it changes (in inode-number order), stages the new records and
+//! directory entries, commits, and only then installs the new records in
+//! memory. An error at any point aborts the transaction and changes nothing.
+use crate::dir::{self, DirEntry, check_name, components};
+use crate::error::{FsError, Result};
+use crate::file::{File, OpenOptions};
+use crate::fs::{Fs, FsInner, lock, put_record};
+use crate::inode::{self, FileKind, Inode, RecState, orphan_tree};
+use crate::tx::Tx;
+use daxfs_format::records::{InodeRecord, Timestamp};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+
+/// Symbolic links followed in one lookup before ELOOP.
+pub const MAX_SYMLINKS: usize = 40;
+/// Longest symbolic-link target.
+pub const SYMLINK_MAX: usize = 4095;
+
+/// File attributes, as `stat` returns them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub ino: u64,
+    pub kind: FileKind,
+    /// Permission bits (the type bits are in `kind`).
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// 512-byte units, as `st_blocks`.
+    pub blocks: u64,
+    pub atime: (i64, u32),
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+    pub btime: (i64, u32),
+    /// Bytes of this file lost to media errors.
+    pub lost_bytes: u64,
+}
+
+fn ts(t: &Timestamp) -> (i64, u32) {
+    (t.sec.get(), t.nsec.get())
+}
+
+impl Stat {
+    pub(crate) fn of(rec: &InodeRecord) -> Stat {
+        let m = rec.mode.get();
+        Stat {
+            ino: rec.ino.get(),
+            kind: FileKind::of_mode(m).unwrap_or(FileKind::File),
+            perm: m & 0o7777,
+            nlink: rec.nlink.get(),
+            uid: rec.uid.get(),
+            gid: rec.gid.get(),
+            size: rec.size.get(),
+            blocks: rec.blocks.get() * 8,
+            atime: ts(&rec.atime),
+            mtime: ts(&rec.mtime),
+            ctime: ts(&rec.ctime),
+            btime: ts(&rec.btime),
+            lost_bytes: rec.lost_bytes.get(),
+        }
+    }
+}
+
+fn show(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+/// The records of a set of inodes, locked for one operation. Changes are
+/// made to copies; `install` puts them in place after the commit.
+pub(crate) struct Recs<'a> {
+    inodes: Vec<&'a Arc<Inode>>,
+    guards: Vec<MutexGuard<'a, RecState>>,
+    pub recs: Vec<InodeRecord>,
+}
+
+impl<'a> Recs<'a> {
+    /// Locks the distinct inodes of `list` (duplicates are merged).
+    pub fn lock(list: &[&'a Arc<Inode>]) -> Recs<'a> {
+        let mut inodes: Vec<&'a Arc<Inode>> = list.to_vec();
+        inodes.sort_by_key(|i| i.ino);
+        inodes.dedup_by_key(|i| i.ino);
+        let guards: Vec<MutexGuard<'a, RecState>> = inodes.iter().map(|i| i.rec()).collect();
+        let recs = guards.iter().map(|g| g.rec).collect();
+        Recs { inodes, guards, recs }
+    }
+
+    /// The record copy of inode `ino` (which must be in the set).
+    pub fn get(&mut self, ino: u64) -> &mut InodeRecord {
+        let i = self.inodes.iter().position(|x| x.ino == ino).unwrap_or(0);
+        &mut self.recs[i]
+    }
+
+    /// Stages every record still alive (ino != 0) into the inode tree.
+    pub fn stage(&self, tx: &mut Tx<'_>) -> Result<()> {
+        for r in &self.recs {
+            if r.ino.get() != 0 {
+                put_record(tx, r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs the copies in memory after a successful commit.
+    pub fn install(mut self) {
+        for (g, r) in self.guards.iter_mut().zip(self.recs.iter()) {
+            if r.ino.get() != 0 {
+                g.rec = *r;
+                g.dirty = false;
+            } else {
+                g.rec.nlink = 0.into();
+            }
+        }
+    }
+}
+
+impl FsInner {
+    /// Reads a symbolic link's target.
+    pub(crate) fn read_link_target(&self, tx: &mut Tx<'_>, ino: &Arc<Inode>) -> Result<Vec<u8>> {
+        let rec = ino.rec().rec;
+        let size = rec.size.get() as usize;
+        if size > SYMLINK_MAX {
+            return Err(FsError::Corrupt(format!("symlink inode {}: target of {size} bytes", ino.ino)));
+        }
+        let map = crate::extents::ExtentMap::load(tx, ino.ino, &rec.tree)?;
+        let mut buf = vec![0u8; size];
+        crate::file::read_mapped(&*self.dev, &map, 0, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Resolves `path` to an inode. `follow_last`: follow a symlink in the last
+    /// component. Every intermediate symlink is followed.
+    pub(crate) fn resolve(&self, tx: &mut Tx<'_>, path: &[u8], follow_last: bool) -> Result<Arc<Inode>> {
+        let mut budget = MAX_SYMLINKS;
+        self.resolve_from(tx, self.root_ino, path, follow_last, &mut budget)
+    }
+
+    fn resolve_from(&self, tx: &mut Tx<'_>, start: u64, path: &[u8], follow_last: bool, budget: &mut usize) -> Result<Arc<Inode>> {
+        let mut cur = self.inode_tx(tx, if path.first() == Some(&b'/') { self.root_ino } else { start })?;
+        let comps = components(path);
+        let must_be_dir = path.last() == Some(&b'/');
+        for (i, c) in comps.iter().enumerate() {
+            let last = i + 1 == comps.len();
+            if cur.kind != FileKind::Dir {
+                return Err(FsError::NotDir(show(path)));
+            }
+            if *c == b".." {
+                let parent = cur.rec().rec.parent.get();
+                cur = self.inode_tx(tx, parent)?;
+                continue;
+            }
+            if c.len() > daxfs_format::records::NAME_MAX {
+                return Err(FsError::NameTooLong(show(path)));
+            }
+            let root = cur.rec().rec.tree;
+            let Some(f) = dir::lookup(tx, cur.ino, &root, c)? else {
+                return Err(FsError::NotFound(show(path)));
+            };
+            let next = self.inode_tx(tx, f.ino)?;
+            if next.kind == FileKind::Symlink && (!last || follow_last || must_be_dir) {
+                if *budget == 0 {
+                    return Err(FsError::Loop(show(path)));
+                }
+                *budget -= 1;
+                let target = self.read_link_target(tx, &next)?;
+                cur = self.resolve_from(tx, cur.ino, &target, true, budget)?;
+            } else {
+                cur = next;
+            }
+        }
+        if must_be_dir && cur.kind != FileKind::Dir {
+            return Err(FsError::NotDir(show(path)));
+        }
+        Ok(cur)
+    }
+
+    /// Resolves everything but the last component: (parent directory, name).
+    pub(crate) fn resolve_parent(&self, tx: &mut Tx<'_>, path: &[u8]) -> Result<(Arc<Inode>, Vec<u8>)> {
+        let trimmed: &[u8] = {
+            let mut p = path;
+            while p.len() > 1 && p.last() == Some(&b'/') {
+                p = &p[..p.len() - 1];
+            }
+            p
+        };
+        let (dir_path, name): (&[u8], &[u8]) = match trimmed.iter().rposition(|&c| c == b'/') {
+            Some(i) => (&trimmed[..i + 1], &trimmed[i + 1..]),
+            None => (b".", trimmed),
+        };
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(FsError::Invalid(format!("{}: names no entry that can be changed", show(path))));
+        }
+        check_name(name).map_err(|e| match e {
+            FsError::NameTooLong(_) => FsError::NameTooLong(show(path)),
+            other => other,
+        })?;
+        let dir = self.resolve(tx, dir_path, true)?;
+        if dir.kind != FileKind::Dir {
+            return Err(FsError::NotDir(show(path)));
+        }
+        Ok((dir, name.to_vec()))
+    }
+
+    fn next_ino(tx: &mut Tx<'_>) -> u64 {
+        let ino = tx.meta.sb.next_ino.get();
+        tx.meta.sb.next_ino = (ino + 1).into();
+        tx.meta.sb.inodes = (tx.meta.sb.inodes.get() + 1).into();
+        ino
+    }
+
+    /// Drops a link to `child`; frees it, or puts it on the orphan list when
+    /// open, once no link is left. Marks the record dead (ino 0) when freed.
+    fn drop_link(&self, tx: &mut Tx<'_>, child: &Arc<Inode>, rec: &mut InodeRecord) -> Result<()> {
+        let n = if child.kind == FileKind::Dir { 0 } else { rec.nlink.get().saturating_sub(1) };
+        rec.nlink = n.into();
+        rec.ctime = inode::now();
+        if n == 0 {
+            if child.opens.load(Ordering::SeqCst) > 0 {
+                put_record(tx, rec)?;
+                let mut root = tx.meta.sb.orphan_tree;
+                orphan_tree().insert(tx, &mut root, child.ino, ())?;
+                tx.meta.sb.orphan_tree = root;
+            } else {
+                put_record(tx, rec)?;
+                self.free_inode(tx, child.ino)?;
+                rec.ino = 0.into();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Fs {
+    fn tx_op<R>(&self, f: impl FnOnce(&FsInner, &mut Tx<'_>) -> Result<R>) -> Result<R> {
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        f(inner, &mut tx)
+    }
+
+    /// Creates a node of `kind` at `path`; returns its inode.
+    fn make_node(&self, path: &[u8], kind: FileKind, perm: u32, symlink_target: Option<&[u8]>) -> Result<Arc<Inode>> {
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let (dir, name) = inner.resolve_parent(&mut tx, path)?;
+        let droot = dir.rec().rec.tree;
+        if dir::lookup(&mut tx, dir.ino, &droot, &name)?.is_some() {
+            return Err(FsError::Exists(show(path)));
+        }
+        let ino = FsInner::next_ino(&mut tx);
+        let mut rec = inode::new_record(ino, kind, perm, 0, 0, dir.ino);
+        if let Some(t) = symlink_target {
+            crate::file::write_new_data(&mut tx, ino, &mut rec, t)?;
+        }
+        let mut recs = Recs::lock(&[&dir]);
+        let d = recs.get(dir.ino);
+        let mut root = d.tree;
+        dir::add(&mut tx, dir.ino, &mut root, &name, ino, kind)?;
+        d.tree = root;
+        let t = inode::now();
+        d.mtime = t;
+        d.ctime = t;
+        if kind == FileKind::Dir {
+            d.nlink = (d.nlink.get() + 1).into();
+        }
+        recs.stage(&mut tx)?;
+        put_record(&mut tx, &rec)?;
+        tx.commit()?;
+        recs.install();
+        let node = Arc::new(Inode::new(rec)?);
+        lock(&inner.icache).insert(ino, node.clone());
+        Ok(node)
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, path: impl AsRef<[u8]>, perm: u32) -> Result<()> {
+        self.make_node(path.as_ref(), FileKind::Dir, perm, None).map(|_| ())
+    }
+
+    /// Creates a symbolic link at `path` pointing at `target`.
+    pub fn symlink(&self, target: impl AsRef<[u8]>, path: impl AsRef<[u8]>) -> Result<()> {
+        let t = target.as_ref();
+        if t.is_empty() {
+            return Err(FsError::NotFound("empty symlink target".into()));
+        }
+        if t.len() > SYMLINK_MAX || t.contains(&0) {
+            return Err(FsError::NameTooLong(format!("symlink target of {} bytes", t.len())));
+        }
+        self.make_node(path.as_ref(), FileKind::Symlink, 0o777, Some(t)).map(|_| ())
+    }
+
+    /// Reads a symbolic link's target.
+    pub fn readlink(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>> {
+        self.tx_op(|inner, tx| {
+            let i = inner.resolve(tx, path.as_ref(), false)?;
+            if i.kind != FileKind::Symlink {
+                return Err(FsError::Invalid(format!("{}: not a symbolic link", show(path.as_ref()))));
+            }
+            inner.read_link_target(tx, &i)
+        })
+    }
+
+    /// Opens (and with `opts.create`, creates) a file.
+    pub fn open(&self, path: impl AsRef<[u8]>, opts: &OpenOptions) -> Result<File> {
+        let path = path.as_ref();
+        if !opts.read && !opts.write {
+            return Err(FsError::Invalid("open needs read or write access".into()));
+        }
+        let inner = &*self.inner;
+        let node = {
+            let mut meta = lock(&inner.meta);
+            let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+            match inner.resolve(&mut tx, path, true) {
+                Ok(n) => {
+                    if opts.create && opts.excl {
+                        return Err(FsError::Exists(show(path)));
+                    }
+                    n.opens.fetch_add(1, Ordering::SeqCst);
+                    n
+                }
+                Err(FsError::NotFound(_)) if opts.create => {
+                    drop(tx);
+                    drop(meta);
+                    let n = self.make_node(path, FileKind::File, opts.mode, None)?;
+                    let _meta = lock(&inner.meta);
+                    n.opens.fetch_add(1, Ordering::SeqCst);
+                    n
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let file = File::new(self.inner.clone(), node, opts.clone());
+        if file.inode().kind == FileKind::Dir && opts.write {
+            return Err(FsError::IsDir(show(path)));
+        }
+        if file.inode().kind == FileKind::Symlink {
+            return Err(FsError::Loop(show(path)));
+        }
+        if opts.truncate && opts.write {
+            file.set_len(0)?;
+        }
+        Ok(file)
+    }
+
+    /// Creates a new regular file (fails with EEXIST if it exists) and opens it
+    /// for reading and writing.
+    pub fn create(&self, path: impl AsRef<[u8]>) -> Result<File> {
+        self.open(path, &OpenOptions::create_new())
+    }
+
+    /// Removes a name of a file (not a directory).
+    pub fn unlink(&self, path: impl AsRef<[u8]>) -> Result<()> {
+        let path = path.as_ref();
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let (dir, name) = inner.resolve_parent(&mut tx, path)?;
+        let droot = dir.rec().rec.tree;
+        let Some(f) = dir::lookup(&mut tx, dir.ino, &droot, &name)? else {
+            return Err(FsError::NotFound(show(path)));
+        };
+        let child = inner.inode_tx(&mut tx, f.ino)?;
+        if child.kind == FileKind::Dir {
+            return Err(FsError::IsDir(show(path)));
+        }
+        let mut recs = Recs::lock(&[&dir, &child]);
+        let d = recs.get(dir.ino);
+        let mut root = d.tree;
+        dir::remove(&mut tx, dir.ino, &mut root, f.key)?;
+        d.tree = root;
+        d.mtime = inode::now();
+        d.ctime = d.mtime;
+        let mut c = *recs.get(child.ino);
+        inner.drop_link(&mut tx, &child, &mut c)?;
+        *recs.get(child.ino) = c;
+        recs.stage(&mut tx)?;
+        tx.commit()?;
+        recs.install();
+        Ok(())
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, path: impl AsRef<[u8]>) -> Result<()> {
+        let path = path.as_ref();
+        if components(path).last() == Some(&&b".."[..]) {
+            return Err(FsError::NotEmpty(show(path)));
+        }
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        if components(path).is_empty() {
+            return Err(FsError::Invalid("cannot remove the root directory".into()));
+        }
+        let (dir, name) = inner.resolve_parent(&mut tx, path)?;
+        let droot = dir.rec().rec.tree;
+        let Some(f) = dir::lookup(&mut tx, dir.ino, &droot, &name)? else {
+            return Err(FsError::NotFound(show(path)));
+        };
+        let child = inner.inode_tx(&mut tx, f.ino)?;
+        if child.kind != FileKind::Dir {
+            return Err(FsError::NotDir(show(path)));
+        }
+        if !child.rec().rec.tree.is_empty() {
+            return Err(FsError::NotEmpty(show(path)));
+        }
+        let mut recs = Recs::lock(&[&dir, &child]);
+        let d = recs.get(dir.ino);
+        let mut root = d.tree;
+        dir::remove(&mut tx, dir.ino, &mut root, f.key)?;
+        d.tree = root;
+        d.nlink = d.nlink.get().saturating_sub(1).into();
+        d.mtime = inode::now();
+        d.ctime = d.mtime;
+        let mut c = *recs.get(child.ino);
+        inner.drop_link(&mut tx, &child, &mut c)?;
+        *recs.get(child.ino) = c;
+        recs.stage(&mut tx)?;
+        tx.commit()?;
+        recs.install();
+        Ok(())
+    }
+
+    /// Adds a hard link `new` to the file at `existing`.
+    pub fn link(&self, existing: impl AsRef<[u8]>, new: impl AsRef<[u8]>) -> Result<()> {
+        let (existing, new) = (existing.as_ref(), new.as_ref());
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let child = inner.resolve(&mut tx, existing, false)?;
+        if child.kind == FileKind::Dir {
+            return Err(FsError::NotPermitted(format!("{}: hard link to a directory", show(existing))));
+        }
+        let (dir, name) = inner.resolve_parent(&mut tx, new)?;
+        let droot = dir.rec().rec.tree;
+        if dir::lookup(&mut tx, dir.ino, &droot, &name)?.is_some() {
+            return Err(FsError::Exists(show(new)));
+        }
+        if child.rec().rec.nlink.get() == 0 {
+            return Err(FsError::NotFound(show(existing)));
+        }
+        let mut recs = Recs::lock(&[&dir, &child]);
+        let d = recs.get(dir.ino);
+        let mut root = d.tree;
+        dir::add(&mut tx, dir.ino, &mut root, &name, child.ino, child.kind)?;
+        d.tree = root;
+        d.mtime = inode::now();
+        d.ctime = d.mtime;
+        let c = recs.get(child.ino);
+        c.nlink = (c.nlink.get() + 1).into();
+        c.ctime = inode::now();
+        recs.stage(&mut tx)?;
+        tx.commit()?;
+        recs.install();
+        Ok(())
+    }
+
+    /// Renames `from` to `to`, atomically replacing `to` if it exists (a
+    /// directory only by an empty directory, a file only by a non-directory).
+    pub fn rename(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<()> {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let (sdir, sname) = inner.resolve_parent(&mut tx, from)?;
+        let (ddir, dname) = inner.resolve_parent(&mut tx, to)?;
+        let sroot = sdir.rec().rec.tree;
+        let Some(sf) = dir::lookup(&mut tx, sdir.ino, &sroot, &sname)? else {
+            return Err(FsError::NotFound(show(from)));
+        };
+        let src = inner.inode_tx(&mut tx, sf.ino)?;
+        let droot = ddir.rec().rec.tree;
+        let df = dir::lookup(&mut tx, ddir.ino, &droot, &dname)?;
+        if df.as_ref().is_some_and(|d| d.ino == src.ino) {
+            return Ok(()); // the same file: nothing to do
+        }
+        if src.kind == FileKind::Dir {
+            // A directory may not move into its own subtree.
+            let mut cur = ddir.ino;
+            for _ in 0..4096 {
+                if cur == src.ino {
+                    return Err(FsError::Invalid(format!("cannot move {} into itself", show(from))));
+                }
+                if cur == inner.root_ino {
+                    break;
+                }
+                cur = inner.inode_tx(&mut tx, cur)?.rec().rec.parent.get();
+            }
+        }
+        let dst = match &df {
+            Some(d) => Some(inner.inode_tx(&mut tx, d.ino)?),
+            None => None,
+        };
+        if let Some(dst) = &dst {
+            match (src.kind == FileKind::Dir, dst.kind == FileKind::Dir) {
+                (true, false) => return Err(FsError::NotDir(show(to))),
+                (false, true) => return Err(FsError::IsDir(show(to))),
+                (true, true) if !dst.rec().rec.tree.is_empty() => return Err(FsError::NotEmpty(show(to))),
+                _ => {}
+            }
+        }
+        let mut list = vec![&sdir, &ddir, &src];
+        if let Some(d) = &dst {
+            list.push(d);
+        }
+        let mut recs = Recs::lock(&list);
+        let t = inode::now();
+        // Remove the old name.
+        {
+            let s = recs.get(sdir.ino);
+            let mut root = s.tree;
+            dir::remove(&mut tx, sdir.ino, &mut root, sf.key)?;
+            s.tree = root;
+            s.mtime = t;
+            s.ctime = t;
+        }
+        // Drop the replaced target.
+        if let (Some(dst), Some(df)) = (&dst, &df) {
+            let d = recs.get(ddir.ino);
+            let mut root = d.tree;
+            dir::remove(&mut tx, ddir.ino, &mut root, df.key)?;
+            d.tree = root;
+            if dst.kind == FileKind::Dir {
+                d.nlink = d.nlink.get().saturating_sub(1).into();
+            }
+            let mut c = *recs.get(dst.ino);
+            inner.drop_link(&mut tx, dst, &mut c)?;
+            *recs.get(dst.ino) = c;
+        }
+        // Add the new name.
+        {
+            let d = recs.get(ddir.ino);
+            let mut root = d.tree;
+            dir::add(&mut tx, ddir.ino, &mut root, &dname, src.ino, src.kind)?;
+            d.tree = root;
+            d.mtime = t;
+            d.ctime = t;
+        }
+        if src.kind == FileKind::Dir && sdir.ino != ddir.ino {
+            let s = recs.get(sdir.ino);
+            s.nlink = s.nlink.get().saturating_sub(1).into();
+            let d = recs.get(ddir.ino);
+            d.nlink = (d.nlink.get() + 1).into();
+        }
+        let c = recs.get(src.ino);
+        c.ctime = t;
+        if src.kind == FileKind::Dir {
+            c.parent = ddir.ino.into();
+        }
+        recs.stage(&mut tx)?;
+        tx.commit()?;
+        recs.install();
+        Ok(())
+    }
+
+    /// Lists a directory (without "." and "..").
+    pub fn readdir(&self, path: impl AsRef<[u8]>) -> Result<Vec<DirEntry>> {
+        self.readdir_from(path, 0, usize::MAX)
+    }
+
+    /// Lists up to `max` entries after the one whose cookie is `after`.
+    pub fn readdir_from(&self, path: impl AsRef<[u8]>, after: u64, max: usize) -> Result<Vec<DirEntry>> {
+        self.tx_op(|inner, tx| {
+            let d = inner.resolve(tx, path.as_ref(), true)?;
+            if d.kind != FileKind::Dir {
+                return Err(FsError::NotDir(show(path.as_ref())));
+            }
+            let root = d.rec().rec.tree;
+            dir::list(tx, d.ino, &root, after, max)
+        })
+    }
+
+    /// Attributes of the file at `path`, following a final symlink.
+    pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
+        self.tx_op(|inner, tx| Ok(Stat::of(&inner.resolve(tx, path.as_ref(), true)?.rec().rec)))
+    }
+
+    /// Attributes of `path` itself (a final symlink is not followed).
+    pub fn lstat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
+        self.tx_op(|inner, tx| Ok(Stat::of(&inner.resolve(tx, path.as_ref(), false)?.rec().rec)))
+    }
+
+    fn set_attr(&self, path: &[u8], f: impl FnOnce(&mut InodeRecord)) -> Result<()> {
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let node = inner.resolve(&mut tx, path, true)?;
+        let mut recs = Recs::lock(&[&node]);
+        let r = recs.get(node.ino);
+        f(r);
+        r.ctime = inode::now();
+        recs.stage(&mut tx)?;
+        tx.commit()?;
+        recs.install();
+        Ok(())
+    }
+
+    /// Changes permission bits.
+    pub fn chmod(&self, path: impl AsRef<[u8]>, perm: u32) -> Result<()> {
+        self.set_attr(path.as_ref(), |r| r.mode = ((r.mode.get() & !0o7777) | (perm & 0o7777)).into())
+    }
+
+    /// Changes owner and group (`None` leaves one as it is).
+    pub fn chown(&self, path: impl AsRef<[u8]>, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        self.set_attr(path.as_ref(), |r| {
+            if let Some(u) = uid {
+                r.uid = u.into();
+            }
+            if let Some(g) = gid {
+                r.gid = g.into();
+            }
+        })
+    }
+
+    /// Sets access and modification times (seconds, nanoseconds); `None` leaves one.
+    pub fn utimens(&self, path: impl AsRef<[u8]>, atime: Option<(i64, u32)>, mtime: Option<(i64, u32)>) -> Result<()> {
+        for t in [atime, mtime].into_iter().flatten() {
+            if t.1 >= 1_000_000_000 {
+                return Err(FsError::Invalid(format!("nanoseconds {} out of range", t.1)));
+            }
+        }
+        self.set_attr(path.as_ref(), |r| {
+            if let Some((s, n)) = atime {
+                r.atime = Timestamp { sec: s.into(), nsec: n.into() };
+            }
+            if let Some((s, n)) = mtime {
+                r.mtime = Timestamp { sec: s.into(), nsec: n.into() };
+            }
+        })
+    }
+
+    /// Sets the size of the file at `path`.
+    pub fn truncate(&self, path: impl AsRef<[u8]>, len: u64) -> Result<()> {
+        let f = self.open(path, &OpenOptions::write_only())?;
+        f.set_len(len)
+    }
+}

@@ -1,0 +1,3 @@
+//! Space management: the free-space allocator (and, with sharing, refcounts
+//! and the reverse map).
+pub mod alloc;

@@ -1,0 +1,309 @@
+//! Transactions: every change to metadata is staged here and committed
+//! atomically through the journal.
+//!
+//! A [`Tx`] is the [`NodeStore`] of every B+tree: it hands out staged copies of
+//! nodes, allocates and frees blocks through the in-memory free map, and at
+//! commit brings the free-space tree up to date, seals every changed block and
+//! writes them through the journal. Dropping a `Tx` without committing aborts
+//! it: staged blocks are discarded, the superblock and the free map are put
+//! back, and nothing reached media (data written into blocks allocated by the
+//! aborted transaction stays in blocks that are still free).
+use crate::error::{FsError, Result};
+use crate::journal::{self, LogGeometry};
+use crate::space::alloc::FreeMap;
+use daxfs_btree::{BTree, NodeStore, TreeError};
+use daxfs_device::Device;
+use daxfs_format::block::{BlockKind, Expect, verify_block};
+use daxfs_format::records::TreeRoot;
+use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, BlockNo, Superblock, seal_block};
+use std::collections::HashMap;
+
+/// State guarded by the file system's metadata lock.
+#[derive(Debug)]
+pub struct Meta {
+    /// The superblock as of the last commit (plus the running transaction's changes).
+    pub sb: Superblock,
+    /// Free space as of the last commit, minus the running transaction's allocations.
+    pub free: FreeMap,
+    /// True once `free` has been read from the free-space tree.
+    pub free_loaded: bool,
+    /// Sequence number the next commit will carry.
+    pub seq: u64,
+    /// Set when the file system has shut down after an unrepairable error.
+    pub shutdown: Option<String>,
+    /// Blocks a commit may never touch again until the log is re-read (none yet).
+    pub geo: LogGeometry,
+    pub fs_id: u64,
+}
+
+/// A change to the free-space tree, applied at commit.
+#[derive(Clone, Copy, Debug)]
+enum Delta {
+    Alloc(u64, u64),
+    Free(u64, u64),
+}
+
+/// A running transaction.
+pub struct Tx<'a> {
+    dev: &'a dyn Device,
+    pub meta: &'a mut Meta,
+    sb_before: Superblock,
+    dirty: HashMap<u64, Box<Block>>,
+    deltas: Vec<Delta>,
+    allocated: Vec<(u64, u64)>,
+    freed: Vec<(u64, u64)>,
+    done: bool,
+}
+
+/// The free-space tree (start block -> length).
+pub fn free_tree() -> BTree<u64, u64> {
+    BTree::new(BlockKind::FreeTree, 0)
+}
+
+impl<'a> Tx<'a> {
+    /// Starts a transaction. Loads the free map on first use.
+    pub fn begin(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
+        if let Some(why) = &meta.shutdown {
+            return Err(FsError::Shutdown(why.clone()));
+        }
+        let sb_before = meta.sb;
+        let mut tx = Tx { dev, meta, sb_before, dirty: HashMap::new(), deltas: vec![], allocated: vec![], freed: vec![], done: false };
+        if !tx.meta.free_loaded {
+            let root = tx.meta.sb.free_tree;
+            let mut map = FreeMap::default();
+            let mut bad = None;
+            free_tree().range(&mut tx, &root, &0, &u64::MAX, &mut |s, l| {
+                if !map.insert(s, l) {
+                    bad = Some(s);
+                    return std::ops::ControlFlow::Break(());
+                }
+                std::ops::ControlFlow::Continue(())
+            })?;
+            if let Some(s) = bad {
+                return Err(FsError::Corrupt(format!("free-space tree: extent at block {s} overlaps another")));
+            }
+            tx.meta.free = map;
+            tx.meta.free_loaded = true;
+        }
+        Ok(tx)
+    }
+
+    pub fn dev(&self) -> &'a dyn Device {
+        self.dev
+    }
+
+    /// Free blocks available to this transaction.
+    pub fn free_blocks(&self) -> u64 {
+        self.meta.free.total()
+    }
+
+    /// Allocates up to `want` contiguous blocks (at least one); see
+    /// [`FreeMap::pick`] for the policy.
+    pub fn alloc_extent(&mut self, want: u64, goal: Option<u64>) -> Result<(u64, u64)> {
+        let (s, l) = self
+            .meta
+            .free
+            .pick(want, goal)
+            .ok_or_else(|| FsError::NoSpace(format!("allocating {want} blocks")))?;
+        if !self.meta.free.remove(s, l) {
+            return Err(FsError::Corrupt(format!("free map lost blocks [{s}, +{l})")));
+        }
+        self.allocated.push((s, l));
+        self.deltas.push(Delta::Alloc(s, l));
+        Ok((s, l))
+    }
+
+    /// Frees `[s, s+l)`: back in the free-space tree at commit, reusable only
+    /// after the commit is durable.
+    pub fn free_extent(&mut self, s: u64, l: u64) {
+        for b in s..s + l {
+            self.dirty.remove(&b);
+        }
+        self.freed.push((s, l));
+        self.deltas.push(Delta::Free(s, l));
+    }
+
+    /// Reads a block as it is in this transaction, verified against `expect`.
+    pub fn read_meta(&mut self, b: u64, kind: BlockKind, owner: Option<u64>) -> Result<Box<Block>, TreeError> {
+        if let Some(blk) = self.dirty.get(&b) {
+            return Ok(blk.clone());
+        }
+        read_verified(self.dev, b, kind, owner, self.meta.fs_id)
+    }
+
+    fn apply_delta(&mut self, d: Delta) -> Result<()> {
+        let mut root = self.meta.sb.free_tree;
+        match d {
+            Delta::Alloc(s, l) => {
+                let Some((fs, fl)) = free_tree().last_le(self, &root, &s)? else {
+                    return Err(FsError::Corrupt(format!("free-space tree lacks allocated blocks [{s}, +{l})")));
+                };
+                if fs + fl < s + l {
+                    return Err(FsError::Corrupt(format!("free-space tree lacks allocated blocks [{s}, +{l})")));
+                }
+                free_tree().remove(self, &mut root, &fs)?;
+                if s > fs {
+                    free_tree().insert(self, &mut root, fs, s - fs)?;
+                }
+                if fs + fl > s + l {
+                    free_tree().insert(self, &mut root, s + l, fs + fl - (s + l))?;
+                }
+                self.meta.sb.free_blocks = (self.meta.sb.free_blocks.get() - l).into();
+            }
+            Delta::Free(s, l) => {
+                let (mut start, mut len) = (s, l);
+                if let Some((ps, pl)) = free_tree().last_le(self, &root, &s)? {
+                    if ps + pl > s {
+                        return Err(FsError::Corrupt(format!("double free of blocks [{s}, +{l})")));
+                    }
+                    if ps + pl == s {
+                        free_tree().remove(self, &mut root, &ps)?;
+                        start = ps;
+                        len += pl;
+                    }
+                }
+                if let Some((ns, nl)) = free_tree().first_ge(self, &root, &s)? {
+                    if ns < s + l {
+                        return Err(FsError::Corrupt(format!("double free of blocks [{s}, +{l})")));
+                    }
+                    if ns == s + l {
+                        free_tree().remove(self, &mut root, &ns)?;
+                        len += nl;
+                    }
+                }
+                free_tree().insert(self, &mut root, start, len)?;
+                self.meta.sb.free_blocks = (self.meta.sb.free_blocks.get() + l).into();
+            }
+        }
+        self.meta.sb.free_tree = root;
+        Ok(())
+    }
+
+    /// Brings the free-space tree up to date. Changing it may allocate or free
+    /// its own nodes, which queues more changes: repeat until none are left.
+    fn sync_free_tree(&mut self) -> Result<()> {
+        for _round in 0..64 {
+            if self.deltas.is_empty() {
+                return Ok(());
+            }
+            let ds = std::mem::take(&mut self.deltas);
+            for d in ds {
+                self.apply_delta(d)?;
+            }
+        }
+        Err(FsError::Corrupt("free-space tree update does not converge".into()))
+    }
+
+    /// Commits: durable when this returns Ok.
+    pub fn commit(mut self) -> Result<()> {
+        self.sync_free_tree()?;
+        let seq = self.meta.seq;
+        let fs_id = self.meta.fs_id;
+        let mut sbb = self.meta.sb.to_block();
+        seal_block(&mut sbb, 0, seq, fs_id);
+        let mut images: Vec<(u64, Box<Block>)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        for (home, img) in images.iter_mut() {
+            seal_block(img, *home, seq, fs_id);
+        }
+        images.push((0, sbb));
+        images.sort_unstable_by_key(|(h, _)| *h);
+        journal::commit(self.dev, &self.meta.geo, fs_id, seq, &images)?;
+        self.meta.sb.header.generation = seq.into();
+        self.meta.seq += 1;
+        for (s, l) in std::mem::take(&mut self.freed) {
+            if !self.meta.free.insert(s, l) {
+                // The tree accepted the free, so the map must too; a mismatch
+                // means the map is stale: reload it at the next transaction.
+                self.meta.free_loaded = false;
+            }
+        }
+        self.done = true;
+        Ok(())
+    }
+
+    /// Whether anything was changed.
+    pub fn is_empty(&self) -> bool {
+        self.dirty.is_empty() && self.deltas.is_empty() && self.meta.sb.as_bytes_eq(&self.sb_before)
+    }
+}
+
+trait SbEq {
+    fn as_bytes_eq(&self, other: &Self) -> bool;
+}
+impl SbEq for Superblock {
+    fn as_bytes_eq(&self, other: &Self) -> bool {
+        zerocopy::IntoBytes::as_bytes(self) == zerocopy::IntoBytes::as_bytes(other)
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Abort: nothing reached media; put the in-memory state back.
+        self.meta.sb = self.sb_before;
+        for &(s, l) in &self.allocated {
+            if !self.meta.free.insert(s, l) {
+                self.meta.free_loaded = false;
+            }
+        }
+    }
+}
+
+/// Reads block `b` from the device and verifies it.
+pub fn read_verified(dev: &dyn Device, b: u64, kind: BlockKind, owner: Option<u64>, fs_id: u64) -> Result<Box<Block>, TreeError> {
+    let mut blk = Box::new([0u8; BLOCK_SIZE]);
+    dev.read(b * BLOCK_SIZE_U64, &mut blk[..]).map_err(|e| match e {
+        daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: b },
+        other => TreeError::Store(other.to_string()),
+    })?;
+    verify_block(&blk, &Expect { blockno: b, kind, owner, fs_id })?;
+    Ok(blk)
+}
+
+impl NodeStore for Tx<'_> {
+    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<Box<Block>, TreeError> {
+        self.read_meta(b.0, kind, Some(owner))
+    }
+    fn write_node(&mut self, b: BlockNo, node: Box<Block>) -> Result<(), TreeError> {
+        self.dirty.insert(b.0, node);
+        Ok(())
+    }
+    fn alloc_node(&mut self, _kind: BlockKind, _owner: u64) -> Result<BlockNo, TreeError> {
+        match self.alloc_extent(1, None) {
+            Ok((s, _)) => Ok(BlockNo(s)),
+            Err(FsError::NoSpace(_)) => Err(TreeError::NoSpace),
+            Err(e) => Err(TreeError::Store(e.to_string())),
+        }
+    }
+    fn free_node(&mut self, b: BlockNo, _kind: BlockKind, _owner: u64) -> Result<(), TreeError> {
+        self.free_extent(b.0, 1);
+        Ok(())
+    }
+}
+
+/// A read-only store over committed metadata (for lookups outside a
+/// transaction, fsck and tools). Writes are refused.
+pub struct ReadStore<'a> {
+    pub dev: &'a dyn Device,
+    pub fs_id: u64,
+}
+
+impl NodeStore for ReadStore<'_> {
+    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<Box<Block>, TreeError> {
+        read_verified(self.dev, b.0, kind, Some(owner), self.fs_id)
+    }
+    fn write_node(&mut self, _b: BlockNo, _node: Box<Block>) -> Result<(), TreeError> {
+        Err(TreeError::Store("read-only store".into()))
+    }
+    fn alloc_node(&mut self, _kind: BlockKind, _owner: u64) -> Result<BlockNo, TreeError> {
+        Err(TreeError::Store("read-only store".into()))
+    }
+    fn free_node(&mut self, _b: BlockNo, _kind: BlockKind, _owner: u64) -> Result<(), TreeError> {
+        Err(TreeError::Store("read-only store".into()))
+    }
+}
+
+/// Keeps `TreeRoot` in scope for users of this module.
+pub type Root = TreeRoot;
