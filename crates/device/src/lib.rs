@@ -4,9 +4,38 @@
 //! Everything above this crate sees only the [`Device`] trait. No caller ever
 //! holds a reference into device memory: bytes move by copy in and copy out, so
 //! another thread (or a user mapping) writing the same memory is never UB.
+//!
+//! # Devices
+//!
+//! - [`MmapDevice`]: an image file, a file on a DAX file system (mapped with
+//!   `MAP_SYNC`), or a device-DAX character device, mapped shared.
+//! - [`MemDevice`]: volatile process memory, for tests.
+//! - [`CrashDevice`]: process memory that records what became durable when,
+//!   and rebuilds the image a power failure would leave at any persist point.
+//!
+//! # Invariants
+//!
+//! - `unsafe` code lives only in the `mmap` module (mappings and raw copies)
+//!   and the `pmem` module (cache-line flush and fence instructions).
+//! - Device memory is only ever touched through raw-pointer copies of a
+//!   bounds-checked range ([`check_range`]); no `&`/`&mut` to it is formed.
+//! - Every device is `Send + Sync`; concurrent accesses to disjoint ranges
+//!   are fine. Concurrent accesses to overlapping ranges give unspecified
+//!   bytes in the overlap (as the hardware would), never a torn 8-byte
+//!   aligned word on x86_64 for 8-byte aligned copies of whole words.
+mod crash;
+mod file;
 mod mem;
+mod mmap;
+mod pmem;
 
+pub use crash::{CrashDevice, CrashReplay, Subset};
+pub use file::{DeviceKind, MapSource, MapSyncPolicy, MmapDevice, OpenOptions, create_image_file};
 pub use mem::MemDevice;
+pub use pmem::{cache_line_size, detect_flush_instr, flush_instr_supported};
+
+/// Granularity that sizes of image files and devices must be a multiple of.
+pub const SIZE_GRANULE: u64 = 4096;
 
 /// How stores become durable on this device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,19 +54,26 @@ pub enum PersistMode {
 /// Which cache-line flush instruction is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushInstr {
+    /// `CLWB`: writes the line back and may keep it cached.
     Clwb,
+    /// `CLFLUSHOPT`: writes back and invalidates, weakly ordered.
     Clflushopt,
+    /// `CLFLUSH`: writes back and invalidates, ordered with other stores.
     Clflush,
 }
 
 impl std::fmt::Display for PersistMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PersistMode::CpuFlush(i) => write!(f, "cpu-flush ({})", match i {
-                FlushInstr::Clwb => "clwb",
-                FlushInstr::Clflushopt => "clflushopt",
-                FlushInstr::Clflush => "clflush",
-            }),
+            PersistMode::CpuFlush(i) => write!(
+                f,
+                "cpu-flush ({})",
+                match i {
+                    FlushInstr::Clwb => "clwb",
+                    FlushInstr::Clflushopt => "clflushopt",
+                    FlushInstr::Clflush => "clflush",
+                }
+            ),
             PersistMode::Msync => write!(f, "msync"),
             PersistMode::Volatile => write!(f, "volatile"),
         }
@@ -59,7 +95,16 @@ pub enum DeviceError {
     Locked(String),
     /// An operating-system error, with what was being done.
     #[error("{what}: {source}")]
-    Os { what: String, source: std::io::Error },
+    Os {
+        what: String,
+        source: std::io::Error,
+    },
+    /// A device or image size that daxfs cannot use.
+    #[error("invalid device size {size:#x}: {reason}")]
+    InvalidSize { size: u64, reason: String },
+    /// The file or the platform lacks something that was asked for or needed.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T, E = DeviceError> = std::result::Result<T, E>;
@@ -106,6 +151,14 @@ pub trait Device: Send + Sync + std::fmt::Debug {
 
     /// A short description for `daxfs info` (kind and path).
     fn describe(&self) -> String;
+
+    /// Reports, once, a failure of an earlier [`Device::flush`] or
+    /// [`Device::fence`] (which cannot return errors themselves), e.g. an
+    /// `msync` that failed with `EIO`. After such a failure the device cannot
+    /// promise that persisted data is durable.
+    fn take_persist_error(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks that `[off, off+len)` lies inside a device of `size` bytes.
@@ -114,4 +167,22 @@ pub fn check_range(off: u64, len: u64, size: u64) -> Result<()> {
         Some(end) if end <= size => Ok(()),
         _ => Err(DeviceError::OutOfRange { off, len, size }),
     }
+}
+
+/// Checks that `size` is usable as the size of a device: non-zero and a
+/// multiple of [`SIZE_GRANULE`].
+pub fn check_size(size: u64) -> Result<()> {
+    if size == 0 {
+        return Err(DeviceError::InvalidSize {
+            size,
+            reason: "the size must not be zero".into(),
+        });
+    }
+    if !size.is_multiple_of(SIZE_GRANULE) {
+        return Err(DeviceError::InvalidSize {
+            size,
+            reason: format!("the size must be a multiple of {SIZE_GRANULE} bytes"),
+        });
+    }
+    Ok(())
 }
