@@ -478,3 +478,271 @@ impl CrashReplay<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(img: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(img[off..off + 8].try_into().unwrap())
+    }
+
+    fn put(dev: &CrashDevice, off: u64, v: u64) {
+        dev.write(off, &v.to_le_bytes()).unwrap();
+    }
+
+    #[test]
+    fn unflushed_store_may_or_may_not_survive() {
+        let dev = CrashDevice::new(4096);
+        put(&dev, 0, 0x1111);
+        dev.fence();
+        assert_eq!(dev.fences(), 1);
+        let none = dev.crash_image(0, Subset::None);
+        let all = dev.crash_image(0, Subset::All);
+        assert_eq!(w(&none, 0), 0);
+        assert_eq!(w(&all, 0), 0x1111);
+        assert_ne!(none, all);
+        // Reads see the store all along.
+        let mut b = [0u8; 8];
+        dev.read(0, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), 0x1111);
+    }
+
+    #[test]
+    fn flushed_and_fenced_store_survives_every_crash() {
+        let dev = CrashDevice::new(4096);
+        put(&dev, 64, 0xabcd);
+        dev.persist(64, 8);
+        for subset in [
+            Subset::None,
+            Subset::All,
+            Subset::Random(1),
+            Subset::Random(2),
+        ] {
+            assert_eq!(w(&dev.crash_image(0, subset), 64), 0xabcd);
+        }
+        // Before that fence it was not yet guaranteed.
+        assert_eq!(w(&dev.crash_image_before_fence(0, Subset::None), 64), 0);
+        assert_eq!(w(&dev.crash_image_before_fence(0, Subset::All), 64), 0xabcd);
+        assert_eq!(dev.persisted_image(), dev.image());
+    }
+
+    /// A scripted sequence, with the expected durable and possible values of
+    /// each word at each fence.
+    #[test]
+    fn images_at_each_fence() {
+        let dev = CrashDevice::new(64);
+        // Fence 0: word 0 = A made durable.
+        put(&dev, 0, 0xA);
+        dev.persist(0, 8);
+        // Fence 1: word 1 = B flushed, word 2 = C not flushed.
+        put(&dev, 8, 0xB);
+        dev.flush(8, 8);
+        put(&dev, 16, 0xC);
+        dev.fence();
+        // Fence 2: word 0 overwritten with D, nothing flushed.
+        put(&dev, 0, 0xD);
+        dev.fence();
+        // Fence 3: flush everything.
+        dev.persist(0, 64);
+        // Fence 4: word 3 = E flushed, then overwritten with F before the fence.
+        put(&dev, 24, 0xE);
+        dev.flush(24, 8);
+        put(&dev, 24, 0xF);
+        dev.fence();
+        assert_eq!(dev.fences(), 5);
+
+        // (fence, None image words 0..4, All image words 0..4)
+        let expect: [(usize, [u64; 4], [u64; 4]); 5] = [
+            (0, [0xA, 0, 0, 0], [0xA, 0, 0, 0]),
+            (1, [0xA, 0xB, 0, 0], [0xA, 0xB, 0xC, 0]),
+            (2, [0xA, 0xB, 0, 0], [0xD, 0xB, 0xC, 0]),
+            (3, [0xD, 0xB, 0xC, 0], [0xD, 0xB, 0xC, 0]),
+            (4, [0xD, 0xB, 0xC, 0xE], [0xD, 0xB, 0xC, 0xF]),
+        ];
+        let words = |img: &[u8]| [w(img, 0), w(img, 8), w(img, 16), w(img, 24)];
+        for (k, none, all) in expect {
+            assert_eq!(
+                words(&dev.crash_image(k, Subset::None)),
+                none,
+                "fence {k} None"
+            );
+            assert_eq!(
+                words(&dev.crash_image(k, Subset::All)),
+                all,
+                "fence {k} All"
+            );
+        }
+        // Before fence 1: B flushed but not yet durable.
+        assert_eq!(
+            words(&dev.crash_image_before_fence(1, Subset::None)),
+            [0xA, 0, 0, 0]
+        );
+        assert_eq!(
+            words(&dev.crash_image_before_fence(1, Subset::All)),
+            [0xA, 0xB, 0xC, 0]
+        );
+        // Before fence 4: E captured, not durable; F live.
+        assert_eq!(
+            words(&dev.crash_image_before_fence(4, Subset::None)),
+            [0xD, 0xB, 0xC, 0]
+        );
+        assert_eq!(
+            words(&dev.crash_image_before_fence(4, Subset::All)),
+            [0xD, 0xB, 0xC, 0xF]
+        );
+
+        // The replay visits the same images in order, and can seek back.
+        let mut r = dev.replay();
+        let mut seen = Vec::new();
+        while let Some(k) = r.next_fence() {
+            assert_eq!(r.image(Subset::None), dev.crash_image(k, Subset::None));
+            assert_eq!(r.image(Subset::All), dev.crash_image(k, Subset::All));
+            seen.push(k);
+        }
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
+        r.seek_after_fence(2);
+        assert_eq!(r.pending_offsets(), [0, 16]);
+        assert_eq!(words(&r.image_with(&[16])), [0xA, 0xB, 0xC, 0]);
+        assert_eq!(words(&r.image_with(&[0, 3, 9999])), [0xD, 0xB, 0, 0]);
+        assert_eq!(words(&r.device(Subset::All).image()), [0xD, 0xB, 0xC, 0]);
+        r.seek_before_fence(0);
+        assert_eq!(r.pending_offsets(), [0]);
+        assert_eq!(
+            words(&dev.crash_device(3, Subset::None).image()),
+            [0xD, 0xB, 0xC, 0]
+        );
+
+        // Now: after the last fence nothing else happened.
+        assert_eq!(
+            dev.crash_image_now(Subset::None),
+            dev.crash_image(4, Subset::None)
+        );
+        put(&dev, 32, 0x99);
+        assert_eq!(w(&dev.crash_image_now(Subset::All), 32), 0x99);
+        assert_eq!(w(&dev.crash_image_now(Subset::None), 32), 0);
+    }
+
+    #[test]
+    fn flush_covers_the_words_of_its_range_only() {
+        let dev = CrashDevice::new(128);
+        dev.write(0, &[1; 24]).unwrap();
+        // Bytes 3..5 lie in word 0 only; word 1 shares the cache line but the
+        // model does not assume it is written back.
+        dev.flush(3, 2);
+        // A flush past the end is clamped.
+        dev.write(120, &[2; 8]).unwrap();
+        dev.flush(124, u64::MAX);
+        dev.flush(500, 8);
+        dev.fence();
+        let img = dev.crash_image(0, Subset::None);
+        assert_eq!(img[..8], [1; 8]);
+        assert_eq!(img[8..24], [0; 16]);
+        assert_eq!(img[120..], [2; 8]);
+    }
+
+    #[test]
+    fn random_subsets_keep_whole_words() {
+        // Persisted pattern: every byte 0x11; then stores of various shapes.
+        let dev = CrashDevice::from_image(vec![0x11; 8192]);
+        for i in 0..512u64 {
+            put(&dev, i * 8, 0xdead_0000 + i);
+        }
+        dev.write(4096 + 5, &[0xee; 7]).unwrap(); // spans words 512 and 513
+        dev.fill(5000, 100, 0x77).unwrap();
+        dev.flush(0, 64); // words 0..8 become durable
+        dev.fence();
+        let old = dev.crash_image(0, Subset::None);
+        let new = dev.crash_image(0, Subset::All);
+        assert_eq!(new, dev.image());
+        let mut r = dev.replay();
+        r.seek_after_fence(0);
+        let pending = r.pending_offsets();
+        assert!(pending.len() > 500);
+        let (mut kept, mut dropped) = (0, 0);
+        for seed in 0..40 {
+            let img = dev.crash_image(0, Subset::Random(seed));
+            assert_eq!(
+                img,
+                dev.crash_image(0, Subset::Random(seed)),
+                "deterministic"
+            );
+            for o in (0..img.len()).step_by(8) {
+                let got = &img[o..o + 8];
+                if got == &new[o..o + 8] && got != &old[o..o + 8] {
+                    kept += 1;
+                } else if got == &old[o..o + 8] && got != &new[o..o + 8] {
+                    dropped += 1;
+                } else {
+                    assert!(got == &old[o..o + 8], "word at {o} is a mix: {got:?}");
+                }
+                if o < 64 {
+                    assert_eq!(got, &new[o..o + 8], "flushed and fenced words are durable");
+                }
+            }
+        }
+        assert!(
+            kept > 1000 && dropped > 1000,
+            "kept {kept}, dropped {dropped}"
+        );
+        assert_ne!(
+            dev.crash_image(0, Subset::Random(1)),
+            dev.crash_image(0, Subset::Random(2))
+        );
+    }
+
+    #[test]
+    fn unchanged_stores_are_not_recorded() {
+        let dev = CrashDevice::new(1 << 20);
+        dev.fill(0, 1 << 20, 0).unwrap();
+        dev.write(4096, &[0; 4096]).unwrap();
+        dev.persist(0, 1 << 20);
+        assert_eq!(dev.log_bytes(), std::mem::size_of::<FenceRec>());
+        // A store undone before the fence leaves nothing pending.
+        put(&dev, 8, 5);
+        put(&dev, 8, 0);
+        dev.fence();
+        let mut r = dev.replay();
+        r.seek_after_fence(1);
+        assert!(r.pending_offsets().is_empty());
+    }
+
+    #[test]
+    fn reset_recording_makes_everything_durable() {
+        let dev = CrashDevice::new(4096);
+        put(&dev, 0, 7);
+        dev.fence();
+        dev.reset_recording();
+        assert_eq!(dev.fences(), 0);
+        assert_eq!(dev.persisted_image(), dev.image());
+        put(&dev, 8, 9);
+        dev.fence();
+        let img = dev.crash_image(0, Subset::None);
+        assert_eq!((w(&img, 0), w(&img, 8)), (7, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "no such fence")]
+    fn crash_image_past_the_last_fence_panics() {
+        let dev = CrashDevice::new(64);
+        dev.fence();
+        dev.crash_image(1, Subset::None);
+    }
+
+    #[test]
+    fn odd_sizes_and_ranges() {
+        let dev = CrashDevice::new(13);
+        assert_eq!(dev.len(), 13);
+        dev.write(9, &[1, 2, 3, 4]).unwrap();
+        assert!(dev.write(10, &[1, 2, 3, 4]).is_err());
+        assert!(dev.fill(0, 14, 0).is_err());
+        let mut b = [0u8; 2];
+        assert!(dev.read(12, &mut b).is_err());
+        dev.persist(0, 13);
+        let img = dev.crash_image(0, Subset::None);
+        assert_eq!(img.len(), 13);
+        assert_eq!(img[9..], [1, 2, 3, 4]);
+        assert!(dev.describe().contains("1 fences"));
+        assert!(matches!(dev.mode(), PersistMode::CpuFlush(_)));
+    }
+}

@@ -637,6 +637,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn map_sync_refused_on_tmpfs() {
+        // tmpfs is not DAX: MAP_SYNC is refused and the device falls back.
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return;
+        }
+        let p = TempPath(shm.join(format!("daxfs-device-test-{}-tmpfs", std::process::id())));
+        let Ok(dev) = MmapDevice::create(&p.0, 8192, OpenOptions::new()) else {
+            return;
+        };
+        assert!(!dev.is_synchronous());
+        assert_eq!(dev.mode(), PersistMode::Msync);
+        dev.write(0, b"x").unwrap();
+        dev.persist(0, 1);
+        dev.take_persist_error().unwrap();
+    }
+
+    #[test]
     fn never_map_sync_uses_msync() {
         let p = TempPath::new("never");
         let dev = MmapDevice::create(

@@ -72,3 +72,44 @@ impl Device for MemDevice {
         "memory (volatile, for tests)".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_from_image_and_image() {
+        let dev = MemDevice::new(10000);
+        assert_eq!(dev.len(), 10000);
+        assert!(dev.image().iter().all(|&b| b == 0));
+        dev.write(9990, &[5; 10]).unwrap();
+        dev.fill(0, 3, 9).unwrap();
+        let img = dev.image();
+        assert_eq!(img[..4], [9, 9, 9, 0]);
+        assert_eq!(img[9990..], [5; 10]);
+        let copy = MemDevice::from_image(img.clone());
+        assert_eq!(copy.image(), img);
+        copy.write(0, &[1]).unwrap();
+        assert_eq!(dev.image()[0], 9, "from_image copies");
+        assert_eq!(dev.mode(), PersistMode::Volatile);
+        dev.persist(0, 10000);
+    }
+
+    #[test]
+    fn empty_device_and_ranges() {
+        let dev = MemDevice::new(0);
+        assert!(dev.is_empty());
+        assert!(dev.image().is_empty());
+        assert!(dev.write(0, &[1]).is_err());
+        dev.write(0, &[]).unwrap();
+        let dev = MemDevice::from_image(vec![1, 2, 3]);
+        let mut b = [0u8; 2];
+        dev.read(1, &mut b).unwrap();
+        assert_eq!(b, [2, 3]);
+        assert!(matches!(
+            dev.read(2, &mut b),
+            Err(crate::DeviceError::OutOfRange { .. })
+        ));
+        assert!(dev.fill(u64::MAX, 2, 0).is_err());
+    }
+}
