@@ -743,6 +743,10 @@ mod tests {
         assert_eq!(img.len(), 13);
         assert_eq!(img[9..], [1, 2, 3, 4]);
         assert!(dev.describe().contains("1 fences"));
+        // The default u64 accessors work on the word model too.
+        dev.write_u64(0, 42).unwrap();
+        assert_eq!(dev.read_u64(0).unwrap(), 42);
+        assert!(dev.write_u64(6, 1).is_err());
         assert!(matches!(dev.mode(), PersistMode::CpuFlush(_)));
     }
 }

@@ -468,6 +468,14 @@ impl Device for MmapDevice {
         self.map.fill(off, len, byte)
     }
 
+    fn write_u64(&self, off: u64, value: u64) -> Result<()> {
+        self.map.write_u64(off, value)
+    }
+
+    fn read_u64(&self, off: u64) -> Result<u64> {
+        self.map.read_u64(off)
+    }
+
     /// With cache-line flushes: flushes the lines of the range. With `msync`:
     /// writes the pages of the range back and waits (the range is durable
     /// when this returns). Ranges are clamped to the device.

@@ -21,8 +21,9 @@
 //!   bounds-checked range ([`check_range`]); no `&`/`&mut` to it is formed.
 //! - Every device is `Send + Sync`; concurrent accesses to disjoint ranges
 //!   are fine. Concurrent accesses to overlapping ranges give unspecified
-//!   bytes in the overlap (as the hardware would), never a torn 8-byte
-//!   aligned word on x86_64 for 8-byte aligned copies of whole words.
+//!   bytes in the overlap (as the hardware would). Only
+//!   [`Device::write_u64`] / [`Device::read_u64`] at 8-byte aligned offsets
+//!   promise a single, untearable access.
 mod crash;
 mod file;
 mod mem;
@@ -86,27 +87,47 @@ impl std::fmt::Display for PersistMode {
 pub enum DeviceError {
     /// An access past the end of the device.
     #[error("device access [{off:#x}, +{len:#x}) is past the end of the device ({size:#x} bytes)")]
-    OutOfRange { off: u64, len: u64, size: u64 },
+    OutOfRange {
+        /// Start of the access.
+        off: u64,
+        /// Length of the access.
+        len: u64,
+        /// Size of the device.
+        size: u64,
+    },
     /// The range holds poisoned memory: the bytes cannot be read.
     #[error("media error at device offset {off:#x} (+{len:#x})")]
-    Media { off: u64, len: u64 },
+    Media {
+        /// Start of the bad range.
+        off: u64,
+        /// Length of the bad range.
+        len: u64,
+    },
     /// Another process or handle has the device open.
     #[error("{0} is already open by another daxfs instance")]
     Locked(String),
     /// An operating-system error, with what was being done.
     #[error("{what}: {source}")]
     Os {
+        /// What was being done.
         what: String,
+        /// The error the system reported.
         source: std::io::Error,
     },
     /// A device or image size that daxfs cannot use.
     #[error("invalid device size {size:#x}: {reason}")]
-    InvalidSize { size: u64, reason: String },
+    InvalidSize {
+        /// The refused size.
+        size: u64,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The file or the platform lacks something that was asked for or needed.
     #[error("{0}")]
     Unsupported(String),
 }
 
+/// Results of the device layer.
 pub type Result<T, E = DeviceError> = std::result::Result<T, E>;
 
 /// Byte-addressable memory holding a daxfs file system.
@@ -133,6 +154,22 @@ pub trait Device: Send + Sync + std::fmt::Debug {
 
     /// Sets `len` bytes at `off` to `byte`. Not durable until persisted.
     fn fill(&self, off: u64, len: u64, byte: u8) -> Result<()>;
+
+    /// Stores `value` little-endian at `off`. When `off` is a multiple of 8
+    /// the mapped devices make it one 8-byte atomic store, so a crash or a
+    /// concurrent reader sees the old or the new value, never a mix (use it
+    /// for commit words). Not durable until persisted.
+    fn write_u64(&self, off: u64, value: u64) -> Result<()> {
+        self.write(off, &value.to_le_bytes())
+    }
+
+    /// Loads the little-endian `u64` at `off`; one 8-byte atomic load when
+    /// `off` is a multiple of 8 on the mapped devices.
+    fn read_u64(&self, off: u64) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.read(off, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
 
     /// Starts writing back the cache lines of a range (no ordering promise).
     fn flush(&self, off: u64, len: u64);

@@ -61,6 +61,14 @@ impl Device for MemDevice {
     fn fill(&self, off: u64, len: u64, byte: u8) -> Result<()> {
         self.map.fill(off, len, byte)
     }
+
+    fn write_u64(&self, off: u64, value: u64) -> Result<()> {
+        self.map.write_u64(off, value)
+    }
+
+    fn read_u64(&self, off: u64) -> Result<u64> {
+        self.map.read_u64(off)
+    }
     fn flush(&self, _off: u64, _len: u64) {}
     fn fence(&self) {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);

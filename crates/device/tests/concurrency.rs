@@ -123,7 +123,7 @@ fn crash_device_many_fences() {
     while let Some(k) = r.next_fence() {
         if k % 2 == 1 {
             // After a commit fence: the commit word and its data are durable.
-            let i = (k as u64 + 1) / 2;
+            let i = (k as u64).div_ceil(2);
             let img = r.image(Subset::Random(k as u64));
             let word =
                 |o: u64| u64::from_le_bytes(img[o as usize..o as usize + 8].try_into().unwrap());
