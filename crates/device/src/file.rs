@@ -54,10 +54,11 @@ pub enum MapSyncPolicy {
 #[derive(Clone, Copy, Debug, Default)]
 #[non_exhaustive]
 pub struct OpenOptions {
-    /// The memory behind the file is persistent even though the mapping is
-    /// not synchronous (e.g. a file on a pmem-backed tmpfs, or memory the
-    /// platform flushes on power loss): persist with cache-line flushes
-    /// instead of `msync`. Ignored on targets without flush instructions.
+    /// The memory behind the mapping is persistent even though the mapping
+    /// is not synchronous (e.g. the platform flushes CPU caches and memory
+    /// buffers on power loss, or the image is only ever used within one
+    /// boot): persist with cache-line flushes and SFENCE instead of `msync`.
+    /// Ignored on targets without flush instructions.
     pub assume_persistent: bool,
     /// Whether to try `MAP_SYNC` on regular files.
     pub map_sync: MapSyncPolicy,
@@ -232,8 +233,9 @@ fn read_sysfs_u64(path: &Path) -> Result<u64> {
 
 /// Reads the size and mapping alignment of the device-DAX character device
 /// `major:minor` from the sysfs tree at `sys_root` (normally `/sys`):
-/// `dev/char/MAJ:MIN/subsystem` must link to the `dax` subsystem, `size`
-/// gives the size and `device/align` the alignment (2 MiB when absent).
+/// `dev/char/MAJ:MIN/subsystem` must link to the `dax` subsystem (bus or
+/// class), `size` gives the size and `align`, else `device/align`, the
+/// alignment (2 MiB when neither exists).
 pub(crate) fn dax_geometry(sys_root: &Path, major: u32, minor: u32) -> Result<DaxGeometry> {
     let dir = sys_root.join(format!("dev/char/{major}:{minor}"));
     let subsystem = std::fs::read_link(dir.join("subsystem")).ok();
@@ -243,11 +245,12 @@ pub(crate) fn dax_geometry(sys_root: &Path, major: u32, minor: u32) -> Result<Da
         )));
     }
     let size = read_sysfs_u64(&dir.join("size"))?;
-    let align_path = dir.join("device/align");
-    let align = if align_path.exists() {
-        read_sysfs_u64(&align_path)?
-    } else {
-        DEFAULT_DAX_ALIGN
+    // Newer kernels give each device its own `align`; older ones only the
+    // region's, reached through `device`.
+    let align_paths = [dir.join("align"), dir.join("device/align")];
+    let align = match align_paths.iter().find(|p| p.exists()) {
+        Some(p) => read_sysfs_u64(p)?,
+        None => DEFAULT_DAX_ALIGN,
     };
     if !align.is_power_of_two() || align < crate::SIZE_GRANULE {
         return Err(DeviceError::Unsupported(format!(
@@ -898,6 +901,8 @@ pub(crate) mod tests {
         fake_dax(r, "252:5", "dax", "4194304\n", Some("12345\n"));
         fake_dax(r, "252:6", "dax", "0\n", None);
         fake_dax(r, "252:7", "dax", "0x400000\n", Some("4096"));
+        fake_dax(r, "252:8", "dax", "4194304\n", Some("2097152"));
+        std::fs::write(r.join("dev/char/252:8/align"), "4096\n").unwrap();
 
         assert_eq!(
             dax_geometry(r, 252, 0).unwrap(),
@@ -943,6 +948,14 @@ pub(crate) mod tests {
         // Hexadecimal values are accepted.
         assert_eq!(
             dax_geometry(r, 252, 7).unwrap(),
+            DaxGeometry {
+                size: 4 << 20,
+                align: 4096
+            }
+        );
+        // The device's own alignment wins over its region's.
+        assert_eq!(
+            dax_geometry(r, 252, 8).unwrap(),
             DaxGeometry {
                 size: 4 << 20,
                 align: 4096
