@@ -4,9 +4,39 @@
 //! Everything above this crate sees only the [`Device`] trait. No caller ever
 //! holds a reference into device memory: bytes move by copy in and copy out, so
 //! another thread (or a user mapping) writing the same memory is never UB.
+//!
+//! # Devices
+//!
+//! - [`MmapDevice`]: an image file, a file on a DAX file system (mapped with
+//!   `MAP_SYNC`), or a device-DAX character device, mapped shared.
+//! - [`MemDevice`]: volatile process memory, for tests.
+//! - [`CrashDevice`]: process memory that records what became durable when,
+//!   and rebuilds the image a power failure would leave at any persist point.
+//!
+//! # Invariants
+//!
+//! - `unsafe` code lives only in the `mmap` module (mappings and raw copies)
+//!   and the `pmem` module (cache-line flush and fence instructions).
+//! - Device memory is only ever touched through raw-pointer copies of a
+//!   bounds-checked range ([`check_range`]); no `&`/`&mut` to it is formed.
+//! - Every device is `Send + Sync`; concurrent accesses to disjoint ranges
+//!   are fine. Concurrent accesses to overlapping ranges give unspecified
+//!   bytes in the overlap (as the hardware would). Only
+//!   [`Device::write_u64`] / [`Device::read_u64`] at 8-byte aligned offsets
+//!   promise a single, untearable access.
+mod crash;
+mod file;
 mod mem;
+mod mmap;
+mod pmem;
 
+pub use crash::{CrashDevice, CrashReplay, Subset};
+pub use file::{DeviceKind, MapSource, MapSyncPolicy, MmapDevice, OpenOptions, create_image_file};
 pub use mem::MemDevice;
+pub use pmem::{cache_line_size, detect_flush_instr, flush_instr_supported};
+
+/// Granularity that sizes of image files and devices must be a multiple of.
+pub const SIZE_GRANULE: u64 = 4096;
 
 /// How stores become durable on this device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,19 +55,26 @@ pub enum PersistMode {
 /// Which cache-line flush instruction is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushInstr {
+    /// `CLWB`: writes the line back and may keep it cached.
     Clwb,
+    /// `CLFLUSHOPT`: writes back and invalidates, weakly ordered.
     Clflushopt,
+    /// `CLFLUSH`: writes back and invalidates, ordered with other stores.
     Clflush,
 }
 
 impl std::fmt::Display for PersistMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PersistMode::CpuFlush(i) => write!(f, "cpu-flush ({})", match i {
-                FlushInstr::Clwb => "clwb",
-                FlushInstr::Clflushopt => "clflushopt",
-                FlushInstr::Clflush => "clflush",
-            }),
+            PersistMode::CpuFlush(i) => write!(
+                f,
+                "cpu-flush ({})",
+                match i {
+                    FlushInstr::Clwb => "clwb",
+                    FlushInstr::Clflushopt => "clflushopt",
+                    FlushInstr::Clflush => "clflush",
+                }
+            ),
             PersistMode::Msync => write!(f, "msync"),
             PersistMode::Volatile => write!(f, "volatile"),
         }
@@ -50,18 +87,47 @@ impl std::fmt::Display for PersistMode {
 pub enum DeviceError {
     /// An access past the end of the device.
     #[error("device access [{off:#x}, +{len:#x}) is past the end of the device ({size:#x} bytes)")]
-    OutOfRange { off: u64, len: u64, size: u64 },
+    OutOfRange {
+        /// Start of the access.
+        off: u64,
+        /// Length of the access.
+        len: u64,
+        /// Size of the device.
+        size: u64,
+    },
     /// The range holds poisoned memory: the bytes cannot be read.
     #[error("media error at device offset {off:#x} (+{len:#x})")]
-    Media { off: u64, len: u64 },
+    Media {
+        /// Start of the bad range.
+        off: u64,
+        /// Length of the bad range.
+        len: u64,
+    },
     /// Another process or handle has the device open.
     #[error("{0} is already open by another daxfs instance")]
     Locked(String),
     /// An operating-system error, with what was being done.
     #[error("{what}: {source}")]
-    Os { what: String, source: std::io::Error },
+    Os {
+        /// What was being done.
+        what: String,
+        /// The error the system reported.
+        source: std::io::Error,
+    },
+    /// A device or image size that daxfs cannot use.
+    #[error("invalid device size {size:#x}: {reason}")]
+    InvalidSize {
+        /// The refused size.
+        size: u64,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The file or the platform lacks something that was asked for or needed.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
+/// Results of the device layer.
 pub type Result<T, E = DeviceError> = std::result::Result<T, E>;
 
 /// Byte-addressable memory holding a daxfs file system.
@@ -89,6 +155,22 @@ pub trait Device: Send + Sync + std::fmt::Debug {
     /// Sets `len` bytes at `off` to `byte`. Not durable until persisted.
     fn fill(&self, off: u64, len: u64, byte: u8) -> Result<()>;
 
+    /// Stores `value` little-endian at `off`. When `off` is a multiple of 8
+    /// the mapped devices make it one 8-byte atomic store, so a crash or a
+    /// concurrent reader sees the old or the new value, never a mix (use it
+    /// for commit words). Not durable until persisted.
+    fn write_u64(&self, off: u64, value: u64) -> Result<()> {
+        self.write(off, &value.to_le_bytes())
+    }
+
+    /// Loads the little-endian `u64` at `off`; one 8-byte atomic load when
+    /// `off` is a multiple of 8 on the mapped devices.
+    fn read_u64(&self, off: u64) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.read(off, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
     /// Starts writing back the cache lines of a range (no ordering promise).
     fn flush(&self, off: u64, len: u64);
 
@@ -106,6 +188,14 @@ pub trait Device: Send + Sync + std::fmt::Debug {
 
     /// A short description for `daxfs info` (kind and path).
     fn describe(&self) -> String;
+
+    /// Reports, once, a failure of an earlier [`Device::flush`] or
+    /// [`Device::fence`] (which cannot return errors themselves), e.g. an
+    /// `msync` that failed with `EIO`. After such a failure the device cannot
+    /// promise that persisted data is durable.
+    fn take_persist_error(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks that `[off, off+len)` lies inside a device of `size` bytes.
@@ -114,4 +204,22 @@ pub fn check_range(off: u64, len: u64, size: u64) -> Result<()> {
         Some(end) if end <= size => Ok(()),
         _ => Err(DeviceError::OutOfRange { off, len, size }),
     }
+}
+
+/// Checks that `size` is usable as the size of a device: non-zero and a
+/// multiple of [`SIZE_GRANULE`].
+pub fn check_size(size: u64) -> Result<()> {
+    if size == 0 {
+        return Err(DeviceError::InvalidSize {
+            size,
+            reason: "the size must not be zero".into(),
+        });
+    }
+    if !size.is_multiple_of(SIZE_GRANULE) {
+        return Err(DeviceError::InvalidSize {
+            size,
+            reason: format!("the size must be a multiple of {SIZE_GRANULE} bytes"),
+        });
+    }
+    Ok(())
 }
