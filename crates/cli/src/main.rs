@@ -1,1 +1,318 @@
-fn main() {}
+//! The `daxfs` command.
+mod args;
+mod io;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use daxfs::{Fs, MkfsOptions, MountOptions, OpenOptions};
+use daxfs_device::{Device, MmapDevice};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "daxfs", version, about = "A file system for byte-addressable memory (pmem, CXL, or an image file)")]
+struct Cli {
+    /// Treat the mapped memory as persistent: persist with cache-line flushes
+    /// and fences instead of msync (for pmem, CXL or /dev/shm test images).
+    #[arg(long, global = true)]
+    assume_pmem: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Make a new file system (creating IMAGE if it does not exist).
+    Mkfs {
+        image: PathBuf,
+        /// Size of a new image file: k, m, g, t suffixes.
+        #[arg(long)]
+        size: Option<String>,
+        /// Overwrite an existing daxfs file system.
+        #[arg(long)]
+        force: bool,
+        /// Metadata log size in 4 KiB blocks.
+        #[arg(long)]
+        log_blocks: Option<u64>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Show geometry, usage, format version and persistence mode.
+    Info {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every metadata structure; exit 0 only when consistent.
+    Fsck {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run xfs_io-style commands (-c CMD, repeatable); a prompt without -c.
+    Io {
+        image: PathBuf,
+        #[arg(short = 'c', value_name = "CMD")]
+        commands: Vec<String>,
+    },
+    /// Copy standard input into a file (created or truncated).
+    Put { image: PathBuf, path: String },
+    /// Write a file to standard output.
+    Cat { image: PathBuf, path: String },
+}
+
+fn open_device(path: &Path, pmem: bool) -> Result<Arc<dyn Device>> {
+    let opts = daxfs_device::OpenOptions::new().assume_persistent(pmem);
+    let dev = MmapDevice::open(path, opts).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Arc::new(dev))
+}
+
+fn mount(path: &Path, pmem: bool) -> Result<Fs> {
+    let dev = open_device(path, pmem)?;
+    Fs::mount(dev, &MountOptions::default()).with_context(|| format!("mounting {}", path.display()))
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("daxfs: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let pmem = cli.assume_pmem;
+    match cli.cmd {
+        Cmd::Mkfs { image, size, force, log_blocks, label } => {
+            let progress = std::io::stderr().is_terminal();
+            let exists = image.exists();
+            let dev: Arc<dyn Device> = match (&size, exists) {
+                (Some(s), false) => {
+                    let bytes = args::parse_size(s)?;
+                    if progress {
+                        eprintln!("creating image {} of {bytes} bytes", image.display());
+                    }
+                    let d = MmapDevice::create(&image, bytes, daxfs_device::OpenOptions::new().assume_persistent(pmem))
+                        .with_context(|| format!("creating {}", image.display()))?;
+                    Arc::new(d)
+                }
+                (Some(s), true) => {
+                    let bytes = args::parse_size(s)?;
+                    let meta = std::fs::metadata(&image)?;
+                    if meta.is_file() && meta.len() != bytes {
+                        if !force {
+                            bail!("{} exists with {} bytes, not {bytes}: use --force to resize it", image.display(), meta.len());
+                        }
+                        daxfs_device::create_image_file(&image, bytes).or_else(|_| -> Result<()> {
+                            std::fs::OpenOptions::new().write(true).open(&image)?.set_len(bytes)?;
+                            Ok(())
+                        })?;
+                    }
+                    open_device(&image, pmem)?
+                }
+                (None, true) => open_device(&image, pmem)?,
+                (None, false) => bail!("{} does not exist: give --size to create it", image.display()),
+            };
+            if progress {
+                eprintln!("writing superblocks, log and root directory");
+            }
+            Fs::mkfs(dev.clone(), &MkfsOptions { force, log_blocks, label }).with_context(|| format!("mkfs {}", image.display()))?;
+            let fs = Fs::mount(dev, &MountOptions::default())?;
+            let i = fs.info();
+            println!(
+                "made daxfs on {}: {} blocks of {} bytes, log {} blocks, uuid {}, persistence {}",
+                image.display(),
+                i.total_blocks,
+                i.block_size,
+                i.log_blocks,
+                i.uuid,
+                i.persistence
+            );
+            Ok(0)
+        }
+        Cmd::Info { image, json } => {
+            let fs = mount(&image, pmem)?;
+            let i = fs.info();
+            if json {
+                println!(
+                    "{{\"uuid\":{},\"label\":{},\"format_version\":{},\"block_size\":{},\"total_blocks\":{},\"free_blocks\":{},\"used_blocks\":{},\"inodes\":{},\"log_start\":{},\"log_blocks\":{},\"generation\":{},\"persistence\":{},\"device\":{},\"recovered_transaction\":{}}}",
+                    json_str(&i.uuid),
+                    json_str(&i.label),
+                    i.format_version,
+                    i.block_size,
+                    i.total_blocks,
+                    i.free_blocks,
+                    i.total_blocks - i.free_blocks,
+                    i.inodes,
+                    i.log_start,
+                    i.log_blocks,
+                    i.generation,
+                    json_str(&i.persistence),
+                    json_str(&i.device),
+                    i.recovered.map(|s| s.to_string()).unwrap_or_else(|| "null".into())
+                );
+            } else {
+                println!("device:         {}", i.device);
+                println!("persistence:    {}", i.persistence);
+                println!("uuid:           {}", i.uuid);
+                println!("label:          {}", i.label);
+                println!("format version: {}", i.format_version);
+                println!("block size:     {}", i.block_size);
+                println!("blocks:         {} ({} bytes)", i.total_blocks, i.total_blocks * i.block_size);
+                println!("free blocks:    {} ({:.1}%)", i.free_blocks, 100.0 * i.free_blocks as f64 / i.total_blocks as f64);
+                println!("inodes:         {}", i.inodes);
+                println!("log:            blocks {}..{}", i.log_start, i.log_start + i.log_blocks);
+                println!("generation:     {}", i.generation);
+                if let Some(s) = i.recovered {
+                    println!("recovered:      replayed transaction {s} from the log");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Fsck { image, json } => {
+            let dev = open_device(&image, pmem)?;
+            let tty = std::io::stderr().is_terminal() && !json;
+            let mut last = std::time::Instant::now();
+            let mut progress = |phase: &str, done: u64, total: u64| {
+                if tty && (last.elapsed().as_millis() > 200 || done == total) {
+                    eprint!("\rfsck: {phase} {done}/{total}   ");
+                    last = std::time::Instant::now();
+                }
+            };
+            let rep = daxfs::fsck::fsck(&*dev, &mut progress)?;
+            if tty {
+                eprintln!();
+            }
+            if json {
+                let probs: Vec<String> = rep
+                    .problems
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{{\"structure\":{},\"block\":{},\"message\":{}}}",
+                            json_str(&p.structure),
+                            p.block.map(|b| b.to_string()).unwrap_or_else(|| "null".into()),
+                            json_str(&p.message)
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{{\"clean\":{},\"inodes\":{},\"directories\":{},\"files\":{},\"symlinks\":{},\"data_blocks\":{},\"metadata_blocks\":{},\"free_blocks\":{},\"pending_log\":{},\"problems\":[{}]}}",
+                    rep.is_clean(),
+                    rep.inodes,
+                    rep.directories,
+                    rep.files,
+                    rep.symlinks,
+                    rep.data_blocks,
+                    rep.metadata_blocks,
+                    rep.free_blocks,
+                    rep.pending_log.map(|s| s.to_string()).unwrap_or_else(|| "null".into()),
+                    probs.join(",")
+                );
+            } else {
+                for p in &rep.problems {
+                    println!("problem: {p}");
+                }
+                if let Some(s) = rep.pending_log {
+                    println!("note: the log holds committed transaction {s}; the next mount replays it");
+                }
+                println!(
+                    "{}: {} inodes ({} directories, {} files, {} symlinks), {} data blocks, {} metadata blocks, {} free blocks",
+                    if rep.is_clean() { "clean" } else { "INCONSISTENT" },
+                    rep.inodes,
+                    rep.directories,
+                    rep.files,
+                    rep.symlinks,
+                    rep.data_blocks,
+                    rep.metadata_blocks,
+                    rep.free_blocks
+                );
+            }
+            Ok(if rep.is_clean() { 0 } else { 1 })
+        }
+        Cmd::Io { image, commands } => {
+            let fs = mount(&image, pmem)?;
+            let stdout = std::io::stdout();
+            let mut shell = io::Shell { fs: &fs, file: None, out: Box::new(stdout.lock()) };
+            if commands.is_empty() {
+                let interactive = std::io::stdin().is_terminal();
+                let mut line = String::new();
+                loop {
+                    if interactive {
+                        write!(shell.out, "daxfs> ").ok();
+                        shell.out.flush().ok();
+                    }
+                    line.clear();
+                    if std::io::stdin().read_line(&mut line)? == 0 {
+                        break;
+                    }
+                    let l = line.trim();
+                    if l == "quit" || l == "exit" {
+                        break;
+                    }
+                    if let Err(e) = shell.run(l) {
+                        let name = l.split_whitespace().next().unwrap_or("");
+                        eprintln!("{name}: {} ({})", e.message, e.errno);
+                    }
+                }
+                fs.sync()?;
+                return Ok(0);
+            }
+            for c in &commands {
+                if let Err(e) = shell.run(c) {
+                    shell.out.flush().ok();
+                    let name = c.split_whitespace().next().unwrap_or("");
+                    eprintln!("{name}: {} ({})", e.message, e.errno);
+                    drop(shell);
+                    fs.sync().ok();
+                    return Ok(1);
+                }
+            }
+            drop(shell);
+            fs.sync()?;
+            Ok(0)
+        }
+        Cmd::Put { image, path } => {
+            let fs = mount(&image, pmem)?;
+            let f = fs.open(&path, &OpenOptions { truncate: true, ..OpenOptions::create() })?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut off = 0u64;
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let n = stdin.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                f.write_at(off, &buf[..n])?;
+                off += n as u64;
+            }
+            f.fsync()?;
+            Ok(0)
+        }
+        Cmd::Cat { image, path } => {
+            let fs = mount(&image, pmem)?;
+            let f = fs.open(&path, &OpenOptions::read_only())?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut off = 0u64;
+            let mut out = std::io::stdout().lock();
+            loop {
+                let n = f.read_at(off, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])?;
+                off += n as u64;
+            }
+            Ok(0)
+        }
+    }
+}

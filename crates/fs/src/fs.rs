@@ -279,13 +279,29 @@ impl Fs {
     /// Writes every inode's pending size and time changes. Data is durable as
     /// soon as each write returns; this makes metadata durable too.
     pub fn sync(&self) -> Result<()> {
-        let inodes: Vec<Arc<Inode>> = lock(&self.inner.icache).values().cloned().collect();
-        let dirty: Vec<Arc<Inode>> = inodes.into_iter().filter(|i| i.rec().dirty).collect();
+        self.inner.sync()
+    }
+}
+
+impl Drop for FsInner {
+    /// Unmount: pending size and time changes are written.
+    fn drop(&mut self) {
+        let _ = self.sync();
+    }
+}
+
+impl FsInner {
+    pub(crate) fn sync(&self) -> Result<()> {
+        let inodes: Vec<Arc<Inode>> = lock(&self.icache).values().cloned().collect();
+        let mut dirty: Vec<Arc<Inode>> = inodes.into_iter().filter(|i| i.rec().dirty).collect();
         if dirty.is_empty() {
             return Ok(());
         }
-        let mut meta = lock(&self.inner.meta);
-        let mut tx = Tx::begin(&*self.inner.dev, &mut meta)?;
+        dirty.sort_by_key(|i| i.ino);
+        let mut meta = lock(&self.meta);
+        // An inode freed since it was collected must not be written back.
+        dirty.retain(|i| lock(&self.icache).contains_key(&i.ino));
+        let mut tx = Tx::begin(&*self.dev, &mut meta)?;
         let mut guards: Vec<_> = dirty.iter().map(|i| i.rec()).collect();
         for g in guards.iter_mut() {
             put_record(&mut tx, &g.rec)?;

@@ -1,0 +1,89 @@
+//! Parsing of sizes and offsets as the command line writes them.
+use anyhow::{Result, bail};
+
+/// Parses a byte count with an optional suffix: k, m, g, t (powers of 1024),
+/// or a 0x-prefixed hexadecimal number.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    if t.is_empty() {
+        bail!("empty size");
+    }
+    if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        return u64::from_str_radix(h, 16).map_err(|_| anyhow::anyhow!("bad hexadecimal number {s:?}"));
+    }
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_lowercase() {
+                'b' => 1,
+                'k' => 1 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                't' => 1 << 40,
+                _ => bail!("unknown size suffix {c:?} in {s:?} (use k, m, g or t)"),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("bad size {s:?}"))?;
+    n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("size {s:?} is too large"))
+}
+
+/// Splits a command line into words, honouring single and double quotes.
+pub fn split_words(line: &str) -> Result<Vec<String>> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => cur.push(c),
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                in_word = true;
+            }
+            None if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            None => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        bail!("unterminated quote");
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4k").unwrap(), 4096);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("0x1000").unwrap(), 4096);
+        assert_eq!(parse_size("17").unwrap(), 17);
+        assert!(parse_size("12q").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999999999t").is_err());
+    }
+
+    #[test]
+    fn words() {
+        assert_eq!(split_words("pwrite -S 0x61 0 4k").unwrap(), vec!["pwrite", "-S", "0x61", "0", "4k"]);
+        assert_eq!(split_words("open 'a b'").unwrap(), vec!["open", "a b"]);
+        assert!(split_words("open 'a").is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! `daxfs io`: an xfs_io-style command shell over a mounted file system.
+//!
+//! Each command acts on the file system or on the open file. A failing command
+//! prints `CMD: message (ERRNO)` on stderr; with `-c` the remaining commands
+//! do not run and the exit status is non-zero.
+use crate::args::parse_size;
+use daxfs::{FallocFlags, File, FileKind, Fs, FsError, OpenOptions};
+use std::io::Write;
+
+/// An error of one shell command, with the errno it maps to.
+#[derive(Debug)]
+pub struct CmdError {
+    pub message: String,
+    pub errno: &'static str,
+}
+
+impl From<FsError> for CmdError {
+    fn from(e: FsError) -> Self {
+        CmdError { errno: e.errno_name(), message: e.to_string() }
+    }
+}
+
+impl From<anyhow::Error> for CmdError {
+    fn from(e: anyhow::Error) -> Self {
+        CmdError { errno: "EINVAL", message: e.to_string() }
+    }
+}
+
+fn usage(msg: &str) -> CmdError {
+    CmdError { errno: "EINVAL", message: msg.to_string() }
+}
+
+type CmdResult = Result<(), CmdError>;
+
+/// The shell's state: the file system and the open file.
+pub struct Shell<'a> {
+    pub fs: &'a Fs,
+    pub file: Option<(String, File)>,
+    pub out: Box<dyn Write + 'a>,
+}
+
+/// Splits flags (`-x`, `-x VALUE` for letters in `with_value`) from positional words.
+fn getopt<'w>(words: &'w [String], with_value: &str) -> Result<(Vec<(char, Option<&'w str>)>, Vec<&'w str>), CmdError> {
+    let mut flags = vec![];
+    let mut pos = vec![];
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        if w.len() >= 2 && w.starts_with('-') && !w[1..].starts_with(|c: char| c.is_ascii_digit()) {
+            for c in w[1..].chars() {
+                if with_value.contains(c) {
+                    i += 1;
+                    let v = words.get(i).ok_or_else(|| usage(&format!("-{c} needs a value")))?;
+                    flags.push((c, Some(v.as_str())));
+                } else {
+                    flags.push((c, None));
+                }
+            }
+        } else {
+            pos.push(w.as_str());
+        }
+        i += 1;
+    }
+    Ok((flags, pos))
+}
+
+fn num(s: &str) -> Result<u64, CmdError> {
+    parse_size(s).map_err(|e| usage(&e.to_string()))
+}
+
+fn args<'w, const N: usize>(pos: &[&'w str], what: &str) -> Result<[&'w str; N], CmdError> {
+    <[&str; N]>::try_from(pos).map_err(|_| usage(&format!("usage: {what}")))
+}
+
+impl<'a> Shell<'a> {
+    fn file(&self) -> Result<&File, CmdError> {
+        self.file.as_ref().map(|(_, f)| f).ok_or_else(|| CmdError { errno: "EBADF", message: "no file is open (use open PATH)".into() })
+    }
+
+    /// Runs one command line.
+    pub fn run(&mut self, line: &str) -> CmdResult {
+        let words = crate::args::split_words(line)?;
+        let Some((cmd, rest)) = words.split_first() else {
+            return Ok(());
+        };
+        match cmd.as_str() {
+            "open" => self.open(rest),
+            "close" => {
+                self.file = None;
+                Ok(())
+            }
+            "pwrite" => self.pwrite(rest),
+            "pread" => self.pread(rest),
+            "truncate" => {
+                let (_, pos) = getopt(rest, "")?;
+                let [len] = args(&pos, "truncate LEN")?;
+                Ok(self.file()?.set_len(num(len)?)?)
+            }
+            "falloc" => {
+                let (flags, pos) = getopt(rest, "")?;
+                let [off, len] = args(&pos, "falloc [-k] OFF LEN")?;
+                let keep = flags.iter().any(|f| f.0 == 'k');
+                Ok(self.file()?.fallocate(FallocFlags { keep_size: keep, ..Default::default() }, num(off)?, num(len)?)?)
+            }
+            "fpunch" => {
+                let (_, pos) = getopt(rest, "")?;
+                let [off, len] = args(&pos, "fpunch OFF LEN")?;
+                Ok(self.file()?.fallocate(FallocFlags { keep_size: true, punch_hole: true, ..Default::default() }, num(off)?, num(len)?)?)
+            }
+            "fzero" => {
+                let (flags, pos) = getopt(rest, "")?;
+                let [off, len] = args(&pos, "fzero [-k] OFF LEN")?;
+                let keep = flags.iter().any(|f| f.0 == 'k');
+                Ok(self.file()?.fallocate(FallocFlags { keep_size: keep, zero_range: true, ..Default::default() }, num(off)?, num(len)?)?)
+            }
+            "fsync" | "fdatasync" => Ok(self.file()?.fsync()?),
+            "sync" => Ok(self.fs.sync()?),
+            "stat" => self.stat(rest),
+            "fiemap" => self.fiemap(),
+            "ls" => self.ls(rest),
+            "mkdir" => {
+                let [p] = args(&getopt(rest, "")?.1, "mkdir PATH")?;
+                Ok(self.fs.mkdir(p, 0o755)?)
+            }
+            "rm" => {
+                let [p] = args(&getopt(rest, "")?.1, "rm PATH")?;
+                Ok(self.fs.unlink(p)?)
+            }
+            "rmdir" => {
+                let [p] = args(&getopt(rest, "")?.1, "rmdir PATH")?;
+                Ok(self.fs.rmdir(p)?)
+            }
+            "rename" | "mv" => {
+                let [a, b] = args(&getopt(rest, "")?.1, "rename FROM TO")?;
+                Ok(self.fs.rename(a, b)?)
+            }
+            "link" => {
+                let [a, b] = args(&getopt(rest, "")?.1, "link EXISTING NEW")?;
+                Ok(self.fs.link(a, b)?)
+            }
+            "symlink" => {
+                let [a, b] = args(&getopt(rest, "")?.1, "symlink TARGET PATH")?;
+                Ok(self.fs.symlink(a, b)?)
+            }
+            "readlink" => {
+                let [p] = args(&getopt(rest, "")?.1, "readlink PATH")?;
+                let t = self.fs.readlink(p)?;
+                writeln!(self.out, "{}", String::from_utf8_lossy(&t)).ok();
+                Ok(())
+            }
+            "chmod" => {
+                let [m, p] = args(&getopt(rest, "")?.1, "chmod MODE PATH")?;
+                let mode = u32::from_str_radix(m, 8).map_err(|_| usage("chmod: MODE is octal"))?;
+                Ok(self.fs.chmod(p, mode)?)
+            }
+            "help" => {
+                writeln!(self.out, "{HELP}").ok();
+                Ok(())
+            }
+            other => Err(usage(&format!("unknown command {other:?} (try help)"))),
+        }
+    }
+
+    fn open(&mut self, rest: &[String]) -> CmdResult {
+        let (flags, pos) = getopt(rest, "")?;
+        let [p] = args(&pos, "open [-c] [-r] [-t] [-a] PATH")?;
+        let has = |c| flags.iter().any(|f: &(char, Option<&str>)| f.0 == c);
+        let mut o = if has('r') { OpenOptions::read_only() } else { OpenOptions::read_write() };
+        o.create = has('c');
+        o.truncate = has('t');
+        o.append = has('a');
+        o.excl = has('x');
+        let f = self.fs.open(p, &o)?;
+        self.file = Some((p.to_string(), f));
+        Ok(())
+    }
+
+    fn pwrite(&mut self, rest: &[String]) -> CmdResult {
+        let (flags, pos) = getopt(rest, "S")?;
+        let [off, len] = args(&pos, "pwrite [-S BYTE] OFF LEN")?;
+        let (off, len) = (num(off)?, num(len)?);
+        let byte = match flags.iter().find(|f| f.0 == 'S') {
+            Some((_, Some(v))) => u8::try_from(num(v)?).map_err(|_| usage("-S takes a byte value"))?,
+            _ => 0xcd,
+        };
+        let f = self.file()?;
+        let chunk = 1u64 << 20;
+        let buf = vec![byte; chunk.min(len) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = chunk.min(len - done) as usize;
+            f.write_at(off + done, &buf[..n])?;
+            done += n as u64;
+        }
+        writeln!(self.out, "wrote {len}/{len} bytes at offset {off}").ok();
+        Ok(())
+    }
+
+    fn pread(&mut self, rest: &[String]) -> CmdResult {
+        let (flags, pos) = getopt(rest, "")?;
+        let [off, len] = args(&pos, "pread [-v] OFF LEN")?;
+        let (off, len) = (num(off)?, num(len)?);
+        let verbose = flags.iter().any(|f| f.0 == 'v');
+        let f = self.file.as_ref().map(|(_, f)| f).ok_or_else(|| CmdError { errno: "EBADF", message: "no file is open (use open PATH)".into() })?;
+        let mut buf = vec![0u8; len.min(1 << 20) as usize];
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(buf.len() as u64) as usize;
+            let n = f.read_at(off + done, &mut buf[..want])?;
+            if verbose {
+                hexdump(&mut self.out, off + done, &buf[..n]);
+            }
+            done += n as u64;
+            if n < want {
+                break;
+            }
+        }
+        writeln!(self.out, "read {done}/{len} bytes at offset {off}").ok();
+        Ok(())
+    }
+
+    fn stat(&mut self, rest: &[String]) -> CmdResult {
+        let (_, pos) = getopt(rest, "")?;
+        let st = match pos.as_slice() {
+            [] => self.file()?.stat(),
+            [p] => self.fs.lstat(p)?,
+            _ => return Err(usage("usage: stat [PATH]")),
+        };
+        let kind = match st.kind {
+            FileKind::File => "regular file",
+            FileKind::Dir => "directory",
+            FileKind::Symlink => "symbolic link",
+        };
+        let o = &mut self.out;
+        writeln!(o, "stat.ino = {}", st.ino).ok();
+        writeln!(o, "stat.type = {kind}").ok();
+        writeln!(o, "stat.size = {}", st.size).ok();
+        writeln!(o, "stat.blocks = {}", st.blocks).ok();
+        writeln!(o, "stat.nlink = {}", st.nlink).ok();
+        writeln!(o, "stat.mode = 0{:o}", st.perm).ok();
+        writeln!(o, "stat.uid = {}", st.uid).ok();
+        writeln!(o, "stat.gid = {}", st.gid).ok();
+        writeln!(o, "stat.atime = {}.{:09}", st.atime.0, st.atime.1).ok();
+        writeln!(o, "stat.mtime = {}.{:09}", st.mtime.0, st.mtime.1).ok();
+        writeln!(o, "stat.ctime = {}.{:09}", st.ctime.0, st.ctime.1).ok();
+        writeln!(o, "stat.lost_bytes = {}", st.lost_bytes).ok();
+        Ok(())
+    }
+
+    fn fiemap(&mut self) -> CmdResult {
+        let ext = self.file()?.fiemap()?;
+        let size = self.file()?.stat().size;
+        let mut at = 0u64;
+        let mut i = 0;
+        let o = &mut self.out;
+        let mut row = |o: &mut Box<dyn Write + 'a>, lo: u64, hi: u64, what: String| {
+            writeln!(o, "{i}: [{}..{}]: {what}", lo / 512, hi / 512 - 1).ok();
+            i += 1;
+        };
+        for e in &ext {
+            if e.logical > at {
+                row(o, at, e.logical, "hole".into());
+            }
+            let flags = if e.unwritten { " unwritten" } else { "" };
+            row(o, e.logical, e.logical + e.length, format!("{}..{}{flags}", e.physical / 512, (e.physical + e.length) / 512 - 1));
+            at = e.logical + e.length;
+        }
+        let end = size.div_ceil(4096) * 4096;
+        if at < end {
+            row(o, at, end, "hole".into());
+        }
+        Ok(())
+    }
+
+    fn ls(&mut self, rest: &[String]) -> CmdResult {
+        let (_, pos) = getopt(rest, "")?;
+        let p = match pos.as_slice() {
+            [] => "/",
+            [p] => p,
+            _ => return Err(usage("usage: ls [PATH]")),
+        };
+        for e in self.fs.readdir(p)? {
+            let path = format!("{}/{}", p.trim_end_matches('/'), e.name_lossy());
+            let st = self.fs.lstat(&path)?;
+            let t = match e.kind {
+                FileKind::Dir => 'd',
+                FileKind::Symlink => 'l',
+                FileKind::File => '-',
+            };
+            writeln!(self.out, "{t}{:04o} {:>3} {:>12} {:>8} {}", st.perm, st.nlink, st.size, e.ino, e.name_lossy()).ok();
+        }
+        Ok(())
+    }
+}
+
+fn hexdump(o: &mut Box<dyn Write + '_>, base: u64, data: &[u8]) {
+    for (i, chunk) in data.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let txt: String = chunk.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
+        writeln!(o, "{:08x}:  {:<47}  {txt}", base + 16 * i as u64, hex.join(" ")).ok();
+    }
+}
+
+/// The command list shown by `help`.
+pub const HELP: &str = "\
+open [-c] [-r] [-t] [-a] [-x] PATH   open (create, read-only, truncate, append, exclusive)
+close                                 close the open file
+pwrite [-S BYTE] OFF LEN              write LEN bytes of BYTE (default 0xcd) at OFF
+pread [-v] OFF LEN                    read (and with -v dump) LEN bytes at OFF
+truncate LEN                          set the open file's size
+falloc [-k] OFF LEN                   preallocate (keep size with -k)
+fpunch OFF LEN                        punch a hole
+fzero [-k] OFF LEN                    zero a range (keep size with -k)
+fsync                                 make the open file durable
+sync                                  make every file durable
+stat [PATH]                           attributes of the open file or of PATH
+fiemap                                extents of the open file (512-byte units)
+ls [PATH]                             list a directory
+mkdir PATH | rm PATH | rmdir PATH     create a directory, remove a file or directory
+rename FROM TO | link OLD NEW | symlink TARGET PATH | readlink PATH | chmod MODE PATH
+Sizes and offsets take k, m, g, t suffixes or 0x hexadecimal.";
