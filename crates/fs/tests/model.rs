@@ -22,14 +22,6 @@ struct Model {
     next: u64,
 }
 
-fn parent(p: &str) -> &str {
-    match p.rfind('/') {
-        Some(0) => "/",
-        Some(i) => &p[..i],
-        None => "/",
-    }
-}
-
 impl Model {
     fn new() -> Model {
         let mut m = Model { next: 2, ..Default::default() };
@@ -66,7 +58,7 @@ impl Model {
     fn nlink(&self, ino: u64) -> u32 {
         match self.nodes.get(&ino) {
             Some(Node::Dir) => {
-                let p = self.paths.iter().find(|(_, &i)| i == ino).map(|(p, _)| p.clone()).unwrap_or_default();
+                let p = self.paths.iter().find(|(_, i)| **i == ino).map(|(p, _)| p.clone()).unwrap_or_default();
                 let pre = if p == "/" { "/".to_string() } else { format!("{p}/") };
                 2 + self.paths.iter().filter(|(k, i)| k.starts_with(&pre) && !k[pre.len()..].contains('/') && k.len() > pre.len() && matches!(self.nodes.get(i), Some(Node::Dir))).count() as u32
             }

@@ -1,0 +1,190 @@
+//! Crash consistency: run workloads on a device that records every store,
+//! flush and fence; then, at every persist point, build the images a power
+//! failure could leave (nothing pending, everything pending, random subsets of
+//! the pending 8-byte words), mount each, run fsck, and check that every
+//! completed operation is present and the one in progress is all or nothing.
+mod common;
+use common::pattern;
+use daxfs::{FileKind, Fs, MkfsOptions, MountOptions, OpenOptions};
+use daxfs_device::{CrashDevice, Device, MemDevice, Subset};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Obj {
+    File(Vec<u8>),
+    Dir,
+    Link(Vec<u8>),
+}
+
+type State = BTreeMap<String, Obj>;
+
+/// Reads the whole tree of a mounted file system.
+fn snapshot(fs: &Fs) -> State {
+    let mut out = State::new();
+    let mut stack = vec!["/".to_string()];
+    while let Some(d) = stack.pop() {
+        for e in fs.readdir(&d).expect("readdir") {
+            let p = format!("{}{}", if d == "/" { "/" } else { &d }, if d == "/" { e.name_lossy() } else { format!("/{}", e.name_lossy()) });
+            match e.kind {
+                FileKind::Dir => {
+                    out.insert(p.clone(), Obj::Dir);
+                    stack.push(p);
+                }
+                FileKind::Symlink => {
+                    out.insert(p.clone(), Obj::Link(fs.readlink(&p).expect("readlink")));
+                }
+                FileKind::File => {
+                    let f = fs.open(&p, &OpenOptions::read_only()).expect("open");
+                    let mut buf = vec![0u8; f.stat().size as usize];
+                    let n = f.read_at(0, &mut buf).expect("read");
+                    assert_eq!(n, buf.len());
+                    out.insert(p, Obj::File(buf));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One step of a workload.
+#[derive(Clone, Debug)]
+enum Op {
+    Create(&'static str),
+    Mkdir(&'static str),
+    /// Write then fsync.
+    Write(&'static str, u64, usize, u64),
+    Truncate(&'static str, u64),
+    Rename(&'static str, &'static str),
+    Unlink(&'static str),
+    Link(&'static str, &'static str),
+    Symlink(&'static str, &'static str),
+}
+
+fn apply(fs: &Fs, op: &Op) {
+    match op {
+        Op::Create(p) => drop(fs.create(p).unwrap()),
+        Op::Mkdir(p) => fs.mkdir(p, 0o755).unwrap(),
+        Op::Write(p, off, len, seed) => {
+            let f = fs.open(p, &OpenOptions::read_write()).unwrap();
+            f.write_at(*off, &pattern(*seed, *len)).unwrap();
+            f.fsync().unwrap();
+        }
+        Op::Truncate(p, len) => fs.truncate(p, *len).unwrap(),
+        Op::Rename(a, b) => fs.rename(a, b).unwrap(),
+        Op::Unlink(p) => fs.unlink(p).unwrap(),
+        Op::Link(a, b) => fs.link(a, b).unwrap(),
+        Op::Symlink(t, p) => fs.symlink(t, p).unwrap(),
+    }
+}
+
+/// True when `got` could be `before` with an in-place overwrite of `path`
+/// partly done: every byte is from `before` or `after`.
+fn torn_overwrite_ok(got: &State, before: &State, after: &State, path: &str) -> bool {
+    let (Some(Obj::File(g)), Some(Obj::File(b)), Some(Obj::File(a))) = (got.get(path), before.get(path), after.get(path)) else {
+        return false;
+    };
+    let same_rest = got.iter().filter(|(k, _)| *k != path).eq(before.iter().filter(|(k, _)| *k != path));
+    same_rest && (g.len() == b.len() || g.len() == a.len()) && g.iter().enumerate().all(|(i, x)| b.get(i) == Some(x) || a.get(i) == Some(x) || *x == 0)
+}
+
+fn run_workload(name: &str, setup: &[Op], ops: &[Op], random_subsets: u64) {
+    let dev = Arc::new(CrashDevice::new(4 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        for op in setup {
+            apply(&fs, op);
+        }
+    }
+    dev.reset_recording();
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let mut states = vec![snapshot(&fs)];
+    let mut ends = vec![dev.fences()];
+    for op in ops {
+        apply(&fs, op);
+        states.push(snapshot(&fs));
+        ends.push(dev.fences());
+    }
+    drop(fs);
+    let total = dev.fences();
+    let mut checked = 0;
+    let mut replay = dev.replay();
+    for k in 0..total {
+        replay.seek_after_fence(k);
+        // Operations complete (durable) by fence k, and the one in progress.
+        let j = ends.iter().rposition(|&e| e <= k + 1).unwrap_or(0);
+        let mut subsets = vec![Subset::None, Subset::All];
+        subsets.extend((0..random_subsets).map(|s| Subset::Random(s * 7919 + k as u64)));
+        for sub in subsets {
+            let img = Arc::new(MemDevice::from_image(replay.image(sub)));
+            let fs = Fs::mount(img.clone(), &MountOptions::default())
+                .unwrap_or_else(|e| panic!("{name}: mount after crash at fence {k} ({sub:?}): {e}"));
+            let got = snapshot(&fs);
+            drop(fs);
+            let rep = daxfs::fsck::fsck(&*img, &mut |_, _, _| {}).unwrap();
+            assert!(rep.is_clean(), "{name}: fsck after crash at fence {k} ({sub:?}): {:#?}", rep.problems);
+            let ok = got == states[j]
+                || states.get(j + 1).is_some_and(|s| *s == got)
+                || matches!(ops.get(j), Some(Op::Write(p, ..)) if states.get(j + 1).is_some_and(|a| torn_overwrite_ok(&got, &states[j], a, p)));
+            assert!(ok, "{name}: crash at fence {k} ({sub:?}) after {j} complete ops ({:?} in progress): state matches neither\n got: {:?}\n before: {:?}", ops.get(j), keys(&got), keys(&states[j]));
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+    let _ = Device::len(&*dev);
+}
+
+fn keys(s: &State) -> Vec<(String, usize)> {
+    s.iter().map(|(k, v)| (k.clone(), if let Obj::File(d) = v { d.len() } else { 0 })).collect()
+}
+
+#[test]
+fn crash_namespace_workload() {
+    let ops = [
+        Op::Mkdir("/d"),
+        Op::Create("/d/a"),
+        Op::Write("/d/a", 0, 10_000, 1),
+        Op::Create("/b"),
+        Op::Link("/d/a", "/c"),
+        Op::Rename("/d/a", "/b"),
+        Op::Symlink("/b", "/l"),
+        Op::Mkdir("/d/e"),
+        Op::Rename("/d/e", "/e2"),
+        Op::Unlink("/c"),
+        Op::Unlink("/b"),
+        Op::Create("/f"),
+    ];
+    run_workload("namespace", &[], &ops, 2);
+}
+
+#[test]
+fn crash_data_workload() {
+    let setup = [Op::Create("/x"), Op::Write("/x", 0, 20_000, 9)];
+    let ops = [
+        Op::Write("/x", 20_000, 50_000, 2),
+        Op::Write("/x", 100, 3000, 3),
+        Op::Truncate("/x", 5000),
+        Op::Write("/x", 200_000, 8192, 4),
+        Op::Truncate("/x", 300_000),
+        Op::Create("/y"),
+        Op::Write("/y", 0, 600_000, 5),
+        Op::Unlink("/x"),
+        Op::Rename("/y", "/x"),
+    ];
+    run_workload("data", &setup, &ops, 2);
+}
+
+#[test]
+fn crash_many_small_files() {
+    static NAMES: [&str; 12] = ["/f0", "/f1", "/f2", "/f3", "/f4", "/f5", "/f6", "/f7", "/f8", "/f9", "/f10", "/f11"];
+    let mut ops = vec![];
+    for (i, n) in NAMES.iter().enumerate() {
+        ops.push(Op::Create(n));
+        ops.push(Op::Write(n, 0, 4096, i as u64));
+    }
+    for n in NAMES.iter().step_by(3) {
+        ops.push(Op::Unlink(n));
+    }
+    run_workload("small files", &[], &ops, 1);
+}
