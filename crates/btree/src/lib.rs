@@ -6,15 +6,22 @@
 //! reads and stages nodes through a [`NodeStore`], which the file system's
 //! transaction implements (journaling, sealing and checksums live there).
 //!
-//! A tree is identified by its root ([`TreeRoot`]), which the caller stores
+//! A tree is identified by its root ([`TreeRoot`](records::TreeRoot)), which the caller stores
 //! (in the superblock or an inode) and which the mutating calls update.
 #![deny(clippy::unwrap_used)]
 
-use daxfs_format::records::{Key, Record, TreeRoot};
+use daxfs_format::records::{Key, Record};
 use daxfs_format::{Block, BlockKind, BlockNo, FormatError};
 
+pub mod fuzz;
+pub mod memstore;
+mod node;
 mod tree;
+pub use memstore::MemStore;
 pub use tree::{BTree, TreeStats};
+
+#[cfg(test)]
+mod tests;
 
 /// Deepest tree accepted. A corrupted (cyclic) tree is caught by this bound
 /// instead of overflowing the stack.
@@ -29,7 +36,11 @@ pub enum TreeError {
     Format(#[from] FormatError),
     /// A node is well formed but its contents break a tree invariant.
     #[error("{kind} block {block}: {what}")]
-    Corrupt { kind: &'static str, block: u64, what: String },
+    Corrupt {
+        kind: &'static str,
+        block: u64,
+        what: String,
+    },
     /// No free block for a new node.
     #[error("no space left for a new tree node")]
     NoSpace,

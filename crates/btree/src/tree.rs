@@ -1,74 +1,841 @@
-//! Placeholder: the B+tree algorithms (see the crate docs for the contract).
-use crate::{NodeStore, Result};
-use daxfs_format::BlockKind;
+//! The B+tree algorithms, over the node layout described in `node.rs`.
+//!
+//! Nothing here recurses: every walk keeps an explicit path or stack whose
+//! depth is bounded by the tree height, itself bounded by [`MAX_HEIGHT`]. Every
+//! node read is validated (kind, owner, level, count) before its bytes are
+//! used, and each level must be exactly one below its parent's, so a child
+//! pointer that loops back up the tree is caught on the first step.
+#![deny(clippy::indexing_slicing)]
+
+use crate::node::{Layout, Node};
+use crate::{MAX_HEIGHT, NodeStore, Result, TreeError};
+use daxfs_format::block::header;
 use daxfs_format::records::{Key, Record, TreeRoot};
+use daxfs_format::{BlockKind, BlockNo, FormatError};
+use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::ops::ControlFlow;
 
 /// Shape figures returned by [`BTree::check`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TreeStats {
+    /// Records in the leaves.
     pub records: u64,
+    /// Nodes (leaves and internal nodes).
     pub nodes: u64,
+    /// Levels: 0 for the empty tree, 1 when the root is a leaf.
     pub height: u32,
 }
 
 /// A B+tree of `K -> V` records whose nodes are of `kind`, owned by `owner`.
+///
+/// The handle holds no state besides these two: the tree lives in the store
+/// and is named by the [`TreeRoot`] passed to every call.
 #[derive(Clone, Copy, Debug)]
 pub struct BTree<K, V> {
+    /// Kind written to, and expected of, every node.
     pub kind: BlockKind,
+    /// Owner written to, and expected of, every node (inode number or 0).
     pub owner: u64,
     _p: PhantomData<(K, V)>,
 }
 
+/// A node on the way down from the root, and the child slot taken from it.
+type Path<K, V> = Vec<(Node<K, V>, usize)>;
+
+/// Called by the internal walk with each node and the bounds `[lo, hi)` that
+/// its parent gives it (`None`: unbounded).
+type NodeVisitor<'a, K, V> = dyn FnMut(&Node<K, V>, Option<&K>, Option<&K>) -> Result<()> + 'a;
+
+/// `lo <= k < hi`, where `None` is unbounded.
+fn within<K: Ord>(k: &K, lo: Option<&K>, hi: Option<&K>) -> bool {
+    lo.is_none_or(|l| l <= k) && hi.is_none_or(|h| k < h)
+}
+
 impl<K: Key, V: Record> BTree<K, V> {
+    /// Records per leaf node.
+    pub const LEAF_CAPACITY: usize = Layout::<K, V>::LEAF_CAP;
+    /// Children per internal node.
+    pub const INTERNAL_CAPACITY: usize = Layout::<K, V>::INT_CAP;
+
+    /// A handle on the tree of `kind` nodes owned by `owner`.
     pub fn new(kind: BlockKind, owner: u64) -> Self {
-        BTree { kind, owner, _p: PhantomData }
+        // Forces the compile-time capacity checks for this (K, V).
+        let () = Layout::<K, V>::VALID;
+        BTree {
+            kind,
+            owner,
+            _p: PhantomData,
+        }
     }
+
     /// The value of `key`.
     pub fn get(&self, s: &mut dyn NodeStore, root: &TreeRoot, key: &K) -> Result<Option<V>> {
-        let _ = (s, root, key);
-        todo!()
+        let height = self.height(root)?;
+        if height == 0 {
+            return Ok(None);
+        }
+        let leaf = self.descend(s, root.block.get(), height, key, None)?;
+        match leaf.search(key)? {
+            Ok(i) => Ok(Some(leaf.val(i)?)),
+            Err(_) => Ok(None),
+        }
     }
+
     /// Inserts or replaces; returns the old value.
-    pub fn insert(&self, s: &mut dyn NodeStore, root: &mut TreeRoot, key: K, val: V) -> Result<Option<V>> {
-        let _ = (s, root, key, val);
-        todo!()
+    ///
+    /// When the insert needs new nodes, all of them are allocated before any
+    /// node is changed, so running out of space leaves the tree as it was.
+    pub fn insert(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &mut TreeRoot,
+        key: K,
+        val: V,
+    ) -> Result<Option<V>> {
+        let height = self.height(root)?;
+        if height == 0 {
+            let no = s.alloc_node(self.kind, self.owner)?.0;
+            let mut leaf = Node::empty(no, self.kind, self.owner, 0);
+            leaf.open_gap(0, 1)?;
+            leaf.set_key(0, &key)?;
+            leaf.set_val(0, &val)?;
+            self.store(s, leaf)?;
+            *root = TreeRoot::new(no, 1);
+            return Ok(None);
+        }
+        let mut path = Vec::with_capacity(height as usize);
+        let mut leaf = self.descend(s, root.block.get(), height, &key, Some(&mut path))?;
+        let pos = match leaf.search(&key)? {
+            Ok(i) => {
+                let old = leaf.val(i)?;
+                leaf.set_val(i, &val)?;
+                self.store(s, leaf)?;
+                return Ok(Some(old));
+            }
+            Err(pos) => pos,
+        };
+        if leaf.count < leaf.cap() {
+            leaf.open_gap(pos, 1)?;
+            leaf.set_key(pos, &key)?;
+            leaf.set_val(pos, &val)?;
+            self.store(s, leaf)?;
+            return Ok(None);
+        }
+
+        // The leaf splits, and so does every full ancestor right above it; when
+        // they are all full the root splits too and the tree grows a level.
+        let full = path
+            .iter()
+            .rev()
+            .take_while(|(n, _)| n.count >= n.cap())
+            .count();
+        let grows = full == path.len();
+        if grows && height >= MAX_HEIGHT {
+            return Err(TreeError::Store(format!(
+                "{} would grow past {MAX_HEIGHT} levels",
+                self.kind.name()
+            )));
+        }
+        let mut fresh = self
+            .alloc_all(s, 1 + full + usize::from(grows))?
+            .into_iter();
+        let mut next_block = move || {
+            fresh
+                .next()
+                .ok_or_else(|| TreeError::Store("tree split ran out of preallocated blocks".into()))
+        };
+
+        let mut right = Node::empty(next_block()?, self.kind, self.owner, 0);
+        let mut sep = Self::split_insert(&mut leaf, &mut right, pos, |n, i| {
+            n.set_key(i, &key)?;
+            n.set_val(i, &val)
+        })?;
+        let mut left_no = leaf.no;
+        let mut right_no = right.no;
+        self.store(s, leaf)?;
+        self.store(s, right)?;
+
+        // Hand the new (separator, right node) pair up until a node has room.
+        while let Some((mut parent, idx)) = path.pop() {
+            if parent.count < parent.cap() {
+                parent.open_gap(idx + 1, 1)?;
+                parent.set_key(idx + 1, &sep)?;
+                parent.set_child(idx + 1, right_no)?;
+                self.store(s, parent)?;
+                return Ok(None);
+            }
+            let mut right = Node::empty(next_block()?, self.kind, self.owner, parent.level);
+            let (k, c) = (sep, right_no);
+            sep = Self::split_insert(&mut parent, &mut right, idx + 1, |n, i| {
+                n.set_key(i, &k)?;
+                n.set_child(i, c)
+            })?;
+            left_no = parent.no;
+            right_no = right.no;
+            self.store(s, parent)?;
+            self.store(s, right)?;
+        }
+
+        // The root itself split: a new root above the two halves. Its level is
+        // the old height, which is below MAX_HEIGHT <= u8::MAX.
+        let mut top = Node::empty(next_block()?, self.kind, self.owner, height as u8);
+        top.open_gap(0, 2)?;
+        top.set_key(0, &K::MIN)?;
+        top.set_child(0, left_no)?;
+        top.set_key(1, &sep)?;
+        top.set_child(1, right_no)?;
+        let top_no = top.no;
+        self.store(s, top)?;
+        *root = TreeRoot::new(top_no, height + 1);
+        Ok(None)
     }
+
     /// Removes `key`; returns its value.
+    ///
+    /// A node left less than half full borrows from or merges with a sibling;
+    /// merges may climb to the root, which collapses when it keeps a single
+    /// child. Removing the last record frees the last node and leaves
+    /// [`TreeRoot::EMPTY`].
     pub fn remove(&self, s: &mut dyn NodeStore, root: &mut TreeRoot, key: &K) -> Result<Option<V>> {
-        let _ = (s, root, key);
-        todo!()
+        let height = self.height(root)?;
+        if height == 0 {
+            return Ok(None);
+        }
+        let mut path = Vec::with_capacity(height as usize);
+        let mut leaf = self.descend(s, root.block.get(), height, key, Some(&mut path))?;
+        let Ok(pos) = leaf.search(key)? else {
+            return Ok(None);
+        };
+        let old = leaf.val(pos)?;
+        leaf.close_gap(pos, 1)?;
+
+        // `node` has lost an entry; fix it up and climb while merges cascade.
+        let mut node = leaf;
+        loop {
+            let Some((mut parent, idx)) = path.pop() else {
+                // `node` is the root.
+                if node.is_leaf() && node.count == 0 {
+                    self.free(s, node.no)?;
+                    *root = TreeRoot::EMPTY;
+                } else if !node.is_leaf() && node.count == 1 {
+                    let child = node.child(0)?;
+                    self.free(s, node.no)?;
+                    *root = TreeRoot::new(child, root.height.get().saturating_sub(1));
+                } else {
+                    self.store(s, node)?;
+                }
+                return Ok(Some(old));
+            };
+            if node.count >= Layout::<K, V>::min(node.level) {
+                self.store(s, node)?;
+                return Ok(Some(old));
+            }
+            if parent.count < 2 {
+                return Err(parent.bad("internal node with a single child"));
+            }
+            // Pair the node with its left sibling, or its right one when it is
+            // the first child: `l` and `r` are children `ri - 1` and `ri`.
+            let ri = idx.max(1);
+            let sib_no = parent.child(if idx > 0 { idx - 1 } else { 1 })?;
+            if sib_no == node.no {
+                return Err(parent.bad(format!("children {} and {ri} are the same node", ri - 1)));
+            }
+            let sib = self.load(s, sib_no, node.level.into(), false)?;
+            let (mut l, mut r) = if idx > 0 { (sib, node) } else { (node, sib) };
+            if !l.is_leaf() {
+                // The parent's separator is the lower bound of r's first child:
+                // with it in r's unused slot 0, r's slots can be appended to
+                // l's as they are.
+                r.set_key(0, &parent.key(ri)?)?;
+            }
+            if l.count + r.count <= l.cap() {
+                let n = r.count;
+                l.take_front(&mut r, n)?;
+                self.free(s, r.no)?;
+                self.store(s, l)?;
+                parent.close_gap(ri, 1)?;
+                node = parent;
+            } else {
+                // Both have more than half the capacity between them: share
+                // evenly, and the parent gets r's new first key as separator.
+                let want = (l.count + r.count) / 2;
+                if l.count > want {
+                    let n = l.count - want;
+                    l.give_back(&mut r, n)?;
+                } else {
+                    let n = want - l.count;
+                    l.take_front(&mut r, n)?;
+                }
+                parent.set_key(ri, &r.key(0)?)?;
+                self.store(s, l)?;
+                self.store(s, r)?;
+                self.store(s, parent)?;
+                return Ok(Some(old));
+            }
+        }
     }
+
     /// Calls `f` on every record with `lo <= key <= hi`, in key order, until it breaks.
-    pub fn range(&self, s: &mut dyn NodeStore, root: &TreeRoot, lo: &K, hi: &K, f: &mut dyn FnMut(K, V) -> ControlFlow<()>) -> Result<()> {
-        let _ = (s, root, lo, hi, f);
-        todo!()
+    ///
+    /// The keys passed to `f` are strictly increasing even on a corrupt tree:
+    /// a key out of order or outside its node's bounds ends the walk with
+    /// [`TreeError::Corrupt`].
+    pub fn range(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &TreeRoot,
+        lo: &K,
+        hi: &K,
+        f: &mut dyn FnMut(K, V) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let height = self.height(root)?;
+        if height == 0 || lo > hi {
+            return Ok(());
+        }
+        // An internal node on the current path: the child slot being walked,
+        // and the node's own bounds.
+        struct Frame<K, V> {
+            node: Node<K, V>,
+            idx: usize,
+            lo: Option<K>,
+            hi: Option<K>,
+        }
+        let mut stack: Vec<Frame<K, V>> = Vec::with_capacity(height as usize);
+        let mut no = root.block.get();
+        let (mut b_lo, mut b_hi): (Option<K>, Option<K>) = (None, None);
+        let mut first_leaf = true;
+        let mut last: Option<K> = None;
+        loop {
+            // Down to a leaf: following `lo` the first time, leftmost after.
+            let level = (height - 1).saturating_sub(stack.len() as u32);
+            let node = self.load(s, no, level, stack.is_empty())?;
+            if !node.is_leaf() {
+                let idx = if first_leaf { node.route(lo)? } else { 0 };
+                let (c_lo, c_hi) = Self::child_bounds(&node, idx, b_lo, b_hi)?;
+                no = node.child(idx)?;
+                stack.push(Frame {
+                    node,
+                    idx,
+                    lo: b_lo,
+                    hi: b_hi,
+                });
+                (b_lo, b_hi) = (c_lo, c_hi);
+                continue;
+            }
+
+            // A leaf whose ends lie outside its bounds is reached through a
+            // wrong pointer. Checking both ends also means no leaf can be
+            // walked twice through two parents, as sibling bounds are disjoint.
+            if node.count > 0 {
+                let (a, z) = (node.key(0)?, node.key(node.count - 1)?);
+                if !within(&a, b_lo.as_ref(), b_hi.as_ref())
+                    || !within(&z, b_lo.as_ref(), b_hi.as_ref())
+                {
+                    return Err(node.bad(format!(
+                        "keys {a:?}..={z:?} outside the bounds given by the parent"
+                    )));
+                }
+            }
+            let start = if first_leaf {
+                node.search(lo)?.unwrap_or_else(|i| i)
+            } else {
+                0
+            };
+            first_leaf = false;
+            for i in start..node.count {
+                let k = node.key(i)?;
+                if k > *hi {
+                    return Ok(());
+                }
+                if k < *lo {
+                    continue;
+                }
+                if last.is_some_and(|l| k <= l) || !within(&k, b_lo.as_ref(), b_hi.as_ref()) {
+                    return Err(node.bad(format!("key {k:?} out of order")));
+                }
+                last = Some(k);
+                if f(k, node.val(i)?).is_break() {
+                    return Ok(());
+                }
+            }
+
+            // Up to the nearest ancestor with a child left, then down again.
+            loop {
+                let Some(fr) = stack.last_mut() else {
+                    return Ok(());
+                };
+                fr.idx += 1;
+                if fr.idx < fr.node.count {
+                    let (c_lo, c_hi) = Self::child_bounds(&fr.node, fr.idx, fr.lo, fr.hi)?;
+                    if c_lo.is_some_and(|c| c > *hi) {
+                        return Ok(());
+                    }
+                    no = fr.node.child(fr.idx)?;
+                    (b_lo, b_hi) = (c_lo, c_hi);
+                    break;
+                }
+                stack.pop();
+            }
+        }
     }
+
     /// The record with the largest key `<= key`.
-    pub fn last_le(&self, s: &mut dyn NodeStore, root: &TreeRoot, key: &K) -> Result<Option<(K, V)>> {
-        let _ = (s, root, key);
-        todo!()
+    pub fn last_le(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &TreeRoot,
+        key: &K,
+    ) -> Result<Option<(K, V)>> {
+        let height = self.height(root)?;
+        if height == 0 {
+            return Ok(None);
+        }
+        let mut path = Vec::with_capacity(height as usize);
+        let leaf = self.descend(s, root.block.get(), height, key, Some(&mut path))?;
+        let n = leaf.upper_bound(0, key)?;
+        let found = if n > 0 {
+            Some((leaf.key(n - 1)?, leaf.val(n - 1)?, leaf.no))
+        } else {
+            // Every key here is above `key` (the leaf's smallest keys were
+            // removed since its separator was set): the answer is the last
+            // record of the previous leaf, under the nearest ancestor that has
+            // a child left of the path.
+            let mut found = None;
+            while let Some((node, idx)) = path.pop() {
+                if idx == 0 {
+                    continue;
+                }
+                let mut no = node.child(idx - 1)?;
+                let mut level = u32::from(node.level).saturating_sub(1);
+                loop {
+                    let n = self.load(s, no, level, false)?;
+                    let Some(i) = n.count.checked_sub(1) else {
+                        break;
+                    };
+                    if n.is_leaf() {
+                        found = Some((n.key(i)?, n.val(i)?, n.no));
+                        break;
+                    }
+                    no = n.child(i)?;
+                    level = level.saturating_sub(1);
+                }
+                break;
+            }
+            found
+        };
+        match found {
+            Some((k, _, no)) if k > *key => Err(TreeError::Corrupt {
+                kind: self.kind.name(),
+                block: no,
+                what: format!("key {k:?} out of order"),
+            }),
+            Some((k, v, _)) => Ok(Some((k, v))),
+            None => Ok(None),
+        }
     }
+
     /// The record with the smallest key `>= key`.
-    pub fn first_ge(&self, s: &mut dyn NodeStore, root: &TreeRoot, key: &K) -> Result<Option<(K, V)>> {
-        let _ = (s, root, key);
-        todo!()
+    pub fn first_ge(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &TreeRoot,
+        key: &K,
+    ) -> Result<Option<(K, V)>> {
+        let mut found = None;
+        self.range(s, root, key, &K::MAX, &mut |k, v| {
+            found = Some((k, v));
+            ControlFlow::Break(())
+        })?;
+        Ok(found)
     }
+
     /// Frees every node; the root becomes empty.
+    ///
+    /// The whole tree is walked and validated before the first node is freed,
+    /// so a corrupt tree is reported without freeing anything (and never frees
+    /// a block twice or one reached through a wild pointer).
     pub fn destroy(&self, s: &mut dyn NodeStore, root: &mut TreeRoot) -> Result<()> {
-        let _ = (s, root);
-        todo!()
+        let mut blocks = Vec::new();
+        self.walk(s, root, &mut |n, _, _| {
+            blocks.push(n.no);
+            Ok(())
+        })?;
+        for b in blocks {
+            self.free(s, b)?;
+        }
+        *root = TreeRoot::EMPTY;
+        Ok(())
     }
+
     /// Calls `f(block, level)` for every node (for fsck and the reverse map).
-    pub fn visit_nodes(&self, s: &mut dyn NodeStore, root: &TreeRoot, f: &mut dyn FnMut(daxfs_format::BlockNo, u32)) -> Result<()> {
-        let _ = (s, root, f);
-        todo!()
+    ///
+    /// Nodes come parent first, children in key order. A node reached twice
+    /// (a shared child or a cycle) is an error.
+    pub fn visit_nodes(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &TreeRoot,
+        f: &mut dyn FnMut(daxfs_format::BlockNo, u32),
+    ) -> Result<()> {
+        self.walk(s, root, &mut |n, _, _| {
+            f(BlockNo(n.no), u32::from(n.level));
+            Ok(())
+        })?;
+        Ok(())
     }
+
     /// Verifies every invariant (order, separator bounds, uniform depth, counts,
     /// fill) and returns the tree's shape.
     pub fn check(&self, s: &mut dyn NodeStore, root: &TreeRoot) -> Result<TreeStats> {
-        let _ = (s, root);
-        todo!()
+        let mut st = TreeStats::default();
+        let root_no = root.block.get();
+        let height = self.walk(s, root, &mut |n, lo, hi| {
+            st.nodes += 1;
+            let is_root = n.no == root_no;
+            let least = match (is_root, n.is_leaf()) {
+                (true, true) => 1,
+                (true, false) => 2,
+                (false, _) => Layout::<K, V>::min(n.level),
+            };
+            if n.count < least {
+                return Err(n.bad(format!(
+                    "{} entries, fewer than the minimum {least}",
+                    n.count
+                )));
+            }
+            // Leaves: every key, in [lo, hi). Internal nodes: separators
+            // 1..count, in (lo, hi), as the first child must not be empty.
+            let first = if n.is_leaf() { 0 } else { 1 };
+            let mut prev: Option<K> = None;
+            for i in first..n.count {
+                let k = n.key(i)?;
+                if prev.is_some_and(|p| k <= p) {
+                    return Err(n.bad(format!("key {i} ({k:?}) is not above the key before it")));
+                }
+                let above_lo = match lo {
+                    Some(l) if n.is_leaf() => *l <= k,
+                    Some(l) => *l < k,
+                    None => true,
+                };
+                if !above_lo || hi.is_some_and(|h| k >= *h) {
+                    return Err(n.bad(format!(
+                        "key {i} ({k:?}) outside the bounds {lo:?}..{hi:?} given by the parent"
+                    )));
+                }
+                if n.is_leaf() {
+                    n.val(i)?;
+                }
+                prev = Some(k);
+            }
+            if n.is_leaf() {
+                st.records += n.count as u64;
+            }
+            if !n.tail_is_zero() {
+                return Err(n.bad("stale bytes past the last entry"));
+            }
+            Ok(())
+        })?;
+        st.height = height;
+        Ok(st)
+    }
+
+    /// Number of records, by walking every node.
+    pub fn len(&self, s: &mut dyn NodeStore, root: &TreeRoot) -> Result<u64> {
+        let mut n = 0u64;
+        self.walk(s, root, &mut |node, _, _| {
+            if node.is_leaf() {
+                n += node.count as u64;
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// True when the tree has no record (needs no store access).
+    pub fn is_empty(&self, root: &TreeRoot) -> bool {
+        root.is_empty()
+    }
+
+    /// Removes every record with `lo <= key <= hi`, passing each to `f` in key
+    /// order first; returns how many were removed.
+    pub fn remove_range(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &mut TreeRoot,
+        lo: &K,
+        hi: &K,
+        f: &mut dyn FnMut(K, V),
+    ) -> Result<u64> {
+        let mut removed = 0u64;
+        let mut from = *lo;
+        while let Some((k, v)) = self.first_ge(s, root, &from)? {
+            if k > *hi {
+                break;
+            }
+            f(k, v);
+            if self.remove(s, root, &k)?.is_none() {
+                return Err(TreeError::Corrupt {
+                    kind: self.kind.name(),
+                    block: root.block.get(),
+                    what: format!("key {k:?} found by a walk but not by a lookup"),
+                });
+            }
+            removed += 1;
+            from = k;
+        }
+        Ok(removed)
+    }
+
+    // ---- internals ----
+
+    fn corrupt(&self, block: u64, what: impl Into<String>) -> TreeError {
+        TreeError::Corrupt {
+            kind: self.kind.name(),
+            block,
+            what: what.into(),
+        }
+    }
+
+    /// Validates the root pointer and returns the height (0 = empty).
+    fn height(&self, root: &TreeRoot) -> Result<u32> {
+        let (b, h) = (root.block.get(), root.height.get());
+        if b == 0 {
+            return if h == 0 {
+                Ok(0)
+            } else {
+                Err(self.corrupt(0, format!("empty tree with height {h}")))
+            };
+        }
+        if h == 0 {
+            return Err(self.corrupt(b, "tree root with height 0"));
+        }
+        if h > MAX_HEIGHT {
+            return Err(self.corrupt(
+                b,
+                format!("tree height {h} exceeds the maximum {MAX_HEIGHT}"),
+            ));
+        }
+        Ok(h)
+    }
+
+    /// Reads node `no`, expected at `level`, and validates its header.
+    fn load(
+        &self,
+        s: &mut dyn NodeStore,
+        no: u64,
+        level: u32,
+        is_root: bool,
+    ) -> Result<Node<K, V>> {
+        let buf = s.read_node(BlockNo(no), self.kind, self.owner)?;
+        // The store verified kind and owner; checking again costs nothing and
+        // keeps the tree safe with a store that does not.
+        let h = header(&buf[..])?;
+        if h.kind != self.kind as u8 {
+            return Err(FormatError::WrongKind {
+                block: no,
+                expected: self.kind,
+                found: h.kind,
+            }
+            .into());
+        }
+        if h.owner.get() != self.owner {
+            return Err(FormatError::WrongOwner {
+                block: no,
+                expected: self.owner,
+                found: h.owner.get(),
+            }
+            .into());
+        }
+        if u32::from(h.level) != level {
+            return Err(self.corrupt(
+                no,
+                format!("node of level {} where level {level} was expected (levels must fall by one from root to leaves)", h.level),
+            ));
+        }
+        let count = h.count.get() as usize;
+        let cap = Layout::<K, V>::cap(h.level);
+        if count > cap {
+            return Err(self.corrupt(no, format!("count {count} exceeds the node capacity {cap}")));
+        }
+        if h.level > 0 {
+            let least = if is_root { 1 } else { 2 };
+            if count < least {
+                return Err(self.corrupt(no, format!("internal node with {count} children")));
+            }
+        } else if count == 0 && !is_root {
+            return Err(self.corrupt(no, "empty leaf below the root"));
+        }
+        Ok(Node::from_parts(
+            no, self.kind, self.owner, h.level, count, buf,
+        ))
+    }
+
+    /// Walks from the root down to the leaf whose range holds `key`,
+    /// recording the internal nodes and the slots taken when `path` is given.
+    fn descend(
+        &self,
+        s: &mut dyn NodeStore,
+        root_no: u64,
+        height: u32,
+        key: &K,
+        mut path: Option<&mut Path<K, V>>,
+    ) -> Result<Node<K, V>> {
+        let mut no = root_no;
+        let mut level = height - 1;
+        loop {
+            let node = self.load(s, no, level, level == height - 1)?;
+            if level == 0 {
+                return Ok(node);
+            }
+            let idx = node.route(key)?;
+            no = node.child(idx)?;
+            if let Some(p) = path.as_deref_mut() {
+                p.push((node, idx));
+            }
+            level -= 1;
+        }
+    }
+
+    /// The bounds `[lo, hi)` of child `i`, given the node's own bounds.
+    /// Fails unless they are non-empty and nested in the node's, which keeps
+    /// the bounds of siblings disjoint and increasing.
+    fn child_bounds(
+        node: &Node<K, V>,
+        i: usize,
+        lo: Option<K>,
+        hi: Option<K>,
+    ) -> Result<(Option<K>, Option<K>)> {
+        let c_lo = if i == 0 { lo } else { Some(node.key(i)?) };
+        let c_hi = if i + 1 >= node.count {
+            hi
+        } else {
+            Some(node.key(i + 1)?)
+        };
+        let nested = |k: &Option<K>| {
+            k.as_ref()
+                .is_none_or(|k| within(k, lo.as_ref(), hi.as_ref()))
+        };
+        let non_empty = match (&c_lo, &c_hi) {
+            (Some(a), Some(b)) => a < b,
+            _ => true,
+        };
+        if (i > 0 && !nested(&c_lo)) || (i + 1 < node.count && !nested(&c_hi)) || !non_empty {
+            return Err(node.bad(format!(
+                "separators of child {i} out of order or outside the node's bounds"
+            )));
+        }
+        Ok((c_lo, c_hi))
+    }
+
+    /// Inserts an entry at `pos` of the full node `left`, moving its upper half
+    /// to the empty node `right`; `put` writes the entry into the slot opened
+    /// for it. Returns the separator for `right`: its first key.
+    fn split_insert(
+        left: &mut Node<K, V>,
+        right: &mut Node<K, V>,
+        pos: usize,
+        put: impl FnOnce(&mut Node<K, V>, usize) -> Result<()>,
+    ) -> Result<K> {
+        // Of the cap + 1 entries, the left keeps the smaller half,
+        // floor((cap + 1) / 2) = ceil(cap / 2): both halves hold at least
+        // floor(cap / 2), the minimum fill.
+        let keep = left.count.div_ceil(2);
+        if pos < keep {
+            left.split_off(keep - 1, right)?;
+            left.open_gap(pos, 1)?;
+            put(left, pos)?;
+        } else {
+            left.split_off(keep, right)?;
+            right.open_gap(pos - keep, 1)?;
+            put(right, pos - keep)?;
+        }
+        right.key(0)
+    }
+
+    /// Allocates `n` blocks, or none: on failure the ones already obtained
+    /// are released again.
+    fn alloc_all(&self, s: &mut dyn NodeStore, n: usize) -> Result<Vec<u64>> {
+        let mut got = Vec::with_capacity(n);
+        for _ in 0..n {
+            match s.alloc_node(self.kind, self.owner) {
+                Ok(b) => got.push(b.0),
+                Err(e) => {
+                    for b in got {
+                        // The allocation error is the one to report; a failure
+                        // to give back a block we never used only leaks it
+                        // within a transaction the caller discards anyway.
+                        let _ = s.free_node(BlockNo(b), self.kind, self.owner);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    fn store(&self, s: &mut dyn NodeStore, node: Node<K, V>) -> Result<()> {
+        let (no, buf) = node.into_block();
+        s.write_node(BlockNo(no), buf)
+    }
+
+    fn free(&self, s: &mut dyn NodeStore, no: u64) -> Result<()> {
+        s.free_node(BlockNo(no), self.kind, self.owner)
+    }
+
+    /// Visits every node once, parent before children and children in key
+    /// order, calling `f(node, lo, hi)` with the bounds `[lo, hi)` its parent
+    /// gives it. Returns the height. Work and memory are bounded by the number
+    /// of distinct nodes: a node reached twice is an error.
+    fn walk(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &TreeRoot,
+        f: &mut NodeVisitor<'_, K, V>,
+    ) -> Result<u32> {
+        struct Pending<K> {
+            no: u64,
+            level: u32,
+            lo: Option<K>,
+            hi: Option<K>,
+        }
+        let height = self.height(root)?;
+        if height == 0 {
+            return Ok(0);
+        }
+        let mut seen = HashSet::new();
+        let mut stack = vec![Pending {
+            no: root.block.get(),
+            level: height - 1,
+            lo: None,
+            hi: None,
+        }];
+        while let Some(p) = stack.pop() {
+            let is_root = seen.is_empty();
+            if !seen.insert(p.no) {
+                return Err(self.corrupt(p.no, "node reached twice (shared child or cycle)"));
+            }
+            let node = self.load(s, p.no, p.level, is_root)?;
+            f(&node, p.lo.as_ref(), p.hi.as_ref())?;
+            if node.is_leaf() {
+                continue;
+            }
+            // Pushed last to first, so that children come off in key order.
+            for i in (0..node.count).rev() {
+                let lo = if i == 0 { p.lo } else { Some(node.key(i)?) };
+                let hi = if i + 1 == node.count {
+                    p.hi
+                } else {
+                    Some(node.key(i + 1)?)
+                };
+                stack.push(Pending {
+                    no: node.child(i)?,
+                    level: p.level - 1,
+                    lo,
+                    hi,
+                });
+            }
+        }
+        Ok(height)
     }
 }

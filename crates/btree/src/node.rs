@@ -1,0 +1,399 @@
+//! The byte layout of a B+tree node, and the slot operations on it.
+//!
+//! Every node is one 4 KiB metadata block. Keys and payloads are kept in two
+//! separate fixed-capacity arrays, so a binary search touches only the
+//! contiguous key bytes, and capacities depend only on the record sizes.
+//!
+//! ```text
+//! byte            size            field
+//!    0              64            BlockHeader
+//!                                   kind   the tree's BlockKind
+//!                                   level  0 = leaf, height - 1 = root
+//!                                   count  leaf: records; internal: children
+//!                                   owner  the tree's owner (inode or 0)
+//!
+//! leaf (level 0), KS = K::SIZE, VS = V::SIZE, LCAP = 4032 / (KS + VS):
+//!   64         LCAP * KS          keys[LCAP]    strictly increasing
+//!   64 + LCAP*KS  LCAP * VS       values[LCAP]  values[i] belongs to keys[i]
+//!
+//! internal (level >= 1), ICAP = 4032 / (KS + 8):
+//!   64         ICAP * KS          keys[ICAP]    keys[i] = lowest key that
+//!                                               child i may hold, for i >= 1;
+//!                                               strictly increasing
+//!   64 + ICAP*KS  ICAP * 8        children[ICAP] u64 block numbers, never 0
+//!
+//! rest of the block, and every slot at index >= count: zero
+//! ```
+//!
+//! Child `i` of an internal node holds the keys `k` with
+//! `keys[i] <= k < keys[i + 1]`; the bounds of child 0 and of the last child
+//! are those of the node itself, given by its parent. `keys[0]` is therefore
+//! never used for routing: it keeps whatever separator was there when the node
+//! was last split or merged (the new root writes `K::MIN`) and readers ignore it.
+//!
+//! Every node except the root holds at least `LCAP / 2` records (leaves) or
+//! `ICAP / 2` children (internal nodes). A root leaf holds at least one record
+//! (the empty tree has no node at all); an internal root has at least two
+//! children.
+//!
+//! Capacities of the trees daxfs uses:
+//!
+//! ```text
+//! key             value                 LCAP  ICAP
+//! u64             ExtentRecord (16 B)    168   252
+//! u64             InodeRecord (256 B)     15   252
+//! u64             DirentRecord (272 B)    14   252
+//! (u64, u64)      ()                     252   168
+//! (u64, u64, u64) ()                     168   126
+//! ```
+#![deny(clippy::indexing_slicing)]
+
+use crate::{Result, TreeError};
+use daxfs_format::block::{BlockHeader, HEADER_SIZE, write_header};
+use daxfs_format::records::{Key, Record};
+use daxfs_format::{BLOCK_SIZE, Block, BlockKind};
+use std::cmp::Ordering;
+use std::marker::PhantomData;
+use std::ops::Range;
+
+/// Bytes of a child pointer in an internal node.
+pub(crate) const CHILD_SIZE: usize = 8;
+
+/// Capacities and array offsets for one `(K, V)` pair, computed at compile time.
+pub(crate) struct Layout<K, V>(PhantomData<(K, V)>);
+
+impl<K: Key, V: Record> Layout<K, V> {
+    /// Bytes available for the arrays.
+    const AVAIL: usize = BLOCK_SIZE - HEADER_SIZE;
+    /// Where the key array starts, in leaves and internal nodes alike.
+    pub(crate) const KEYS: usize = HEADER_SIZE;
+    /// Records per leaf. The `max(1)` only keeps a zero-size record type from
+    /// dividing by zero before [`Self::VALID`] rejects it.
+    pub(crate) const LEAF_CAP: usize = Self::AVAIL / max1(K::SIZE + V::SIZE);
+    /// Where the value array of a leaf starts.
+    pub(crate) const LEAF_VALS: usize = Self::KEYS + Self::LEAF_CAP * K::SIZE;
+    /// Children per internal node.
+    pub(crate) const INT_CAP: usize = Self::AVAIL / (K::SIZE + CHILD_SIZE);
+    /// Where the child array of an internal node starts.
+    pub(crate) const INT_KIDS: usize = Self::KEYS + Self::INT_CAP * K::SIZE;
+    /// Fewest records in a non-root leaf.
+    pub(crate) const LEAF_MIN: usize = Self::LEAF_CAP / 2;
+    /// Fewest children of a non-root internal node. At least 2, so that every
+    /// non-root internal node has a separator inside its bounds (which is what
+    /// lets the readers detect a node reached twice).
+    pub(crate) const INT_MIN: usize = Self::INT_CAP / 2;
+    /// Evaluated by `BTree::new`: record types whose nodes cannot hold a
+    /// working tree fail to compile instead of misbehaving.
+    pub(crate) const VALID: () = assert!(
+        K::SIZE >= 1 && Self::LEAF_CAP >= 3 && Self::INT_CAP >= 4,
+        "B+tree records too large for a 4 KiB node"
+    );
+
+    pub(crate) const fn cap(level: u8) -> usize {
+        if level == 0 {
+            Self::LEAF_CAP
+        } else {
+            Self::INT_CAP
+        }
+    }
+
+    pub(crate) const fn min(level: u8) -> usize {
+        if level == 0 {
+            Self::LEAF_MIN
+        } else {
+            Self::INT_MIN
+        }
+    }
+
+    /// The two parallel arrays of a node of `level`: (offset, slot size).
+    const fn arrays(level: u8) -> [(usize, usize); 2] {
+        if level == 0 {
+            [(Self::KEYS, K::SIZE), (Self::LEAF_VALS, V::SIZE)]
+        } else {
+            [(Self::KEYS, K::SIZE), (Self::INT_KIDS, CHILD_SIZE)]
+        }
+    }
+}
+
+const fn max1(v: usize) -> usize {
+    if v == 0 { 1 } else { v }
+}
+
+/// Byte range of `n` slots of `size` bytes starting at slot `i` of the array at
+/// `base`. Saturating, so absurd inputs yield a range that `.get()` rejects.
+fn slots(base: usize, size: usize, i: usize, n: usize) -> Range<usize> {
+    let start = base.saturating_add(i.saturating_mul(size));
+    start..start.saturating_add(n.saturating_mul(size))
+}
+
+fn out_of_range(kind: BlockKind, no: u64, count: usize, level: u8, what: &str) -> TreeError {
+    TreeError::Corrupt {
+        kind: kind.name(),
+        block: no,
+        what: format!("slot out of range in {what} (count {count}, level {level})"),
+    }
+}
+
+/// One node read from the store, with its header fields decoded. The bytes
+/// stay in the block: records are decoded one at a time when needed.
+pub(crate) struct Node<K, V> {
+    pub(crate) no: u64,
+    pub(crate) kind: BlockKind,
+    pub(crate) owner: u64,
+    pub(crate) level: u8,
+    pub(crate) count: usize,
+    pub(crate) buf: Box<Block>,
+    _p: PhantomData<(K, V)>,
+}
+
+impl<K: Key, V: Record> Node<K, V> {
+    /// Wraps a block whose header has already been validated.
+    pub(crate) fn from_parts(
+        no: u64,
+        kind: BlockKind,
+        owner: u64,
+        level: u8,
+        count: usize,
+        buf: Box<Block>,
+    ) -> Self {
+        Node {
+            no,
+            kind,
+            owner,
+            level,
+            count,
+            buf,
+            _p: PhantomData,
+        }
+    }
+
+    /// An empty node of `level` to be written at block `no`.
+    pub(crate) fn empty(no: u64, kind: BlockKind, owner: u64, level: u8) -> Self {
+        Self::from_parts(no, kind, owner, level, 0, Box::new([0u8; BLOCK_SIZE]))
+    }
+
+    pub(crate) fn is_leaf(&self) -> bool {
+        self.level == 0
+    }
+
+    pub(crate) fn cap(&self) -> usize {
+        Layout::<K, V>::cap(self.level)
+    }
+
+    /// A `Corrupt` error about this node.
+    pub(crate) fn bad(&self, what: impl Into<String>) -> TreeError {
+        TreeError::Corrupt {
+            kind: self.kind.name(),
+            block: self.no,
+            what: what.into(),
+        }
+    }
+
+    fn bytes(&self, r: Range<usize>) -> Result<&[u8]> {
+        match self.buf.get(r) {
+            Some(b) => Ok(b),
+            None => Err(self.out_of_range("read")),
+        }
+    }
+
+    fn bytes_mut(&mut self, r: Range<usize>) -> Result<&mut [u8]> {
+        let (kind, no, count, level) = (self.kind, self.no, self.count, self.level);
+        self.buf
+            .get_mut(r)
+            .ok_or_else(|| out_of_range(kind, no, count, level, "write"))
+    }
+
+    /// An error for slot arithmetic that left the block: only reachable through
+    /// a bug, but reported rather than panicking.
+    fn out_of_range(&self, what: &str) -> TreeError {
+        out_of_range(self.kind, self.no, self.count, self.level, what)
+    }
+
+    /// The key in slot `i`.
+    #[inline]
+    pub(crate) fn key(&self, i: usize) -> Result<K> {
+        let b = self.bytes(slots(Layout::<K, V>::KEYS, K::SIZE, i, 1))?;
+        Ok(K::decode(b)?)
+    }
+
+    /// The value in slot `i` of a leaf.
+    pub(crate) fn val(&self, i: usize) -> Result<V> {
+        let b = self.bytes(slots(Layout::<K, V>::LEAF_VALS, V::SIZE, i, 1))?;
+        Ok(V::decode(b)?)
+    }
+
+    /// The child block number in slot `i` of an internal node, refusing the
+    /// pointers that can never be right.
+    pub(crate) fn child(&self, i: usize) -> Result<u64> {
+        let b = self.bytes(slots(Layout::<K, V>::INT_KIDS, CHILD_SIZE, i, 1))?;
+        let c = u64::decode(b)?;
+        if c == 0 {
+            return Err(self.bad(format!("child {i} is block 0")));
+        }
+        if c == self.no {
+            return Err(self.bad(format!("child {i} points at its own node")));
+        }
+        Ok(c)
+    }
+
+    pub(crate) fn set_key(&mut self, i: usize, k: &K) -> Result<()> {
+        k.encode(self.bytes_mut(slots(Layout::<K, V>::KEYS, K::SIZE, i, 1))?);
+        Ok(())
+    }
+
+    pub(crate) fn set_val(&mut self, i: usize, v: &V) -> Result<()> {
+        v.encode(self.bytes_mut(slots(Layout::<K, V>::LEAF_VALS, V::SIZE, i, 1))?);
+        Ok(())
+    }
+
+    pub(crate) fn set_child(&mut self, i: usize, c: u64) -> Result<()> {
+        c.encode(self.bytes_mut(slots(Layout::<K, V>::INT_KIDS, CHILD_SIZE, i, 1))?);
+        Ok(())
+    }
+
+    /// Binary search of a leaf: `Ok(i)` when slot `i` holds `key`, else
+    /// `Err(i)` with the slot where it would go.
+    #[inline]
+    pub(crate) fn search(&self, key: &K) -> Result<Result<usize, usize>> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid)?.cmp(key) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Ok(Ok(mid)),
+            }
+        }
+        Ok(Err(lo))
+    }
+
+    /// Number of slots in `from..count` whose key is `<= key`, by binary
+    /// search. For a leaf from 0 this is where `last_le` looks; for an internal
+    /// node from 1 it is the child that covers `key`.
+    #[inline]
+    pub(crate) fn upper_bound(&self, from: usize, key: &K) -> Result<usize> {
+        let (mut lo, mut hi) = (from, self.count.max(from));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid)? <= *key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The child slot of an internal node whose range holds `key`.
+    #[inline]
+    pub(crate) fn route(&self, key: &K) -> Result<usize> {
+        Ok(self.upper_bound(1, key)?.saturating_sub(1))
+    }
+
+    /// Opens `n` empty slots at `at`, moving slots `at..count` up.
+    pub(crate) fn open_gap(&mut self, at: usize, n: usize) -> Result<()> {
+        if at > self.count || self.count + n > self.cap() {
+            return Err(self.out_of_range("open_gap"));
+        }
+        for (base, size) in Layout::<K, V>::arrays(self.level) {
+            let src = slots(base, size, at, self.count - at);
+            let dst = src.start + n * size;
+            if self.buf.get(src.start..dst + src.len()).is_none() {
+                return Err(self.out_of_range("open_gap"));
+            }
+            self.buf.copy_within(src, dst);
+        }
+        self.count += n;
+        Ok(())
+    }
+
+    /// Removes slots `at..at + n`, moving the later slots down and zeroing the
+    /// vacated tail (so deleted records, e.g. file names, do not linger).
+    pub(crate) fn close_gap(&mut self, at: usize, n: usize) -> Result<()> {
+        if at.checked_add(n).is_none_or(|end| end > self.count) {
+            return Err(self.out_of_range("close_gap"));
+        }
+        let keep = self.count - at - n;
+        for (base, size) in Layout::<K, V>::arrays(self.level) {
+            let src = slots(base, size, at + n, keep);
+            let dst = slots(base, size, at, 0).start;
+            if self.buf.get(dst..src.end).is_none() {
+                return Err(self.out_of_range("close_gap"));
+            }
+            self.buf.copy_within(src, dst);
+            self.bytes_mut(slots(base, size, at + keep, n))?.fill(0);
+        }
+        self.count -= n;
+        Ok(())
+    }
+
+    /// Copies slots `from..from + n` of `src` over slots `to..to + n` of `self`
+    /// (both nodes of the same level; counts are the caller's business).
+    fn copy_from(&mut self, to: usize, src: &Node<K, V>, from: usize, n: usize) -> Result<()> {
+        for (base, size) in Layout::<K, V>::arrays(self.level) {
+            let s = src.bytes(slots(base, size, from, n))?;
+            let d = self.bytes_mut(slots(base, size, to, n))?;
+            if d.len() != s.len() {
+                return Err(TreeError::Store("node slot lengths differ".into()));
+            }
+            d.copy_from_slice(s);
+        }
+        Ok(())
+    }
+
+    /// Moves slots `at..count` into the empty node `right`.
+    pub(crate) fn split_off(&mut self, at: usize, right: &mut Node<K, V>) -> Result<()> {
+        if at > self.count || right.count != 0 || right.level != self.level {
+            return Err(self.out_of_range("split_off"));
+        }
+        let n = self.count - at;
+        right.copy_from(0, self, at, n)?;
+        right.count = n;
+        self.close_gap(at, n)
+    }
+
+    /// Moves the first `n` slots of `right` to the end of `self`, its left
+    /// neighbour. With `n == right.count` this is a merge.
+    pub(crate) fn take_front(&mut self, right: &mut Node<K, V>, n: usize) -> Result<()> {
+        if n > right.count || self.count + n > self.cap() || right.level != self.level {
+            return Err(self.out_of_range("take_front"));
+        }
+        self.copy_from(self.count, right, 0, n)?;
+        self.count += n;
+        right.close_gap(0, n)
+    }
+
+    /// Moves the last `n` slots of `self` to the front of `right`, its right
+    /// neighbour.
+    pub(crate) fn give_back(&mut self, right: &mut Node<K, V>, n: usize) -> Result<()> {
+        if n > self.count || right.level != self.level {
+            return Err(self.out_of_range("give_back"));
+        }
+        right.open_gap(0, n)?;
+        let from = self.count - n;
+        right.copy_from(0, self, from, n)?;
+        self.close_gap(from, n)
+    }
+
+    /// Writes the header the tree owns (kind, owner, level, count) and hands
+    /// the block over for writing; the store seals the rest.
+    pub(crate) fn into_block(mut self) -> (u64, Box<Block>) {
+        let mut h = BlockHeader::fresh(self.kind, self.owner, self.level);
+        // count <= capacity <= 4032, so it always fits.
+        h.count = (self.count as u32).into();
+        write_header(&mut self.buf[..], &h);
+        (self.no, self.buf)
+    }
+
+    /// Checks that every byte past the used slots is zero.
+    pub(crate) fn tail_is_zero(&self) -> bool {
+        let cap = self.cap();
+        let [(b0, s0), (b1, s1)] = Layout::<K, V>::arrays(self.level);
+        let unused_keys = slots(b0, s0, self.count, cap.saturating_sub(self.count));
+        let unused_vals = slots(b1, s1, self.count, cap.saturating_sub(self.count));
+        let end = slots(b1, s1, cap, 0).start;
+        [unused_keys, unused_vals, end..BLOCK_SIZE]
+            .into_iter()
+            .all(|r| self.buf.get(r).is_some_and(|b| b.iter().all(|&x| x == 0)))
+    }
+}

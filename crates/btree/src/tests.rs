@@ -1,0 +1,1135 @@
+//! Tests of the tree against a `BTreeMap` model, on the in-memory store.
+#![allow(clippy::unwrap_used)]
+
+use crate::fuzz::{FUZZ_RESEAL, WideKey, fuzz_kind, fuzz_node_bytes, input_from_store};
+use crate::memstore::MemStore;
+use crate::node::Layout;
+use crate::{BTree, MAX_HEIGHT, NodeStore, TreeError, TreeStats};
+use daxfs_format::block::{BlockHeader, HEADER_SIZE, header, write_header};
+use daxfs_format::records::{DirentRecord, ExtentRecord, InodeRecord, Key, Record, TreeRoot};
+use daxfs_format::{BLOCK_SIZE, BlockKind, BlockNo, FormatError};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+const OWNER: u64 = 42;
+
+/// Keys made from a number; distinct numbers give distinct keys.
+trait TestKey: Key + std::hash::Hash {
+    fn make(x: u64) -> Self;
+}
+impl TestKey for u64 {
+    fn make(x: u64) -> Self {
+        x
+    }
+}
+impl TestKey for (u64, u64, u64) {
+    fn make(x: u64) -> Self {
+        // Varied so that all three components take part in comparisons.
+        (x % 7, x / 7, x)
+    }
+}
+impl TestKey for WideKey {
+    fn make(x: u64) -> Self {
+        WideKey(x)
+    }
+}
+
+/// Values made from a number, comparable for the model.
+trait TestVal: Record + PartialEq {
+    fn make(x: u64) -> Self;
+}
+impl TestVal for () {
+    fn make(_: u64) -> Self {}
+}
+impl TestVal for u64 {
+    fn make(x: u64) -> Self {
+        x
+    }
+}
+impl TestVal for ExtentRecord {
+    fn make(x: u64) -> Self {
+        let mut e = ExtentRecord::decode(&[0u8; 16]).unwrap();
+        e.phys = x.into();
+        e.len = ((x % 1000) as u32 + 1).into();
+        e.flags = ((x >> 40) as u32 & 1).into();
+        e
+    }
+}
+impl TestVal for DirentRecord {
+    fn make(x: u64) -> Self {
+        let mut d = DirentRecord::decode(&[0u8; 272]).unwrap();
+        d.ino = x.into();
+        d.ftype = 1;
+        let name = format!("file-{x}");
+        d.name_len = name.len() as u8;
+        d.name[..name.len()].copy_from_slice(name.as_bytes());
+        d.name[254] = (x % 251) as u8;
+        d.reserved[6] = 0;
+        d
+    }
+}
+
+/// A tree, its store and its root.
+struct Fixture<K, V> {
+    t: BTree<K, V>,
+    s: MemStore,
+    root: TreeRoot,
+}
+
+impl<K: TestKey, V: TestVal> Fixture<K, V> {
+    fn new(kind: BlockKind) -> Self {
+        Fixture {
+            t: BTree::new(kind, OWNER),
+            s: MemStore::new(),
+            root: TreeRoot::EMPTY,
+        }
+    }
+    fn get(&mut self, k: &K) -> Option<V> {
+        self.t.get(&mut self.s, &self.root, k).unwrap()
+    }
+    fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.t.insert(&mut self.s, &mut self.root, k, v).unwrap()
+    }
+    fn remove(&mut self, k: &K) -> Option<V> {
+        self.t.remove(&mut self.s, &mut self.root, k).unwrap()
+    }
+    fn check(&mut self) -> TreeStats {
+        let st = self.t.check(&mut self.s, &self.root).unwrap();
+        assert_eq!(st.height, self.root.height.get());
+        assert_eq!(
+            st.nodes as usize,
+            self.s.live_nodes(),
+            "leaked or lost nodes"
+        );
+        st
+    }
+    fn all(&mut self) -> Vec<(K, V)> {
+        self.collect(&K::MIN, &K::MAX)
+    }
+    fn collect(&mut self, lo: &K, hi: &K) -> Vec<(K, V)> {
+        let mut v = Vec::new();
+        self.t
+            .range(&mut self.s, &self.root, lo, hi, &mut |k, val| {
+                v.push((k, val));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        v
+    }
+    /// Full comparison with the model.
+    fn verify(&mut self, m: &BTreeMap<K, V>) {
+        let st = self.check();
+        assert_eq!(st.records as usize, m.len());
+        let all = self.all();
+        assert!(
+            all.iter().map(|(k, v)| (k, v)).eq(m.iter()),
+            "range differs from the model"
+        );
+        assert_eq!(
+            self.t.len(&mut self.s, &self.root).unwrap() as usize,
+            m.len()
+        );
+    }
+}
+
+fn model_last_le<K: Ord + Copy, V: Copy>(m: &BTreeMap<K, V>, k: &K) -> Option<(K, V)> {
+    m.range(..=*k).next_back().map(|(k, v)| (*k, *v))
+}
+fn model_first_ge<K: Ord + Copy, V: Copy>(m: &BTreeMap<K, V>, k: &K) -> Option<(K, V)> {
+    m.range(*k..).next().map(|(k, v)| (*k, *v))
+}
+
+// ---- basics ----
+
+#[test]
+fn capacities_match_the_documented_table() {
+    assert_eq!(Layout::<u64, ExtentRecord>::LEAF_CAP, 168);
+    assert_eq!(Layout::<u64, ExtentRecord>::INT_CAP, 252);
+    assert_eq!(Layout::<u64, InodeRecord>::LEAF_CAP, 15);
+    assert_eq!(Layout::<u64, DirentRecord>::LEAF_CAP, 14);
+    assert_eq!(Layout::<(u64, u64), ()>::LEAF_CAP, 252);
+    assert_eq!(Layout::<(u64, u64), ()>::INT_CAP, 168);
+    assert_eq!(Layout::<(u64, u64, u64), ()>::LEAF_CAP, 168);
+    assert_eq!(Layout::<(u64, u64, u64), ()>::INT_CAP, 126);
+    assert_eq!(Layout::<(u64, u64, u64), DirentRecord>::LEAF_CAP, 13);
+    assert_eq!(Layout::<WideKey, u64>::LEAF_CAP, 4);
+    assert_eq!(Layout::<WideKey, u64>::INT_CAP, 4);
+    assert_eq!(BTree::<u64, DirentRecord>::LEAF_CAPACITY, 14);
+    assert_eq!(BTree::<u64, DirentRecord>::INTERNAL_CAPACITY, 252);
+}
+
+#[test]
+fn empty_tree() {
+    let mut f = Fixture::<u64, ExtentRecord>::new(BlockKind::ExtentTree);
+    assert_eq!(f.get(&0), None);
+    assert_eq!(f.get(&u64::MAX), None);
+    assert_eq!(f.remove(&7), None);
+    assert!(f.all().is_empty());
+    assert_eq!(f.t.last_le(&mut f.s, &f.root, &u64::MAX).unwrap(), None);
+    assert_eq!(f.t.first_ge(&mut f.s, &f.root, &0).unwrap(), None);
+    assert_eq!(
+        f.t.check(&mut f.s, &f.root).unwrap(),
+        TreeStats {
+            records: 0,
+            nodes: 0,
+            height: 0
+        }
+    );
+    let mut n = 0;
+    f.t.visit_nodes(&mut f.s, &f.root, &mut |_, _| n += 1)
+        .unwrap();
+    assert_eq!(n, 0);
+    f.t.destroy(&mut f.s, &mut f.root).unwrap();
+    assert_eq!(f.root, TreeRoot::EMPTY);
+    assert!(f.t.is_empty(&f.root));
+    assert_eq!(f.t.len(&mut f.s, &f.root).unwrap(), 0);
+    assert_eq!(
+        f.s.allocs + f.s.reads + f.s.writes,
+        0,
+        "the empty tree needs no store access"
+    );
+}
+
+#[test]
+fn single_record_lifecycle() {
+    let mut f = Fixture::<u64, u64>::new(BlockKind::InodeTree);
+    assert_eq!(f.insert(5, 50), None);
+    assert_eq!(f.root.height.get(), 1);
+    assert_eq!(f.get(&5), Some(50));
+    assert_eq!(f.get(&4), None);
+    assert_eq!(
+        f.check(),
+        TreeStats {
+            records: 1,
+            nodes: 1,
+            height: 1
+        }
+    );
+    assert_eq!(f.remove(&4), None);
+    assert_eq!(f.remove(&5), Some(50));
+    assert_eq!(f.root, TreeRoot::EMPTY);
+    assert_eq!(f.s.live_nodes(), 0);
+    assert_eq!(f.remove(&5), None);
+}
+
+#[test]
+fn replace_returns_the_old_value() {
+    let mut f = Fixture::<u64, ExtentRecord>::new(BlockKind::ExtentTree);
+    for i in 0..1000u64 {
+        assert_eq!(f.insert(i * 3, ExtentRecord::make(i)), None);
+    }
+    let nodes = f.check().nodes;
+    for i in (0..1000u64).rev() {
+        assert_eq!(
+            f.insert(i * 3, ExtentRecord::make(i + 7)),
+            Some(ExtentRecord::make(i))
+        );
+    }
+    for i in 0..1000u64 {
+        assert_eq!(f.get(&(i * 3)), Some(ExtentRecord::make(i + 7)));
+    }
+    let st = f.check();
+    assert_eq!(st.records, 1000);
+    assert_eq!(st.nodes, nodes, "replacing must not change the shape");
+}
+
+#[test]
+fn extreme_keys() {
+    let mut f = Fixture::<u64, u64>::new(BlockKind::FreeTree);
+    for k in [u64::MAX, 0, 1, u64::MAX - 1] {
+        f.insert(k, k ^ 1);
+    }
+    for i in 0..2000u64 {
+        f.insert(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, i);
+    }
+    f.check();
+    assert_eq!(f.get(&u64::MAX), Some(u64::MAX ^ 1));
+    assert_eq!(f.get(&0), Some(1));
+    let all = f.all();
+    assert_eq!(all.first().unwrap().0, 0);
+    assert_eq!(all.last().unwrap().0, u64::MAX);
+    assert_eq!(
+        f.collect(&u64::MAX, &u64::MAX),
+        vec![(u64::MAX, u64::MAX ^ 1)]
+    );
+    assert_eq!(f.collect(&0, &0), vec![(0, 1)]);
+    assert_eq!(
+        f.t.last_le(&mut f.s, &f.root, &u64::MAX).unwrap(),
+        Some((u64::MAX, u64::MAX ^ 1))
+    );
+    assert_eq!(
+        f.t.first_ge(&mut f.s, &f.root, &u64::MAX).unwrap(),
+        Some((u64::MAX, u64::MAX ^ 1))
+    );
+    assert_eq!(f.t.first_ge(&mut f.s, &f.root, &0).unwrap(), Some((0, 1)));
+    assert_eq!(f.t.last_le(&mut f.s, &f.root, &0).unwrap(), Some((0, 1)));
+    assert_eq!(f.remove(&u64::MAX), Some(u64::MAX ^ 1));
+    assert_eq!(f.remove(&0), Some(1));
+    assert_eq!(f.t.last_le(&mut f.s, &f.root, &0).unwrap(), None);
+    assert_eq!(f.t.first_ge(&mut f.s, &f.root, &u64::MAX).unwrap(), None);
+    f.check();
+
+    let mut g = Fixture::<(u64, u64, u64), ()>::new(BlockKind::RmapTree);
+    let max = (u64::MAX, u64::MAX, u64::MAX);
+    let min = (0, 0, 0);
+    for k in [
+        max,
+        min,
+        (u64::MAX, u64::MAX, u64::MAX - 1),
+        (0, 0, 1),
+        (u64::MAX, 0, 0),
+    ] {
+        g.insert(k, ());
+    }
+    for i in 0..3000u64 {
+        g.insert((i % 3, u64::MAX - i, i), ());
+    }
+    g.check();
+    assert_eq!(g.get(&max), Some(()));
+    assert_eq!(g.get(&min), Some(()));
+    assert_eq!(g.all().last().unwrap().0, max);
+    assert_eq!(g.all().first().unwrap().0, min);
+    assert_eq!(g.collect(&max, &max).len(), 1);
+    assert_eq!(
+        g.t.last_le(&mut g.s, &g.root, &max).unwrap(),
+        Some((max, ()))
+    );
+    assert_eq!(
+        g.t.first_ge(&mut g.s, &g.root, &(u64::MAX, 0, 1))
+            .unwrap()
+            .unwrap()
+            .0,
+        (u64::MAX, u64::MAX, u64::MAX - 1)
+    );
+    g.t.destroy(&mut g.s, &mut g.root).unwrap();
+    assert_eq!(g.s.live_nodes(), 0);
+}
+
+#[test]
+fn range_bounds_are_inclusive_and_break_stops() {
+    let mut f = Fixture::<u64, u64>::new(BlockKind::InodeTree);
+    for i in 0..5000u64 {
+        f.insert(i * 2, i);
+    }
+    assert!(f.root.height.get() >= 2);
+    let r = f.collect(&100, &200);
+    assert_eq!(r.first().unwrap().0, 100);
+    assert_eq!(r.last().unwrap().0, 200);
+    assert_eq!(r.len(), 51);
+    let r = f.collect(&101, &199);
+    assert_eq!(
+        (r.first().unwrap().0, r.last().unwrap().0, r.len()),
+        (102, 198, 49)
+    );
+    assert!(f.collect(&101, &101).is_empty());
+    assert_eq!(f.collect(&9998, &u64::MAX), vec![(9998, 4999)]);
+    assert!(f.collect(&9999, &u64::MAX).is_empty());
+    assert!(
+        f.collect(&300, &200).is_empty(),
+        "lo > hi is an empty range"
+    );
+    // Crossing many leaves.
+    assert_eq!(f.collect(&0, &u64::MAX).len(), 5000);
+
+    // Early break after exactly n records, also across a leaf boundary.
+    for n in [1usize, 2, 100, 169, 170, 1000] {
+        let mut got = Vec::new();
+        f.t.range(&mut f.s, &f.root, &1, &u64::MAX, &mut |k, _| {
+            got.push(k);
+            if got.len() == n {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(got, (1..=n as u64).map(|i| i * 2).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn last_le_and_first_ge_at_every_boundary() {
+    let mut f = Fixture::<u64, DirentRecord>::new(BlockKind::DirTree);
+    let mut m = BTreeMap::new();
+    for i in 1..=600u64 {
+        f.insert(i * 10, DirentRecord::make(i));
+        m.insert(i * 10, DirentRecord::make(i));
+    }
+    // Remove the first keys of some leaves, so that separators are below the
+    // leaves' smallest keys (the case where last_le must step left).
+    let mut rng = SmallRng::seed_from_u64(3);
+    for _ in 0..150 {
+        let k = rng.random_range(1..=600u64) * 10;
+        assert_eq!(f.remove(&k), m.remove(&k));
+    }
+    f.verify(&m);
+    assert!(f.root.height.get() >= 2);
+    for k in 0..=6020u64 {
+        assert_eq!(
+            f.t.last_le(&mut f.s, &f.root, &k).unwrap(),
+            model_last_le(&m, &k),
+            "last_le({k})"
+        );
+        assert_eq!(
+            f.t.first_ge(&mut f.s, &f.root, &k).unwrap(),
+            model_first_ge(&m, &k),
+            "first_ge({k})"
+        );
+    }
+    for k in [u64::MAX, u64::MAX - 1] {
+        assert_eq!(
+            f.t.last_le(&mut f.s, &f.root, &k).unwrap(),
+            model_last_le(&m, &k)
+        );
+        assert_eq!(f.t.first_ge(&mut f.s, &f.root, &k).unwrap(), None);
+    }
+}
+
+#[test]
+fn zero_size_values() {
+    let mut f = Fixture::<(u64, u64, u64), ()>::new(BlockKind::RmapTree);
+    let mut m = BTreeMap::new();
+    let mut rng = SmallRng::seed_from_u64(9);
+    for _ in 0..40_000 {
+        let k = <(u64, u64, u64)>::make(rng.random_range(0..30_000));
+        assert_eq!(f.insert(k, ()), m.insert(k, ()));
+    }
+    f.verify(&m);
+    assert!(f.root.height.get() >= 2);
+    let keys: Vec<_> = m.keys().copied().collect();
+    for k in &keys {
+        assert_eq!(f.get(k), Some(()));
+        assert_eq!(f.remove(k), Some(()));
+    }
+    assert_eq!(f.root, TreeRoot::EMPTY);
+    assert_eq!(f.s.live_nodes(), 0);
+}
+
+#[test]
+fn deep_tree_with_large_values() {
+    // 272-byte values and 24-byte keys: 13 records per leaf, 126 children per
+    // internal node. Ascending inserts leave nodes half full, which makes the
+    // tree as deep as these records allow.
+    let mut f = Fixture::<(u64, u64, u64), DirentRecord>::new(BlockKind::DirTree);
+    let n = 70_000u64;
+    let key = |i: u64| (i >> 20, i, !i);
+    for i in 0..n {
+        assert_eq!(f.insert(key(i), DirentRecord::make(i)), None);
+    }
+    let st = f.check();
+    assert_eq!(st.records, n);
+    assert!(st.height >= 4, "height {}", st.height);
+    for i in (0..n).step_by(97) {
+        assert_eq!(f.get(&key(i)), Some(DirentRecord::make(i)));
+    }
+    let mut levels = vec![0u64; st.height as usize];
+    f.t.visit_nodes(&mut f.s, &f.root, &mut |_, l| levels[l as usize] += 1)
+        .unwrap();
+    assert_eq!(levels.iter().sum::<u64>(), st.nodes);
+    assert_eq!(levels[st.height as usize - 1], 1, "one root");
+
+    // Remove everything in random order: merges at every level, root collapses.
+    let mut order: Vec<u64> = (0..n).collect();
+    order.shuffle(&mut SmallRng::seed_from_u64(1));
+    let mut left = n;
+    for (j, i) in order.into_iter().enumerate() {
+        assert_eq!(f.remove(&key(i)), Some(DirentRecord::make(i)));
+        left -= 1;
+        if j % 10_000 == 0 {
+            assert_eq!(f.check().records, left);
+        }
+    }
+    assert_eq!(f.root, TreeRoot::EMPTY);
+    assert_eq!(f.s.live_nodes(), 0);
+}
+
+#[test]
+fn destroy_frees_every_node() {
+    let mut f = Fixture::<u64, DirentRecord>::new(BlockKind::DirTree);
+    for i in 0..5000u64 {
+        f.insert(i.wrapping_mul(2654435761), DirentRecord::make(i));
+    }
+    let st = f.check();
+    assert!(st.height >= 3);
+    let mut seen = Vec::new();
+    f.t.visit_nodes(&mut f.s, &f.root, &mut |b, _| seen.push(b.0))
+        .unwrap();
+    seen.sort_unstable();
+    assert_eq!(seen, f.s.live_blocks());
+    f.t.destroy(&mut f.s, &mut f.root).unwrap();
+    assert_eq!(f.root, TreeRoot::EMPTY);
+    assert_eq!(f.s.live_nodes(), 0);
+    assert_eq!(f.s.frees, st.nodes);
+}
+
+#[test]
+fn remove_range_removes_inclusive_span() {
+    let mut f = Fixture::<u64, u64>::new(BlockKind::ExtentTree);
+    let mut m = BTreeMap::new();
+    for i in 0..3000u64 {
+        f.insert(i, i + 1);
+        m.insert(i, i + 1);
+    }
+    let mut seen = Vec::new();
+    let n =
+        f.t.remove_range(&mut f.s, &mut f.root, &100, &2500, &mut |k, _| seen.push(k))
+            .unwrap();
+    assert_eq!(n, 2401);
+    assert_eq!(seen, (100..=2500).collect::<Vec<_>>());
+    m.retain(|k, _| !(100..=2500).contains(k));
+    f.verify(&m);
+    let n =
+        f.t.remove_range(&mut f.s, &mut f.root, &0, &u64::MAX, &mut |_, _| {})
+            .unwrap();
+    assert_eq!(n as usize, m.len());
+    assert_eq!(f.root, TreeRoot::EMPTY);
+    assert_eq!(f.s.live_nodes(), 0);
+}
+
+// ---- random operations against the model ----
+
+/// Random inserts and removes, alternating between growing and shrinking
+/// phases so that splits and merges both happen at every level. Compared with
+/// the model after every few operations and fully checked after each batch.
+fn model_run<K: TestKey, V: TestVal>(
+    kind: BlockKind,
+    seed: u64,
+    ops: usize,
+    key_space: u64,
+    batch: usize,
+) {
+    let mut f = Fixture::<K, V>::new(kind);
+    let mut m: BTreeMap<K, V> = BTreeMap::new();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let phase = ops / 6;
+    let mut max_height = 0;
+    for op in 0..ops {
+        let p_insert = if (op / phase.max(1)).is_multiple_of(2) {
+            0.75
+        } else {
+            0.25
+        };
+        let k = K::make(rng.random_range(0..key_space));
+        if rng.random_bool(p_insert) {
+            let v = V::make(rng.random());
+            assert_eq!(f.insert(k, v), m.insert(k, v), "insert {k:?} (op {op})");
+        } else {
+            assert_eq!(f.remove(&k), m.remove(&k), "remove {k:?} (op {op})");
+        }
+        if op % 4 == 0 {
+            let q = K::make(rng.random_range(0..key_space));
+            assert_eq!(f.get(&q), m.get(&q).copied());
+            assert_eq!(
+                f.t.last_le(&mut f.s, &f.root, &q).unwrap(),
+                model_last_le(&m, &q)
+            );
+            assert_eq!(
+                f.t.first_ge(&mut f.s, &f.root, &q).unwrap(),
+                model_first_ge(&m, &q)
+            );
+        }
+        if op % batch == batch - 1 {
+            f.verify(&m);
+            max_height = max_height.max(f.root.height.get());
+        }
+    }
+    f.verify(&m);
+    assert!(
+        max_height >= 3,
+        "the run should reach a deep tree (height {max_height})"
+    );
+    let mut keys: Vec<K> = m.keys().copied().collect();
+    keys.shuffle(&mut rng);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(f.remove(k), m.remove(k));
+        if i % (batch * 4) == 0 {
+            f.verify(&m);
+        }
+    }
+    assert_eq!(f.root, TreeRoot::EMPTY);
+    assert_eq!(f.s.live_nodes(), 0, "every node freed");
+}
+
+#[test]
+fn model_small_fanout() {
+    // Four entries per node: every few operations split or merge something.
+    for seed in 0..4 {
+        model_run::<WideKey, u64>(BlockKind::FreeTree, seed, 12_000, 600, 200);
+    }
+}
+
+#[test]
+fn model_dirents() {
+    model_run::<u64, DirentRecord>(BlockKind::DirTree, 11, 40_000, 6_000, 2_000);
+}
+
+#[test]
+fn model_extents() {
+    model_run::<u64, ExtentRecord>(BlockKind::ExtentTree, 12, 120_000, 150_000, 20_000);
+}
+
+#[test]
+fn model_rmap_unit_values() {
+    model_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, 13, 120_000, 150_000, 20_000);
+}
+
+// ---- running out of space ----
+
+#[test]
+fn no_space_mid_insert_leaves_tree_intact() {
+    let mut f = Fixture::<WideKey, u64>::new(BlockKind::FreeTree);
+    let mut m = BTreeMap::new();
+    let mut rng = SmallRng::seed_from_u64(77);
+    let mut failures = 0;
+    for i in 0..3000u64 {
+        let k = WideKey(rng.random_range(0..100_000));
+        // Often allow too few allocations for the splits this insert needs.
+        f.s.set_alloc_limit(rng.random_bool(0.5).then(|| rng.random_range(0..4)));
+        let live = f.s.live_nodes();
+        match f.t.insert(&mut f.s, &mut f.root, k, i) {
+            Ok(old) => assert_eq!(old, m.insert(k, i)),
+            Err(TreeError::NoSpace) => {
+                failures += 1;
+                assert_eq!(
+                    f.s.live_nodes(),
+                    live,
+                    "blocks of a failed insert are given back"
+                );
+                assert_eq!(f.get(&k), m.get(&k).copied());
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        f.s.set_alloc_limit(None);
+        if i % 100 == 0 {
+            f.verify(&m);
+        }
+    }
+    assert!(failures > 100);
+    f.verify(&m);
+    assert!(f.root.height.get() >= 4, "height {}", f.root.height.get());
+    // An empty tree cannot even get its first leaf.
+    let mut g = Fixture::<u64, u64>::new(BlockKind::InodeTree);
+    g.s.set_alloc_limit(Some(0));
+    assert_eq!(
+        g.t.insert(&mut g.s, &mut g.root, 1, 1),
+        Err(TreeError::NoSpace)
+    );
+    assert_eq!(g.root, TreeRoot::EMPTY);
+}
+
+/// A store whose allocations fail after a while and whose free fails too:
+/// the errors must surface, never a panic.
+struct FailingStore {
+    inner: MemStore,
+    fail_free: bool,
+}
+
+impl NodeStore for FailingStore {
+    fn read_node(
+        &mut self,
+        b: BlockNo,
+        kind: BlockKind,
+        owner: u64,
+    ) -> crate::Result<Box<daxfs_format::Block>> {
+        self.inner.read_node(b, kind, owner)
+    }
+    fn write_node(&mut self, b: BlockNo, node: Box<daxfs_format::Block>) -> crate::Result<()> {
+        self.inner.write_node(b, node)
+    }
+    fn alloc_node(&mut self, kind: BlockKind, owner: u64) -> crate::Result<BlockNo> {
+        self.inner.alloc_node(kind, owner)
+    }
+    fn free_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> crate::Result<()> {
+        if self.fail_free {
+            return Err(TreeError::Media { block: b.0 });
+        }
+        self.inner.free_node(b, kind, owner)
+    }
+}
+
+#[test]
+fn store_errors_propagate() {
+    let t = BTree::<u64, u64>::new(BlockKind::InodeTree, OWNER);
+    let mut s = FailingStore {
+        inner: MemStore::new(),
+        fail_free: false,
+    };
+    let mut root = TreeRoot::EMPTY;
+    for i in 0..2000 {
+        t.insert(&mut s, &mut root, i, i).unwrap();
+    }
+    s.fail_free = true;
+    s.inner.set_alloc_limit(Some(0));
+    let mut saw_no_space = false;
+    for i in 2000..4000 {
+        match t.insert(&mut s, &mut root, i, i) {
+            Ok(_) => {}
+            Err(TreeError::NoSpace) => saw_no_space = true,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(saw_no_space);
+    let mut saw_media = false;
+    for i in 0..2000 {
+        match t.remove(&mut s, &mut root, &i) {
+            Ok(_) => {}
+            Err(TreeError::Media { .. }) => {
+                saw_media = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(saw_media);
+}
+
+// ---- corruption ----
+
+/// A three-level tree of small nodes for corruption tests.
+fn corruptible() -> (Fixture<WideKey, u64>, BTreeMap<WideKey, u64>) {
+    let mut f = Fixture::<WideKey, u64>::new(BlockKind::FreeTree);
+    let mut m = BTreeMap::new();
+    for i in 0..40u64 {
+        f.insert(WideKey(i * 10), i);
+        m.insert(WideKey(i * 10), i);
+    }
+    assert!(f.root.height.get() >= 3);
+    (f, m)
+}
+
+/// Rewrites a header field of block `b` and reseals it.
+fn edit_header(f: &mut Fixture<WideKey, u64>, b: u64, edit: impl FnOnce(&mut BlockHeader)) {
+    let raw = f.s.raw_mut(b).unwrap();
+    let mut h = header(&raw[..]).unwrap();
+    edit(&mut h);
+    write_header(&mut raw[..], &h);
+    f.s.reseal(b);
+}
+
+/// Where child `i` of an internal node of the corruption-test tree is stored.
+fn child_slot(i: usize) -> usize {
+    Layout::<WideKey, u64>::INT_KIDS + i * 8
+}
+
+/// Every read-side operation must fail with a `Corrupt` or `Format` error (or
+/// be unaffected) — never panic. Returns the errors of `check` and of a full
+/// range.
+fn assert_reported(f: &mut Fixture<WideKey, u64>) -> (TreeError, TreeError) {
+    let c = f.t.check(&mut f.s, &f.root).unwrap_err();
+    assert!(
+        matches!(c, TreeError::Corrupt { .. } | TreeError::Format(_)),
+        "{c:?}"
+    );
+    let r =
+        f.t.range(
+            &mut f.s,
+            &f.root,
+            &WideKey::MIN,
+            &WideKey::MAX,
+            &mut |_, _| ControlFlow::Continue(()),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(r, TreeError::Corrupt { .. } | TreeError::Format(_)),
+        "{r:?}"
+    );
+    for k in 0..45 {
+        let _ = f.t.get(&mut f.s, &f.root, &WideKey(k * 10));
+        let _ = f.t.last_le(&mut f.s, &f.root, &WideKey(k * 10));
+        let _ = f.t.first_ge(&mut f.s, &f.root, &WideKey(k * 10));
+    }
+    let _ = f.t.visit_nodes(&mut f.s, &f.root, &mut |_, _| {});
+    (c, r)
+}
+
+fn root_no(f: &Fixture<WideKey, u64>) -> u64 {
+    f.root.block.get()
+}
+
+#[test]
+fn flipped_byte_is_a_checksum_error() {
+    let (mut f, _) = corruptible();
+    let r = root_no(&f);
+    f.s.raw_mut(r).unwrap()[HEADER_SIZE + 3] ^= 0x10;
+    let e = f.t.get(&mut f.s, &f.root, &WideKey(10)).unwrap_err();
+    assert!(
+        matches!(e, TreeError::Format(FormatError::ChecksumMismatch { .. })),
+        "{e:?}"
+    );
+    assert_reported(&mut f);
+}
+
+#[test]
+fn flipped_key_byte_resealed_breaks_order() {
+    let (mut f, _) = corruptible();
+    // Corrupt each node's second key in turn; check() must notice every time.
+    for b in f.s.live_blocks() {
+        let saved = *f.s.raw(b).unwrap();
+        f.s.raw_mut(b).unwrap()[HEADER_SIZE + WideKey::SIZE + 7] ^= 0x80;
+        f.s.reseal(b);
+        let (c, _) = assert_reported(&mut f);
+        assert!(
+            matches!(c, TreeError::Corrupt { block, .. } if block == b),
+            "{c:?}"
+        );
+        *f.s.raw_mut(b).unwrap() = saved;
+    }
+    f.check();
+}
+
+#[test]
+fn count_beyond_capacity() {
+    let (mut f, _) = corruptible();
+    let r = root_no(&f);
+    edit_header(&mut f, r, |h| h.count = 5.into());
+    let e = f.t.get(&mut f.s, &f.root, &WideKey(10)).unwrap_err();
+    assert!(
+        matches!(&e, TreeError::Corrupt { what, block, .. } if what.contains("capacity") && *block == r),
+        "{e:?}"
+    );
+    assert_reported(&mut f);
+    edit_header(&mut f, r, |h| h.count = u32::MAX.into());
+    assert_reported(&mut f);
+    // Also on a leaf, through insert and remove.
+    let (mut f, _) = corruptible();
+    let leaf = first_leaf(&mut f);
+    edit_header(&mut f, leaf, |h| h.count = 1000.into());
+    assert_reported(&mut f);
+    assert!(f.t.insert(&mut f.s, &mut f.root, WideKey(1), 1).is_err());
+    assert!(f.t.remove(&mut f.s, &mut f.root, &WideKey(0)).is_err());
+}
+
+fn first_leaf(f: &mut Fixture<WideKey, u64>) -> u64 {
+    let mut leaf = 0;
+    f.t.visit_nodes(&mut f.s, &f.root, &mut |b, l| {
+        if l == 0 && leaf == 0 {
+            leaf = b.0;
+        }
+    })
+    .unwrap();
+    leaf
+}
+
+#[test]
+fn child_pointing_at_its_parent_or_itself_or_zero() {
+    for (what, target) in [("parent", 1), ("self", 2), ("zero", 3)] {
+        let (mut f, _) = corruptible();
+        let r = root_no(&f);
+        // The root's second child (an internal node) gets a bad first child.
+        let kid = u64::from_le_bytes(
+            f.s.raw(r).unwrap()[child_slot(1)..child_slot(1) + 8]
+                .try_into()
+                .unwrap(),
+        );
+        let bad = match target {
+            1 => r,
+            2 => kid,
+            _ => 0,
+        };
+        f.s.raw_mut(kid).unwrap()[child_slot(0)..child_slot(0) + 8]
+            .copy_from_slice(&bad.to_le_bytes());
+        f.s.reseal(kid);
+        let (c, _) = assert_reported(&mut f);
+        assert!(matches!(c, TreeError::Corrupt { .. }), "{what}: {c:?}");
+        // Mutations through the damaged node fail cleanly too.
+        for k in 0..40 {
+            let _ = f.t.insert(&mut f.s, &mut f.root, WideKey(k * 10 + 5), k);
+            let _ = f.t.remove(&mut f.s, &mut f.root, &WideKey(k * 10));
+        }
+        let mut root = f.root;
+        let live = f.s.live_nodes();
+        assert!(f.t.destroy(&mut f.s, &mut root).is_err());
+        assert_eq!(
+            f.s.live_nodes(),
+            live,
+            "destroy of a corrupt tree frees nothing"
+        );
+    }
+}
+
+#[test]
+fn shared_child_is_detected() {
+    let (mut f, _) = corruptible();
+    let r = root_no(&f);
+    // Both of the root's first two children point at the same subtree.
+    let kid0: [u8; 8] = f.s.raw(r).unwrap()[child_slot(0)..child_slot(0) + 8]
+        .try_into()
+        .unwrap();
+    f.s.raw_mut(r).unwrap()[child_slot(1)..child_slot(1) + 8].copy_from_slice(&kid0);
+    f.s.reseal(r);
+    let (c, rg) = assert_reported(&mut f);
+    assert!(matches!(c, TreeError::Corrupt { .. }), "{c:?}");
+    assert!(matches!(rg, TreeError::Corrupt { .. }), "{rg:?}");
+    let live = f.s.live_nodes();
+    let mut root = f.root;
+    assert!(f.t.destroy(&mut f.s, &mut root).is_err());
+    assert_eq!(f.s.live_nodes(), live);
+    assert!(f.t.visit_nodes(&mut f.s, &f.root, &mut |_, _| {}).is_err());
+}
+
+#[test]
+fn wrong_levels_and_heights() {
+    // A leaf claiming to be internal, and an internal node claiming level 0.
+    let (mut f, _) = corruptible();
+    let leaf = first_leaf(&mut f);
+    edit_header(&mut f, leaf, |h| h.level = 1);
+    assert_reported(&mut f);
+    let (mut f, _) = corruptible();
+    let r = root_no(&f);
+    let kid = u64::from_le_bytes(
+        f.s.raw(r).unwrap()[child_slot(0)..child_slot(0) + 8]
+            .try_into()
+            .unwrap(),
+    );
+    edit_header(&mut f, kid, |h| h.level = 0);
+    let (c, _) = assert_reported(&mut f);
+    assert!(
+        matches!(&c, TreeError::Corrupt { what, .. } if what.contains("level")),
+        "{c:?}"
+    );
+
+    // Root pointers that disagree with the tree.
+    let (mut f, _) = corruptible();
+    let h = f.root.height.get();
+    for bad in [
+        TreeRoot::new(root_no(&f), h + 1),
+        TreeRoot::new(root_no(&f), h - 1),
+        TreeRoot::new(root_no(&f), 0),
+    ] {
+        let e = f.t.get(&mut f.s, &bad, &WideKey(10)).unwrap_err();
+        assert!(matches!(e, TreeError::Corrupt { .. }), "{e:?}");
+        assert!(f.t.check(&mut f.s, &bad).is_err());
+    }
+    let too_high = TreeRoot::new(root_no(&f), MAX_HEIGHT + 1);
+    let e = f.t.check(&mut f.s, &too_high).unwrap_err();
+    assert!(
+        matches!(&e, TreeError::Corrupt { what, .. } if what.contains("maximum")),
+        "{e:?}"
+    );
+    assert!(
+        f.t.get(&mut f.s, &TreeRoot::new(0, 3), &WideKey(1))
+            .is_err()
+    );
+    assert!(
+        f.t.get(&mut f.s, &TreeRoot::new(999_999, 2), &WideKey(1))
+            .is_err()
+    );
+}
+
+#[test]
+fn wrong_kind_or_owner() {
+    let (mut f, _) = corruptible();
+    let other = BTree::<WideKey, u64>::new(BlockKind::FreeTree, OWNER + 1);
+    let e = other.get(&mut f.s, &f.root, &WideKey(0)).unwrap_err();
+    assert!(
+        matches!(e, TreeError::Format(FormatError::WrongOwner { .. })),
+        "{e:?}"
+    );
+    let other = BTree::<WideKey, u64>::new(BlockKind::ExtentTree, OWNER);
+    let e = other.get(&mut f.s, &f.root, &WideKey(0)).unwrap_err();
+    assert!(
+        matches!(e, TreeError::Format(FormatError::WrongKind { .. })),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn underfull_and_stale_nodes_fail_check() {
+    let (mut f, _) = corruptible();
+    let leaf = first_leaf(&mut f);
+    // Drop the leaf to one record (below the minimum of two).
+    let n = header(&f.s.raw(leaf).unwrap()[..]).unwrap().count.get();
+    assert!(n >= 2);
+    edit_header(&mut f, leaf, |h| h.count = 1.into());
+    let e = f.t.check(&mut f.s, &f.root).unwrap_err();
+    assert!(matches!(e, TreeError::Corrupt { .. }), "{e:?}");
+    // get still works on the record that is left: reading is lenient.
+    assert!(f.t.get(&mut f.s, &f.root, &WideKey(0)).is_ok());
+
+    let (mut f, _) = corruptible();
+    let leaf = first_leaf(&mut f);
+    f.s.raw_mut(leaf).unwrap()[BLOCK_SIZE - 1] = 1;
+    f.s.reseal(leaf);
+    let e = f.t.check(&mut f.s, &f.root).unwrap_err();
+    assert!(
+        matches!(&e, TreeError::Corrupt { what, .. } if what.contains("stale")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn keys_outside_parent_bounds() {
+    let (mut f, _) = corruptible();
+    let r = root_no(&f);
+    // Swap the root's first two children: each subtree is now outside the
+    // bounds its separator promises.
+    let raw = f.s.raw_mut(r).unwrap();
+    let a: [u8; 8] = raw[child_slot(0)..child_slot(0) + 8].try_into().unwrap();
+    let b: [u8; 8] = raw[child_slot(1)..child_slot(1) + 8].try_into().unwrap();
+    raw[child_slot(0)..child_slot(0) + 8].copy_from_slice(&b);
+    raw[child_slot(1)..child_slot(1) + 8].copy_from_slice(&a);
+    f.s.reseal(r);
+    let (c, rg) = assert_reported(&mut f);
+    assert!(
+        matches!(&c, TreeError::Corrupt { what, .. } if what.contains("bounds")),
+        "{c:?}"
+    );
+    assert!(matches!(rg, TreeError::Corrupt { .. }));
+}
+
+// ---- fuzzing ----
+
+/// Valid trees of every fuzz mode, sized to stay within the input's block cap.
+fn valid_input(rng: &mut SmallRng, mode: u8) -> Vec<u8> {
+    let kind = fuzz_kind(mode);
+    let n = rng.random_range(0..120u64);
+    let mut s = MemStore::new();
+    let mut root = TreeRoot::EMPTY;
+    macro_rules! fill {
+        ($k:ty, $v:ty) => {{
+            let t = BTree::<$k, $v>::new(kind, crate::fuzz::FUZZ_OWNER);
+            for i in 0..n {
+                let x = rng.random_range(0..1000u64);
+                t.insert(
+                    &mut s,
+                    &mut root,
+                    <$k as TestKey>::make(x),
+                    <$v as TestVal>::make(i),
+                )
+                .unwrap();
+            }
+            for _ in 0..n / 3 {
+                let x = rng.random_range(0..1000u64);
+                t.remove(&mut s, &mut root, &<$k as TestKey>::make(x))
+                    .unwrap();
+            }
+        }};
+    }
+    match mode & 3 {
+        0 => fill!(u64, ExtentRecord),
+        1 => fill!(u64, DirentRecord),
+        2 => fill!((u64, u64, u64), ()),
+        _ => fill!(WideKey, u64),
+    }
+    input_from_store(mode, &root, &s)
+}
+
+/// Overwrites a few bytes of a valid input, aimed at the fields that matter.
+fn mutate(rng: &mut SmallRng, data: &mut [u8]) {
+    let blocks = (data.len().saturating_sub(crate::fuzz::FUZZ_PREFIX)) / BLOCK_SIZE;
+    for _ in 0..rng.random_range(1..5) {
+        if data.is_empty() {
+            return;
+        }
+        let at = match rng.random_range(0..6) {
+            // A header field: level (5) or count (12..16) of some block.
+            0 | 1 if blocks > 0 => {
+                let b = rng.random_range(0..blocks);
+                crate::fuzz::FUZZ_PREFIX + b * BLOCK_SIZE + [5, 12, 13, 14][rng.random_range(0..4)]
+            }
+            // The root pointer.
+            2 => rng.random_range(1..crate::fuzz::FUZZ_PREFIX),
+            // Near the start of some block's arrays.
+            3 if blocks > 0 => {
+                let b = rng.random_range(0..blocks);
+                crate::fuzz::FUZZ_PREFIX + b * BLOCK_SIZE + HEADER_SIZE + rng.random_range(0..512)
+            }
+            _ => rng.random_range(0..data.len()),
+        };
+        if let Some(x) = data.get_mut(at) {
+            *x = match rng.random_range(0..4) {
+                0 => 0,
+                1 => 0xff,
+                2 => *x ^ (1 << rng.random_range(0..8)),
+                _ => rng.random(),
+            };
+        }
+    }
+    // Splice a child pointer into some block's child array now and then.
+    if blocks > 0 && rng.random_bool(0.3) {
+        let b = rng.random_range(0..blocks);
+        let off = crate::fuzz::FUZZ_PREFIX
+            + b * BLOCK_SIZE
+            + rng.random_range(HEADER_SIZE..BLOCK_SIZE - 8);
+        let v = rng.random_range(0..blocks as u64 + 2);
+        if let Some(d) = data.get_mut(off..off + 8) {
+            d.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+#[test]
+fn fuzz_valid_inputs_pass_through() {
+    // Unmutated inputs are whole trees: the harness must run them cleanly too.
+    let mut rng = SmallRng::seed_from_u64(5);
+    for mode in 0..8u8 {
+        let data = valid_input(&mut rng, mode);
+        fuzz_node_bytes(&data);
+    }
+}
+
+#[test]
+fn fuzz_does_not_panic() {
+    let mut rng = SmallRng::seed_from_u64(0xf022);
+    for i in 0..3000u32 {
+        let mode = rng.random_range(0..8u8) | if rng.random_bool(0.8) { FUZZ_RESEAL } else { 0 };
+        let data = match i % 4 {
+            // Pure noise, a few blocks long.
+            0 => {
+                let len = rng.random_range(0..3 * BLOCK_SIZE);
+                let mut d: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                if let Some(x) = d.first_mut() {
+                    *x = mode;
+                }
+                if let Some(x) = d.get_mut(1) {
+                    *x %= 6;
+                }
+                if let Some(x) = d.get_mut(2..10) {
+                    x.copy_from_slice(&rng.random_range(0..4u64).to_le_bytes());
+                }
+                d
+            }
+            // Noise shaped like nodes: sane headers, random arrays.
+            1 => {
+                let blocks = rng.random_range(1..6);
+                let mut d = vec![mode, rng.random_range(0..5)];
+                d.extend_from_slice(&rng.random_range(1..=blocks as u64).to_le_bytes());
+                for _ in 0..blocks {
+                    let mut blk = vec![0u8; BLOCK_SIZE];
+                    let h = BlockHeader::fresh(
+                        fuzz_kind(mode),
+                        crate::fuzz::FUZZ_OWNER,
+                        rng.random_range(0..4),
+                    );
+                    write_header(&mut blk, &h);
+                    blk[12..16].copy_from_slice(&rng.random_range(0..300u32).to_le_bytes());
+                    for x in blk[HEADER_SIZE..]
+                        .iter_mut()
+                        .take(rng.random_range(0..BLOCK_SIZE - HEADER_SIZE))
+                    {
+                        *x = if rng.random_bool(0.7) {
+                            rng.random_range(0..4)
+                        } else {
+                            rng.random()
+                        };
+                    }
+                    d.extend_from_slice(&blk);
+                }
+                d
+            }
+            // Mutated valid trees.
+            _ => {
+                let mut d = valid_input(&mut rng, mode);
+                mutate(&mut rng, &mut d);
+                if let Some(x) = d.first_mut() {
+                    *x = mode;
+                }
+                d
+            }
+        };
+        fuzz_node_bytes(&data);
+    }
+}
