@@ -76,12 +76,23 @@ impl<K: Key, V: Record> Layout<K, V> {
     pub(crate) const INT_CAP: usize = Self::AVAIL / (K::SIZE + CHILD_SIZE);
     /// Where the child array of an internal node starts.
     pub(crate) const INT_KIDS: usize = Self::KEYS + Self::INT_CAP * K::SIZE;
-    /// Fewest records in a non-root leaf.
-    pub(crate) const LEAF_MIN: usize = Self::LEAF_CAP / 2;
+    /// Fewest records in a non-root leaf. A quarter, not a half: a split
+    /// leaves two half-full nodes, so one insert and one removal at the same
+    /// place can never make the tree split and merge back and forth (the
+    /// free-space tree would otherwise allocate and free a node per update).
+    pub(crate) const LEAF_MIN: usize = if Self::LEAF_CAP / 4 > 1 {
+        Self::LEAF_CAP / 4
+    } else {
+        1
+    };
     /// Fewest children of a non-root internal node. At least 2, so that every
     /// non-root internal node has a separator inside its bounds (which is what
     /// lets the readers detect a node reached twice).
-    pub(crate) const INT_MIN: usize = Self::INT_CAP / 2;
+    pub(crate) const INT_MIN: usize = if Self::INT_CAP / 4 > 2 {
+        Self::INT_CAP / 4
+    } else {
+        2
+    };
     /// Evaluated by `BTree::new`: record types whose nodes cannot hold a
     /// working tree fail to compile instead of misbehaving.
     pub(crate) const VALID: () = assert!(

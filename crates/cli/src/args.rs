@@ -9,7 +9,8 @@ pub fn parse_size(s: &str) -> Result<u64> {
         bail!("empty size");
     }
     if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        return u64::from_str_radix(h, 16).map_err(|_| anyhow::anyhow!("bad hexadecimal number {s:?}"));
+        return u64::from_str_radix(h, 16)
+            .map_err(|_| anyhow::anyhow!("bad hexadecimal number {s:?}"));
     }
     let (num, mult) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -26,7 +27,8 @@ pub fn parse_size(s: &str) -> Result<u64> {
         _ => (t, 1),
     };
     let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("bad size {s:?}"))?;
-    n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow::anyhow!("size {s:?} is too large"))
 }
 
 /// Splits a command line into words, honouring single and double quotes.
@@ -82,7 +84,10 @@ mod tests {
 
     #[test]
     fn words() {
-        assert_eq!(split_words("pwrite -S 0x61 0 4k").unwrap(), vec!["pwrite", "-S", "0x61", "0", "4k"]);
+        assert_eq!(
+            split_words("pwrite -S 0x61 0 4k").unwrap(),
+            vec!["pwrite", "-S", "0x61", "0", "4k"]
+        );
         assert_eq!(split_words("open 'a b'").unwrap(), vec!["open", "a b"]);
         assert!(split_words("open 'a").is_err());
     }

@@ -16,18 +16,27 @@ pub struct CmdError {
 
 impl From<FsError> for CmdError {
     fn from(e: FsError) -> Self {
-        CmdError { errno: e.errno_name(), message: e.to_string() }
+        CmdError {
+            errno: e.errno_name(),
+            message: e.to_string(),
+        }
     }
 }
 
 impl From<anyhow::Error> for CmdError {
     fn from(e: anyhow::Error) -> Self {
-        CmdError { errno: "EINVAL", message: e.to_string() }
+        CmdError {
+            errno: "EINVAL",
+            message: e.to_string(),
+        }
     }
 }
 
 fn usage(msg: &str) -> CmdError {
-    CmdError { errno: "EINVAL", message: msg.to_string() }
+    CmdError {
+        errno: "EINVAL",
+        message: msg.to_string(),
+    }
 }
 
 type CmdResult = Result<(), CmdError>;
@@ -40,7 +49,10 @@ pub struct Shell<'a> {
 }
 
 /// Splits flags (`-x`, `-x VALUE` for letters in `with_value`) from positional words.
-fn getopt<'w>(words: &'w [String], with_value: &str) -> Result<(Vec<(char, Option<&'w str>)>, Vec<&'w str>), CmdError> {
+fn getopt<'w>(
+    words: &'w [String],
+    with_value: &str,
+) -> Result<(Vec<(char, Option<&'w str>)>, Vec<&'w str>), CmdError> {
     let mut flags = vec![];
     let mut pos = vec![];
     let mut i = 0;
@@ -50,7 +62,9 @@ fn getopt<'w>(words: &'w [String], with_value: &str) -> Result<(Vec<(char, Optio
             for c in w[1..].chars() {
                 if with_value.contains(c) {
                     i += 1;
-                    let v = words.get(i).ok_or_else(|| usage(&format!("-{c} needs a value")))?;
+                    let v = words
+                        .get(i)
+                        .ok_or_else(|| usage(&format!("-{c} needs a value")))?;
                     flags.push((c, Some(v.as_str())));
                 } else {
                     flags.push((c, None));
@@ -74,7 +88,10 @@ fn args<'w, const N: usize>(pos: &[&'w str], what: &str) -> Result<[&'w str; N],
 
 impl<'a> Shell<'a> {
     fn file(&self) -> Result<&File, CmdError> {
-        self.file.as_ref().map(|(_, f)| f).ok_or_else(|| CmdError { errno: "EBADF", message: "no file is open (use open PATH)".into() })
+        self.file.as_ref().map(|(_, f)| f).ok_or_else(|| CmdError {
+            errno: "EBADF",
+            message: "no file is open (use open PATH)".into(),
+        })
     }
 
     /// Runs one command line.
@@ -100,18 +117,41 @@ impl<'a> Shell<'a> {
                 let (flags, pos) = getopt(rest, "")?;
                 let [off, len] = args(&pos, "falloc [-k] OFF LEN")?;
                 let keep = flags.iter().any(|f| f.0 == 'k');
-                Ok(self.file()?.fallocate(FallocFlags { keep_size: keep, ..Default::default() }, num(off)?, num(len)?)?)
+                Ok(self.file()?.fallocate(
+                    FallocFlags {
+                        keep_size: keep,
+                        ..Default::default()
+                    },
+                    num(off)?,
+                    num(len)?,
+                )?)
             }
             "fpunch" => {
                 let (_, pos) = getopt(rest, "")?;
                 let [off, len] = args(&pos, "fpunch OFF LEN")?;
-                Ok(self.file()?.fallocate(FallocFlags { keep_size: true, punch_hole: true, ..Default::default() }, num(off)?, num(len)?)?)
+                Ok(self.file()?.fallocate(
+                    FallocFlags {
+                        keep_size: true,
+                        punch_hole: true,
+                        ..Default::default()
+                    },
+                    num(off)?,
+                    num(len)?,
+                )?)
             }
             "fzero" => {
                 let (flags, pos) = getopt(rest, "")?;
                 let [off, len] = args(&pos, "fzero [-k] OFF LEN")?;
                 let keep = flags.iter().any(|f| f.0 == 'k');
-                Ok(self.file()?.fallocate(FallocFlags { keep_size: keep, zero_range: true, ..Default::default() }, num(off)?, num(len)?)?)
+                Ok(self.file()?.fallocate(
+                    FallocFlags {
+                        keep_size: keep,
+                        zero_range: true,
+                        ..Default::default()
+                    },
+                    num(off)?,
+                    num(len)?,
+                )?)
             }
             "fsync" | "fdatasync" => Ok(self.file()?.fsync()?),
             "sync" => Ok(self.fs.sync()?),
@@ -165,7 +205,11 @@ impl<'a> Shell<'a> {
         let (flags, pos) = getopt(rest, "")?;
         let [p] = args(&pos, "open [-c] [-r] [-t] [-a] PATH")?;
         let has = |c| flags.iter().any(|f: &(char, Option<&str>)| f.0 == c);
-        let mut o = if has('r') { OpenOptions::read_only() } else { OpenOptions::read_write() };
+        let mut o = if has('r') {
+            OpenOptions::read_only()
+        } else {
+            OpenOptions::read_write()
+        };
         o.create = has('c');
         o.truncate = has('t');
         o.append = has('a');
@@ -180,7 +224,9 @@ impl<'a> Shell<'a> {
         let [off, len] = args(&pos, "pwrite [-S BYTE] OFF LEN")?;
         let (off, len) = (num(off)?, num(len)?);
         let byte = match flags.iter().find(|f| f.0 == 'S') {
-            Some((_, Some(v))) => u8::try_from(num(v)?).map_err(|_| usage("-S takes a byte value"))?,
+            Some((_, Some(v))) => {
+                u8::try_from(num(v)?).map_err(|_| usage("-S takes a byte value"))?
+            }
             _ => 0xcd,
         };
         let f = self.file()?;
@@ -201,7 +247,10 @@ impl<'a> Shell<'a> {
         let [off, len] = args(&pos, "pread [-v] OFF LEN")?;
         let (off, len) = (num(off)?, num(len)?);
         let verbose = flags.iter().any(|f| f.0 == 'v');
-        let f = self.file.as_ref().map(|(_, f)| f).ok_or_else(|| CmdError { errno: "EBADF", message: "no file is open (use open PATH)".into() })?;
+        let f = self.file.as_ref().map(|(_, f)| f).ok_or_else(|| CmdError {
+            errno: "EBADF",
+            message: "no file is open (use open PATH)".into(),
+        })?;
         let mut buf = vec![0u8; len.min(1 << 20) as usize];
         let mut done = 0u64;
         while done < len {
@@ -262,7 +311,16 @@ impl<'a> Shell<'a> {
                 row(o, at, e.logical, "hole".into());
             }
             let flags = if e.unwritten { " unwritten" } else { "" };
-            row(o, e.logical, e.logical + e.length, format!("{}..{}{flags}", e.physical / 512, (e.physical + e.length) / 512 - 1));
+            row(
+                o,
+                e.logical,
+                e.logical + e.length,
+                format!(
+                    "{}..{}{flags}",
+                    e.physical / 512,
+                    (e.physical + e.length) / 512 - 1
+                ),
+            );
             at = e.logical + e.length;
         }
         let end = size.div_ceil(4096) * 4096;
@@ -287,7 +345,16 @@ impl<'a> Shell<'a> {
                 FileKind::Symlink => 'l',
                 FileKind::File => '-',
             };
-            writeln!(self.out, "{t}{:04o} {:>3} {:>12} {:>8} {}", st.perm, st.nlink, st.size, e.ino, e.name_lossy()).ok();
+            writeln!(
+                self.out,
+                "{t}{:04o} {:>3} {:>12} {:>8} {}",
+                st.perm,
+                st.nlink,
+                st.size,
+                e.ino,
+                e.name_lossy()
+            )
+            .ok();
         }
         Ok(())
     }
@@ -296,8 +363,23 @@ impl<'a> Shell<'a> {
 fn hexdump(o: &mut Box<dyn Write + '_>, base: u64, data: &[u8]) {
     for (i, chunk) in data.chunks(16).enumerate() {
         let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
-        let txt: String = chunk.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
-        writeln!(o, "{:08x}:  {:<47}  {txt}", base + 16 * i as u64, hex.join(" ")).ok();
+        let txt: String = chunk
+            .iter()
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        writeln!(
+            o,
+            "{:08x}:  {:<47}  {txt}",
+            base + 16 * i as u64,
+            hex.join(" ")
+        )
+        .ok();
     }
 }
 

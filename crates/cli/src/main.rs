@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "daxfs", version, about = "A file system for byte-addressable memory (pmem, CXL, or an image file)")]
+#[command(
+    name = "daxfs",
+    version,
+    about = "A file system for byte-addressable memory (pmem, CXL, or an image file)"
+)]
 struct Cli {
     /// Treat the mapped memory as persistent: persist with cache-line flushes
     /// and fences instead of msync (for pmem, CXL or /dev/shm test images).
@@ -64,7 +68,8 @@ enum Cmd {
 
 fn open_device(path: &Path, pmem: bool) -> Result<Arc<dyn Device>> {
     let opts = daxfs_device::OpenOptions::new().assume_persistent(pmem);
-    let dev = MmapDevice::open(path, opts).with_context(|| format!("opening {}", path.display()))?;
+    let dev =
+        MmapDevice::open(path, opts).with_context(|| format!("opening {}", path.display()))?;
     Ok(Arc::new(dev))
 }
 
@@ -92,7 +97,13 @@ fn main() {
 fn run(cli: Cli) -> Result<i32> {
     let pmem = cli.assume_pmem;
     match cli.cmd {
-        Cmd::Mkfs { image, size, force, log_blocks, label } => {
+        Cmd::Mkfs {
+            image,
+            size,
+            force,
+            log_blocks,
+            label,
+        } => {
             let progress = std::io::stderr().is_terminal();
             let exists = image.exists();
             let dev: Arc<dyn Device> = match (&size, exists) {
@@ -101,8 +112,12 @@ fn run(cli: Cli) -> Result<i32> {
                     if progress {
                         eprintln!("creating image {} of {bytes} bytes", image.display());
                     }
-                    let d = MmapDevice::create(&image, bytes, daxfs_device::OpenOptions::new().assume_persistent(pmem))
-                        .with_context(|| format!("creating {}", image.display()))?;
+                    let d = MmapDevice::create(
+                        &image,
+                        bytes,
+                        daxfs_device::OpenOptions::new().assume_persistent(pmem),
+                    )
+                    .with_context(|| format!("creating {}", image.display()))?;
                     Arc::new(d)
                 }
                 (Some(s), true) => {
@@ -110,22 +125,42 @@ fn run(cli: Cli) -> Result<i32> {
                     let meta = std::fs::metadata(&image)?;
                     if meta.is_file() && meta.len() != bytes {
                         if !force {
-                            bail!("{} exists with {} bytes, not {bytes}: use --force to resize it", image.display(), meta.len());
+                            bail!(
+                                "{} exists with {} bytes, not {bytes}: use --force to resize it",
+                                image.display(),
+                                meta.len()
+                            );
                         }
-                        daxfs_device::create_image_file(&image, bytes).or_else(|_| -> Result<()> {
-                            std::fs::OpenOptions::new().write(true).open(&image)?.set_len(bytes)?;
-                            Ok(())
-                        })?;
+                        daxfs_device::create_image_file(&image, bytes).or_else(
+                            |_| -> Result<()> {
+                                std::fs::OpenOptions::new()
+                                    .write(true)
+                                    .open(&image)?
+                                    .set_len(bytes)?;
+                                Ok(())
+                            },
+                        )?;
                     }
                     open_device(&image, pmem)?
                 }
                 (None, true) => open_device(&image, pmem)?,
-                (None, false) => bail!("{} does not exist: give --size to create it", image.display()),
+                (None, false) => bail!(
+                    "{} does not exist: give --size to create it",
+                    image.display()
+                ),
             };
             if progress {
                 eprintln!("writing superblocks, log and root directory");
             }
-            Fs::mkfs(dev.clone(), &MkfsOptions { force, log_blocks, label }).with_context(|| format!("mkfs {}", image.display()))?;
+            Fs::mkfs(
+                dev.clone(),
+                &MkfsOptions {
+                    force,
+                    log_blocks,
+                    label,
+                },
+            )
+            .with_context(|| format!("mkfs {}", image.display()))?;
             let fs = Fs::mount(dev, &MountOptions::default())?;
             let i = fs.info();
             println!(
@@ -158,7 +193,9 @@ fn run(cli: Cli) -> Result<i32> {
                     i.generation,
                     json_str(&i.persistence),
                     json_str(&i.device),
-                    i.recovered.map(|s| s.to_string()).unwrap_or_else(|| "null".into())
+                    i.recovered
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "null".into())
                 );
             } else {
                 println!("device:         {}", i.device);
@@ -167,10 +204,22 @@ fn run(cli: Cli) -> Result<i32> {
                 println!("label:          {}", i.label);
                 println!("format version: {}", i.format_version);
                 println!("block size:     {}", i.block_size);
-                println!("blocks:         {} ({} bytes)", i.total_blocks, i.total_blocks * i.block_size);
-                println!("free blocks:    {} ({:.1}%)", i.free_blocks, 100.0 * i.free_blocks as f64 / i.total_blocks as f64);
+                println!(
+                    "blocks:         {} ({} bytes)",
+                    i.total_blocks,
+                    i.total_blocks * i.block_size
+                );
+                println!(
+                    "free blocks:    {} ({:.1}%)",
+                    i.free_blocks,
+                    100.0 * i.free_blocks as f64 / i.total_blocks as f64
+                );
                 println!("inodes:         {}", i.inodes);
-                println!("log:            blocks {}..{}", i.log_start, i.log_start + i.log_blocks);
+                println!(
+                    "log:            blocks {}..{}",
+                    i.log_start,
+                    i.log_start + i.log_blocks
+                );
                 println!("generation:     {}", i.generation);
                 if let Some(s) = i.recovered {
                     println!("recovered:      replayed transaction {s} from the log");
@@ -200,7 +249,9 @@ fn run(cli: Cli) -> Result<i32> {
                         format!(
                             "{{\"structure\":{},\"block\":{},\"message\":{}}}",
                             json_str(&p.structure),
-                            p.block.map(|b| b.to_string()).unwrap_or_else(|| "null".into()),
+                            p.block
+                                .map(|b| b.to_string())
+                                .unwrap_or_else(|| "null".into()),
                             json_str(&p.message)
                         )
                     })
@@ -215,7 +266,9 @@ fn run(cli: Cli) -> Result<i32> {
                     rep.data_blocks,
                     rep.metadata_blocks,
                     rep.free_blocks,
-                    rep.pending_log.map(|s| s.to_string()).unwrap_or_else(|| "null".into()),
+                    rep.pending_log
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "null".into()),
                     probs.join(",")
                 );
             } else {
@@ -223,11 +276,17 @@ fn run(cli: Cli) -> Result<i32> {
                     println!("problem: {p}");
                 }
                 if let Some(s) = rep.pending_log {
-                    println!("note: the log holds committed transaction {s}; the next mount replays it");
+                    println!(
+                        "note: the log holds committed transaction {s}; the next mount replays it"
+                    );
                 }
                 println!(
                     "{}: {} inodes ({} directories, {} files, {} symlinks), {} data blocks, {} metadata blocks, {} free blocks",
-                    if rep.is_clean() { "clean" } else { "INCONSISTENT" },
+                    if rep.is_clean() {
+                        "clean"
+                    } else {
+                        "INCONSISTENT"
+                    },
                     rep.inodes,
                     rep.directories,
                     rep.files,
@@ -242,7 +301,11 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Io { image, commands } => {
             let fs = mount(&image, pmem)?;
             let stdout = std::io::stdout();
-            let mut shell = io::Shell { fs: &fs, file: None, out: Box::new(stdout.lock()) };
+            let mut shell = io::Shell {
+                fs: &fs,
+                file: None,
+                out: Box::new(stdout.lock()),
+            };
             if commands.is_empty() {
                 let interactive = std::io::stdin().is_terminal();
                 let mut line = String::new();
@@ -283,7 +346,13 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Put { image, path } => {
             let fs = mount(&image, pmem)?;
-            let f = fs.open(&path, &OpenOptions { truncate: true, ..OpenOptions::create() })?;
+            let f = fs.open(
+                &path,
+                &OpenOptions {
+                    truncate: true,
+                    ..OpenOptions::create()
+                },
+            )?;
             let mut buf = vec![0u8; 1 << 20];
             let mut off = 0u64;
             let mut stdin = std::io::stdin().lock();

@@ -118,7 +118,11 @@ pub struct Expect {
 pub fn header(block: &[u8]) -> Result<BlockHeader, FormatError> {
     BlockHeader::read_from_prefix(block)
         .map(|(h, _)| h)
-        .map_err(|_| FormatError::Truncated { what: "block header", have: block.len(), need: HEADER_SIZE })
+        .map_err(|_| FormatError::Truncated {
+            what: "block header",
+            have: block.len(),
+            need: HEADER_SIZE,
+        })
 }
 
 /// Writes `h` into the first bytes of `block`.
@@ -148,7 +152,10 @@ pub fn verify_block(block: &[u8; BLOCK_SIZE], expect: &Expect) -> Result<BlockHe
     let b = expect.blockno;
     let h = header(block)?;
     if h.magic.get() != BLOCK_MAGIC {
-        return Err(FormatError::BadMagic { block: b, found: h.magic.get() });
+        return Err(FormatError::BadMagic {
+            block: b,
+            found: h.magic.get(),
+        });
     }
     let stored = h.crc.get();
     let computed = {
@@ -157,18 +164,33 @@ pub fn verify_block(block: &[u8; BLOCK_SIZE], expect: &Expect) -> Result<BlockHe
         crate::checksum_append(crc, &block[CRC_OFFSET + 4..])
     };
     if stored != computed {
-        return Err(FormatError::ChecksumMismatch { block: b, stored, computed });
+        return Err(FormatError::ChecksumMismatch {
+            block: b,
+            stored,
+            computed,
+        });
     }
     if h.blockno.get() != b || h.fs_id.get() != expect.fs_id {
-        return Err(FormatError::Misplaced { block: b, found: h.blockno.get() });
+        return Err(FormatError::Misplaced {
+            block: b,
+            found: h.blockno.get(),
+        });
     }
     if h.kind != expect.kind as u8 {
-        return Err(FormatError::WrongKind { block: b, expected: expect.kind, found: h.kind });
+        return Err(FormatError::WrongKind {
+            block: b,
+            expected: expect.kind,
+            found: h.kind,
+        });
     }
     if let Some(owner) = expect.owner
         && h.owner.get() != owner
     {
-        return Err(FormatError::WrongOwner { block: b, expected: owner, found: h.owner.get() });
+        return Err(FormatError::WrongOwner {
+            block: b,
+            expected: owner,
+            found: h.owner.get(),
+        });
     }
     Ok(h)
 }
@@ -198,7 +220,12 @@ mod tests {
     }
 
     fn expect() -> Expect {
-        Expect { blockno: 42, kind: BlockKind::InodeTree, owner: Some(0), fs_id: 0xabc }
+        Expect {
+            blockno: 42,
+            kind: BlockKind::InodeTree,
+            owner: Some(0),
+            fs_id: 0xabc,
+        }
     }
 
     #[test]
@@ -211,30 +238,60 @@ mod tests {
     fn torn_block_is_rejected() {
         let mut b = sealed();
         b[2000] ^= 1;
-        assert!(matches!(verify_block(&b, &expect()), Err(FormatError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            verify_block(&b, &expect()),
+            Err(FormatError::ChecksumMismatch { .. })
+        ));
     }
 
     #[test]
     fn misplaced_block_is_rejected() {
         let b = sealed();
-        let e = Expect { blockno: 43, ..expect() };
-        assert!(matches!(verify_block(&b, &e), Err(FormatError::Misplaced { .. })));
-        let e = Expect { fs_id: 1, ..expect() };
-        assert!(matches!(verify_block(&b, &e), Err(FormatError::Misplaced { .. })));
+        let e = Expect {
+            blockno: 43,
+            ..expect()
+        };
+        assert!(matches!(
+            verify_block(&b, &e),
+            Err(FormatError::Misplaced { .. })
+        ));
+        let e = Expect {
+            fs_id: 1,
+            ..expect()
+        };
+        assert!(matches!(
+            verify_block(&b, &e),
+            Err(FormatError::Misplaced { .. })
+        ));
     }
 
     #[test]
     fn wrong_kind_and_owner_are_rejected() {
         let b = sealed();
-        let e = Expect { kind: BlockKind::DirTree, ..expect() };
-        assert!(matches!(verify_block(&b, &e), Err(FormatError::WrongKind { .. })));
-        let e = Expect { owner: Some(5), ..expect() };
-        assert!(matches!(verify_block(&b, &e), Err(FormatError::WrongOwner { .. })));
+        let e = Expect {
+            kind: BlockKind::DirTree,
+            ..expect()
+        };
+        assert!(matches!(
+            verify_block(&b, &e),
+            Err(FormatError::WrongKind { .. })
+        ));
+        let e = Expect {
+            owner: Some(5),
+            ..expect()
+        };
+        assert!(matches!(
+            verify_block(&b, &e),
+            Err(FormatError::WrongOwner { .. })
+        ));
     }
 
     #[test]
     fn zero_block_is_bad_magic() {
         let b = Box::new([0u8; BLOCK_SIZE]);
-        assert!(matches!(verify_block(&b, &expect()), Err(FormatError::BadMagic { .. })));
+        assert!(matches!(
+            verify_block(&b, &expect()),
+            Err(FormatError::BadMagic { .. })
+        ));
     }
 }

@@ -16,7 +16,7 @@ pub mod records;
 pub mod superblock;
 
 pub use block::{BlockHeader, BlockKind, HEADER_SIZE, seal_block, verify_block};
-pub use superblock::{Superblock, SUPERBLOCK_MAGIC};
+pub use superblock::{SUPERBLOCK_MAGIC, Superblock};
 
 /// Size of a file-system block, in bytes. Fixed for format version 1.
 pub const BLOCK_SIZE: usize = 4096;
@@ -93,22 +93,38 @@ pub enum FormatError {
     BadMagic { block: u64, found: u32 },
     /// The block's checksum does not match its contents (torn or corrupt).
     #[error("block {block}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
-    ChecksumMismatch { block: u64, stored: u32, computed: u32 },
+    ChecksumMismatch {
+        block: u64,
+        stored: u32,
+        computed: u32,
+    },
     /// The block says it lives somewhere else: read from the wrong place.
     #[error("block {block}: header names block {found} (misplaced or stale block)")]
     Misplaced { block: u64, found: u64 },
     /// The block is of another kind than the structure expects.
     #[error("block {block}: expected a {expected:?} block, found kind {found}")]
-    WrongKind { block: u64, expected: BlockKind, found: u8 },
+    WrongKind {
+        block: u64,
+        expected: BlockKind,
+        found: u8,
+    },
     /// The block belongs to another owner than the structure expects.
     #[error("block {block}: owned by {found}, expected owner {expected}")]
-    WrongOwner { block: u64, expected: u64, found: u64 },
+    WrongOwner {
+        block: u64,
+        expected: u64,
+        found: u64,
+    },
     /// A field holds a value outside its range.
     #[error("{what}: invalid value {value}")]
     BadField { what: &'static str, value: u64 },
     /// The bytes are shorter than the structure.
     #[error("{what}: truncated ({have} of {need} bytes)")]
-    Truncated { what: &'static str, have: usize, need: usize },
+    Truncated {
+        what: &'static str,
+        have: usize,
+        need: usize,
+    },
     /// Format version newer than this build understands.
     #[error("format version {found} is newer than this daxfs supports ({supported})")]
     NewerVersion { found: u32, supported: u32 },

@@ -28,7 +28,11 @@ fn get_u64(b: &[u8], at: usize) -> Result<u64, FormatError> {
     b.get(at..at + 8)
         .and_then(|s| <[u8; 8]>::try_from(s).ok())
         .map(u64::from_le_bytes)
-        .ok_or(FormatError::Truncated { what: "key", have: b.len(), need: at + 8 })
+        .ok_or(FormatError::Truncated {
+            what: "key",
+            have: b.len(),
+            need: at + 8,
+        })
 }
 
 fn put_u64(out: &mut [u8], at: usize, v: u64) {
@@ -122,7 +126,19 @@ macro_rules! zerocopy_record {
 ///    8    4 height  levels (0 when empty, 1 = the root is a leaf)
 ///   12    4 reserved
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
 #[repr(C)]
 pub struct TreeRoot {
     pub block: U64,
@@ -134,9 +150,17 @@ zerocopy_record!(TreeRoot, "tree root");
 
 impl TreeRoot {
     /// The empty tree.
-    pub const EMPTY: TreeRoot = TreeRoot { block: U64::ZERO, height: U32::ZERO, reserved: U32::ZERO };
+    pub const EMPTY: TreeRoot = TreeRoot {
+        block: U64::ZERO,
+        height: U32::ZERO,
+        reserved: U32::ZERO,
+    };
     pub fn new(block: u64, height: u32) -> Self {
-        TreeRoot { block: block.into(), height: height.into(), reserved: 0.into() }
+        TreeRoot {
+            block: block.into(),
+            height: height.into(),
+            reserved: 0.into(),
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.block.get() == 0
@@ -144,7 +168,19 @@ impl TreeRoot {
 }
 
 /// A timestamp: seconds and nanoseconds since the epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
 #[repr(C)]
 pub struct Timestamp {
     pub sec: I64,
@@ -183,7 +219,9 @@ pub mod mode {
 ///  144    8 lost_bytes   total bytes currently recorded as lost
 ///  152  104 reserved     0
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct InodeRecord {
     pub ino: U64,
@@ -222,7 +260,9 @@ pub const NAME_MAX: usize = 255;
 ///   10  255 name      bytes, unused tail zero
 ///  265    7 reserved  0
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct DirentRecord {
     pub ino: U64,
@@ -240,7 +280,10 @@ impl DirentRecord {
         let n = self.name_len as usize;
         match self.name.get(..n) {
             Some(s) if n > 0 => Ok(s),
-            _ => Err(FormatError::BadField { what: "dirent name_len", value: n as u64 }),
+            _ => Err(FormatError::BadField {
+                what: "dirent name_len",
+                value: n as u64,
+            }),
         }
     }
 }
@@ -257,7 +300,9 @@ pub const EXTENT_UNWRITTEN: u32 = 1;
 ///    8    4 len     blocks, >= 1
 ///   12    4 flags   EXTENT_*
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct ExtentRecord {
     pub phys: U64,

@@ -103,11 +103,22 @@ impl Superblock {
     /// Decodes and validates a superblock read from `blockno`. Checks the block
     /// header (magic, checksum, place), the second magic, the version, the
     /// features and that the geometry is possible for a device of `dev_blocks`.
-    pub fn decode(block: &[u8; BLOCK_SIZE], blockno: u64, dev_blocks: u64) -> Result<Superblock, FormatError> {
-        let sb = Superblock::read_from_bytes(block.as_slice())
-            .map_err(|_| FormatError::Truncated { what: "superblock", have: block.len(), need: BLOCK_SIZE })?;
+    pub fn decode(
+        block: &[u8; BLOCK_SIZE],
+        blockno: u64,
+        dev_blocks: u64,
+    ) -> Result<Superblock, FormatError> {
+        let sb =
+            Superblock::read_from_bytes(block.as_slice()).map_err(|_| FormatError::Truncated {
+                what: "superblock",
+                have: block.len(),
+                need: BLOCK_SIZE,
+            })?;
         if sb.header.magic.get() != BLOCK_MAGIC || sb.magic2.get() != SUPERBLOCK_MAGIC {
-            return Err(FormatError::BadMagic { block: blockno, found: sb.magic2.get() });
+            return Err(FormatError::BadMagic {
+                block: blockno,
+                found: sb.magic2.get(),
+            });
         }
         let expect = crate::block::Expect {
             blockno,
@@ -118,25 +129,40 @@ impl Superblock {
         crate::block::verify_block(block, &expect)?;
         let v = sb.version.get();
         if v > FORMAT_VERSION {
-            return Err(FormatError::NewerVersion { found: v, supported: FORMAT_VERSION });
+            return Err(FormatError::NewerVersion {
+                found: v,
+                supported: FORMAT_VERSION,
+            });
         }
         if v == 0 {
-            return Err(FormatError::BadField { what: "superblock version", value: 0 });
+            return Err(FormatError::BadField {
+                what: "superblock version",
+                value: 0,
+            });
         }
         let unknown = sb.incompat.get() & !INCOMPAT_KNOWN;
         if unknown != 0 {
             return Err(FormatError::UnknownFeatures(unknown));
         }
         if sb.block_size.get() as usize != BLOCK_SIZE {
-            return Err(FormatError::BadField { what: "superblock block_size", value: sb.block_size.get().into() });
+            return Err(FormatError::BadField {
+                what: "superblock block_size",
+                value: sb.block_size.get().into(),
+            });
         }
         let total = sb.total_blocks.get();
         if total < MIN_BLOCKS || total > dev_blocks {
-            return Err(FormatError::BadField { what: "superblock total_blocks (device smaller than the file system?)", value: total });
+            return Err(FormatError::BadField {
+                what: "superblock total_blocks (device smaller than the file system?)",
+                value: total,
+            });
         }
         let (ls, lb) = (sb.log_start.get(), sb.log_blocks.get());
         if ls == 0 || lb < 8 || ls.checked_add(lb).is_none_or(|end| end >= total) {
-            return Err(FormatError::BadField { what: "superblock log geometry", value: ls });
+            return Err(FormatError::BadField {
+                what: "superblock log geometry",
+                value: ls,
+            });
         }
         Ok(sb)
     }
@@ -183,7 +209,10 @@ mod tests {
 
     #[test]
     fn rejects_device_too_small() {
-        assert!(matches!(Superblock::decode(&good(), 0, 2048), Err(FormatError::BadField { .. })));
+        assert!(matches!(
+            Superblock::decode(&good(), 0, 2048),
+            Err(FormatError::BadField { .. })
+        ));
     }
 
     #[test]
@@ -193,7 +222,10 @@ mod tests {
         sb.version = 2.into();
         b.copy_from_slice(sb.as_bytes());
         seal_block(&mut b, 0, 1, sb.fs_id());
-        assert!(matches!(Superblock::decode(&b, 0, 4096), Err(FormatError::NewerVersion { found: 2, .. })));
+        assert!(matches!(
+            Superblock::decode(&b, 0, 4096),
+            Err(FormatError::NewerVersion { found: 2, .. })
+        ));
     }
 
     #[test]

@@ -22,10 +22,15 @@ pub fn name_hash(name: &[u8]) -> u64 {
 /// Checks a single path component.
 pub fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
-        return Err(FsError::NameTooLong(String::from_utf8_lossy(&name[..32]).into_owned() + "..."));
+        return Err(FsError::NameTooLong(
+            String::from_utf8_lossy(&name[..32]).into_owned() + "...",
+        ));
     }
     if name.is_empty() || name.contains(&0) || name.contains(&b'/') {
-        return Err(FsError::Invalid(format!("bad file name {:?}", String::from_utf8_lossy(name))));
+        return Err(FsError::Invalid(format!(
+            "bad file name {:?}",
+            String::from_utf8_lossy(name)
+        )));
     }
     Ok(())
 }
@@ -39,15 +44,30 @@ pub struct Found {
 }
 
 /// Finds `name` in a directory.
-pub fn lookup(s: &mut dyn NodeStore, dir: u64, root: &TreeRoot, name: &[u8]) -> Result<Option<Found>> {
+pub fn lookup(
+    s: &mut dyn NodeStore,
+    dir: u64,
+    root: &TreeRoot,
+    name: &[u8],
+) -> Result<Option<Found>> {
     let h = name_hash(name);
     let mut found = None;
     let mut bad = None;
-    tree(dir).range(s, root, &(h << 32), &((h << 32) | 0xffff_ffff), &mut |k, d| {
-        match d.name() {
+    tree(dir).range(
+        s,
+        root,
+        &(h << 32),
+        &((h << 32) | 0xffff_ffff),
+        &mut |k, d| match d.name() {
             Ok(n) if n == name => {
                 match FileKind::of_dtype(d.ftype) {
-                    Some(kind) => found = Some(Found { key: k, ino: d.ino.get(), kind }),
+                    Some(kind) => {
+                        found = Some(Found {
+                            key: k,
+                            ino: d.ino.get(),
+                            kind,
+                        })
+                    }
                     None => bad = Some(k),
                 }
                 ControlFlow::Break(())
@@ -57,26 +77,43 @@ pub fn lookup(s: &mut dyn NodeStore, dir: u64, root: &TreeRoot, name: &[u8]) -> 
                 bad = Some(k);
                 ControlFlow::Break(())
             }
-        }
-    })?;
+        },
+    )?;
     if let Some(k) = bad {
-        return Err(FsError::Corrupt(format!("directory {dir}: entry {k:#x} is malformed")));
+        return Err(FsError::Corrupt(format!(
+            "directory {dir}: entry {k:#x} is malformed"
+        )));
     }
     Ok(found)
 }
 
 /// Adds an entry (the caller has checked that `name` is absent).
-pub fn add(tx: &mut Tx<'_>, dir: u64, root: &mut TreeRoot, name: &[u8], ino: u64, kind: FileKind) -> Result<u64> {
+pub fn add(
+    tx: &mut Tx<'_>,
+    dir: u64,
+    root: &mut TreeRoot,
+    name: &[u8],
+    ino: u64,
+    kind: FileKind,
+) -> Result<u64> {
     check_name(name)?;
     let h = name_hash(name);
     // Next free sequence number for this hash.
     let mut seq = 0u64;
-    tree(dir).range(tx, root, &(h << 32), &((h << 32) | 0xffff_ffff), &mut |k, _| {
-        seq = (k & 0xffff_ffff) + 1;
-        ControlFlow::Continue(())
-    })?;
+    tree(dir).range(
+        tx,
+        root,
+        &(h << 32),
+        &((h << 32) | 0xffff_ffff),
+        &mut |k, _| {
+            seq = (k & 0xffff_ffff) + 1;
+            ControlFlow::Continue(())
+        },
+    )?;
     if seq > 0xffff_ffff {
-        return Err(FsError::NoSpace(format!("directory {dir}: too many names with one hash")));
+        return Err(FsError::NoSpace(format!(
+            "directory {dir}: too many names with one hash"
+        )));
     }
     let mut d = DirentRecord::new_zeroed();
     d.ino = ino.into();
@@ -112,25 +149,48 @@ impl DirEntry {
 }
 
 /// Lists up to `max` entries with keys after `after` (0 = from the start).
-pub fn list(s: &mut dyn NodeStore, dir: u64, root: &TreeRoot, after: u64, max: usize) -> Result<Vec<DirEntry>> {
+pub fn list(
+    s: &mut dyn NodeStore,
+    dir: u64,
+    root: &TreeRoot,
+    after: u64,
+    max: usize,
+) -> Result<Vec<DirEntry>> {
     let mut out = vec![];
     let mut bad = None;
-    let lo = if after == 0 { 0 } else { after.saturating_add(1) };
+    let lo = if after == 0 {
+        0
+    } else {
+        after.saturating_add(1)
+    };
     tree(dir).range(s, root, &lo, &u64::MAX, &mut |k, d| {
         let (Ok(name), Some(kind)) = (d.name(), FileKind::of_dtype(d.ftype)) else {
             bad = Some(k);
             return ControlFlow::Break(());
         };
-        out.push(DirEntry { name: name.to_vec(), ino: d.ino.get(), kind, cookie: k });
-        if out.len() >= max { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        out.push(DirEntry {
+            name: name.to_vec(),
+            ino: d.ino.get(),
+            kind,
+            cookie: k,
+        });
+        if out.len() >= max {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     })?;
     if let Some(k) = bad {
-        return Err(FsError::Corrupt(format!("directory {dir}: entry {k:#x} is malformed")));
+        return Err(FsError::Corrupt(format!(
+            "directory {dir}: entry {k:#x} is malformed"
+        )));
     }
     Ok(out)
 }
 
 /// Splits a path into its components, dropping empty ones and ".".
 pub fn components(path: &[u8]) -> Vec<&[u8]> {
-    path.split(|&c| c == b'/').filter(|c| !c.is_empty() && *c != b".").collect()
+    path.split(|&c| c == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect()
 }

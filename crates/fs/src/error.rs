@@ -107,7 +107,9 @@ impl From<TreeError> for FsError {
     fn from(e: TreeError) -> Self {
         match e {
             TreeError::NoSpace => FsError::NoSpace("no free block for metadata".into()),
-            TreeError::Media { block } => FsError::Io(format!("media error in metadata block {block}")),
+            TreeError::Media { block } => {
+                FsError::Io(format!("media error in metadata block {block}"))
+            }
             other => FsError::Corrupt(other.to_string()),
         }
     }

@@ -60,7 +60,12 @@ impl ExtentMap {
         let mut bad = None;
         let mut prev_end = 0u64;
         tree(ino).range(s, root, &0, &u64::MAX, &mut |fb, r| {
-            let e = Extent { fblock: fb, phys: r.phys.get(), len: r.len.get().into(), flags: r.flags.get() };
+            let e = Extent {
+                fblock: fb,
+                phys: r.phys.get(),
+                len: r.len.get().into(),
+                flags: r.flags.get(),
+            };
             if e.len == 0 || fb < prev_end || e.phys == 0 || fb.checked_add(e.len).is_none() {
                 bad = Some(fb);
                 return ControlFlow::Break(());
@@ -70,7 +75,9 @@ impl ExtentMap {
             ControlFlow::Continue(())
         })?;
         if let Some(fb) = bad {
-            return Err(FsError::Corrupt(format!("inode {ino}: extent at file block {fb} is empty or overlaps")));
+            return Err(FsError::Corrupt(format!(
+                "inode {ino}: extent at file block {fb} is empty or overlaps"
+            )));
         }
         Ok(ExtentMap { map, edits: vec![] })
     }
@@ -90,7 +97,11 @@ impl ExtentMap {
 
     /// The extent containing file block `fb`.
     pub fn find(&self, fb: u64) -> Option<Extent> {
-        self.map.range(..=fb).next_back().map(|(_, e)| *e).filter(|e| e.end() > fb)
+        self.map
+            .range(..=fb)
+            .next_back()
+            .map(|(_, e)| *e)
+            .filter(|e| e.end() > fb)
     }
 
     /// Every extent in order.
@@ -105,7 +116,10 @@ impl ExtentMap {
 
     /// The first extent starting after file block `fb`.
     pub fn first_after(&self, fb: u64) -> Option<Extent> {
-        self.map.range(fb.saturating_add(1)..).next().map(|(_, e)| *e)
+        self.map
+            .range(fb.saturating_add(1)..)
+            .next()
+            .map(|(_, e)| *e)
     }
 
     /// Blocks mapped.
@@ -131,15 +145,28 @@ impl ExtentMap {
         for e in self.overlapping(fb, len) {
             self.remove_key(e.fblock);
             if e.fblock < fb {
-                self.put(Extent { len: fb - e.fblock, ..e });
+                self.put(Extent {
+                    len: fb - e.fblock,
+                    ..e
+                });
             }
             if e.end() > end {
                 let cut = end - e.fblock;
-                self.put(Extent { fblock: end, phys: e.phys + cut, len: e.end() - end, flags: e.flags });
+                self.put(Extent {
+                    fblock: end,
+                    phys: e.phys + cut,
+                    len: e.end() - end,
+                    flags: e.flags,
+                });
             }
             let s = e.fblock.max(fb);
             let t = e.end().min(end);
-            removed.push(Extent { fblock: s, phys: e.phys + (s - e.fblock), len: t - s, flags: e.flags });
+            removed.push(Extent {
+                fblock: s,
+                phys: e.phys + (s - e.fblock),
+                len: t - s,
+                flags: e.flags,
+            });
         }
         removed
     }
@@ -155,7 +182,12 @@ impl ExtentMap {
         {
             let l = *l;
             self.remove_key(l.fblock);
-            e = Extent { fblock: l.fblock, phys: l.phys, len: l.len + e.len, flags: e.flags };
+            e = Extent {
+                fblock: l.fblock,
+                phys: l.phys,
+                len: l.len + e.len,
+                flags: e.flags,
+            };
         }
         if let Some(r) = self.map.get(&e.end()).copied()
             && e.phys + e.len == r.phys
@@ -198,8 +230,13 @@ impl ExtentMap {
                     t.remove(s, root, &k)?;
                 }
                 Some(e) => {
-                    let len = u32::try_from(e.len).map_err(|_| FsError::Invalid("extent too long".into()))?;
-                    let rec = ExtentRecord { phys: e.phys.into(), len: len.into(), flags: e.flags.into() };
+                    let len = u32::try_from(e.len)
+                        .map_err(|_| FsError::Invalid("extent too long".into()))?;
+                    let rec = ExtentRecord {
+                        phys: e.phys.into(),
+                        len: len.into(),
+                        flags: e.flags.into(),
+                    };
                     t.insert(s, root, k, rec)?;
                 }
             }
@@ -213,7 +250,12 @@ mod tests {
     use super::*;
 
     fn ext(fblock: u64, phys: u64, len: u64) -> Extent {
-        Extent { fblock, phys, len, flags: 0 }
+        Extent {
+            fblock,
+            phys,
+            len,
+            flags: 0,
+        }
     }
 
     #[test]
@@ -224,7 +266,10 @@ mod tests {
         assert_eq!(m.iter().copied().collect::<Vec<_>>(), vec![ext(0, 100, 8)]);
         let removed = m.unmap(2, 3);
         assert_eq!(removed, vec![ext(2, 102, 3)]);
-        assert_eq!(m.iter().copied().collect::<Vec<_>>(), vec![ext(0, 100, 2), ext(5, 105, 3)]);
+        assert_eq!(
+            m.iter().copied().collect::<Vec<_>>(),
+            vec![ext(0, 100, 2), ext(5, 105, 3)]
+        );
         assert_eq!(m.find(6), Some(ext(5, 105, 3)));
         assert_eq!(m.find(3), None);
     }
@@ -232,7 +277,12 @@ mod tests {
     #[test]
     fn set_flags_converts_middle() {
         let mut m = ExtentMap::default();
-        m.map(Extent { fblock: 0, phys: 10, len: 10, flags: EXTENT_UNWRITTEN });
+        m.map(Extent {
+            fblock: 0,
+            phys: 10,
+            len: 10,
+            flags: EXTENT_UNWRITTEN,
+        });
         m.set_flags(3, 2, 0);
         let v: Vec<_> = m.iter().map(|e| (e.fblock, e.len, e.flags)).collect();
         assert_eq!(v, vec![(0, 3, 1), (3, 2, 0), (5, 5, 1)]);

@@ -42,21 +42,40 @@ pub struct OpenOptions {
 
 impl OpenOptions {
     pub fn read_only() -> Self {
-        OpenOptions { read: true, mode: 0o644, ..Default::default() }
+        OpenOptions {
+            read: true,
+            mode: 0o644,
+            ..Default::default()
+        }
     }
     pub fn write_only() -> Self {
-        OpenOptions { write: true, mode: 0o644, ..Default::default() }
+        OpenOptions {
+            write: true,
+            mode: 0o644,
+            ..Default::default()
+        }
     }
     pub fn read_write() -> Self {
-        OpenOptions { read: true, write: true, mode: 0o644, ..Default::default() }
+        OpenOptions {
+            read: true,
+            write: true,
+            mode: 0o644,
+            ..Default::default()
+        }
     }
     /// Read-write, created if missing.
     pub fn create() -> Self {
-        OpenOptions { create: true, ..Self::read_write() }
+        OpenOptions {
+            create: true,
+            ..Self::read_write()
+        }
     }
     /// Read-write, created, failing with EEXIST if it exists.
     pub fn create_new() -> Self {
-        OpenOptions { excl: true, ..Self::create() }
+        OpenOptions {
+            excl: true,
+            ..Self::create()
+        }
     }
 }
 
@@ -96,7 +115,12 @@ impl Drop for File {
 
 /// Copies file bytes `[off, off+buf.len())` through `map` into `buf`; holes and
 /// unwritten extents read as zeros.
-pub(crate) fn read_mapped(dev: &dyn Device, map: &ExtentMap, off: u64, buf: &mut [u8]) -> Result<()> {
+pub(crate) fn read_mapped(
+    dev: &dyn Device,
+    map: &ExtentMap,
+    off: u64,
+    buf: &mut [u8],
+) -> Result<()> {
     let mut done = 0usize;
     while done < buf.len() {
         let pos = off + done as u64;
@@ -105,10 +129,16 @@ pub(crate) fn read_mapped(dev: &dyn Device, map: &ExtentMap, off: u64, buf: &mut
             Some(e) => {
                 let avail = e.end() * BS - pos;
                 let n = avail.min((buf.len() - done) as u64) as usize;
-                (n, (!e.unwritten()).then(|| e.phys * BS + (pos - e.fblock * BS)))
+                (
+                    n,
+                    (!e.unwritten()).then(|| e.phys * BS + (pos - e.fblock * BS)),
+                )
             }
             None => {
-                let next = map.first_after(fb).map(|e| e.fblock * BS).unwrap_or(u64::MAX);
+                let next = map
+                    .first_after(fb)
+                    .map(|e| e.fblock * BS)
+                    .unwrap_or(u64::MAX);
                 let n = (next - pos).min((buf.len() - done) as u64) as usize;
                 (n, None)
             }
@@ -124,7 +154,12 @@ pub(crate) fn read_mapped(dev: &dyn Device, map: &ExtentMap, off: u64, buf: &mut
 }
 
 /// Writes the first data of a new inode (a symlink target) into fresh blocks.
-pub(crate) fn write_new_data(tx: &mut Tx<'_>, ino: u64, rec: &mut InodeRecord, data: &[u8]) -> Result<()> {
+pub(crate) fn write_new_data(
+    tx: &mut Tx<'_>,
+    ino: u64,
+    rec: &mut InodeRecord,
+    data: &[u8],
+) -> Result<()> {
     let dev = tx.dev();
     let mut map = ExtentMap::default();
     let nblocks = (data.len() as u64).div_ceil(BS);
@@ -136,7 +171,12 @@ pub(crate) fn write_new_data(tx: &mut Tx<'_>, ino: u64, rec: &mut InodeRecord, d
         dev.write(p * BS, &data[from..to])?;
         dev.fill(p * BS + (to - from) as u64, l * BS - (to - from) as u64, 0)?;
         dev.flush(p * BS, l * BS);
-        map.map(Extent { fblock: fb, phys: p, len: l, flags: 0 });
+        map.map(Extent {
+            fblock: fb,
+            phys: p,
+            len: l,
+            flags: 0,
+        });
         fb += l;
     }
     dev.fence();
@@ -151,7 +191,9 @@ pub(crate) fn write_new_data(tx: &mut Tx<'_>, ino: u64, rec: &mut InodeRecord, d
 fn check_range(off: u64, len: u64) -> Result<u64> {
     match off.checked_add(len) {
         Some(end) if end <= MAX_FILE_SIZE => Ok(end),
-        _ => Err(FsError::TooBig(format!("range [{off}, +{len}) passes the largest file size"))),
+        _ => Err(FsError::TooBig(format!(
+            "range [{off}, +{len}) passes the largest file size"
+        ))),
     }
 }
 
@@ -194,7 +236,9 @@ impl File {
             let mut rs = self.fs.reader();
             d.extents = Some(ExtentMap::load(&mut rs, self.node.ino, &root)?);
         }
-        d.extents.as_mut().ok_or_else(|| FsError::Corrupt("extent map vanished".into()))
+        d.extents
+            .as_mut()
+            .ok_or_else(|| FsError::Corrupt("extent map vanished".into()))
     }
 
     fn data_write(&self) -> RwLockWriteGuard<'_, DataState> {
@@ -315,7 +359,10 @@ impl File {
             dev.fill(phys * BS, s - bs, 0)?;
         }
         if s < t {
-            dev.write(phys * BS + (s - bs), &data[(s - off) as usize..(t - off) as usize])?;
+            dev.write(
+                phys * BS + (s - bs),
+                &data[(s - off) as usize..(t - off) as usize],
+            )?;
         }
         if t < be {
             dev.fill(phys * BS + (t - bs), be - t.max(s), 0)?;
@@ -324,7 +371,14 @@ impl File {
         Ok(())
     }
 
-    fn write_slow(&self, map: &mut ExtentMap, size: u64, off: u64, end: u64, data: &[u8]) -> Result<()> {
+    fn write_slow(
+        &self,
+        map: &mut ExtentMap,
+        size: u64,
+        off: u64,
+        end: u64,
+        data: &[u8],
+    ) -> Result<()> {
         let fs = &*self.fs;
         let mut meta = lock(&fs.meta);
         let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
@@ -332,12 +386,18 @@ impl File {
         let segs = segments(map, b0, b1);
         let holes: u64 = segs.iter().filter(|s| s.2.is_none()).map(|s| s.1).sum();
         if holes + holes / 64 + 16 > tx.free_blocks() {
-            return Err(FsError::NoSpace(format!("writing {} bytes needs {holes} blocks", data.len())));
+            return Err(FsError::NoSpace(format!(
+                "writing {} bytes needs {holes} blocks",
+                data.len()
+            )));
         }
         if off > size {
             self.zero_past_eof(map, size, off)?;
         }
-        let mut goal = map.last_before(b0).or_else(|| map.iter().next_back().copied()).map(|e| e.phys + e.len);
+        let mut goal = map
+            .last_before(b0)
+            .or_else(|| map.iter().next_back().copied())
+            .map(|e| e.phys + e.len);
         if holes >= HUGE_BLOCKS {
             goal = None; // let large files start huge-page aligned
         }
@@ -347,7 +407,8 @@ impl File {
                     let s = off.max(fb * BS);
                     let t = end.min((fb + len) * BS);
                     let at = e.phys * BS + (s - e.fblock * BS);
-                    self.dev().write(at, &data[(s - off) as usize..(t - off) as usize])?;
+                    self.dev()
+                        .write(at, &data[(s - off) as usize..(t - off) as usize])?;
                     self.dev().flush(at, t - s);
                 }
                 Some(e) => {
@@ -360,7 +421,12 @@ impl File {
                     while at < fb + len {
                         let (p, l) = tx.alloc_extent(fb + len - at, goal)?;
                         self.fill_new_blocks(at, p, l, off, data)?;
-                        map.map(Extent { fblock: at, phys: p, len: l, flags: 0 });
+                        map.map(Extent {
+                            fblock: at,
+                            phys: p,
+                            len: l,
+                            flags: 0,
+                        });
                         goal = Some(p + l);
                         at += l;
                     }
@@ -418,7 +484,12 @@ impl File {
     }
 
     /// Applies the map's edits and `f` to the inode record, and commits.
-    fn commit_rec(&self, mut tx: Tx<'_>, map: &mut ExtentMap, f: impl FnOnce(&mut InodeRecord)) -> Result<()> {
+    fn commit_rec(
+        &self,
+        mut tx: Tx<'_>,
+        map: &mut ExtentMap,
+        f: impl FnOnce(&mut InodeRecord),
+    ) -> Result<()> {
         let mut recs = Recs::lock(&[&self.node]);
         let r = recs.get(self.node.ino);
         let mut root = r.tree;
@@ -476,7 +547,13 @@ impl File {
         Ok(())
     }
 
-    fn fallocate_locked(&self, map: &mut ExtentMap, flags: FallocFlags, off: u64, end: u64) -> Result<()> {
+    fn fallocate_locked(
+        &self,
+        map: &mut ExtentMap,
+        flags: FallocFlags,
+        off: u64,
+        end: u64,
+    ) -> Result<()> {
         let fs = &*self.fs;
         let mut meta = lock(&fs.meta);
         let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
@@ -505,7 +582,11 @@ impl File {
         }
         // Allocate unwritten blocks for the holes of the range.
         let (b0, b1) = (off / BS, end.div_ceil(BS));
-        let holes: Vec<(u64, u64)> = segments(map, b0, b1).into_iter().filter(|s| s.2.is_none()).map(|s| (s.0, s.1)).collect();
+        let holes: Vec<(u64, u64)> = segments(map, b0, b1)
+            .into_iter()
+            .filter(|s| s.2.is_none())
+            .map(|s| (s.0, s.1))
+            .collect();
         let need: u64 = holes.iter().map(|h| h.1).sum();
         if need + need / 64 + 16 > tx.free_blocks() {
             return Err(FsError::NoSpace(format!("preallocating {need} blocks")));
@@ -515,7 +596,12 @@ impl File {
             let mut at = fb;
             while at < fb + len {
                 let (p, l) = tx.alloc_extent(fb + len - at, goal)?;
-                map.map(Extent { fblock: at, phys: p, len: l, flags: EXTENT_UNWRITTEN });
+                map.map(Extent {
+                    fblock: at,
+                    phys: p,
+                    len: l,
+                    flags: EXTENT_UNWRITTEN,
+                });
                 goal = Some(p + l);
                 at += l;
             }
@@ -556,7 +642,12 @@ impl File {
         let map = self.loaded(&mut d)?;
         Ok(map
             .iter()
-            .map(|e| FiemapExtent { logical: e.fblock * BS, physical: e.phys * BS, length: e.len * BS, unwritten: e.unwritten() })
+            .map(|e| FiemapExtent {
+                logical: e.fblock * BS,
+                physical: e.phys * BS,
+                length: e.len * BS,
+                unwritten: e.unwritten(),
+            })
             .collect())
     }
 }

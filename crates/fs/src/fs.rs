@@ -72,7 +72,9 @@ fn random_uuid() -> [u8; 16] {
             return u;
         }
     }
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let a = daxfs_format::checksum(&t.as_nanos().to_le_bytes());
     let b = daxfs_format::checksum(&std::process::id().to_le_bytes());
     u[..4].copy_from_slice(&a.to_le_bytes());
@@ -99,7 +101,10 @@ pub fn read_superblock(dev: &dyn Device) -> Result<Superblock> {
     let a = read_sb_at(dev, 0, dev_blocks);
     let candidates = match &a {
         // Copy B lives at the last block of the file system, which copy A names.
-        Ok(sb) => vec![a.as_ref().ok().copied(), read_sb_at(dev, sb.total_blocks.get() - 1, dev_blocks).ok()],
+        Ok(sb) => vec![
+            a.as_ref().ok().copied(),
+            read_sb_at(dev, sb.total_blocks.get() - 1, dev_blocks).ok(),
+        ],
         Err(_) => vec![None, read_sb_at(dev, dev_blocks - 1, dev_blocks).ok()],
     };
     if let Err(e) = a {
@@ -121,13 +126,19 @@ fn read_sb_at(dev: &dyn Device, b: u64, dev_blocks: u64) -> Result<Superblock> {
     let mut blk = Box::new([0u8; BLOCK_SIZE]);
     dev.read(b * BLOCK_SIZE_U64, &mut blk[..])?;
     Superblock::decode(&blk, b, dev_blocks).map_err(|e| match e {
-        daxfs_format::FormatError::BadMagic { .. } => FsError::Invalid(format!("not a daxfs file system (no daxfs superblock at block {b})")),
+        daxfs_format::FormatError::BadMagic { .. } => FsError::Invalid(format!(
+            "not a daxfs file system (no daxfs superblock at block {b})"
+        )),
         other => FsError::Corrupt(format!("superblock at block {b}: {other}")),
     })
 }
 
 fn geometry(sb: &Superblock) -> LogGeometry {
-    LogGeometry { start: sb.log_start.get(), blocks: sb.log_blocks.get(), sb_copy: sb.total_blocks.get() - 1 }
+    LogGeometry {
+        start: sb.log_start.get(),
+        blocks: sb.log_blocks.get(),
+        sb_copy: sb.total_blocks.get() - 1,
+    }
 }
 
 impl Fs {
@@ -143,14 +154,18 @@ impl Fs {
             )));
         }
         if !opts.force && read_superblock(&*dev).is_ok() {
-            return Err(FsError::Exists("device already holds a daxfs file system (use --force to overwrite)".into()));
+            return Err(FsError::Exists(
+                "device already holds a daxfs file system (use --force to overwrite)".into(),
+            ));
         }
         if opts.label.len() > 32 {
             return Err(FsError::Invalid("label longer than 32 bytes".into()));
         }
         let log_blocks = opts.log_blocks.unwrap_or((total / 64).clamp(64, 16384));
         if log_blocks < 16 || 1 + log_blocks + 64 > total {
-            return Err(FsError::Invalid(format!("log of {log_blocks} blocks does not fit a device of {total} blocks")));
+            return Err(FsError::Invalid(format!(
+                "log of {log_blocks} blocks does not fit a device of {total} blocks"
+            )));
         }
         let uuid = random_uuid();
         let fs_id = fs_id_of(&uuid);
@@ -177,10 +192,19 @@ impl Fs {
         let mut free = FreeMap::default();
         free.insert(data_start, data_len);
         let geo = geometry(&sb);
-        let mut meta = Meta { sb, free, free_loaded: true, seq: 1, shutdown: None, geo, fs_id };
+        let mut meta = Meta {
+            sb,
+            free,
+            free_loaded: true,
+            seq: 1,
+            shutdown: None,
+            geo,
+            fs_id,
+        };
         let mut tx = Tx::begin(&*dev, &mut meta)?;
         let mut root = TreeRoot::EMPTY;
-        BTree::<u64, u64>::new(BlockKind::FreeTree, 0).insert(&mut tx, &mut root, data_start, data_len)?;
+        BTree::<u64, u64>::new(BlockKind::FreeTree, 0)
+            .insert(&mut tx, &mut root, data_start, data_len)?;
         tx.meta.sb.free_tree = root;
         tx.meta.sb.free_blocks = data_len.into();
         let rec = inode::new_record(1, FileKind::Dir, 0o755, 0, 0, 1);
@@ -198,10 +222,22 @@ impl Fs {
         let geo = geometry(&sb);
         let fs_id = sb.fs_id();
         let recovery = journal::recover(&*dev, &geo, fs_id, sb.header.generation.get())?;
-        let sb = if recovery == Recovery::Clean { sb } else { read_superblock(&*dev)? };
+        let sb = if recovery == Recovery::Clean {
+            sb
+        } else {
+            read_superblock(&*dev)?
+        };
         let seq = sb.header.generation.get() + 1;
         let root_ino = sb.root_ino.get();
-        let meta = Meta { sb, free: FreeMap::default(), free_loaded: false, seq, shutdown: None, geo, fs_id };
+        let meta = Meta {
+            sb,
+            free: FreeMap::default(),
+            free_loaded: false,
+            seq,
+            shutdown: None,
+            geo,
+            fs_id,
+        };
         let fs = Fs {
             inner: Arc::new(FsInner {
                 dev,
@@ -250,7 +286,9 @@ impl Fs {
     pub fn info(&self) -> FsInfo {
         let meta = lock(&self.inner.meta);
         let sb = &meta.sb;
-        let label = String::from_utf8_lossy(&sb.label).trim_end_matches('\0').to_string();
+        let label = String::from_utf8_lossy(&sb.label)
+            .trim_end_matches('\0')
+            .to_string();
         FsInfo {
             uuid: sb.uuid.iter().map(|b| format!("{b:02x}")).collect(),
             label,
@@ -324,12 +362,20 @@ pub(crate) fn put_record(tx: &mut Tx<'_>, rec: &InodeRecord) -> Result<()> {
 
 impl FsInner {
     /// The in-memory inode `ino`, read through `s` on first use.
-    pub(crate) fn inode(&self, s: &mut dyn NodeStore, inode_root: &TreeRoot, ino: u64) -> Result<Arc<Inode>> {
+    pub(crate) fn inode(
+        &self,
+        s: &mut dyn NodeStore,
+        inode_root: &TreeRoot,
+        ino: u64,
+    ) -> Result<Arc<Inode>> {
         if let Some(i) = lock(&self.icache).get(&ino) {
             return Ok(i.clone());
         }
-        let rec = inode::read_record(s, inode_root, ino)?
-            .ok_or_else(|| FsError::Corrupt(format!("inode {ino} is referenced but not in the inode table")))?;
+        let rec = inode::read_record(s, inode_root, ino)?.ok_or_else(|| {
+            FsError::Corrupt(format!(
+                "inode {ino} is referenced but not in the inode table"
+            ))
+        })?;
         let i = Arc::new(Inode::new(rec)?);
         Ok(lock(&self.icache).entry(ino).or_insert(i).clone())
     }
@@ -342,7 +388,10 @@ impl FsInner {
 
     /// A read-only store over committed metadata.
     pub(crate) fn reader(&self) -> ReadStore<'_> {
-        ReadStore { dev: &*self.dev, fs_id: self.fs_id }
+        ReadStore {
+            dev: &*self.dev,
+            fs_id: self.fs_id,
+        }
     }
 
     /// Frees an inode whose last link and last handle are gone: its blocks,
@@ -350,7 +399,9 @@ impl FsInner {
     pub(crate) fn free_inode(&self, tx: &mut Tx<'_>, ino: u64) -> Result<()> {
         let iroot = tx.meta.sb.inode_tree;
         let Some(rec) = inode::read_record(tx, &iroot, ino)? else {
-            return Err(FsError::Corrupt(format!("orphan inode {ino} has no record")));
+            return Err(FsError::Corrupt(format!(
+                "orphan inode {ino} has no record"
+            )));
         };
         let kind = FileKind::of_mode(rec.mode.get());
         let mut troot = rec.tree;

@@ -74,9 +74,22 @@ struct CheckStore<'a> {
 }
 
 impl NodeStore for CheckStore<'_> {
-    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<Box<Block>, TreeError> {
+    fn read_node(
+        &mut self,
+        b: BlockNo,
+        kind: BlockKind,
+        owner: u64,
+    ) -> Result<Box<Block>, TreeError> {
         if let Some(img) = self.overlay.get(&b.0) {
-            daxfs_format::verify_block(img, &daxfs_format::block::Expect { blockno: b.0, kind, owner: Some(owner), fs_id: self.fs_id })?;
+            daxfs_format::verify_block(
+                img,
+                &daxfs_format::block::Expect {
+                    blockno: b.0,
+                    kind,
+                    owner: Some(owner),
+                    fs_id: self.fs_id,
+                },
+            )?;
             return Ok(img.clone());
         }
         read_verified(self.dev, b.0, kind, Some(owner), self.fs_id)
@@ -105,12 +118,20 @@ impl Usage {
         for b in start..start.saturating_add(len) {
             match self.owner.get_mut(b as usize) {
                 None => {
-                    problems.push(Problem { structure: who.into(), block: Some(b), message: "block is past the end of the file system".into() });
+                    problems.push(Problem {
+                        structure: who.into(),
+                        block: Some(b),
+                        message: "block is past the end of the file system".into(),
+                    });
                     return;
                 }
                 Some(o) if *o != 0 => {
                     let other = self.names.get(*o as usize - 1).cloned().unwrap_or_default();
-                    problems.push(Problem { structure: who.into(), block: Some(b), message: format!("block is also used by {other}") });
+                    problems.push(Problem {
+                        structure: who.into(),
+                        block: Some(b),
+                        message: format!("block is also used by {other}"),
+                    });
                 }
                 Some(o) => *o = id,
             }
@@ -129,7 +150,11 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     let total = sb.total_blocks.get();
     rep.total_blocks = total;
     let fs_id = sb.fs_id();
-    let geo = LogGeometry { start: sb.log_start.get(), blocks: sb.log_blocks.get(), sb_copy: total - 1 };
+    let geo = LogGeometry {
+        start: sb.log_start.get(),
+        blocks: sb.log_blocks.get(),
+        sb_copy: total - 1,
+    };
     let mut sb = sb;
     let mut overlay = HashMap::new();
     match journal::pending(dev, &geo, fs_id, sb.header.generation.get()) {
@@ -137,7 +162,9 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             rep.pending_log = Some(seq);
             for (home, img) in images {
                 if home == 0 {
-                    if let Ok(s) = daxfs_format::Superblock::decode(&img, 0, dev.len() / BLOCK_SIZE_U64) {
+                    if let Ok(s) =
+                        daxfs_format::Superblock::decode(&img, 0, dev.len() / BLOCK_SIZE_U64)
+                    {
                         sb = s;
                     }
                 } else {
@@ -146,7 +173,11 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             }
         }
         Ok(None) => {}
-        Err(e) => p.push(Problem { structure: "log".into(), block: Some(geo.start), message: e.to_string() }),
+        Err(e) => p.push(Problem {
+            structure: "log".into(),
+            block: Some(geo.start),
+            message: e.to_string(),
+        }),
     }
     // Superblock copies.
     for b in [0, total - 1] {
@@ -154,11 +185,22 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         let ok = dev.read(b * BLOCK_SIZE_U64, &mut blk[..]).is_ok()
             && daxfs_format::Superblock::decode(&blk, b, dev.len() / BLOCK_SIZE_U64).is_ok();
         if !ok {
-            p.push(Problem { structure: "superblock".into(), block: Some(b), message: "copy does not verify".into() });
+            p.push(Problem {
+                structure: "superblock".into(),
+                block: Some(b),
+                message: "copy does not verify".into(),
+            });
         }
     }
-    let mut s = CheckStore { dev, fs_id, overlay };
-    let mut usage = Usage { owner: vec![0; total as usize], names: vec![] };
+    let mut s = CheckStore {
+        dev,
+        fs_id,
+        overlay,
+    };
+    let mut usage = Usage {
+        owner: vec![0; total as usize],
+        names: vec![],
+    };
     usage.mark(p, 0, 1, "superblock");
     usage.mark(p, total - 1, 1, "superblock copy");
     usage.mark(p, geo.start, geo.blocks, "log");
@@ -172,10 +214,18 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         free_extents.push((st, l));
         ControlFlow::Continue(())
     });
-    check_tree(p, "free-space tree", free_tree().check(&mut s, &froot).and(r));
+    check_tree(
+        p,
+        "free-space tree",
+        free_tree().check(&mut s, &froot).and(r),
+    );
     for (st, l) in free_extents {
         if l == 0 || st < prev_end {
-            p.push(Problem { structure: "free-space tree".into(), block: Some(st), message: format!("extent of {l} blocks is empty or overlaps the previous one") });
+            p.push(Problem {
+                structure: "free-space tree".into(),
+                block: Some(st),
+                message: format!("extent of {l} blocks is empty or overlaps the previous one"),
+            });
         }
         prev_end = st + l;
         free_sum += l;
@@ -183,9 +233,18 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     }
     rep.free_blocks = free_sum;
     if free_sum != sb.free_blocks.get() {
-        p.push(Problem { structure: "superblock".into(), block: Some(0), message: format!("free-block count {} but the free-space tree holds {free_sum}", sb.free_blocks.get()) });
+        p.push(Problem {
+            structure: "superblock".into(),
+            block: Some(0),
+            message: format!(
+                "free-block count {} but the free-space tree holds {free_sum}",
+                sb.free_blocks.get()
+            ),
+        });
     }
-    mark_nodes(p, &mut s, &mut usage, "free-space tree node", |s, f| free_tree().visit_nodes(s, &froot, f));
+    mark_nodes(p, &mut s, &mut usage, "free-space tree node", |s, f| {
+        free_tree().visit_nodes(s, &froot, f)
+    });
 
     // Inodes.
     let iroot = sb.inode_tree;
@@ -195,7 +254,9 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         ControlFlow::Continue(())
     });
     check_tree(p, "inode table", inode_tree().check(&mut s, &iroot).and(r));
-    mark_nodes(p, &mut s, &mut usage, "inode table node", |s, f| inode_tree().visit_nodes(s, &iroot, f));
+    mark_nodes(p, &mut s, &mut usage, "inode table node", |s, f| {
+        inode_tree().visit_nodes(s, &iroot, f)
+    });
     let oroot = sb.orphan_tree;
     let mut orphans = vec![];
     let r = orphan_tree().range(&mut s, &oroot, &0, &u64::MAX, &mut |k, ()| {
@@ -203,10 +264,20 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         ControlFlow::Continue(())
     });
     check_tree(p, "orphan list", orphan_tree().check(&mut s, &oroot).and(r));
-    mark_nodes(p, &mut s, &mut usage, "orphan list node", |s, f| orphan_tree().visit_nodes(s, &oroot, f));
+    mark_nodes(p, &mut s, &mut usage, "orphan list node", |s, f| {
+        orphan_tree().visit_nodes(s, &oroot, f)
+    });
     rep.inodes = inodes.len() as u64;
     if rep.inodes != sb.inodes.get() {
-        p.push(Problem { structure: "superblock".into(), block: Some(0), message: format!("inode count {} but the inode table holds {}", sb.inodes.get(), rep.inodes) });
+        p.push(Problem {
+            structure: "superblock".into(),
+            block: Some(0),
+            message: format!(
+                "inode count {} but the inode table holds {}",
+                sb.inodes.get(),
+                rep.inodes
+            ),
+        });
     }
     let mut links: HashMap<u64, u32> = HashMap::new();
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
@@ -216,14 +287,26 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         progress("inodes", done as u64, n);
         let who = format!("inode {ino}");
         if rec.ino.get() != ino {
-            p.push(Problem { structure: "inode table".into(), block: None, message: format!("key {ino} holds inode {}", rec.ino.get()) });
+            p.push(Problem {
+                structure: "inode table".into(),
+                block: None,
+                message: format!("key {ino} holds inode {}", rec.ino.get()),
+            });
             continue;
         }
         if ino >= sb.next_ino.get() {
-            p.push(Problem { structure: who.clone(), block: None, message: format!("number is not below next_ino {}", sb.next_ino.get()) });
+            p.push(Problem {
+                structure: who.clone(),
+                block: None,
+                message: format!("number is not below next_ino {}", sb.next_ino.get()),
+            });
         }
         let Some(kind) = FileKind::of_mode(rec.mode.get()) else {
-            p.push(Problem { structure: who, block: None, message: format!("unknown file type in mode {:#o}", rec.mode.get()) });
+            p.push(Problem {
+                structure: who,
+                block: None,
+                message: format!("unknown file type in mode {:#o}", rec.mode.get()),
+            });
             continue;
         };
         let troot = rec.tree;
@@ -232,7 +315,13 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                 rep.directories += 1;
                 let t = dir::tree(ino);
                 check_tree(p, &format!("directory {ino}"), t.check(&mut s, &troot));
-                mark_nodes(p, &mut s, &mut usage, &format!("directory {ino} block"), |s, f| t.visit_nodes(s, &troot, f));
+                mark_nodes(
+                    p,
+                    &mut s,
+                    &mut usage,
+                    &format!("directory {ino} block"),
+                    |s, f| t.visit_nodes(s, &troot, f),
+                );
                 let mut entries = vec![];
                 let r = t.range(&mut s, &troot, &0, &u64::MAX, &mut |k, d| {
                     entries.push((k, d));
@@ -242,24 +331,51 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                 for (k, d) in entries {
                     let target = d.ino.get();
                     let name = match d.name() {
-                        Ok(nm) if dir::name_hash(nm) == k >> 32 && !nm.contains(&b'/') && !nm.contains(&0) => String::from_utf8_lossy(nm).into_owned(),
+                        Ok(nm)
+                            if dir::name_hash(nm) == k >> 32
+                                && !nm.contains(&b'/')
+                                && !nm.contains(&0) =>
+                        {
+                            String::from_utf8_lossy(nm).into_owned()
+                        }
                         _ => {
-                            p.push(Problem { structure: format!("directory {ino}"), block: None, message: format!("entry {k:#x} has a bad name") });
+                            p.push(Problem {
+                                structure: format!("directory {ino}"),
+                                block: None,
+                                message: format!("entry {k:#x} has a bad name"),
+                            });
                             continue;
                         }
                     };
                     *links.entry(target).or_default() += 1;
                     match inodes.get(&target) {
-                        None => p.push(Problem { structure: format!("directory {ino}"), block: None, message: format!("entry {name:?} names inode {target}, which does not exist") }),
+                        None => p.push(Problem {
+                            structure: format!("directory {ino}"),
+                            block: None,
+                            message: format!(
+                                "entry {name:?} names inode {target}, which does not exist"
+                            ),
+                        }),
                         Some(tr) => {
                             let tk = FileKind::of_mode(tr.mode.get());
                             if tk.map(|k| k.dtype()) != Some(d.ftype) {
-                                p.push(Problem { structure: format!("directory {ino}"), block: None, message: format!("entry {name:?} says type {} but inode {target} is {:?}", d.ftype, tk) });
+                                p.push(Problem {
+                                    structure: format!("directory {ino}"),
+                                    block: None,
+                                    message: format!(
+                                        "entry {name:?} says type {} but inode {target} is {:?}",
+                                        d.ftype, tk
+                                    ),
+                                });
                             }
                             if tk == Some(FileKind::Dir) {
                                 *subdirs.entry(ino).or_default() += 1;
                                 if parent_of.insert(target, ino).is_some() {
-                                    p.push(Problem { structure: format!("inode {target}"), block: None, message: "directory has more than one name".into() });
+                                    p.push(Problem {
+                                        structure: format!("inode {target}"),
+                                        block: None,
+                                        message: "directory has more than one name".into(),
+                                    });
                                 }
                             }
                         }
@@ -273,21 +389,48 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                     rep.symlinks += 1;
                 }
                 let t = extents::tree(ino);
-                check_tree(p, &format!("extent tree of inode {ino}"), t.check(&mut s, &troot));
-                mark_nodes(p, &mut s, &mut usage, &format!("extent tree of inode {ino}"), |s, f| t.visit_nodes(s, &troot, f));
+                check_tree(
+                    p,
+                    &format!("extent tree of inode {ino}"),
+                    t.check(&mut s, &troot),
+                );
+                mark_nodes(
+                    p,
+                    &mut s,
+                    &mut usage,
+                    &format!("extent tree of inode {ino}"),
+                    |s, f| t.visit_nodes(s, &troot, f),
+                );
                 match extents::ExtentMap::load(&mut s, ino, &troot) {
-                    Err(e) => p.push(Problem { structure: who.clone(), block: None, message: e.to_string() }),
+                    Err(e) => p.push(Problem {
+                        structure: who.clone(),
+                        block: None,
+                        message: e.to_string(),
+                    }),
                     Ok(map) => {
                         let size_blocks = rec.size.get().div_ceil(BLOCK_SIZE_U64);
                         for e in map.iter() {
-                            usage.mark(p, e.phys, e.len, &format!("data of inode {ino} at file block {}", e.fblock));
+                            usage.mark(
+                                p,
+                                e.phys,
+                                e.len,
+                                &format!("data of inode {ino} at file block {}", e.fblock),
+                            );
                             rep.data_blocks += e.len;
                             if e.flags & EXTENT_UNWRITTEN == 0 && e.end() > size_blocks {
                                 p.push(Problem { structure: who.clone(), block: Some(e.phys), message: format!("written extent at file block {} lies past end of file ({} bytes)", e.fblock, rec.size.get()) });
                             }
                         }
                         if map.blocks() != rec.blocks.get() {
-                            p.push(Problem { structure: who.clone(), block: None, message: format!("block count {} but extents map {}", rec.blocks.get(), map.blocks()) });
+                            p.push(Problem {
+                                structure: who.clone(),
+                                block: None,
+                                message: format!(
+                                    "block count {} but extents map {}",
+                                    rec.blocks.get(),
+                                    map.blocks()
+                                ),
+                            });
                         }
                     }
                 }
@@ -300,37 +443,74 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         let found = links.get(&ino).copied().unwrap_or(0) + u32::from(ino == sb.root_ino.get());
         let kind = FileKind::of_mode(rec.mode.get());
         let expect = if kind == Some(FileKind::Dir) {
-            if found == 0 { 0 } else { 2 + subdirs.get(&ino).copied().unwrap_or(0) }
+            if found == 0 {
+                0
+            } else {
+                2 + subdirs.get(&ino).copied().unwrap_or(0)
+            }
         } else {
             found
         };
         let is_orphan = orphans.contains(&ino);
         if found == 0 && !is_orphan {
-            p.push(Problem { structure: who.clone(), block: None, message: "no directory entry names it and it is not on the orphan list (lost inode)".into() });
+            p.push(Problem {
+                structure: who.clone(),
+                block: None,
+                message:
+                    "no directory entry names it and it is not on the orphan list (lost inode)"
+                        .into(),
+            });
         } else if rec.nlink.get() != expect {
-            p.push(Problem { structure: who.clone(), block: None, message: format!("link count {} but {expect} expected from directory entries", rec.nlink.get()) });
+            p.push(Problem {
+                structure: who.clone(),
+                block: None,
+                message: format!(
+                    "link count {} but {expect} expected from directory entries",
+                    rec.nlink.get()
+                ),
+            });
         }
-        if kind == Some(FileKind::Dir) && ino != sb.root_ino.get()
+        if kind == Some(FileKind::Dir)
+            && ino != sb.root_ino.get()
             && let Some(&par) = parent_of.get(&ino)
             && rec.parent.get() != par
         {
-            p.push(Problem { structure: who, block: None, message: format!("parent pointer {} but it lives in directory {par}", rec.parent.get()) });
+            p.push(Problem {
+                structure: who,
+                block: None,
+                message: format!(
+                    "parent pointer {} but it lives in directory {par}",
+                    rec.parent.get()
+                ),
+            });
         }
     }
     for o in &orphans {
         if !inodes.contains_key(o) {
-            p.push(Problem { structure: "orphan list".into(), block: None, message: format!("names inode {o}, which does not exist") });
+            p.push(Problem {
+                structure: "orphan list".into(),
+                block: None,
+                message: format!("names inode {o}, which does not exist"),
+            });
         }
     }
     if !inodes.contains_key(&sb.root_ino.get()) {
-        p.push(Problem { structure: "superblock".into(), block: Some(0), message: "root directory inode is missing".into() });
+        p.push(Problem {
+            structure: "superblock".into(),
+            block: Some(0),
+            message: "root directory inode is missing".into(),
+        });
     }
     // Every block accounted for exactly once.
     progress("blocks", 0, total);
     let mut run: Option<(u64, u64)> = None;
     let flush_run = |p: &mut Vec<Problem>, r: Option<(u64, u64)>| {
         if let Some((s0, l)) = r {
-            p.push(Problem { structure: "space".into(), block: Some(s0), message: format!("{l} blocks are neither free nor used (leaked)") });
+            p.push(Problem {
+                structure: "space".into(),
+                block: Some(s0),
+                message: format!("{l} blocks are neither free nor used (leaked)"),
+            });
         }
     };
     for b in 0..total {
@@ -357,14 +537,22 @@ fn check_tree<T>(p: &mut Vec<Problem>, what: &str, r: Result<T, TreeError>) {
             TreeError::Format(f) => format_block(f),
             _ => None,
         };
-        p.push(Problem { structure: what.into(), block, message: e.to_string() });
+        p.push(Problem {
+            structure: what.into(),
+            block,
+            message: e.to_string(),
+        });
     }
 }
 
 fn format_block(f: &daxfs_format::FormatError) -> Option<u64> {
     use daxfs_format::FormatError::*;
     match f {
-        BadMagic { block, .. } | ChecksumMismatch { block, .. } | Misplaced { block, .. } | WrongKind { block, .. } | WrongOwner { block, .. } => Some(*block),
+        BadMagic { block, .. }
+        | ChecksumMismatch { block, .. }
+        | Misplaced { block, .. }
+        | WrongKind { block, .. }
+        | WrongOwner { block, .. } => Some(*block),
         _ => None,
     }
 }

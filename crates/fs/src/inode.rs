@@ -67,12 +67,24 @@ impl FileKind {
 
 /// The current time as an on-media timestamp.
 pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp { sec: (d.as_secs() as i64).into(), nsec: d.subsec_nanos().into() }
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        sec: (d.as_secs() as i64).into(),
+        nsec: d.subsec_nanos().into(),
+    }
 }
 
 /// A fresh inode record.
-pub fn new_record(ino: u64, kind: FileKind, perm: u32, uid: u32, gid: u32, parent: u64) -> InodeRecord {
+pub fn new_record(
+    ino: u64,
+    kind: FileKind,
+    perm: u32,
+    uid: u32,
+    gid: u32,
+    parent: u64,
+) -> InodeRecord {
     let mut r = InodeRecord::new_zeroed();
     let t = now();
     r.ino = ino.into();
@@ -118,8 +130,13 @@ pub struct Inode {
 
 impl Inode {
     pub fn new(rec: InodeRecord) -> Result<Inode> {
-        let kind = FileKind::of_mode(rec.mode.get())
-            .ok_or_else(|| FsError::Corrupt(format!("inode {}: unknown file type in mode {:#o}", rec.ino.get(), rec.mode.get())))?;
+        let kind = FileKind::of_mode(rec.mode.get()).ok_or_else(|| {
+            FsError::Corrupt(format!(
+                "inode {}: unknown file type in mode {:#o}",
+                rec.ino.get(),
+                rec.mode.get()
+            ))
+        })?;
         Ok(Inode {
             ino: rec.ino.get(),
             kind,
@@ -136,12 +153,19 @@ impl Inode {
 }
 
 /// Reads inode `ino`'s record from the tree.
-pub fn read_record(s: &mut dyn NodeStore, root: &TreeRoot, ino: u64) -> Result<Option<InodeRecord>> {
+pub fn read_record(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    ino: u64,
+) -> Result<Option<InodeRecord>> {
     let r = inode_tree().get(s, root, &ino)?;
     if let Some(r) = &r
         && r.ino.get() != ino
     {
-        return Err(FsError::Corrupt(format!("inode tree: key {ino} holds the record of inode {}", r.ino.get())));
+        return Err(FsError::Corrupt(format!(
+            "inode tree: key {ino} holds the record of inode {}",
+            r.ino.get()
+        )));
     }
     Ok(r)
 }

@@ -58,7 +58,13 @@ fn get_u64(b: &Block, at: usize) -> u64 {
 /// Writes, commits and checkpoints one transaction. `images` are (home block,
 /// sealed image) pairs sorted by home; block 0 must be among them (the
 /// superblock) and is written last, to both of its homes.
-pub fn commit(dev: &dyn Device, geo: &LogGeometry, fs_id: u64, seq: u64, images: &[(u64, Box<Block>)]) -> Result<()> {
+pub fn commit(
+    dev: &dyn Device,
+    geo: &LogGeometry,
+    fs_id: u64,
+    seq: u64,
+    images: &[(u64, Box<Block>)],
+) -> Result<()> {
     if images.len() > geo.capacity() {
         return Err(FsError::NoSpace(format!(
             "transaction of {} blocks exceeds the log ({} blocks)",
@@ -77,7 +83,10 @@ pub fn commit(dev: &dyn Device, geo: &LogGeometry, fs_id: u64, seq: u64, images:
     let mut desc0 = None;
     for di in 0..ndesc {
         let mut b = Box::new([0u8; BLOCK_SIZE]);
-        let chunk = images.iter().skip(di * ENTRIES_PER_DESC).take(ENTRIES_PER_DESC);
+        let chunk = images
+            .iter()
+            .skip(di * ENTRIES_PER_DESC)
+            .take(ENTRIES_PER_DESC);
         let mut h = BlockHeader::fresh(BlockKind::LogDescriptor, 0, 0);
         let mut n = 0u32;
         for (j, (home, _)) in chunk.enumerate() {
@@ -149,8 +158,18 @@ fn read_block(dev: &dyn Device, b: u64) -> Result<Box<Block>> {
 
 /// Reads the committed transaction in the log, if it is newer than
 /// `sb_generation`, and returns its (home, image) pairs without writing.
-pub fn pending(dev: &dyn Device, geo: &LogGeometry, fs_id: u64, sb_generation: u64) -> Result<Option<(u64, Vec<(u64, Box<Block>)>)>> {
-    let expect = |blockno| Expect { blockno, kind: BlockKind::LogDescriptor, owner: Some(0), fs_id };
+pub fn pending(
+    dev: &dyn Device,
+    geo: &LogGeometry,
+    fs_id: u64,
+    sb_generation: u64,
+) -> Result<Option<(u64, Vec<(u64, Box<Block>)>)>> {
+    let expect = |blockno| Expect {
+        blockno,
+        kind: BlockKind::LogDescriptor,
+        owner: Some(0),
+        fs_id,
+    };
     let d0 = read_block(dev, geo.start)?;
     let Ok(h0) = verify_block(&d0, &expect(geo.start)) else {
         return Ok(None); // never written, or torn before its commit point
@@ -166,16 +185,24 @@ pub fn pending(dev: &dyn Device, geo: &LogGeometry, fs_id: u64, sb_generation: u
     }
     let total = get_u64(&d0, 72) as usize;
     if total > geo.capacity() {
-        return Err(FsError::Corrupt(format!("log descriptor names {total} blocks, more than the log holds")));
+        return Err(FsError::Corrupt(format!(
+            "log descriptor names {total} blocks, more than the log holds"
+        )));
     }
     let mut homes = Vec::with_capacity(total);
     let ndesc = total.div_ceil(ENTRIES_PER_DESC).max(1);
     for di in 0..ndesc {
         let blockno = geo.start + di as u64;
-        let b = if di == 0 { d0.clone() } else { read_block(dev, blockno)? };
+        let b = if di == 0 {
+            d0.clone()
+        } else {
+            read_block(dev, blockno)?
+        };
         let h = verify_block(&b, &expect(blockno))?;
         if h.generation.get() != seq || get_u64(&b, 80) != di as u64 {
-            return Err(FsError::Corrupt(format!("log descriptor block {blockno} belongs to another transaction")));
+            return Err(FsError::Corrupt(format!(
+                "log descriptor block {blockno} belongs to another transaction"
+            )));
         }
         let n = (h.count.get() as usize).min(ENTRIES_PER_DESC);
         for j in 0..n {
@@ -183,18 +210,32 @@ pub fn pending(dev: &dyn Device, geo: &LogGeometry, fs_id: u64, sb_generation: u
         }
     }
     if homes.len() != total {
-        return Err(FsError::Corrupt(format!("log descriptors list {} of {total} blocks", homes.len())));
+        return Err(FsError::Corrupt(format!(
+            "log descriptors list {} of {total} blocks",
+            homes.len()
+        )));
     }
     let d = geo.desc_blocks();
     let mut images = Vec::with_capacity(total);
     for (i, home) in homes.into_iter().enumerate() {
         let img = read_block(dev, geo.start + d + i as u64)?;
         let h = header(&img[..])?;
-        let kind = BlockKind::from_u8(h.kind)
-            .ok_or_else(|| FsError::Corrupt(format!("log image {i} has unknown kind {}", h.kind)))?;
-        verify_block(&img, &Expect { blockno: home, kind, owner: None, fs_id })?;
+        let kind = BlockKind::from_u8(h.kind).ok_or_else(|| {
+            FsError::Corrupt(format!("log image {i} has unknown kind {}", h.kind))
+        })?;
+        verify_block(
+            &img,
+            &Expect {
+                blockno: home,
+                kind,
+                owner: None,
+                fs_id,
+            },
+        )?;
         if h.generation.get() != seq {
-            return Err(FsError::Corrupt(format!("log image {i} for block {home} is not from transaction {seq}")));
+            return Err(FsError::Corrupt(format!(
+                "log image {i} for block {home} is not from transaction {seq}"
+            )));
         }
         images.push((home, img));
     }
@@ -202,12 +243,20 @@ pub fn pending(dev: &dyn Device, geo: &LogGeometry, fs_id: u64, sb_generation: u
 }
 
 /// Replays the committed transaction in the log if it was not checkpointed.
-pub fn recover(dev: &dyn Device, geo: &LogGeometry, fs_id: u64, sb_generation: u64) -> Result<Recovery> {
+pub fn recover(
+    dev: &dyn Device,
+    geo: &LogGeometry,
+    fs_id: u64,
+    sb_generation: u64,
+) -> Result<Recovery> {
     match pending(dev, geo, fs_id, sb_generation)? {
         None => Ok(Recovery::Clean),
         Some((seq, images)) => {
             checkpoint(dev, geo, &images)?;
-            Ok(Recovery::Replayed { seq, blocks: images.len() })
+            Ok(Recovery::Replayed {
+                seq,
+                blocks: images.len(),
+            })
         }
     }
 }

@@ -86,7 +86,11 @@ impl<'a> Recs<'a> {
         inodes.dedup_by_key(|i| i.ino);
         let guards: Vec<MutexGuard<'a, RecState>> = inodes.iter().map(|i| i.rec()).collect();
         let recs = guards.iter().map(|g| g.rec).collect();
-        Recs { inodes, guards, recs }
+        Recs {
+            inodes,
+            guards,
+            recs,
+        }
     }
 
     /// The record copy of inode `ino` (which must be in the set).
@@ -124,7 +128,10 @@ impl FsInner {
         let rec = ino.rec().rec;
         let size = rec.size.get() as usize;
         if size > SYMLINK_MAX {
-            return Err(FsError::Corrupt(format!("symlink inode {}: target of {size} bytes", ino.ino)));
+            return Err(FsError::Corrupt(format!(
+                "symlink inode {}: target of {size} bytes",
+                ino.ino
+            )));
         }
         let map = crate::extents::ExtentMap::load(tx, ino.ino, &rec.tree)?;
         let mut buf = vec![0u8; size];
@@ -134,13 +141,32 @@ impl FsInner {
 
     /// Resolves `path` to an inode. `follow_last`: follow a symlink in the last
     /// component. Every intermediate symlink is followed.
-    pub(crate) fn resolve(&self, tx: &mut Tx<'_>, path: &[u8], follow_last: bool) -> Result<Arc<Inode>> {
+    pub(crate) fn resolve(
+        &self,
+        tx: &mut Tx<'_>,
+        path: &[u8],
+        follow_last: bool,
+    ) -> Result<Arc<Inode>> {
         let mut budget = MAX_SYMLINKS;
         self.resolve_from(tx, self.root_ino, path, follow_last, &mut budget)
     }
 
-    fn resolve_from(&self, tx: &mut Tx<'_>, start: u64, path: &[u8], follow_last: bool, budget: &mut usize) -> Result<Arc<Inode>> {
-        let mut cur = self.inode_tx(tx, if path.first() == Some(&b'/') { self.root_ino } else { start })?;
+    fn resolve_from(
+        &self,
+        tx: &mut Tx<'_>,
+        start: u64,
+        path: &[u8],
+        follow_last: bool,
+        budget: &mut usize,
+    ) -> Result<Arc<Inode>> {
+        let mut cur = self.inode_tx(
+            tx,
+            if path.first() == Some(&b'/') {
+                self.root_ino
+            } else {
+                start
+            },
+        )?;
         let comps = components(path);
         let must_be_dir = path.last() == Some(&b'/');
         for (i, c) in comps.iter().enumerate() {
@@ -179,7 +205,11 @@ impl FsInner {
     }
 
     /// Resolves everything but the last component: (parent directory, name).
-    pub(crate) fn resolve_parent(&self, tx: &mut Tx<'_>, path: &[u8]) -> Result<(Arc<Inode>, Vec<u8>)> {
+    pub(crate) fn resolve_parent(
+        &self,
+        tx: &mut Tx<'_>,
+        path: &[u8],
+    ) -> Result<(Arc<Inode>, Vec<u8>)> {
         let trimmed: &[u8] = {
             let mut p = path;
             while p.len() > 1 && p.last() == Some(&b'/') {
@@ -192,7 +222,10 @@ impl FsInner {
             None => (b".", trimmed),
         };
         if name.is_empty() || name == b"." || name == b".." {
-            return Err(FsError::Invalid(format!("{}: names no entry that can be changed", show(path))));
+            return Err(FsError::Invalid(format!(
+                "{}: names no entry that can be changed",
+                show(path)
+            )));
         }
         check_name(name).map_err(|e| match e {
             FsError::NameTooLong(_) => FsError::NameTooLong(show(path)),
@@ -215,7 +248,11 @@ impl FsInner {
     /// Drops a link to `child`; frees it, or puts it on the orphan list when
     /// open, once no link is left. Marks the record dead (ino 0) when freed.
     fn drop_link(&self, tx: &mut Tx<'_>, child: &Arc<Inode>, rec: &mut InodeRecord) -> Result<()> {
-        let n = if child.kind == FileKind::Dir { 0 } else { rec.nlink.get().saturating_sub(1) };
+        let n = if child.kind == FileKind::Dir {
+            0
+        } else {
+            rec.nlink.get().saturating_sub(1)
+        };
         rec.nlink = n.into();
         rec.ctime = inode::now();
         if n == 0 {
@@ -243,7 +280,13 @@ impl Fs {
     }
 
     /// Creates a node of `kind` at `path`; returns its inode.
-    fn make_node(&self, path: &[u8], kind: FileKind, perm: u32, symlink_target: Option<&[u8]>) -> Result<Arc<Inode>> {
+    fn make_node(
+        &self,
+        path: &[u8],
+        kind: FileKind,
+        perm: u32,
+        symlink_target: Option<&[u8]>,
+    ) -> Result<Arc<Inode>> {
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
@@ -279,7 +322,8 @@ impl Fs {
 
     /// Creates a directory.
     pub fn mkdir(&self, path: impl AsRef<[u8]>, perm: u32) -> Result<()> {
-        self.make_node(path.as_ref(), FileKind::Dir, perm, None).map(|_| ())
+        self.make_node(path.as_ref(), FileKind::Dir, perm, None)
+            .map(|_| ())
     }
 
     /// Creates a symbolic link at `path` pointing at `target`.
@@ -289,9 +333,13 @@ impl Fs {
             return Err(FsError::NotFound("empty symlink target".into()));
         }
         if t.len() > SYMLINK_MAX || t.contains(&0) {
-            return Err(FsError::NameTooLong(format!("symlink target of {} bytes", t.len())));
+            return Err(FsError::NameTooLong(format!(
+                "symlink target of {} bytes",
+                t.len()
+            )));
         }
-        self.make_node(path.as_ref(), FileKind::Symlink, 0o777, Some(t)).map(|_| ())
+        self.make_node(path.as_ref(), FileKind::Symlink, 0o777, Some(t))
+            .map(|_| ())
     }
 
     /// Reads a symbolic link's target.
@@ -299,7 +347,10 @@ impl Fs {
         self.tx_op(|inner, tx| {
             let i = inner.resolve(tx, path.as_ref(), false)?;
             if i.kind != FileKind::Symlink {
-                return Err(FsError::Invalid(format!("{}: not a symbolic link", show(path.as_ref()))));
+                return Err(FsError::Invalid(format!(
+                    "{}: not a symbolic link",
+                    show(path.as_ref())
+                )));
             }
             inner.read_link_target(tx, &i)
         })
@@ -433,7 +484,10 @@ impl Fs {
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
         let child = inner.resolve(&mut tx, existing, false)?;
         if child.kind == FileKind::Dir {
-            return Err(FsError::NotPermitted(format!("{}: hard link to a directory", show(existing))));
+            return Err(FsError::NotPermitted(format!(
+                "{}: hard link to a directory",
+                show(existing)
+            )));
         }
         let (dir, name) = inner.resolve_parent(&mut tx, new)?;
         let droot = dir.rec().rec.tree;
@@ -483,7 +537,10 @@ impl Fs {
             let mut cur = ddir.ino;
             for _ in 0..4096 {
                 if cur == src.ino {
-                    return Err(FsError::Invalid(format!("cannot move {} into itself", show(from))));
+                    return Err(FsError::Invalid(format!(
+                        "cannot move {} into itself",
+                        show(from)
+                    )));
                 }
                 if cur == inner.root_ino {
                     break;
@@ -499,7 +556,9 @@ impl Fs {
             match (src.kind == FileKind::Dir, dst.kind == FileKind::Dir) {
                 (true, false) => return Err(FsError::NotDir(show(to))),
                 (false, true) => return Err(FsError::IsDir(show(to))),
-                (true, true) if !dst.rec().rec.tree.is_empty() => return Err(FsError::NotEmpty(show(to))),
+                (true, true) if !dst.rec().rec.tree.is_empty() => {
+                    return Err(FsError::NotEmpty(show(to)));
+                }
                 _ => {}
             }
         }
@@ -563,7 +622,12 @@ impl Fs {
     }
 
     /// Lists up to `max` entries after the one whose cookie is `after`.
-    pub fn readdir_from(&self, path: impl AsRef<[u8]>, after: u64, max: usize) -> Result<Vec<DirEntry>> {
+    pub fn readdir_from(
+        &self,
+        path: impl AsRef<[u8]>,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<DirEntry>> {
         self.tx_op(|inner, tx| {
             let d = inner.resolve(tx, path.as_ref(), true)?;
             if d.kind != FileKind::Dir {
@@ -581,7 +645,11 @@ impl Fs {
 
     /// Attributes of `path` itself (a final symlink is not followed).
     pub fn lstat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
-        self.tx_op(|inner, tx| Ok(Stat::of(&inner.resolve(tx, path.as_ref(), false)?.rec().rec)))
+        self.tx_op(|inner, tx| {
+            Ok(Stat::of(
+                &inner.resolve(tx, path.as_ref(), false)?.rec().rec,
+            ))
+        })
     }
 
     fn set_attr(&self, path: &[u8], f: impl FnOnce(&mut InodeRecord)) -> Result<()> {
@@ -601,7 +669,9 @@ impl Fs {
 
     /// Changes permission bits.
     pub fn chmod(&self, path: impl AsRef<[u8]>, perm: u32) -> Result<()> {
-        self.set_attr(path.as_ref(), |r| r.mode = ((r.mode.get() & !0o7777) | (perm & 0o7777)).into())
+        self.set_attr(path.as_ref(), |r| {
+            r.mode = ((r.mode.get() & !0o7777) | (perm & 0o7777)).into()
+        })
     }
 
     /// Changes owner and group (`None` leaves one as it is).
@@ -617,18 +687,32 @@ impl Fs {
     }
 
     /// Sets access and modification times (seconds, nanoseconds); `None` leaves one.
-    pub fn utimens(&self, path: impl AsRef<[u8]>, atime: Option<(i64, u32)>, mtime: Option<(i64, u32)>) -> Result<()> {
+    pub fn utimens(
+        &self,
+        path: impl AsRef<[u8]>,
+        atime: Option<(i64, u32)>,
+        mtime: Option<(i64, u32)>,
+    ) -> Result<()> {
         for t in [atime, mtime].into_iter().flatten() {
             if t.1 >= 1_000_000_000 {
-                return Err(FsError::Invalid(format!("nanoseconds {} out of range", t.1)));
+                return Err(FsError::Invalid(format!(
+                    "nanoseconds {} out of range",
+                    t.1
+                )));
             }
         }
         self.set_attr(path.as_ref(), |r| {
             if let Some((s, n)) = atime {
-                r.atime = Timestamp { sec: s.into(), nsec: n.into() };
+                r.atime = Timestamp {
+                    sec: s.into(),
+                    nsec: n.into(),
+                };
             }
             if let Some((s, n)) = mtime {
-                r.mtime = Timestamp { sec: s.into(), nsec: n.into() };
+                r.mtime = Timestamp {
+                    sec: s.into(),
+                    nsec: n.into(),
+                };
             }
         })
     }

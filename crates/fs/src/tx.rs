@@ -67,7 +67,16 @@ impl<'a> Tx<'a> {
             return Err(FsError::Shutdown(why.clone()));
         }
         let sb_before = meta.sb;
-        let mut tx = Tx { dev, meta, sb_before, dirty: HashMap::new(), deltas: vec![], allocated: vec![], freed: vec![], done: false };
+        let mut tx = Tx {
+            dev,
+            meta,
+            sb_before,
+            dirty: HashMap::new(),
+            deltas: vec![],
+            allocated: vec![],
+            freed: vec![],
+            done: false,
+        };
         if !tx.meta.free_loaded {
             let root = tx.meta.sb.free_tree;
             let mut map = FreeMap::default();
@@ -80,7 +89,9 @@ impl<'a> Tx<'a> {
                 std::ops::ControlFlow::Continue(())
             })?;
             if let Some(s) = bad {
-                return Err(FsError::Corrupt(format!("free-space tree: extent at block {s} overlaps another")));
+                return Err(FsError::Corrupt(format!(
+                    "free-space tree: extent at block {s} overlaps another"
+                )));
             }
             tx.meta.free = map;
             tx.meta.free_loaded = true;
@@ -100,13 +111,17 @@ impl<'a> Tx<'a> {
     /// Allocates up to `want` contiguous blocks (at least one); see
     /// [`FreeMap::pick`] for the policy.
     pub fn alloc_extent(&mut self, want: u64, goal: Option<u64>) -> Result<(u64, u64)> {
-        let (s, l) = self
-            .meta
-            .free
-            .pick(want, goal)
-            .ok_or_else(|| FsError::NoSpace(format!("allocating {want} blocks")))?;
+        let (s, l) = self.meta.free.pick(want, goal).ok_or_else(|| {
+            FsError::NoSpace(format!(
+                "allocating {want} blocks ({} free in {} extents)",
+                self.meta.free.total(),
+                self.meta.free.extents()
+            ))
+        })?;
         if !self.meta.free.remove(s, l) {
-            return Err(FsError::Corrupt(format!("free map lost blocks [{s}, +{l})")));
+            return Err(FsError::Corrupt(format!(
+                "free map lost blocks [{s}, +{l})"
+            )));
         }
         self.allocated.push((s, l));
         self.deltas.push(Delta::Alloc(s, l));
@@ -119,59 +134,94 @@ impl<'a> Tx<'a> {
         for b in s..s + l {
             self.dirty.remove(&b);
         }
+        // A block allocated by this transaction whose allocation has not yet
+        // reached the free-space tree: cancel both instead of applying both
+        // (applying both makes the free-space tree split and merge the same
+        // node round after round).
+        if let Some(i) = self
+            .deltas
+            .iter()
+            .position(|d| matches!(d, Delta::Alloc(a, b) if *a == s && *b == l))
+        {
+            self.deltas.swap_remove(i);
+            self.freed.push((s, l));
+            return;
+        }
         self.freed.push((s, l));
         self.deltas.push(Delta::Free(s, l));
     }
 
     /// Reads a block as it is in this transaction, verified against `expect`.
-    pub fn read_meta(&mut self, b: u64, kind: BlockKind, owner: Option<u64>) -> Result<Box<Block>, TreeError> {
+    pub fn read_meta(
+        &mut self,
+        b: u64,
+        kind: BlockKind,
+        owner: Option<u64>,
+    ) -> Result<Box<Block>, TreeError> {
         if let Some(blk) = self.dirty.get(&b) {
             return Ok(blk.clone());
         }
         read_verified(self.dev, b, kind, owner, self.meta.fs_id)
     }
 
+    /// Applies one change to the free-space tree. Records are replaced or
+    /// added before any is removed, so the tree never empties and regrows
+    /// (which would free and allocate its root node on every update).
     fn apply_delta(&mut self, d: Delta) -> Result<()> {
         let mut root = self.meta.sb.free_tree;
+        let t = free_tree();
         match d {
             Delta::Alloc(s, l) => {
-                let Some((fs, fl)) = free_tree().last_le(self, &root, &s)? else {
-                    return Err(FsError::Corrupt(format!("free-space tree lacks allocated blocks [{s}, +{l})")));
+                let Some((fs, fl)) = t.last_le(self, &root, &s)? else {
+                    return Err(FsError::Corrupt(format!(
+                        "free-space tree lacks allocated blocks [{s}, +{l})"
+                    )));
                 };
                 if fs + fl < s + l {
-                    return Err(FsError::Corrupt(format!("free-space tree lacks allocated blocks [{s}, +{l})")));
-                }
-                free_tree().remove(self, &mut root, &fs)?;
-                if s > fs {
-                    free_tree().insert(self, &mut root, fs, s - fs)?;
+                    return Err(FsError::Corrupt(format!(
+                        "free-space tree lacks allocated blocks [{s}, +{l})"
+                    )));
                 }
                 if fs + fl > s + l {
-                    free_tree().insert(self, &mut root, s + l, fs + fl - (s + l))?;
+                    t.insert(self, &mut root, s + l, fs + fl - (s + l))?;
+                }
+                if s > fs {
+                    t.insert(self, &mut root, fs, s - fs)?;
+                } else {
+                    t.remove(self, &mut root, &fs)?;
                 }
                 self.meta.sb.free_blocks = (self.meta.sb.free_blocks.get() - l).into();
             }
             Delta::Free(s, l) => {
-                let (mut start, mut len) = (s, l);
-                if let Some((ps, pl)) = free_tree().last_le(self, &root, &s)? {
-                    if ps + pl > s {
-                        return Err(FsError::Corrupt(format!("double free of blocks [{s}, +{l})")));
+                let prev = t.last_le(self, &root, &s)?;
+                if let Some((ps, pl)) = prev
+                    && ps + pl > s
+                {
+                    return Err(FsError::Corrupt(format!(
+                        "double free of blocks [{s}, +{l})"
+                    )));
+                }
+                let next = t.first_ge(self, &root, &s)?;
+                if let Some((ns, _)) = next
+                    && ns < s + l
+                {
+                    return Err(FsError::Corrupt(format!(
+                        "double free of blocks [{s}, +{l})"
+                    )));
+                }
+                let next = next.filter(|&(ns, _)| ns == s + l);
+                let extra = next.map_or(0, |(_, nl)| nl);
+                match prev {
+                    Some((ps, pl)) if ps + pl == s => {
+                        t.insert(self, &mut root, ps, pl + l + extra)?;
                     }
-                    if ps + pl == s {
-                        free_tree().remove(self, &mut root, &ps)?;
-                        start = ps;
-                        len += pl;
+                    _ => {
+                        t.insert(self, &mut root, s, l + extra)?;
                     }
                 }
-                if let Some((ns, nl)) = free_tree().first_ge(self, &root, &s)? {
-                    if ns < s + l {
-                        return Err(FsError::Corrupt(format!("double free of blocks [{s}, +{l})")));
-                    }
-                    if ns == s + l {
-                        free_tree().remove(self, &mut root, &ns)?;
-                        len += nl;
-                    }
+                if let Some((ns, _)) = next {
+                    t.remove(self, &mut root, &ns)?;
                 }
-                free_tree().insert(self, &mut root, start, len)?;
                 self.meta.sb.free_blocks = (self.meta.sb.free_blocks.get() + l).into();
             }
         }
@@ -191,7 +241,9 @@ impl<'a> Tx<'a> {
                 self.apply_delta(d)?;
             }
         }
-        Err(FsError::Corrupt("free-space tree update does not converge".into()))
+        Err(FsError::Corrupt(
+            "free-space tree update does not converge".into(),
+        ))
     }
 
     /// Commits: durable when this returns Ok.
@@ -201,7 +253,8 @@ impl<'a> Tx<'a> {
         let fs_id = self.meta.fs_id;
         let mut sbb = self.meta.sb.to_block();
         seal_block(&mut sbb, 0, seq, fs_id);
-        let mut images: Vec<(u64, Box<Block>)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let mut images: Vec<(u64, Box<Block>)> =
+            std::mem::take(&mut self.dirty).into_iter().collect();
         for (home, img) in images.iter_mut() {
             seal_block(img, *home, seq, fs_id);
         }
@@ -252,18 +305,38 @@ impl Drop for Tx<'_> {
 }
 
 /// Reads block `b` from the device and verifies it.
-pub fn read_verified(dev: &dyn Device, b: u64, kind: BlockKind, owner: Option<u64>, fs_id: u64) -> Result<Box<Block>, TreeError> {
+pub fn read_verified(
+    dev: &dyn Device,
+    b: u64,
+    kind: BlockKind,
+    owner: Option<u64>,
+    fs_id: u64,
+) -> Result<Box<Block>, TreeError> {
     let mut blk = Box::new([0u8; BLOCK_SIZE]);
-    dev.read(b * BLOCK_SIZE_U64, &mut blk[..]).map_err(|e| match e {
-        daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: b },
-        other => TreeError::Store(other.to_string()),
-    })?;
-    verify_block(&blk, &Expect { blockno: b, kind, owner, fs_id })?;
+    dev.read(b * BLOCK_SIZE_U64, &mut blk[..])
+        .map_err(|e| match e {
+            daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: b },
+            other => TreeError::Store(other.to_string()),
+        })?;
+    verify_block(
+        &blk,
+        &Expect {
+            blockno: b,
+            kind,
+            owner,
+            fs_id,
+        },
+    )?;
     Ok(blk)
 }
 
 impl NodeStore for Tx<'_> {
-    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<Box<Block>, TreeError> {
+    fn read_node(
+        &mut self,
+        b: BlockNo,
+        kind: BlockKind,
+        owner: u64,
+    ) -> Result<Box<Block>, TreeError> {
         self.read_meta(b.0, kind, Some(owner))
     }
     fn write_node(&mut self, b: BlockNo, node: Box<Block>) -> Result<(), TreeError> {
@@ -273,7 +346,7 @@ impl NodeStore for Tx<'_> {
     fn alloc_node(&mut self, _kind: BlockKind, _owner: u64) -> Result<BlockNo, TreeError> {
         match self.alloc_extent(1, None) {
             Ok((s, _)) => Ok(BlockNo(s)),
-            Err(FsError::NoSpace(_)) => Err(TreeError::NoSpace),
+            Err(FsError::NoSpace(m)) => Err(TreeError::Store(m)),
             Err(e) => Err(TreeError::Store(e.to_string())),
         }
     }
@@ -291,7 +364,12 @@ pub struct ReadStore<'a> {
 }
 
 impl NodeStore for ReadStore<'_> {
-    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<Box<Block>, TreeError> {
+    fn read_node(
+        &mut self,
+        b: BlockNo,
+        kind: BlockKind,
+        owner: u64,
+    ) -> Result<Box<Block>, TreeError> {
         read_verified(self.dev, b.0, kind, Some(owner), self.fs_id)
     }
     fn write_node(&mut self, _b: BlockNo, _node: Box<Block>) -> Result<(), TreeError> {

@@ -25,7 +25,15 @@ fn snapshot(fs: &Fs) -> State {
     let mut stack = vec!["/".to_string()];
     while let Some(d) = stack.pop() {
         for e in fs.readdir(&d).expect("readdir") {
-            let p = format!("{}{}", if d == "/" { "/" } else { &d }, if d == "/" { e.name_lossy() } else { format!("/{}", e.name_lossy()) });
+            let p = format!(
+                "{}{}",
+                if d == "/" { "/" } else { &d },
+                if d == "/" {
+                    e.name_lossy()
+                } else {
+                    format!("/{}", e.name_lossy())
+                }
+            );
             match e.kind {
                 FileKind::Dir => {
                     out.insert(p.clone(), Obj::Dir);
@@ -81,11 +89,20 @@ fn apply(fs: &Fs, op: &Op) {
 /// True when `got` could be `before` with an in-place overwrite of `path`
 /// partly done: every byte is from `before` or `after`.
 fn torn_overwrite_ok(got: &State, before: &State, after: &State, path: &str) -> bool {
-    let (Some(Obj::File(g)), Some(Obj::File(b)), Some(Obj::File(a))) = (got.get(path), before.get(path), after.get(path)) else {
+    let (Some(Obj::File(g)), Some(Obj::File(b)), Some(Obj::File(a))) =
+        (got.get(path), before.get(path), after.get(path))
+    else {
         return false;
     };
-    let same_rest = got.iter().filter(|(k, _)| *k != path).eq(before.iter().filter(|(k, _)| *k != path));
-    same_rest && (g.len() == b.len() || g.len() == a.len()) && g.iter().enumerate().all(|(i, x)| b.get(i) == Some(x) || a.get(i) == Some(x) || *x == 0)
+    let same_rest = got
+        .iter()
+        .filter(|(k, _)| *k != path)
+        .eq(before.iter().filter(|(k, _)| *k != path));
+    same_rest
+        && (g.len() == b.len() || g.len() == a.len())
+        && g.iter()
+            .enumerate()
+            .all(|(i, x)| b.get(i) == Some(x) || a.get(i) == Some(x) || *x == 0)
 }
 
 fn run_workload(name: &str, setup: &[Op], ops: &[Op], random_subsets: u64) {
@@ -118,16 +135,27 @@ fn run_workload(name: &str, setup: &[Op], ops: &[Op], random_subsets: u64) {
         subsets.extend((0..random_subsets).map(|s| Subset::Random(s * 7919 + k as u64)));
         for sub in subsets {
             let img = Arc::new(MemDevice::from_image(replay.image(sub)));
-            let fs = Fs::mount(img.clone(), &MountOptions::default())
-                .unwrap_or_else(|e| panic!("{name}: mount after crash at fence {k} ({sub:?}): {e}"));
+            let fs = Fs::mount(img.clone(), &MountOptions::default()).unwrap_or_else(|e| {
+                panic!("{name}: mount after crash at fence {k} ({sub:?}): {e}")
+            });
             let got = snapshot(&fs);
             drop(fs);
             let rep = daxfs::fsck::fsck(&*img, &mut |_, _, _| {}).unwrap();
-            assert!(rep.is_clean(), "{name}: fsck after crash at fence {k} ({sub:?}): {:#?}", rep.problems);
+            assert!(
+                rep.is_clean(),
+                "{name}: fsck after crash at fence {k} ({sub:?}): {:#?}",
+                rep.problems
+            );
             let ok = got == states[j]
                 || states.get(j + 1).is_some_and(|s| *s == got)
                 || matches!(ops.get(j), Some(Op::Write(p, ..)) if states.get(j + 1).is_some_and(|a| torn_overwrite_ok(&got, &states[j], a, p)));
-            assert!(ok, "{name}: crash at fence {k} ({sub:?}) after {j} complete ops ({:?} in progress): state matches neither\n got: {:?}\n before: {:?}", ops.get(j), keys(&got), keys(&states[j]));
+            assert!(
+                ok,
+                "{name}: crash at fence {k} ({sub:?}) after {j} complete ops ({:?} in progress): state matches neither\n got: {:?}\n before: {:?}",
+                ops.get(j),
+                keys(&got),
+                keys(&states[j])
+            );
             checked += 1;
         }
     }
@@ -136,7 +164,9 @@ fn run_workload(name: &str, setup: &[Op], ops: &[Op], random_subsets: u64) {
 }
 
 fn keys(s: &State) -> Vec<(String, usize)> {
-    s.iter().map(|(k, v)| (k.clone(), if let Obj::File(d) = v { d.len() } else { 0 })).collect()
+    s.iter()
+        .map(|(k, v)| (k.clone(), if let Obj::File(d) = v { d.len() } else { 0 }))
+        .collect()
 }
 
 #[test]
@@ -177,7 +207,9 @@ fn crash_data_workload() {
 
 #[test]
 fn crash_many_small_files() {
-    static NAMES: [&str; 12] = ["/f0", "/f1", "/f2", "/f3", "/f4", "/f5", "/f6", "/f7", "/f8", "/f9", "/f10", "/f11"];
+    static NAMES: [&str; 12] = [
+        "/f0", "/f1", "/f2", "/f3", "/f4", "/f5", "/f6", "/f7", "/f8", "/f9", "/f10", "/f11",
+    ];
     let mut ops = vec![];
     for (i, n) in NAMES.iter().enumerate() {
         ops.push(Op::Create(n));

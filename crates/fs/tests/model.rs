@@ -24,7 +24,10 @@ struct Model {
 
 impl Model {
     fn new() -> Model {
-        let mut m = Model { next: 2, ..Default::default() };
+        let mut m = Model {
+            next: 2,
+            ..Default::default()
+        };
         m.paths.insert("/".into(), 1);
         m.nodes.insert(1, Node::Dir);
         m
@@ -52,15 +55,40 @@ impl Model {
         None
     }
     fn children(&self, p: &str) -> usize {
-        let pre = if p == "/" { "/".to_string() } else { format!("{p}/") };
-        self.paths.keys().filter(|k| k.starts_with(&pre) && k.len() > pre.len() && !k[pre.len()..].contains('/')).count()
+        let pre = if p == "/" {
+            "/".to_string()
+        } else {
+            format!("{p}/")
+        };
+        self.paths
+            .keys()
+            .filter(|k| k.starts_with(&pre) && k.len() > pre.len() && !k[pre.len()..].contains('/'))
+            .count()
     }
     fn nlink(&self, ino: u64) -> u32 {
         match self.nodes.get(&ino) {
             Some(Node::Dir) => {
-                let p = self.paths.iter().find(|(_, i)| **i == ino).map(|(p, _)| p.clone()).unwrap_or_default();
-                let pre = if p == "/" { "/".to_string() } else { format!("{p}/") };
-                2 + self.paths.iter().filter(|(k, i)| k.starts_with(&pre) && !k[pre.len()..].contains('/') && k.len() > pre.len() && matches!(self.nodes.get(i), Some(Node::Dir))).count() as u32
+                let p = self
+                    .paths
+                    .iter()
+                    .find(|(_, i)| **i == ino)
+                    .map(|(p, _)| p.clone())
+                    .unwrap_or_default();
+                let pre = if p == "/" {
+                    "/".to_string()
+                } else {
+                    format!("{p}/")
+                };
+                2 + self
+                    .paths
+                    .iter()
+                    .filter(|(k, i)| {
+                        k.starts_with(&pre)
+                            && !k[pre.len()..].contains('/')
+                            && k.len() > pre.len()
+                            && matches!(self.nodes.get(i), Some(Node::Dir))
+                    })
+                    .count() as u32
             }
             _ => self.paths.values().filter(|&&i| i == ino).count() as u32,
         }
@@ -116,7 +144,9 @@ impl Model {
         if let Some(e) = self.parent_err(a) {
             return Err(e);
         }
-        let Some(&ino) = self.paths.get(a) else { return Err("ENOENT") };
+        let Some(&ino) = self.paths.get(a) else {
+            return Err("ENOENT");
+        };
         if self.is_dir(a) {
             return Err("EPERM");
         }
@@ -136,7 +166,9 @@ impl Model {
         if let Some(e) = self.parent_err(b) {
             return Err(e);
         }
-        let Some(&src) = self.paths.get(a) else { return Err("ENOENT") };
+        let Some(&src) = self.paths.get(a) else {
+            return Err("ENOENT");
+        };
         let dst = self.paths.get(b).copied();
         if dst == Some(src) {
             return Ok(());
@@ -156,7 +188,12 @@ impl Model {
         }
         // Move `a` and everything below it.
         let pre = format!("{a}/");
-        let moved: Vec<(String, u64)> = self.paths.iter().filter(|(k, _)| *k == a || k.starts_with(&pre)).map(|(k, v)| (k.clone(), *v)).collect();
+        let moved: Vec<(String, u64)> = self
+            .paths
+            .iter()
+            .filter(|(k, _)| *k == a || k.starts_with(&pre))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         for (k, _) in &moved {
             self.paths.remove(k);
         }
@@ -168,10 +205,17 @@ impl Model {
 }
 
 fn res<T>(r: Result<T, FsError>) -> Result<T, &'static str> {
-    r.map_err(|e| e.errno_name())
+    r.map_err(|e| {
+        if std::env::var_os("MODEL_DEBUG").is_some() {
+            eprintln!("error: {e}");
+        }
+        e.errno_name()
+    })
 }
 
-const PATHS: &[&str] = &["/a", "/a/b", "/c", "/x", "/y", "/a/x", "/a/y", "/a/b/x", "/c/x", "/c/z", "/a/b/c", "/x/q"];
+const PATHS: &[&str] = &[
+    "/a", "/a/b", "/c", "/x", "/y", "/a/x", "/a/y", "/a/b/x", "/c/x", "/c/z", "/a/b/c", "/x/q",
+];
 const SYMS: &[&str] = &["/s0", "/s1"];
 
 fn file_data(fs: &Fs, p: &str) -> Vec<u8> {
@@ -186,7 +230,9 @@ fn check_path(fs: &Fs, m: &Model, p: &str, step: usize) {
     match m.kind(p) {
         None => assert!(fs.lstat(p).is_err(), "step {step}: {p} should not exist"),
         Some(n) => {
-            let st = fs.lstat(p).unwrap_or_else(|e| panic!("step {step}: {p}: {e}"));
+            let st = fs
+                .lstat(p)
+                .unwrap_or_else(|e| panic!("step {step}: {p}: {e}"));
             let ino = m.paths[p];
             assert_eq!(st.nlink, m.nlink(ino), "step {step}: nlink of {p}");
             match n {
@@ -195,7 +241,10 @@ fn check_path(fs: &Fs, m: &Model, p: &str, step: usize) {
                 Node::File(d) => {
                     assert_eq!(st.kind, FileKind::File);
                     assert_eq!(st.size, d.len() as u64, "step {step}: size of {p}");
-                    assert!(file_data(fs, p) == *d, "step {step}: contents of {p} differ");
+                    assert!(
+                        file_data(fs, p) == *d,
+                        "step {step}: contents of {p} differ"
+                    );
                 }
             }
         }
@@ -209,10 +258,26 @@ fn check_all(fs: &Fs, m: &Model, step: usize) {
     // Directory listings match.
     for (p, ino) in &m.paths {
         if matches!(m.nodes.get(ino), Some(Node::Dir)) {
-            let mut got: Vec<String> = fs.readdir(p).unwrap().iter().map(|e| e.name_lossy()).collect();
+            let mut got: Vec<String> = fs
+                .readdir(p)
+                .unwrap()
+                .iter()
+                .map(|e| e.name_lossy())
+                .collect();
             got.sort();
-            let pre = if p == "/" { "/".to_string() } else { format!("{p}/") };
-            let mut want: Vec<String> = m.paths.keys().filter(|k| k.starts_with(&pre) && k.len() > pre.len() && !k[pre.len()..].contains('/')).map(|k| k[pre.len()..].to_string()).collect();
+            let pre = if p == "/" {
+                "/".to_string()
+            } else {
+                format!("{p}/")
+            };
+            let mut want: Vec<String> = m
+                .paths
+                .keys()
+                .filter(|k| {
+                    k.starts_with(&pre) && k.len() > pre.len() && !k[pre.len()..].contains('/')
+                })
+                .map(|k| k[pre.len()..].to_string())
+                .collect();
             want.sort();
             assert_eq!(got, want, "step {step}: listing of {p}");
         }
@@ -229,11 +294,19 @@ fn run(seed: u64, steps: usize) {
         let op = rng.random_range(0..100);
         let touched: Vec<&str> = match op {
             0..=9 => {
-                assert_eq!(res(fs.create(p).map(drop)), m.add(p, Node::File(vec![])), "step {step}: create {p}");
+                assert_eq!(
+                    res(fs.create(p).map(drop)),
+                    m.add(p, Node::File(vec![])),
+                    "step {step}: create {p}"
+                );
                 vec![p]
             }
             10..=16 => {
-                assert_eq!(res(fs.mkdir(p, 0o755)), m.add(p, Node::Dir), "step {step}: mkdir {p}");
+                assert_eq!(
+                    res(fs.mkdir(p, 0o755)),
+                    m.add(p, Node::Dir),
+                    "step {step}: mkdir {p}"
+                );
                 vec![p]
             }
             17..=40 => {
@@ -247,7 +320,9 @@ fn run(seed: u64, steps: usize) {
                     _ => Err("skip"),
                 };
                 if want != Err("skip") {
-                    let got = res(fs.open(p, &OpenOptions::read_write()).and_then(|f| f.write_at(off, &data).map(drop)));
+                    let got = res(fs
+                        .open(p, &OpenOptions::read_write())
+                        .and_then(|f| f.write_at(off, &data).map(drop)));
                     assert_eq!(got, want, "step {step}: write {p}");
                     if let Some(&ino) = m.paths.get(p)
                         && let Some(Node::File(d)) = m.nodes.get_mut(&ino)
@@ -279,9 +354,20 @@ fn run(seed: u64, steps: usize) {
                     let mode = rng.random_range(0..4);
                     let flags = match mode {
                         0 => FallocFlags::default(),
-                        1 => FallocFlags { keep_size: true, ..Default::default() },
-                        2 => FallocFlags { keep_size: true, punch_hole: true, ..Default::default() },
-                        _ => FallocFlags { zero_range: true, keep_size: rng.random(), ..Default::default() },
+                        1 => FallocFlags {
+                            keep_size: true,
+                            ..Default::default()
+                        },
+                        2 => FallocFlags {
+                            keep_size: true,
+                            punch_hole: true,
+                            ..Default::default()
+                        },
+                        _ => FallocFlags {
+                            zero_range: true,
+                            keep_size: rng.random(),
+                            ..Default::default()
+                        },
                     };
                     let f = fs.open(p, &OpenOptions::read_write()).unwrap();
                     f.fallocate(flags, off, len).unwrap();
@@ -309,18 +395,30 @@ fn run(seed: u64, steps: usize) {
                 vec![p]
             }
             69..=80 => {
-                assert_eq!(res(fs.rename(p, q)), m.rename(p, q), "step {step}: rename {p} {q}");
+                assert_eq!(
+                    res(fs.rename(p, q)),
+                    m.rename(p, q),
+                    "step {step}: rename {p} {q}"
+                );
                 PATHS.to_vec()
             }
             81..=87 => {
-                assert_eq!(res(fs.link(p, q)), m.link(p, q), "step {step}: link {p} {q}");
+                assert_eq!(
+                    res(fs.link(p, q)),
+                    m.link(p, q),
+                    "step {step}: link {p} {q}"
+                );
                 vec![p, q]
             }
             88..=91 => {
                 let s = SYMS[rng.random_range(0..SYMS.len())];
                 let target = PATHS[rng.random_range(0..PATHS.len())].as_bytes().to_vec();
                 if rng.random_bool(0.5) {
-                    assert_eq!(res(fs.symlink(&target, s)), m.add(s, Node::Sym(target)), "step {step}: symlink {s}");
+                    assert_eq!(
+                        res(fs.symlink(&target, s)),
+                        m.add(s, Node::Sym(target)),
+                        "step {step}: symlink {s}"
+                    );
                 } else {
                     assert_eq!(res(fs.unlink(s)), m.unlink(s), "step {step}: unlink {s}");
                 }
@@ -328,7 +426,10 @@ fn run(seed: u64, steps: usize) {
             }
             92..=95 => {
                 if let Some(Node::File(_)) = m.kind(p) {
-                    fs.open(p, &OpenOptions::read_only()).unwrap().fsync().unwrap();
+                    fs.open(p, &OpenOptions::read_only())
+                        .unwrap()
+                        .fsync()
+                        .unwrap();
                 }
                 vec![p]
             }
@@ -349,19 +450,39 @@ fn run(seed: u64, steps: usize) {
     fs = remount(&dev, fs);
     check_all(&fs, &m, steps);
     assert_fsck(&*dev);
+    // The run must have built a non-trivial tree, or it tested nothing.
+    let files = m
+        .nodes
+        .values()
+        .filter(|n| matches!(n, Node::File(d) if !d.is_empty()))
+        .count();
+    let dirs = m.nodes.values().filter(|n| matches!(n, Node::Dir)).count();
+    eprintln!(
+        "seed {seed}: {} names, {files} non-empty files, {dirs} directories at the end",
+        m.paths.len()
+    );
+    assert!(
+        m.paths.len() >= 4 && files >= 1,
+        "the random run ended nearly empty"
+    );
 }
 
 #[test]
 fn model_seed_1() {
-    run(1, 1500);
+    run(1, 3000);
 }
 
 #[test]
 fn model_seed_2() {
-    run(2, 1500);
+    run(2, 3000);
 }
 
 #[test]
 fn model_seed_3() {
-    run(3, 1500);
+    run(3, 3000);
+}
+
+#[test]
+fn model_seed_4() {
+    run(4, 3000);
 }
