@@ -31,8 +31,9 @@
 //! never used for routing: it keeps whatever separator was there when the node
 //! was last split or merged (the new root writes `K::MIN`) and readers ignore it.
 //!
-//! Every node except the root holds at least `LCAP / 2` records (leaves) or
-//! `ICAP / 2` children (internal nodes). A root leaf holds at least one record
+//! Every node except the root holds at least `max(LCAP / 4, 1)` records
+//! (leaves) or `max(ICAP / 4, 2)` children (internal nodes): a quarter, so
+//! that the half-full nodes a split leaves never merge straight back. A root leaf holds at least one record
 //! (the empty tree has no node at all); an internal root has at least two
 //! children.
 //!

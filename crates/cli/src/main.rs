@@ -1,5 +1,6 @@
 //! The `daxfs` command.
 mod args;
+mod demo;
 mod io;
 
 use anyhow::{Context, Result, bail};
@@ -64,6 +65,14 @@ enum Cmd {
     Put { image: PathBuf, path: String },
     /// Write a file to standard output.
     Cat { image: PathBuf, path: String },
+    /// The main job: make a file system on IMAGE (default daxfs.img), use
+    /// every feature, remount, verify, fsck.
+    Demo {
+        #[arg(default_value = "daxfs.img")]
+        image: PathBuf,
+        #[arg(long, default_value = "256m")]
+        size: String,
+    },
 }
 
 fn open_device(path: &Path, pmem: bool) -> Result<Arc<dyn Device>> {
@@ -365,6 +374,10 @@ fn run(cli: Cli) -> Result<i32> {
                 off += n as u64;
             }
             f.fsync()?;
+            Ok(0)
+        }
+        Cmd::Demo { image, size } => {
+            demo::run(&image, args::parse_size(&size)?, pmem)?;
             Ok(0)
         }
         Cmd::Cat { image, path } => {
