@@ -316,3 +316,49 @@ zerocopy_record!(ExtentRecord, "extent");
 pub fn u16le(v: u16) -> U16 {
     v.into()
 }
+
+/// A shared physical range, the value of the refcount tree keyed by its first
+/// block. Only ranges owned more than once are recorded; an allocated block
+/// without a record has one owner.
+///
+/// ```text
+/// byte size field
+///    0    8 len     blocks, >= 1
+///    8    8 count   owners, >= 2
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RefcountRecord {
+    pub len: U64,
+    pub count: U64,
+}
+const _: () = assert!(std::mem::size_of::<RefcountRecord>() == 16);
+zerocopy_record!(RefcountRecord, "refcount record");
+
+/// Reverse-map owner codes for metadata: `RMAP_OWNER_META | BlockKind`.
+pub const RMAP_OWNER_META: u64 = 1 << 63;
+/// Reverse-map offset flag: the block is a node of the owner's extent tree.
+pub const RMAP_OFF_EXTENT_TREE: u64 = 1 << 63;
+/// Reverse-map offset flag: the block is a node of the owner's directory tree.
+pub const RMAP_OFF_DIR_TREE: u64 = 1 << 62;
+/// Reverse-map value flag: the mapped extent is unwritten.
+pub const RMAP_UNWRITTEN: u64 = 1;
+
+/// The value of a reverse-map record, keyed by (first physical block, owner,
+/// offset). For file data the owner is the inode number and the offset the
+/// file block; for a file's extent-tree or directory-tree nodes the offset is
+/// a flag; for other metadata the owner is `RMAP_OWNER_META | kind`.
+///
+/// ```text
+/// byte size field
+///    0    8 len     blocks, >= 1
+///    8    8 flags   RMAP_UNWRITTEN
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RmapRecord {
+    pub len: U64,
+    pub flags: U64,
+}
+const _: () = assert!(std::mem::size_of::<RmapRecord>() == 16);
+zerocopy_record!(RmapRecord, "reverse-map record");
