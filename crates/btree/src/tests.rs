@@ -157,6 +157,14 @@ fn capacities_match_the_documented_table() {
     assert_eq!(Layout::<(u64, u64, u64), DirentRecord>::LEAF_CAP, 13);
     assert_eq!(Layout::<WideKey, u64>::LEAF_CAP, 4);
     assert_eq!(Layout::<WideKey, u64>::INT_CAP, 4);
+    // Array offsets, as documented in the layout table.
+    assert_eq!(Layout::<u64, ExtentRecord>::LEAF_VALS, 1408);
+    assert_eq!(Layout::<u64, InodeRecord>::LEAF_VALS, 184);
+    assert_eq!(Layout::<u64, DirentRecord>::LEAF_VALS, 176);
+    assert_eq!(Layout::<u64, DirentRecord>::LEAF_VALS + 14 * 272, 3984);
+    assert_eq!(Layout::<u64, ()>::INT_KIDS, 2080);
+    assert_eq!(Layout::<(u64, u64), ()>::INT_KIDS, 2752);
+    assert_eq!(Layout::<(u64, u64, u64), ()>::INT_KIDS, 3088);
     assert_eq!(BTree::<u64, DirentRecord>::LEAF_CAPACITY, 14);
     assert_eq!(BTree::<u64, DirentRecord>::INTERNAL_CAPACITY, 252);
 }
@@ -423,7 +431,13 @@ fn deep_tree_with_large_values() {
     assert_eq!(st.records, n);
     assert!(st.height >= 4, "height {}", st.height);
     for i in (0..n).step_by(97) {
+        let reads = f.s.reads;
         assert_eq!(f.get(&key(i)), Some(DirentRecord::make(i)));
+        assert_eq!(
+            f.s.reads - reads,
+            u64::from(st.height),
+            "a lookup reads one node per level"
+        );
     }
     let mut levels = vec![0u64; st.height as usize];
     f.t.visit_nodes(&mut f.s, &f.root, &mut |_, l| levels[l as usize] += 1)
@@ -834,6 +848,14 @@ fn child_pointing_at_its_parent_or_itself_or_zero() {
         f.s.reseal(kid);
         let (c, _) = assert_reported(&mut f);
         assert!(matches!(c, TreeError::Corrupt { .. }), "{what}: {c:?}");
+        // A lookup routed through the bad pointer names it.
+        let sep = WideKey::decode(&f.s.raw(r).unwrap()[HEADER_SIZE + WideKey::SIZE..]).unwrap();
+        let e = f.t.get(&mut f.s, &f.root, &sep).unwrap_err();
+        let expect = ["level", "own node", "block 0"][target - 1];
+        assert!(
+            matches!(&e, TreeError::Corrupt { what: w, block, .. } if w.contains(expect) && (*block == kid || *block == r)),
+            "{what}: {e:?}"
+        );
         // Mutations through the damaged node fail cleanly too.
         for k in 0..40 {
             let _ = f.t.insert(&mut f.s, &mut f.root, WideKey(k * 10 + 5), k);
