@@ -514,6 +514,7 @@ fn model_run<K: TestKey, V: TestVal>(
     ops: usize,
     key_space: u64,
     batch: usize,
+    min_height: u32,
 ) {
     let mut f = Fixture::<K, V>::new(kind);
     let mut m: BTreeMap<K, V> = BTreeMap::new();
@@ -552,8 +553,8 @@ fn model_run<K: TestKey, V: TestVal>(
     }
     f.verify(&m);
     assert!(
-        max_height >= 3,
-        "the run should reach a deep tree (height {max_height})"
+        max_height >= min_height,
+        "the run should reach height {min_height} (got {max_height})"
     );
     let mut keys: Vec<K> = m.keys().copied().collect();
     keys.shuffle(&mut rng);
@@ -571,23 +572,23 @@ fn model_run<K: TestKey, V: TestVal>(
 fn model_small_fanout() {
     // Four entries per node: every few operations split or merge something.
     for seed in 0..4 {
-        model_run::<WideKey, u64>(BlockKind::FreeTree, seed, 12_000, 600, 200);
+        model_run::<WideKey, u64>(BlockKind::FreeTree, seed, 12_000, 600, 200, 4);
     }
 }
 
 #[test]
 fn model_dirents() {
-    model_run::<u64, DirentRecord>(BlockKind::DirTree, 11, 40_000, 6_000, 2_000);
+    model_run::<u64, DirentRecord>(BlockKind::DirTree, 11, 40_000, 6_000, 2_000, 3);
 }
 
 #[test]
 fn model_extents() {
-    model_run::<u64, ExtentRecord>(BlockKind::ExtentTree, 12, 120_000, 150_000, 20_000);
+    model_run::<u64, ExtentRecord>(BlockKind::ExtentTree, 12, 120_000, 150_000, 20_000, 3);
 }
 
 #[test]
 fn model_rmap_unit_values() {
-    model_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, 13, 120_000, 150_000, 20_000);
+    model_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, 13, 120_000, 150_000, 20_000, 3);
 }
 
 // ---- running out of space ----
@@ -1095,8 +1096,15 @@ fn fuzz_valid_inputs_pass_through() {
 
 #[test]
 fn fuzz_does_not_panic() {
-    let mut rng = SmallRng::seed_from_u64(0xf022);
-    for i in 0..3000u32 {
+    // Longer runs: BTREE_FUZZ_ITERS=1000000 BTREE_FUZZ_SEED=7 cargo test --release fuzz_does
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut rng = SmallRng::seed_from_u64(env("BTREE_FUZZ_SEED", 0xf022));
+    for i in 0..env("BTREE_FUZZ_ITERS", 3000) {
         let mode = rng.random_range(0..8u8) | if rng.random_bool(0.8) { FUZZ_RESEAL } else { 0 };
         let data = match i % 4 {
             // Pure noise, a few blocks long.
