@@ -17,6 +17,8 @@
 //! Record types by mode: 0 `u64 -> ExtentRecord`, 1 `u64 -> DirentRecord`,
 //! 2 `(u64, u64, u64) -> ()`, 3 a 1000-byte key `-> u64` (fanout 4, so small
 //! inputs still make deep trees).
+#![deny(clippy::indexing_slicing)]
+
 use crate::memstore::MemStore;
 use crate::{BTree, NodeStore};
 use daxfs_format::block::{BlockHeader, HEADER_SIZE, header, seal_block, write_header};
@@ -119,7 +121,7 @@ pub fn fuzz_node_bytes(data: &[u8]) {
                 header(&block[..]).unwrap_or_else(|_| BlockHeader::fresh(kind, FUZZ_OWNER, 0));
             h.kind = kind as u8;
             h.owner = FUZZ_OWNER.into();
-            write_header(&mut block[..HEADER_SIZE], &h);
+            write_header(&mut block[..], &h);
             seal_block(&mut block, b, store.generation, store.fs_id);
         }
         store.put_raw(b, block);

@@ -5,6 +5,8 @@
 //! verified when read, allocation can run out, and it refuses reads, writes and
 //! frees of blocks that are not allocated, so a leaked, double-freed or
 //! dangling node shows up as an error or in [`MemStore::live_nodes`].
+#![deny(clippy::indexing_slicing)]
+
 use crate::{NodeStore, Result, TreeError};
 use daxfs_format::block::{Expect, seal_block, verify_block};
 use daxfs_format::{Block, BlockKind, BlockNo};

@@ -37,15 +37,20 @@
 //! (the empty tree has no node at all); an internal root has at least two
 //! children.
 //!
-//! Capacities of the trees daxfs uses:
+//! Capacities of the trees daxfs uses, and where their arrays lie:
 //!
 //! ```text
-//! key             value                 LCAP  ICAP
-//! u64             ExtentRecord (16 B)    168   252
-//! u64             InodeRecord (256 B)     15   252
-//! u64             DirentRecord (272 B)    14   252
-//! (u64, u64)      ()                     252   168
-//! (u64, u64, u64) ()                     168   126
+//! key             value                 LCAP  leaf keys   leaf values  zero tail
+//! u64             ExtentRecord (16 B)    168    64..1408  1408..4096   -
+//! u64             InodeRecord (256 B)     15    64..184    184..4024   4024..4096
+//! u64             DirentRecord (272 B)    14    64..176    176..3984   3984..4096
+//! (u64, u64)      ()                     252    64..4096     -         -
+//! (u64, u64, u64) ()                     168    64..4096     -         -
+//!
+//! key size        ICAP  internal keys  children     zero tail
+//! 8 (u64)          252    64..2080     2080..4096   -
+//! 16 (u64, u64)    168    64..2752     2752..4096   -
+//! 24 (u64 x 3)     126    64..3088     3088..4096   -
 //! ```
 #![deny(clippy::indexing_slicing)]
 

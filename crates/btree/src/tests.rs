@@ -157,6 +157,14 @@ fn capacities_match_the_documented_table() {
     assert_eq!(Layout::<(u64, u64, u64), DirentRecord>::LEAF_CAP, 13);
     assert_eq!(Layout::<WideKey, u64>::LEAF_CAP, 4);
     assert_eq!(Layout::<WideKey, u64>::INT_CAP, 4);
+    // Array offsets, as documented in the layout table.
+    assert_eq!(Layout::<u64, ExtentRecord>::LEAF_VALS, 1408);
+    assert_eq!(Layout::<u64, InodeRecord>::LEAF_VALS, 184);
+    assert_eq!(Layout::<u64, DirentRecord>::LEAF_VALS, 176);
+    assert_eq!(Layout::<u64, DirentRecord>::LEAF_VALS + 14 * 272, 3984);
+    assert_eq!(Layout::<u64, ()>::INT_KIDS, 2080);
+    assert_eq!(Layout::<(u64, u64), ()>::INT_KIDS, 2752);
+    assert_eq!(Layout::<(u64, u64, u64), ()>::INT_KIDS, 3088);
     assert_eq!(BTree::<u64, DirentRecord>::LEAF_CAPACITY, 14);
     assert_eq!(BTree::<u64, DirentRecord>::INTERNAL_CAPACITY, 252);
 }
@@ -423,7 +431,13 @@ fn deep_tree_with_large_values() {
     assert_eq!(st.records, n);
     assert!(st.height >= 4, "height {}", st.height);
     for i in (0..n).step_by(97) {
+        let reads = f.s.reads;
         assert_eq!(f.get(&key(i)), Some(DirentRecord::make(i)));
+        assert_eq!(
+            f.s.reads - reads,
+            u64::from(st.height),
+            "a lookup reads one node per level"
+        );
     }
     let mut levels = vec![0u64; st.height as usize];
     f.t.visit_nodes(&mut f.s, &f.root, &mut |_, l| levels[l as usize] += 1)
@@ -500,6 +514,7 @@ fn model_run<K: TestKey, V: TestVal>(
     ops: usize,
     key_space: u64,
     batch: usize,
+    min_height: u32,
 ) {
     let mut f = Fixture::<K, V>::new(kind);
     let mut m: BTreeMap<K, V> = BTreeMap::new();
@@ -538,8 +553,8 @@ fn model_run<K: TestKey, V: TestVal>(
     }
     f.verify(&m);
     assert!(
-        max_height >= 3,
-        "the run should reach a deep tree (height {max_height})"
+        max_height >= min_height,
+        "the run should reach height {min_height} (got {max_height})"
     );
     let mut keys: Vec<K> = m.keys().copied().collect();
     keys.shuffle(&mut rng);
@@ -557,23 +572,23 @@ fn model_run<K: TestKey, V: TestVal>(
 fn model_small_fanout() {
     // Four entries per node: every few operations split or merge something.
     for seed in 0..4 {
-        model_run::<WideKey, u64>(BlockKind::FreeTree, seed, 12_000, 600, 200);
+        model_run::<WideKey, u64>(BlockKind::FreeTree, seed, 12_000, 600, 200, 4);
     }
 }
 
 #[test]
 fn model_dirents() {
-    model_run::<u64, DirentRecord>(BlockKind::DirTree, 11, 40_000, 6_000, 2_000);
+    model_run::<u64, DirentRecord>(BlockKind::DirTree, 11, 40_000, 6_000, 2_000, 3);
 }
 
 #[test]
 fn model_extents() {
-    model_run::<u64, ExtentRecord>(BlockKind::ExtentTree, 12, 120_000, 150_000, 20_000);
+    model_run::<u64, ExtentRecord>(BlockKind::ExtentTree, 12, 120_000, 150_000, 20_000, 3);
 }
 
 #[test]
 fn model_rmap_unit_values() {
-    model_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, 13, 120_000, 150_000, 20_000);
+    model_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, 13, 120_000, 150_000, 20_000, 3);
 }
 
 // ---- running out of space ----
@@ -834,6 +849,14 @@ fn child_pointing_at_its_parent_or_itself_or_zero() {
         f.s.reseal(kid);
         let (c, _) = assert_reported(&mut f);
         assert!(matches!(c, TreeError::Corrupt { .. }), "{what}: {c:?}");
+        // A lookup routed through the bad pointer names it.
+        let sep = WideKey::decode(&f.s.raw(r).unwrap()[HEADER_SIZE + WideKey::SIZE..]).unwrap();
+        let e = f.t.get(&mut f.s, &f.root, &sep).unwrap_err();
+        let expect = ["level", "own node", "block 0"][target - 1];
+        assert!(
+            matches!(&e, TreeError::Corrupt { what: w, block, .. } if w.contains(expect) && (*block == kid || *block == r)),
+            "{what}: {e:?}"
+        );
         // Mutations through the damaged node fail cleanly too.
         for k in 0..40 {
             let _ = f.t.insert(&mut f.s, &mut f.root, WideKey(k * 10 + 5), k);
@@ -1073,8 +1096,15 @@ fn fuzz_valid_inputs_pass_through() {
 
 #[test]
 fn fuzz_does_not_panic() {
-    let mut rng = SmallRng::seed_from_u64(0xf022);
-    for i in 0..3000u32 {
+    // Longer runs: BTREE_FUZZ_ITERS=1000000 BTREE_FUZZ_SEED=7 cargo test --release fuzz_does
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut rng = SmallRng::seed_from_u64(env("BTREE_FUZZ_SEED", 0xf022));
+    for i in 0..env("BTREE_FUZZ_ITERS", 3000) {
         let mode = rng.random_range(0..8u8) | if rng.random_bool(0.8) { FUZZ_RESEAL } else { 0 };
         let data = match i % 4 {
             // Pure noise, a few blocks long.

@@ -31,6 +31,31 @@ pub struct TreeStats {
 ///
 /// The handle holds no state besides these two: the tree lives in the store
 /// and is named by the [`TreeRoot`] passed to every call.
+///
+/// ```
+/// use daxfs_btree::records::TreeRoot;
+/// use daxfs_btree::{BTree, MemStore};
+/// use daxfs_format::BlockKind;
+/// use std::ops::ControlFlow;
+///
+/// let tree = BTree::<u64, u64>::new(BlockKind::InodeTree, 0);
+/// let mut store = MemStore::new();
+/// let mut root = TreeRoot::EMPTY;
+/// for i in 0..1000 {
+///     tree.insert(&mut store, &mut root, i, i * i)?;
+/// }
+/// assert_eq!(tree.get(&mut store, &root, &12)?, Some(144));
+/// assert_eq!(tree.last_le(&mut store, &root, &5000)?, Some((999, 998_001)));
+/// let mut sum = 0;
+/// tree.range(&mut store, &root, &10, &19, &mut |_, v| {
+///     sum += v;
+///     ControlFlow::Continue(())
+/// })?;
+/// assert_eq!(sum, (10..=19).map(|i| i * i).sum());
+/// tree.destroy(&mut store, &mut root)?;
+/// assert_eq!(store.live_nodes(), 0);
+/// # Ok::<(), daxfs_btree::TreeError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct BTree<K, V> {
     /// Kind written to, and expected of, every node.
