@@ -326,7 +326,9 @@ pub fn u16le(v: u16) -> U16 {
 ///    0    8 len     blocks, >= 1
 ///    8    8 count   owners, >= 2
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct RefcountRecord {
     pub len: U64,
@@ -354,7 +356,9 @@ pub const RMAP_UNWRITTEN: u64 = 1;
 ///    0    8 len     blocks, >= 1
 ///    8    8 flags   RMAP_UNWRITTEN
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct RmapRecord {
     pub len: U64,

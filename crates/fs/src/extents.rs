@@ -6,6 +6,8 @@
 //! If the transaction aborts, the caller drops the in-memory map so it is
 //! read again from the committed tree.
 use crate::error::{FsError, Result};
+use crate::space::rmap::Owner;
+use crate::tx::Tx;
 use daxfs_btree::{BTree, NodeStore};
 use daxfs_format::BlockKind;
 use daxfs_format::records::{EXTENT_UNWRITTEN, ExtentRecord, TreeRoot};
@@ -51,6 +53,12 @@ enum Edit {
 pub struct ExtentMap {
     map: BTreeMap<u64, Extent>,
     edits: Vec<Edit>,
+    /// Mapping changes (added or removed pieces) for the reverse map, in order.
+    changes: Vec<(bool, Extent)>,
+    /// True when some extent may be shared with another file (set by clones;
+    /// computed from the refcount tree when the map is loaded). While false,
+    /// writes over written blocks may go in place without a refcount lookup.
+    pub maybe_shared: bool,
 }
 
 impl ExtentMap {
@@ -79,7 +87,12 @@ impl ExtentMap {
                 "inode {ino}: extent at file block {fb} is empty or overlaps"
             )));
         }
-        Ok(ExtentMap { map, edits: vec![] })
+        Ok(ExtentMap {
+            map,
+            edits: vec![],
+            changes: vec![],
+            maybe_shared: false,
+        })
     }
 
     /// Extents overlapping `[fb, fb+len)`, in order.
@@ -161,12 +174,14 @@ impl ExtentMap {
             }
             let s = e.fblock.max(fb);
             let t = e.end().min(end);
-            removed.push(Extent {
+            let piece = Extent {
                 fblock: s,
                 phys: e.phys + (s - e.fblock),
                 len: t - s,
                 flags: e.flags,
-            });
+            };
+            self.changes.push((false, piece));
+            removed.push(piece);
         }
         removed
     }
@@ -174,6 +189,7 @@ impl ExtentMap {
     /// Maps `[fb, fb+len)` (which must be unmapped) to `phys`, merging with a
     /// neighbour that continues both the file and the device range.
     pub fn map(&mut self, mut e: Extent) {
+        self.changes.push((true, e));
         if let Some((_, l)) = self.map.range(..e.fblock).next_back()
             && l.end() == e.fblock
             && l.phys + l.len == e.phys
@@ -212,8 +228,9 @@ impl ExtentMap {
         !self.edits.is_empty()
     }
 
-    /// Applies the pending edits to the on-media tree.
-    pub fn apply(&mut self, s: &mut dyn NodeStore, ino: u64, root: &mut TreeRoot) -> Result<()> {
+    /// Applies the pending edits to the on-media tree, and the mapping
+    /// changes to the reverse map.
+    pub fn apply(&mut self, s: &mut Tx<'_>, ino: u64, root: &mut TreeRoot) -> Result<()> {
         let t = tree(ino);
         // Collapse to the final state of each touched key, so an extent
         // put and later removed costs nothing.
@@ -239,6 +256,17 @@ impl ExtentMap {
                     };
                     t.insert(s, root, k, rec)?;
                 }
+            }
+        }
+        for (added, e) in std::mem::take(&mut self.changes) {
+            let owner = Owner::Data {
+                ino,
+                fblock: e.fblock,
+            };
+            if added {
+                s.rmap_add(e.phys, e.len, owner, e.unwritten())?;
+            } else {
+                s.rmap_remove(e.phys, e.len, owner)?;
             }
         }
         Ok(())

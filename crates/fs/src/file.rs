@@ -17,9 +17,10 @@ use crate::fs::{FsInner, lock};
 use crate::inode::{self, DataState, FileKind, Inode};
 use crate::namespace::{Recs, Stat};
 use crate::tx::Tx;
+use crate::write::{Src, blocks_needed, check_space, segments, unshare_range, write_range};
 use daxfs_device::Device;
+use daxfs_format::BLOCK_SIZE_U64;
 use daxfs_format::records::{EXTENT_UNWRITTEN, InodeRecord};
-use daxfs_format::{BLOCK_SIZE_U64, HUGE_BLOCKS};
 use std::sync::{Arc, RwLockWriteGuard};
 
 /// Largest file size: offsets are signed 64-bit in the POSIX interface.
@@ -85,6 +86,9 @@ pub struct FallocFlags {
     pub keep_size: bool,
     pub punch_hole: bool,
     pub zero_range: bool,
+    /// Give the range blocks of its own (copying shared ones) and allocate
+    /// its holes, so later writes there cannot fail for lack of space.
+    pub unshare: bool,
 }
 
 /// One row of `fiemap`.
@@ -232,9 +236,22 @@ impl File {
     /// Loads the extent map under the data lock if needed.
     fn loaded<'g>(&self, d: &'g mut RwLockWriteGuard<'_, DataState>) -> Result<&'g mut ExtentMap> {
         if d.extents.is_none() {
+            // Under the metadata lock, so the refcount tree is read whole.
+            let meta = lock(&self.fs.meta);
+            let rroot = meta.sb.refcount_tree;
             let root = self.node.rec().rec.tree;
             let mut rs = self.fs.reader();
-            d.extents = Some(ExtentMap::load(&mut rs, self.node.ino, &root)?);
+            let mut map = ExtentMap::load(&mut rs, self.node.ino, &root)?;
+            if !rroot.is_empty() {
+                for e in map.iter() {
+                    if crate::space::refcount::any_shared(&mut rs, &rroot, e.phys, e.len)? {
+                        map.maybe_shared = true;
+                        break;
+                    }
+                }
+            }
+            drop(meta);
+            d.extents = Some(map);
         }
         d.extents
             .as_mut()
@@ -296,7 +313,7 @@ impl File {
             }
             at >= b1
         };
-        if off <= size && written(map) {
+        if off <= size && !map.maybe_shared && written(map) {
             self.copy_in(map, off, data)?;
             let mut r = self.node.rec();
             let t = inode::now();
@@ -331,44 +348,19 @@ impl File {
     }
 
     /// Zeroes the stale bytes past end of file in the last block, before a
-    /// size increase makes them visible.
-    fn zero_past_eof(&self, map: &ExtentMap, size: u64, new_size: u64) -> Result<()> {
+    /// size increase makes them visible (copying the block first if shared).
+    fn zero_past_eof(
+        &self,
+        tx: &mut Tx<'_>,
+        map: &mut ExtentMap,
+        size: u64,
+        new_size: u64,
+    ) -> Result<()> {
         if size % BS == 0 || new_size <= size {
             return Ok(());
         }
-        if let Some(e) = map.find(size / BS)
-            && !e.unwritten()
-        {
-            let at = e.phys * BS + (size - e.fblock * BS);
-            let len = (BS - size % BS).min(new_size - size);
-            self.dev().fill(at, len, 0)?;
-            self.dev().flush(at, len);
-        }
-        Ok(())
-    }
-
-    /// Writes `data` into fresh or unwritten blocks starting at file block
-    /// `fb` (device block `phys`, `len` blocks), zeroing the parts of those
-    /// blocks the write does not cover.
-    fn fill_new_blocks(&self, fb: u64, phys: u64, len: u64, off: u64, data: &[u8]) -> Result<()> {
-        let dev = self.dev();
-        let end = off + data.len() as u64;
-        let (bs, be) = (fb * BS, (fb + len) * BS);
-        let (s, t) = (off.max(bs), end.min(be));
-        if s > bs {
-            dev.fill(phys * BS, s - bs, 0)?;
-        }
-        if s < t {
-            dev.write(
-                phys * BS + (s - bs),
-                &data[(s - off) as usize..(t - off) as usize],
-            )?;
-        }
-        if t < be {
-            dev.fill(phys * BS + (t - bs), be - t.max(s), 0)?;
-        }
-        dev.flush(phys * BS, len * BS);
-        Ok(())
+        let end = (size - size % BS + BS).min(new_size);
+        write_range(tx, map, size, end, &Src::Zeros, false)
     }
 
     fn write_slow(
@@ -382,74 +374,19 @@ impl File {
         let fs = &*self.fs;
         let mut meta = lock(&fs.meta);
         let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
-        let (b0, b1) = (off / BS, end.div_ceil(BS));
-        let segs = segments(map, b0, b1);
-        let holes: u64 = segs.iter().filter(|s| s.2.is_none()).map(|s| s.1).sum();
-        if holes + holes / 64 + 16 > tx.free_blocks() {
-            return Err(FsError::NoSpace(format!(
-                "writing {} bytes needs {holes} blocks",
-                data.len()
-            )));
-        }
+        let src = Src::Bytes { off, data };
+        let need = blocks_needed(&mut tx, map, off, end, &src, true)?;
+        check_space(&tx, need + 1, &format!("writing {} bytes", data.len()))?;
         if off > size {
-            self.zero_past_eof(map, size, off)?;
+            self.zero_past_eof(&mut tx, map, size, off)?;
         }
-        let mut goal = map
-            .last_before(b0)
-            .or_else(|| map.iter().next_back().copied())
-            .map(|e| e.phys + e.len);
-        if holes >= HUGE_BLOCKS {
-            goal = None; // let large files start huge-page aligned
-        }
-        for (fb, len, ext) in segs {
-            match ext {
-                Some(e) if !e.unwritten() => {
-                    let s = off.max(fb * BS);
-                    let t = end.min((fb + len) * BS);
-                    let at = e.phys * BS + (s - e.fblock * BS);
-                    self.dev()
-                        .write(at, &data[(s - off) as usize..(t - off) as usize])?;
-                    self.dev().flush(at, t - s);
-                }
-                Some(e) => {
-                    let phys = e.phys + (fb - e.fblock);
-                    self.fill_new_blocks(fb, phys, len, off, data)?;
-                    map.set_flags(fb, len, 0);
-                }
-                None => {
-                    let mut at = fb;
-                    while at < fb + len {
-                        let (p, l) = tx.alloc_extent(fb + len - at, goal)?;
-                        self.fill_new_blocks(at, p, l, off, data)?;
-                        map.map(Extent {
-                            fblock: at,
-                            phys: p,
-                            len: l,
-                            flags: 0,
-                        });
-                        goal = Some(p + l);
-                        at += l;
-                    }
-                }
-            }
-        }
+        write_range(&mut tx, map, off, end, &src, true)?;
         self.dev().fence();
-        let mut recs = Recs::lock(&[&self.node]);
-        let r = recs.get(self.node.ino);
-        let mut root = r.tree;
-        map.apply(&mut tx, self.node.ino, &mut root)?;
-        r.tree = root;
-        r.blocks = map.blocks().into();
-        if end > r.size.get() {
-            r.size = end.into();
-        }
-        let t = inode::now();
-        r.mtime = t;
-        r.ctime = t;
-        recs.stage(&mut tx)?;
-        tx.commit()?;
-        recs.install();
-        Ok(())
+        self.commit_rec(tx, map, |r| {
+            if end > r.size.get() {
+                r.size = end.into();
+            }
+        })
     }
 
     /// Sets the file's size: shrinking frees the blocks past the new end,
@@ -474,10 +411,10 @@ impl File {
         if len < size {
             let first = len.div_ceil(BS);
             for e in map.unmap(first, MAX_BLOCKS - first) {
-                tx.free_extent(e.phys, e.len);
+                tx.release_extent(e.phys, e.len)?;
             }
         } else if len > size {
-            self.zero_past_eof(map, size, len)?;
+            self.zero_past_eof(&mut tx, map, size, len)?;
             self.dev().fence();
         }
         self.commit_rec(tx, map, |r| r.size = len.into())
@@ -515,6 +452,11 @@ impl File {
         if flags.punch_hole && flags.zero_range {
             return Err(FsError::NotSupported("punch-hole with zero-range".into()));
         }
+        if flags.unshare && (flags.punch_hole || flags.zero_range) {
+            return Err(FsError::Invalid(
+                "unshare with punch-hole or zero-range".into(),
+            ));
+        }
         if flags.punch_hole && !flags.keep_size {
             return Err(FsError::NotSupported("punch-hole needs keep-size".into()));
         }
@@ -526,25 +468,6 @@ impl File {
             d.extents = None;
         }
         res
-    }
-
-    /// Zeroes the written bytes of `[s, t)` in place (within one block or
-    /// spanning several) and flushes them.
-    fn zero_written(&self, map: &ExtentMap, s: u64, t: u64) -> Result<()> {
-        if s >= t {
-            return Ok(());
-        }
-        for e in map.overlapping(s / BS, t.div_ceil(BS) - s / BS) {
-            if e.unwritten() {
-                continue;
-            }
-            let a = s.max(e.fblock * BS);
-            let b = t.min(e.end() * BS);
-            let at = e.phys * BS + (a - e.fblock * BS);
-            self.dev().fill(at, b - a, 0)?;
-            self.dev().flush(at, b - a);
-        }
-        Ok(())
     }
 
     fn fallocate_locked(
@@ -561,36 +484,49 @@ impl File {
         // Whole blocks inside the range, and the partial edges.
         let (w0, w1) = (off.div_ceil(BS), end / BS);
         if flags.punch_hole || flags.zero_range {
-            if w0 >= w1 {
-                self.zero_written(map, off, end)?;
+            // Edges are zeroed as data (copied first where shared).
+            let edges = if w0 >= w1 {
+                vec![(off, end)]
             } else {
-                self.zero_written(map, off, w0 * BS)?;
-                self.zero_written(map, w1 * BS, end)?;
+                vec![(off, w0 * BS), (w1 * BS, end)]
+            };
+            let mut need = 0;
+            for &(a, b) in &edges {
+                if a < b {
+                    need += blocks_needed(&mut tx, map, a, b, &Src::Zeros, false)?;
+                }
+            }
+            check_space(&tx, need, "zeroing partial blocks")?;
+            for (a, b) in edges {
+                write_range(&mut tx, map, a, b, &Src::Zeros, false)?;
             }
         }
         if flags.punch_hole {
             if w0 < w1 {
                 for e in map.unmap(w0, w1 - w0) {
-                    tx.free_extent(e.phys, e.len);
+                    tx.release_extent(e.phys, e.len)?;
                 }
             }
             self.dev().fence();
             return self.commit_rec(tx, map, |_| {});
         }
+        let (b0, b1) = (off / BS, end.div_ceil(BS));
+        if flags.unshare {
+            let need = crate::write::shared_blocks(&mut tx, map, b0, b1)?;
+            check_space(&tx, need, "unsharing")?;
+            unshare_range(&mut tx, map, b0, b1)?;
+        }
         if flags.zero_range && w0 < w1 {
             map.set_flags(w0, w1 - w0, EXTENT_UNWRITTEN);
         }
         // Allocate unwritten blocks for the holes of the range.
-        let (b0, b1) = (off / BS, end.div_ceil(BS));
         let holes: Vec<(u64, u64)> = segments(map, b0, b1)
             .into_iter()
             .filter(|s| s.2.is_none())
             .map(|s| (s.0, s.1))
             .collect();
         let need: u64 = holes.iter().map(|h| h.1).sum();
-        if need + need / 64 + 16 > tx.free_blocks() {
-            return Err(FsError::NoSpace(format!("preallocating {need} blocks")));
-        }
+        check_space(&tx, need, "preallocating")?;
         let mut goal = None;
         for (fb, len) in holes {
             let mut at = fb;
@@ -608,7 +544,7 @@ impl File {
         }
         let new_size = if flags.keep_size { size } else { size.max(end) };
         if new_size > size {
-            self.zero_past_eof(map, size, new_size)?;
+            self.zero_past_eof(&mut tx, map, size, new_size)?;
         }
         self.dev().fence();
         self.commit_rec(tx, map, |r| r.size = new_size.into())
@@ -650,24 +586,4 @@ impl File {
             })
             .collect())
     }
-}
-
-/// Splits file blocks `[b0, b1)` into runs that are each wholly inside one
-/// extent or wholly a hole: (first block, blocks, extent or None).
-fn segments(map: &ExtentMap, b0: u64, b1: u64) -> Vec<(u64, u64, Option<Extent>)> {
-    let mut out = vec![];
-    let mut at = b0;
-    for e in map.overlapping(b0, b1 - b0) {
-        if e.fblock > at {
-            out.push((at, e.fblock - at, None));
-            at = e.fblock;
-        }
-        let stop = e.end().min(b1);
-        out.push((at, stop - at, Some(e)));
-        at = stop;
-    }
-    if at < b1 {
-        out.push((at, b1 - at, None));
-    }
-    out
 }

@@ -4,11 +4,12 @@ use crate::error::{FsError, Result};
 use crate::inode::{self, FileKind, Inode, inode_tree, orphan_tree};
 use crate::journal::{self, LogGeometry, Recovery};
 use crate::space::alloc::FreeMap;
+use crate::space::rmap::Owner;
 use crate::tx::{Meta, ReadStore, Tx};
 use daxfs_btree::{BTree, NodeStore};
 use daxfs_device::{Device, PersistMode};
 use daxfs_format::records::{InodeRecord, TreeRoot};
-use daxfs_format::superblock::{MIN_BLOCKS, fs_id_of};
+use daxfs_format::superblock::{INCOMPAT_RMAP, MIN_BLOCKS, fs_id_of};
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, BlockKind, Superblock};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,9 @@ pub struct MkfsOptions {
     pub log_blocks: Option<u64>,
     /// A label of up to 32 bytes.
     pub label: String,
+    /// Do not keep a reverse map (for measuring its cost; owner queries,
+    /// fsmap and media-error handling need it).
+    pub no_rmap: bool,
 }
 
 /// Options for [`Fs::mount`].
@@ -201,6 +205,9 @@ impl Fs {
             geo,
             fs_id,
         };
+        if !opts.no_rmap {
+            meta.sb.incompat = (meta.sb.incompat.get() | INCOMPAT_RMAP).into();
+        }
         let mut tx = Tx::begin(&*dev, &mut meta)?;
         let mut root = TreeRoot::EMPTY;
         BTree::<u64, u64>::new(BlockKind::FreeTree, 0)
@@ -210,6 +217,10 @@ impl Fs {
         let rec = inode::new_record(1, FileKind::Dir, 0o755, 0, 0, 1);
         put_record(&mut tx, &rec)?;
         tx.meta.sb.inodes = 1.into();
+        let sb_owner = Owner::Meta(BlockKind::Superblock);
+        tx.rmap_add(0, 1, sb_owner, false)?;
+        tx.rmap_add(total - 1, 1, sb_owner, false)?;
+        tx.rmap_add(1, log_blocks, Owner::Meta(BlockKind::LogDescriptor), false)?;
         tx.commit()?;
         Ok(())
     }
@@ -410,7 +421,15 @@ impl FsInner {
         } else {
             let map = crate::extents::ExtentMap::load(tx, ino, &troot)?;
             for e in map.iter() {
-                tx.free_extent(e.phys, e.len);
+                tx.rmap_remove(
+                    e.phys,
+                    e.len,
+                    crate::space::rmap::Owner::Data {
+                        ino,
+                        fblock: e.fblock,
+                    },
+                )?;
+                tx.release_extent(e.phys, e.len)?;
             }
             crate::extents::tree(ino).destroy(tx, &mut troot)?;
         }

@@ -17,6 +17,8 @@ use crate::extents;
 use crate::fs::read_superblock;
 use crate::inode::{FileKind, inode_tree, orphan_tree};
 use crate::journal::{self, LogGeometry};
+use crate::space::refcount;
+use crate::space::rmap::{self, Mapping, Owner};
 use crate::tx::{free_tree, read_verified};
 use daxfs_btree::{NodeStore, TreeError};
 use daxfs_device::Device;
@@ -109,6 +111,10 @@ impl NodeStore for CheckStore<'_> {
 struct Usage {
     owner: Vec<u32>,
     names: Vec<String>,
+    /// What the reverse map must hold: every node and data extent found.
+    expected: Vec<Mapping>,
+    /// Every file data extent (physical start, length), shared ones repeated.
+    data: Vec<(u64, u64)>,
 }
 
 impl Usage {
@@ -200,10 +206,31 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     let mut usage = Usage {
         owner: vec![0; total as usize],
         names: vec![],
+        expected: vec![],
+        data: vec![],
     };
     usage.mark(p, 0, 1, "superblock");
     usage.mark(p, total - 1, 1, "superblock copy");
     usage.mark(p, geo.start, geo.blocks, "log");
+    let sbo = Owner::Meta(BlockKind::Superblock);
+    usage.expected.push(Mapping {
+        phys: 0,
+        len: 1,
+        owner: sbo,
+        unwritten: false,
+    });
+    usage.expected.push(Mapping {
+        phys: total - 1,
+        len: 1,
+        owner: sbo,
+        unwritten: false,
+    });
+    usage.expected.push(Mapping {
+        phys: geo.start,
+        len: geo.blocks,
+        owner: Owner::Meta(BlockKind::LogDescriptor),
+        unwritten: false,
+    });
 
     // Free space.
     let froot = sb.free_tree;
@@ -242,9 +269,14 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             ),
         });
     }
-    mark_nodes(p, &mut s, &mut usage, "free-space tree node", |s, f| {
-        free_tree().visit_nodes(s, &froot, f)
-    });
+    mark_nodes(
+        p,
+        &mut s,
+        &mut usage,
+        "free-space tree node",
+        Owner::Meta(BlockKind::FreeTree),
+        |s, f| free_tree().visit_nodes(s, &froot, f),
+    );
 
     // Inodes.
     let iroot = sb.inode_tree;
@@ -254,9 +286,14 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         ControlFlow::Continue(())
     });
     check_tree(p, "inode table", inode_tree().check(&mut s, &iroot).and(r));
-    mark_nodes(p, &mut s, &mut usage, "inode table node", |s, f| {
-        inode_tree().visit_nodes(s, &iroot, f)
-    });
+    mark_nodes(
+        p,
+        &mut s,
+        &mut usage,
+        "inode table node",
+        Owner::Meta(BlockKind::InodeTree),
+        |s, f| inode_tree().visit_nodes(s, &iroot, f),
+    );
     let oroot = sb.orphan_tree;
     let mut orphans = vec![];
     let r = orphan_tree().range(&mut s, &oroot, &0, &u64::MAX, &mut |k, ()| {
@@ -264,9 +301,14 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         ControlFlow::Continue(())
     });
     check_tree(p, "orphan list", orphan_tree().check(&mut s, &oroot).and(r));
-    mark_nodes(p, &mut s, &mut usage, "orphan list node", |s, f| {
-        orphan_tree().visit_nodes(s, &oroot, f)
-    });
+    mark_nodes(
+        p,
+        &mut s,
+        &mut usage,
+        "orphan list node",
+        Owner::Meta(BlockKind::OrphanTree),
+        |s, f| orphan_tree().visit_nodes(s, &oroot, f),
+    );
     rep.inodes = inodes.len() as u64;
     if rep.inodes != sb.inodes.get() {
         p.push(Problem {
@@ -320,6 +362,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                     &mut s,
                     &mut usage,
                     &format!("directory {ino} block"),
+                    Owner::DirTree { ino },
                     |s, f| t.visit_nodes(s, &troot, f),
                 );
                 let mut entries = vec![];
@@ -399,6 +442,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                     &mut s,
                     &mut usage,
                     &format!("extent tree of inode {ino}"),
+                    Owner::ExtentTree { ino },
                     |s, f| t.visit_nodes(s, &troot, f),
                 );
                 match extents::ExtentMap::load(&mut s, ino, &troot) {
@@ -410,12 +454,16 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                     Ok(map) => {
                         let size_blocks = rec.size.get().div_ceil(BLOCK_SIZE_U64);
                         for e in map.iter() {
-                            usage.mark(
-                                p,
-                                e.phys,
-                                e.len,
-                                &format!("data of inode {ino} at file block {}", e.fblock),
-                            );
+                            usage.data.push((e.phys, e.len));
+                            usage.expected.push(Mapping {
+                                phys: e.phys,
+                                len: e.len,
+                                owner: Owner::Data {
+                                    ino,
+                                    fblock: e.fblock,
+                                },
+                                unwritten: e.unwritten(),
+                            });
                             rep.data_blocks += e.len;
                             if e.flags & EXTENT_UNWRITTEN == 0 && e.end() > size_blocks {
                                 p.push(Problem { structure: who.clone(), block: Some(e.phys), message: format!("written extent at file block {} lies past end of file ({} bytes)", e.fblock, rec.size.get()) });
@@ -501,6 +549,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             message: "root directory inode is missing".into(),
         });
     }
+    check_sharing(p, &mut s, &sb, &mut usage);
     // Every block accounted for exactly once.
     progress("blocks", 0, total);
     let mut run: Option<(u64, u64)> = None;
@@ -562,6 +611,7 @@ fn mark_nodes(
     s: &mut CheckStore<'_>,
     usage: &mut Usage,
     who: &str,
+    owner: Owner,
     visit: impl FnOnce(&mut CheckStore<'_>, &mut dyn FnMut(BlockNo, u32)) -> Result<(), TreeError>,
 ) {
     let mut nodes = vec![];
@@ -569,5 +619,246 @@ fn mark_nodes(
     check_tree(p, who, r);
     for b in nodes {
         usage.mark(p, b, 1, who);
+        usage.expected.push(Mapping {
+            phys: b,
+            len: 1,
+            owner,
+            unwritten: false,
+        });
     }
+}
+
+/// Refcounts against the number of file mappings of each block, and the
+/// reverse map against the inverse of every extent map plus all metadata.
+fn check_sharing(
+    p: &mut Vec<Problem>,
+    s: &mut CheckStore<'_>,
+    sb: &daxfs_format::Superblock,
+    usage: &mut Usage,
+) {
+    let rroot = sb.refcount_tree;
+    let r = refcount::tree().check(s, &rroot);
+    check_tree(p, "refcount tree", r);
+    mark_nodes(
+        p,
+        s,
+        usage,
+        "refcount tree node",
+        Owner::Meta(BlockKind::RefcountTree),
+        |s, f| refcount::tree().visit_nodes(s, &rroot, f),
+    );
+    let mroot = sb.rmap_tree;
+    let r = rmap::tree().check(s, &mroot);
+    check_tree(p, "reverse-map tree", r);
+    mark_nodes(
+        p,
+        s,
+        usage,
+        "reverse-map tree node",
+        Owner::Meta(BlockKind::RmapTree),
+        |s, f| rmap::tree().visit_nodes(s, &mroot, f),
+    );
+
+    // Data coverage counts, as intervals: a sweep over extent starts and ends.
+    let mut ev: Vec<(u64, i64)> = usage
+        .data
+        .iter()
+        .flat_map(|&(ph, l)| [(ph, 1), (ph + l, -1)])
+        .collect();
+    ev.sort_unstable();
+    let mut runs: Vec<(u64, u64, u64)> = vec![];
+    let mut depth = 0i64;
+    let mut at = 0u64;
+    for (x, d) in ev {
+        if depth > 0 && x > at {
+            runs.push((at, x - at, depth as u64));
+        }
+        depth += d;
+        at = x;
+    }
+    for &(st, l, _) in &runs {
+        usage.mark(p, st, l, "file data");
+    }
+    // Every refcount record must match the coverage, and every covered run
+    // with more than one owner must have a record.
+    let mut recs = vec![];
+    let r = refcount::tree().range(s, &rroot, &0, &u64::MAX, &mut |k, v| {
+        recs.push((k, v.len.get(), v.count.get()));
+        ControlFlow::Continue(())
+    });
+    check_tree(p, "refcount tree", r);
+    let count_at = |b: u64| -> u64 {
+        match runs.binary_search_by(|r| {
+            if r.0 + r.1 <= b {
+                std::cmp::Ordering::Less
+            } else if r.0 > b {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        }) {
+            Ok(i) => runs[i].2,
+            Err(_) => 0,
+        }
+    };
+    let mut covered = 0u64;
+    for &(k, l, c) in &recs {
+        if c < 2 || l == 0 {
+            p.push(Problem {
+                structure: "refcount tree".into(),
+                block: Some(k),
+                message: format!("record of {l} blocks with count {c}"),
+            });
+            continue;
+        }
+        // Compare at each run boundary inside the record.
+        let mut b = k;
+        while b < k + l {
+            let have = count_at(b);
+            if have != c {
+                p.push(Problem {
+                    structure: "refcount tree".into(),
+                    block: Some(b),
+                    message: format!("refcount {c} but {have} file mappings"),
+                });
+                break;
+            }
+            let next = runs
+                .iter()
+                .find(|r| r.0 <= b && r.0 + r.1 > b)
+                .map_or(k + l, |r| r.0 + r.1);
+            b = next.min(k + l);
+        }
+        covered += l;
+    }
+    let shared: u64 = runs.iter().filter(|r| r.2 >= 2).map(|r| r.1).sum();
+    if shared != covered {
+        p.push(Problem {
+            structure: "refcount tree".into(),
+            block: None,
+            message: format!(
+                "{shared} blocks have several owners but the refcount tree covers {covered}"
+            ),
+        });
+    }
+
+    if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
+        return;
+    }
+    // The reverse map must be exactly the inverse of everything found.
+    let mut actual = vec![];
+    let mut err = None;
+    let r = rmap::tree().range(
+        s,
+        &mroot,
+        &(0, 0, 0),
+        &(u64::MAX, u64::MAX, u64::MAX),
+        &mut |k, v| {
+            match Owner::from_codes(k.1, k.2) {
+                Some(owner) => actual.push(Mapping {
+                    phys: k.0,
+                    len: v.len.get(),
+                    owner,
+                    unwritten: v.flags.get() & daxfs_format::records::RMAP_UNWRITTEN != 0,
+                }),
+                None => err = Some(k.0),
+            }
+            ControlFlow::Continue(())
+        },
+    );
+    check_tree(p, "reverse-map tree", r);
+    if let Some(b) = err {
+        p.push(Problem {
+            structure: "reverse-map tree".into(),
+            block: Some(b),
+            message: "record with an unknown owner".into(),
+        });
+    }
+    // Segment alignment: records covering a block all start at one place.
+    let mut seg: Option<(u64, u64)> = None;
+    for m in &actual {
+        match seg {
+            Some((st, l)) if m.phys == st && m.len != l => p.push(Problem {
+                structure: "reverse-map tree".into(),
+                block: Some(m.phys),
+                message: "records of one segment differ in length".into(),
+            }),
+            Some((st, l)) if m.phys > st && m.phys < st + l => p.push(Problem {
+                structure: "reverse-map tree".into(),
+                block: Some(m.phys),
+                message: "record starts inside another record".into(),
+            }),
+            _ => {}
+        }
+        if seg.is_none_or(|(st, _)| m.phys != st) {
+            seg = Some((m.phys, m.len));
+        }
+    }
+    let want = normalize(std::mem::take(&mut usage.expected));
+    let got = normalize(actual);
+    if want != got {
+        let missing: Vec<&Mapping> = want.iter().filter(|m| !got.contains(m)).take(5).collect();
+        let extra: Vec<&Mapping> = got.iter().filter(|m| !want.contains(m)).take(5).collect();
+        for m in missing {
+            p.push(Problem {
+                structure: "reverse-map tree".into(),
+                block: Some(m.phys),
+                message: format!("lacks {} blocks owned by {:?}", m.len, m.owner),
+            });
+        }
+        for m in extra {
+            p.push(Problem {
+                structure: "reverse-map tree".into(),
+                block: Some(m.phys),
+                message: format!("says {:?} owns {} blocks it does not", m.owner, m.len),
+            });
+        }
+        if p.last().is_none_or(|x| x.structure != "reverse-map tree") {
+            p.push(Problem {
+                structure: "reverse-map tree".into(),
+                block: None,
+                message: "differs from the extent maps and metadata".into(),
+            });
+        }
+    }
+}
+
+/// Merges mappings that continue each other, so two descriptions of the same
+/// ownership compare equal however they are cut.
+fn normalize(mut v: Vec<Mapping>) -> Vec<Mapping> {
+    v.sort_by(|a, b| {
+        let ka = (
+            a.owner.codes().0,
+            a.owner.codes().1
+                & (daxfs_format::records::RMAP_OFF_EXTENT_TREE
+                    | daxfs_format::records::RMAP_OFF_DIR_TREE),
+            a.phys,
+        );
+        let kb = (
+            b.owner.codes().0,
+            b.owner.codes().1
+                & (daxfs_format::records::RMAP_OFF_EXTENT_TREE
+                    | daxfs_format::records::RMAP_OFF_DIR_TREE),
+            b.phys,
+        );
+        ka.cmp(&kb)
+    });
+    let mut out: Vec<Mapping> = vec![];
+    for m in v {
+        if let Some(last) = out.last_mut() {
+            let cont_owner = match (last.owner, m.owner) {
+                (Owner::Data { ino: a, fblock: fa }, Owner::Data { ino: b, fblock: fb }) => {
+                    a == b && fa + last.len == fb
+                }
+                (x, y) => x == y,
+            };
+            if cont_owner && last.phys + last.len == m.phys && last.unwritten == m.unwritten {
+                last.len += m.len;
+                continue;
+            }
+        }
+        out.push(m);
+    }
+    out.sort_by_key(|m| (m.phys, m.owner));
+    out
 }

@@ -19,6 +19,7 @@ pub mod journal;
 pub mod namespace;
 pub mod space;
 pub mod tx;
+pub mod write;
 
 pub use dir::DirEntry;
 pub use error::{FsError, Result};

@@ -11,10 +11,13 @@
 use crate::error::{FsError, Result};
 use crate::journal::{self, LogGeometry};
 use crate::space::alloc::FreeMap;
+use crate::space::refcount;
+use crate::space::rmap::{self, Mapping, Owner};
 use daxfs_btree::{BTree, NodeStore, TreeError};
 use daxfs_device::Device;
 use daxfs_format::block::{BlockKind, Expect, verify_block};
 use daxfs_format::records::TreeRoot;
+use daxfs_format::superblock::INCOMPAT_RMAP;
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, BlockNo, Superblock, seal_block};
 use std::collections::HashMap;
 
@@ -43,6 +46,14 @@ enum Delta {
     Free(u64, u64),
 }
 
+/// A change to the reverse map for a tree node, applied at commit (a node is
+/// allocated while some tree, perhaps the reverse map itself, is mid-change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RmapDelta {
+    Add(u64, Owner),
+    Remove(u64, Owner),
+}
+
 /// A running transaction.
 pub struct Tx<'a> {
     dev: &'a dyn Device,
@@ -50,6 +61,7 @@ pub struct Tx<'a> {
     sb_before: Superblock,
     dirty: HashMap<u64, Box<Block>>,
     deltas: Vec<Delta>,
+    rmap_deltas: Vec<RmapDelta>,
     allocated: Vec<(u64, u64)>,
     freed: Vec<(u64, u64)>,
     done: bool,
@@ -73,6 +85,7 @@ impl<'a> Tx<'a> {
             sb_before,
             dirty: HashMap::new(),
             deltas: vec![],
+            rmap_deltas: vec![],
             allocated: vec![],
             freed: vec![],
             done: false,
@@ -233,8 +246,26 @@ impl<'a> Tx<'a> {
     /// its own nodes, which queues more changes: repeat until none are left.
     fn sync_free_tree(&mut self) -> Result<()> {
         for _round in 0..64 {
-            if self.deltas.is_empty() {
+            if self.deltas.is_empty() && self.rmap_deltas.is_empty() {
                 return Ok(());
+            }
+            let rds = std::mem::take(&mut self.rmap_deltas);
+            for d in rds {
+                let mut root = self.meta.sb.rmap_tree;
+                match d {
+                    RmapDelta::Add(b, owner) => rmap::add(
+                        self,
+                        &mut root,
+                        Mapping {
+                            phys: b,
+                            len: 1,
+                            owner,
+                            unwritten: false,
+                        },
+                    )?,
+                    RmapDelta::Remove(b, owner) => rmap::remove(self, &mut root, b, 1, owner)?,
+                }
+                self.meta.sb.rmap_tree = root;
             }
             let ds = std::mem::take(&mut self.deltas);
             for d in ds {
@@ -242,8 +273,81 @@ impl<'a> Tx<'a> {
             }
         }
         Err(FsError::Corrupt(
-            "free-space tree update does not converge".into(),
+            "free-space and reverse-map update does not converge".into(),
         ))
+    }
+
+    /// True when the file system keeps a reverse map.
+    pub fn rmap_enabled(&self) -> bool {
+        self.meta.sb.incompat.get() & INCOMPAT_RMAP != 0
+    }
+
+    /// Records in the reverse map that `owner` maps `[phys, phys+len)`.
+    pub fn rmap_add(&mut self, phys: u64, len: u64, owner: Owner, unwritten: bool) -> Result<()> {
+        if !self.rmap_enabled() {
+            return Ok(());
+        }
+        let mut root = self.meta.sb.rmap_tree;
+        rmap::add(
+            self,
+            &mut root,
+            Mapping {
+                phys,
+                len,
+                owner,
+                unwritten,
+            },
+        )?;
+        self.meta.sb.rmap_tree = root;
+        Ok(())
+    }
+
+    /// Records in the reverse map that `owner` no longer maps `[phys, phys+len)`.
+    pub fn rmap_remove(&mut self, phys: u64, len: u64, owner: Owner) -> Result<()> {
+        if !self.rmap_enabled() {
+            return Ok(());
+        }
+        let mut root = self.meta.sb.rmap_tree;
+        rmap::remove(self, &mut root, phys, len, owner)?;
+        self.meta.sb.rmap_tree = root;
+        Ok(())
+    }
+
+    /// Adds one owner to every block of `[p, p+l)` (a clone shares it).
+    pub fn share_extent(&mut self, p: u64, l: u64) -> Result<()> {
+        let mut root = self.meta.sb.refcount_tree;
+        refcount::adjust(self, &mut root, p, l, true)?;
+        self.meta.sb.refcount_tree = root;
+        Ok(())
+    }
+
+    /// Removes one owner from every block of `[p, p+l)`; blocks whose last
+    /// owner went are freed.
+    pub fn release_extent(&mut self, p: u64, l: u64) -> Result<()> {
+        let mut root = self.meta.sb.refcount_tree;
+        let freed = if root.is_empty() {
+            vec![(p, l)]
+        } else {
+            refcount::adjust(self, &mut root, p, l, false)?
+        };
+        self.meta.sb.refcount_tree = root;
+        for (s, len) in freed {
+            self.free_extent(s, len);
+        }
+        Ok(())
+    }
+
+    /// Splits `[p, p+l)` into pieces of uniform owner count.
+    pub fn share_counts(&mut self, p: u64, l: u64) -> Result<Vec<refcount::Piece>> {
+        let root = self.meta.sb.refcount_tree;
+        if root.is_empty() {
+            return Ok(vec![refcount::Piece {
+                start: p,
+                len: l,
+                count: 1,
+            }]);
+        }
+        refcount::pieces(self, &root, p, l)
     }
 
     /// Commits: durable when this returns Ok.
@@ -343,14 +447,33 @@ impl NodeStore for Tx<'_> {
         self.dirty.insert(b.0, node);
         Ok(())
     }
-    fn alloc_node(&mut self, _kind: BlockKind, _owner: u64) -> Result<BlockNo, TreeError> {
+    fn alloc_node(&mut self, kind: BlockKind, owner: u64) -> Result<BlockNo, TreeError> {
         match self.alloc_extent(1, None) {
-            Ok((s, _)) => Ok(BlockNo(s)),
-            Err(FsError::NoSpace(m)) => Err(TreeError::Store(m)),
+            Ok((s, _)) => {
+                if self.rmap_enabled() {
+                    self.rmap_deltas
+                        .push(RmapDelta::Add(s, Owner::of_node(kind, owner)));
+                }
+                Ok(BlockNo(s))
+            }
+            Err(FsError::NoSpace(_)) => Err(TreeError::NoSpace),
             Err(e) => Err(TreeError::Store(e.to_string())),
         }
     }
-    fn free_node(&mut self, b: BlockNo, _kind: BlockKind, _owner: u64) -> Result<(), TreeError> {
+    fn free_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<(), TreeError> {
+        if self.rmap_enabled() {
+            let o = Owner::of_node(kind, owner);
+            match self
+                .rmap_deltas
+                .iter()
+                .position(|d| *d == RmapDelta::Add(b.0, o))
+            {
+                Some(i) => {
+                    self.rmap_deltas.swap_remove(i);
+                }
+                None => self.rmap_deltas.push(RmapDelta::Remove(b.0, o)),
+            }
+        }
         self.free_extent(b.0, 1);
         Ok(())
     }

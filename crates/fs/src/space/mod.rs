@@ -1,3 +1,5 @@
-//! Space management: the free-space allocator (and, with sharing, refcounts
-//! and the reverse map).
+//! Space management: the free-space allocator, the refcount tree (how many
+//! owners share each block) and the reverse map (who they are).
 pub mod alloc;
+pub mod refcount;
+pub mod rmap;

@@ -1,0 +1,310 @@
+//! The reverse map: for every allocated physical block, who owns it.
+//!
+//! Records are keyed by (first physical block, owner code, offset code) with
+//! (length, flags) as value. Owners are file data (inode, file block), a
+//! file's extent-tree node, a directory's tree node, or a metadata structure.
+//!
+//! Segment alignment: any two records cover either the same physical range or
+//! disjoint ones. Adding or removing a mapping first splits the records that
+//! straddle its ends. So the records covering a block all start at the same
+//! place, and finding every owner of a range is one descent to the segment
+//! holding its first block plus a scan of the k records that overlap:
+//! O(log n + k).
+use crate::error::{FsError, Result};
+use daxfs_btree::{BTree, NodeStore};
+use daxfs_format::BlockKind;
+use daxfs_format::records::{
+    RMAP_OFF_DIR_TREE, RMAP_OFF_EXTENT_TREE, RMAP_OWNER_META, RMAP_UNWRITTEN, RmapRecord, TreeRoot,
+};
+use std::ops::ControlFlow;
+
+type Key = (u64, u64, u64);
+
+/// The reverse-map tree.
+pub fn tree() -> BTree<Key, RmapRecord> {
+    BTree::new(BlockKind::RmapTree, 0)
+}
+
+/// Who owns a physical range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// File data: inode and the file block mapped at the range's first block.
+    Data { ino: u64, fblock: u64 },
+    /// A node of the inode's extent tree.
+    ExtentTree { ino: u64 },
+    /// A node of the directory's tree.
+    DirTree { ino: u64 },
+    /// A file-system-wide metadata structure.
+    Meta(BlockKind),
+}
+
+impl Owner {
+    /// The (owner, offset) codes of the key.
+    pub fn codes(self) -> (u64, u64) {
+        match self {
+            Owner::Data { ino, fblock } => (ino, fblock),
+            Owner::ExtentTree { ino } => (ino, RMAP_OFF_EXTENT_TREE),
+            Owner::DirTree { ino } => (ino, RMAP_OFF_DIR_TREE),
+            Owner::Meta(k) => (RMAP_OWNER_META | k as u64, 0),
+        }
+    }
+
+    /// Decodes key codes; `None` for codes no version writes.
+    pub fn from_codes(owner: u64, off: u64) -> Option<Owner> {
+        if owner & RMAP_OWNER_META != 0 {
+            let k = BlockKind::from_u8(u8::try_from(owner & !RMAP_OWNER_META).ok()?)?;
+            return (off == 0).then_some(Owner::Meta(k));
+        }
+        match off {
+            RMAP_OFF_EXTENT_TREE => Some(Owner::ExtentTree { ino: owner }),
+            RMAP_OFF_DIR_TREE => Some(Owner::DirTree { ino: owner }),
+            o if o & (RMAP_OFF_EXTENT_TREE | RMAP_OFF_DIR_TREE) == 0 => Some(Owner::Data {
+                ino: owner,
+                fblock: o,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The owner a newly allocated node of a tree of `kind` owned by `owner` gets.
+    pub fn of_node(kind: BlockKind, owner: u64) -> Owner {
+        match kind {
+            BlockKind::ExtentTree => Owner::ExtentTree { ino: owner },
+            BlockKind::DirTree => Owner::DirTree { ino: owner },
+            k => Owner::Meta(k),
+        }
+    }
+
+    /// The inode, for owners that belong to one.
+    pub fn ino(self) -> Option<u64> {
+        match self {
+            Owner::Data { ino, .. } | Owner::ExtentTree { ino } | Owner::DirTree { ino } => {
+                Some(ino)
+            }
+            Owner::Meta(_) => None,
+        }
+    }
+
+    fn shifted(self, by: u64) -> Owner {
+        match self {
+            Owner::Data { ino, fblock } => Owner::Data {
+                ino,
+                fblock: fblock + by,
+            },
+            o => o,
+        }
+    }
+}
+
+/// One reverse-map record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub phys: u64,
+    pub len: u64,
+    pub owner: Owner,
+    pub unwritten: bool,
+}
+
+impl Mapping {
+    fn key(&self) -> Key {
+        let (o, f) = self.owner.codes();
+        (self.phys, o, f)
+    }
+    fn val(&self) -> RmapRecord {
+        RmapRecord {
+            len: self.len.into(),
+            flags: (if self.unwritten { RMAP_UNWRITTEN } else { 0 }).into(),
+        }
+    }
+    fn from_kv(k: Key, v: RmapRecord) -> Result<Mapping> {
+        let owner = Owner::from_codes(k.1, k.2).ok_or_else(|| {
+            FsError::Corrupt(format!(
+                "reverse map: record at block {} has unknown owner {:#x}/{:#x}",
+                k.0, k.1, k.2
+            ))
+        })?;
+        let len = v.len.get();
+        if len == 0 || k.0.checked_add(len).is_none() {
+            return Err(FsError::Corrupt(format!(
+                "reverse map: record at block {} has length {len}",
+                k.0
+            )));
+        }
+        Ok(Mapping {
+            phys: k.0,
+            len,
+            owner,
+            unwritten: v.flags.get() & RMAP_UNWRITTEN != 0,
+        })
+    }
+}
+
+/// Every record whose physical start is in `[lo, hi]`.
+fn records_from(s: &mut dyn NodeStore, root: &TreeRoot, lo: u64, hi: u64) -> Result<Vec<Mapping>> {
+    let mut out = vec![];
+    let mut err = None;
+    tree().range(
+        s,
+        root,
+        &(lo, 0, 0),
+        &(hi, u64::MAX, u64::MAX),
+        &mut |k, v| match Mapping::from_kv(k, v) {
+            Ok(m) => {
+                out.push(m);
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                err = Some(e);
+                ControlFlow::Break(())
+            }
+        },
+    )?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The start of the segment holding block `x`, if any record covers it.
+fn segment_of(s: &mut dyn NodeStore, root: &TreeRoot, x: u64) -> Result<Option<(u64, u64)>> {
+    match tree().last_le(s, root, &(x, u64::MAX, u64::MAX))? {
+        Some((k, v)) if k.0 + v.len.get() > x => Ok(Some((k.0, v.len.get()))),
+        _ => Ok(None),
+    }
+}
+
+/// Splits every record that covers both `x - 1` and `x`.
+fn split_at(s: &mut dyn NodeStore, root: &mut TreeRoot, x: u64) -> Result<()> {
+    let Some((start, _)) = segment_of(s, root, x)? else {
+        return Ok(());
+    };
+    if start == x {
+        return Ok(());
+    }
+    for m in records_from(s, root, start, start)? {
+        if m.phys + m.len <= x {
+            continue;
+        }
+        let cut = x - m.phys;
+        let left = Mapping { len: cut, ..m };
+        let right = Mapping {
+            phys: x,
+            len: m.len - cut,
+            owner: m.owner.shifted(cut),
+            unwritten: m.unwritten,
+        };
+        tree().insert(s, root, left.key(), left.val())?;
+        tree().insert(s, root, right.key(), right.val())?;
+    }
+    Ok(())
+}
+
+/// Records that `m` is mapped.
+pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
+    let end = m.phys + m.len;
+    split_at(s, root, m.phys)?;
+    split_at(s, root, end)?;
+    // Cut the new mapping at the segments already inside its range.
+    let existing = records_from(s, root, m.phys, end - 1)?;
+    let mut cuts: Vec<(u64, u64, bool)> = vec![];
+    let mut at = m.phys;
+    let mut segs: Vec<(u64, u64)> = existing.iter().map(|e| (e.phys, e.len)).collect();
+    segs.dedup();
+    for (sp, sl) in segs {
+        if sp > at {
+            cuts.push((at, sp - at, false));
+        }
+        cuts.push((sp, sl, true));
+        at = sp + sl;
+    }
+    if at < end {
+        cuts.push((at, end - at, false));
+    }
+    for (p, l, shared) in cuts {
+        let piece = Mapping {
+            phys: p,
+            len: l,
+            owner: m.owner.shifted(p - m.phys),
+            unwritten: m.unwritten,
+        };
+        if !shared && let Some(left) = mergeable_left(s, root, &piece)? {
+            tree().insert(
+                s,
+                root,
+                left.key(),
+                Mapping {
+                    len: left.len + l,
+                    ..left
+                }
+                .val(),
+            )?;
+            continue;
+        }
+        tree().insert(s, root, piece.key(), piece.val())?;
+    }
+    Ok(())
+}
+
+/// The record just left of `piece` if `piece` can extend it: same owner,
+/// contiguous on both the device and in the file, same flags, and alone in
+/// its segment (so the longer record stays segment-aligned).
+fn mergeable_left(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    piece: &Mapping,
+) -> Result<Option<Mapping>> {
+    if piece.phys == 0 || !matches!(piece.owner, Owner::Data { .. }) {
+        return Ok(None);
+    }
+    let Some((start, len)) = segment_of(s, root, piece.phys - 1)? else {
+        return Ok(None);
+    };
+    if start + len != piece.phys {
+        return Ok(None);
+    }
+    let recs = records_from(s, root, start, start)?;
+    let [left] = recs.as_slice() else {
+        return Ok(None);
+    };
+    Ok(
+        (left.owner.shifted(left.len) == piece.owner && left.unwritten == piece.unwritten)
+            .then_some(*left),
+    )
+}
+
+/// Records that `owner` no longer maps `[phys, phys+len)`.
+pub fn remove(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    phys: u64,
+    len: u64,
+    owner: Owner,
+) -> Result<()> {
+    let end = phys + len;
+    split_at(s, root, phys)?;
+    split_at(s, root, end)?;
+    let mut removed = 0;
+    for m in records_from(s, root, phys, end - 1)? {
+        if m.owner == owner.shifted(m.phys - phys) {
+            tree().remove(s, root, &m.key())?;
+            removed += m.len;
+        }
+    }
+    if removed != len {
+        return Err(FsError::Corrupt(format!(
+            "reverse map: {owner:?} maps {removed} of blocks [{phys}, +{len}) it is said to own"
+        )));
+    }
+    Ok(())
+}
+
+/// Every record overlapping `[p, p+l)`, in physical order. O(log n + k).
+pub fn query(s: &mut dyn NodeStore, root: &TreeRoot, p: u64, l: u64) -> Result<Vec<Mapping>> {
+    if l == 0 {
+        return Ok(vec![]);
+    }
+    let from = segment_of(s, root, p)?.map_or(p, |(start, _)| start);
+    let mut v = records_from(s, root, from, p + l - 1)?;
+    v.retain(|m| m.phys + m.len > p);
+    Ok(v)
+}
