@@ -42,6 +42,10 @@ enum Cmd {
         log_blocks: Option<u64>,
         #[arg(long, default_value = "")]
         label: String,
+        /// Do not keep a reverse map (owner queries, fsmap and media-error
+        /// handling need it; this exists to measure its cost).
+        #[arg(long)]
+        no_rmap: bool,
     },
     /// Show geometry, usage, format version and persistence mode.
     Info {
@@ -167,6 +171,7 @@ fn run(cli: Cli) -> Result<i32> {
                     force,
                     log_blocks,
                     label,
+                    no_rmap,
                 },
             )
             .with_context(|| format!("mkfs {}", image.display()))?;

@@ -122,12 +122,60 @@ pub fn add(
     d.name[..name.len()].copy_from_slice(name);
     let key = (h << 32) | seq;
     tree(dir).insert(tx, root, key, d)?;
+    let mut proot = tx.meta.sb.parent_tree;
+    parent_tree().insert(tx, &mut proot, (ino, dir, key), ())?;
+    tx.meta.sb.parent_tree = proot;
     Ok(key)
 }
 
 /// Removes the entry with `key`.
 pub fn remove(tx: &mut Tx<'_>, dir: u64, root: &mut TreeRoot, key: u64) -> Result<()> {
-    tree(dir).remove(tx, root, &key)?;
+    if let Some(d) = tree(dir).remove(tx, root, &key)? {
+        let mut proot = tx.meta.sb.parent_tree;
+        parent_tree().remove(tx, &mut proot, &(d.ino.get(), dir, key))?;
+        tx.meta.sb.parent_tree = proot;
+    }
+    Ok(())
+}
+
+/// The parent-pointer tree: (child inode, parent directory, entry key). Every
+/// directory entry has one record, so an inode's names (several for hard
+/// links) are found from the inode itself.
+pub fn parent_tree() -> BTree<(u64, u64, u64), ()> {
+    BTree::new(BlockKind::ParentTree, 0)
+}
+
+/// Every path of inode `ino`, read through `s`.
+pub fn paths(s: &mut dyn NodeStore, sb: &daxfs_format::Superblock, ino: u64) -> Result<Vec<String>> {
+    let mut out = vec![];
+    path_walk(s, sb, ino, String::new(), &mut out, 0)?;
+    out.sort();
+    Ok(out)
+}
+
+fn path_walk(s: &mut dyn NodeStore, sb: &daxfs_format::Superblock, ino: u64, suffix: String, out: &mut Vec<String>, depth: usize) -> Result<()> {
+    if ino == sb.root_ino.get() {
+        out.push(if suffix.is_empty() { "/".into() } else { suffix });
+        return Ok(());
+    }
+    if depth > 4096 || out.len() > 1024 {
+        return Err(FsError::Corrupt(format!("parent pointers of inode {ino} loop")));
+    }
+    let mut links = vec![];
+    parent_tree().range(s, &sb.parent_tree, &(ino, 0, 0), &(ino, u64::MAX, u64::MAX), &mut |k, ()| {
+        links.push((k.1, k.2));
+        ControlFlow::Continue(())
+    })?;
+    for (parent, key) in links {
+        let Some(prec) = crate::inode::read_record(s, &sb.inode_tree, parent)? else {
+            return Err(FsError::Corrupt(format!("inode {ino}: parent {parent} does not exist")));
+        };
+        let Some(d) = tree(parent).get(s, &prec.tree, &key)? else {
+            return Err(FsError::Corrupt(format!("inode {ino}: parent {parent} has no entry {key:#x}")));
+        };
+        let name = String::from_utf8_lossy(d.name()?).into_owned();
+        path_walk(s, sb, parent, format!("/{name}{suffix}"), out, depth + 1)?;
+    }
     Ok(())
 }
 

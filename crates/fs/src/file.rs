@@ -100,14 +100,16 @@ pub struct FiemapExtent {
     pub physical: u64,
     pub length: u64,
     pub unwritten: bool,
+    /// The blocks have more than one owner.
+    pub shared: bool,
 }
 
 /// An open file. Closing (dropping) the last handle of an unlinked file frees it.
 #[derive(Debug)]
 pub struct File {
-    fs: Arc<FsInner>,
-    node: Arc<Inode>,
-    opts: OpenOptions,
+    pub(crate) fs: Arc<FsInner>,
+    pub(crate) node: Arc<Inode>,
+    pub(crate) opts: OpenOptions,
 }
 
 impl Drop for File {
@@ -215,15 +217,15 @@ impl File {
         self.node.ino
     }
 
-    fn dev(&self) -> &dyn Device {
+    pub(crate) fn dev(&self) -> &dyn Device {
         &*self.fs.dev
     }
 
-    fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.node.rec().rec.size.get()
     }
 
-    fn check_write(&self) -> Result<()> {
+    pub(crate) fn check_write(&self) -> Result<()> {
         if !self.opts.write {
             return Err(FsError::BadHandle("file not open for writing".into()));
         }
@@ -234,7 +236,7 @@ impl File {
     }
 
     /// Loads the extent map under the data lock if needed.
-    fn loaded<'g>(&self, d: &'g mut RwLockWriteGuard<'_, DataState>) -> Result<&'g mut ExtentMap> {
+    pub(crate) fn loaded<'g>(&self, d: &'g mut RwLockWriteGuard<'_, DataState>) -> Result<&'g mut ExtentMap> {
         if d.extents.is_none() {
             // Under the metadata lock, so the refcount tree is read whole.
             let meta = lock(&self.fs.meta);
@@ -258,7 +260,7 @@ impl File {
             .ok_or_else(|| FsError::Corrupt("extent map vanished".into()))
     }
 
-    fn data_write(&self) -> RwLockWriteGuard<'_, DataState> {
+    pub(crate) fn data_write(&self) -> RwLockWriteGuard<'_, DataState> {
         self.node.data.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -421,7 +423,7 @@ impl File {
     }
 
     /// Applies the map's edits and `f` to the inode record, and commits.
-    fn commit_rec(
+    pub(crate) fn commit_rec(
         &self,
         mut tx: Tx<'_>,
         map: &mut ExtentMap,
@@ -572,18 +574,26 @@ impl File {
         Stat::of(&self.node.rec().rec)
     }
 
-    /// The file's extents.
+    /// The file's extents, split where sharing changes; each says whether
+    /// its blocks are shared with another file (or another place in this one).
     pub fn fiemap(&self) -> Result<Vec<FiemapExtent>> {
         let mut d = self.data_write();
         let map = self.loaded(&mut d)?;
-        Ok(map
-            .iter()
-            .map(|e| FiemapExtent {
-                logical: e.fblock * BS,
-                physical: e.phys * BS,
-                length: e.len * BS,
-                unwritten: e.unwritten(),
-            })
-            .collect())
+        let meta = lock(&self.fs.meta);
+        let rroot = meta.sb.refcount_tree;
+        let mut rs = self.fs.reader();
+        let mut out = vec![];
+        for e in map.iter() {
+            let pieces = if rroot.is_empty() {
+                vec![crate::space::refcount::Piece { start: e.phys, len: e.len, count: 1 }]
+            } else {
+                crate::space::refcount::pieces(&mut rs, &rroot, e.phys, e.len)?
+            };
+            for p in pieces {
+                let fb = e.fblock + (p.start - e.phys);
+                out.push(FiemapExtent { logical: fb * BS, physical: p.start * BS, length: p.len * BS, unwritten: e.unwritten(), shared: p.count > 1 });
+            }
+        }
+        Ok(out)
     }
 }

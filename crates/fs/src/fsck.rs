@@ -322,6 +322,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         });
     }
     let mut links: HashMap<u64, u32> = HashMap::new();
+    let mut parent_links: Vec<(u64, u64, u64)> = vec![];
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
     let mut parent_of: HashMap<u64, u64> = HashMap::new();
     let n = inodes.len() as u64;
@@ -391,6 +392,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                         }
                     };
                     *links.entry(target).or_default() += 1;
+                    parent_links.push((target, ino, k));
                     match inodes.get(&target) {
                         None => p.push(Problem {
                             structure: format!("directory {ino}"),
@@ -549,6 +551,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             message: "root directory inode is missing".into(),
         });
     }
+    check_parents(p, &mut s, &sb, &mut usage, parent_links);
     check_sharing(p, &mut s, &sb, &mut usage);
     // Every block accounted for exactly once.
     progress("blocks", 0, total);
@@ -861,4 +864,29 @@ fn normalize(mut v: Vec<Mapping>) -> Vec<Mapping> {
     }
     out.sort_by_key(|m| (m.phys, m.owner));
     out
+}
+
+/// The parent-pointer tree must hold exactly one record per directory entry.
+fn check_parents(p: &mut Vec<Problem>, s: &mut CheckStore<'_>, sb: &daxfs_format::Superblock, usage: &mut Usage, mut want: Vec<(u64, u64, u64)>) {
+    let root = sb.parent_tree;
+    let t = crate::dir::parent_tree();
+    check_tree(p, "parent-pointer tree", t.check(s, &root));
+    mark_nodes(p, s, usage, "parent-pointer tree node", Owner::Meta(BlockKind::ParentTree), |s, f| t.visit_nodes(s, &root, f));
+    let mut got = vec![];
+    let r = t.range(s, &root, &(0, 0, 0), &(u64::MAX, u64::MAX, u64::MAX), &mut |k, ()| {
+        got.push(k);
+        ControlFlow::Continue(())
+    });
+    check_tree(p, "parent-pointer tree", r);
+    want.sort_unstable();
+    if got != want {
+        let missing = want.iter().find(|k| !got.contains(k));
+        let extra = got.iter().find(|k| !want.contains(k));
+        let message = match (missing, extra) {
+            (Some(m), _) => format!("no record for the entry of inode {} in directory {}", m.0, m.1),
+            (None, Some(x)) => format!("record names inode {} in directory {}, which has no such entry", x.0, x.1),
+            _ => "differs from the directory entries".into(),
+        };
+        p.push(Problem { structure: "parent-pointer tree".into(), block: None, message });
+    }
 }

@@ -1,0 +1,496 @@
+//! Sharing blocks between files, with Linux's rules: clone (FICLONE,
+//! FICLONERANGE), dedupe (FIDEDUPERANGE), copy_file_range; and asking the
+//! reverse map who owns a physical range (owners, fsmap).
+//!
+//! A clone costs in proportion to the number of extents, never to the bytes:
+//! it maps the source's device blocks into the destination and adds one owner
+//! to each in the refcount tree and the reverse map, in one transaction.
+use crate::error::{FsError, Result};
+use crate::extents::{Extent, ExtentMap};
+use crate::file::{File, read_mapped};
+use crate::fs::{Fs, lock};
+use crate::inode::{DataState, FileKind};
+use crate::space::rmap::{self, Owner};
+use crate::tx::{Tx, free_tree};
+use crate::write::{Src, check_space, write_range};
+use daxfs_format::BLOCK_SIZE_U64;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, RwLockWriteGuard};
+
+const BS: u64 = BLOCK_SIZE_U64;
+/// The most bytes one dedupe call compares and shares.
+pub const DEDUPE_MAX: u64 = 1 << 30;
+
+/// Outcome of dedupe for one destination (FILE_DEDUPE_RANGE_*).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DedupeStatus {
+    /// The ranges were equal and now share blocks.
+    Same,
+    /// The ranges differ; nothing changed.
+    Differs,
+    /// This destination failed with an errno (EINVAL, EISDIR, EBADF, EXDEV).
+    Error(i32),
+}
+
+/// Result of dedupe for one destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DedupeResult {
+    pub status: DedupeStatus,
+    pub bytes_deduped: u64,
+}
+
+fn same_fs(a: &File, b: &File) -> Result<()> {
+    if Arc::ptr_eq(&a.fs, &b.fs) { Ok(()) } else { Err(FsError::CrossDevice("the files are on different file systems".into())) }
+}
+
+fn regular(f: &File) -> Result<()> {
+    match f.node.kind {
+        FileKind::File => Ok(()),
+        FileKind::Dir => Err(FsError::IsDir(format!("inode {}", f.node.ino))),
+        FileKind::Symlink => Err(FsError::Invalid(format!("inode {} is not a regular file", f.node.ino))),
+    }
+}
+
+fn aligned(off: u64, what: &str) -> Result<()> {
+    if off % BS != 0 {
+        return Err(FsError::Invalid(format!("{what} {off} is not a multiple of the block size {BS}")));
+    }
+    Ok(())
+}
+
+/// Both files' data locks, in inode order (one lock when they are the same).
+struct Pair<'a> {
+    a: RwLockWriteGuard<'a, DataState>,
+    b: Option<RwLockWriteGuard<'a, DataState>>,
+    a_is_src: bool,
+}
+
+fn lock_pair<'a>(src: &'a File, dst: &'a File) -> Pair<'a> {
+    if src.node.ino == dst.node.ino {
+        return Pair { a: src.data_write(), b: None, a_is_src: true };
+    }
+    if src.node.ino < dst.node.ino {
+        let a = src.data_write();
+        Pair { a, b: Some(dst.data_write()), a_is_src: true }
+    } else {
+        let a = dst.data_write();
+        Pair { a, b: Some(src.data_write()), a_is_src: false }
+    }
+}
+
+/// The pieces of `map` over file blocks `[b0, b0+n)`, moved by `shift`
+/// blocks (a clone's source extents as they land in the destination).
+fn pieces(map: &ExtentMap, b0: u64, n: u64) -> Vec<Extent> {
+    map.overlapping(b0, n)
+        .into_iter()
+        .map(|e| {
+            let s = e.fblock.max(b0);
+            let t = e.end().min(b0 + n);
+            Extent { fblock: s, phys: e.phys + (s - e.fblock), len: t - s, flags: e.flags }
+        })
+        .collect()
+}
+
+/// Maps `src` pieces (from file block `src_b0`) into `dst` at `dst_b0`,
+/// replacing what `dst` had there, and adds an owner to each shared block.
+fn remap(tx: &mut Tx<'_>, src: Vec<Extent>, src_b0: u64, n: u64, dst: &mut ExtentMap, dst_b0: u64) -> Result<()> {
+    for old in dst.unmap(dst_b0, n) {
+        tx.release_extent(old.phys, old.len)?;
+    }
+    for p in src {
+        tx.share_extent(p.phys, p.len)?;
+        dst.map(Extent { fblock: dst_b0 + (p.fblock - src_b0), ..p });
+    }
+    dst.maybe_shared = true;
+    Ok(())
+}
+
+/// Compares `len` bytes of two files (through their maps); true when equal.
+fn equal(dev: &dyn daxfs_device::Device, a: &ExtentMap, a_off: u64, b: &ExtentMap, b_off: u64, len: u64) -> Result<bool> {
+    let chunk = 256 * 1024u64;
+    let mut x = vec![0u8; chunk.min(len) as usize];
+    let mut y = vec![0u8; chunk.min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = chunk.min(len - done) as usize;
+        read_mapped(dev, a, a_off + done, &mut x[..n])?;
+        read_mapped(dev, b, b_off + done, &mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        done += n as u64;
+    }
+    Ok(true)
+}
+
+impl File {
+    /// Clones `len` bytes of `src` at `src_off` into this file at `dst_off`
+    /// (FICLONERANGE; `len == 0` means to the end of `src`). The destination
+    /// shares the source's blocks until one of them is written. Returns the
+    /// bytes cloned.
+    pub fn clone_range(&self, src: &File, src_off: u64, dst_off: u64, len: u64) -> Result<u64> {
+        same_fs(src, self)?;
+        regular(src)?;
+        regular(self)?;
+        if !src.opts.read {
+            return Err(FsError::BadHandle("clone source is not open for reading".into()));
+        }
+        if !self.opts.write || self.opts.append {
+            return Err(FsError::BadHandle("clone destination is not open for writing, or is append-only".into()));
+        }
+        aligned(src_off, "source offset")?;
+        aligned(dst_off, "destination offset")?;
+        let mut pair = lock_pair(src, self);
+        let src_size = src.size();
+        let dst_size = self.size();
+        let len = if len == 0 {
+            if src_off > src_size {
+                return Err(FsError::Invalid(format!("source offset {src_off} is past end of file ({src_size})")));
+            }
+            src_size - src_off
+        } else {
+            len
+        };
+        if len == 0 {
+            return Ok(0);
+        }
+        if src_off.checked_add(len).is_none() || dst_off.checked_add(len).is_none_or(|e| e > crate::file::MAX_FILE_SIZE) {
+            return Err(FsError::Invalid("range wraps or passes the largest file size".into()));
+        }
+        if src_off >= src_size {
+            return Err(FsError::Invalid(format!("source offset {src_off} is not below end of file ({src_size})")));
+        }
+        if src_off + len > src_size {
+            return Err(FsError::Invalid(format!("source range [{src_off}, +{len}) runs past end of file ({src_size}); clone cannot shorten")));
+        }
+        let bcount = if src_off + len == src_size {
+            if len % BS != 0 && dst_off + len < dst_size {
+                return Err(FsError::Invalid("a partial end-of-file block can only be cloned to or past the destination's end of file".into()));
+            }
+            src_size.div_ceil(BS) * BS - src_off
+        } else {
+            if len % BS != 0 {
+                return Err(FsError::Invalid(format!("length {len} is not a multiple of the block size and does not end at the source's end of file")));
+            }
+            len
+        };
+        if src.node.ino == self.node.ino && dst_off < src_off + bcount && src_off < dst_off + bcount {
+            return Err(FsError::Invalid("source and destination ranges overlap in one file".into()));
+        }
+        let (src_b0, dst_b0, n) = (src_off / BS, dst_off / BS, bcount / BS);
+        let res = (|| {
+            let (dst_map, src_pieces) = {
+                let (a, b) = (&mut pair.a, &mut pair.b);
+                match b {
+                    None => {
+                        let m = self.loaded(a)?;
+                        let p = pieces(m, src_b0, n);
+                        m.maybe_shared = true;
+                        (m, p)
+                    }
+                    Some(b) => {
+                        let (sg, dg) = if pair.a_is_src { (a, b) } else { (b, a) };
+                        let sm = src.loaded(sg)?;
+                        sm.maybe_shared = true;
+                        let p = pieces(sm, src_b0, n);
+                        (self.loaded(dg)?, p)
+                    }
+                }
+            };
+            let fs = &*self.fs;
+            let mut meta = lock(&fs.meta);
+            let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+            check_space(&tx, 8, "cloning")?;
+            if dst_off > dst_size {
+                let end = (dst_size.div_ceil(BS) * BS).min(dst_off);
+                write_range(&mut tx, dst_map, dst_size, end, &Src::Zeros, false)?;
+            }
+            remap(&mut tx, src_pieces, src_b0, n, dst_map, dst_b0)?;
+            fs.dev.fence();
+            let new_size = dst_size.max(dst_off + len);
+            self.commit_rec(tx, dst_map, |r| r.size = new_size.into())
+        })();
+        if res.is_err() {
+            pair.a.extents = None;
+            if let Some(b) = &mut pair.b {
+                b.extents = None;
+            }
+        }
+        res.map(|_| len)
+    }
+
+    /// Clones all of `src` into this file from offset 0 (FICLONE).
+    pub fn clone_from(&self, src: &File) -> Result<u64> {
+        self.clone_range(src, 0, 0, 0)
+    }
+
+    /// Dedupes `len` bytes of this file at `src_off` against each destination
+    /// (FIDEDUPERANGE): where the bytes are equal, the destination's blocks are
+    /// replaced by shared ones. Errors of the source range fail the call;
+    /// errors of a destination are its status.
+    pub fn dedupe_range(&self, src_off: u64, len: u64, dests: &[(&File, u64)]) -> Result<Vec<DedupeResult>> {
+        regular(self)?;
+        if !self.opts.read {
+            return Err(FsError::BadHandle("dedupe source is not open for reading".into()));
+        }
+        let len = len.min(DEDUPE_MAX);
+        if len == 0 {
+            return Ok(dests.iter().map(|_| DedupeResult { status: DedupeStatus::Same, bytes_deduped: 0 }).collect());
+        }
+        aligned(src_off, "source offset")?;
+        let src_size = self.size();
+        if src_off.checked_add(len).is_none_or(|e| e > src_size) {
+            return Err(FsError::Invalid(format!("source range [{src_off}, +{len}) is not inside the file ({src_size} bytes)")));
+        }
+        Ok(dests
+            .iter()
+            .map(|(d, off)| match self.dedupe_one(src_off, len, d, *off) {
+                Ok(true) => DedupeResult { status: DedupeStatus::Same, bytes_deduped: len },
+                Ok(false) => DedupeResult { status: DedupeStatus::Differs, bytes_deduped: 0 },
+                Err(e) => DedupeResult { status: DedupeStatus::Error(e.errno()), bytes_deduped: 0 },
+            })
+            .collect())
+    }
+
+    fn dedupe_one(&self, src_off: u64, len: u64, dst: &File, dst_off: u64) -> Result<bool> {
+        same_fs(self, dst)?;
+        regular(dst)?;
+        if !dst.opts.write {
+            return Err(FsError::BadHandle("dedupe destination is not open for writing".into()));
+        }
+        aligned(dst_off, "destination offset")?;
+        let mut pair = lock_pair(self, dst);
+        let (src_size, dst_size) = (self.size(), dst.size());
+        if dst_off.checked_add(len).is_none_or(|e| e > dst_size) {
+            return Err(FsError::Invalid(format!("destination range [{dst_off}, +{len}) is not inside the file ({dst_size} bytes)")));
+        }
+        // A partial last block only when the range ends at both ends of file;
+        // otherwise the length is shortened to whole blocks.
+        let (count, bcount) = if src_off + len == src_size && dst_off + len == dst_size {
+            (len, src_size.div_ceil(BS) * BS - src_off)
+        } else {
+            let c = len / BS * BS;
+            (c, c)
+        };
+        if count == 0 {
+            return Ok(true);
+        }
+        if self.node.ino == dst.node.ino && dst_off < src_off + bcount && src_off < dst_off + bcount {
+            return Err(FsError::Invalid("source and destination ranges overlap in one file".into()));
+        }
+        let (src_b0, dst_b0, n) = (src_off / BS, dst_off / BS, bcount / BS);
+        let dev = &*self.fs.dev;
+        let res = (|| {
+            let (a, b) = (&mut pair.a, &mut pair.b);
+            let (dst_map, src_pieces) = match b {
+                None => {
+                    let m = self.loaded(a)?;
+                    if !equal(dev, m, src_off, m, dst_off, count)? {
+                        return Ok(false);
+                    }
+                    let p = pieces(m, src_b0, n);
+                    m.maybe_shared = true;
+                    (m, p)
+                }
+                Some(b) => {
+                    let (sg, dg) = if pair.a_is_src { (a, b) } else { (b, a) };
+                    let sm = self.loaded(sg)?;
+                    let dm = dst.loaded(dg)?;
+                    if !equal(dev, sm, src_off, dm, dst_off, count)? {
+                        return Ok(false);
+                    }
+                    sm.maybe_shared = true;
+                    (dm, pieces(sm, src_b0, n))
+                }
+            };
+            let fs = &*self.fs;
+            let mut meta = lock(&fs.meta);
+            let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+            check_space(&tx, 8, "deduping")?;
+            remap(&mut tx, src_pieces, src_b0, n, dst_map, dst_b0)?;
+            dst.commit_rec(tx, dst_map, |_| {})?;
+            Ok(true)
+        })();
+        if res.is_err() {
+            pair.a.extents = None;
+            if let Some(b) = &mut pair.b {
+                b.extents = None;
+            }
+        }
+        res
+    }
+
+    /// Copies `len` bytes of `src` at `src_off` into this file at `dst_off`
+    /// (copy_file_range): whole blocks at matching alignment are shared, the
+    /// rest is copied. Returns the bytes copied: fewer at the source's end of
+    /// file, 0 past it.
+    pub fn copy_range(&self, src: &File, src_off: u64, dst_off: u64, len: u64) -> Result<u64> {
+        same_fs(src, self)?;
+        regular(src)?;
+        regular(self)?;
+        if !src.opts.read {
+            return Err(FsError::BadHandle("copy source is not open for reading".into()));
+        }
+        if !self.opts.write || self.opts.append {
+            return Err(FsError::BadHandle("copy destination is not open for writing, or is append-only".into()));
+        }
+        if src_off.checked_add(len).is_none() || dst_off.checked_add(len).is_none_or(|e| e > crate::file::MAX_FILE_SIZE) {
+            return Err(FsError::TooBig("copy range passes the largest file size".into()));
+        }
+        let src_size = src.size();
+        if src_off >= src_size || len == 0 {
+            return Ok(0);
+        }
+        let count = len.min(src_size - src_off);
+        if src.node.ino == self.node.ino && dst_off < src_off + count && src_off < dst_off + count {
+            return Err(FsError::Invalid("source and destination ranges overlap in one file".into()));
+        }
+        // Head and tail are copied; whole blocks between them are cloned when
+        // both offsets sit at the same place in a block.
+        let (head, mid) = if src_off % BS == dst_off % BS {
+            let h = ((BS - src_off % BS) % BS).min(count);
+            let m = (count - h) / BS * BS;
+            (h, m)
+        } else {
+            (count, 0)
+        };
+        let mut done = 0;
+        if head > 0 {
+            done += self.copy_bytes(src, src_off, dst_off, head)?;
+        }
+        if mid > 0 {
+            done += self.clone_range(src, src_off + head, dst_off + head, mid)?;
+        }
+        let tail = count - head - mid;
+        if tail > 0 {
+            done += self.copy_bytes(src, src_off + head + mid, dst_off + head + mid, tail)?;
+        }
+        Ok(done)
+    }
+
+    /// Copies bytes through a buffer, in chunks, each chunk one transaction.
+    fn copy_bytes(&self, src: &File, src_off: u64, dst_off: u64, len: u64) -> Result<u64> {
+        let chunk = 4u64 << 20;
+        let mut buf = vec![0u8; chunk.min(len) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = chunk.min(len - done) as usize;
+            let got = src.read_at(src_off + done, &mut buf[..n])?;
+            if got == 0 {
+                break;
+            }
+            self.write_at(dst_off + done, &buf[..got])?;
+            done += got as u64;
+        }
+        Ok(done)
+    }
+}
+
+/// What a reverse-map record says of its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnerKind {
+    /// A file: its inode, every path naming it, and which fork of it
+    /// ("data", "extent tree", "directory").
+    File { ino: u64, paths: Vec<String>, fork: &'static str },
+    /// A file-system structure ("inode table", "log", ...).
+    Metadata(&'static str),
+    /// Free space.
+    Free,
+}
+
+/// One owner of a physical range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerRecord {
+    /// Device offset, bytes.
+    pub physical: u64,
+    pub length: u64,
+    pub owner: OwnerKind,
+    /// File offset of `physical`, bytes (file data only).
+    pub offset: u64,
+    pub shared: bool,
+    pub metadata: bool,
+    pub unwritten: bool,
+}
+
+impl Fs {
+    /// Every owner record overlapping device blocks `[block, block+blocks)`,
+    /// with paths. O(log n + k) in the reverse map.
+    pub fn owners(&self, block: u64, blocks: u64) -> Result<Vec<OwnerRecord>> {
+        self.map_range(block, blocks, false)
+    }
+
+    /// The fsmap of device blocks `[block, block+blocks)`: every owner record
+    /// and every free extent, in device order.
+    pub fn fsmap(&self, block: u64, blocks: u64) -> Result<Vec<OwnerRecord>> {
+        self.map_range(block, blocks, true)
+    }
+
+    /// Every path naming inode `ino`.
+    pub fn paths(&self, ino: u64) -> Result<Vec<String>> {
+        let meta = lock(&self.inner.meta);
+        let sb = meta.sb;
+        crate::dir::paths(&mut self.inner.reader(), &sb, ino)
+    }
+
+    fn map_range(&self, block: u64, blocks: u64, with_free: bool) -> Result<Vec<OwnerRecord>> {
+        let meta = lock(&self.inner.meta);
+        let sb = meta.sb;
+        if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
+            return Err(FsError::NotSupported("this file system was made without a reverse map".into()));
+        }
+        let total = sb.total_blocks.get();
+        let blocks = blocks.min(total.saturating_sub(block));
+        let mut rs = self.inner.reader();
+        let recs = rmap::query(&mut rs, &sb.rmap_tree, block, blocks)?;
+        let mut per_segment: HashMap<u64, usize> = HashMap::new();
+        for m in &recs {
+            if matches!(m.owner, Owner::Data { .. }) {
+                *per_segment.entry(m.phys).or_default() += 1;
+            }
+        }
+        let mut paths: HashMap<u64, Vec<String>> = HashMap::new();
+        let mut out = vec![];
+        for m in recs {
+            let (owner, offset, metadata) = match m.owner {
+                Owner::Meta(k) => (OwnerKind::Metadata(k.name()), 0, true),
+                o => {
+                    let ino = o.ino().unwrap_or(0);
+                    if !paths.contains_key(&ino) {
+                        let p = crate::dir::paths(&mut rs, &sb, ino).unwrap_or_default();
+                        paths.insert(ino, p);
+                    }
+                    let p = paths.get(&ino).cloned().unwrap_or_default();
+                    match o {
+                        Owner::Data { fblock, .. } => (OwnerKind::File { ino, paths: p, fork: "data" }, fblock * BS, false),
+                        Owner::ExtentTree { .. } => (OwnerKind::File { ino, paths: p, fork: "extent tree" }, 0, true),
+                        _ => (OwnerKind::File { ino, paths: p, fork: "directory" }, 0, true),
+                    }
+                }
+            };
+            let shared = per_segment.get(&m.phys).copied().unwrap_or(0) > 1;
+            out.push(OwnerRecord { physical: m.phys * BS, length: m.len * BS, owner, offset, shared, metadata, unwritten: m.unwritten });
+        }
+        if with_free && blocks > 0 {
+            let t = free_tree();
+            let mut free = vec![];
+            if let Some((s, l)) = t.last_le(&mut rs, &sb.free_tree, &block)?
+                && s + l > block
+            {
+                free.push((s, l));
+            }
+            t.range(&mut rs, &sb.free_tree, &(block + 1), &(block + blocks - 1).max(block + 1), &mut |s, l| {
+                if s < block + blocks {
+                    free.push((s, l));
+                }
+                ControlFlow::Continue(())
+            })?;
+            for (s, l) in free {
+                out.push(OwnerRecord { physical: s * BS, length: l * BS, owner: OwnerKind::Free, offset: 0, shared: false, metadata: false, unwritten: false });
+            }
+            out.sort_by_key(|r| (r.physical, r.owner == OwnerKind::Free));
+        }
+        drop(meta);
+        Ok(out)
+    }
+}
