@@ -116,6 +116,7 @@ fn run(cli: Cli) -> Result<i32> {
             force,
             log_blocks,
             label,
+            no_rmap,
         } => {
             let progress = std::io::stderr().is_terminal();
             let exists = image.exists();
