@@ -146,32 +146,59 @@ pub fn parent_tree() -> BTree<(u64, u64, u64), ()> {
 }
 
 /// Every path of inode `ino`, read through `s`.
-pub fn paths(s: &mut dyn NodeStore, sb: &daxfs_format::Superblock, ino: u64) -> Result<Vec<String>> {
+pub fn paths(
+    s: &mut dyn NodeStore,
+    sb: &daxfs_format::Superblock,
+    ino: u64,
+) -> Result<Vec<String>> {
     let mut out = vec![];
     path_walk(s, sb, ino, String::new(), &mut out, 0)?;
     out.sort();
     Ok(out)
 }
 
-fn path_walk(s: &mut dyn NodeStore, sb: &daxfs_format::Superblock, ino: u64, suffix: String, out: &mut Vec<String>, depth: usize) -> Result<()> {
+fn path_walk(
+    s: &mut dyn NodeStore,
+    sb: &daxfs_format::Superblock,
+    ino: u64,
+    suffix: String,
+    out: &mut Vec<String>,
+    depth: usize,
+) -> Result<()> {
     if ino == sb.root_ino.get() {
-        out.push(if suffix.is_empty() { "/".into() } else { suffix });
+        out.push(if suffix.is_empty() {
+            "/".into()
+        } else {
+            suffix
+        });
         return Ok(());
     }
     if depth > 4096 || out.len() > 1024 {
-        return Err(FsError::Corrupt(format!("parent pointers of inode {ino} loop")));
+        return Err(FsError::Corrupt(format!(
+            "parent pointers of inode {ino} loop"
+        )));
     }
     let mut links = vec![];
-    parent_tree().range(s, &sb.parent_tree, &(ino, 0, 0), &(ino, u64::MAX, u64::MAX), &mut |k, ()| {
-        links.push((k.1, k.2));
-        ControlFlow::Continue(())
-    })?;
+    parent_tree().range(
+        s,
+        &sb.parent_tree,
+        &(ino, 0, 0),
+        &(ino, u64::MAX, u64::MAX),
+        &mut |k, ()| {
+            links.push((k.1, k.2));
+            ControlFlow::Continue(())
+        },
+    )?;
     for (parent, key) in links {
         let Some(prec) = crate::inode::read_record(s, &sb.inode_tree, parent)? else {
-            return Err(FsError::Corrupt(format!("inode {ino}: parent {parent} does not exist")));
+            return Err(FsError::Corrupt(format!(
+                "inode {ino}: parent {parent} does not exist"
+            )));
         };
         let Some(d) = tree(parent).get(s, &prec.tree, &key)? else {
-            return Err(FsError::Corrupt(format!("inode {ino}: parent {parent} has no entry {key:#x}")));
+            return Err(FsError::Corrupt(format!(
+                "inode {ino}: parent {parent} has no entry {key:#x}"
+            )));
         };
         let name = String::from_utf8_lossy(d.name()?).into_owned();
         path_walk(s, sb, parent, format!("/{name}{suffix}"), out, depth + 1)?;

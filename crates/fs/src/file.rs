@@ -236,7 +236,10 @@ impl File {
     }
 
     /// Loads the extent map under the data lock if needed.
-    pub(crate) fn loaded<'g>(&self, d: &'g mut RwLockWriteGuard<'_, DataState>) -> Result<&'g mut ExtentMap> {
+    pub(crate) fn loaded<'g>(
+        &self,
+        d: &'g mut RwLockWriteGuard<'_, DataState>,
+    ) -> Result<&'g mut ExtentMap> {
         if d.extents.is_none() {
             // Under the metadata lock, so the refcount tree is read whole.
             let meta = lock(&self.fs.meta);
@@ -585,13 +588,23 @@ impl File {
         let mut out = vec![];
         for e in map.iter() {
             let pieces = if rroot.is_empty() {
-                vec![crate::space::refcount::Piece { start: e.phys, len: e.len, count: 1 }]
+                vec![crate::space::refcount::Piece {
+                    start: e.phys,
+                    len: e.len,
+                    count: 1,
+                }]
             } else {
                 crate::space::refcount::pieces(&mut rs, &rroot, e.phys, e.len)?
             };
             for p in pieces {
                 let fb = e.fblock + (p.start - e.phys);
-                out.push(FiemapExtent { logical: fb * BS, physical: p.start * BS, length: p.len * BS, unwritten: e.unwritten(), shared: p.count > 1 });
+                out.push(FiemapExtent {
+                    logical: fb * BS,
+                    physical: p.start * BS,
+                    length: p.len * BS,
+                    unwritten: e.unwritten(),
+                    shared: p.count > 1,
+                });
             }
         }
         Ok(out)

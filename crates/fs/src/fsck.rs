@@ -466,7 +466,6 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                                 },
                                 unwritten: e.unwritten(),
                             });
-                            rep.data_blocks += e.len;
                             if e.flags & EXTENT_UNWRITTEN == 0 && e.end() > size_blocks {
                                 p.push(Problem { structure: who.clone(), block: Some(e.phys), message: format!("written extent at file block {} lies past end of file ({} bytes)", e.fblock, rec.size.get()) });
                             }
@@ -552,7 +551,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         });
     }
     check_parents(p, &mut s, &sb, &mut usage, parent_links);
-    check_sharing(p, &mut s, &sb, &mut usage);
+    rep.data_blocks = check_sharing(p, &mut s, &sb, &mut usage);
     // Every block accounted for exactly once.
     progress("blocks", 0, total);
     let mut run: Option<(u64, u64)> = None;
@@ -578,7 +577,9 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     }
     flush_run(p, run);
     progress("blocks", total, total);
-    rep.metadata_blocks = total - rep.free_blocks - rep.data_blocks;
+    rep.metadata_blocks = total
+        .saturating_sub(rep.free_blocks)
+        .saturating_sub(rep.data_blocks);
     Ok(rep)
 }
 
@@ -638,7 +639,7 @@ fn check_sharing(
     s: &mut CheckStore<'_>,
     sb: &daxfs_format::Superblock,
     usage: &mut Usage,
-) {
+) -> u64 {
     let rroot = sb.refcount_tree;
     let r = refcount::tree().check(s, &rroot);
     check_tree(p, "refcount tree", r);
@@ -745,8 +746,9 @@ fn check_sharing(
         });
     }
 
+    let distinct: u64 = runs.iter().map(|r| r.1).sum();
     if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
-        return;
+        return distinct;
     }
     // The reverse map must be exactly the inverse of everything found.
     let mut actual = vec![];
@@ -824,6 +826,7 @@ fn check_sharing(
             });
         }
     }
+    distinct
 }
 
 /// Merges mappings that continue each other, so two descriptions of the same
@@ -867,26 +870,55 @@ fn normalize(mut v: Vec<Mapping>) -> Vec<Mapping> {
 }
 
 /// The parent-pointer tree must hold exactly one record per directory entry.
-fn check_parents(p: &mut Vec<Problem>, s: &mut CheckStore<'_>, sb: &daxfs_format::Superblock, usage: &mut Usage, mut want: Vec<(u64, u64, u64)>) {
+fn check_parents(
+    p: &mut Vec<Problem>,
+    s: &mut CheckStore<'_>,
+    sb: &daxfs_format::Superblock,
+    usage: &mut Usage,
+    mut want: Vec<(u64, u64, u64)>,
+) {
     let root = sb.parent_tree;
     let t = crate::dir::parent_tree();
     check_tree(p, "parent-pointer tree", t.check(s, &root));
-    mark_nodes(p, s, usage, "parent-pointer tree node", Owner::Meta(BlockKind::ParentTree), |s, f| t.visit_nodes(s, &root, f));
+    mark_nodes(
+        p,
+        s,
+        usage,
+        "parent-pointer tree node",
+        Owner::Meta(BlockKind::ParentTree),
+        |s, f| t.visit_nodes(s, &root, f),
+    );
     let mut got = vec![];
-    let r = t.range(s, &root, &(0, 0, 0), &(u64::MAX, u64::MAX, u64::MAX), &mut |k, ()| {
-        got.push(k);
-        ControlFlow::Continue(())
-    });
+    let r = t.range(
+        s,
+        &root,
+        &(0, 0, 0),
+        &(u64::MAX, u64::MAX, u64::MAX),
+        &mut |k, ()| {
+            got.push(k);
+            ControlFlow::Continue(())
+        },
+    );
     check_tree(p, "parent-pointer tree", r);
     want.sort_unstable();
     if got != want {
         let missing = want.iter().find(|k| !got.contains(k));
         let extra = got.iter().find(|k| !want.contains(k));
         let message = match (missing, extra) {
-            (Some(m), _) => format!("no record for the entry of inode {} in directory {}", m.0, m.1),
-            (None, Some(x)) => format!("record names inode {} in directory {}, which has no such entry", x.0, x.1),
+            (Some(m), _) => format!(
+                "no record for the entry of inode {} in directory {}",
+                m.0, m.1
+            ),
+            (None, Some(x)) => format!(
+                "record names inode {} in directory {}, which has no such entry",
+                x.0, x.1
+            ),
             _ => "differs from the directory entries".into(),
         };
-        p.push(Problem { structure: "parent-pointer tree".into(), block: None, message });
+        p.push(Problem {
+            structure: "parent-pointer tree".into(),
+            block: None,
+            message,
+        });
     }
 }

@@ -25,7 +25,7 @@ pub mod write;
 pub use dir::DirEntry;
 pub use error::{FsError, Result};
 pub use file::{FallocFlags, FiemapExtent, File, OpenOptions};
-pub use reflink::{DedupeResult, DedupeStatus, OwnerKind, OwnerRecord};
 pub use fs::{Fs, FsInfo, MkfsOptions, MountOptions};
 pub use inode::FileKind;
 pub use namespace::Stat;
+pub use reflink::{DedupeResult, DedupeStatus, OwnerKind, OwnerRecord};

@@ -41,20 +41,31 @@ pub struct DedupeResult {
 }
 
 fn same_fs(a: &File, b: &File) -> Result<()> {
-    if Arc::ptr_eq(&a.fs, &b.fs) { Ok(()) } else { Err(FsError::CrossDevice("the files are on different file systems".into())) }
+    if Arc::ptr_eq(&a.fs, &b.fs) {
+        Ok(())
+    } else {
+        Err(FsError::CrossDevice(
+            "the files are on different file systems".into(),
+        ))
+    }
 }
 
 fn regular(f: &File) -> Result<()> {
     match f.node.kind {
         FileKind::File => Ok(()),
         FileKind::Dir => Err(FsError::IsDir(format!("inode {}", f.node.ino))),
-        FileKind::Symlink => Err(FsError::Invalid(format!("inode {} is not a regular file", f.node.ino))),
+        FileKind::Symlink => Err(FsError::Invalid(format!(
+            "inode {} is not a regular file",
+            f.node.ino
+        ))),
     }
 }
 
 fn aligned(off: u64, what: &str) -> Result<()> {
     if off % BS != 0 {
-        return Err(FsError::Invalid(format!("{what} {off} is not a multiple of the block size {BS}")));
+        return Err(FsError::Invalid(format!(
+            "{what} {off} is not a multiple of the block size {BS}"
+        )));
     }
     Ok(())
 }
@@ -68,14 +79,26 @@ struct Pair<'a> {
 
 fn lock_pair<'a>(src: &'a File, dst: &'a File) -> Pair<'a> {
     if src.node.ino == dst.node.ino {
-        return Pair { a: src.data_write(), b: None, a_is_src: true };
+        return Pair {
+            a: src.data_write(),
+            b: None,
+            a_is_src: true,
+        };
     }
     if src.node.ino < dst.node.ino {
         let a = src.data_write();
-        Pair { a, b: Some(dst.data_write()), a_is_src: true }
+        Pair {
+            a,
+            b: Some(dst.data_write()),
+            a_is_src: true,
+        }
     } else {
         let a = dst.data_write();
-        Pair { a, b: Some(src.data_write()), a_is_src: false }
+        Pair {
+            a,
+            b: Some(src.data_write()),
+            a_is_src: false,
+        }
     }
 }
 
@@ -87,27 +110,49 @@ fn pieces(map: &ExtentMap, b0: u64, n: u64) -> Vec<Extent> {
         .map(|e| {
             let s = e.fblock.max(b0);
             let t = e.end().min(b0 + n);
-            Extent { fblock: s, phys: e.phys + (s - e.fblock), len: t - s, flags: e.flags }
+            Extent {
+                fblock: s,
+                phys: e.phys + (s - e.fblock),
+                len: t - s,
+                flags: e.flags,
+            }
         })
         .collect()
 }
 
 /// Maps `src` pieces (from file block `src_b0`) into `dst` at `dst_b0`,
 /// replacing what `dst` had there, and adds an owner to each shared block.
-fn remap(tx: &mut Tx<'_>, src: Vec<Extent>, src_b0: u64, n: u64, dst: &mut ExtentMap, dst_b0: u64) -> Result<()> {
+fn remap(
+    tx: &mut Tx<'_>,
+    src: Vec<Extent>,
+    src_b0: u64,
+    n: u64,
+    dst: &mut ExtentMap,
+    dst_b0: u64,
+) -> Result<()> {
     for old in dst.unmap(dst_b0, n) {
         tx.release_extent(old.phys, old.len)?;
     }
     for p in src {
         tx.share_extent(p.phys, p.len)?;
-        dst.map(Extent { fblock: dst_b0 + (p.fblock - src_b0), ..p });
+        dst.map(Extent {
+            fblock: dst_b0 + (p.fblock - src_b0),
+            ..p
+        });
     }
     dst.maybe_shared = true;
     Ok(())
 }
 
 /// Compares `len` bytes of two files (through their maps); true when equal.
-fn equal(dev: &dyn daxfs_device::Device, a: &ExtentMap, a_off: u64, b: &ExtentMap, b_off: u64, len: u64) -> Result<bool> {
+fn equal(
+    dev: &dyn daxfs_device::Device,
+    a: &ExtentMap,
+    a_off: u64,
+    b: &ExtentMap,
+    b_off: u64,
+    len: u64,
+) -> Result<bool> {
     let chunk = 256 * 1024u64;
     let mut x = vec![0u8; chunk.min(len) as usize];
     let mut y = vec![0u8; chunk.min(len) as usize];
@@ -134,10 +179,14 @@ impl File {
         regular(src)?;
         regular(self)?;
         if !src.opts.read {
-            return Err(FsError::BadHandle("clone source is not open for reading".into()));
+            return Err(FsError::BadHandle(
+                "clone source is not open for reading".into(),
+            ));
         }
         if !self.opts.write || self.opts.append {
-            return Err(FsError::BadHandle("clone destination is not open for writing, or is append-only".into()));
+            return Err(FsError::BadHandle(
+                "clone destination is not open for writing, or is append-only".into(),
+            ));
         }
         aligned(src_off, "source offset")?;
         aligned(dst_off, "destination offset")?;
@@ -146,7 +195,9 @@ impl File {
         let dst_size = self.size();
         let len = if len == 0 {
             if src_off > src_size {
-                return Err(FsError::Invalid(format!("source offset {src_off} is past end of file ({src_size})")));
+                return Err(FsError::Invalid(format!(
+                    "source offset {src_off} is past end of file ({src_size})"
+                )));
             }
             src_size - src_off
         } else {
@@ -155,14 +206,24 @@ impl File {
         if len == 0 {
             return Ok(0);
         }
-        if src_off.checked_add(len).is_none() || dst_off.checked_add(len).is_none_or(|e| e > crate::file::MAX_FILE_SIZE) {
-            return Err(FsError::Invalid("range wraps or passes the largest file size".into()));
+        if src_off.checked_add(len).is_none()
+            || dst_off
+                .checked_add(len)
+                .is_none_or(|e| e > crate::file::MAX_FILE_SIZE)
+        {
+            return Err(FsError::Invalid(
+                "range wraps or passes the largest file size".into(),
+            ));
         }
         if src_off >= src_size {
-            return Err(FsError::Invalid(format!("source offset {src_off} is not below end of file ({src_size})")));
+            return Err(FsError::Invalid(format!(
+                "source offset {src_off} is not below end of file ({src_size})"
+            )));
         }
         if src_off + len > src_size {
-            return Err(FsError::Invalid(format!("source range [{src_off}, +{len}) runs past end of file ({src_size}); clone cannot shorten")));
+            return Err(FsError::Invalid(format!(
+                "source range [{src_off}, +{len}) runs past end of file ({src_size}); clone cannot shorten"
+            )));
         }
         let bcount = if src_off + len == src_size {
             if len % BS != 0 && dst_off + len < dst_size {
@@ -171,12 +232,17 @@ impl File {
             src_size.div_ceil(BS) * BS - src_off
         } else {
             if len % BS != 0 {
-                return Err(FsError::Invalid(format!("length {len} is not a multiple of the block size and does not end at the source's end of file")));
+                return Err(FsError::Invalid(format!(
+                    "length {len} is not a multiple of the block size and does not end at the source's end of file"
+                )));
             }
             len
         };
-        if src.node.ino == self.node.ino && dst_off < src_off + bcount && src_off < dst_off + bcount {
-            return Err(FsError::Invalid("source and destination ranges overlap in one file".into()));
+        if src.node.ino == self.node.ino && dst_off < src_off + bcount && src_off < dst_off + bcount
+        {
+            return Err(FsError::Invalid(
+                "source and destination ranges overlap in one file".into(),
+            ));
         }
         let (src_b0, dst_b0, n) = (src_off / BS, dst_off / BS, bcount / BS);
         let res = (|| {
@@ -229,26 +295,50 @@ impl File {
     /// (FIDEDUPERANGE): where the bytes are equal, the destination's blocks are
     /// replaced by shared ones. Errors of the source range fail the call;
     /// errors of a destination are its status.
-    pub fn dedupe_range(&self, src_off: u64, len: u64, dests: &[(&File, u64)]) -> Result<Vec<DedupeResult>> {
+    pub fn dedupe_range(
+        &self,
+        src_off: u64,
+        len: u64,
+        dests: &[(&File, u64)],
+    ) -> Result<Vec<DedupeResult>> {
         regular(self)?;
         if !self.opts.read {
-            return Err(FsError::BadHandle("dedupe source is not open for reading".into()));
+            return Err(FsError::BadHandle(
+                "dedupe source is not open for reading".into(),
+            ));
         }
         let len = len.min(DEDUPE_MAX);
         if len == 0 {
-            return Ok(dests.iter().map(|_| DedupeResult { status: DedupeStatus::Same, bytes_deduped: 0 }).collect());
+            return Ok(dests
+                .iter()
+                .map(|_| DedupeResult {
+                    status: DedupeStatus::Same,
+                    bytes_deduped: 0,
+                })
+                .collect());
         }
         aligned(src_off, "source offset")?;
         let src_size = self.size();
         if src_off.checked_add(len).is_none_or(|e| e > src_size) {
-            return Err(FsError::Invalid(format!("source range [{src_off}, +{len}) is not inside the file ({src_size} bytes)")));
+            return Err(FsError::Invalid(format!(
+                "source range [{src_off}, +{len}) is not inside the file ({src_size} bytes)"
+            )));
         }
         Ok(dests
             .iter()
             .map(|(d, off)| match self.dedupe_one(src_off, len, d, *off) {
-                Ok(true) => DedupeResult { status: DedupeStatus::Same, bytes_deduped: len },
-                Ok(false) => DedupeResult { status: DedupeStatus::Differs, bytes_deduped: 0 },
-                Err(e) => DedupeResult { status: DedupeStatus::Error(e.errno()), bytes_deduped: 0 },
+                Ok(true) => DedupeResult {
+                    status: DedupeStatus::Same,
+                    bytes_deduped: len,
+                },
+                Ok(false) => DedupeResult {
+                    status: DedupeStatus::Differs,
+                    bytes_deduped: 0,
+                },
+                Err(e) => DedupeResult {
+                    status: DedupeStatus::Error(e.errno()),
+                    bytes_deduped: 0,
+                },
             })
             .collect())
     }
@@ -257,13 +347,17 @@ impl File {
         same_fs(self, dst)?;
         regular(dst)?;
         if !dst.opts.write {
-            return Err(FsError::BadHandle("dedupe destination is not open for writing".into()));
+            return Err(FsError::BadHandle(
+                "dedupe destination is not open for writing".into(),
+            ));
         }
         aligned(dst_off, "destination offset")?;
         let mut pair = lock_pair(self, dst);
         let (src_size, dst_size) = (self.size(), dst.size());
         if dst_off.checked_add(len).is_none_or(|e| e > dst_size) {
-            return Err(FsError::Invalid(format!("destination range [{dst_off}, +{len}) is not inside the file ({dst_size} bytes)")));
+            return Err(FsError::Invalid(format!(
+                "destination range [{dst_off}, +{len}) is not inside the file ({dst_size} bytes)"
+            )));
         }
         // A partial last block only when the range ends at both ends of file;
         // otherwise the length is shortened to whole blocks.
@@ -276,8 +370,11 @@ impl File {
         if count == 0 {
             return Ok(true);
         }
-        if self.node.ino == dst.node.ino && dst_off < src_off + bcount && src_off < dst_off + bcount {
-            return Err(FsError::Invalid("source and destination ranges overlap in one file".into()));
+        if self.node.ino == dst.node.ino && dst_off < src_off + bcount && src_off < dst_off + bcount
+        {
+            return Err(FsError::Invalid(
+                "source and destination ranges overlap in one file".into(),
+            ));
         }
         let (src_b0, dst_b0, n) = (src_off / BS, dst_off / BS, bcount / BS);
         let dev = &*self.fs.dev;
@@ -330,13 +427,23 @@ impl File {
         regular(src)?;
         regular(self)?;
         if !src.opts.read {
-            return Err(FsError::BadHandle("copy source is not open for reading".into()));
+            return Err(FsError::BadHandle(
+                "copy source is not open for reading".into(),
+            ));
         }
         if !self.opts.write || self.opts.append {
-            return Err(FsError::BadHandle("copy destination is not open for writing, or is append-only".into()));
+            return Err(FsError::BadHandle(
+                "copy destination is not open for writing, or is append-only".into(),
+            ));
         }
-        if src_off.checked_add(len).is_none() || dst_off.checked_add(len).is_none_or(|e| e > crate::file::MAX_FILE_SIZE) {
-            return Err(FsError::TooBig("copy range passes the largest file size".into()));
+        if src_off.checked_add(len).is_none()
+            || dst_off
+                .checked_add(len)
+                .is_none_or(|e| e > crate::file::MAX_FILE_SIZE)
+        {
+            return Err(FsError::TooBig(
+                "copy range passes the largest file size".into(),
+            ));
         }
         let src_size = src.size();
         if src_off >= src_size || len == 0 {
@@ -344,7 +451,9 @@ impl File {
         }
         let count = len.min(src_size - src_off);
         if src.node.ino == self.node.ino && dst_off < src_off + count && src_off < dst_off + count {
-            return Err(FsError::Invalid("source and destination ranges overlap in one file".into()));
+            return Err(FsError::Invalid(
+                "source and destination ranges overlap in one file".into(),
+            ));
         }
         // Head and tail are copied; whole blocks between them are cloned when
         // both offsets sit at the same place in a block.
@@ -392,7 +501,11 @@ impl File {
 pub enum OwnerKind {
     /// A file: its inode, every path naming it, and which fork of it
     /// ("data", "extent tree", "directory").
-    File { ino: u64, paths: Vec<String>, fork: &'static str },
+    File {
+        ino: u64,
+        paths: Vec<String>,
+        fork: &'static str,
+    },
     /// A file-system structure ("inode table", "log", ...).
     Metadata(&'static str),
     /// Free space.
@@ -437,7 +550,9 @@ impl Fs {
         let meta = lock(&self.inner.meta);
         let sb = meta.sb;
         if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
-            return Err(FsError::NotSupported("this file system was made without a reverse map".into()));
+            return Err(FsError::NotSupported(
+                "this file system was made without a reverse map".into(),
+            ));
         }
         let total = sb.total_blocks.get();
         let blocks = blocks.min(total.saturating_sub(block));
@@ -462,14 +577,46 @@ impl Fs {
                     }
                     let p = paths.get(&ino).cloned().unwrap_or_default();
                     match o {
-                        Owner::Data { fblock, .. } => (OwnerKind::File { ino, paths: p, fork: "data" }, fblock * BS, false),
-                        Owner::ExtentTree { .. } => (OwnerKind::File { ino, paths: p, fork: "extent tree" }, 0, true),
-                        _ => (OwnerKind::File { ino, paths: p, fork: "directory" }, 0, true),
+                        Owner::Data { fblock, .. } => (
+                            OwnerKind::File {
+                                ino,
+                                paths: p,
+                                fork: "data",
+                            },
+                            fblock * BS,
+                            false,
+                        ),
+                        Owner::ExtentTree { .. } => (
+                            OwnerKind::File {
+                                ino,
+                                paths: p,
+                                fork: "extent tree",
+                            },
+                            0,
+                            true,
+                        ),
+                        _ => (
+                            OwnerKind::File {
+                                ino,
+                                paths: p,
+                                fork: "directory",
+                            },
+                            0,
+                            true,
+                        ),
                     }
                 }
             };
             let shared = per_segment.get(&m.phys).copied().unwrap_or(0) > 1;
-            out.push(OwnerRecord { physical: m.phys * BS, length: m.len * BS, owner, offset, shared, metadata, unwritten: m.unwritten });
+            out.push(OwnerRecord {
+                physical: m.phys * BS,
+                length: m.len * BS,
+                owner,
+                offset,
+                shared,
+                metadata,
+                unwritten: m.unwritten,
+            });
         }
         if with_free && blocks > 0 {
             let t = free_tree();
@@ -479,14 +626,28 @@ impl Fs {
             {
                 free.push((s, l));
             }
-            t.range(&mut rs, &sb.free_tree, &(block + 1), &(block + blocks - 1).max(block + 1), &mut |s, l| {
-                if s < block + blocks {
-                    free.push((s, l));
-                }
-                ControlFlow::Continue(())
-            })?;
+            t.range(
+                &mut rs,
+                &sb.free_tree,
+                &(block + 1),
+                &(block + blocks - 1).max(block + 1),
+                &mut |s, l| {
+                    if s < block + blocks {
+                        free.push((s, l));
+                    }
+                    ControlFlow::Continue(())
+                },
+            )?;
             for (s, l) in free {
-                out.push(OwnerRecord { physical: s * BS, length: l * BS, owner: OwnerKind::Free, offset: 0, shared: false, metadata: false, unwritten: false });
+                out.push(OwnerRecord {
+                    physical: s * BS,
+                    length: l * BS,
+                    owner: OwnerKind::Free,
+                    offset: 0,
+                    shared: false,
+                    metadata: false,
+                    unwritten: false,
+                });
             }
             out.sort_by_key(|r| (r.physical, r.owner == OwnerKind::Free));
         }

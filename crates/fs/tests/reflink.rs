@@ -1,0 +1,520 @@
+//! Sharing blocks: clone, dedupe, copy_range and unshare with Linux's rules
+//! (one test per rule of the kernel anchor, named after the xfstests case it
+//! ports), copy-on-write, and the owner queries of the reverse map.
+mod common;
+use common::*;
+use daxfs::{DedupeStatus, FallocFlags, File, Fs, FsError, OpenOptions, OwnerKind};
+
+const BS: u64 = 4096;
+
+fn errno<T: std::fmt::Debug>(r: Result<T, FsError>) -> &'static str {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.errno_name(),
+    }
+}
+
+fn file_with(fs: &Fs, path: &str, data: &[u8]) -> File {
+    let f = fs.create(path).unwrap();
+    f.write_at(0, data).unwrap();
+    f
+}
+
+fn contents(f: &File) -> Vec<u8> {
+    let mut buf = vec![0u8; f.stat().size as usize];
+    let n = f.read_at(0, &mut buf).unwrap();
+    assert_eq!(n, buf.len());
+    buf
+}
+
+fn shared_bytes(f: &File) -> u64 {
+    f.fiemap()
+        .unwrap()
+        .iter()
+        .filter(|e| e.shared)
+        .map(|e| e.length)
+        .sum()
+}
+
+#[test]
+fn generic_157_clone_errors() {
+    let (dev, fs) = new_fs(32);
+    let a = file_with(&fs, "/a", &pattern(1, 64 * 1024));
+    let b = file_with(&fs, "/b", &pattern(2, 64 * 1024));
+    // Unaligned offsets and length (37 -> 59, 23 bytes).
+    assert_eq!(errno(b.clone_range(&a, 37, 59, 23)), "EINVAL");
+    assert_eq!(errno(b.clone_range(&a, 0, 0, 23)), "EINVAL");
+    // Overlap inside one file.
+    assert_eq!(errno(a.clone_range(&a, 0, 4096, 8192)), "EINVAL");
+    // Source offset past EOF, and a length running past it.
+    assert_eq!(errno(b.clone_range(&a, 128 * 1024, 0, 4096)), "EINVAL");
+    assert_eq!(errno(b.clone_range(&a, 60 * 1024, 0, 8192)), "EINVAL");
+    // Directories.
+    fs.mkdir("/d", 0o755).unwrap();
+    let d = fs.open("/d", &OpenOptions::read_only()).unwrap();
+    assert_eq!(errno(b.clone_range(&d, 0, 0, 4096)), "EISDIR");
+    // Handle modes: source not readable, destination read-only or append-only.
+    let wo = fs.open("/a", &OpenOptions::write_only()).unwrap();
+    assert_eq!(errno(b.clone_range(&wo, 0, 0, 4096)), "EBADF");
+    let ro = fs.open("/b", &OpenOptions::read_only()).unwrap();
+    assert_eq!(errno(ro.clone_range(&a, 0, 0, 4096)), "EBADF");
+    let ap = fs
+        .open(
+            "/b",
+            &OpenOptions {
+                append: true,
+                ..OpenOptions::read_write()
+            },
+        )
+        .unwrap();
+    assert_eq!(errno(ap.clone_range(&a, 0, 0, 4096)), "EBADF");
+    // Another file system.
+    let (_dev2, fs2) = new_fs(8);
+    let other = file_with(&fs2, "/x", &[1u8; 4096]);
+    assert_eq!(errno(b.clone_range(&other, 0, 0, 4096)), "EXDEV");
+    // Nothing changed.
+    assert_eq!(contents(&b), pattern(2, 64 * 1024));
+    assert_eq!(shared_bytes(&b), 0);
+    drop((a, b, d, wo, ro, ap));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn clone_shares_and_copy_on_write_keeps_files_apart() {
+    let (dev, fs) = new_fs(32);
+    let data = pattern(3, 256 * 1024);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    assert_eq!(b.clone_from(&a).unwrap(), data.len() as u64);
+    assert_eq!(contents(&b), data);
+    assert_eq!(shared_bytes(&a), 256 * 1024);
+    assert_eq!(shared_bytes(&b), 256 * 1024);
+    let free_before = fs.info().free_blocks;
+    // An unaligned write into the clone copies the touched blocks' edges.
+    b.write_at(5000, b"hello world").unwrap();
+    let mut want = data.clone();
+    want[5000..5011].copy_from_slice(b"hello world");
+    assert_eq!(contents(&b), want);
+    assert_eq!(contents(&a), data, "the source keeps its bytes");
+    assert_eq!(shared_bytes(&b), 256 * 1024 - 4096, "one block was copied");
+    assert!(fs.info().free_blocks < free_before);
+    // Writing the source too: each file has its own bytes.
+    a.write_at(0, &[0xee; 10_000]).unwrap();
+    assert_eq!(&contents(&b)[..5000], &data[..5000]);
+    assert_eq!(&contents(&a)[..10_000], &[0xee; 10_000][..]);
+    drop((a, b));
+    let fs = remount(&dev, fs);
+    let b = fs.open("/b", &OpenOptions::read_only()).unwrap();
+    assert_eq!(contents(&b), want);
+    drop(b);
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn generic_181_clone_length_zero_means_to_eof() {
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(4, 3 * 4096 + 100));
+    let b = fs.create("/b").unwrap();
+    assert_eq!(b.clone_range(&a, 4096, 0, 0).unwrap(), 2 * 4096 + 100);
+    assert_eq!(contents(&b), pattern(4, 3 * 4096 + 100)[4096..].to_vec());
+    // Length 0 at EOF clones nothing.
+    assert_eq!(b.clone_range(&a, 4 * 4096, 0, 0).unwrap_or(0), 0);
+    drop((a, b));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn eof_block_rule() {
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(5, 2 * 4096 + 10));
+    let b = file_with(&fs, "/b", &pattern(6, 8 * 4096));
+    // The partial last block may not land inside the destination.
+    assert_eq!(errno(b.clone_range(&a, 0, 0, 2 * 4096 + 10)), "EINVAL");
+    // At or past its end it may.
+    assert_eq!(
+        b.clone_range(&a, 0, 8 * 4096, 2 * 4096 + 10).unwrap(),
+        2 * 4096 + 10
+    );
+    assert_eq!(b.stat().size, 10 * 4096 + 10);
+    assert_eq!(&contents(&b)[8 * 4096..], &pattern(5, 2 * 4096 + 10)[..]);
+    drop((a, b));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn generic_515_clone_far_past_eof_reads_zeros_between() {
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(7, 4096));
+    let b = file_with(&fs, "/b", &[9u8; 100]);
+    b.clone_range(&a, 0, 1 << 20, 4096).unwrap();
+    let all = contents(&b);
+    assert_eq!(all.len(), (1 << 20) + 4096);
+    assert!(all[..100].iter().all(|&x| x == 9));
+    assert!(
+        all[100..1 << 20].iter().all(|&x| x == 0),
+        "the gap reads as zeros"
+    );
+    assert_eq!(&all[1 << 20..], &pattern(7, 4096)[..]);
+    drop((a, b));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn generic_158_dedupe_errors() {
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(8, 64 * 1024));
+    let b = file_with(&fs, "/b", &pattern(8, 32 * 1024));
+    // Source range past EOF fails the call.
+    assert_eq!(errno(a.dedupe_range(0, 128 * 1024, &[(&b, 0)])), "EINVAL");
+    // Unaligned source offset.
+    assert_eq!(errno(a.dedupe_range(37, 4096, &[(&b, 0)])), "EINVAL");
+    // Per-destination failures are statuses.
+    fs.mkdir("/d", 0o755).unwrap();
+    let d = fs.open("/d", &OpenOptions::read_only()).unwrap();
+    let ro = fs.open("/b", &OpenOptions::read_only()).unwrap();
+    let r = a
+        .dedupe_range(0, 8192, &[(&b, 59), (&b, 40 * 1024), (&d, 0), (&ro, 0)])
+        .unwrap();
+    assert_eq!(
+        r[0].status,
+        DedupeStatus::Error(libc_einval()),
+        "unaligned destination"
+    );
+    assert_eq!(
+        r[1].status,
+        DedupeStatus::Error(libc_einval()),
+        "destination past EOF"
+    );
+    assert_eq!(r[2].status, DedupeStatus::Error(21), "EISDIR");
+    assert_eq!(r[3].status, DedupeStatus::Error(9), "EBADF");
+    assert_eq!(shared_bytes(&b), 0);
+    drop((a, b, d, ro));
+    assert_fsck(&*dev);
+}
+
+fn libc_einval() -> i32 {
+    22
+}
+
+#[test]
+fn generic_122_dedupe_differs_changes_nothing() {
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(9, 64 * 1024));
+    let mut other = pattern(9, 64 * 1024);
+    other[40_000] ^= 1;
+    let b = file_with(&fs, "/b", &other);
+    let r = a.dedupe_range(0, 64 * 1024, &[(&b, 0)]).unwrap();
+    assert_eq!(r[0].status, DedupeStatus::Differs);
+    assert_eq!(r[0].bytes_deduped, 0);
+    assert_eq!(contents(&b), other);
+    assert_eq!(shared_bytes(&a) + shared_bytes(&b), 0);
+    drop((a, b));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn generic_121_dedupe_same_shares() {
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(10, 64 * 1024));
+    let b = file_with(&fs, "/b", &pattern(10, 64 * 1024));
+    let c = file_with(&fs, "/c", &pattern(10, 64 * 1024));
+    let free = fs.info().free_blocks;
+    let r = a.dedupe_range(0, 64 * 1024, &[(&b, 0), (&c, 0)]).unwrap();
+    assert!(
+        r.iter()
+            .all(|x| x.status == DedupeStatus::Same && x.bytes_deduped == 64 * 1024)
+    );
+    assert_eq!(shared_bytes(&b), 64 * 1024);
+    assert_eq!(shared_bytes(&c), 64 * 1024);
+    assert!(
+        fs.info().free_blocks >= free + 2 * 16 - 4,
+        "the duplicate blocks were freed"
+    );
+    assert_eq!(contents(&b), pattern(10, 64 * 1024));
+    // Dedupe within one file (generic/137).
+    let d = file_with(&fs, "/d", &[pattern(11, 8192), pattern(11, 8192)].concat());
+    let r = d.dedupe_range(0, 8192, &[(&d, 8192)]).unwrap();
+    assert_eq!(r[0].status, DedupeStatus::Same);
+    assert_eq!(shared_bytes(&d), 16384);
+    drop((a, b, c, d));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn generic_136_dedupe_unaligned_last_block_at_both_eofs() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(12, 3 * 4096 + 500);
+    let a = file_with(&fs, "/a", &data);
+    let b = file_with(&fs, "/b", &data);
+    let r = a.dedupe_range(0, data.len() as u64, &[(&b, 0)]).unwrap();
+    assert_eq!(r[0].status, DedupeStatus::Same);
+    assert_eq!(
+        shared_bytes(&b),
+        4 * 4096,
+        "the partial block is shared too"
+    );
+    assert_eq!(contents(&b), data);
+    drop((a, b));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn generic_517_unaligned_file_into_middle_is_shortened() {
+    let (dev, fs) = new_fs(16);
+    let small = pattern(13, 2 * 4096 + 77);
+    let mut big = pattern(14, 16 * 4096);
+    big[4 * 4096..4 * 4096 + small.len()].copy_from_slice(&small);
+    let a = file_with(&fs, "/a", &small);
+    let b = file_with(&fs, "/b", &big);
+    let r = a
+        .dedupe_range(0, small.len() as u64, &[(&b, 4 * 4096)])
+        .unwrap();
+    assert_eq!(r[0].status, DedupeStatus::Same);
+    assert_eq!(shared_bytes(&b), 2 * 4096, "shortened to whole blocks");
+    assert_eq!(contents(&b), big, "no corruption");
+    assert_eq!(contents(&a), small);
+    drop((a, b));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn generic_182_dedupe_length_zero_is_a_no_op() {
+    let (_dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(15, 8192));
+    let b = file_with(&fs, "/b", &pattern(16, 8192));
+    let r = a.dedupe_range(0, 0, &[(&b, 0)]).unwrap();
+    assert_eq!(r[0].status, DedupeStatus::Same);
+    assert_eq!(r[0].bytes_deduped, 0);
+    assert_eq!(contents(&b), pattern(16, 8192));
+}
+
+#[test]
+fn copy_range_shares_aligned_blocks_and_copies_the_rest() {
+    let (dev, fs) = new_fs(32);
+    let data = pattern(17, 10 * 4096 + 123);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    // Same alignment: the whole blocks in the middle are shared.
+    assert_eq!(b.copy_range(&a, 100, 100, 9 * 4096).unwrap(), 9 * 4096);
+    assert_eq!(
+        &contents(&b)[100..100 + 9 * 4096],
+        &data[100..100 + 9 * 4096]
+    );
+    assert_eq!(shared_bytes(&b), 8 * 4096);
+    // Different alignment: copied.
+    let c = fs.create("/c").unwrap();
+    assert_eq!(c.copy_range(&a, 1, 0, 20_000).unwrap(), 20_000);
+    assert_eq!(contents(&c), data[1..20_001].to_vec());
+    assert_eq!(shared_bytes(&c), 0);
+    // Short at EOF, 0 past it.
+    let d = fs.create("/d").unwrap();
+    assert_eq!(
+        d.copy_range(&a, data.len() as u64 - 50, 0, 4096).unwrap(),
+        50
+    );
+    assert_eq!(
+        d.copy_range(&a, data.len() as u64 + 10, 0, 4096).unwrap(),
+        0
+    );
+    // Overlap in one file.
+    assert_eq!(errno(a.copy_range(&a, 0, 100, 4096)), "EINVAL");
+    drop((a, b, c, d));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn unshare_then_fill_the_device_writes_still_succeed() {
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(18, 1 << 20));
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    b.fallocate(
+        FallocFlags {
+            unshare: true,
+            keep_size: true,
+            ..Default::default()
+        },
+        0,
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(shared_bytes(&b), 0);
+    assert_eq!(shared_bytes(&a), 0);
+    assert_eq!(contents(&b), pattern(18, 1 << 20));
+    // Fill the device.
+    let filler = fs.create("/filler").unwrap();
+    let chunk = vec![7u8; 256 * 1024];
+    let mut off = 0;
+    while filler.write_at(off, &chunk).is_ok() {
+        off += chunk.len() as u64;
+    }
+    let small = vec![1u8; 4096];
+    while filler.write_at(off, &small).is_ok() {
+        off += 4096;
+    }
+    // Overwrites of the unshared range need no space.
+    b.write_at(0, &vec![0xab; 1 << 20]).unwrap();
+    assert!(contents(&b).iter().all(|&x| x == 0xab));
+    assert_eq!(contents(&a), pattern(18, 1 << 20));
+    drop((a, b, filler));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn fsmap_after_clone_shows_both_owners_shared() {
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(19, 8 * 4096));
+    fs.mkdir("/dir", 0o755).unwrap();
+    let b = fs.create("/dir/b").unwrap();
+    b.clone_from(&a).unwrap();
+    fs.link("/dir/b", "/b2").unwrap();
+    let phys = a.fiemap().unwrap()[0].physical / BS;
+    let owners = fs.owners(phys, 1).unwrap();
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    for o in &owners {
+        assert!(o.shared && !o.metadata);
+        let OwnerKind::File { ino, paths, fork } = &o.owner else {
+            panic!("{o:?}")
+        };
+        assert_eq!(*fork, "data");
+        if *ino == a.ino() {
+            assert_eq!(paths, &vec!["/a".to_string()]);
+        } else {
+            assert_eq!(*ino, b.ino());
+            assert_eq!(paths, &vec!["/b2".to_string(), "/dir/b".to_string()]);
+        }
+    }
+    // The whole-device map covers every block exactly, metadata and free too.
+    let map = fs.fsmap(0, u64::MAX).unwrap();
+    assert!(
+        map.iter()
+            .any(|r| matches!(r.owner, OwnerKind::Metadata("superblock")))
+    );
+    assert!(
+        map.iter()
+            .any(|r| matches!(r.owner, OwnerKind::Metadata("log")))
+    );
+    assert!(map.iter().any(|r| r.owner == OwnerKind::Free));
+    let mut covered = 0;
+    let mut last_end = 0;
+    for r in map.iter().filter(|r| !r.shared || r.offset == 0 || true) {
+        if r.physical >= last_end {
+            covered += r.length;
+            last_end = r.physical + r.length;
+        }
+    }
+    assert_eq!(covered, fs.info().total_blocks * BS);
+    drop((a, b));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn thousand_clones_give_thousand_and_one_owners() {
+    let (dev, fs) = new_fs(64);
+    let a = file_with(&fs, "/src", &pattern(20, 4 * 4096));
+    for i in 0..1000 {
+        let c = fs.create(format!("/c{i}")).unwrap();
+        c.clone_from(&a).unwrap();
+    }
+    let ext = a.fiemap().unwrap();
+    for e in &ext {
+        for blk in 0..e.length / BS {
+            let owners = fs.owners(e.physical / BS + blk, 1).unwrap();
+            assert_eq!(owners.len(), 1001);
+            assert!(owners.iter().all(|o| o.shared));
+        }
+    }
+    // Rewriting one clone moves exactly that clone's records.
+    let c7 = fs.open("/c7", &OpenOptions::read_write()).unwrap();
+    c7.write_at(0, &[1u8; 4096]).unwrap();
+    let p0 = ext[0].physical / BS;
+    let owners = fs.owners(p0, 1).unwrap();
+    assert_eq!(owners.len(), 1000);
+    assert!(
+        !owners
+            .iter()
+            .any(|o| matches!(&o.owner, OwnerKind::File { ino, .. } if *ino == c7.ino()))
+    );
+    let new_phys = c7.fiemap().unwrap()[0].physical / BS;
+    let mine = fs.owners(new_phys, 1).unwrap();
+    assert_eq!(mine.len(), 1);
+    assert!(
+        matches!(&mine[0].owner, OwnerKind::File { ino, paths, .. } if *ino == c7.ino() && paths == &vec!["/c7".to_string()])
+    );
+    assert!(!mine[0].shared);
+    assert_eq!(
+        fs.owners(p0 + 1, 1).unwrap().len(),
+        1001,
+        "the other blocks keep every owner"
+    );
+    drop((a, c7));
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn deleting_clones_frees_blocks_only_with_the_last_owner() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(21, 1 << 20);
+    let a = file_with(&fs, "/a", &data);
+    drop(a);
+    let free0 = fs.info().free_blocks;
+    for i in 0..3 {
+        let c = fs.create(format!("/c{i}")).unwrap();
+        c.clone_from(&fs.open("/a", &OpenOptions::read_only()).unwrap())
+            .unwrap();
+    }
+    fs.unlink("/a").unwrap();
+    fs.unlink("/c0").unwrap();
+    fs.unlink("/c1").unwrap();
+    let c2 = fs.open("/c2", &OpenOptions::read_only()).unwrap();
+    assert_eq!(contents(&c2), data);
+    assert!(fs.info().free_blocks < free0 + 100);
+    drop(c2);
+    fs.unlink("/c2").unwrap();
+    assert!(
+        fs.info().free_blocks >= free0 + 256,
+        "the last owner's going frees the data"
+    );
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn punch_and_truncate_of_shared_blocks() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(22, 16 * 4096);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    // Zeroing a partial block of the clone copies it first.
+    b.fallocate(
+        FallocFlags {
+            keep_size: true,
+            punch_hole: true,
+            ..Default::default()
+        },
+        100,
+        3 * 4096,
+    )
+    .unwrap();
+    b.fallocate(
+        FallocFlags {
+            zero_range: true,
+            keep_size: true,
+            ..Default::default()
+        },
+        8 * 4096 + 10,
+        4096,
+    )
+    .unwrap();
+    b.set_len(10 * 4096 + 5).unwrap();
+    b.set_len(12 * 4096).unwrap();
+    let mut want = data.clone();
+    want[100..100 + 3 * 4096].fill(0);
+    want[8 * 4096 + 10..9 * 4096 + 10].fill(0);
+    want.truncate(10 * 4096 + 5);
+    want.resize(12 * 4096, 0);
+    assert_eq!(contents(&b), want);
+    assert_eq!(contents(&a), data, "the source is untouched");
+    drop((a, b));
+    assert_fsck(&*dev);
+}
