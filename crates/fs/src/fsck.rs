@@ -808,14 +808,24 @@ fn check_sharing(
             p.push(Problem {
                 structure: "reverse-map tree".into(),
                 block: Some(m.phys),
-                message: format!("lacks {} blocks owned by {:?}", m.len, m.owner),
+                message: format!(
+                    "lacks {} blocks owned by {:?}{}",
+                    m.len,
+                    m.owner,
+                    if m.unwritten { " (unwritten)" } else { "" }
+                ),
             });
         }
         for m in extra {
             p.push(Problem {
                 structure: "reverse-map tree".into(),
                 block: Some(m.phys),
-                message: format!("says {:?} owns {} blocks it does not", m.owner, m.len),
+                message: format!(
+                    "says {:?} owns {} blocks{} it does not",
+                    m.owner,
+                    m.len,
+                    if m.unwritten { " (unwritten)" } else { "" }
+                ),
             });
         }
         if p.last().is_none_or(|x| x.structure != "reverse-map tree") {
@@ -832,22 +842,11 @@ fn check_sharing(
 /// Merges mappings that continue each other, so two descriptions of the same
 /// ownership compare equal however they are cut.
 fn normalize(mut v: Vec<Mapping>) -> Vec<Mapping> {
-    v.sort_by(|a, b| {
-        let ka = (
-            a.owner.codes().0,
-            a.owner.codes().1
-                & (daxfs_format::records::RMAP_OFF_EXTENT_TREE
-                    | daxfs_format::records::RMAP_OFF_DIR_TREE),
-            a.phys,
-        );
-        let kb = (
-            b.owner.codes().0,
-            b.owner.codes().1
-                & (daxfs_format::records::RMAP_OFF_EXTENT_TREE
-                    | daxfs_format::records::RMAP_OFF_DIR_TREE),
-            b.phys,
-        );
-        ka.cmp(&kb)
+    // File data in file order (a file maps each of its blocks once, though
+    // it may map one device block twice); everything else in device order.
+    v.sort_by_key(|m| match m.owner {
+        Owner::Data { ino, fblock } => (0, ino, fblock, m.phys),
+        o => (1, o.codes().0, o.codes().1, m.phys),
     });
     let mut out: Vec<Mapping> = vec![];
     for m in v {
