@@ -67,6 +67,14 @@ enum Op {
     Unlink(&'static str),
     Link(&'static str, &'static str),
     Symlink(&'static str, &'static str),
+    /// Clone all of the first file into the second.
+    Clone(&'static str, &'static str),
+    /// Clone a block range: src, dst, src_off, dst_off, len.
+    CloneRange(&'static str, &'static str, u64, u64, u64),
+    /// Dedupe: src, dst, offset (both), len.
+    Dedupe(&'static str, &'static str, u64, u64),
+    /// Unshare (and allocate) a range: path, offset, len.
+    Unshare(&'static str, u64, u64),
 }
 
 fn apply(fs: &Fs, op: &Op) {
@@ -83,6 +91,26 @@ fn apply(fs: &Fs, op: &Op) {
         Op::Unlink(p) => fs.unlink(p).unwrap(),
         Op::Link(a, b) => fs.link(a, b).unwrap(),
         Op::Symlink(t, p) => fs.symlink(t, p).unwrap(),
+        Op::Clone(a, b) => {
+            let s = fs.open(a, &OpenOptions::read_only()).unwrap();
+            let d = fs.open(b, &OpenOptions::read_write()).unwrap();
+            d.clone_from(&s).unwrap();
+        }
+        Op::CloneRange(a, b, so, doff, len) => {
+            let s = fs.open(a, &OpenOptions::read_only()).unwrap();
+            let d = fs.open(b, &OpenOptions::read_write()).unwrap();
+            d.clone_range(&s, *so, *doff, *len).unwrap();
+        }
+        Op::Dedupe(a, b, off, len) => {
+            let s = fs.open(a, &OpenOptions::read_only()).unwrap();
+            let d = fs.open(b, &OpenOptions::read_write()).unwrap();
+            let r = s.dedupe_range(*off, *len, &[(&d, *off)]).unwrap();
+            assert_eq!(r[0].status, daxfs::DedupeStatus::Same);
+        }
+        Op::Unshare(p, off, len) => {
+            let f = fs.open(p, &OpenOptions::read_write()).unwrap();
+            f.fallocate(daxfs::FallocFlags { unshare: true, keep_size: true, ..Default::default() }, *off, *len).unwrap();
+        }
     }
 }
 
@@ -219,4 +247,23 @@ fn crash_many_small_files() {
         ops.push(Op::Unlink(n));
     }
     run_workload("small files", &[], &ops, 1);
+}
+
+#[test]
+fn crash_clone_dedupe_and_copy_on_write() {
+    let setup = [Op::Create("/a"), Op::Write("/a", 0, 40_000, 11), Op::Create("/b"), Op::Write("/b", 0, 40_000, 11)];
+    let ops = [
+        Op::Create("/c"),
+        Op::Clone("/a", "/c"),
+        // Copy-on-write writes into the clone: unaligned, spanning blocks.
+        Op::Write("/c", 5000, 3000, 12),
+        Op::Write("/a", 0, 100, 13),
+        Op::CloneRange("/a", "/c", 8192, 65536, 8192),
+        Op::Dedupe("/a", "/b", 16384, 16384),
+        Op::Write("/b", 20_000, 10, 14),
+        Op::Unshare("/c", 0, 80_000),
+        Op::Truncate("/c", 10_000),
+        Op::Unlink("/a"),
+    ];
+    run_workload("sharing", &setup, &ops, 2);
 }
