@@ -1,5 +1,6 @@
 //! The `daxfs` command.
 mod args;
+mod bench;
 mod io;
 
 use anyhow::{Context, Result, bail};
@@ -64,6 +65,8 @@ enum Cmd {
     Put { image: PathBuf, path: String },
     /// Write a file to standard output.
     Cat { image: PathBuf, path: String },
+    /// Measure daxfs against memcpy and tmpfs, on pmem-like images it creates and removes.
+    Bench(bench::BenchArgs),
 }
 
 fn open_device(path: &Path, pmem: bool) -> Result<Arc<dyn Device>> {
@@ -383,5 +386,6 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Bench(args) => bench::run(&args),
     }
 }
