@@ -1,5 +1,6 @@
 //! The `daxfs` command.
 mod args;
+mod bench;
 mod demo;
 mod io;
 
@@ -77,6 +78,8 @@ enum Cmd {
         #[arg(long, default_value = "256m")]
         size: String,
     },
+    /// Measure daxfs against memcpy and tmpfs, on pmem-like images it creates and removes.
+    Bench(bench::BenchArgs),
 }
 
 fn open_device(path: &Path, pmem: bool) -> Result<Arc<dyn Device>> {
@@ -402,5 +405,6 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Bench(args) => bench::run(&args),
     }
 }
