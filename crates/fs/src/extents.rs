@@ -108,6 +108,20 @@ impl ExtentMap {
         out
     }
 
+    /// Extents overlapping `[fb, fb+len)`, in order, without allocating.
+    pub fn overlapping_iter(&self, fb: u64, len: u64) -> impl Iterator<Item = Extent> + '_ {
+        let end = fb.saturating_add(len);
+        let first = self
+            .map
+            .range(..fb)
+            .next_back()
+            .map(|(_, e)| *e)
+            .filter(|e| e.end() > fb);
+        first
+            .into_iter()
+            .chain(self.map.range(fb..end).map(|(_, e)| *e))
+    }
+
     /// The extent containing file block `fb`.
     pub fn find(&self, fb: u64) -> Option<Extent> {
         self.map

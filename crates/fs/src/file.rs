@@ -310,7 +310,7 @@ impl File {
         // Fast path: an overwrite of written blocks with no gap after EOF.
         let written = |map: &ExtentMap| {
             let mut at = b0;
-            for e in map.overlapping(b0, b1 - b0) {
+            for e in map.overlapping_iter(b0, b1 - b0) {
                 if e.fblock > at || e.unwritten() {
                     return false;
                 }
@@ -341,7 +341,7 @@ impl File {
     fn copy_in(&self, map: &ExtentMap, off: u64, data: &[u8]) -> Result<()> {
         let dev = self.dev();
         let end = off + data.len() as u64;
-        for e in map.overlapping(off / BS, end.div_ceil(BS) - off / BS) {
+        for e in map.overlapping_iter(off / BS, end.div_ceil(BS) - off / BS) {
             let s = off.max(e.fblock * BS);
             let t = end.min(e.end() * BS);
             let at = e.phys * BS + (s - e.fblock * BS);

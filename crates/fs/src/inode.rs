@@ -67,12 +67,12 @@ impl FileKind {
 
 /// The current time as an on-media timestamp.
 pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    // The coarse clock (updated every tick), as the kernel uses for file
+    // times: a few nanoseconds instead of a full clock read on every write.
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
     Timestamp {
-        sec: (d.as_secs() as i64).into(),
-        nsec: d.subsec_nanos().into(),
+        sec: t.tv_sec.into(),
+        nsec: (t.tv_nsec as u32).into(),
     }
 }
 

@@ -109,7 +109,16 @@ fn apply(fs: &Fs, op: &Op) {
         }
         Op::Unshare(p, off, len) => {
             let f = fs.open(p, &OpenOptions::read_write()).unwrap();
-            f.fallocate(daxfs::FallocFlags { unshare: true, keep_size: true, ..Default::default() }, *off, *len).unwrap();
+            f.fallocate(
+                daxfs::FallocFlags {
+                    unshare: true,
+                    keep_size: true,
+                    ..Default::default()
+                },
+                *off,
+                *len,
+            )
+            .unwrap();
         }
     }
 }
@@ -251,7 +260,12 @@ fn crash_many_small_files() {
 
 #[test]
 fn crash_clone_dedupe_and_copy_on_write() {
-    let setup = [Op::Create("/a"), Op::Write("/a", 0, 40_000, 11), Op::Create("/b"), Op::Write("/b", 0, 40_000, 11)];
+    let setup = [
+        Op::Create("/a"),
+        Op::Write("/a", 0, 40_000, 11),
+        Op::Create("/b"),
+        Op::Write("/b", 0, 40_000, 11),
+    ];
     let ops = [
         Op::Create("/c"),
         Op::Clone("/a", "/c"),
