@@ -193,6 +193,34 @@ impl<'a> Shell<'a> {
                 let mode = u32::from_str_radix(m, 8).map_err(|_| usage("chmod: MODE is octal"))?;
                 Ok(self.fs.chmod(p, mode)?)
             }
+            "reflink" => self.reflink(rest),
+            "dedupe" => self.dedupe(rest),
+            "copy_range" => self.copy_range(rest),
+            "funshare" => {
+                let [off, len] = args(&getopt(rest, "")?.1, "funshare OFF LEN")?;
+                let flags = FallocFlags {
+                    unshare: true,
+                    keep_size: true,
+                    ..Default::default()
+                };
+                Ok(self.file()?.fallocate(flags, num(off)?, num(len)?)?)
+            }
+            "fsmap" => {
+                let (_, pos) = getopt(rest, "")?;
+                let (start, end) = match pos.as_slice() {
+                    [] => (0, u64::MAX),
+                    [a, b] => (num(a)?, num(b)?),
+                    _ => return Err(usage("usage: fsmap [START END]")),
+                };
+                if end <= start {
+                    return Err(usage("fsmap: END must be above START"));
+                }
+                let rows = self.fs.fsmap(start / 4096, (end - start).div_ceil(4096))?;
+                for (i, r) in rows.iter().enumerate() {
+                    writeln!(self.out, "{}", crate::fsmap::row_text(i, r)).ok();
+                }
+                Ok(())
+            }
             "help" => {
                 writeln!(self.out, "{HELP}").ok();
                 Ok(())
@@ -268,6 +296,63 @@ impl<'a> Shell<'a> {
         Ok(())
     }
 
+    /// `reflink SRC [SRC_OFF DST_OFF LEN]`: clone into the open file.
+    fn reflink(&mut self, rest: &[String]) -> CmdResult {
+        let (_, pos) = getopt(rest, "")?;
+        let (src, so, doff, len) = match pos.as_slice() {
+            [src] => (*src, 0, 0, 0),
+            [src, a, b, c] => (*src, num(a)?, num(b)?, num(c)?),
+            _ => return Err(usage("usage: reflink SRC [SRC_OFF DST_OFF LEN]")),
+        };
+        let s = self.fs.open(src, &OpenOptions::read_only())?;
+        let n = self.file()?.clone_range(&s, so, doff, len)?;
+        writeln!(self.out, "linked {n}/{n} bytes at offset {doff}").ok();
+        Ok(())
+    }
+
+    /// `dedupe SRC SRC_OFF DST_OFF LEN`: share equal ranges of SRC and the open file.
+    fn dedupe(&mut self, rest: &[String]) -> CmdResult {
+        let [src, a, b, c] = args(&getopt(rest, "")?.1, "dedupe SRC SRC_OFF DST_OFF LEN")?;
+        let (so, doff, len) = (num(a)?, num(b)?, num(c)?);
+        let s = self.fs.open(src, &OpenOptions::read_only())?;
+        let r = s.dedupe_range(so, len, &[(self.file()?, doff)])?;
+        match &r[0].status {
+            daxfs::DedupeStatus::Same => {
+                let n = r[0].bytes_deduped;
+                writeln!(self.out, "deduped {n}/{len} bytes at offset {doff}").ok();
+                Ok(())
+            }
+            daxfs::DedupeStatus::Differs => {
+                writeln!(self.out, "Extents did not match.").ok();
+                Ok(())
+            }
+            daxfs::DedupeStatus::Error(e) => Err(CmdError {
+                errno: daxfs::error::errno_name(*e),
+                message: "dedupe failed for the open file".into(),
+            }),
+        }
+    }
+
+    /// `copy_range SRC [SRC_OFF DST_OFF LEN]`: copy (sharing whole blocks) into the open file.
+    fn copy_range(&mut self, rest: &[String]) -> CmdResult {
+        let (_, pos) = getopt(rest, "")?;
+        let s;
+        let (so, doff, len) = match pos.as_slice() {
+            [src] => {
+                s = self.fs.open(src, &OpenOptions::read_only())?;
+                (0, 0, s.stat().size)
+            }
+            [src, a, b, c] => {
+                s = self.fs.open(src, &OpenOptions::read_only())?;
+                (num(a)?, num(b)?, num(c)?)
+            }
+            _ => return Err(usage("usage: copy_range SRC [SRC_OFF DST_OFF LEN]")),
+        };
+        let n = self.file()?.copy_range(&s, so, doff, len)?;
+        writeln!(self.out, "copied {n}/{len} bytes at offset {doff}").ok();
+        Ok(())
+    }
+
     fn stat(&mut self, rest: &[String]) -> CmdResult {
         let (_, pos) = getopt(rest, "")?;
         let st = match pos.as_slice() {
@@ -310,7 +395,12 @@ impl<'a> Shell<'a> {
             if e.logical > at {
                 row(o, at, e.logical, "hole".into());
             }
-            let flags = if e.unwritten { " unwritten" } else { "" };
+            let flags = match (e.unwritten, e.shared) {
+                (true, true) => " unwritten shared",
+                (true, false) => " unwritten",
+                (false, true) => " shared",
+                (false, false) => "",
+            };
             row(
                 o,
                 e.logical,
@@ -400,4 +490,9 @@ fiemap                                extents of the open file (512-byte units)
 ls [PATH]                             list a directory
 mkdir PATH | rm PATH | rmdir PATH     create a directory, remove a file or directory
 rename FROM TO | link OLD NEW | symlink TARGET PATH | readlink PATH | chmod MODE PATH
+reflink SRC [SRC_OFF DST_OFF LEN]      clone SRC (or a block range of it) into the open file
+dedupe SRC SRC_OFF DST_OFF LEN         share the range with SRC where the bytes are equal
+copy_range SRC [SRC_OFF DST_OFF LEN]   copy SRC into the open file, sharing whole blocks
+funshare OFF LEN                       give the range blocks of its own
+fsmap [START END]                      owners of device bytes START..END (512-byte units)
 Sizes and offsets take k, m, g, t suffixes or 0x hexadecimal.";

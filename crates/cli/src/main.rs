@@ -2,6 +2,7 @@
 mod args;
 mod bench;
 mod demo;
+mod fsmap;
 mod io;
 
 use anyhow::{Context, Result, bail};
@@ -77,6 +78,25 @@ enum Cmd {
         image: PathBuf,
         #[arg(long, default_value = "256m")]
         size: String,
+    },
+    /// Every owner of a device range (default: the whole device): files by
+    /// inode and path, metadata by kind, free space. START and END are device
+    /// byte offsets.
+    Fsmap {
+        image: PathBuf,
+        start: Option<String>,
+        end: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a file inside the file system; with --reflink the copy shares
+    /// the source's blocks until either is written.
+    Cp {
+        #[arg(long)]
+        reflink: bool,
+        image: PathBuf,
+        src: String,
+        dst: String,
     },
     /// Measure daxfs against memcpy and tmpfs, on pmem-like images it creates and removes.
     Bench(bench::BenchArgs),
@@ -387,6 +407,70 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Demo { image, size } => {
             demo::run(&image, args::parse_size(&size)?, pmem)?;
+            Ok(0)
+        }
+        Cmd::Fsmap {
+            image,
+            start,
+            end,
+            json,
+        } => {
+            let fs = mount(&image, pmem)?;
+            let start = start
+                .as_deref()
+                .map(args::parse_size)
+                .transpose()?
+                .unwrap_or(0);
+            let end = end
+                .as_deref()
+                .map(args::parse_size)
+                .transpose()?
+                .unwrap_or(u64::MAX);
+            if end <= start {
+                bail!("fsmap: END ({end}) must be above START ({start})");
+            }
+            let rows = fs.fsmap(start / 4096, (end - start).div_ceil(4096))?;
+            if json {
+                let v: Vec<serde_json::Value> = rows.iter().map(fsmap::row_json).collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for (i, r) in rows.iter().enumerate() {
+                    println!("{}", fsmap::row_text(i, r));
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Cp {
+            reflink,
+            image,
+            src,
+            dst,
+        } => {
+            let fs = mount(&image, pmem)?;
+            let s = fs.open(&src, &OpenOptions::read_only())?;
+            let d = fs.open(
+                &dst,
+                &OpenOptions {
+                    truncate: true,
+                    ..OpenOptions::create()
+                },
+            )?;
+            if reflink {
+                d.clone_from(&s)
+                    .with_context(|| format!("cp --reflink {src} {dst}"))?;
+            } else {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut off = 0u64;
+                loop {
+                    let n = s.read_at(off, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    d.write_at(off, &buf[..n])?;
+                    off += n as u64;
+                }
+            }
+            d.fsync()?;
             Ok(0)
         }
         Cmd::Cat { image, path } => {

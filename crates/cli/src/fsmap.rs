@@ -1,0 +1,68 @@
+//! Text and JSON forms of fsmap rows and owner reports.
+use daxfs::{OwnerKind, OwnerRecord};
+
+/// The owner column of a row: "inode 12 data /a, /b", "free space", ...
+pub fn owner_text(r: &OwnerRecord) -> String {
+    match &r.owner {
+        OwnerKind::Free => "free space".into(),
+        OwnerKind::Metadata(k) => k.to_string(),
+        OwnerKind::File { ino, paths, fork } => {
+            let p = if paths.is_empty() {
+                "(unlinked)".to_string()
+            } else {
+                paths.join(", ")
+            };
+            if *fork == "data" {
+                format!(
+                    "inode {ino} data {}..{} {p}",
+                    r.offset / 512,
+                    (r.offset + r.length) / 512 - 1
+                )
+            } else {
+                format!("inode {ino} {fork} {p}")
+            }
+        }
+    }
+}
+
+/// The flag words of a row.
+pub fn flags(r: &OwnerRecord) -> Vec<&'static str> {
+    let mut f = vec![];
+    if r.shared {
+        f.push("shared");
+    }
+    if r.metadata {
+        f.push("metadata");
+    }
+    if r.unwritten {
+        f.push("unwritten");
+    }
+    f
+}
+
+/// One row as text: `N: [start..end]: owner length flags` in 512-byte units,
+/// as xfs_io prints fsmap.
+pub fn row_text(i: usize, r: &OwnerRecord) -> String {
+    let f = flags(r);
+    format!(
+        "{i}: [{}..{}]: {} {}{}{}",
+        r.physical / 512,
+        (r.physical + r.length) / 512 - 1,
+        owner_text(r),
+        r.length / 512,
+        if f.is_empty() { "" } else { " " },
+        f.join(",")
+    )
+}
+
+/// One row as a JSON object.
+pub fn row_json(r: &OwnerRecord) -> serde_json::Value {
+    let owner = match &r.owner {
+        OwnerKind::Free => serde_json::json!({ "free": true }),
+        OwnerKind::Metadata(k) => serde_json::json!({ "metadata": k }),
+        OwnerKind::File { ino, paths, fork } => {
+            serde_json::json!({ "inode": ino, "paths": paths, "offset": r.offset, "fork": fork })
+        }
+    };
+    serde_json::json!({ "physical": r.physical, "length": r.length, "owner": owner, "flags": flags(r) })
+}
