@@ -7,8 +7,8 @@
 //! - per physical page, a reference count (how many file pages use it);
 //! - a next-fit allocator over a free-extent map, reusing freed space;
 //! - a reverse map of `(physical start, file, file index) → length` records
-//!   mirroring every extent, held in an interval tree (like an overlapping
-//!   rmap B-tree), which answers [`FsQuery::owners_of`] exactly;
+//!   mirroring every extent, in sorted blocks with interval summaries (like an
+//!   overlapping rmap B+tree), which answers [`FsQuery::owners_of`] exactly;
 //! - per file, its mappings, which answer [`FsQuery::mappings_of`].
 //!
 //! Copy-on-write happens on a write to a page whose reference count is above
@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 
 use crate::event::{Event, FileId, MappingId, Phys};
 use crate::index::{FsQuery, PageOwner};
-use crate::tracked::{FsResult, TrackedFs};
-use crate::treap::{Augment, Forest, NIL};
+use crate::rmap::{Rmap, RmapKey};
+use crate::tracked::{FsResult, RmapStats, TrackedFs};
 
 #[derive(Clone, Copy, Debug)]
 struct Ext {
@@ -42,25 +42,6 @@ struct MapRec {
     len: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct RmapKey {
-    phys: u64,
-    file: u64,
-    index: u64,
-}
-
-#[derive(Clone, Copy)]
-struct MaxEnd(u64);
-
-impl Augment<RmapKey, u64> for MaxEnd {
-    fn of(k: &RmapKey, len: &u64) -> Self {
-        MaxEnd(k.phys + len)
-    }
-    fn join(self, o: Self) -> Self {
-        MaxEnd(self.0.max(o.0))
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Run {
     Hole { index: u64, len: u64 },
@@ -74,8 +55,7 @@ pub struct ModelFs {
     free: BTreeMap<u64, u64>,
     top: u64,
     cursor: u64,
-    rmap: Forest<RmapKey, u64, MaxEnd>,
-    rmap_root: u32,
+    rmap: Rmap,
     mappings: Vec<Option<MapRec>>,
     events: Vec<Event>,
 }
@@ -99,8 +79,7 @@ impl ModelFs {
             free: BTreeMap::new(),
             top: 0,
             cursor: 0,
-            rmap: Forest::new(),
-            rmap_root: NIL,
+            rmap: Rmap::default(),
             mappings: Vec::new(),
             events: Vec::new(),
         }
@@ -113,7 +92,7 @@ impl ModelFs {
 
     /// Reverse-map records (one per extent of every file).
     pub fn rmap_records(&self) -> usize {
-        self.rmap.live()
+        self.rmap.len()
     }
 
     /// The live files.
@@ -160,8 +139,7 @@ impl ModelFs {
     }
 
     fn rmap_insert(&mut self, phys: u64, file: FileId, index: u64, len: u64) {
-        self.rmap_root = self.rmap.insert(
-            self.rmap_root,
+        self.rmap.insert(
             RmapKey {
                 phys,
                 file: file.0,
@@ -172,16 +150,17 @@ impl ModelFs {
     }
 
     fn rmap_remove(&mut self, phys: u64, file: FileId, index: u64) {
-        let (r, v) = self.rmap.remove(
-            self.rmap_root,
-            &RmapKey {
-                phys,
-                file: file.0,
-                index,
-            },
-        );
+        let v = self.rmap.remove(&RmapKey {
+            phys,
+            file: file.0,
+            index,
+        });
         debug_assert!(v.is_some(), "rmap out of step with the extent map");
-        self.rmap_root = r;
+    }
+
+    /// Bytes the reverse map holds (in memory here; daxfs keeps it on media).
+    pub fn rmap_bytes(&self) -> usize {
+        self.rmap.memory_bytes()
     }
 
     /// Splits the extent of `f` that straddles file page `at`, if any.
@@ -407,19 +386,13 @@ impl ModelFs {
 impl FsQuery for ModelFs {
     fn owners_of(&self, phys: Phys, out: &mut Vec<PageOwner>) {
         let p = phys.0;
-        self.rmap.search(
-            self.rmap_root,
-            &|a: &MaxEnd| a.0 <= p,
-            &|k: &RmapKey| k.phys <= p,
-            &mut |k, len| {
-                if k.phys <= p && p < k.phys + len {
-                    out.push(PageOwner {
-                        file: FileId(k.file),
-                        index: k.index + (p - k.phys),
-                    });
-                }
-            },
-        );
+        self.rmap.covering(p, |k, len| {
+            debug_assert!(k.phys <= p && p < k.phys + len);
+            out.push(PageOwner {
+                file: FileId(k.file),
+                index: k.index + (p - k.phys),
+            });
+        });
     }
 
     fn mappings_of(&self, file: FileId, index: u64, out: &mut Vec<MappingId>) {
@@ -593,8 +566,11 @@ impl TrackedFs for ModelFs {
         std::mem::take(&mut self.events)
     }
 
-    fn reverse_map_records(&self) -> Option<u64> {
-        Some(self.rmap.live() as u64)
+    fn reverse_map_stats(&self) -> Option<RmapStats> {
+        Some(RmapStats {
+            records: self.rmap.len() as u64,
+            bytes: self.rmap.memory_bytes() as u64,
+        })
     }
 }
 

@@ -228,9 +228,13 @@ fn draw<DB: DrawingBackend>(
     let (charts, legend) = body.split_horizontally(w - LEGEND_W);
     if text {
         let title = format!(
-            "Finding every owner of a failed DAX page: 7 designs x {} workloads (scale {}, log scales)",
+            "Finding every owner of a failed DAX page: 7 designs x {} workloads ({}, log scales)",
             report.workloads.len(),
-            report.scale_label()
+            if report.small {
+                report.scale_label()
+            } else {
+                format!("scale {}", report.scale_label())
+            }
         );
         head.draw(&Text::new(title, (20, 16), ("sans-serif", 24).into_font()))
             .map_err(err)?;

@@ -16,6 +16,15 @@ pub type FsError = Box<dyn std::error::Error + Send + Sync>;
 /// Result of a [`TrackedFs`] operation.
 pub type FsResult<T> = Result<T, FsError>;
 
+/// Size of a file system's reverse map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RmapStats {
+    /// Records (one per extent of every file).
+    pub records: u64,
+    /// Bytes they occupy.
+    pub bytes: u64,
+}
+
 /// A reflink file system whose extent-map changes are observable as events.
 ///
 /// Sizes and offsets are in pages. Implementations must emit, for every
@@ -68,9 +77,9 @@ pub trait TrackedFs: FsQuery {
     /// Moves out the events emitted since the last call.
     fn take_events(&mut self) -> Vec<Event>;
 
-    /// Records in the reverse map, if the file system counts them (reported
-    /// for context: the map a file system keeps anyway).
-    fn reverse_map_records(&self) -> Option<u64> {
+    /// Size of the file system's reverse map, if it says (reported for
+    /// context: the map a file system keeps anyway, which strategy 7 uses).
+    fn reverse_map_stats(&self) -> Option<RmapStats> {
         None
     }
 

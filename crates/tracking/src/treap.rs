@@ -4,44 +4,29 @@
 //! Many small trees (one per page, say) share the arena; a tree is named by
 //! its root slot, [`NIL`] for an empty tree. Node priorities come from a
 //! private xorshift generator, so expected depth is logarithmic whatever the
-//! insertion order. An optional augmentation (a value folded over each
-//! subtree, e.g. the largest extent end) supports interval queries.
+//! insertion order.
 
 /// The empty tree, and "no child".
 pub(crate) const NIL: u32 = u32::MAX;
 
-/// A value summarising a subtree, recomputed bottom-up on every change.
-pub(crate) trait Augment<K, V>: Copy {
-    /// The summary of one node on its own.
-    fn of(key: &K, val: &V) -> Self;
-    /// Folds two summaries together.
-    fn join(self, other: Self) -> Self;
-}
-
-impl<K, V> Augment<K, V> for () {
-    fn of(_: &K, _: &V) {}
-    fn join(self, _: ()) {}
-}
-
 #[derive(Clone, Copy)]
-struct Node<K, V, A> {
+struct Node<K, V> {
     key: K,
     val: V,
-    aug: A,
     left: u32,
     right: u32,
     prio: u32,
 }
 
 /// The arena; see the module doc.
-pub(crate) struct Forest<K, V, A = ()> {
-    nodes: Vec<Node<K, V, A>>,
+pub(crate) struct Forest<K, V> {
+    nodes: Vec<Node<K, V>>,
     free: u32,
     live: usize,
     rng: u32,
 }
 
-impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
+impl<K: Ord + Copy, V: Copy> Forest<K, V> {
     /// An empty arena.
     pub(crate) fn new() -> Self {
         Forest {
@@ -59,19 +44,19 @@ impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
 
     /// Bytes the arena allocated.
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node<K, V, A>>()
+        self.nodes.capacity() * std::mem::size_of::<Node<K, V>>()
     }
 
     /// Bytes of one node.
     pub(crate) const fn node_bytes() -> usize {
-        std::mem::size_of::<Node<K, V, A>>()
+        std::mem::size_of::<Node<K, V>>()
     }
 
-    fn n(&self, i: u32) -> &Node<K, V, A> {
+    fn n(&self, i: u32) -> &Node<K, V> {
         &self.nodes[i as usize]
     }
 
-    fn nm(&mut self, i: u32) -> &mut Node<K, V, A> {
+    fn nm(&mut self, i: u32) -> &mut Node<K, V> {
         &mut self.nodes[i as usize]
     }
 
@@ -85,7 +70,6 @@ impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
         let node = Node {
             key,
             val,
-            aug: A::of(&key, &val),
             left: NIL,
             right: NIL,
             prio: x,
@@ -111,18 +95,6 @@ impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
         self.free = i;
     }
 
-    fn update(&mut self, i: u32) {
-        let (l, r) = (self.n(i).left, self.n(i).right);
-        let mut a = A::of(&self.n(i).key, &self.n(i).val);
-        if l != NIL {
-            a = a.join(self.n(l).aug);
-        }
-        if r != NIL {
-            a = a.join(self.n(r).aug);
-        }
-        self.nm(i).aug = a;
-    }
-
     /// Splits `t` into keys `< key` and keys `>= key`.
     fn split(&mut self, t: u32, key: &K) -> (u32, u32) {
         if t == NIL {
@@ -131,12 +103,10 @@ impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
         if self.n(t).key < *key {
             let (a, b) = self.split(self.n(t).right, key);
             self.nm(t).right = a;
-            self.update(t);
             (t, b)
         } else {
             let (a, b) = self.split(self.n(t).left, key);
             self.nm(t).left = b;
-            self.update(t);
             (a, t)
         }
     }
@@ -152,12 +122,10 @@ impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
         if self.n(a).prio > self.n(b).prio {
             let r = self.merge(self.n(a).right, b);
             self.nm(a).right = r;
-            self.update(a);
             a
         } else {
             let l = self.merge(a, self.n(b).left);
             self.nm(b).left = l;
-            self.update(b);
             b
         }
     }
@@ -172,7 +140,6 @@ impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
             let node = self.nm(n);
             node.left = l;
             node.right = r;
-            self.update(n);
             return n;
         }
         if self.n(n).key < self.n(t).key {
@@ -182,7 +149,6 @@ impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
             let r = self.ins(self.n(t).right, n);
             self.nm(t).right = r;
         }
-        self.update(t);
         t
     }
 
@@ -203,16 +169,10 @@ impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
         if *key < k {
             let (l, v) = self.remove(self.n(root).left, key);
             self.nm(root).left = l;
-            if v.is_some() {
-                self.update(root);
-            }
             (root, v)
         } else if k < *key {
             let (r, v) = self.remove(self.n(root).right, key);
             self.nm(root).right = r;
-            if v.is_some() {
-                self.update(root);
-            }
             (root, v)
         } else {
             let v = self.n(root).val;
@@ -278,30 +238,6 @@ impl<K: Ord + Copy, V: Copy, A: Augment<K, V>> Forest<K, V, A> {
         }
     }
 
-    /// In-order walk that skips every subtree whose summary `prune` rejects
-    /// and every right subtree whose parent key `right` rejects; `f` sees the
-    /// rest and filters as it likes.
-    pub(crate) fn search(
-        &self,
-        t: u32,
-        prune: &impl Fn(&A) -> bool,
-        right: &impl Fn(&K) -> bool,
-        f: &mut impl FnMut(&K, &V),
-    ) {
-        if t == NIL {
-            return;
-        }
-        let n = self.n(t);
-        if prune(&n.aug) {
-            return;
-        }
-        self.search(n.left, prune, right, f);
-        f(&n.key, &n.val);
-        if right(&n.key) {
-            self.search(n.right, prune, right, f);
-        }
-    }
-
     /// The key of tree `t` if it holds exactly one entry.
     pub(crate) fn only(&self, t: u32) -> Option<K> {
         if t == NIL {
@@ -328,20 +264,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    #[derive(Clone, Copy)]
-    struct MaxEnd(u64);
-    impl Augment<u64, u64> for MaxEnd {
-        fn of(k: &u64, v: &u64) -> Self {
-            MaxEnd(k + v)
-        }
-        fn join(self, o: Self) -> Self {
-            MaxEnd(self.0.max(o.0))
-        }
-    }
-
     #[test]
     fn matches_btreemap() {
-        let mut f: Forest<u64, u64, MaxEnd> = Forest::new();
+        let mut f: Forest<u64, u64> = Forest::new();
         let mut m = BTreeMap::new();
         let mut root = NIL;
         let mut x = 12345u64;
@@ -369,19 +294,6 @@ mod tests {
                     f.floor(root, &p),
                     m.range(..=p).next_back().map(|(k, v)| (*k, *v))
                 );
-                // Interval stabbing query against brute force.
-                let mut hits = Vec::new();
-                f.search(root, &|a: &MaxEnd| a.0 <= p, &|k| *k <= p, &mut |k, v| {
-                    if *k <= p && p < k + v {
-                        hits.push(*k)
-                    }
-                });
-                let want: Vec<_> = m
-                    .iter()
-                    .filter(|(k, v)| **k <= p && p < **k + **v)
-                    .map(|(k, _)| *k)
-                    .collect();
-                assert_eq!(hits, want);
                 let mut r = Vec::new();
                 f.range(root, &100, &300, &mut |k, _| r.push(*k));
                 let want: Vec<_> = m.range(100..300).map(|(k, _)| *k).collect();

@@ -35,6 +35,11 @@ impl PerPageTree {
         }
     }
 
+    /// Tree nodes alive (one per owner of each shared page).
+    pub fn nodes(&self) -> usize {
+        self.trees.live()
+    }
+
     /// Bytes of one tree node.
     pub fn node_bytes() -> usize {
         Forest::<(u64, u64), ()>::node_bytes()

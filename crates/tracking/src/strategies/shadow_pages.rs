@@ -51,6 +51,7 @@ pub struct ShadowPages {
     shadows: Vec<Shadow>,
     free_shadow: u32,
     mapping_tree: HashMap<(u64, u64), u32, IntBuild>,
+    live: usize,
 }
 
 impl ShadowPages {
@@ -63,12 +64,13 @@ impl ShadowPages {
             shadows: Vec::new(),
             free_shadow: NIL,
             mapping_tree: HashMap::default(),
+            live: 0,
         }
     }
 
     /// Shadow pages alive.
     pub fn shadows(&self) -> usize {
-        self.mapping_tree.len()
+        self.live
     }
 
     fn new_master(&mut self) -> u32 {
@@ -111,6 +113,7 @@ impl ShadowPages {
         let master = &mut self.masters[m as usize];
         master.head = id;
         master.count += 1;
+        self.live += 1;
         self.mapping_tree.insert((o.file.0, o.index), id);
     }
 
@@ -126,6 +129,7 @@ impl ShadowPages {
             self.shadows[s.next as usize].prev = s.prev;
         }
         self.masters[s.master as usize].count -= 1;
+        self.live -= 1;
         self.shadows[id as usize].next = self.free_shadow;
         self.free_shadow = id;
         s.master
