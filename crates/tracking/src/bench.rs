@@ -87,6 +87,11 @@ pub fn parse_scale(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Most replays of one strategy on one workload.
+const REPLAYS: u32 = 5;
+/// Replaying stops repeating once this much time went into it.
+const REPLAY_BUDGET_NS: u64 = 1_500_000_000;
+
 /// Events replayed between two memory samples.
 const CHUNK: usize = 1 << 16;
 
@@ -95,10 +100,15 @@ const CHUNK: usize = 1 << 16;
 pub struct StrategyResult {
     /// Which strategy.
     pub strategy: Strategy,
-    /// Wall time of replaying every event, in nanoseconds.
+    /// Wall time of replaying every event, in nanoseconds (fastest run).
     pub replay_ns: u64,
     /// `replay_ns / events`.
     pub ns_per_event: f64,
+    /// `replay_ns / pages touched`: the cost per page gaining or losing an
+    /// owner.
+    pub ns_per_page: f64,
+    /// Replays run (the fastest is reported).
+    pub replays: u32,
     /// Bytes held after the last event.
     pub bytes_final: usize,
     /// Most bytes held at any sample (every 65,536 events and at the end).
@@ -109,7 +119,7 @@ pub struct StrategyResult {
     pub lookup_exclusive_ns: f64,
     /// Mean time of one lookup on a free page, ns.
     pub lookup_free_ns: f64,
-    /// Slowest single lookup, ns.
+    /// Slowest single lookup over all timed passes, ns.
     pub lookup_max_ns: f64,
     /// Page owners found against the truth, over the pages checked.
     pub pages: Tally,
@@ -275,17 +285,30 @@ fn bench_workload(
 
     let mut results = Vec::new();
     for &s in &opts.strategies {
-        let mut idx = s.build(device);
-        let mut replay_ns = 0u64;
-        let mut peak = idx.memory_bytes();
-        for chunk in events.chunks(CHUNK) {
-            let t = Instant::now();
-            for e in chunk {
-                idx.on_event(e);
+        // Replay into a fresh index, repeating cheap replays (up to REPLAYS
+        // runs or REPLAY_BUDGET_NS of replaying) and keeping the fastest run.
+        let mut replay_ns = u64::MAX;
+        let mut spent = 0u64;
+        let mut runs = 0;
+        let (idx, peak) = loop {
+            let mut idx = s.build(device);
+            let mut ns = 0u64;
+            let mut peak = idx.memory_bytes();
+            for chunk in events.chunks(CHUNK) {
+                let t = Instant::now();
+                for e in chunk {
+                    idx.on_event(e);
+                }
+                ns += t.elapsed().as_nanos() as u64;
+                peak = peak.max(idx.memory_bytes());
             }
-            replay_ns += t.elapsed().as_nanos() as u64;
-            peak = peak.max(idx.memory_bytes());
-        }
+            replay_ns = replay_ns.min(ns);
+            spent += ns;
+            runs += 1;
+            if runs >= REPLAYS || spent >= REPLAY_BUDGET_NS {
+                break (idx, peak);
+            }
+        };
         let bytes_final = idx.memory_bytes();
         let q: &dyn FsQuery = fs;
         let mut max_ns = 0f64;
@@ -293,20 +316,25 @@ fn bench_workload(
             if pages.is_empty() {
                 return 0.0;
             }
-            // One untimed pass to warm caches and the allocator, then the timed one.
+            // One untimed pass to warm caches and the allocator, then the
+            // fastest of three timed passes.
             for &p in pages {
                 std::hint::black_box(idx.owners(Phys(p), q));
             }
-            let mut total = 0f64;
-            for &p in pages {
-                let t = Instant::now();
-                let o = idx.owners(Phys(p), q);
-                let ns = t.elapsed().as_nanos() as f64;
-                std::hint::black_box(o);
-                total += ns;
-                max_ns = max_ns.max(ns);
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                let mut total = 0f64;
+                for &p in pages {
+                    let t = Instant::now();
+                    let o = idx.owners(Phys(p), q);
+                    let ns = t.elapsed().as_nanos() as f64;
+                    std::hint::black_box(o);
+                    total += ns;
+                    max_ns = max_ns.max(ns);
+                }
+                best = best.min(total / pages.len() as f64);
             }
-            total / pages.len() as f64
+            best
         };
         let lookup_shared_ns = time(&s_shared);
         let lookup_exclusive_ns = time(&s_excl);
@@ -323,6 +351,8 @@ fn bench_workload(
             strategy: s,
             replay_ns,
             ns_per_event: replay_ns as f64 / events.len().max(1) as f64,
+            ns_per_page: replay_ns as f64 / pages_touched.max(1) as f64,
+            replays: runs,
             bytes_final,
             bytes_peak: peak.max(bytes_final),
             lookup_shared_ns,
@@ -358,7 +388,7 @@ pub(crate) fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -478,15 +508,12 @@ impl Report {
                 group(w.max_owners)
             );
         }
-        let _ = writeln!(s, "\n## Results\n");
+        let _ = writeln!(s, "\n## Cost when no error happens\n");
         let _ = writeln!(
             s,
-            "| workload | strategy | ns / event | bytes / mapped page | bytes / shared page | memory at end (peak) | at full size | lookup µs: shared / exclusive | page owners found / true | missed | spurious | mapping owners found / true | missed |"
+            "| workload | strategy | ns / event | ns / page touched | bytes / mapped page | bytes / shared page | memory at end (peak) | at full size |"
         );
-        let _ = writeln!(
-            s,
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
         for w in &self.workloads {
             for r in &w.results {
                 let per_shared = if w.shared_pages == 0 {
@@ -496,23 +523,43 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {} `{}` | {} | {} | {} | {} ({}) | {} | {} / {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} `{}` | {} | {} | {} | {} | {} ({}) | {} |",
                     w.name,
                     r.strategy.number(),
                     r.strategy.name(),
                     num(r.ns_per_event),
+                    num(r.ns_per_page),
                     num(r.bytes_final as f64 / w.mapped_pages.max(1) as f64),
                     per_shared,
                     bytes(r.bytes_final as f64),
                     bytes(r.bytes_peak as f64),
                     bytes(self.full_size_bytes(r)),
+                );
+            }
+        }
+        let _ = writeln!(s, "\n## At a media error\n");
+        let _ = writeln!(
+            s,
+            "| workload | strategy | lookup µs: shared / exclusive / free page | page owners found / true | missed | spurious | mapping owners found / true | missed | spurious |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        for w in &self.workloads {
+            for r in &w.results {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} `{}` | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
+                    w.name,
+                    r.strategy.number(),
+                    r.strategy.name(),
                     num(r.lookup_shared_ns / 1e3),
                     num(r.lookup_exclusive_ns / 1e3),
+                    num(r.lookup_free_ns / 1e3),
                     found(&r.pages),
                     group(r.pages.missed),
                     group(r.pages.spurious),
                     found(&r.mappings),
-                    group(r.mappings.missed)
+                    group(r.mappings.missed),
+                    group(r.mappings.spurious)
                 );
             }
         }
@@ -520,8 +567,9 @@ impl Report {
         let _ = writeln!(
             s,
             "- The workload runs on the in-memory reflink model; its event stream (extent granularity) is recorded, \
-             then replayed into each strategy. **ns / event** is the replay wall time over the number of events \
-             (one run; strategy 7 shows only the cost of the call itself)."
+             then replayed into each strategy. **ns / event** is the replay wall time over the number of events, \
+             the fastest of up to 5 replays (fewer when a replay is slow); **ns / page touched** divides the same \
+             time by the pages whose ownership the events changed. Strategy 7 shows only the cost of the call."
         );
         let _ = writeln!(
             s,

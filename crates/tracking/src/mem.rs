@@ -54,7 +54,7 @@ mod tests {
             m.insert(i, i);
         }
         let b = map_bytes(&m);
-        assert!(b >= 1000 * 16 && b <= 4 * 1000 * 17, "{b}");
+        assert!((1000 * 16..=4 * 1000 * 17).contains(&b), "{b}");
     }
 }
 

@@ -275,10 +275,10 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let k = (x >> 33) % 2000;
-            if m.contains_key(&k) {
+            if let Some(old) = m.remove(&k) {
                 let (r, v) = f.remove(root, &k);
                 root = r;
-                assert_eq!(v, m.remove(&k));
+                assert_eq!(v, Some(old));
             } else {
                 let len = 1 + (x >> 20) % 50;
                 root = f.insert(root, k, len);

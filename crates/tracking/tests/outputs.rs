@@ -33,6 +33,7 @@ fn small_bench_writes_markdown_svg_and_png() {
 
     let md = std::fs::read_to_string(&files.markdown).unwrap();
     assert!(md.contains("| workload | strategy | ns / event"));
+    assert!(md.contains("## At a media error"));
     for w in &report.workloads {
         for s in Strategy::ALL {
             assert!(

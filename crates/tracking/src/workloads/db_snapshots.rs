@@ -90,7 +90,7 @@ impl Workload for DbSnapshots {
         format!(
             "{} MiB database, {} snapshots ({} kept), {} {}-page writes between snapshots \
              ({}% of them to the hot {}%), backup maps every {}th snapshot",
-            self.db_pages * crate::PAGE_SIZE >> 20,
+            (self.db_pages * crate::PAGE_SIZE) >> 20,
             self.snapshots,
             self.keep,
             self.writes_per_snapshot,

@@ -110,7 +110,7 @@ impl Workload for DedupStore {
         format!(
             "{} MiB logical in {}-page files, {}-page chunks ({}% unique, {}% shared 51-1000 ways, rest 2-50), \
              dedupe every {} files, {}% deleted, {}% mapped",
-            self.logical_pages * crate::PAGE_SIZE >> 20,
+            (self.logical_pages * crate::PAGE_SIZE) >> 20,
             self.file_pages,
             self.chunk_pages,
             self.unique_fraction * 100.0,

@@ -73,7 +73,7 @@ impl Workload for VmFarm {
             "{} clones of a {}-page image ({} MiB), {}% of each written in {}-page writes",
             self.clones,
             self.image_pages,
-            self.image_pages * crate::PAGE_SIZE >> 20,
+            (self.image_pages * crate::PAGE_SIZE) >> 20,
             self.write_fraction * 100.0,
             self.write_pages
         )
