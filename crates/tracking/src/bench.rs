@@ -485,6 +485,56 @@ impl Report {
         for st in Strategy::ALL {
             let _ = writeln!(s, "| {} | `{}` | {} |", st.number(), st.name(), st.title());
         }
+        let _ = writeln!(s, "\n## Summary over the workloads\n");
+        let _ = writeln!(
+            s,
+            "| strategy | owners found | ns / event | bytes / mapped page | most memory at full size | lookup µs, shared page |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
+        for st in Strategy::ALL {
+            let rs: Vec<(&WorkloadReport, &StrategyResult)> = self
+                .workloads
+                .iter()
+                .flat_map(|w| w.results.iter().map(move |r| (w, r)))
+                .filter(|(_, r)| r.strategy == st)
+                .collect();
+            if rs.is_empty() {
+                continue;
+            }
+            let range = |f: &dyn Fn(&WorkloadReport, &StrategyResult) -> f64| {
+                let v: Vec<f64> = rs.iter().map(|(w, r)| f(w, r)).collect();
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(0.0, f64::max);
+                if num(lo) == num(hi) { num(lo) } else { format!("{} – {}", num(lo), num(hi)) }
+            };
+            let mut pages = Tally::default();
+            let mut maps = Tally::default();
+            for (_, r) in &rs {
+                pages.add(r.pages);
+                maps.add(r.mappings);
+            }
+            let exact = if pages.exact() && maps.exact() {
+                "all, exactly".to_string()
+            } else {
+                format!(
+                    "{:.1}% of page owners, {:.1}% of mapping owners",
+                    100.0 * pages.found as f64 / pages.truth.max(1) as f64,
+                    100.0 * maps.found as f64 / maps.truth.max(1) as f64
+                )
+            };
+            let worst = rs.iter().map(|(_, r)| self.full_size_bytes(r)).fold(0.0, f64::max);
+            let _ = writeln!(
+                s,
+                "| {} `{}` | {} | {} | {} | {} | {} |",
+                st.number(),
+                st.name(),
+                exact,
+                range(&|_, r| r.ns_per_event),
+                range(&|w, r| r.bytes_final as f64 / w.mapped_pages.max(1) as f64),
+                bytes(worst),
+                range(&|_, r| r.lookup_shared_ns / 1e3)
+            );
+        }
         let _ = writeln!(s, "\n## Workloads (this run)\n");
         let _ = writeln!(
             s,

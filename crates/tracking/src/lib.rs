@@ -33,7 +33,21 @@
 //! the recorded event stream into every strategy, and measures time per event,
 //! memory, failure-lookup time, and owners found against the truth.
 //! [`bench::Report::to_markdown`] and [`plot::write_outputs`] produce the
-//! table and the plots.
+//! table and the plots. `daxfs bench tracking` is:
+//!
+//! ```no_run
+//! use daxfs_tracking::{BenchOptions, parse_scale, run_bench, write_outputs};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let opts = BenchOptions { scale: parse_scale("1/64")?, ..BenchOptions::default() };
+//! let report = run_bench(&opts);
+//! let files = write_outputs(&report, std::path::Path::new("docs"))?;
+//! println!("{}", files.message()); // docs/tracking.md, tracking.svg, tracking.png
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`bench::run_bench_with`] does the same on another [`TrackedFs`], such as
+//! daxfs itself.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
