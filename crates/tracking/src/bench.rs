@@ -505,7 +505,11 @@ impl Report {
                 let v: Vec<f64> = rs.iter().map(|(w, r)| f(w, r)).collect();
                 let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().copied().fold(0.0, f64::max);
-                if num(lo) == num(hi) { num(lo) } else { format!("{} – {}", num(lo), num(hi)) }
+                if num(lo) == num(hi) {
+                    num(lo)
+                } else {
+                    format!("{} – {}", num(lo), num(hi))
+                }
             };
             let mut pages = Tally::default();
             let mut maps = Tally::default();
@@ -522,7 +526,10 @@ impl Report {
                     100.0 * maps.found as f64 / maps.truth.max(1) as f64
                 )
             };
-            let worst = rs.iter().map(|(_, r)| self.full_size_bytes(r)).fold(0.0, f64::max);
+            let worst = rs
+                .iter()
+                .map(|(_, r)| self.full_size_bytes(r))
+                .fold(0.0, f64::max);
             let _ = writeln!(
                 s,
                 "| {} `{}` | {} | {} | {} | {} | {} |",
