@@ -1,10 +1,10 @@
 //! A deduplicated store: files written whole, then deduplicated chunk by chunk
-//! against earlier copies, as an offline deduplication agent does.
+//! against earlier copies, as an offline deduplication daemon does.
 //!
 //! The stored content is drawn so that most chunks recur 2 to 50 times
 //! (log-uniform), some occur once, and a few (zero blocks, common libraries)
 //! recur 51 to 1,000 times; the chunks are shuffled over the files. Files
-//! arrive in batches; after each batch the agent replaces every chunk whose
+//! arrive in batches; after each batch the daemon replaces every chunk whose
 //! content is already stored by a reference to the first copy (FIDEDUPERANGE,
 //! the same extent changes as a clone), merging neighbouring chunks into one
 //! call. At the end a fraction of the files expire and readers map some of the
