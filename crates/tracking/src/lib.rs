@@ -1,1 +1,73 @@
-//! Owner-tracking strategies.
+//! Owner tracking for DAX file systems with reflink: seven designs from the
+//! Linux debate (2019–2024), driven by the events a reflink file system
+//! produces, and measured against each other.
+//!
+//! When a media error hits a physical page of byte-addressable memory, the
+//! file system must find every owner of that page: each `(file, index)` whose
+//! data lives there, and each address-space mapping of those files that can
+//! load from it. With reflink one page can have thousands of owners. This
+//! crate answers "what does it cost to always know them?".
+//!
+//! # The boundary
+//!
+//! ```text
+//!  workload driver ──ops──▶ TrackedFs ──Event stream──▶ OwnerIndex (strategy 1..7)
+//!                              │                          │ at a media error:
+//!                              └──────── FsQuery ◀────────┘ owners(phys, fs)
+//! ```
+//!
+//! - [`Event`] is the vocabulary: map, unmap, share (clone/dedupe),
+//!   copy-on-write, mmap, munmap, at extent granularity.
+//! - [`OwnerIndex`] is one design: it sees every event and answers
+//!   [`OwnerIndex::owners`].
+//! - [`FsQuery`] is what the file system answers at failure time: owners of a
+//!   physical page from its reverse map, and mappings of a file page.
+//! - [`TrackedFs`] is a reflink file system the workloads drive; it emits the
+//!   events and implements [`FsQuery`]. [`ModelFs`] is the in-memory model;
+//!   daxfs implements the same two traits to replace it, and its reverse map
+//!   then drives strategy 7 ([`strategies::RmapCallout`]).
+//!
+//! # The benchmark
+//!
+//! [`bench::run_bench`] runs every [`workloads`] driver on the model, replays
+//! the recorded event stream into every strategy, and measures time per event,
+//! memory, failure-lookup time, and owners found against the truth.
+//! [`bench::Report::to_markdown`] and [`plot::write_outputs`] produce the
+//! table and the plots. `daxfs bench tracking` is:
+//!
+//! ```no_run
+//! use daxfs_tracking::{BenchOptions, parse_scale, run_bench, write_outputs};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let opts = BenchOptions { scale: parse_scale("1/64")?, ..BenchOptions::default() };
+//! let report = run_bench(&opts);
+//! let files = write_outputs(&report, std::path::Path::new("docs"))?;
+//! println!("{}", files.message()); // docs/tracking.md, tracking.svg, tracking.png
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`bench::run_bench_with`] does the same on another [`TrackedFs`], such as
+//! daxfs itself.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod event;
+pub mod index;
+pub mod mem;
+pub mod model;
+pub mod plot;
+mod rmap;
+pub mod rng;
+pub mod strategies;
+pub mod tracked;
+mod treap;
+pub mod workloads;
+
+pub use bench::{BenchOptions, DEFAULT_SCALE, Report, parse_scale, run_bench, run_bench_with};
+pub use event::{Event, EventKind, FileId, MappingId, PAGE_SIZE, Phys};
+pub use index::{FsQuery, MappedOwner, OwnerIndex, Owners, PageOwner, Tally, replay};
+pub use model::ModelFs;
+pub use plot::{OutputFiles, PlotFiles, write_outputs, write_plots};
+pub use strategies::Strategy;
+pub use tracked::{FsError, FsResult, RmapStats, TrackedFs};
