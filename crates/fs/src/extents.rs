@@ -59,6 +59,8 @@ pub struct ExtentMap {
     /// computed from the refcount tree when the map is loaded). While false,
     /// writes over written blocks may go in place without a refcount lookup.
     pub maybe_shared: bool,
+    /// The file this map belongs to (for event records).
+    pub ino: u64,
 }
 
 impl ExtentMap {
@@ -92,6 +94,7 @@ impl ExtentMap {
             edits: vec![],
             changes: vec![],
             maybe_shared: false,
+            ino,
         })
     }
 

@@ -12,6 +12,7 @@
 //! file inside the last block may be stale (an in-place write that extended
 //! the file, lost in a crash), so every size increase zeroes them first.
 use crate::error::{FsError, Result};
+use crate::events::MapEvent;
 use crate::extents::{Extent, ExtentMap};
 use crate::fs::{FsInner, lock};
 use crate::inode::{self, DataState, FileKind, Inode};
@@ -168,6 +169,7 @@ pub(crate) fn write_new_data(
 ) -> Result<()> {
     let dev = tx.dev();
     let mut map = ExtentMap::default();
+    map.ino = ino;
     let nblocks = (data.len() as u64).div_ceil(BS);
     let mut fb = 0;
     while fb < nblocks {
@@ -177,6 +179,12 @@ pub(crate) fn write_new_data(
         dev.write(p * BS, &data[from..to])?;
         dev.fill(p * BS + (to - from) as u64, l * BS - (to - from) as u64, 0)?;
         dev.flush(p * BS, l * BS);
+        tx.record(MapEvent::Map {
+            ino,
+            fblock: fb,
+            phys: p,
+            len: l,
+        });
         map.map(Extent {
             fblock: fb,
             phys: p,
@@ -416,6 +424,12 @@ impl File {
         if len < size {
             let first = len.div_ceil(BS);
             for e in map.unmap(first, MAX_BLOCKS - first) {
+                tx.record(MapEvent::Unmap {
+                    ino: map.ino,
+                    fblock: e.fblock,
+                    phys: e.phys,
+                    len: e.len,
+                });
                 tx.release_extent(e.phys, e.len)?;
             }
         } else if len > size {
@@ -509,6 +523,12 @@ impl File {
         if flags.punch_hole {
             if w0 < w1 {
                 for e in map.unmap(w0, w1 - w0) {
+                    tx.record(MapEvent::Unmap {
+                        ino: map.ino,
+                        fblock: e.fblock,
+                        phys: e.phys,
+                        len: e.len,
+                    });
                     tx.release_extent(e.phys, e.len)?;
                 }
             }
@@ -537,6 +557,12 @@ impl File {
             let mut at = fb;
             while at < fb + len {
                 let (p, l) = tx.alloc_extent(fb + len - at, goal)?;
+                tx.record(MapEvent::Map {
+                    ino: map.ino,
+                    fblock: at,
+                    phys: p,
+                    len: l,
+                });
                 map.map(Extent {
                     fblock: at,
                     phys: p,

@@ -204,6 +204,7 @@ impl Fs {
             shutdown: None,
             geo,
             fs_id,
+            events: None,
         };
         if !opts.no_rmap {
             meta.sb.incompat = (meta.sb.incompat.get() | INCOMPAT_RMAP).into();
@@ -248,6 +249,7 @@ impl Fs {
             shutdown: None,
             geo,
             fs_id,
+            events: None,
         };
         let fs = Fs {
             inner: Arc::new(FsInner {
@@ -318,6 +320,20 @@ impl Fs {
                 Recovery::Clean => None,
             },
         }
+    }
+
+    /// Starts (or stops) recording mapping events; see [`crate::events`].
+    pub fn record_events(&self, on: bool) {
+        lock(&self.inner.meta).events = on.then(Vec::new);
+    }
+
+    /// The mapping events committed since the last call.
+    pub fn take_events(&self) -> Vec<crate::events::MapEvent> {
+        lock(&self.inner.meta)
+            .events
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The persistence mode of the device.
@@ -421,6 +437,12 @@ impl FsInner {
         } else {
             let map = crate::extents::ExtentMap::load(tx, ino, &troot)?;
             for e in map.iter() {
+                tx.record(crate::events::MapEvent::Unmap {
+                    ino,
+                    fblock: e.fblock,
+                    phys: e.phys,
+                    len: e.len,
+                });
                 tx.rmap_remove(
                     e.phys,
                     e.len,

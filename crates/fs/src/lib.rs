@@ -10,6 +10,7 @@
 //! - [`fsck`]: the consistency checker.
 pub mod dir;
 pub mod error;
+pub mod events;
 pub mod extents;
 pub mod file;
 pub mod fs;

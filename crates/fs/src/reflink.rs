@@ -6,6 +6,7 @@
 //! it maps the source's device blocks into the destination and adds one owner
 //! to each in the refcount tree and the reverse map, in one transaction.
 use crate::error::{FsError, Result};
+use crate::events::MapEvent;
 use crate::extents::{Extent, ExtentMap};
 use crate::file::{File, read_mapped};
 use crate::fs::{Fs, lock};
@@ -124,6 +125,7 @@ fn pieces(map: &ExtentMap, b0: u64, n: u64) -> Vec<Extent> {
 /// replacing what `dst` had there, and adds an owner to each shared block.
 fn remap(
     tx: &mut Tx<'_>,
+    src_ino: u64,
     src: Vec<Extent>,
     src_b0: u64,
     n: u64,
@@ -131,10 +133,24 @@ fn remap(
     dst_b0: u64,
 ) -> Result<()> {
     for old in dst.unmap(dst_b0, n) {
+        tx.record(MapEvent::Unmap {
+            ino: dst.ino,
+            fblock: old.fblock,
+            phys: old.phys,
+            len: old.len,
+        });
         tx.release_extent(old.phys, old.len)?;
     }
     for p in src {
         tx.share_extent(p.phys, p.len)?;
+        tx.record(MapEvent::Share {
+            src_ino,
+            src_fblock: p.fblock,
+            ino: dst.ino,
+            fblock: dst_b0 + (p.fblock - src_b0),
+            phys: p.phys,
+            len: p.len,
+        });
         dst.map(Extent {
             fblock: dst_b0 + (p.fblock - src_b0),
             ..p
@@ -272,7 +288,15 @@ impl File {
                 let end = (dst_size.div_ceil(BS) * BS).min(dst_off);
                 write_range(&mut tx, dst_map, dst_size, end, &Src::Zeros, false)?;
             }
-            remap(&mut tx, src_pieces, src_b0, n, dst_map, dst_b0)?;
+            remap(
+                &mut tx,
+                src.node.ino,
+                src_pieces,
+                src_b0,
+                n,
+                dst_map,
+                dst_b0,
+            )?;
             fs.dev.fence();
             let new_size = dst_size.max(dst_off + len);
             self.commit_rec(tx, dst_map, |r| r.size = new_size.into())
@@ -405,7 +429,15 @@ impl File {
             let mut meta = lock(&fs.meta);
             let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
             check_space(&tx, 8, "deduping")?;
-            remap(&mut tx, src_pieces, src_b0, n, dst_map, dst_b0)?;
+            remap(
+                &mut tx,
+                self.node.ino,
+                src_pieces,
+                src_b0,
+                n,
+                dst_map,
+                dst_b0,
+            )?;
             dst.commit_rec(tx, dst_map, |_| {})?;
             Ok(true)
         })();

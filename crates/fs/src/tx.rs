@@ -37,6 +37,8 @@ pub struct Meta {
     /// Blocks a commit may never touch again until the log is re-read (none yet).
     pub geo: LogGeometry,
     pub fs_id: u64,
+    /// Committed mapping events, when recording is on.
+    pub events: Option<Vec<crate::events::MapEvent>>,
 }
 
 /// A change to the free-space tree, applied at commit.
@@ -62,6 +64,7 @@ pub struct Tx<'a> {
     dirty: HashMap<u64, Box<Block>>,
     deltas: Vec<Delta>,
     rmap_deltas: Vec<RmapDelta>,
+    events: Vec<crate::events::MapEvent>,
     allocated: Vec<(u64, u64)>,
     freed: Vec<(u64, u64)>,
     done: bool,
@@ -86,6 +89,7 @@ impl<'a> Tx<'a> {
             dirty: HashMap::new(),
             deltas: vec![],
             rmap_deltas: vec![],
+            events: vec![],
             allocated: vec![],
             freed: vec![],
             done: false,
@@ -277,6 +281,14 @@ impl<'a> Tx<'a> {
         ))
     }
 
+    /// Records a mapping event (kept only if recording is on and the
+    /// transaction commits).
+    pub fn record(&mut self, e: crate::events::MapEvent) {
+        if self.meta.events.is_some() {
+            self.events.push(e);
+        }
+    }
+
     /// True when the file system keeps a reverse map.
     pub fn rmap_enabled(&self) -> bool {
         self.meta.sb.incompat.get() & INCOMPAT_RMAP != 0
@@ -367,6 +379,9 @@ impl<'a> Tx<'a> {
         journal::commit(self.dev, &self.meta.geo, fs_id, seq, &images)?;
         self.meta.sb.header.generation = seq.into();
         self.meta.seq += 1;
+        if let Some(ev) = &mut self.meta.events {
+            ev.append(&mut self.events);
+        }
         for (s, l) in std::mem::take(&mut self.freed) {
             if !self.meta.free.insert(s, l) {
                 // The tree accepted the free, so the map must too; a mismatch

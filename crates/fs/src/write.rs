@@ -14,6 +14,7 @@
 //! Data reaches media (flushed; the caller fences) before the transaction that
 //! maps it commits, so a crash leaves each file with its old or its new blocks.
 use crate::error::{FsError, Result};
+use crate::events::MapEvent;
 use crate::extents::{Extent, ExtentMap};
 use crate::space::refcount::Piece;
 use crate::tx::Tx;
@@ -213,6 +214,13 @@ fn cow(
                 0
             }
         };
+        tx.record(MapEvent::Cow {
+            ino: map.ino,
+            fblock: at,
+            old: from,
+            new: p,
+            len: l,
+        });
         for piece in map.unmap(at, l) {
             tx.release_extent(piece.phys, piece.len)?;
         }
@@ -284,6 +292,12 @@ pub fn write_range(
                 while at < fb + len {
                     let (p, l) = tx.alloc_extent(fb + len - at, goal)?;
                     fill_fresh(dev, at, p, l, off, end, src)?;
+                    tx.record(MapEvent::Map {
+                        ino: map.ino,
+                        fblock: at,
+                        phys: p,
+                        len: l,
+                    });
                     map.map(Extent {
                         fblock: at,
                         phys: p,

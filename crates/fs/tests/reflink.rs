@@ -518,3 +518,34 @@ fn punch_and_truncate_of_shared_blocks() {
     drop((a, b));
     assert_fsck(&*dev);
 }
+
+#[test]
+fn mapping_events_are_recorded_when_asked() {
+    use daxfs::events::MapEvent;
+    let (_dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(30, 8192));
+    assert!(fs.take_events().is_empty(), "off by default");
+    fs.record_events(true);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    b.write_at(0, b"x").unwrap();
+    b.set_len(4096).unwrap();
+    let ev = fs.take_events();
+    let pa = a.fiemap().unwrap()[0].physical / BS;
+    assert!(
+        ev.contains(&MapEvent::Share {
+            src_ino: a.ino(),
+            src_fblock: 0,
+            ino: b.ino(),
+            fblock: 0,
+            phys: pa,
+            len: 2
+        }),
+        "{ev:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(*e, MapEvent::Cow { ino, fblock: 0, old, len: 1, .. } if ino == b.ino() && old == pa)));
+    assert!(ev.iter().any(|e| matches!(*e, MapEvent::Unmap { ino, fblock: 1, phys, len: 1 } if ino == b.ino() && phys == pa + 1)));
+    // An aborted transaction records nothing.
+    assert!(b.clone_range(&a, 1, 0, 4096).is_err());
+    assert!(fs.take_events().is_empty());
+}
