@@ -205,6 +205,7 @@ impl Fs {
             geo,
             fs_id,
             events: None,
+            cache: Default::default(),
         };
         if !opts.no_rmap {
             meta.sb.incompat = (meta.sb.incompat.get() | INCOMPAT_RMAP).into();
@@ -250,6 +251,7 @@ impl Fs {
             geo,
             fs_id,
             events: None,
+            cache: Default::default(),
         };
         let fs = Fs {
             inner: Arc::new(FsInner {

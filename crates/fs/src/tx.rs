@@ -37,8 +37,54 @@ pub struct Meta {
     /// Blocks a commit may never touch again until the log is re-read (none yet).
     pub geo: LogGeometry,
     pub fs_id: u64,
+    /// Verified copies of committed metadata blocks.
+    pub cache: NodeCache,
     /// Committed mapping events, when recording is on.
     pub events: Option<Vec<crate::events::MapEvent>>,
+}
+
+/// Verified copies of committed metadata blocks, so a node read costs a copy
+/// instead of a device read and a checksum. Holds only what is on media (or
+/// what the last commit put there); freed blocks are dropped. Bounded: when
+/// full it starts over.
+#[derive(Debug, Default)]
+pub struct NodeCache {
+    blocks: HashMap<u64, Box<Block>>,
+}
+
+impl NodeCache {
+    /// Most blocks kept (64 MiB).
+    pub const CAPACITY: usize = 16384;
+
+    /// A cached block, if its header says it is what the caller expects.
+    pub fn get(&self, b: u64, kind: BlockKind, owner: Option<u64>) -> Option<Box<Block>> {
+        let blk = self.blocks.get(&b)?;
+        let h = daxfs_format::block::header(&blk[..]).ok()?;
+        (h.kind == kind as u8 && owner.is_none_or(|o| h.owner.get() == o)).then(|| blk.clone())
+    }
+
+    pub fn put(&mut self, b: u64, blk: Box<Block>) {
+        if self.blocks.len() >= Self::CAPACITY && !self.blocks.contains_key(&b) {
+            self.blocks.clear();
+        }
+        self.blocks.insert(b, blk);
+    }
+
+    /// Drops blocks `[s, s+l)`.
+    pub fn forget(&mut self, s: u64, l: u64) {
+        if l as usize > self.blocks.len() {
+            self.blocks.retain(|b, _| !(s..s + l).contains(b));
+        } else {
+            for b in s..s + l {
+                self.blocks.remove(&b);
+            }
+        }
+    }
+
+    /// Drops everything (after an error that may have left media and cache apart).
+    pub fn clear(&mut self) {
+        self.blocks.clear();
+    }
 }
 
 /// A change to the free-space tree, applied at commit.
@@ -148,9 +194,14 @@ impl<'a> Tx<'a> {
     /// Frees `[s, s+l)`: back in the free-space tree at commit, reusable only
     /// after the commit is durable.
     pub fn free_extent(&mut self, s: u64, l: u64) {
-        for b in s..s + l {
-            self.dirty.remove(&b);
+        if l as usize > self.dirty.len() {
+            self.dirty.retain(|b, _| !(s..s + l).contains(b));
+        } else {
+            for b in s..s + l {
+                self.dirty.remove(&b);
+            }
         }
+        self.meta.cache.forget(s, l);
         // A block allocated by this transaction whose allocation has not yet
         // reached the free-space tree: cancel both instead of applying both
         // (applying both makes the free-space tree split and merge the same
@@ -178,7 +229,12 @@ impl<'a> Tx<'a> {
         if let Some(blk) = self.dirty.get(&b) {
             return Ok(blk.clone());
         }
-        read_verified(self.dev, b, kind, owner, self.meta.fs_id)
+        if let Some(blk) = self.meta.cache.get(b, kind, owner) {
+            return Ok(blk);
+        }
+        let blk = read_verified(self.dev, b, kind, owner, self.meta.fs_id)?;
+        self.meta.cache.put(b, blk.clone());
+        Ok(blk)
     }
 
     /// Applies one change to the free-space tree. Records are replaced or
@@ -379,6 +435,11 @@ impl<'a> Tx<'a> {
         journal::commit(self.dev, &self.meta.geo, fs_id, seq, &images)?;
         self.meta.sb.header.generation = seq.into();
         self.meta.seq += 1;
+        for (home, img) in images {
+            if home != 0 {
+                self.meta.cache.put(home, img);
+            }
+        }
         if let Some(ev) = &mut self.meta.events {
             ev.append(&mut self.events);
         }
