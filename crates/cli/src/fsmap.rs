@@ -5,6 +5,7 @@ use daxfs::{OwnerKind, OwnerRecord};
 pub fn owner_text(r: &OwnerRecord) -> String {
     match &r.owner {
         OwnerKind::Free => "free space".into(),
+        OwnerKind::Quarantined => "bad blocks (quarantined)".into(),
         OwnerKind::Metadata(k) => k.to_string(),
         OwnerKind::File { ino, paths, fork } => {
             let p = if paths.is_empty() {
@@ -37,6 +38,9 @@ pub fn flags(r: &OwnerRecord) -> Vec<&'static str> {
     if r.unwritten {
         f.push("unwritten");
     }
+    if r.bad {
+        f.push("bad");
+    }
     f
 }
 
@@ -59,6 +63,7 @@ pub fn row_text(i: usize, r: &OwnerRecord) -> String {
 pub fn row_json(r: &OwnerRecord) -> serde_json::Value {
     let owner = match &r.owner {
         OwnerKind::Free => serde_json::json!({ "free": true }),
+        OwnerKind::Quarantined => serde_json::json!({ "quarantined": true }),
         OwnerKind::Metadata(k) => serde_json::json!({ "metadata": k }),
         OwnerKind::File { ino, paths, fork } => {
             serde_json::json!({ "inode": ino, "paths": paths, "offset": r.offset, "fork": fork })

@@ -366,3 +366,54 @@ pub struct RmapRecord {
 }
 const _: () = assert!(std::mem::size_of::<RmapRecord>() == 16);
 zerocopy_record!(RmapRecord, "reverse-map record");
+
+/// Actions recorded in the error log.
+pub mod action {
+    /// File data in the range is lost; the file records it and reads fail.
+    pub const DATA_LOST: u32 = 1;
+    /// Metadata was rebuilt from its replica onto a fresh block.
+    pub const REPAIRED: u32 = 2;
+    /// Free space was taken out of use until the error is cleared.
+    pub const QUARANTINED: u32 = 3;
+    /// Both copies of metadata were bad: the file system shut down.
+    pub const SHUT_DOWN: u32 = 4;
+    /// The error was cleared: the range is usable again.
+    pub const CLEARED: u32 = 5;
+    /// A file's loss ended: its lost blocks were overwritten or removed.
+    pub const LOSS_ENDED: u32 = 6;
+    /// No data was at risk (an unwritten or already-lost mapping).
+    pub const NO_DATA: u32 = 7;
+}
+
+/// One entry of the persistent error log, keyed by a sequence number. One
+/// event (a report of a bad range) gives one entry per owner it touched.
+///
+/// ```text
+/// byte size field
+///    0    8 time_sec    when it happened (seconds since the epoch)
+///    8    8 dev_off     device byte offset of the affected range
+///   16    8 dev_len     bytes
+///   24    4 action      action::*
+///   28    4 owner_kind  0 none, 1 file data, 2 file metadata, 3 file-system metadata, 4 free space
+///   32    8 ino         file inode (owner_kind 1 or 2), or the BlockKind (3)
+///   40    8 file_off    byte offset in the file (owner_kind 1)
+///   48    8 flags       bit 0: a reader was waiting (action required); bit 1: device removal
+///   56    8 event       sequence number of the event (entries of one report share it)
+/// ```
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct ErrorLogRecord {
+    pub time_sec: U64,
+    pub dev_off: U64,
+    pub dev_len: U64,
+    pub action: U32,
+    pub owner_kind: U32,
+    pub ino: U64,
+    pub file_off: U64,
+    pub flags: U64,
+    pub event: U64,
+}
+const _: () = assert!(std::mem::size_of::<ErrorLogRecord>() == 64);
+zerocopy_record!(ErrorLogRecord, "error log record");

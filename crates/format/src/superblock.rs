@@ -30,7 +30,9 @@
 //!  292    4 block_size     4096
 //!  296    8 mkfs_time      seconds since the epoch
 //!  304   32 label          zero-padded
-//!  336 3760 reserved       0
+//!  336   16 loss_tree      (inode, file block) -> blocks of file data lost to media errors
+//!  352    8 error_seq      next error-log sequence number
+//!  360 3736 reserved       0
 //! ```
 use crate::block::{BLOCK_MAGIC, BlockHeader, BlockKind, HEADER_SIZE};
 use crate::records::TreeRoot;
@@ -82,7 +84,9 @@ pub struct Superblock {
     pub block_size: U32,
     pub mkfs_time: U64,
     pub label: [u8; 32],
-    pub reserved: [u8; 3760],
+    pub loss_tree: TreeRoot,
+    pub error_seq: U64,
+    pub reserved: [u8; 3736],
 }
 const _: () = assert!(std::mem::size_of::<Superblock>() == BLOCK_SIZE);
 const _: () = assert!(HEADER_SIZE == 64);

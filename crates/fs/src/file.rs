@@ -103,6 +103,8 @@ pub struct FiemapExtent {
     pub unwritten: bool,
     /// The blocks have more than one owner.
     pub shared: bool,
+    /// The data here was lost to a media error (reads fail with EIO).
+    pub lost: bool,
 }
 
 /// An open file. Closing (dropping) the last handle of an unlinked file frees it.
@@ -111,6 +113,8 @@ pub struct File {
     pub(crate) fs: Arc<FsInner>,
     pub(crate) node: Arc<Inode>,
     pub(crate) opts: OpenOptions,
+    /// Media-error notices for this handle.
+    notices: Arc<crate::media::HandleNotices>,
 }
 
 impl Drop for File {
@@ -213,7 +217,38 @@ fn check_range(off: u64, len: u64) -> Result<u64> {
 
 impl File {
     pub(crate) fn new(fs: Arc<FsInner>, node: Arc<Inode>, opts: OpenOptions) -> File {
-        File { fs, node, opts }
+        let notices = Arc::new(crate::media::HandleNotices::default());
+        {
+            let mut h = lock(&node.handles);
+            h.retain(|w| w.strong_count() > 0);
+            h.push(Arc::downgrade(&notices));
+        }
+        File {
+            fs,
+            node,
+            opts,
+            notices,
+        }
+    }
+
+    /// Calls `f` (from the thread that handles the report) whenever a media
+    /// error destroys data of this file: which file, offset and length, and
+    /// whether a reader was waiting on it.
+    pub fn on_media_error(&self, f: impl Fn(&crate::media::LossNotice) + Send + Sync + 'static) {
+        *lock(&self.notices.callback) = Some(Arc::new(f));
+    }
+
+    /// The media-error notices for this file since the last call.
+    pub fn take_media_errors(&self) -> Vec<crate::media::LossNotice> {
+        std::mem::take(&mut *lock(&self.notices.queue))
+    }
+
+    /// The file's lost byte ranges (offset, length).
+    pub fn lost_ranges(&self) -> Result<Vec<(u64, u64)>> {
+        Ok(self
+            .lost_map()?
+            .map(|m| m.iter().map(|(&k, &l)| (k * BS, l * BS)).collect())
+            .unwrap_or_default())
     }
 
     pub(crate) fn inode(&self) -> &Arc<Inode> {
@@ -292,14 +327,152 @@ impl File {
                     if off >= size || buf.is_empty() {
                         return Ok(0);
                     }
-                    let n = (size - off).min(buf.len() as u64) as usize;
-                    read_mapped(self.dev(), map, off, &mut buf[..n])?;
+                    let mut n = (size - off).min(buf.len() as u64) as usize;
+                    if let Some(lost) = self.lost_map()? {
+                        // Never return lost bytes: stop short of the first lost
+                        // block, or fail when the read starts in one.
+                        if let Some(first) = first_lost(&lost, off, off + n as u64) {
+                            if first <= off {
+                                return Err(FsError::Io(format!(
+                                    "inode {}: bytes at {off} were lost to a media error",
+                                    self.node.ino
+                                )));
+                            }
+                            n = (first - off) as usize;
+                        }
+                    }
+                    if let Err(e) = read_mapped(self.dev(), map, off, &mut buf[..n]) {
+                        return Err(self.sync_fault(e));
+                    }
                     return Ok(n);
                 }
             }
             let mut d = self.data_write();
             self.loaded(&mut d)?;
         }
+    }
+
+    /// The file's lost blocks, or None when it has none (the common case
+    /// costs one atomic load).
+    pub(crate) fn lost_map(&self) -> Result<Option<std::collections::BTreeMap<u64, u64>>> {
+        if !self
+            .node
+            .has_losses
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(None);
+        }
+        if let Some(m) = lock(&self.node.lost).as_ref() {
+            return Ok((!m.is_empty()).then(|| m.clone()));
+        }
+        let m = {
+            let meta = lock(&self.fs.meta);
+            let root = meta.sb.loss_tree;
+            crate::media::losses_of(&mut self.fs.reader(), &root, self.node.ino)?
+        };
+        if m.is_empty() {
+            self.node
+                .has_losses
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+        *lock(&self.node.lost) = Some(m.clone());
+        Ok((!m.is_empty()).then_some(m))
+    }
+
+    /// [`Self::lost_map`] for callers inside a transaction (which holds the
+    /// metadata lock `lost_map` would take).
+    pub(crate) fn lost_map_tx(
+        &self,
+        tx: &mut Tx<'_>,
+    ) -> Result<Option<std::collections::BTreeMap<u64, u64>>> {
+        if !self
+            .node
+            .has_losses
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(None);
+        }
+        if let Some(m) = lock(&self.node.lost).as_ref() {
+            return Ok((!m.is_empty()).then(|| m.clone()));
+        }
+        let root = tx.meta.sb.loss_tree;
+        let m = crate::media::losses_of(tx, &root, self.node.ino)?;
+        Ok((!m.is_empty()).then_some(m))
+    }
+
+    /// Turns a media error met while reading into a report (a reader is
+    /// waiting: action required) and EIO.
+    fn sync_fault(&self, e: FsError) -> FsError {
+        if let FsError::Device(daxfs_device::DeviceError::Media { off, len }) = e {
+            let flags = crate::media::FailureFlags {
+                action_required: true,
+                pre_remove: false,
+            };
+            let _ = self.fs.media_failure(off, len, flags);
+            return FsError::Io(format!(
+                "inode {}: media error at device offset {off:#x}",
+                self.node.ino
+            ));
+        }
+        e
+    }
+
+    /// Before writing `[off, end)`: fails with EIO if the write covers part of
+    /// a lost block; whole lost blocks it covers are unmapped (their bad
+    /// physical blocks stay quarantined) and the file's loss there ends.
+    fn take_lost(
+        &self,
+        tx: &mut Tx<'_>,
+        map: &mut ExtentMap,
+        off: u64,
+        end: u64,
+        whole_only: bool,
+    ) -> Result<bool> {
+        let Some(lost) = self.lost_map_tx(tx)? else {
+            return Ok(false);
+        };
+        let (b0, b1) = (off / BS, end.div_ceil(BS));
+        let mut ended = false;
+        for (&k, &l) in lost.range(..b1) {
+            let (s, t) = (k.max(b0), (k + l).min(b1));
+            if s >= t {
+                continue;
+            }
+            let (fs_, ft) = (s.max(off.div_ceil(BS)), t.min(end / BS));
+            if !whole_only && (fs_ > s || ft < t) {
+                return Err(FsError::Io(format!(
+                    "inode {}: a write into part of a block lost to a media error (file block {})",
+                    self.node.ino,
+                    if fs_ > s { s } else { ft }
+                )));
+            }
+            if fs_ < ft {
+                for e in map.unmap(fs_, ft - fs_) {
+                    tx.record(MapEvent::Unmap {
+                        ino: map.ino,
+                        fblock: e.fblock,
+                        phys: e.phys,
+                        len: e.len,
+                    });
+                    tx.release_extent(e.phys, e.len)?;
+                }
+                crate::media::end_loss(tx, self.node.ino, fs_, ft - fs_)?;
+                let ev = tx.meta.sb.error_seq.get();
+                crate::media::log_event(
+                    tx,
+                    ev,
+                    0,
+                    0,
+                    daxfs_format::records::action::LOSS_ENDED,
+                    1,
+                    self.node.ino,
+                    fs_ * BS,
+                    Default::default(),
+                )?;
+                ended = true;
+            }
+        }
+        Ok(ended)
     }
 
     /// Writes `data` at `off` (at end of file when opened for append). Data
@@ -326,7 +499,10 @@ impl File {
             }
             at >= b1
         };
-        if off <= size && !map.maybe_shared && written(map) {
+        let lost_here = self
+            .lost_map()?
+            .is_some_and(|l| first_lost(&l, off, end).is_some());
+        if off <= size && !map.maybe_shared && !lost_here && written(map) {
             self.copy_in(map, off, data)?;
             let mut r = self.node.rec();
             let t = inode::now();
@@ -373,6 +549,12 @@ impl File {
             return Ok(());
         }
         let end = (size - size % BS + BS).min(new_size);
+        if self
+            .lost_map_tx(tx)?
+            .is_some_and(|l| first_lost(&l, size, end).is_some())
+        {
+            return Ok(()); // a lost block reads as EIO; there is nothing to zero
+        }
         write_range(tx, map, size, end, &Src::Zeros, false)
     }
 
@@ -390,6 +572,7 @@ impl File {
         let src = Src::Bytes { off, data };
         let need = blocks_needed(&mut tx, map, off, end, &src, true)?;
         check_space(&tx, need + 1, &format!("writing {} bytes", data.len()))?;
+        let ended = self.take_lost(&mut tx, map, off, end, false)?;
         if off > size {
             self.zero_past_eof(&mut tx, map, size, off)?;
         }
@@ -399,7 +582,11 @@ impl File {
             if end > r.size.get() {
                 r.size = end.into();
             }
-        })
+        })?;
+        if ended {
+            *lock(&self.node.lost) = None;
+        }
+        Ok(())
     }
 
     /// Sets the file's size: shrinking frees the blocks past the new end,
@@ -432,11 +619,16 @@ impl File {
                 });
                 tx.release_extent(e.phys, e.len)?;
             }
+            if self.lost_map_tx(&mut tx)?.is_some() {
+                crate::media::end_loss(&mut tx, self.node.ino, first, MAX_BLOCKS - first)?;
+            }
         } else if len > size {
             self.zero_past_eof(&mut tx, map, size, len)?;
             self.dev().fence();
         }
-        self.commit_rec(tx, map, |r| r.size = len.into())
+        self.commit_rec(tx, map, |r| r.size = len.into())?;
+        *lock(&self.node.lost) = None;
+        Ok(())
     }
 
     /// Applies the map's edits and `f` to the inode record, and commits.
@@ -486,6 +678,13 @@ impl File {
         if res.is_err() {
             d.extents = None;
         }
+        if self
+            .node
+            .has_losses
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            *lock(&self.node.lost) = None;
+        }
         res
     }
 
@@ -503,6 +702,9 @@ impl File {
         // Whole blocks inside the range, and the partial edges.
         let (w0, w1) = (off.div_ceil(BS), end / BS);
         if flags.punch_hole || flags.zero_range {
+            // Partial lost blocks cannot be zeroed (EIO); whole ones are
+            // unmapped and their loss ends.
+            self.take_lost(&mut tx, map, off, end, false)?;
             // Edges are zeroed as data (copied first where shared).
             let edges = if w0 >= w1 {
                 vec![(off, end)]
@@ -600,7 +802,13 @@ impl File {
 
     /// The file's attributes.
     pub fn stat(&self) -> Stat {
-        Stat::of(&self.node.rec().rec)
+        let mut st = Stat::of(&self.node.rec().rec);
+        st.lost_bytes = self
+            .lost_map()
+            .ok()
+            .flatten()
+            .map_or(0, |m| m.values().sum::<u64>() * BS);
+        st
     }
 
     /// The file's extents, split where sharing changes; each says whether
@@ -630,9 +838,64 @@ impl File {
                     length: p.len * BS,
                     unwritten: e.unwritten(),
                     shared: p.count > 1,
+                    lost: false,
                 });
             }
         }
-        Ok(out)
+        drop(meta);
+        drop(d);
+        // Split rows where lost data starts or ends, and mark the lost parts.
+        let Some(lost) = self.lost_map()? else {
+            return Ok(out);
+        };
+        let mut rows = vec![];
+        for r in out {
+            let (mut at, end) = (r.logical, r.logical + r.length);
+            let mut cuts: Vec<(u64, u64)> = lost
+                .iter()
+                .map(|(&k, &l)| (k * BS, (k + l) * BS))
+                .filter(|&(a, b)| a < end && b > at)
+                .collect();
+            cuts.sort_unstable();
+            for (a, b) in cuts {
+                let (a, b) = (a.max(at), b.min(end));
+                if a > at {
+                    rows.push(FiemapExtent {
+                        logical: at,
+                        physical: r.physical + (at - r.logical),
+                        length: a - at,
+                        ..r.clone()
+                    });
+                }
+                rows.push(FiemapExtent {
+                    logical: a,
+                    physical: r.physical + (a - r.logical),
+                    length: b - a,
+                    lost: true,
+                    ..r.clone()
+                });
+                at = b;
+            }
+            if at < end {
+                rows.push(FiemapExtent {
+                    logical: at,
+                    physical: r.physical + (at - r.logical),
+                    length: end - at,
+                    ..r
+                });
+            }
+        }
+        Ok(rows)
     }
+}
+
+/// The first lost byte in file range `[off, end)`, if any.
+fn first_lost(lost: &std::collections::BTreeMap<u64, u64>, off: u64, end: u64) -> Option<u64> {
+    let (b0, b1) = (off / BS, end.div_ceil(BS));
+    if let Some((&k, &l)) = lost.range(..=b0).next_back()
+        && k + l > b0
+    {
+        return Some(off);
+    }
+    lost.range(b0..b1).next().map(|(&k, _)| k * BS)
 }

@@ -456,6 +456,7 @@ impl FsInner {
                 tx.release_extent(e.phys, e.len)?;
             }
             crate::extents::tree(ino).destroy(tx, &mut troot)?;
+            crate::media::end_loss(tx, ino, 0, u64::MAX)?;
         }
         let mut root = tx.meta.sb.inode_tree;
         inode_tree().remove(tx, &mut root, &ino)?;

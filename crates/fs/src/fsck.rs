@@ -551,7 +551,9 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         });
     }
     check_parents(p, &mut s, &sb, &mut usage, parent_links);
+    check_media_trees(p, &mut s, &sb, &mut usage, &inodes);
     rep.data_blocks = check_sharing(p, &mut s, &sb, &mut usage);
+    check_quarantine(p, &mut s, &sb, &mut usage);
     // Every block accounted for exactly once.
     progress("blocks", 0, total);
     let mut run: Option<(u64, u64)> = None;
@@ -919,5 +921,95 @@ fn check_parents(
             block: None,
             message,
         });
+    }
+}
+
+/// The loss tree names live files; the error log and the bad-block tree are
+/// well formed.
+fn check_media_trees(
+    p: &mut Vec<Problem>,
+    s: &mut CheckStore<'_>,
+    sb: &daxfs_format::Superblock,
+    usage: &mut Usage,
+    inodes: &BTreeMap<u64, InodeRecord>,
+) {
+    use crate::media::{error_log, loss_tree};
+    use crate::space::badblocks;
+    let lroot = sb.loss_tree;
+    check_tree(p, "data-loss tree", loss_tree().check(s, &lroot));
+    mark_nodes(
+        p,
+        s,
+        usage,
+        "data-loss tree node",
+        Owner::Meta(BlockKind::LossTree),
+        |s, f| loss_tree().visit_nodes(s, &lroot, f),
+    );
+    let mut losses = vec![];
+    let r = loss_tree().range(s, &lroot, &(0, 0), &(u64::MAX, u64::MAX), &mut |k, l| {
+        losses.push((k, l));
+        ControlFlow::Continue(())
+    });
+    check_tree(p, "data-loss tree", r);
+    for ((ino, fb), l) in losses {
+        if l == 0 || !inodes.contains_key(&ino) {
+            p.push(Problem {
+                structure: "data-loss tree".into(),
+                block: None,
+                message: format!("record for inode {ino} block {fb} (+{l}) names no live file"),
+            });
+        }
+    }
+    let eroot = sb.error_log;
+    check_tree(p, "error log", error_log().check(s, &eroot));
+    mark_nodes(
+        p,
+        s,
+        usage,
+        "error log node",
+        Owner::Meta(BlockKind::ErrorLog),
+        |s, f| error_log().visit_nodes(s, &eroot, f),
+    );
+    let broot = sb.badblock_tree;
+    check_tree(p, "bad-block tree", badblocks::tree().check(s, &broot));
+    mark_nodes(
+        p,
+        s,
+        usage,
+        "bad-block tree node",
+        Owner::Meta(BlockKind::BadBlockTree),
+        |s, f| badblocks::tree().visit_nodes(s, &broot, f),
+    );
+}
+
+/// Bad blocks no file owns are quarantined, never free.
+fn check_quarantine(
+    p: &mut Vec<Problem>,
+    s: &mut CheckStore<'_>,
+    sb: &daxfs_format::Superblock,
+    usage: &mut Usage,
+) {
+    use crate::space::badblocks;
+    let broot = sb.badblock_tree;
+    let bad = badblocks::all(s, &broot).unwrap_or_default();
+    for (st, l) in bad {
+        for b in st..st.saturating_add(l) {
+            let Some(&o) = usage.owner.get(b as usize) else {
+                break;
+            };
+            if o == 0 {
+                usage.mark(p, b, 1, "quarantined bad block");
+            } else if usage
+                .names
+                .get(o as usize - 1)
+                .is_some_and(|n| n == "free space")
+            {
+                p.push(Problem {
+                    structure: "free-space tree".into(),
+                    block: Some(b),
+                    message: "a known-bad block is in free space".into(),
+                });
+            }
+        }
     }
 }

@@ -126,6 +126,12 @@ pub struct Inode {
     pub data: RwLock<DataState>,
     /// Open handles. Changed only under the metadata lock.
     pub opens: AtomicU32,
+    /// False once the inode is known to have no lost data (reads skip the check).
+    pub has_losses: std::sync::atomic::AtomicBool,
+    /// Lost file blocks (first block -> blocks), loaded on first need.
+    pub lost: Mutex<Option<std::collections::BTreeMap<u64, u64>>>,
+    /// Open handles, to tell of media errors.
+    pub handles: Mutex<Vec<std::sync::Weak<crate::media::HandleNotices>>>,
 }
 
 impl Inode {
@@ -143,6 +149,9 @@ impl Inode {
             rec: Mutex::new(RecState { rec, dirty: false }),
             data: RwLock::new(DataState::default()),
             opens: AtomicU32::new(0),
+            has_losses: std::sync::atomic::AtomicBool::new(true),
+            lost: Mutex::new(None),
+            handles: Mutex::new(vec![]),
         })
     }
 

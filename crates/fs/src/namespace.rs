@@ -640,15 +640,17 @@ impl Fs {
 
     /// Attributes of the file at `path`, following a final symlink.
     pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
-        self.tx_op(|inner, tx| Ok(Stat::of(&inner.resolve(tx, path.as_ref(), true)?.rec().rec)))
+        self.tx_op(|inner, tx| {
+            let node = inner.resolve(tx, path.as_ref(), true)?;
+            stat_of(tx, &node)
+        })
     }
 
     /// Attributes of `path` itself (a final symlink is not followed).
     pub fn lstat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
         self.tx_op(|inner, tx| {
-            Ok(Stat::of(
-                &inner.resolve(tx, path.as_ref(), false)?.rec().rec,
-            ))
+            let node = inner.resolve(tx, path.as_ref(), false)?;
+            stat_of(tx, &node)
         })
     }
 
@@ -722,4 +724,17 @@ impl Fs {
         let f = self.open(path, &OpenOptions::write_only())?;
         f.set_len(len)
     }
+}
+
+/// An inode's attributes, with the bytes it lost to media errors.
+fn stat_of(tx: &mut Tx<'_>, node: &Arc<Inode>) -> Result<Stat> {
+    let mut st = Stat::of(&node.rec().rec);
+    let root = tx.meta.sb.loss_tree;
+    if !root.is_empty() {
+        st.lost_bytes = crate::media::losses_of(tx, &root, node.ino)?
+            .values()
+            .sum::<u64>()
+            * daxfs_format::BLOCK_SIZE_U64;
+    }
+    Ok(st)
 }

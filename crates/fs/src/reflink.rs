@@ -280,10 +280,23 @@ impl File {
                     }
                 }
             };
+            if src
+                .lost_map()?
+                .is_some_and(|l| l.range(..src_b0 + n).any(|(&k, &len)| k + len > src_b0))
+            {
+                return Err(FsError::Io(format!(
+                    "inode {}: the source range holds data lost to a media error",
+                    src.node.ino
+                )));
+            }
+            let dst_lost = self.lost_map()?.is_some();
             let fs = &*self.fs;
             let mut meta = lock(&fs.meta);
             let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
             check_space(&tx, 8, "cloning")?;
+            if dst_lost {
+                crate::media::end_loss(&mut tx, self.node.ino, dst_b0, n)?;
+            }
             if dst_off > dst_size {
                 let end = (dst_size.div_ceil(BS) * BS).min(dst_off);
                 write_range(&mut tx, dst_map, dst_size, end, &Src::Zeros, false)?;
@@ -299,7 +312,11 @@ impl File {
             )?;
             fs.dev.fence();
             let new_size = dst_size.max(dst_off + len);
-            self.commit_rec(tx, dst_map, |r| r.size = new_size.into())
+            self.commit_rec(tx, dst_map, |r| r.size = new_size.into())?;
+            if dst_lost {
+                *lock(&self.node.lost) = None;
+            }
+            Ok(())
         })();
         if res.is_err() {
             pair.a.extents = None;
@@ -401,6 +418,16 @@ impl File {
             ));
         }
         let (src_b0, dst_b0, n) = (src_off / BS, dst_off / BS, bcount / BS);
+        for (f, b0) in [(self, src_b0), (dst, dst_b0)] {
+            if f.lost_map()?
+                .is_some_and(|l| l.range(..b0 + n).any(|(&k, &len)| k + len > b0))
+            {
+                return Err(FsError::Io(format!(
+                    "inode {}: the range holds data lost to a media error",
+                    f.node.ino
+                )));
+            }
+        }
         let dev = &*self.fs.dev;
         let res = (|| {
             let (a, b) = (&mut pair.a, &mut pair.b);
@@ -542,6 +569,8 @@ pub enum OwnerKind {
     Metadata(&'static str),
     /// Free space.
     Free,
+    /// Known-bad memory no file owns, kept out of use until cleared.
+    Quarantined,
 }
 
 /// One owner of a physical range.
@@ -556,6 +585,8 @@ pub struct OwnerRecord {
     pub shared: bool,
     pub metadata: bool,
     pub unwritten: bool,
+    /// The range holds known-bad memory.
+    pub bad: bool,
 }
 
 impl Fs {
@@ -648,6 +679,7 @@ impl Fs {
                 shared,
                 metadata,
                 unwritten: m.unwritten,
+                bad: false,
             });
         }
         if with_free && blocks > 0 {
@@ -679,9 +711,54 @@ impl Fs {
                     shared: false,
                     metadata: false,
                     unwritten: false,
+                    bad: false,
                 });
             }
+            // Bad ranges no record covers are quarantined.
+            for (s, l) in
+                crate::space::badblocks::overlapping(&mut rs, &sb.badblock_tree, block, blocks)?
+            {
+                let mut owned: Vec<(u64, u64)> = out
+                    .iter()
+                    .filter(|r| r.owner != OwnerKind::Free)
+                    .map(|r| (r.physical / BS, (r.physical + r.length) / BS))
+                    .filter(|&(a, b)| a < s + l && b > s)
+                    .collect();
+                owned.sort_unstable();
+                let mut at = s;
+                let q = |from: u64, to: u64| OwnerRecord {
+                    physical: from * BS,
+                    length: (to - from) * BS,
+                    owner: OwnerKind::Quarantined,
+                    offset: 0,
+                    shared: false,
+                    metadata: false,
+                    unwritten: false,
+                    bad: true,
+                };
+                let mut add = vec![];
+                for (a, b) in owned {
+                    if a > at {
+                        add.push(q(at, a));
+                    }
+                    at = at.max(b);
+                }
+                if at < s + l {
+                    add.push(q(at, s + l));
+                }
+                out.extend(add);
+            }
             out.sort_by_key(|r| (r.physical, r.owner == OwnerKind::Free));
+        }
+        if !sb.badblock_tree.is_empty() {
+            let bad =
+                crate::space::badblocks::overlapping(&mut rs, &sb.badblock_tree, block, blocks)?;
+            for r in out.iter_mut() {
+                let (a, b) = (r.physical / BS, (r.physical + r.length) / BS);
+                if bad.iter().any(|&(s, l)| s < b && s + l > a) {
+                    r.bad = true;
+                }
+            }
         }
         drop(meta);
         Ok(out)

@@ -11,8 +11,8 @@
 use crate::error::{FsError, Result};
 use crate::journal::{self, LogGeometry};
 use crate::space::alloc::FreeMap;
-use crate::space::refcount;
 use crate::space::rmap::{self, Mapping, Owner};
+use crate::space::{badblocks, refcount};
 use daxfs_btree::{BTree, NodeStore, TreeError};
 use daxfs_device::Device;
 use daxfs_format::block::{BlockKind, Expect, verify_block};
@@ -390,7 +390,7 @@ impl<'a> Tx<'a> {
     }
 
     /// Removes one owner from every block of `[p, p+l)`; blocks whose last
-    /// owner went are freed.
+    /// owner went are freed, except known-bad ones, which stay quarantined.
     pub fn release_extent(&mut self, p: u64, l: u64) -> Result<()> {
         let mut root = self.meta.sb.refcount_tree;
         let freed = if root.is_empty() {
@@ -399,10 +399,38 @@ impl<'a> Tx<'a> {
             refcount::adjust(self, &mut root, p, l, false)?
         };
         self.meta.sb.refcount_tree = root;
+        let broot = self.meta.sb.badblock_tree;
         for (s, len) in freed {
-            self.free_extent(s, len);
+            let bad = badblocks::overlapping(self, &broot, s, len)?;
+            let mut at = s;
+            for (bs, bl) in bad {
+                if bs > at {
+                    self.free_extent(at, bs - at);
+                }
+                self.meta.cache.forget(bs, bl);
+                at = bs + bl;
+            }
+            if at < s + len {
+                self.free_extent(at, s + len - at);
+            }
         }
         Ok(())
+    }
+
+    /// Takes the free parts of `[p, p+l)` out of free space (they are bad).
+    /// Returns the pieces taken.
+    pub fn quarantine_free(&mut self, p: u64, l: u64) -> Result<Vec<(u64, u64)>> {
+        let pieces = self.meta.free.overlapping(p, l);
+        for &(s, len) in &pieces {
+            if !self.meta.free.remove(s, len) {
+                return Err(FsError::Corrupt(format!(
+                    "free map lost blocks [{s}, +{len})"
+                )));
+            }
+            self.allocated.push((s, len));
+            self.deltas.push(Delta::Alloc(s, len));
+        }
+        Ok(pieces)
     }
 
     /// Splits `[p, p+l)` into pieces of uniform owner count.

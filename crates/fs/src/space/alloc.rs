@@ -97,6 +97,21 @@ impl FreeMap {
         true
     }
 
+    /// Free pieces of `[p, p+l)`.
+    pub fn overlapping(&self, p: u64, l: u64) -> Vec<(u64, u64)> {
+        let end = p + l;
+        let mut out = vec![];
+        if let Some((&s, &len)) = self.by_start.range(..p).next_back()
+            && s + len > p
+        {
+            out.push((p, (s + len).min(end) - p));
+        }
+        for (&s, &len) in self.by_start.range(p..end) {
+            out.push((s, (s + len).min(end) - s));
+        }
+        out
+    }
+
     /// True when `[s, s+l)` is entirely free.
     pub fn contains(&self, s: u64, l: u64) -> bool {
         matches!(self.by_start.range(..=s).next_back(), Some((&fs, &fl)) if fs + fl >= s + l)
