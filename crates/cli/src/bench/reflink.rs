@@ -279,6 +279,9 @@ pub fn run(args: &ReflinkArgs) -> Result<i32> {
                 println!("{side} setup: {}", steps.join("; "));
             }
         }
+        println!(
+            "overwrites: distinct random 4 KiB blocks, each durable (daxfs: write; XFS: pwrite + fdatasync), ops/s over all of them; clones: into a new empty file, durable (XFS: FICLONE + fsync) unless marked"
+        );
         if p.is_some() {
             println!(
                 "ratios on daxfs lines: times better than XFS (XFS time / daxfs time, or daxfs ops/s / XFS ops/s)"
@@ -372,114 +375,115 @@ fn figures(
     ));
 
     let peer_n = |f: fn(&Measured) -> usize| p.map(f).unwrap_or(0);
+    // The same label on both sides, except where the side's own count of
+    // what it was given is worth seeing.
+    let row = |name, label: String, dax, peer, unit, higher_is_better, at_most| Row {
+        name,
+        peer_label: label.clone(),
+        label,
+        dax,
+        peer,
+        unit,
+        higher_is_better,
+        at_most,
+    };
     let rows = [
         Row {
-            name: "clone_contig",
-            label: format!("clone {size} file ({} extents), p50", d.contig_extents),
             peer_label: format!(
                 "clone {size} file ({} extents), p50",
                 peer_n(|m| m.contig_extents)
             ),
-            dax: d.clone_contig.p50_ms(),
-            peer: p.map(|m| m.clone_contig.p50_ms()),
-            unit: "ms",
-            higher_is_better: false,
-            at_most: None,
+            ..row(
+                "clone_contig",
+                format!("clone {size} file ({} extents), p50", d.contig_extents),
+                d.clone_contig.p50_ms(),
+                p.map(|m| m.clone_contig.p50_ms()),
+                "ms",
+                false,
+                None,
+            )
         },
         Row {
-            name: "clone_extents",
-            label: format!("clone file of {} extents, p50", d.frag_extents),
             peer_label: format!("clone file of {} extents, p50", peer_n(|m| m.frag_extents)),
-            dax: d.clone_frag.p50_ms(),
-            peer: p.map(|m| m.clone_frag.p50_ms()),
-            unit: "ms",
-            higher_is_better: false,
-            at_most: None,
+            ..row(
+                "clone_extents",
+                format!("clone file of {} extents, p50", d.frag_extents),
+                d.clone_frag.p50_ms(),
+                p.map(|m| m.clone_frag.p50_ms()),
+                "ms",
+                false,
+                None,
+            )
         },
+        row(
+            "cow_overwrite",
+            format!("4 KiB overwrite, fresh {size} clone (CoW)"),
+            d.cow_ops,
+            p.map(|m| m.cow_ops),
+            "ops/s",
+            true,
+            None,
+        ),
+        row(
+            "unshared_overwrite",
+            format!("4 KiB overwrite, unshared {size} file"),
+            d.own_ops,
+            p.map(|m| m.own_ops),
+            "ops/s",
+            true,
+            None,
+        ),
+        // Both sides were checked to return a record per owner.
+        row(
+            "owner_query",
+            format!("owners of a block shared {} ways, p50", plan.owners),
+            d.owner_query.p50(),
+            p.map(|m| m.owner_query.p50()),
+            "us",
+            false,
+            Some(10.0),
+        ),
         Row {
-            name: "cow_overwrite",
-            label: format!("4 KiB random overwrite, fresh {size} clone (CoW)"),
-            peer_label: format!("4 KiB random overwrite, fresh {size} clone (CoW)"),
-            dax: d.cow_ops,
-            peer: p.map(|m| m.cow_ops),
-            unit: "ops/s",
-            higher_is_better: true,
-            at_most: None,
-        },
-        Row {
-            name: "unshared_overwrite",
-            label: format!("4 KiB random overwrite, unshared {size} file"),
-            peer_label: format!("4 KiB random overwrite, unshared {size} file"),
-            dax: d.own_ops,
-            peer: p.map(|m| m.own_ops),
-            unit: "ops/s",
-            higher_is_better: true,
-            at_most: None,
-        },
-        Row {
-            name: "owner_query",
-            label: format!(
-                "owners of 1 block shared {} ways ({} records), p50",
-                plan.owners, d.owner_records
-            ),
             peer_label: format!(
-                "owners of 1 block shared {} ways ({} records), p50",
-                plan.owners,
-                peer_n(|m| m.owner_records)
-            ),
-            dax: d.owner_query.p50(),
-            peer: p.map(|m| m.owner_query.p50()),
-            unit: "us",
-            higher_is_better: false,
-            at_most: Some(10.0),
-        },
-        Row {
-            name: "fsmap",
-            label: format!(
-                "fsmap of the whole device ({} records), p50",
-                d.fsmap_records
-            ),
-            peer_label: format!(
-                "fsmap of the whole device ({} records), p50",
+                "fsmap, whole device ({} records), p50",
                 peer_n(|m| m.fsmap_records)
             ),
-            dax: d.fsmap.p50_ms(),
-            peer: p.map(|m| m.fsmap.p50_ms()),
-            unit: "ms",
-            higher_is_better: false,
-            at_most: None,
+            ..row(
+                "fsmap",
+                format!("fsmap, whole device ({} records), p50", d.fsmap_records),
+                d.fsmap.p50_ms(),
+                p.map(|m| m.fsmap.p50_ms()),
+                "ms",
+                false,
+                None,
+            )
         },
     ];
     // Not among the targets: the clone without fsync (a daxfs clone is
-    // durable either way; XFS's FICLONE alone only reaches the log later),
+    // durable either way; XFS's FICLONE alone reaches the log only later),
     // and the owners of a block with one owner, so the shared-block query
     // can be read as a fixed cost plus a cost per owner.
     let nosync = Row {
-        name: "clone_contig_nosync",
-        label: format!("clone {size} file, no fsync, p50"),
-        peer_label: format!("clone {size} file, FICLONE alone (not durable), p50"),
-        dax: d.clone_contig_nosync.p50_ms(),
-        peer: p.map(|m| m.clone_contig_nosync.p50_ms()),
-        unit: "ms",
-        higher_is_better: false,
-        at_most: None,
+        peer_label: format!("clone {size} file, FICLONE only, p50"),
+        ..row(
+            "clone_contig_nosync",
+            format!("clone {size} file, no fsync, p50"),
+            d.clone_contig_nosync.p50_ms(),
+            p.map(|m| m.clone_contig_nosync.p50_ms()),
+            "ms",
+            false,
+            None,
+        )
     };
-    let single = Row {
-        name: "owner_query_single",
-        label: format!(
-            "owners of 1 unshared block ({} records), p50",
-            d.single_records
-        ),
-        peer_label: format!(
-            "owners of 1 unshared block ({} records), p50",
-            d.single_records
-        ),
-        dax: d.single_query.p50(),
-        peer: p.map(|m| m.single_query.p50()),
-        unit: "us",
-        higher_is_better: false,
-        at_most: None,
-    };
+    let single = row(
+        "owner_query_single",
+        "owners of an unshared block, p50".into(),
+        d.single_query.p50(),
+        p.map(|m| m.single_query.p50()),
+        "us",
+        false,
+        None,
+    );
 
     let (mut met, mut judged) = (0, 0);
     for row in rows.iter() {

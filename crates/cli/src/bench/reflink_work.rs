@@ -61,10 +61,8 @@ pub struct Measured {
     pub own_ops: f64,
     /// Owner query of the block shared `plan.owners` ways.
     pub owner_query: Samples,
-    pub owner_records: usize,
     /// Owner query of a block with one owner.
     pub single_query: Samples,
-    pub single_records: usize,
     /// fsmap of the whole device.
     pub fsmap: Samples,
     pub fsmap_records: usize,
@@ -234,6 +232,9 @@ pub fn run<S: Side>(s: &S, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Measu
         single_records = s.owners(single, BS, 1)?;
         Ok(())
     })?;
+    if single_records == 0 {
+        bail!("the unshared block has no owner record");
+    }
     progress("fsmap");
     let mut fsmap_records = 0;
     let fsmap = sample_for(budget, 3, 1_000, |_| {
@@ -249,9 +250,7 @@ pub fn run<S: Side>(s: &S, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Measu
         cow_ops,
         own_ops,
         owner_query,
-        owner_records,
         single_query,
-        single_records,
         fsmap,
         fsmap_records,
         phases,
