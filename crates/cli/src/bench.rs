@@ -9,6 +9,7 @@
 mod dax;
 mod machine;
 mod peer;
+mod reflink;
 mod report;
 mod stats;
 mod workload;
@@ -20,7 +21,10 @@ use std::path::{Path, PathBuf};
 
 /// Options of `daxfs bench`.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    mode: Option<BenchMode>,
     /// Directory for the images and peer files [default: /dev/shm, else the
     /// system's temporary directory]. Memory-backed is what the figures are
     /// meant for: on a disk the peer's fdatasync calls reach the disk and the
@@ -45,6 +49,14 @@ pub struct BenchArgs {
     /// Print one JSON document instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// Benchmarks other than the default one.
+#[derive(clap::Subcommand, Debug)]
+enum BenchMode {
+    /// Sharing blocks: clone, copy on write, owner query and fsmap, beside
+    /// XFS with reflink and rmapbt when the machine allows mounting it.
+    Reflink(reflink::ReflinkArgs),
 }
 
 /// What one run does, from the options.
@@ -133,6 +145,9 @@ fn mib(b: u64) -> String {
 
 /// Runs the benchmark; the exit status is 0 unless something failed.
 pub fn run(args: &BenchArgs) -> Result<i32> {
+    if let Some(BenchMode::Reflink(a)) = &args.mode {
+        return reflink::run(a);
+    }
     let plan = Plan::from_args(args)?;
     // The peer is tmpfs in the default directory; elsewhere, whatever file
     // system holds the directory.
