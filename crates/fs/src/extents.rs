@@ -61,6 +61,8 @@ pub struct ExtentMap {
     pub maybe_shared: bool,
     /// The file this map belongs to (for event records).
     pub ino: u64,
+    /// Blocks mapped (kept up to date, so commits need not count them).
+    nblocks: u64,
 }
 
 impl ExtentMap {
@@ -89,12 +91,14 @@ impl ExtentMap {
                 "inode {ino}: extent at file block {fb} is empty or overlaps"
             )));
         }
+        let nblocks = map.values().map(|e: &Extent| e.len).sum();
         Ok(ExtentMap {
             map,
             edits: vec![],
             changes: vec![],
             maybe_shared: false,
             ino,
+            nblocks,
         })
     }
 
@@ -154,16 +158,21 @@ impl ExtentMap {
 
     /// Blocks mapped.
     pub fn blocks(&self) -> u64 {
-        self.map.values().map(|e| e.len).sum()
+        self.nblocks
     }
 
     fn remove_key(&mut self, fb: u64) {
-        self.map.remove(&fb);
+        if let Some(e) = self.map.remove(&fb) {
+            self.nblocks -= e.len;
+        }
         self.edits.push(Edit::Remove(fb));
     }
 
     fn put(&mut self, e: Extent) {
-        self.map.insert(e.fblock, e);
+        if let Some(old) = self.map.insert(e.fblock, e) {
+            self.nblocks -= old.len;
+        }
+        self.nblocks += e.len;
         self.edits.push(Edit::Put(e));
     }
 

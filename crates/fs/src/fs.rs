@@ -420,6 +420,17 @@ impl FsInner {
         ReadStore {
             dev: &*self.dev,
             fs_id: self.fs_id,
+            cache: None,
+        }
+    }
+
+    /// A read-only store through the node cache of `meta` (whose lock the
+    /// caller holds).
+    pub(crate) fn cached_reader<'a>(&'a self, meta: &'a mut crate::tx::Meta) -> ReadStore<'a> {
+        ReadStore {
+            dev: &*self.dev,
+            fs_id: self.fs_id,
+            cache: Some(&mut meta.cache),
         }
     }
 

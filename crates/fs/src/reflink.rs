@@ -610,7 +610,7 @@ impl Fs {
     }
 
     fn map_range(&self, block: u64, blocks: u64, with_free: bool) -> Result<Vec<OwnerRecord>> {
-        let meta = lock(&self.inner.meta);
+        let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
         if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
             return Err(FsError::NotSupported(
@@ -619,7 +619,7 @@ impl Fs {
         }
         let total = sb.total_blocks.get();
         let blocks = blocks.min(total.saturating_sub(block));
-        let mut rs = self.inner.reader();
+        let mut rs = self.inner.cached_reader(&mut meta);
         let recs = rmap::query(&mut rs, &sb.rmap_tree, block, blocks)?;
         let mut per_segment: HashMap<u64, usize> = HashMap::new();
         for m in &recs {
@@ -760,6 +760,7 @@ impl Fs {
                 }
             }
         }
+        drop(rs);
         drop(meta);
         Ok(out)
     }

@@ -584,10 +584,12 @@ impl NodeStore for Tx<'_> {
 }
 
 /// A read-only store over committed metadata (for lookups outside a
-/// transaction, fsck and tools). Writes are refused.
+/// transaction, fsck and tools), optionally through the node cache (the
+/// caller then holds the metadata lock). Writes are refused.
 pub struct ReadStore<'a> {
     pub dev: &'a dyn Device,
     pub fs_id: u64,
+    pub cache: Option<&'a mut NodeCache>,
 }
 
 impl NodeStore for ReadStore<'_> {
@@ -597,6 +599,14 @@ impl NodeStore for ReadStore<'_> {
         kind: BlockKind,
         owner: u64,
     ) -> Result<Box<Block>, TreeError> {
+        if let Some(c) = self.cache.as_deref_mut() {
+            if let Some(blk) = c.get(b.0, kind, Some(owner)) {
+                return Ok(blk);
+            }
+            let blk = read_verified(self.dev, b.0, kind, Some(owner), self.fs_id)?;
+            c.put(b.0, blk.clone());
+            return Ok(blk);
+        }
         read_verified(self.dev, b.0, kind, Some(owner), self.fs_id)
     }
     fn write_node(&mut self, _b: BlockNo, _node: Box<Block>) -> Result<(), TreeError> {

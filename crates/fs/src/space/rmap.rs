@@ -199,17 +199,38 @@ fn split_at(s: &mut dyn NodeStore, root: &mut TreeRoot, x: u64) -> Result<()> {
     Ok(())
 }
 
+/// The segments (start, length) starting in `[p, end)`: one descent per
+/// segment, however many owners each has.
+fn segments_in(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    p: u64,
+    end: u64,
+) -> Result<Vec<(u64, u64)>> {
+    let mut out = vec![];
+    let mut at = (p, 0, 0);
+    while let Some((k, v)) = tree().first_ge(s, root, &at)? {
+        if k.0 >= end {
+            break;
+        }
+        out.push((k.0, v.len.get()));
+        match k.0.checked_add(1) {
+            Some(next) => at = (next, 0, 0),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
 /// Records that `m` is mapped.
 pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
     let end = m.phys + m.len;
     split_at(s, root, m.phys)?;
     split_at(s, root, end)?;
     // Cut the new mapping at the segments already inside its range.
-    let existing = records_from(s, root, m.phys, end - 1)?;
+    let segs = segments_in(s, root, m.phys, end)?;
     let mut cuts: Vec<(u64, u64, bool)> = vec![];
     let mut at = m.phys;
-    let mut segs: Vec<(u64, u64)> = existing.iter().map(|e| (e.phys, e.len)).collect();
-    segs.dedup();
     for (sp, sl) in segs {
         if sp > at {
             cuts.push((at, sp - at, false));
@@ -262,7 +283,29 @@ fn mergeable_left(
     if start + len != piece.phys {
         return Ok(None);
     }
-    let recs = records_from(s, root, start, start)?;
+    // Alone in its segment? Look at no more than two records.
+    let mut recs = vec![];
+    let mut err = None;
+    tree().range(
+        s,
+        root,
+        &(start, 0, 0),
+        &(start, u64::MAX, u64::MAX),
+        &mut |k, v| {
+            match Mapping::from_kv(k, v) {
+                Ok(m) => recs.push(m),
+                Err(e) => err = Some(e),
+            }
+            if recs.len() >= 2 || err.is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )?;
+    if let Some(e) = err {
+        return Err(e);
+    }
     let [left] = recs.as_slice() else {
         return Ok(None);
     };
