@@ -510,6 +510,107 @@ impl<K: Key, V: Record> BTree<K, V> {
         Ok(())
     }
 
+    /// The nodes from the root down to the leaf whose range holds `key`,
+    /// root first.
+    pub fn path(&self, s: &mut dyn NodeStore, root: &TreeRoot, key: &K) -> Result<Vec<u64>> {
+        let height = self.height(root)?;
+        if height == 0 {
+            return Ok(vec![]);
+        }
+        let mut path = Vec::with_capacity(height as usize);
+        let leaf = self.descend(s, root.block.get(), height, key, Some(&mut path))?;
+        let mut out: Vec<u64> = path.iter().map(|(n, _)| n.no).collect();
+        out.push(leaf.no);
+        Ok(out)
+    }
+
+    /// A key that leads from the root to the node in `block` (a sealed node of
+    /// this tree, perhaps read from a copy elsewhere), and the node's level.
+    ///
+    /// A leaf's first key lies in its bounds; so does an internal node's
+    /// second key (its first is not kept up to date). `None` for a node that
+    /// holds no such key (an empty root leaf, or a root with one child):
+    /// only a root can be such a node.
+    pub fn node_key(&self, block: &daxfs_format::Block) -> Result<(Option<K>, u32)> {
+        let h = header(&block[..])?;
+        if h.kind != self.kind as u8 {
+            return Err(FormatError::WrongKind {
+                block: h.blockno.get(),
+                expected: self.kind,
+                found: h.kind,
+            }
+            .into());
+        }
+        let count = h.count.get() as usize;
+        let cap = Layout::<K, V>::cap(h.level);
+        if count > cap {
+            return Err(self.corrupt(
+                h.blockno.get(),
+                format!("count {count} exceeds the node capacity {cap}"),
+            ));
+        }
+        let node: Node<K, V> = Node::from_parts(
+            h.blockno.get(),
+            self.kind,
+            self.owner,
+            h.level,
+            count,
+            Box::new(*block),
+        );
+        let i = if h.level == 0 { 0 } else { 1 };
+        let key = if count > i { Some(node.key(i)?) } else { None };
+        Ok((key, u32::from(h.level)))
+    }
+
+    /// Moves the reference to node `old` (at `level`, holding `key` within
+    /// its bounds: see [`BTree::node_key`]) over to `new`: its parent's child
+    /// pointer, or the root when `old` is the root. The caller has staged
+    /// `new` with `old`'s contents. `old` itself is never read, so this works
+    /// when it is unreadable. Returns false, changing nothing, when the path
+    /// that `key` takes does not lead to `old` at `level`.
+    pub fn relocate(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &mut TreeRoot,
+        old: u64,
+        new: u64,
+        key: Option<&K>,
+        level: u32,
+    ) -> Result<bool> {
+        let height = self.height(root)?;
+        if height == 0 {
+            return Ok(false);
+        }
+        if root.block.get() == old {
+            if height - 1 != level {
+                return Ok(false);
+            }
+            *root = TreeRoot::new(new, height);
+            return Ok(true);
+        }
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        let mut no = root.block.get();
+        let mut lvl = height - 1;
+        while lvl > level {
+            let mut node = self.load(s, no, lvl, lvl == height - 1)?;
+            let idx = node.route(key)?;
+            let child = node.child(idx)?;
+            if lvl == level + 1 {
+                if child != old {
+                    return Ok(false);
+                }
+                node.set_child(idx, new)?;
+                self.store(s, node)?;
+                return Ok(true);
+            }
+            no = child;
+            lvl -= 1;
+        }
+        Ok(false)
+    }
+
     /// Verifies every invariant (order, separator bounds, uniform depth, counts,
     /// fill) and returns the tree's shape.
     pub fn check(&self, s: &mut dyn NodeStore, root: &TreeRoot) -> Result<TreeStats> {

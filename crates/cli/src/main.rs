@@ -48,6 +48,10 @@ enum Cmd {
         /// handling need it; this exists to measure its cost).
         #[arg(long)]
         no_rmap: bool,
+        /// Do not keep replicas of metadata (a bad metadata block then shuts
+        /// the file system down; this exists to measure their cost).
+        #[arg(long)]
+        no_replicas: bool,
     },
     /// Show geometry, usage, format version and persistence mode.
     Info {
@@ -140,6 +144,7 @@ fn run(cli: Cli) -> Result<i32> {
             log_blocks,
             label,
             no_rmap,
+            no_replicas,
         } => {
             let progress = std::io::stderr().is_terminal();
             let exists = image.exists();
@@ -196,6 +201,7 @@ fn run(cli: Cli) -> Result<i32> {
                     log_blocks,
                     label,
                     no_rmap,
+                    no_replicas,
                 },
             )
             .with_context(|| format!("mkfs {}", image.display()))?;

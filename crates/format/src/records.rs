@@ -343,18 +343,26 @@ pub const RMAP_OWNER_META: u64 = 1 << 63;
 pub const RMAP_OFF_EXTENT_TREE: u64 = 1 << 63;
 /// Reverse-map offset flag: the block is a node of the owner's directory tree.
 pub const RMAP_OFF_DIR_TREE: u64 = 1 << 62;
+/// Reverse-map offset flag: the block is the replica of a metadata block of
+/// this owner (combined with the other offset codes; file data never has it,
+/// as file blocks stay below 2^51).
+pub const RMAP_OFF_REPLICA: u64 = 1 << 61;
 /// Reverse-map value flag: the mapped extent is unwritten.
 pub const RMAP_UNWRITTEN: u64 = 1;
 
 /// The value of a reverse-map record, keyed by (first physical block, owner,
 /// offset). For file data the owner is the inode number and the offset the
 /// file block; for a file's extent-tree or directory-tree nodes the offset is
-/// a flag; for other metadata the owner is `RMAP_OWNER_META | kind`.
+/// a flag; for other metadata the owner is `RMAP_OWNER_META | kind`. A
+/// replica's record has `RMAP_OFF_REPLICA` in its offset.
 ///
 /// ```text
 /// byte size field
-///    0    8 len     blocks, >= 1
-///    8    8 flags   RMAP_UNWRITTEN
+///    0    8 len      blocks, >= 1
+///    8    8 flags    RMAP_UNWRITTEN
+///   16    8 replica  a metadata block's record: the first block of its
+///                    replica (0: none); a replica's record: the first block
+///                    of the metadata it copies; otherwise 0
 /// ```
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
@@ -363,8 +371,9 @@ pub const RMAP_UNWRITTEN: u64 = 1;
 pub struct RmapRecord {
     pub len: U64,
     pub flags: U64,
+    pub replica: U64,
 }
-const _: () = assert!(std::mem::size_of::<RmapRecord>() == 16);
+const _: () = assert!(std::mem::size_of::<RmapRecord>() == 24);
 zerocopy_record!(RmapRecord, "reverse-map record");
 
 /// Actions recorded in the error log.

@@ -32,7 +32,13 @@
 //!  304   32 label          zero-padded
 //!  336   16 loss_tree      (inode, file block) -> blocks of file data lost to media errors
 //!  352    8 error_seq      next error-log sequence number
-//!  360 3736 reserved       0
+//!  360    8 log_replica    first block of the log's replica, log_blocks long (0: none)
+//!  368    4 anchor_count   pairs used in `anchors` (<= MAX_ANCHORS)
+//!  372    4 reserved       0
+//!  376  256 anchors        MAX_ANCHORS x ReplicaPair: the reverse-map nodes on the
+//!                          path from its root to key total_blocks / 2, with their
+//!                          replicas (see ReplicaPair)
+//!  632 3464 reserved       0
 //! ```
 use crate::block::{BLOCK_MAGIC, BlockHeader, BlockKind, HEADER_SIZE};
 use crate::records::TreeRoot;
@@ -44,7 +50,9 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 pub const SUPERBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DAXF");
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
-/// Incompatible feature: metadata blocks have replicas (the media-error issue).
+/// Incompatible feature: every tree node has a replica, recorded in the
+/// reverse map, and the log has a replica region (`log_replica`). Needs
+/// `INCOMPAT_RMAP`.
 pub const INCOMPAT_REPLICAS: u64 = 1 << 0;
 /// Incompatible feature: reverse-map and refcount trees are kept.
 pub const INCOMPAT_RMAP: u64 = 1 << 1;
@@ -54,6 +62,43 @@ pub const INCOMPAT_KNOWN: u64 = INCOMPAT_REPLICAS | INCOMPAT_RMAP;
 pub const STATE_ERRORS: u32 = 1 << 0;
 /// Smallest device daxfs will format, in blocks (4 MiB).
 pub const MIN_BLOCKS: u64 = 1024;
+/// Pairs in [`Superblock::anchors`].
+pub const MAX_ANCHORS: usize = 16;
+
+/// A metadata block and its replica.
+///
+/// The replica of a reverse-map node is found through the reverse map, which
+/// cannot work for a node whose own record lies under it (the root always,
+/// and the nodes whose key range holds both halves of the device). The
+/// superblock names those: the nodes on the path from the reverse map's root
+/// to the key `total_blocks / 2`. Every other reverse-map node covers keys of
+/// one half only, and its replica lies in the other half, where its record
+/// can be found without reading the node.
+///
+/// ```text
+/// byte size field
+///    0    8 node
+///    8    8 replica
+/// ```
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct ReplicaPair {
+    pub node: U64,
+    pub replica: U64,
+}
+const _: () = assert!(std::mem::size_of::<ReplicaPair>() == 16);
 
 /// The superblock (see the module docs for the byte map).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -86,7 +131,11 @@ pub struct Superblock {
     pub label: [u8; 32],
     pub loss_tree: TreeRoot,
     pub error_seq: U64,
-    pub reserved: [u8; 3736],
+    pub log_replica: U64,
+    pub anchor_count: U32,
+    pub reserved2: U32,
+    pub anchors: [ReplicaPair; MAX_ANCHORS],
+    pub reserved: [u8; 3464],
 }
 const _: () = assert!(std::mem::size_of::<Superblock>() == BLOCK_SIZE);
 const _: () = assert!(HEADER_SIZE == 64);
@@ -168,7 +217,33 @@ impl Superblock {
                 value: ls,
             });
         }
+        let lr = sb.log_replica.get();
+        if lr != 0
+            && (lr.checked_add(lb).is_none_or(|end| end >= total) || (lr < ls + lb && ls < lr + lb))
+        {
+            return Err(FormatError::BadField {
+                what: "superblock log replica",
+                value: lr,
+            });
+        }
+        if sb.anchor_count.get() as usize > MAX_ANCHORS {
+            return Err(FormatError::BadField {
+                what: "superblock anchor_count",
+                value: sb.anchor_count.get().into(),
+            });
+        }
         Ok(sb)
+    }
+
+    /// The reverse-map anchors in use.
+    pub fn anchors(&self) -> &[ReplicaPair] {
+        let n = (self.anchor_count.get() as usize).min(MAX_ANCHORS);
+        self.anchors.get(..n).unwrap_or(&[])
+    }
+
+    /// True when tree nodes and the log have replicas.
+    pub fn has_replicas(&self) -> bool {
+        self.incompat.get() & INCOMPAT_REPLICAS != 0
     }
 
     /// A zeroed superblock with the fixed fields set.

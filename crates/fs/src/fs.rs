@@ -2,14 +2,15 @@
 //! operation works on.
 use crate::error::{FsError, Result};
 use crate::inode::{self, FileKind, Inode, inode_tree, orphan_tree};
-use crate::journal::{self, LogGeometry, Recovery};
+use crate::journal::{self, Recovery};
+use crate::replica::{Committed, Replicas};
 use crate::space::alloc::FreeMap;
-use crate::space::rmap::Owner;
-use crate::tx::{Meta, ReadStore, Tx};
+use crate::space::rmap::{Mapping, Owner};
+use crate::tx::{Meta, ReadStore, Tx, geometry};
 use daxfs_btree::{BTree, NodeStore};
 use daxfs_device::{Device, PersistMode};
-use daxfs_format::records::{InodeRecord, TreeRoot};
-use daxfs_format::superblock::{INCOMPAT_RMAP, MIN_BLOCKS, fs_id_of};
+use daxfs_format::records::{InodeRecord, TreeRoot, action};
+use daxfs_format::superblock::{INCOMPAT_REPLICAS, INCOMPAT_RMAP, MIN_BLOCKS};
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, BlockKind, Superblock};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -25,8 +26,11 @@ pub struct MkfsOptions {
     /// A label of up to 32 bytes.
     pub label: String,
     /// Do not keep a reverse map (for measuring its cost; owner queries,
-    /// fsmap and media-error handling need it).
+    /// fsmap and media-error handling need it). Implies `no_replicas`.
     pub no_rmap: bool,
+    /// Do not keep replicas of metadata (for measuring their cost; without
+    /// them a bad metadata block shuts the file system down).
+    pub no_replicas: bool,
 }
 
 /// Options for [`Fs::mount`].
@@ -38,7 +42,9 @@ pub struct MountOptions {}
 pub(crate) struct FsInner {
     pub dev: Arc<dyn Device>,
     pub meta: Mutex<Meta>,
-    pub icache: Mutex<HashMap<u64, Arc<Inode>>>,
+    pub icache: Arc<Mutex<HashMap<u64, Arc<Inode>>>>,
+    /// The replica state of `meta`, for readers outside transactions.
+    pub reps: Arc<Mutex<Replicas>>,
     pub fs_id: u64,
     pub root_ino: u64,
     pub recovery: Recovery,
@@ -62,6 +68,10 @@ pub struct FsInfo {
     pub inodes: u64,
     pub log_start: u64,
     pub log_blocks: u64,
+    /// First block of the log's replica (0: none).
+    pub log_replica: u64,
+    /// Tree nodes and the log have replicas.
+    pub replicas: bool,
     pub generation: u64,
     pub persistence: String,
     pub device: String,
@@ -92,6 +102,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Reads and validates both superblock copies; returns the newest valid one.
 pub fn read_superblock(dev: &dyn Device) -> Result<Superblock> {
+    read_superblocks(dev).map(|(sb, _)| sb)
+}
+
+/// Reads both superblock copies; returns the newest valid one and the
+/// blocks of the copies that do not verify.
+pub fn read_superblocks(dev: &dyn Device) -> Result<(Superblock, Vec<u64>)> {
     let dev_blocks = dev.len() / BLOCK_SIZE_U64;
     if dev_blocks < MIN_BLOCKS {
         return Err(FsError::Invalid(format!(
@@ -102,25 +118,31 @@ pub fn read_superblock(dev: &dyn Device) -> Result<Superblock> {
     }
     let mut first_err = None;
     let mut best: Option<Superblock> = None;
+    let mut bad = vec![];
     let a = read_sb_at(dev, 0, dev_blocks);
-    let candidates = match &a {
-        // Copy B lives at the last block of the file system, which copy A names.
-        Ok(sb) => vec![
-            a.as_ref().ok().copied(),
-            read_sb_at(dev, sb.total_blocks.get() - 1, dev_blocks).ok(),
-        ],
-        Err(_) => vec![None, read_sb_at(dev, dev_blocks - 1, dev_blocks).ok()],
+    // Copy B lives at the last block of the file system, which copy A names.
+    let b_at = match &a {
+        Ok(sb) => sb.total_blocks.get() - 1,
+        Err(_) => dev_blocks - 1,
     };
-    if let Err(e) = a {
-        first_err = Some(e);
-    }
-    for sb in candidates.into_iter().flatten() {
-        if best.is_none_or(|b| sb.header.generation.get() > b.header.generation.get()) {
-            best = Some(sb);
+    let b = read_sb_at(dev, b_at, dev_blocks);
+    match a {
+        Ok(sb) => best = Some(sb),
+        Err(e) => {
+            bad.push(0);
+            first_err = Some(e);
         }
     }
+    match b {
+        Ok(sb) => {
+            if best.is_none_or(|x| sb.header.generation.get() > x.header.generation.get()) {
+                best = Some(sb);
+            }
+        }
+        Err(_) => bad.push(b_at),
+    }
     match (best, first_err) {
-        (Some(sb), _) => Ok(sb),
+        (Some(sb), _) => Ok((sb, bad)),
         (None, Some(e)) => Err(e),
         (None, None) => Err(FsError::Corrupt("no valid superblock".into())),
     }
@@ -135,14 +157,6 @@ fn read_sb_at(dev: &dyn Device, b: u64, dev_blocks: u64) -> Result<Superblock> {
         )),
         other => FsError::Corrupt(format!("superblock at block {b}: {other}")),
     })
-}
-
-fn geometry(sb: &Superblock) -> LogGeometry {
-    LogGeometry {
-        start: sb.log_start.get(),
-        blocks: sb.log_blocks.get(),
-        sb_copy: sb.total_blocks.get() - 1,
-    }
 }
 
 impl Fs {
@@ -166,15 +180,19 @@ impl Fs {
             return Err(FsError::Invalid("label longer than 32 bytes".into()));
         }
         let log_blocks = opts.log_blocks.unwrap_or((total / 64).clamp(64, 16384));
-        if log_blocks < 16 || 1 + log_blocks + 64 > total {
+        let replicas = !opts.no_replicas && !opts.no_rmap;
+        let logs = if replicas { 2 } else { 1 };
+        if log_blocks < 16 || 1 + logs * log_blocks + 64 > total {
             return Err(FsError::Invalid(format!(
                 "log of {log_blocks} blocks does not fit a device of {total} blocks"
             )));
         }
+        // The log's replica ends just before superblock copy B: far from the
+        // log, at the other end of the device.
+        let log_replica = if replicas { total - 1 - log_blocks } else { 0 };
         let uuid = random_uuid();
-        let fs_id = fs_id_of(&uuid);
-        // Invalidate old superblocks and the old log's commit block first.
-        for b in [0, 1, total - 1] {
+        // Invalidate old superblocks and the old logs' commit blocks first.
+        for b in [0, 1, total - 1, log_replica] {
             dev.fill(b * BLOCK_SIZE_U64, BLOCK_SIZE_U64, 0)?;
             dev.flush(b * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
         }
@@ -184,6 +202,7 @@ impl Fs {
         sb.total_blocks = total.into();
         sb.log_start = 1.into();
         sb.log_blocks = log_blocks.into();
+        sb.log_replica = log_replica.into();
         sb.root_ino = 1.into();
         sb.next_ino = 2.into();
         let mut label = [0u8; 32];
@@ -191,25 +210,20 @@ impl Fs {
         sb.label = label;
         let now = inode::now();
         sb.mkfs_time = (now.sec.get() as u64).into();
+        if !opts.no_rmap {
+            sb.incompat = (sb.incompat.get() | INCOMPAT_RMAP).into();
+        }
+        if replicas {
+            sb.incompat = (sb.incompat.get() | INCOMPAT_REPLICAS).into();
+        }
         let data_start = 1 + log_blocks;
-        let data_len = total - 1 - data_start;
+        let data_end = if replicas { log_replica } else { total - 1 };
+        let data_len = data_end - data_start;
         let mut free = FreeMap::default();
         free.insert(data_start, data_len);
-        let geo = geometry(&sb);
-        let mut meta = Meta {
-            sb,
-            free,
-            free_loaded: true,
-            seq: 1,
-            shutdown: None,
-            geo,
-            fs_id,
-            events: None,
-            cache: Default::default(),
-        };
-        if !opts.no_rmap {
-            meta.sb.incompat = (meta.sb.incompat.get() | INCOMPAT_RMAP).into();
-        }
+        let mut meta = Meta::new(sb, 1, None);
+        meta.free = free;
+        meta.free_loaded = true;
         let mut tx = Tx::begin(&*dev, &mut meta)?;
         let mut root = TreeRoot::EMPTY;
         BTree::<u64, u64>::new(BlockKind::FreeTree, 0)
@@ -222,7 +236,30 @@ impl Fs {
         let sb_owner = Owner::Meta(BlockKind::Superblock);
         tx.rmap_add(0, 1, sb_owner, false)?;
         tx.rmap_add(total - 1, 1, sb_owner, false)?;
-        tx.rmap_add(1, log_blocks, Owner::Meta(BlockKind::LogDescriptor), false)?;
+        let log_owner = Owner::Meta(BlockKind::LogDescriptor);
+        if tx.rmap_enabled() {
+            let mut root = tx.meta.sb.rmap_tree;
+            crate::space::rmap::add(
+                &mut tx,
+                &mut root,
+                Mapping {
+                    replica: log_replica,
+                    ..Mapping::new(1, log_blocks, log_owner, false)
+                },
+            )?;
+            if replicas {
+                crate::space::rmap::add(
+                    &mut tx,
+                    &mut root,
+                    Mapping {
+                        replica: 1,
+                        is_replica: true,
+                        ..Mapping::new(log_replica, log_blocks, log_owner, false)
+                    },
+                )?;
+            }
+            tx.meta.sb.rmap_tree = root;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -231,40 +268,60 @@ impl Fs {
     /// if a transaction was committed but not checkpointed, and frees inodes
     /// left orphaned by a crash. Costs the same whatever the number of files.
     pub fn mount(dev: Arc<dyn Device>, _opts: &MountOptions) -> Result<Fs> {
-        let sb = read_superblock(&*dev)?;
+        let (sb, bad_copies) = read_superblocks(&*dev)?;
         let geo = geometry(&sb);
         let fs_id = sb.fs_id();
         let recovery = journal::recover(&*dev, &geo, fs_id, sb.header.generation.get())?;
-        let sb = if recovery == Recovery::Clean {
-            sb
+        // Replay rewrites both copies (a copy torn by the crash is not bad).
+        let (sb, bad_copies) = if recovery == Recovery::Clean {
+            (sb, bad_copies)
         } else {
-            read_superblock(&*dev)?
+            read_superblocks(&*dev)?
         };
         let seq = sb.header.generation.get() + 1;
         let root_ino = sb.root_ino.get();
-        let meta = Meta {
-            sb,
-            free: FreeMap::default(),
-            free_loaded: false,
-            seq,
-            shutdown: None,
-            geo,
-            fs_id,
-            events: None,
-            cache: Default::default(),
-        };
+        let icache: Arc<Mutex<HashMap<u64, Arc<Inode>>>> = Default::default();
+        let meta = Meta::new(sb, seq, Some(icache.clone()));
+        let reps = meta.reps.clone();
         let fs = Fs {
             inner: Arc::new(FsInner {
                 dev,
                 meta: Mutex::new(meta),
-                icache: Mutex::new(HashMap::new()),
+                icache,
+                reps,
                 fs_id,
                 root_ino,
                 recovery,
             }),
         };
+        if !bad_copies.is_empty() && sb.has_replicas() {
+            fs.repair_superblock(&bad_copies)?;
+        }
         fs.free_orphans()?;
         Ok(fs)
+    }
+
+    /// Rewrites superblock copies that do not verify from the one that
+    /// does (every commit writes both), and says so in the error log.
+    fn repair_superblock(&self, bad: &[u64]) -> Result<()> {
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let event = tx.meta.sb.error_seq.get();
+        for &b in bad {
+            crate::media::log_event(
+                &mut tx,
+                event,
+                b,
+                1,
+                action::REPAIRED,
+                3,
+                BlockKind::Superblock as u64,
+                0,
+                Default::default(),
+            )?;
+        }
+        tx.commit()
     }
 
     /// Frees every inode on the orphan list (unlinked while open before a crash).
@@ -314,6 +371,8 @@ impl Fs {
             inodes: sb.inodes.get(),
             log_start: sb.log_start.get(),
             log_blocks: sb.log_blocks.get(),
+            log_replica: sb.log_replica.get(),
+            replicas: sb.has_replicas(),
             generation: sb.header.generation.get(),
             persistence: self.inner.dev.mode().to_string(),
             device: self.inner.dev.describe(),
@@ -417,21 +476,18 @@ impl FsInner {
 
     /// A read-only store over committed metadata.
     pub(crate) fn reader(&self) -> ReadStore<'_> {
-        ReadStore {
-            dev: &*self.dev,
-            fs_id: self.fs_id,
-            cache: None,
-        }
+        Committed::new(&*self.dev, self.fs_id, None, Some(&*self.reps))
     }
 
     /// A read-only store through the node cache of `meta` (whose lock the
     /// caller holds).
     pub(crate) fn cached_reader<'a>(&'a self, meta: &'a mut crate::tx::Meta) -> ReadStore<'a> {
-        ReadStore {
-            dev: &*self.dev,
-            fs_id: self.fs_id,
-            cache: Some(&mut meta.cache),
-        }
+        Committed::new(
+            &*self.dev,
+            self.fs_id,
+            Some(&mut meta.cache),
+            Some(&*self.reps),
+        )
     }
 
     /// Frees an inode whose last link and last handle are gone: its blocks,

@@ -10,20 +10,25 @@
 //! exact complement of what is used; link counts equal the directory entries
 //! naming each inode; every entry names a live inode of the type it says;
 //! directory link counts and parent pointers; inode counts; no written block
-//! lies past end of file.
+//! lies past end of file. With replicas: every tree node has one, identical to
+//! it, recorded in the reverse map and used by nothing else; the log has its
+//! replica region; the superblock's reverse-map anchors are current. A node
+//! that does not verify is read from its replica, so the rest is still
+//! checked, and reported with what to do.
 use crate::dir;
 use crate::error::Result;
 use crate::extents;
 use crate::fs::read_superblock;
 use crate::inode::{FileKind, inode_tree, orphan_tree};
-use crate::journal::{self, LogGeometry};
+use crate::journal;
+use crate::replica::{Committed, Replicas};
 use crate::space::refcount;
 use crate::space::rmap::{self, Mapping, Owner};
-use crate::tx::{free_tree, read_verified};
-use daxfs_btree::{NodeStore, TreeError};
+use crate::tx::{free_tree, geometry, read_verified, read_verified_as};
+use daxfs_btree::TreeError;
 use daxfs_device::Device;
 use daxfs_format::records::{EXTENT_UNWRITTEN, InodeRecord};
-use daxfs_format::{BLOCK_SIZE_U64, Block, BlockKind, BlockNo};
+use daxfs_format::{BLOCK_SIZE_U64, BlockKind, BlockNo};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 
@@ -68,44 +73,9 @@ impl FsckReport {
     }
 }
 
-/// Reads committed metadata, preferring log images mount would replay.
-struct CheckStore<'a> {
-    dev: &'a dyn Device,
-    fs_id: u64,
-    overlay: HashMap<u64, Box<Block>>,
-}
-
-impl NodeStore for CheckStore<'_> {
-    fn read_node(
-        &mut self,
-        b: BlockNo,
-        kind: BlockKind,
-        owner: u64,
-    ) -> Result<Box<Block>, TreeError> {
-        if let Some(img) = self.overlay.get(&b.0) {
-            daxfs_format::verify_block(
-                img,
-                &daxfs_format::block::Expect {
-                    blockno: b.0,
-                    kind,
-                    owner: Some(owner),
-                    fs_id: self.fs_id,
-                },
-            )?;
-            return Ok(img.clone());
-        }
-        read_verified(self.dev, b.0, kind, Some(owner), self.fs_id)
-    }
-    fn write_node(&mut self, _: BlockNo, _: Box<Block>) -> Result<(), TreeError> {
-        Err(TreeError::Store("fsck is read-only".into()))
-    }
-    fn alloc_node(&mut self, _: BlockKind, _: u64) -> Result<BlockNo, TreeError> {
-        Err(TreeError::Store("fsck is read-only".into()))
-    }
-    fn free_node(&mut self, _: BlockNo, _: BlockKind, _: u64) -> Result<(), TreeError> {
-        Err(TreeError::Store("fsck is read-only".into()))
-    }
-}
+/// Reads committed metadata, preferring log images mount would replay, and
+/// falling back to replicas.
+type CheckStore<'a> = Committed<'a>;
 
 /// Who uses each block, to find blocks used twice or not accounted for.
 struct Usage {
@@ -115,6 +85,8 @@ struct Usage {
     expected: Vec<Mapping>,
     /// Every file data extent (physical start, length), shared ones repeated.
     data: Vec<(u64, u64)>,
+    /// Every tree node found: block, owner, description.
+    nodes: Vec<(u64, Owner, String)>,
 }
 
 impl Usage {
@@ -156,17 +128,13 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     let total = sb.total_blocks.get();
     rep.total_blocks = total;
     let fs_id = sb.fs_id();
-    let geo = LogGeometry {
-        start: sb.log_start.get(),
-        blocks: sb.log_blocks.get(),
-        sb_copy: total - 1,
-    };
+    let geo = geometry(&sb);
     let mut sb = sb;
     let mut overlay = HashMap::new();
     match journal::pending(dev, &geo, fs_id, sb.header.generation.get()) {
         Ok(Some((seq, images))) => {
             rep.pending_log = Some(seq);
-            for (home, img) in images {
+            for (home, _, img) in images {
                 if home == 0 {
                     if let Ok(s) =
                         daxfs_format::Superblock::decode(&img, 0, dev.len() / BLOCK_SIZE_U64)
@@ -194,43 +162,52 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             p.push(Problem {
                 structure: "superblock".into(),
                 block: Some(b),
-                message: "copy does not verify".into(),
+                message: if sb.has_replicas() {
+                    "copy does not verify; mounting rewrites it from the other copy".into()
+                } else {
+                    "copy does not verify".into()
+                },
             });
         }
     }
-    let mut s = CheckStore {
-        dev,
-        fs_id,
-        overlay,
-    };
+    let reps = std::sync::Mutex::new(Replicas::new(&sb));
+    let mut s = Committed::new(dev, fs_id, None, Some(&reps));
+    s.overlay = Some(&overlay);
     let mut usage = Usage {
         owner: vec![0; total as usize],
         names: vec![],
         expected: vec![],
         data: vec![],
+        nodes: vec![],
     };
     usage.mark(p, 0, 1, "superblock");
     usage.mark(p, total - 1, 1, "superblock copy");
+    // The log and its replica, as the superblock mount will use names them.
+    let geo = geometry(&sb);
     usage.mark(p, geo.start, geo.blocks, "log");
     let sbo = Owner::Meta(BlockKind::Superblock);
+    usage.expected.push(Mapping::new(0, 1, sbo, false));
+    usage.expected.push(Mapping::new(total - 1, 1, sbo, false));
+    let lo = Owner::Meta(BlockKind::LogDescriptor);
     usage.expected.push(Mapping {
-        phys: 0,
-        len: 1,
-        owner: sbo,
-        unwritten: false,
+        replica: geo.replica,
+        ..Mapping::new(geo.start, geo.blocks, lo, false)
     });
-    usage.expected.push(Mapping {
-        phys: total - 1,
-        len: 1,
-        owner: sbo,
-        unwritten: false,
-    });
-    usage.expected.push(Mapping {
-        phys: geo.start,
-        len: geo.blocks,
-        owner: Owner::Meta(BlockKind::LogDescriptor),
-        unwritten: false,
-    });
+    if geo.replica != 0 {
+        usage.mark(p, geo.replica, geo.blocks, "log replica");
+        usage.expected.push(Mapping {
+            replica: geo.start,
+            is_replica: true,
+            ..Mapping::new(geo.replica, geo.blocks, lo, false)
+        });
+    }
+    if sb.has_replicas() && geo.replica == 0 {
+        p.push(Problem {
+            structure: "log".into(),
+            block: Some(geo.start),
+            message: "has no replica region".into(),
+        });
+    }
 
     // Free space.
     let froot = sb.free_tree;
@@ -457,15 +434,15 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                         let size_blocks = rec.size.get().div_ceil(BLOCK_SIZE_U64);
                         for e in map.iter() {
                             usage.data.push((e.phys, e.len));
-                            usage.expected.push(Mapping {
-                                phys: e.phys,
-                                len: e.len,
-                                owner: Owner::Data {
+                            usage.expected.push(Mapping::new(
+                                e.phys,
+                                e.len,
+                                Owner::Data {
                                     ino,
                                     fblock: e.fblock,
                                 },
-                                unwritten: e.unwritten(),
-                            });
+                                e.unwritten(),
+                            ));
                             if e.flags & EXTENT_UNWRITTEN == 0 && e.end() > size_blocks {
                                 p.push(Problem { structure: who.clone(), block: Some(e.phys), message: format!("written extent at file block {} lies past end of file ({} bytes)", e.fblock, rec.size.get()) });
                             }
@@ -554,6 +531,12 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     check_media_trees(p, &mut s, &sb, &mut usage, &inodes);
     rep.data_blocks = check_sharing(p, &mut s, &sb, &mut usage);
     check_quarantine(p, &mut s, &sb, &mut usage);
+    if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
+        // No reverse map: the nodes are accounted for above.
+        usage.nodes.clear();
+    }
+    drop(s);
+    report_fallbacks(p, &reps);
     // Every block accounted for exactly once.
     progress("blocks", 0, total);
     let mut run: Option<(u64, u64)> = None;
@@ -625,12 +608,7 @@ fn mark_nodes(
     check_tree(p, who, r);
     for b in nodes {
         usage.mark(p, b, 1, who);
-        usage.expected.push(Mapping {
-            phys: b,
-            len: 1,
-            owner,
-            unwritten: false,
-        });
+        usage.nodes.push((b, owner, who.to_string()));
     }
 }
 
@@ -761,14 +739,9 @@ fn check_sharing(
         &(0, 0, 0),
         &(u64::MAX, u64::MAX, u64::MAX),
         &mut |k, v| {
-            match Owner::from_codes(k.1, k.2) {
-                Some(owner) => actual.push(Mapping {
-                    phys: k.0,
-                    len: v.len.get(),
-                    owner,
-                    unwritten: v.flags.get() & daxfs_format::records::RMAP_UNWRITTEN != 0,
-                }),
-                None => err = Some(k.0),
+            match Mapping::from_kv(k, v) {
+                Ok(m) => actual.push(m),
+                Err(_) => err = Some(k.0),
             }
             ControlFlow::Continue(())
         },
@@ -781,6 +754,7 @@ fn check_sharing(
             message: "record with an unknown owner".into(),
         });
     }
+    check_replicas(p, s, sb, usage, &actual);
     // Segment alignment: records covering a block all start at one place.
     let mut seg: Option<(u64, u64)> = None;
     for m in &actual {
@@ -848,7 +822,7 @@ fn normalize(mut v: Vec<Mapping>) -> Vec<Mapping> {
     // it may map one device block twice); everything else in device order.
     v.sort_by_key(|m| match m.owner {
         Owner::Data { ino, fblock } => (0, ino, fblock, m.phys),
-        o => (1, o.codes().0, o.codes().1, m.phys),
+        o => (1 + u8::from(m.is_replica), o.codes().0, o.codes().1, m.phys),
     });
     let mut out: Vec<Mapping> = vec![];
     for m in v {
@@ -859,15 +833,159 @@ fn normalize(mut v: Vec<Mapping>) -> Vec<Mapping> {
                 }
                 (x, y) => x == y,
             };
-            if cont_owner && last.phys + last.len == m.phys && last.unwritten == m.unwritten {
+            if cont_owner
+                && last.phys + last.len == m.phys
+                && last.unwritten == m.unwritten
+                && last.replica == 0
+                && m.replica == 0
+                && !last.is_replica
+                && !m.is_replica
+            {
                 last.len += m.len;
                 continue;
             }
         }
         out.push(m);
     }
-    out.sort_by_key(|m| (m.phys, m.owner));
+    out.sort_by_key(|m| (m.phys, m.owner, m.is_replica));
     out
+}
+
+/// Every tree node has a replica: recorded in the reverse map from both
+/// ends, used by nothing else, holding the node's bytes. Adds what the
+/// reverse map must hold for nodes and replicas to `usage.expected`.
+fn check_replicas(
+    p: &mut Vec<Problem>,
+    s: &mut CheckStore<'_>,
+    sb: &daxfs_format::Superblock,
+    usage: &mut Usage,
+    actual: &[Mapping],
+) {
+    let nodes = std::mem::take(&mut usage.nodes);
+    if !sb.has_replicas() {
+        for (b, owner, _) in nodes {
+            usage.expected.push(Mapping::new(b, 1, owner, false));
+        }
+        return;
+    }
+    let mut primary: HashMap<(u64, Owner), u64> = HashMap::new();
+    let mut copies: HashMap<(u64, Owner), u64> = HashMap::new();
+    for m in actual {
+        if m.is_replica {
+            copies.insert((m.phys, m.owner), m.replica);
+        } else {
+            primary.insert((m.phys, m.owner), m.replica);
+        }
+    }
+    for (b, owner, who) in nodes {
+        let r = primary.get(&(b, owner)).copied().unwrap_or(0);
+        usage.expected.push(Mapping {
+            replica: r,
+            ..Mapping::new(b, 1, owner, false)
+        });
+        if r == 0 {
+            p.push(Problem {
+                structure: who,
+                block: Some(b),
+                message: "node has no replica in the reverse map".into(),
+            });
+            continue;
+        }
+        usage.mark(p, r, 1, &format!("replica of {who} {b}"));
+        usage.expected.push(Mapping {
+            replica: b,
+            is_replica: true,
+            ..Mapping::new(r, 1, owner, false)
+        });
+        if copies.get(&(r, owner)) != Some(&b) {
+            p.push(Problem {
+                structure: who.clone(),
+                block: Some(r),
+                message: format!("replica of block {b} is not recorded as its replica"),
+            });
+        }
+        // A node the log will rewrite (with its replica) is not compared.
+        if s.overlay.is_some_and(|o| o.contains_key(&b)) {
+            continue;
+        }
+        let (kind, o) = match owner {
+            Owner::Meta(k) => (k, 0),
+            Owner::ExtentTree { ino } => (BlockKind::ExtentTree, ino),
+            Owner::DirTree { ino } => (BlockKind::DirTree, ino),
+            Owner::Data { .. } => continue,
+        };
+        let Ok(node) = read_verified(s.dev, b, kind, Some(o), s.fs_id) else {
+            continue; // reported with the fallbacks
+        };
+        let same =
+            read_verified_as(s.dev, r, b, kind, Some(o), s.fs_id).is_ok_and(|c| c[..] == node[..]);
+        if !same {
+            p.push(Problem {
+                structure: who,
+                block: Some(r),
+                message: format!(
+                    "replica of block {b} does not verify or differs from it: a scrub rebuilds it (as does the next change to the node)"
+                ),
+            });
+        }
+    }
+    // The anchors are the reverse-map nodes on the path to the middle.
+    let mid = sb.total_blocks.get() / 2;
+    match rmap::tree().path(s, &sb.rmap_tree, &(mid, 0, 0)) {
+        Ok(path) => {
+            let have: Vec<(u64, u64)> = sb
+                .anchors()
+                .iter()
+                .map(|a| (a.node.get(), a.replica.get()))
+                .collect();
+            let want: Vec<(u64, u64)> = path
+                .iter()
+                .take(daxfs_format::superblock::MAX_ANCHORS)
+                .map(|&b| {
+                    let r = primary
+                        .get(&(b, Owner::Meta(BlockKind::RmapTree)))
+                        .copied()
+                        .unwrap_or(0);
+                    (b, r)
+                })
+                .collect();
+            if have != want {
+                p.push(Problem {
+                    structure: "superblock".into(),
+                    block: Some(0),
+                    message: format!(
+                        "reverse-map anchors {have:?} are not the path to the middle {want:?}"
+                    ),
+                });
+            }
+        }
+        Err(e) => check_tree(p, "reverse-map tree", Err::<(), _>(e)),
+    }
+}
+
+/// Nodes read through their replica, and nodes with both copies bad.
+fn report_fallbacks(p: &mut Vec<Problem>, reps: &std::sync::Mutex<Replicas>) {
+    let g = reps.lock().unwrap_or_else(|e| e.into_inner());
+    for f in &g.pending {
+        p.push(Problem {
+            structure: f.kind.name().into(),
+            block: Some(f.block),
+            message: format!(
+                "does not verify ({}); its replica {} does: the file system rebuilds the node from it when it next reads it (or run a scrub)",
+                f.why, f.replica
+            ),
+        });
+    }
+    for f in &g.failed {
+        p.push(Problem {
+            structure: f.kind.name().into(),
+            block: Some(f.block),
+            message: format!(
+                "this block and its replica {} are both bad ({}): the file system shuts down when it reads it; files not reached through it can still be read: copy them off, make a new file system and copy them back",
+                f.replica, f.why
+            ),
+        });
+    }
 }
 
 /// The parent-pointer tree must hold exactly one record per directory entry.

@@ -16,14 +16,26 @@
 //! transaction already checkpointed and is ignored. Nothing in the log is ever
 //! needed once its superblock is home, so the log is rewritten from its start by
 //! every transaction.
+//!
+//! Replicas: when the file system keeps them, every log block is written to
+//! the log and, with identical bytes, to the log's replica region (steps 1
+//! and 2), and every image goes to its home and to its home's replica (step
+//! 3; the descriptor names both). Recovery reads each log block from the log
+//! and falls back to the replica region when it does not verify; of two valid
+//! commit records it takes the newer (both are written after the images are
+//! durable in both places, so either is a valid commit point).
 use crate::error::{FsError, Result};
 use daxfs_device::Device;
 use daxfs_format::block::{BlockHeader, BlockKind, Expect, header, verify_block, write_header};
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, seal_block};
 
-/// Entries of home block numbers per descriptor block.
-pub const ENTRIES_PER_DESC: usize = (BLOCK_SIZE - DESC_ENTRIES_AT) / 8;
+/// Entries (home, replica) per descriptor block.
+pub const ENTRIES_PER_DESC: usize = (BLOCK_SIZE - DESC_ENTRIES_AT) / 16;
 const DESC_ENTRIES_AT: usize = 88;
+
+/// One block of a transaction: its home, its home's replica (0: none) and
+/// the sealed image.
+pub type Image = (u64, u64, Box<Block>);
 
 /// Where the log lives.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +44,8 @@ pub struct LogGeometry {
     pub blocks: u64,
     /// The last block of the device, home of superblock copy B.
     pub sb_copy: u64,
+    /// First block of the log's replica region (`blocks` long), 0 for none.
+    pub replica: u64,
 }
 
 impl LogGeometry {
@@ -55,15 +69,29 @@ fn get_u64(b: &Block, at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
-/// Writes, commits and checkpoints one transaction. `images` are (home block,
-/// sealed image) pairs sorted by home; block 0 must be among them (the
-/// superblock) and is written last, to both of its homes.
+/// Writes log block `i` (from the log's start) to the log and its replica,
+/// and starts writing both back.
+fn write_log(dev: &dyn Device, geo: &LogGeometry, i: u64, b: &Block) -> Result<()> {
+    for base in [geo.start, geo.replica] {
+        if base == 0 {
+            continue;
+        }
+        let at = (base + i) * BLOCK_SIZE_U64;
+        dev.write(at, &b[..])?;
+        dev.flush(at, BLOCK_SIZE_U64);
+    }
+    Ok(())
+}
+
+/// Writes, commits and checkpoints one transaction. `images` are sorted by
+/// home; block 0 must be among them (the superblock) and is written last, to
+/// both of its homes.
 pub fn commit(
     dev: &dyn Device,
     geo: &LogGeometry,
     fs_id: u64,
     seq: u64,
-    images: &[(u64, Box<Block>)],
+    images: &[Image],
 ) -> Result<()> {
     if images.len() > geo.capacity() {
         return Err(FsError::NoSpace(format!(
@@ -75,10 +103,8 @@ pub fn commit(
     let d = geo.desc_blocks();
     let ndesc = images.len().div_ceil(ENTRIES_PER_DESC).max(1);
     // Step 1: images and continuation descriptors.
-    for (i, (_, img)) in images.iter().enumerate() {
-        let at = (geo.start + d + i as u64) * BLOCK_SIZE_U64;
-        dev.write(at, &img[..])?;
-        dev.flush(at, BLOCK_SIZE_U64);
+    for (i, (_, _, img)) in images.iter().enumerate() {
+        write_log(dev, geo, d + i as u64, img)?;
     }
     let mut desc0 = None;
     for di in 0..ndesc {
@@ -89,8 +115,9 @@ pub fn commit(
             .take(ENTRIES_PER_DESC);
         let mut h = BlockHeader::fresh(BlockKind::LogDescriptor, 0, 0);
         let mut n = 0u32;
-        for (j, (home, _)) in chunk.enumerate() {
-            put_u64(&mut b, DESC_ENTRIES_AT + 8 * j, *home);
+        for (j, (home, replica, _)) in chunk.enumerate() {
+            put_u64(&mut b, DESC_ENTRIES_AT + 16 * j, *home);
+            put_u64(&mut b, DESC_ENTRIES_AT + 16 * j + 8, *replica);
             n += 1;
         }
         h.count = n.into();
@@ -98,34 +125,37 @@ pub fn commit(
         put_u64(&mut b, 64, seq);
         put_u64(&mut b, 72, images.len() as u64);
         put_u64(&mut b, 80, di as u64);
-        let blockno = geo.start + di as u64;
-        seal_block(&mut b, blockno, seq, fs_id);
+        seal_block(&mut b, geo.start + di as u64, seq, fs_id);
         if di == 0 {
             desc0 = Some(b);
         } else {
-            dev.write(blockno * BLOCK_SIZE_U64, &b[..])?;
-            dev.flush(blockno * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
+            write_log(dev, geo, di as u64, &b)?;
         }
     }
     dev.fence();
     // Step 2: the commit point.
     if let Some(b) = desc0 {
-        dev.write(geo.start * BLOCK_SIZE_U64, &b[..])?;
-        dev.persist(geo.start * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
+        write_log(dev, geo, 0, &b)?;
+        dev.fence();
     }
     checkpoint(dev, geo, images)
 }
 
-/// Steps 3 and 4: copies images home, the superblock last.
-fn checkpoint(dev: &dyn Device, geo: &LogGeometry, images: &[(u64, Box<Block>)]) -> Result<()> {
+/// Steps 3 and 4: copies images home (and to their replicas), the
+/// superblock last.
+fn checkpoint(dev: &dyn Device, geo: &LogGeometry, images: &[Image]) -> Result<()> {
     let mut sb = None;
-    for (home, img) in images {
+    for (home, replica, img) in images {
         if *home == 0 {
             sb = Some(img);
             continue;
         }
-        dev.write(home * BLOCK_SIZE_U64, &img[..])?;
-        dev.flush(home * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
+        for at in [*home, *replica] {
+            if at != 0 {
+                dev.write(at * BLOCK_SIZE_U64, &img[..])?;
+                dev.flush(at * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
+            }
+        }
     }
     dev.fence();
     if let Some(sb) = sb {
@@ -150,31 +180,74 @@ pub enum Recovery {
     Replayed { seq: u64, blocks: usize },
 }
 
-fn read_block(dev: &dyn Device, b: u64) -> Result<Box<Block>> {
+fn read_block(dev: &dyn Device, b: u64) -> Option<Box<Block>> {
     let mut blk = Box::new([0u8; BLOCK_SIZE]);
-    dev.read(b * BLOCK_SIZE_U64, &mut blk[..])?;
-    Ok(blk)
+    dev.read(b * BLOCK_SIZE_U64, &mut blk[..]).ok()?;
+    Some(blk)
+}
+
+/// Log block `i`, from the log or else its replica: the first copy that
+/// passes `good`. With neither, the log's error.
+fn read_log<T>(
+    dev: &dyn Device,
+    geo: &LogGeometry,
+    i: u64,
+    good: &dyn Fn(&Block) -> Result<T>,
+) -> Result<(Box<Block>, T)> {
+    let mut first_err = None;
+    for base in [geo.start, geo.replica] {
+        if base == 0 {
+            continue;
+        }
+        let Some(b) = read_block(dev, base + i) else {
+            first_err.get_or_insert_with(|| {
+                FsError::Io(format!("media error reading log block {}", base + i))
+            });
+            continue;
+        };
+        match good(&b) {
+            Ok(t) => return Ok((b, t)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| FsError::Corrupt("log has no copy".into())))
 }
 
 /// Reads the committed transaction in the log, if it is newer than
-/// `sb_generation`, and returns its (home, image) pairs without writing.
+/// `sb_generation`, and returns its images without writing.
 pub fn pending(
     dev: &dyn Device,
     geo: &LogGeometry,
     fs_id: u64,
     sb_generation: u64,
-) -> Result<Option<(u64, Vec<(u64, Box<Block>)>)>> {
+) -> Result<Option<(u64, Vec<Image>)>> {
     let expect = |blockno| Expect {
         blockno,
         kind: BlockKind::LogDescriptor,
         owner: Some(0),
         fs_id,
     };
-    let d0 = read_block(dev, geo.start)?;
-    let Ok(h0) = verify_block(&d0, &expect(geo.start)) else {
+    // The commit record: the newer of the valid copies.
+    let mut d0: Option<(Box<Block>, u64)> = None;
+    for base in [geo.start, geo.replica] {
+        if base == 0 {
+            continue;
+        }
+        let Some(b) = read_block(dev, base) else {
+            continue;
+        };
+        if let Ok(h) = verify_block(&b, &expect(geo.start)) {
+            let seq = h.generation.get();
+            if d0.as_ref().is_none_or(|(_, s)| seq > *s) {
+                d0 = Some((b, seq));
+            }
+        }
+    }
+    let Some((d0, seq)) = d0 else {
         return Ok(None); // never written, or torn before its commit point
     };
-    let seq = h0.generation.get();
     if seq <= sb_generation {
         return Ok(None);
     }
@@ -193,20 +266,26 @@ pub fn pending(
     let ndesc = total.div_ceil(ENTRIES_PER_DESC).max(1);
     for di in 0..ndesc {
         let blockno = geo.start + di as u64;
-        let b = if di == 0 {
-            d0.clone()
+        let (b, h) = if di == 0 {
+            let h = header(&d0[..])?;
+            (d0.clone(), h)
         } else {
-            read_block(dev, blockno)?
+            read_log(dev, geo, di as u64, &|b| {
+                let h = verify_block(b, &expect(blockno))?;
+                if h.generation.get() != seq || get_u64(b, 80) != di as u64 {
+                    return Err(FsError::Corrupt(format!(
+                        "log descriptor block {blockno} belongs to another transaction"
+                    )));
+                }
+                Ok(h)
+            })?
         };
-        let h = verify_block(&b, &expect(blockno))?;
-        if h.generation.get() != seq || get_u64(&b, 80) != di as u64 {
-            return Err(FsError::Corrupt(format!(
-                "log descriptor block {blockno} belongs to another transaction"
-            )));
-        }
         let n = (h.count.get() as usize).min(ENTRIES_PER_DESC);
         for j in 0..n {
-            homes.push(get_u64(&b, DESC_ENTRIES_AT + 8 * j));
+            homes.push((
+                get_u64(&b, DESC_ENTRIES_AT + 16 * j),
+                get_u64(&b, DESC_ENTRIES_AT + 16 * j + 8),
+            ));
         }
     }
     if homes.len() != total {
@@ -217,27 +296,29 @@ pub fn pending(
     }
     let d = geo.desc_blocks();
     let mut images = Vec::with_capacity(total);
-    for (i, home) in homes.into_iter().enumerate() {
-        let img = read_block(dev, geo.start + d + i as u64)?;
-        let h = header(&img[..])?;
-        let kind = BlockKind::from_u8(h.kind).ok_or_else(|| {
-            FsError::Corrupt(format!("log image {i} has unknown kind {}", h.kind))
+    for (i, (home, replica)) in homes.into_iter().enumerate() {
+        let (img, ()) = read_log(dev, geo, d + i as u64, &|img| {
+            let h = header(&img[..])?;
+            let kind = BlockKind::from_u8(h.kind).ok_or_else(|| {
+                FsError::Corrupt(format!("log image {i} has unknown kind {}", h.kind))
+            })?;
+            verify_block(
+                img,
+                &Expect {
+                    blockno: home,
+                    kind,
+                    owner: None,
+                    fs_id,
+                },
+            )?;
+            if h.generation.get() != seq {
+                return Err(FsError::Corrupt(format!(
+                    "log image {i} for block {home} is not from transaction {seq}"
+                )));
+            }
+            Ok(())
         })?;
-        verify_block(
-            &img,
-            &Expect {
-                blockno: home,
-                kind,
-                owner: None,
-                fs_id,
-            },
-        )?;
-        if h.generation.get() != seq {
-            return Err(FsError::Corrupt(format!(
-                "log image {i} for block {home} is not from transaction {seq}"
-            )));
-        }
-        images.push((home, img));
+        images.push((home, replica, img));
     }
     Ok(Some((seq, images)))
 }

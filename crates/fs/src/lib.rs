@@ -7,6 +7,7 @@
 //! - [`journal`] and [`tx`]: atomic, durable metadata transactions;
 //! - [`space`]: the free-space allocator;
 //! - [`inode`], [`extents`], [`dir`], [`namespace`], [`file`]: files and directories;
+//! - [`replica`]: metadata replicas and their repair;
 //! - [`fsck`]: the consistency checker.
 pub mod dir;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod journal;
 pub mod media;
 pub mod namespace;
 pub mod reflink;
+pub mod replica;
 pub mod space;
 pub mod tx;
 pub mod write;
@@ -32,3 +34,4 @@ pub use inode::FileKind;
 pub use media::{ErrorLogEntry, FailureEvent, FailureFlags, LossNotice};
 pub use namespace::Stat;
 pub use reflink::{DedupeResult, DedupeStatus, OwnerKind, OwnerRecord};
+pub use replica::{ReplicaPair, ScrubReport};

@@ -331,12 +331,34 @@ impl FsInner {
                     });
                 }
                 o => {
-                    // Metadata without a usable replica: shut down, but only
-                    // after every owner in the range has been handled.
                     let (kind, ino) = match o {
                         Owner::Meta(k) => (3, k as u64),
                         o => (2, o.ino().unwrap_or(0)),
                     };
+                    // Rebuilt from its replica onto fresh blocks.
+                    if crate::replica::repair_hit(&mut tx, &m, (b0, b1 - b0))? {
+                        log_event(
+                            &mut tx,
+                            event,
+                            s,
+                            t - s,
+                            action::REPAIRED,
+                            kind,
+                            ino,
+                            0,
+                            flags,
+                        )?;
+                        events.push(FailureEvent {
+                            physical: s * BS,
+                            length: (t - s) * BS,
+                            owner,
+                            offset: 0,
+                            action: "repaired",
+                        });
+                        continue;
+                    }
+                    // Metadata without a usable replica: shut down, but only
+                    // after every owner in the range has been handled.
                     log_event(
                         &mut tx,
                         event,
@@ -350,7 +372,7 @@ impl FsInner {
                     )?;
                     shutdown.get_or_insert_with(|| {
                         format!(
-                            "metadata block {s} ({owner:?}) is bad and has no replica; run fsck"
+                            "metadata block {s} ({owner:?}) is bad and has no good replica; run fsck"
                         )
                     });
                     events.push(FailureEvent {

@@ -10,6 +10,7 @@
 //! aborted transaction stays in blocks that are still free).
 use crate::error::{FsError, Result};
 use crate::journal::{self, LogGeometry};
+use crate::replica::{Committed, Replicas};
 use crate::space::alloc::FreeMap;
 use crate::space::rmap::{self, Mapping, Owner};
 use crate::space::{badblocks, refcount};
@@ -17,9 +18,14 @@ use daxfs_btree::{BTree, NodeStore, TreeError};
 use daxfs_device::Device;
 use daxfs_format::block::{BlockKind, Expect, verify_block};
 use daxfs_format::records::TreeRoot;
-use daxfs_format::superblock::INCOMPAT_RMAP;
+use daxfs_format::superblock::{INCOMPAT_RMAP, MAX_ANCHORS, ReplicaPair};
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, BlockNo, Superblock, seal_block};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The in-memory inodes, shared with the file system handle (repairs that
+/// move the root of a file's tree update its cached record).
+pub type InodeCache = Arc<Mutex<HashMap<u64, Arc<crate::inode::Inode>>>>;
 
 /// State guarded by the file system's metadata lock.
 #[derive(Debug)]
@@ -41,6 +47,49 @@ pub struct Meta {
     pub cache: NodeCache,
     /// Committed mapping events, when recording is on.
     pub events: Option<Vec<crate::events::MapEvent>>,
+    /// Replica pairs known in memory, blocks waiting for repair (shared with
+    /// readers outside transactions).
+    pub reps: Arc<Mutex<Replicas>>,
+    /// The file system's inode cache (none while making the file system).
+    pub icache: Option<InodeCache>,
+    /// Set while repairs run, so that their commits do not start more.
+    pub in_repair: bool,
+}
+
+impl Meta {
+    /// The state of a file system whose superblock is `sb`, before any
+    /// transaction.
+    pub fn new(sb: Superblock, seq: u64, icache: Option<InodeCache>) -> Meta {
+        Meta {
+            geo: geometry(&sb),
+            fs_id: sb.fs_id(),
+            reps: Arc::new(Mutex::new(Replicas::new(&sb))),
+            sb,
+            free: FreeMap::default(),
+            free_loaded: false,
+            seq,
+            shutdown: None,
+            cache: NodeCache::default(),
+            events: None,
+            icache,
+            in_repair: false,
+        }
+    }
+
+    /// True when tree nodes have replicas.
+    pub fn replicas(&self) -> bool {
+        self.sb.has_replicas()
+    }
+}
+
+/// The log's place, from the superblock.
+pub fn geometry(sb: &Superblock) -> LogGeometry {
+    LogGeometry {
+        start: sb.log_start.get(),
+        blocks: sb.log_blocks.get(),
+        sb_copy: sb.total_blocks.get() - 1,
+        replica: sb.log_replica.get(),
+    }
 }
 
 /// Verified copies of committed metadata blocks, so a node read costs a copy
@@ -94,12 +143,13 @@ enum Delta {
     Free(u64, u64),
 }
 
-/// A change to the reverse map for a tree node, applied at commit (a node is
-/// allocated while some tree, perhaps the reverse map itself, is mid-change).
+/// A change to the reverse map for a tree node and its replica (0: none),
+/// applied at commit (a node is allocated while some tree, perhaps the
+/// reverse map itself, is mid-change).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RmapDelta {
-    Add(u64, Owner),
-    Remove(u64, Owner),
+    Add(u64, Owner, u64),
+    Remove(u64, Owner, u64),
 }
 
 /// A running transaction.
@@ -113,6 +163,16 @@ pub struct Tx<'a> {
     events: Vec<crate::events::MapEvent>,
     allocated: Vec<(u64, u64)>,
     freed: Vec<(u64, u64)>,
+    /// The reverse map's internal nodes changed: its anchors are recomputed
+    /// at commit.
+    pub(crate) rmap_shape: bool,
+    /// Cached inodes whose tree root this transaction moves (old, new): their
+    /// in-memory record follows once the commit is durable.
+    pub(crate) root_moves: Vec<(Arc<crate::inode::Inode>, u64, u64)>,
+    /// Node -> replica pairs this transaction made (allocations, repairs):
+    /// known in memory only once committed, as the shared map holds
+    /// committed pairs only.
+    pub(crate) new_pairs: HashMap<u64, u64>,
     done: bool,
 }
 
@@ -122,12 +182,20 @@ pub fn free_tree() -> BTree<u64, u64> {
 }
 
 impl<'a> Tx<'a> {
-    /// Starts a transaction. Loads the free map on first use.
+    /// Starts a transaction, after repairing the metadata blocks that reads
+    /// found bad since the last one. Loads the free map on first use.
+    ///
+    /// A shut-down file system still runs transactions that only read; a
+    /// commit that would change anything fails.
     pub fn begin(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
-        if let Some(why) = &meta.shutdown {
-            return Err(FsError::Shutdown(why.clone()));
-        }
+        crate::replica::run_pending(dev, meta);
+        Tx::open(dev, meta)
+    }
+
+    /// Starts a transaction without running repairs first.
+    pub(crate) fn open(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
         let sb_before = meta.sb;
+        let shut = meta.shutdown.is_some();
         let mut tx = Tx {
             dev,
             meta,
@@ -138,9 +206,12 @@ impl<'a> Tx<'a> {
             events: vec![],
             allocated: vec![],
             freed: vec![],
+            rmap_shape: false,
+            root_moves: vec![],
+            new_pairs: HashMap::new(),
             done: false,
         };
-        if !tx.meta.free_loaded {
+        if !tx.meta.free_loaded && !shut {
             let root = tx.meta.sb.free_tree;
             let mut map = FreeMap::default();
             let mut bad = None;
@@ -191,6 +262,96 @@ impl<'a> Tx<'a> {
         Ok((s, l))
     }
 
+    /// Allocates one block far from block `from` (in the other half of the
+    /// device when it has room; else anywhere not next to `from`), never in
+    /// `avoid` (a range known to be bad).
+    pub(crate) fn alloc_far(&mut self, from: u64, avoid: Option<(u64, u64)>) -> Result<u64> {
+        let total = self.meta.sb.total_blocks.get();
+        let hidden = match avoid {
+            Some((a, l)) => self.meta.free.overlapping(a, l),
+            None => vec![],
+        };
+        for &(s, l) in &hidden {
+            self.meta.free.remove(s, l);
+        }
+        let pick = self.meta.free.pick_far(from, total);
+        for &(s, l) in &hidden {
+            self.meta.free.insert(s, l);
+        }
+        let Some(b) = pick else {
+            return Err(FsError::NoSpace(format!(
+                "no block for a replica of block {from}"
+            )));
+        };
+        if !self.meta.free.remove(b, 1) {
+            return Err(FsError::Corrupt(format!("free map lost block {b}")));
+        }
+        self.allocated.push((b, 1));
+        self.deltas.push(Delta::Alloc(b, 1));
+        Ok(b)
+    }
+
+    /// Allocates `len` contiguous blocks as high on the device as they fit,
+    /// never in `avoid` (for a new log replica region).
+    pub(crate) fn alloc_run_high(&mut self, len: u64, avoid: (u64, u64)) -> Result<Option<u64>> {
+        let hidden = self.meta.free.overlapping(avoid.0, avoid.1);
+        for &(s, l) in &hidden {
+            self.meta.free.remove(s, l);
+        }
+        let pick = self.meta.free.highest_run(len);
+        for &(s, l) in &hidden {
+            self.meta.free.insert(s, l);
+        }
+        let Some(b) = pick else {
+            return Ok(None);
+        };
+        if !self.meta.free.remove(b, len) {
+            return Err(FsError::Corrupt(format!(
+                "free map lost blocks [{b}, +{len})"
+            )));
+        }
+        self.allocated.push((b, len));
+        self.deltas.push(Delta::Alloc(b, len));
+        Ok(Some(b))
+    }
+
+    /// The replica of tree node `b` (0 when nodes have none), from memory or
+    /// else the committed reverse map.
+    pub(crate) fn replica_of(&mut self, b: u64, kind: BlockKind, owner: u64) -> Result<u64> {
+        if !self.meta.replicas() {
+            return Ok(0);
+        }
+        if let Some(&r) = self.new_pairs.get(&b) {
+            return Ok(r);
+        }
+        if let Some(r) = crate::fs::lock(&self.meta.reps).get(b) {
+            return Ok(r);
+        }
+        let m = &mut *self.meta;
+        let mut c = Committed::new(self.dev, m.fs_id, Some(&mut m.cache), Some(&*m.reps));
+        c.find_replica(b, kind, owner).ok_or_else(|| {
+            FsError::Corrupt(format!(
+                "{} block {b} has no replica in the reverse map",
+                kind.name()
+            ))
+        })
+    }
+
+    /// Stages `blk` as the new contents of block `b` (a tree node).
+    pub(crate) fn stage(&mut self, b: u64, blk: Box<Block>) {
+        self.dirty.insert(b, blk);
+    }
+
+    /// Takes block `b`'s staged contents out of this transaction.
+    pub(crate) fn unstage(&mut self, b: u64) -> Option<Box<Block>> {
+        self.dirty.remove(&b)
+    }
+
+    /// True when this transaction has staged block `b`.
+    pub(crate) fn is_staged(&self, b: u64) -> bool {
+        self.dirty.contains_key(&b)
+    }
+
     /// Frees `[s, s+l)`: back in the free-space tree at commit, reusable only
     /// after the commit is durable.
     pub fn free_extent(&mut self, s: u64, l: u64) {
@@ -219,7 +380,9 @@ impl<'a> Tx<'a> {
         self.deltas.push(Delta::Free(s, l));
     }
 
-    /// Reads a block as it is in this transaction, verified against `expect`.
+    /// Reads a block as it is in this transaction, verified against `expect`;
+    /// a committed block that fails verification is read from its replica
+    /// (and queued for repair).
     pub fn read_meta(
         &mut self,
         b: u64,
@@ -232,9 +395,9 @@ impl<'a> Tx<'a> {
         if let Some(blk) = self.meta.cache.get(b, kind, owner) {
             return Ok(blk);
         }
-        let blk = read_verified(self.dev, b, kind, owner, self.meta.fs_id)?;
-        self.meta.cache.put(b, blk.clone());
-        Ok(blk)
+        let m = &mut *self.meta;
+        let reps = m.replicas().then_some(&*m.reps);
+        Committed::new(self.dev, m.fs_id, Some(&mut m.cache), reps).read(b, kind, owner)
     }
 
     /// Applies one change to the free-space tree. Records are replaced or
@@ -313,17 +476,33 @@ impl<'a> Tx<'a> {
             for d in rds {
                 let mut root = self.meta.sb.rmap_tree;
                 match d {
-                    RmapDelta::Add(b, owner) => rmap::add(
-                        self,
-                        &mut root,
-                        Mapping {
-                            phys: b,
-                            len: 1,
-                            owner,
-                            unwritten: false,
-                        },
-                    )?,
-                    RmapDelta::Remove(b, owner) => rmap::remove(self, &mut root, b, 1, owner)?,
+                    RmapDelta::Add(b, owner, r) => {
+                        rmap::add(
+                            self,
+                            &mut root,
+                            Mapping {
+                                replica: r,
+                                ..Mapping::new(b, 1, owner, false)
+                            },
+                        )?;
+                        if r != 0 {
+                            rmap::add(
+                                self,
+                                &mut root,
+                                Mapping {
+                                    replica: b,
+                                    is_replica: true,
+                                    ..Mapping::new(r, 1, owner, false)
+                                },
+                            )?;
+                        }
+                    }
+                    RmapDelta::Remove(b, owner, r) => {
+                        rmap::remove(self, &mut root, b, 1, owner)?;
+                        if r != 0 {
+                            rmap::remove_as(self, &mut root, r, 1, owner, true)?;
+                        }
+                    }
                 }
                 self.meta.sb.rmap_tree = root;
             }
@@ -356,16 +535,7 @@ impl<'a> Tx<'a> {
             return Ok(());
         }
         let mut root = self.meta.sb.rmap_tree;
-        rmap::add(
-            self,
-            &mut root,
-            Mapping {
-                phys,
-                len,
-                owner,
-                unwritten,
-            },
-        )?;
+        rmap::add(self, &mut root, Mapping::new(phys, len, owner, unwritten))?;
         self.meta.sb.rmap_tree = root;
         Ok(())
     }
@@ -446,24 +616,57 @@ impl<'a> Tx<'a> {
         refcount::pieces(self, &root, p, l)
     }
 
-    /// Commits: durable when this returns Ok.
+    /// Commits: durable when this returns Ok. Then repairs what reads found
+    /// bad meanwhile, each in a transaction of its own.
     pub fn commit(mut self) -> Result<()> {
+        if let Some(why) = &self.meta.shutdown
+            && !self.is_empty()
+        {
+            return Err(FsError::Shutdown(why.clone()));
+        }
         self.sync_free_tree()?;
+        if self.meta.replicas()
+            && (self.rmap_shape || self.meta.sb.rmap_tree != self.sb_before.rmap_tree)
+        {
+            self.set_anchors()?;
+        }
         let seq = self.meta.seq;
         let fs_id = self.meta.fs_id;
         let mut sbb = self.meta.sb.to_block();
         seal_block(&mut sbb, 0, seq, fs_id);
-        let mut images: Vec<(u64, Box<Block>)> =
-            std::mem::take(&mut self.dirty).into_iter().collect();
-        for (home, img) in images.iter_mut() {
-            seal_block(img, *home, seq, fs_id);
+        let dirty: Vec<(u64, Box<Block>)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let mut images: Vec<journal::Image> = Vec::with_capacity(dirty.len() + 1);
+        for (home, mut img) in dirty {
+            let r = if self.meta.replicas() {
+                let h = daxfs_format::block::header(&img[..])?;
+                let kind = BlockKind::from_u8(h.kind).ok_or_else(|| {
+                    FsError::Corrupt(format!("staged block {home} has kind {}", h.kind))
+                })?;
+                self.replica_of(home, kind, h.owner.get())?
+            } else {
+                0
+            };
+            seal_block(&mut img, home, seq, fs_id);
+            images.push((home, r, img));
         }
-        images.push((0, sbb));
-        images.sort_unstable_by_key(|(h, _)| *h);
+        images.push((0, 0, sbb));
+        images.sort_unstable_by_key(|(h, _, _)| *h);
         journal::commit(self.dev, &self.meta.geo, fs_id, seq, &images)?;
         self.meta.sb.header.generation = seq.into();
         self.meta.seq += 1;
-        for (home, img) in images {
+        if self.meta.sb.log_start != self.sb_before.log_start
+            || self.meta.sb.log_replica != self.sb_before.log_replica
+        {
+            self.meta.geo = geometry(&self.meta.sb);
+        }
+        {
+            let mut reps = crate::fs::lock(&self.meta.reps);
+            for (b, r) in self.new_pairs.drain() {
+                reps.insert(b, r);
+            }
+            reps.after_commit(&self.meta.sb);
+        }
+        for (home, _, img) in images {
             if home != 0 {
                 self.meta.cache.put(home, img);
             }
@@ -479,12 +682,44 @@ impl<'a> Tx<'a> {
             }
         }
         self.done = true;
+        for (node, old, new) in std::mem::take(&mut self.root_moves) {
+            let mut g = node.rec();
+            if g.rec.tree.block.get() == old {
+                g.rec.tree.block = new.into();
+            }
+        }
+        crate::replica::run_pending(self.dev, &mut *self.meta);
+        Ok(())
+    }
+
+    /// Records in the superblock the reverse-map nodes on the path from its
+    /// root to the middle of the device, with their replicas (see
+    /// [`ReplicaPair`]).
+    fn set_anchors(&mut self) -> Result<()> {
+        let root = self.meta.sb.rmap_tree;
+        let mid = self.meta.sb.total_blocks.get() / 2;
+        let path = rmap::tree().path(self, &root, &(mid, 0, 0))?;
+        let mut anchors = [ReplicaPair::default(); MAX_ANCHORS];
+        let mut n = 0;
+        for (slot, &b) in anchors.iter_mut().zip(path.iter()) {
+            let r = self.replica_of(b, BlockKind::RmapTree, 0)?;
+            *slot = ReplicaPair {
+                node: b.into(),
+                replica: r.into(),
+            };
+            n += 1;
+        }
+        self.meta.sb.anchors = anchors;
+        self.meta.sb.anchor_count = (n as u32).into();
         Ok(())
     }
 
     /// Whether anything was changed.
     pub fn is_empty(&self) -> bool {
-        self.dirty.is_empty() && self.deltas.is_empty() && self.meta.sb.as_bytes_eq(&self.sb_before)
+        self.dirty.is_empty()
+            && self.deltas.is_empty()
+            && self.rmap_deltas.is_empty()
+            && self.meta.sb.as_bytes_eq(&self.sb_before)
     }
 }
 
@@ -520,10 +755,23 @@ pub fn read_verified(
     owner: Option<u64>,
     fs_id: u64,
 ) -> Result<Box<Block>, TreeError> {
+    read_verified_as(dev, b, b, kind, owner, fs_id)
+}
+
+/// Reads block `at` from the device and verifies it as a copy of block `b`
+/// (`at` is `b` or its replica).
+pub fn read_verified_as(
+    dev: &dyn Device,
+    at: u64,
+    b: u64,
+    kind: BlockKind,
+    owner: Option<u64>,
+    fs_id: u64,
+) -> Result<Box<Block>, TreeError> {
     let mut blk = Box::new([0u8; BLOCK_SIZE]);
-    dev.read(b * BLOCK_SIZE_U64, &mut blk[..])
+    dev.read(at * BLOCK_SIZE_U64, &mut blk[..])
         .map_err(|e| match e {
-            daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: b },
+            daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: at },
             other => TreeError::Store(other.to_string()),
         })?;
     verify_block(
@@ -548,77 +796,71 @@ impl NodeStore for Tx<'_> {
         self.read_meta(b.0, kind, Some(owner))
     }
     fn write_node(&mut self, b: BlockNo, node: Box<Block>) -> Result<(), TreeError> {
+        // An internal node of the reverse map: its routing may have changed.
+        if node[4] == BlockKind::RmapTree as u8 && node[5] > 0 {
+            self.rmap_shape = true;
+        }
         self.dirty.insert(b.0, node);
         Ok(())
     }
     fn alloc_node(&mut self, kind: BlockKind, owner: u64) -> Result<BlockNo, TreeError> {
-        match self.alloc_extent(1, None) {
-            Ok((s, _)) => {
-                if self.rmap_enabled() {
-                    self.rmap_deltas
-                        .push(RmapDelta::Add(s, Owner::of_node(kind, owner)));
+        let fail = |e: FsError| match e {
+            FsError::NoSpace(_) => TreeError::NoSpace,
+            e => TreeError::Store(e.to_string()),
+        };
+        let (s, _) = self.alloc_extent(1, None).map_err(fail)?;
+        let mut r = 0;
+        if self.meta.replicas() {
+            r = match self.alloc_far(s, None) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.free_extent(s, 1);
+                    return Err(fail(e));
                 }
-                Ok(BlockNo(s))
-            }
-            Err(FsError::NoSpace(_)) => Err(TreeError::NoSpace),
-            Err(e) => Err(TreeError::Store(e.to_string())),
+            };
+            self.new_pairs.insert(s, r);
         }
+        if kind == BlockKind::RmapTree {
+            self.rmap_shape = true;
+        }
+        if self.rmap_enabled() {
+            self.rmap_deltas
+                .push(RmapDelta::Add(s, Owner::of_node(kind, owner), r));
+        }
+        Ok(BlockNo(s))
     }
     fn free_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<(), TreeError> {
+        let r = self
+            .replica_of(b.0, kind, owner)
+            .map_err(|e| TreeError::Store(e.to_string()))?;
+        if kind == BlockKind::RmapTree {
+            self.rmap_shape = true;
+        }
         if self.rmap_enabled() {
             let o = Owner::of_node(kind, owner);
             match self
                 .rmap_deltas
                 .iter()
-                .position(|d| *d == RmapDelta::Add(b.0, o))
+                .position(|d| *d == RmapDelta::Add(b.0, o, r))
             {
                 Some(i) => {
                     self.rmap_deltas.swap_remove(i);
                 }
-                None => self.rmap_deltas.push(RmapDelta::Remove(b.0, o)),
+                None => self.rmap_deltas.push(RmapDelta::Remove(b.0, o, r)),
             }
         }
         self.free_extent(b.0, 1);
+        if r != 0 {
+            self.free_extent(r, 1);
+        }
         Ok(())
     }
 }
 
 /// A read-only store over committed metadata (for lookups outside a
-/// transaction, fsck and tools), optionally through the node cache (the
-/// caller then holds the metadata lock). Writes are refused.
-pub struct ReadStore<'a> {
-    pub dev: &'a dyn Device,
-    pub fs_id: u64,
-    pub cache: Option<&'a mut NodeCache>,
-}
-
-impl NodeStore for ReadStore<'_> {
-    fn read_node(
-        &mut self,
-        b: BlockNo,
-        kind: BlockKind,
-        owner: u64,
-    ) -> Result<Box<Block>, TreeError> {
-        if let Some(c) = self.cache.as_deref_mut() {
-            if let Some(blk) = c.get(b.0, kind, Some(owner)) {
-                return Ok(blk);
-            }
-            let blk = read_verified(self.dev, b.0, kind, Some(owner), self.fs_id)?;
-            c.put(b.0, blk.clone());
-            return Ok(blk);
-        }
-        read_verified(self.dev, b.0, kind, Some(owner), self.fs_id)
-    }
-    fn write_node(&mut self, _b: BlockNo, _node: Box<Block>) -> Result<(), TreeError> {
-        Err(TreeError::Store("read-only store".into()))
-    }
-    fn alloc_node(&mut self, _kind: BlockKind, _owner: u64) -> Result<BlockNo, TreeError> {
-        Err(TreeError::Store("read-only store".into()))
-    }
-    fn free_node(&mut self, _b: BlockNo, _kind: BlockKind, _owner: u64) -> Result<(), TreeError> {
-        Err(TreeError::Store("read-only store".into()))
-    }
-}
+/// transaction, and tools), optionally through the node cache (the caller
+/// then holds the metadata lock). Reads fall back to replicas.
+pub type ReadStore<'a> = Committed<'a>;
 
 /// Keeps `TreeRoot` in scope for users of this module.
 pub type Root = TreeRoot;

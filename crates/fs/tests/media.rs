@@ -266,7 +266,13 @@ fn truncate_and_delete_end_losses_blocks_stay_quarantined() {
 
 #[test]
 fn metadata_without_replica_shuts_down_after_every_owner_is_handled() {
-    let (_dev, fs) = new_fs(16);
+    let dev = Arc::new(daxfs_device::MemDevice::new(16 << 20));
+    let opts = daxfs::MkfsOptions {
+        no_replicas: true,
+        ..Default::default()
+    };
+    Fs::mkfs(dev.clone(), &opts).unwrap();
+    let fs = Fs::mount(dev.clone(), &Default::default()).unwrap();
     let f = file_with(&fs, "/keep", &pattern(6, 3 * 4096));
     f.fsync().unwrap();
     // The inode table's node and a data block in one report.

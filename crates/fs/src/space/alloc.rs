@@ -117,6 +117,59 @@ impl FreeMap {
         matches!(self.by_start.range(..=s).next_back(), Some((&fs, &fl)) if fs + fl >= s + l)
     }
 
+    /// The highest free block in `[lo, hi)`.
+    fn highest_in(&self, lo: u64, hi: u64) -> Option<u64> {
+        let (&s, &l) = self.by_start.range(..hi).next_back()?;
+        let last = (s + l).min(hi) - 1;
+        (last >= lo).then_some(last)
+    }
+
+    /// The lowest free block in `[lo, hi)`.
+    fn lowest_in(&self, lo: u64, hi: u64) -> Option<u64> {
+        if let Some((&s, &l)) = self.by_start.range(..=lo).next_back()
+            && s + l > lo
+        {
+            return (lo < hi).then_some(lo);
+        }
+        let (&s, _) = self.by_start.range(lo..).next()?;
+        (s < hi).then_some(s)
+    }
+
+    /// Picks one block far from block `from` of a device of `total` blocks,
+    /// without removing it: in the other half of the device (the highest
+    /// free block of the upper half for a block in the lower half, which
+    /// packs replicas at the end of the device away from file data; the
+    /// lowest of the lower half otherwise); when that half is full, the free
+    /// block farthest from `from` that is not next to it.
+    pub fn pick_far(&self, from: u64, total: u64) -> Option<u64> {
+        let half = total / 2;
+        let far = if from < half {
+            self.highest_in(half, total)
+        } else {
+            self.lowest_in(0, half)
+        };
+        if far.is_some() {
+            return far;
+        }
+        let hi = self.highest_in(0, u64::MAX);
+        let lo = self.lowest_in(0, u64::MAX);
+        let dist = |b: u64| b.abs_diff(from);
+        [hi, lo]
+            .into_iter()
+            .flatten()
+            .filter(|&b| dist(b) > 1)
+            .max_by_key(|&b| dist(b))
+    }
+
+    /// The start of the highest run of `len` free blocks, without removing it.
+    pub fn highest_run(&self, len: u64) -> Option<u64> {
+        self.by_start
+            .iter()
+            .rev()
+            .find(|&(_, &l)| l >= len)
+            .map(|(&s, &l)| s + l - len)
+    }
+
     /// Picks up to `want` blocks (at least 1) as one extent, without removing
     /// them. Policy:
     /// - `goal`: if the block at `goal` is free, extend from there (contiguous
@@ -175,6 +228,24 @@ mod tests {
         assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10, 2), (15, 10)]);
         assert!(!m.remove(11, 3), "not free refused");
         assert_eq!(m.total(), 12);
+    }
+
+    #[test]
+    fn pick_far_takes_the_other_half() {
+        let mut m = FreeMap::default();
+        m.insert(10, 100);
+        m.insert(600, 300);
+        assert_eq!(m.pick_far(50, 1000), Some(899));
+        assert_eq!(m.pick_far(700, 1000), Some(10));
+        // The upper half full: the farthest block not next to `from`.
+        let mut m = FreeMap::default();
+        m.insert(10, 20);
+        assert_eq!(m.pick_far(12, 1000), Some(29));
+        let mut m = FreeMap::default();
+        m.insert(12, 2);
+        assert_eq!(m.pick_far(12, 1000), None);
+        assert_eq!(m.highest_run(2), Some(12));
+        assert_eq!(m.highest_run(3), None);
     }
 
     #[test]

@@ -10,11 +10,17 @@
 //! place, and finding every owner of a range is one descent to the segment
 //! holding its first block plus a scan of the k records that overlap:
 //! O(log n + k).
+//!
+//! Replicas: a metadata block with a replica has its record's `replica` name
+//! the replica's first block, and the replica has a record of its own, with
+//! the same owner, the replica flag in its offset code, and `replica` naming
+//! the block it copies. So the pair can be found from either end.
 use crate::error::{FsError, Result};
 use daxfs_btree::{BTree, NodeStore};
 use daxfs_format::BlockKind;
 use daxfs_format::records::{
-    RMAP_OFF_DIR_TREE, RMAP_OFF_EXTENT_TREE, RMAP_OWNER_META, RMAP_UNWRITTEN, RmapRecord, TreeRoot,
+    RMAP_OFF_DIR_TREE, RMAP_OFF_EXTENT_TREE, RMAP_OFF_REPLICA, RMAP_OWNER_META, RMAP_UNWRITTEN,
+    RmapRecord, TreeRoot,
 };
 use std::ops::ControlFlow;
 
@@ -103,26 +109,54 @@ pub struct Mapping {
     pub len: u64,
     pub owner: Owner,
     pub unwritten: bool,
+    /// The other block of a replicated pair (see the module docs), or 0.
+    pub replica: u64,
+    /// This is the replica of the metadata at `replica`.
+    pub is_replica: bool,
 }
 
 impl Mapping {
-    fn key(&self) -> Key {
+    /// A record of `owner` mapping `[phys, phys+len)`, without a replica.
+    pub fn new(phys: u64, len: u64, owner: Owner, unwritten: bool) -> Mapping {
+        Mapping {
+            phys,
+            len,
+            owner,
+            unwritten,
+            replica: 0,
+            is_replica: false,
+        }
+    }
+
+    pub fn key(&self) -> Key {
         let (o, f) = self.owner.codes();
-        (self.phys, o, f)
+        (
+            self.phys,
+            o,
+            if self.is_replica {
+                f | RMAP_OFF_REPLICA
+            } else {
+                f
+            },
+        )
     }
     fn val(&self) -> RmapRecord {
         RmapRecord {
             len: self.len.into(),
             flags: (if self.unwritten { RMAP_UNWRITTEN } else { 0 }).into(),
+            replica: self.replica.into(),
         }
     }
-    fn from_kv(k: Key, v: RmapRecord) -> Result<Mapping> {
-        let owner = Owner::from_codes(k.1, k.2).ok_or_else(|| {
-            FsError::Corrupt(format!(
-                "reverse map: record at block {} has unknown owner {:#x}/{:#x}",
-                k.0, k.1, k.2
-            ))
-        })?;
+    pub fn from_kv(k: Key, v: RmapRecord) -> Result<Mapping> {
+        let is_replica = k.2 & RMAP_OFF_REPLICA != 0;
+        let owner = Owner::from_codes(k.1, k.2 & !RMAP_OFF_REPLICA)
+            .filter(|o| !is_replica || !matches!(o, Owner::Data { .. }))
+            .ok_or_else(|| {
+                FsError::Corrupt(format!(
+                    "reverse map: record at block {} has unknown owner {:#x}/{:#x}",
+                    k.0, k.1, k.2
+                ))
+            })?;
         let len = v.len.get();
         if len == 0 || k.0.checked_add(len).is_none() {
             return Err(FsError::Corrupt(format!(
@@ -135,6 +169,8 @@ impl Mapping {
             len,
             owner,
             unwritten: v.flags.get() & RMAP_UNWRITTEN != 0,
+            replica: v.replica.get(),
+            is_replica,
         })
     }
 }
@@ -191,7 +227,8 @@ fn split_at(s: &mut dyn NodeStore, root: &mut TreeRoot, x: u64) -> Result<()> {
             phys: x,
             len: m.len - cut,
             owner: m.owner.shifted(cut),
-            unwritten: m.unwritten,
+            replica: if m.replica == 0 { 0 } else { m.replica + cut },
+            ..m
         };
         tree().insert(s, root, left.key(), left.val())?;
         tree().insert(s, root, right.key(), right.val())?;
@@ -246,7 +283,12 @@ pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()>
             phys: p,
             len: l,
             owner: m.owner.shifted(p - m.phys),
-            unwritten: m.unwritten,
+            replica: if m.replica == 0 {
+                0
+            } else {
+                m.replica + (p - m.phys)
+            },
+            ..m
         };
         if !shared && let Some(left) = mergeable_left(s, root, &piece)? {
             tree().insert(
@@ -274,7 +316,7 @@ fn mergeable_left(
     root: &TreeRoot,
     piece: &Mapping,
 ) -> Result<Option<Mapping>> {
-    if piece.phys == 0 || !matches!(piece.owner, Owner::Data { .. }) {
+    if piece.phys == 0 || !matches!(piece.owner, Owner::Data { .. }) || piece.replica != 0 {
         return Ok(None);
     }
     let Some((start, len)) = segment_of(s, root, piece.phys - 1)? else {
@@ -309,13 +351,15 @@ fn mergeable_left(
     let [left] = recs.as_slice() else {
         return Ok(None);
     };
-    Ok(
-        (left.owner.shifted(left.len) == piece.owner && left.unwritten == piece.unwritten)
-            .then_some(*left),
-    )
+    Ok((left.owner.shifted(left.len) == piece.owner
+        && left.unwritten == piece.unwritten
+        && left.replica == 0
+        && !left.is_replica)
+        .then_some(*left))
 }
 
-/// Records that `owner` no longer maps `[phys, phys+len)`.
+/// Records that `owner` no longer maps `[phys, phys+len)` (its own records,
+/// not those of replicas it has).
 pub fn remove(
     s: &mut dyn NodeStore,
     root: &mut TreeRoot,
@@ -323,12 +367,25 @@ pub fn remove(
     len: u64,
     owner: Owner,
 ) -> Result<()> {
+    remove_as(s, root, phys, len, owner, false)
+}
+
+/// Removes the records of `owner` over `[phys, phys+len)` that are
+/// replicas (`is_replica`) or not.
+pub fn remove_as(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    phys: u64,
+    len: u64,
+    owner: Owner,
+    is_replica: bool,
+) -> Result<()> {
     let end = phys + len;
     split_at(s, root, phys)?;
     split_at(s, root, end)?;
     let mut removed = 0;
     for m in records_from(s, root, phys, end - 1)? {
-        if m.owner == owner.shifted(m.phys - phys) {
+        if m.owner == owner.shifted(m.phys - phys) && m.is_replica == is_replica {
             tree().remove(s, root, &m.key())?;
             removed += m.len;
         }
@@ -339,6 +396,70 @@ pub fn remove(
         )));
     }
     Ok(())
+}
+
+/// The record of `owner` (a replica's or not) starting at `phys`.
+pub fn record_at(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    phys: u64,
+    owner: Owner,
+    is_replica: bool,
+) -> Result<Option<Mapping>> {
+    let probe = Mapping {
+        is_replica,
+        ..Mapping::new(phys, 1, owner, false)
+    };
+    match tree().get(s, root, &probe.key())? {
+        Some(v) => Ok(Some(Mapping::from_kv(probe.key(), v)?)),
+        None => Ok(None),
+    }
+}
+
+/// Rewrites the `replica` field of an existing record.
+pub fn set_replica(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    m: &Mapping,
+    replica: u64,
+) -> Result<()> {
+    let m = Mapping { replica, ..*m };
+    tree().insert(s, root, m.key(), m.val())?;
+    Ok(())
+}
+
+/// Every record of a replicated pair, in key order from `lo` to `hi`
+/// (physical blocks, inclusive): `f` sees each and may stop the walk.
+pub fn scan_pairs(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    lo: u64,
+    hi: u64,
+    f: &mut dyn FnMut(&Mapping) -> ControlFlow<()>,
+) -> Result<()> {
+    let mut err = None;
+    tree().range(
+        s,
+        root,
+        &(lo, 0, 0),
+        &(hi, u64::MAX, u64::MAX),
+        &mut |k, v| {
+            if v.replica.get() == 0 {
+                return ControlFlow::Continue(());
+            }
+            match Mapping::from_kv(k, v) {
+                Ok(m) => f(&m),
+                Err(e) => {
+                    err = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        },
+    )?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Every record overlapping `[p, p+l)`, in physical order. O(log n + k).

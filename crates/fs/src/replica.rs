@@ -1,0 +1,933 @@
+//! Metadata replicas: every tree node has a copy far from it on the device,
+//! and a bad copy is rebuilt from the good one.
+//!
+//! - Placement: a node's replica is allocated with it, in the other half of
+//!   the device (see [`FreeMap::pick_far`](crate::space::alloc::FreeMap::pick_far)).
+//!   The pair is durable in the reverse map (the node's record names its
+//!   replica, and the replica has a record of its own naming the node) and
+//!   known in memory ([`Replicas`]) from allocation or a first lookup, so
+//!   commits need no lookups for the nodes they allocate.
+//! - Writes: the checkpoint writes every image to its home and to its
+//!   replica, identical bytes (the header names the home, so a replica
+//!   verifies as a copy of its home); the log's descriptors name both, so
+//!   recovery rewrites both.
+//! - Reads: a committed node that fails its checks (checksum, place, kind,
+//!   owner) or cannot be read is read from its replica ([`Committed::read`])
+//!   and queued for repair; the operation goes on with the good copy.
+//! - Repair, in one transaction: a fresh block gets the good bytes, the
+//!   parent's pointer (or the root in the superblock or the inode) moves to
+//!   it, the reverse map follows, the old block goes into the bad-block tree,
+//!   and the error log says "repaired". Queued repairs run when the next
+//!   transaction begins or the current one has committed; a media-error
+//!   report repairs inside its own transaction. A bad replica is replaced
+//!   the same way, from the node.
+//! - When both copies are bad the file system shuts down: writes fail with
+//!   EIO, reads go on where they can.
+//!
+//! Finding a replica: from memory; else the node's own reverse-map record.
+//! A reverse-map node can hold its own record (the root always does), so the
+//! superblock names the reverse-map nodes on the path to the middle of the
+//! device with their replicas (every other reverse-map node covers keys of
+//! one half only), and the record of a reverse-map node's replica is looked
+//! for in the other half, without reading the node.
+use crate::error::{FsError, Result};
+use crate::fs::lock;
+use crate::inode::{inode_tree, orphan_tree};
+use crate::media::{FailureFlags, error_log, log_event, loss_tree};
+use crate::space::rmap::{self, Mapping, Owner};
+use crate::space::{badblocks, refcount};
+use crate::tx::{Meta, NodeCache, Tx, free_tree, read_verified, read_verified_as};
+use daxfs_btree::{BTree, NodeStore, TreeError};
+use daxfs_device::Device;
+use daxfs_format::records::{Key, Record, TreeRoot, action};
+use daxfs_format::superblock::STATE_ERRORS;
+use daxfs_format::{Block, BlockKind, BlockNo, Superblock};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Mutex;
+
+/// A committed node read through its replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    pub block: u64,
+    pub replica: u64,
+    pub kind: BlockKind,
+    pub owner: u64,
+    /// Why the node itself did not do.
+    pub why: String,
+}
+
+/// Replica state shared by transactions and readers.
+#[derive(Debug, Default)]
+pub struct Replicas {
+    enabled: bool,
+    total: u64,
+    /// Node -> replica, for nodes allocated or looked up since mount.
+    pairs: HashMap<u64, u64>,
+    /// The reverse map's root as of the last commit.
+    rmap_root: TreeRoot,
+    /// Nodes read through their replica, to be repaired.
+    pub pending: Vec<Fallback>,
+    /// Nodes whose replica was bad too (`replica` 0: none was found).
+    pub failed: Vec<Fallback>,
+}
+
+impl Replicas {
+    /// Most pairs kept in memory (when full it starts over; the reverse map
+    /// has them all).
+    pub const CAPACITY: usize = 1 << 20;
+
+    pub fn new(sb: &Superblock) -> Replicas {
+        let mut r = Replicas {
+            enabled: sb.has_replicas(),
+            total: sb.total_blocks.get(),
+            ..Default::default()
+        };
+        r.after_commit(sb);
+        r
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn get(&self, node: u64) -> Option<u64> {
+        self.pairs.get(&node).copied()
+    }
+
+    pub fn insert(&mut self, node: u64, replica: u64) {
+        self.pairs.insert(node, replica);
+    }
+
+    pub fn remove(&mut self, node: u64) {
+        self.pairs.remove(&node);
+    }
+
+    /// Takes in a committed superblock: its reverse-map root and anchors.
+    pub fn after_commit(&mut self, sb: &Superblock) {
+        if self.pairs.len() > Self::CAPACITY {
+            self.pairs.clear();
+        }
+        self.rmap_root = sb.rmap_tree;
+        for a in sb.anchors() {
+            if a.replica.get() != 0 {
+                self.pairs.insert(a.node.get(), a.replica.get());
+            }
+        }
+    }
+}
+
+/// A read-only store over committed metadata, whose reads fall back to
+/// replicas: the node cache (when given; the caller holds the metadata
+/// lock), else the device, with fsck's overlay of log images on top.
+pub struct Committed<'a> {
+    pub dev: &'a dyn Device,
+    pub fs_id: u64,
+    pub cache: Option<&'a mut NodeCache>,
+    pub overlay: Option<&'a HashMap<u64, Box<Block>>>,
+    pub reps: Option<&'a Mutex<Replicas>>,
+    /// Blocks whose replica is being looked for (a lookup that needs one of
+    /// them again fails instead of looping).
+    resolving: Vec<u64>,
+}
+
+/// Deepest nesting of replica lookups (a lookup can meet another bad node).
+const MAX_NESTING: usize = 8;
+
+impl<'a> Committed<'a> {
+    pub fn new(
+        dev: &'a dyn Device,
+        fs_id: u64,
+        cache: Option<&'a mut NodeCache>,
+        reps: Option<&'a Mutex<Replicas>>,
+    ) -> Self {
+        Committed {
+            dev,
+            fs_id,
+            cache,
+            overlay: None,
+            reps,
+            resolving: vec![],
+        }
+    }
+
+    /// Reads block `b` without falling back.
+    fn direct(
+        &mut self,
+        b: u64,
+        kind: BlockKind,
+        owner: Option<u64>,
+    ) -> Result<Box<Block>, TreeError> {
+        if let Some(img) = self.overlay.and_then(|o| o.get(&b)) {
+            daxfs_format::verify_block(
+                img,
+                &daxfs_format::block::Expect {
+                    blockno: b,
+                    kind,
+                    owner,
+                    fs_id: self.fs_id,
+                },
+            )?;
+            return Ok(img.clone());
+        }
+        if let Some(c) = self.cache.as_deref_mut() {
+            if let Some(blk) = c.get(b, kind, owner) {
+                return Ok(blk);
+            }
+            let blk = read_verified(self.dev, b, kind, owner, self.fs_id)?;
+            c.put(b, blk.clone());
+            return Ok(blk);
+        }
+        read_verified(self.dev, b, kind, owner, self.fs_id)
+    }
+
+    /// Reads committed node `b`; when it fails its checks or cannot be read,
+    /// reads its replica instead and queues `b` for repair. When the replica
+    /// fails too, the node's own error is returned and the failure queued
+    /// (the file system shuts down).
+    pub fn read(
+        &mut self,
+        b: u64,
+        kind: BlockKind,
+        owner: Option<u64>,
+    ) -> Result<Box<Block>, TreeError> {
+        let err = match self.direct(b, kind, owner) {
+            Ok(blk) => return Ok(blk),
+            Err(e) => e,
+        };
+        if !matches!(err, TreeError::Media { .. } | TreeError::Format(_)) {
+            return Err(err);
+        }
+        let Some(reps) = self.reps else {
+            return Err(err);
+        };
+        if !lock(reps).enabled
+            || kind == BlockKind::Superblock
+            || kind == BlockKind::LogDescriptor
+            || self.resolving.contains(&b)
+            || self.resolving.len() >= MAX_NESTING
+        {
+            return Err(err);
+        }
+        self.resolving.push(b);
+        let r = self.find_replica(b, kind, owner.unwrap_or(0));
+        self.resolving.pop();
+        let Some(r) = r else {
+            return Err(err);
+        };
+        let fb = Fallback {
+            block: b,
+            replica: r,
+            kind,
+            owner: owner.unwrap_or(0),
+            why: err.to_string(),
+        };
+        match read_verified_as(self.dev, r, b, kind, owner, self.fs_id) {
+            Ok(blk) => {
+                if let Some(c) = self.cache.as_deref_mut() {
+                    c.put(b, blk.clone());
+                }
+                let mut g = lock(reps);
+                if !g.pending.iter().any(|p| p.block == b) {
+                    g.pending.push(fb);
+                }
+                Ok(blk)
+            }
+            Err(e2) => {
+                let mut g = lock(reps);
+                if !g.failed.iter().any(|p| p.block == b) {
+                    g.failed.push(Fallback {
+                        why: format!("{err}; replica: {e2}"),
+                        ..fb
+                    });
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The replica of node `h` of a tree of `kind` owned by `owner`: from
+    /// memory, else the node's reverse-map record, else (a reverse-map node)
+    /// the record of its replica in the other half of the device.
+    pub fn find_replica(&mut self, h: u64, kind: BlockKind, owner: u64) -> Option<u64> {
+        let reps = self.reps?;
+        let (root, total) = {
+            let g = lock(reps);
+            if let Some(r) = g.get(h) {
+                return Some(r);
+            }
+            (g.rmap_root, g.total)
+        };
+        let o = Owner::of_node(kind, owner);
+        let mut found = match rmap::record_at(self, &root, h, o, false) {
+            Ok(Some(m)) if m.replica != 0 => Some(m.replica),
+            _ => None,
+        };
+        if found.is_none() && kind == BlockKind::RmapTree {
+            let half = total / 2;
+            let (lo, hi) = if h < half {
+                (half, u64::MAX)
+            } else {
+                (0, half.saturating_sub(1))
+            };
+            let _ = rmap::scan_pairs(self, &root, lo, hi, &mut |m| {
+                if m.is_replica && m.owner == o && m.replica == h {
+                    found = Some(m.phys);
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+        }
+        if let Some(r) = found {
+            lock(reps).insert(h, r);
+        }
+        found
+    }
+}
+
+impl NodeStore for Committed<'_> {
+    fn read_node(
+        &mut self,
+        b: BlockNo,
+        kind: BlockKind,
+        owner: u64,
+    ) -> Result<Box<Block>, TreeError> {
+        self.read(b.0, kind, Some(owner))
+    }
+    fn write_node(&mut self, _b: BlockNo, _node: Box<Block>) -> Result<(), TreeError> {
+        Err(TreeError::Store("read-only store".into()))
+    }
+    fn alloc_node(&mut self, _kind: BlockKind, _owner: u64) -> Result<BlockNo, TreeError> {
+        Err(TreeError::Store("read-only store".into()))
+    }
+    fn free_node(&mut self, _b: BlockNo, _kind: BlockKind, _owner: u64) -> Result<(), TreeError> {
+        Err(TreeError::Store("read-only store".into()))
+    }
+}
+
+/// Runs the repairs queued by reads, each in its own transaction, and shuts
+/// the file system down for nodes whose copies are both bad. A repair that
+/// cannot run now (the record of the inode whose tree root moves is locked
+/// by the caller) stays queued.
+pub(crate) fn run_pending(dev: &dyn Device, meta: &mut Meta) {
+    if meta.in_repair || meta.shutdown.is_some() {
+        return;
+    }
+    let (pending, failed) = {
+        let mut g = lock(&meta.reps);
+        if g.pending.is_empty() && g.failed.is_empty() {
+            return;
+        }
+        (
+            std::mem::take(&mut g.pending),
+            std::mem::take(&mut g.failed),
+        )
+    };
+    meta.in_repair = true;
+    let mut again = vec![];
+    for f in failed {
+        shut_down(dev, meta, &f);
+    }
+    for p in pending {
+        if meta.shutdown.is_some() {
+            break;
+        }
+        let r = Tx::open(dev, meta).and_then(|mut tx| {
+            let done = repair_fallback(&mut tx, &p)?;
+            if done == Repair::Done {
+                tx.commit()?;
+            }
+            Ok(done)
+        });
+        match r {
+            Ok(Repair::Later) | Err(FsError::NoSpace(_)) => again.push(p),
+            Ok(_) => {}
+            Err(e) => {
+                let why = format!("repairing it failed: {e}");
+                shut_down(dev, meta, &Fallback { why, ..p });
+            }
+        }
+    }
+    lock(&meta.reps).pending.extend(again);
+    meta.in_repair = false;
+}
+
+/// Records in the error log that node `f.block` could not be repaired and
+/// shuts the file system down.
+fn shut_down(dev: &dyn Device, meta: &mut Meta, f: &Fallback) {
+    let msg = if f.replica == 0 {
+        format!(
+            "{} block {} is bad and has no replica ({}); run fsck",
+            f.kind.name(),
+            f.block,
+            f.why
+        )
+    } else {
+        format!(
+            "{} block {} and its replica {} are both bad ({}); run fsck",
+            f.kind.name(),
+            f.block,
+            f.replica,
+            f.why
+        )
+    };
+    if let Ok(mut tx) = Tx::open(dev, meta) {
+        let event = tx.meta.sb.error_seq.get();
+        let (okind, ino) = owner_codes(f.kind, f.owner);
+        let logged = log_event(
+            &mut tx,
+            event,
+            f.block,
+            1,
+            action::SHUT_DOWN,
+            okind,
+            ino,
+            0,
+            FailureFlags::default(),
+        );
+        tx.meta.sb.state = (tx.meta.sb.state.get() | STATE_ERRORS).into();
+        if logged.is_ok() {
+            let _ = tx.commit();
+        }
+    }
+    meta.shutdown.get_or_insert(msg);
+}
+
+/// The error log's owner kind and inode (or BlockKind) of a tree node.
+fn owner_codes(kind: BlockKind, owner: u64) -> (u32, u64) {
+    match kind {
+        BlockKind::ExtentTree | BlockKind::DirTree => (2, owner),
+        k => (3, k as u64),
+    }
+}
+
+/// What became of a repair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Repair {
+    Done,
+    /// Nothing to do (the node was freed or moved since).
+    Moot,
+    /// Cannot run now; try again later.
+    Later,
+}
+
+/// Repairs a node that a read found bad (its replica was good then).
+fn repair_fallback(tx: &mut Tx<'_>, p: &Fallback) -> Result<Repair> {
+    let o = Owner::of_node(p.kind, p.owner);
+    let root = tx.meta.sb.rmap_tree;
+    match rmap::record_at(tx, &root, p.block, o, false)? {
+        Some(m) if m.replica == p.replica => {}
+        _ => return Ok(Repair::Moot),
+    }
+    let good = read_verified_as(
+        tx.dev(),
+        p.replica,
+        p.block,
+        p.kind,
+        Some(p.owner),
+        tx.meta.fs_id,
+    )?;
+    let moved = move_node(tx, p.block, p.replica, p.kind, p.owner, good, None)?;
+    if moved != Repair::Done {
+        return Ok(moved);
+    }
+    let mut broot = tx.meta.sb.badblock_tree;
+    badblocks::add(tx, &mut broot, p.block, 1)?;
+    tx.meta.sb.badblock_tree = broot;
+    let event = tx.meta.sb.error_seq.get();
+    let (okind, ino) = owner_codes(p.kind, p.owner);
+    log_event(
+        tx,
+        event,
+        p.block,
+        1,
+        action::REPAIRED,
+        okind,
+        ino,
+        0,
+        FailureFlags::default(),
+    )?;
+    Ok(Repair::Done)
+}
+
+/// Moves node `h` (replica `r`) of a tree of `kind` owned by `owner` to a
+/// fresh block holding `good` (its verified contents): the reference to it,
+/// the reverse map and the pair in memory follow. `h` is neither freed nor
+/// read again.
+fn move_node(
+    tx: &mut Tx<'_>,
+    h: u64,
+    r: u64,
+    kind: BlockKind,
+    owner: u64,
+    good: Box<Block>,
+    avoid: Option<(u64, u64)>,
+) -> Result<Repair> {
+    // The record of an inode whose tree root moves must be free to update.
+    let inode = match kind {
+        BlockKind::ExtentTree | BlockKind::DirTree => {
+            let iroot = tx.meta.sb.inode_tree;
+            let rec = crate::inode::read_record(tx, &iroot, owner)?.ok_or_else(|| {
+                FsError::Corrupt(format!("{} block {h}: no inode {owner}", kind.name()))
+            })?;
+            Some(rec)
+        }
+        _ => None,
+    };
+    let cached = match (&inode, &tx.meta.icache) {
+        (Some(rec), Some(ic)) if rec.tree.block.get() == h => lock(ic).get(&owner).cloned(),
+        _ => None,
+    };
+    if let Some(node) = &cached
+        && matches!(
+            node.rec.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        )
+    {
+        return Ok(Repair::Later);
+    }
+    let new = tx.alloc_far(r, avoid)?;
+    // Changed earlier in this transaction: the staged contents are the
+    // newest, and the bad block is not written.
+    let good = tx.unstage(h).unwrap_or(good);
+    tx.stage(new, good.clone());
+    let moved = match inode {
+        Some(mut rec) => {
+            let mut root = rec.tree;
+            let ok = if kind == BlockKind::DirTree {
+                reloc(tx, crate::dir::tree(owner), &mut root, h, new, &good)?
+            } else {
+                reloc(tx, crate::extents::tree(owner), &mut root, h, new, &good)?
+            };
+            if root != rec.tree {
+                rec.tree = root;
+                crate::fs::put_record(tx, &rec)?;
+            }
+            ok
+        }
+        None => relocate_global(tx, kind, h, new, &good)?,
+    };
+    if !moved {
+        return Err(FsError::Corrupt(format!(
+            "{} block {h}: no pointer to it was found (owner {owner})",
+            kind.name()
+        )));
+    }
+    let o = Owner::of_node(kind, owner);
+    let mut root = tx.meta.sb.rmap_tree;
+    rmap::remove(tx, &mut root, h, 1, o)?;
+    rmap::add(
+        tx,
+        &mut root,
+        Mapping {
+            replica: r,
+            ..Mapping::new(new, 1, o, false)
+        },
+    )?;
+    match rmap::record_at(tx, &root, r, o, true)? {
+        Some(m) => rmap::set_replica(tx, &mut root, &m, new)?,
+        None => rmap::add(
+            tx,
+            &mut root,
+            Mapping {
+                replica: new,
+                is_replica: true,
+                ..Mapping::new(r, 1, o, false)
+            },
+        )?,
+    }
+    tx.meta.sb.rmap_tree = root;
+    if kind == BlockKind::RmapTree {
+        tx.rmap_shape = true;
+    }
+    tx.new_pairs.insert(new, r);
+    tx.meta.cache.forget(h, 1);
+    if let Some(node) = cached {
+        tx.root_moves.push((node, h, new));
+    }
+    Ok(Repair::Done)
+}
+
+/// Points the reference to node `old` (contents `blk`) at `new`.
+fn reloc<K: Key, V: Record>(
+    tx: &mut Tx<'_>,
+    t: BTree<K, V>,
+    root: &mut TreeRoot,
+    old: u64,
+    new: u64,
+    blk: &Block,
+) -> Result<bool> {
+    let (key, level) = t.node_key(blk)?;
+    Ok(t.relocate(tx, root, old, new, key.as_ref(), level)?)
+}
+
+/// [`reloc`] for the trees whose root is in the superblock.
+fn relocate_global(
+    tx: &mut Tx<'_>,
+    kind: BlockKind,
+    old: u64,
+    new: u64,
+    blk: &Block,
+) -> Result<bool> {
+    macro_rules! sb_tree {
+        ($field:ident, $tree:expr) => {{
+            let mut root = tx.meta.sb.$field;
+            let ok = reloc(tx, $tree, &mut root, old, new, blk)?;
+            tx.meta.sb.$field = root;
+            ok
+        }};
+    }
+    Ok(match kind {
+        BlockKind::InodeTree => sb_tree!(inode_tree, inode_tree()),
+        BlockKind::FreeTree => sb_tree!(free_tree, free_tree()),
+        BlockKind::OrphanTree => sb_tree!(orphan_tree, orphan_tree()),
+        BlockKind::RefcountTree => sb_tree!(refcount_tree, refcount::tree()),
+        BlockKind::RmapTree => sb_tree!(rmap_tree, rmap::tree()),
+        BlockKind::ParentTree => sb_tree!(parent_tree, crate::dir::parent_tree()),
+        BlockKind::ErrorLog => sb_tree!(error_log, error_log()),
+        BlockKind::LossTree => sb_tree!(loss_tree, loss_tree()),
+        BlockKind::BadBlockTree => sb_tree!(badblock_tree, badblocks::tree()),
+        k => {
+            return Err(FsError::Corrupt(format!(
+                "block {old}: a {} block is not a tree node",
+                k.name()
+            )));
+        }
+    })
+}
+
+/// Gives node `h` a fresh replica in place of `r` (bad), written from `good`
+/// (the node's verified contents).
+fn replace_replica(
+    tx: &mut Tx<'_>,
+    h: u64,
+    r: u64,
+    kind: BlockKind,
+    owner: u64,
+    good: Box<Block>,
+    avoid: Option<(u64, u64)>,
+) -> Result<()> {
+    let r2 = tx.alloc_far(h, avoid)?;
+    // Staged (first, so that the changes below apply to it), so the
+    // checkpoint writes it to the new replica.
+    if !tx.is_staged(h) {
+        tx.stage(h, good);
+    }
+    let o = Owner::of_node(kind, owner);
+    let mut root = tx.meta.sb.rmap_tree;
+    rmap::remove_as(tx, &mut root, r, 1, o, true)?;
+    rmap::add(
+        tx,
+        &mut root,
+        Mapping {
+            replica: h,
+            is_replica: true,
+            ..Mapping::new(r2, 1, o, false)
+        },
+    )?;
+    if let Some(m) = rmap::record_at(tx, &root, h, o, false)? {
+        rmap::set_replica(tx, &mut root, &m, r2)?;
+    }
+    tx.meta.sb.rmap_tree = root;
+    tx.new_pairs.insert(h, r2);
+    // The old replica is never used again.
+    let mut broot = tx.meta.sb.badblock_tree;
+    badblocks::add(tx, &mut broot, r, 1)?;
+    tx.meta.sb.badblock_tree = broot;
+    if kind == BlockKind::RmapTree {
+        tx.rmap_shape = true;
+    }
+    Ok(())
+}
+
+/// The verified contents of node `at` read as a copy of node `h`: the node
+/// cache first (it holds only what was committed), then the device.
+fn good_copy(tx: &mut Tx<'_>, at: u64, h: u64, kind: BlockKind, owner: u64) -> Option<Box<Block>> {
+    if at == h
+        && let Some(b) = tx.meta.cache.get(h, kind, Some(owner))
+    {
+        return Some(b);
+    }
+    read_verified_as(tx.dev(), at, h, kind, Some(owner), tx.meta.fs_id).ok()
+}
+
+/// Deals with a report of bad memory over `bad` (first block, blocks) that
+/// hits metadata record `m`, inside the report's transaction. Returns false
+/// when the metadata cannot be repaired (no replica, or both copies bad);
+/// nothing was changed then.
+pub(crate) fn repair_hit(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Result<bool> {
+    if !tx.meta.replicas() {
+        return Ok(false);
+    }
+    let in_bad = |b: u64| b >= bad.0 && b < bad.0 + bad.1;
+    match m.owner {
+        // Both copies are rewritten from memory by this transaction's commit.
+        Owner::Meta(BlockKind::Superblock) => {
+            let total = tx.meta.sb.total_blocks.get();
+            Ok(!(in_bad(0) && in_bad(total - 1)))
+        }
+        Owner::Meta(BlockKind::LogDescriptor) => move_log(tx, m, bad),
+        o => {
+            let (kind, owner) = match o {
+                Owner::Meta(k) => (k, 0),
+                Owner::ExtentTree { ino } => (BlockKind::ExtentTree, ino),
+                Owner::DirTree { ino } => (BlockKind::DirTree, ino),
+                Owner::Data { .. } => return Ok(false),
+            };
+            let (h, r) = if m.is_replica {
+                (m.replica, m.phys)
+            } else {
+                (m.phys, m.replica)
+            };
+            if h == 0 || r == 0 {
+                return Ok(false);
+            }
+            let good_at = if m.is_replica { h } else { r };
+            if in_bad(good_at) {
+                return Ok(false);
+            }
+            let Some(good) = good_copy(tx, good_at, h, kind, owner) else {
+                return Ok(false);
+            };
+            if m.is_replica {
+                replace_replica(tx, h, r, kind, owner, good, Some(bad))?;
+            } else {
+                match move_node(tx, h, r, kind, owner, good, Some(bad))? {
+                    Repair::Done => {}
+                    _ => return Ok(false),
+                }
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// A bad block in the log or its replica region: the region hit is
+/// replaced by a fresh one (when the log itself is hit, its replica becomes
+/// the log first). Without room for a fresh region the log goes on without
+/// a replica. The blocks of the old region that are not bad are freed.
+fn move_log(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Result<bool> {
+    let (start, len, old_rep) = (
+        tx.meta.sb.log_start.get(),
+        tx.meta.sb.log_blocks.get(),
+        tx.meta.sb.log_replica.get(),
+    );
+    if old_rep == 0 {
+        return Ok(false);
+    }
+    let overlaps = |a: u64| a < bad.0 + bad.1 && bad.0 < a + len;
+    if overlaps(start) && overlaps(old_rep) {
+        return Ok(false);
+    }
+    let o = Owner::Meta(BlockKind::LogDescriptor);
+    let (keep, drop_at) = if m.is_replica {
+        (start, old_rep)
+    } else {
+        (old_rep, start)
+    };
+    let fresh = tx.alloc_run_high(len, bad)?;
+    let mut root = tx.meta.sb.rmap_tree;
+    rmap::remove_as(tx, &mut root, start, len, o, false)?;
+    rmap::remove_as(tx, &mut root, old_rep, len, o, true)?;
+    rmap::add(
+        tx,
+        &mut root,
+        Mapping {
+            replica: fresh.unwrap_or(0),
+            ..Mapping::new(keep, len, o, false)
+        },
+    )?;
+    if let Some(f) = fresh {
+        rmap::add(
+            tx,
+            &mut root,
+            Mapping {
+                replica: keep,
+                is_replica: true,
+                ..Mapping::new(f, len, o, false)
+            },
+        )?;
+    }
+    tx.meta.sb.rmap_tree = root;
+    tx.meta.sb.log_start = keep.into();
+    tx.meta.sb.log_replica = fresh.unwrap_or(0).into();
+    // The old region's good blocks go back to free space.
+    let (bs, be) = (bad.0.max(drop_at), (bad.0 + bad.1).min(drop_at + len));
+    if bs > drop_at {
+        tx.free_extent(drop_at, bs - drop_at);
+    }
+    if be < drop_at + len {
+        tx.free_extent(be, drop_at + len - be);
+    }
+    Ok(true)
+}
+
+/// One node and its replica, as [`crate::Fs::replica_pairs`] lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaPair {
+    /// The node's block.
+    pub block: u64,
+    /// Its replica's block.
+    pub replica: u64,
+    /// The tree it belongs to ("inode table", "directory block", ...).
+    pub kind: &'static str,
+    /// The inode owning the tree (directory and extent trees), else 0.
+    pub ino: u64,
+    /// Blocks (more than one for the log).
+    pub blocks: u64,
+}
+
+/// What [`crate::Fs::scrub`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Pairs checked.
+    pub checked: u64,
+    /// Nodes rebuilt from their replica.
+    pub repaired_nodes: u64,
+    /// Replicas rebuilt from their node.
+    pub repaired_replicas: u64,
+}
+
+impl crate::Fs {
+    /// Every metadata block that has a replica (tree nodes and the log), in
+    /// device order. Empty without replicas.
+    pub fn replica_pairs(&self) -> Result<Vec<ReplicaPair>> {
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let root = meta.sb.rmap_tree;
+        let mut rs = inner.cached_reader(&mut meta);
+        let mut out = vec![];
+        rmap::scan_pairs(&mut rs, &root, 0, u64::MAX, &mut |m| {
+            if !m.is_replica {
+                let (kind, ino) = match m.owner {
+                    Owner::Meta(k) => (k.name(), 0),
+                    Owner::ExtentTree { ino } => (BlockKind::ExtentTree.name(), ino),
+                    Owner::DirTree { ino } => (BlockKind::DirTree.name(), ino),
+                    Owner::Data { ino, .. } => ("data", ino),
+                };
+                out.push(ReplicaPair {
+                    block: m.phys,
+                    replica: m.replica,
+                    kind,
+                    ino,
+                    blocks: m.len,
+                });
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// Reads every replicated tree node and its replica and rebuilds the
+    /// copies that are bad or differ from their node (a node that fails is
+    /// rebuilt from its replica and moves; a replica that fails or differs is
+    /// rebuilt from its node). Costs a read of all metadata.
+    pub fn scrub(&self) -> Result<ScrubReport> {
+        let inner = &*self.inner;
+        let mut rep = ScrubReport::default();
+        let mut meta = lock(&inner.meta);
+        if !meta.replicas() {
+            return Ok(rep);
+        }
+        let root = meta.sb.rmap_tree;
+        let mut pairs = vec![];
+        {
+            let mut rs = inner.cached_reader(&mut meta);
+            rmap::scan_pairs(&mut rs, &root, 0, u64::MAX, &mut |m| {
+                let node = match m.owner {
+                    Owner::Meta(k) => k != BlockKind::Superblock && k != BlockKind::LogDescriptor,
+                    Owner::Data { .. } => false,
+                    _ => true,
+                };
+                if node && !m.is_replica {
+                    pairs.push(*m);
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
+        for m in pairs {
+            let (kind, owner) = match m.owner {
+                Owner::Meta(k) => (k, 0),
+                Owner::ExtentTree { ino } => (BlockKind::ExtentTree, ino),
+                Owner::DirTree { ino } => (BlockKind::DirTree, ino),
+                Owner::Data { .. } => continue,
+            };
+            rep.checked += 1;
+            let fs_id = meta.fs_id;
+            let node = read_verified(&*inner.dev, m.phys, kind, Some(owner), fs_id);
+            let copy = read_verified_as(&*inner.dev, m.replica, m.phys, kind, Some(owner), fs_id);
+            match (node, copy) {
+                (Ok(a), Ok(b)) if a[..] == b[..] => {}
+                (Ok(a), _) => {
+                    let mut tx = Tx::open(&*inner.dev, &mut meta)?;
+                    replace_replica(&mut tx, m.phys, m.replica, kind, owner, a, None)?;
+                    let event = tx.meta.sb.error_seq.get();
+                    let (okind, ino) = owner_codes(kind, owner);
+                    log_event(
+                        &mut tx,
+                        event,
+                        m.replica,
+                        1,
+                        action::REPAIRED,
+                        okind,
+                        ino,
+                        0,
+                        FailureFlags::default(),
+                    )?;
+                    tx.commit()?;
+                    rep.repaired_replicas += 1;
+                }
+                (Err(e), Ok(_)) => {
+                    let p = Fallback {
+                        block: m.phys,
+                        replica: m.replica,
+                        kind,
+                        owner,
+                        why: e.to_string(),
+                    };
+                    let mut tx = Tx::open(&*inner.dev, &mut meta)?;
+                    if repair_fallback(&mut tx, &p)? == Repair::Done {
+                        tx.commit()?;
+                        rep.repaired_nodes += 1;
+                    } else {
+                        drop(tx);
+                        lock(&meta.reps).pending.push(p);
+                    }
+                }
+                (Err(e), Err(e2)) => {
+                    let f = Fallback {
+                        block: m.phys,
+                        replica: m.replica,
+                        kind,
+                        owner,
+                        why: format!("{e}; replica: {e2}"),
+                    };
+                    shut_down(&*inner.dev, &mut meta, &f);
+                    return Err(FsError::Shutdown(meta.shutdown.clone().unwrap_or_default()));
+                }
+            }
+        }
+        Ok(rep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daxfs_format::superblock::INCOMPAT_REPLICAS;
+
+    #[test]
+    fn anchors_fill_the_pair_map() {
+        let mut sb = Superblock::blank();
+        sb.incompat = INCOMPAT_REPLICAS.into();
+        sb.total_blocks = 4096.into();
+        sb.anchor_count = 1.into();
+        sb.anchors[0].node = 70.into();
+        sb.anchors[0].replica = 4000.into();
+        let r = Replicas::new(&sb);
+        assert!(r.enabled());
+        assert_eq!(r.get(70), Some(4000));
+        assert_eq!(r.get(71), None);
+    }
+}

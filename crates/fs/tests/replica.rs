@@ -1,0 +1,667 @@
+//! Metadata replicas: every kind of metadata block damaged (overwritten with
+//! garbage while unmounted, or reported bad while mounted), read through its
+//! replica, repaired onto a fresh block; both copies bad shuts down without
+//! losing committed data; a repair survives a crash at every persist point.
+mod common;
+use common::*;
+use daxfs::{FailureFlags, FileKind, Fs, MkfsOptions, MountOptions, OpenOptions, ReplicaPair};
+use daxfs_device::{CrashDevice, Device, MemDevice, Subset};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const BS: u64 = 4096;
+const FILES: usize = 160;
+
+/// Every name and its contents (directories as None).
+type State = BTreeMap<String, Option<Vec<u8>>>;
+
+fn snapshot(fs: &Fs) -> State {
+    let mut out = State::new();
+    let mut stack = vec!["/".to_string()];
+    while let Some(d) = stack.pop() {
+        for e in fs.readdir(&d).expect("readdir") {
+            let p = if d == "/" {
+                format!("/{}", e.name_lossy())
+            } else {
+                format!("{d}/{}", e.name_lossy())
+            };
+            match e.kind {
+                FileKind::Dir => {
+                    out.insert(p.clone(), None);
+                    stack.push(p);
+                }
+                FileKind::Symlink => {
+                    out.insert(p.clone(), Some(fs.readlink(&p).expect("readlink")));
+                }
+                FileKind::File => {
+                    let f = fs.open(&p, &OpenOptions::read_only()).expect("open");
+                    let mut buf = vec![0u8; f.stat().size as usize];
+                    // A file with lost blocks reads up to them.
+                    let n = f.read_at(0, &mut buf).unwrap_or(0);
+                    buf.truncate(n);
+                    out.insert(p, Some(buf));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A file system holding every kind of metadata: many files in two
+/// directories (multi-level inode table, directory and reverse-map trees),
+/// a multi-level extent tree, clones (refcount tree), a media error in a
+/// file (data-loss tree, error log, bad-block tree).
+fn populated() -> (Arc<MemDevice>, Fs) {
+    let (dev, fs) = new_fs(16);
+    fs.mkdir("/d", 0o755).unwrap();
+    for i in 0..FILES {
+        let dir = if i % 2 == 0 { "/d" } else { "" };
+        let f = fs.create(format!("{dir}/f{i:03}")).unwrap();
+        f.write_at(0, &pattern(i as u64, 100 + i * 37)).unwrap();
+    }
+    // Every other block written: one extent each, over several leaves.
+    let big = fs.create("/big").unwrap();
+    for b in 0..400u64 {
+        big.write_at(b * 2 * BS, &pattern(1000 + b, 100)).unwrap();
+    }
+    let src = fs.create("/src").unwrap();
+    src.write_at(0, &pattern(7, 5 * BS as usize)).unwrap();
+    let cl = fs.create("/clone").unwrap();
+    cl.clone_from(&src).unwrap();
+    let lost = fs.create("/lost").unwrap();
+    lost.write_at(0, &pattern(8, 3 * BS as usize)).unwrap();
+    let p = lost.fiemap().unwrap()[0].physical;
+    fs.media_failure(p + BS, BS, FailureFlags::default())
+        .unwrap();
+    fs.sync().unwrap();
+    drop((big, src, cl, lost));
+    (dev, fs)
+}
+
+/// Reads and touches everything: every file and directory, paths, owners,
+/// the error log, bad ranges; then a transaction, which runs the repairs the
+/// reads queued.
+fn exercise(fs: &Fs) -> State {
+    let st = snapshot(fs);
+    let ino = fs.stat("/d/f000").unwrap().ino;
+    assert_eq!(fs.paths(ino).unwrap(), vec!["/d/f000".to_string()]);
+    fs.fsmap(0, u64::MAX).unwrap();
+    fs.error_log().unwrap();
+    fs.bad_ranges().unwrap();
+    fs.stat("/").unwrap();
+    st
+}
+
+/// New work succeeds: create, write, clone, unlink.
+fn new_work(fs: &Fs, tag: u64) {
+    let name = format!("/new{tag}");
+    let f = fs.create(&name).unwrap();
+    f.write_at(0, &pattern(tag, 3 * BS as usize + 5)).unwrap();
+    f.fsync().unwrap();
+    let c = fs.create(format!("{name}c")).unwrap();
+    c.clone_from(&f).unwrap();
+    fs.unlink("/d/f002").ok();
+    fs.mkdir(format!("{name}d"), 0o755).unwrap();
+}
+
+fn pairs(fs: &Fs) -> Vec<ReplicaPair> {
+    fs.replica_pairs().unwrap()
+}
+
+fn bad_blocks(fs: &Fs) -> Vec<u64> {
+    fs.bad_ranges()
+        .unwrap()
+        .into_iter()
+        .flat_map(|(o, l)| (o / BS)..(o + l) / BS)
+        .collect()
+}
+
+fn garbage(dev: &dyn Device, b: u64) {
+    dev.write(b * BS, &pattern(b ^ 0xbad, BS as usize)).unwrap();
+    dev.persist(b * BS, BS);
+}
+
+fn remount_mem(dev: &Arc<MemDevice>) -> Fs {
+    Fs::mount(dev.clone(), &MountOptions::default()).expect("mount")
+}
+
+const KINDS: [&str; 10] = [
+    "inode table",
+    "directory block",
+    "extent-tree block",
+    "free-space tree",
+    "refcount tree",
+    "reverse-map tree",
+    "parent-pointer tree",
+    "error log",
+    "data-loss tree",
+    "bad-block tree",
+];
+
+/// Every node of every kind (up to `per_kind` of each: the root and leaves
+/// at both ends), overwritten with garbage while unmounted: the file system
+/// reads through the replica, moves the node to a fresh block, keeps the
+/// replica, quarantines the old block; fsck is clean; new work succeeds,
+/// also after a remount.
+#[test]
+fn garbage_in_every_kind_of_node_is_repaired() {
+    let (dev, fs) = populated();
+    let before = exercise(&fs);
+    let all = pairs(&fs);
+    drop(fs);
+    assert_fsck(&*dev);
+    let image = dev.image();
+    let mut done = 0;
+    for kind in KINDS {
+        let nodes: Vec<&ReplicaPair> = all.iter().filter(|p| p.kind == kind).collect();
+        assert!(!nodes.is_empty(), "no {kind} node");
+        let picks: Vec<&ReplicaPair> = if kind == "reverse-map tree" {
+            nodes.clone()
+        } else {
+            let mut v = vec![nodes[0], nodes[nodes.len() / 2], nodes[nodes.len() - 1]];
+            v.dedup();
+            v
+        };
+        for p in picks {
+            let dev = Arc::new(MemDevice::from_image(image.clone()));
+            garbage(&*dev, p.block);
+            eprintln!("damaging {kind} block {} (replica {})", p.block, p.replica);
+            let fs = remount_mem(&dev);
+            assert_eq!(exercise(&fs), before, "{kind} block {}", p.block);
+            let now = pairs(&fs);
+            let moved = now
+                .iter()
+                .find(|q| q.replica == p.replica)
+                .unwrap_or_else(|| panic!("{kind} block {}: replica gone", p.block));
+            assert_ne!(
+                moved.block, p.block,
+                "{kind} block {} did not move",
+                p.block
+            );
+            assert_eq!(moved.kind, kind);
+            assert!(now.iter().all(|q| q.block != p.block));
+            assert!(bad_blocks(&fs).contains(&p.block));
+            let owners = fs.owners(moved.block, 1).unwrap();
+            assert!(owners.iter().any(|o| o.metadata), "{owners:?}");
+            assert!(
+                fs.error_log()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.action == "repaired" && e.physical == p.block * BS)
+            );
+            drop(fs);
+            assert_fsck(&*dev);
+            let fs = remount_mem(&dev);
+            new_work(&fs, 1);
+            drop(fs);
+            assert_fsck(&*dev);
+            let fs = remount_mem(&dev);
+            let st = snapshot(&fs);
+            assert_eq!(
+                st.get("/new1"),
+                Some(&Some(pattern(1, 3 * BS as usize + 5)))
+            );
+            assert_eq!(st.get("/src"), before.get("/src"));
+            drop(fs);
+            done += 1;
+        }
+    }
+    assert!(done >= KINDS.len());
+}
+
+/// Each kind of node reported bad while mounted: repaired in the report's
+/// transaction, the old block quarantined; fsck clean; work goes on.
+#[test]
+fn reported_bad_node_of_every_kind_is_repaired() {
+    let (dev, fs) = populated();
+    let before = exercise(&fs);
+    drop(fs);
+    let image = dev.image();
+    for kind in KINDS.iter().chain(&["orphan list"]) {
+        let dev = Arc::new(MemDevice::from_image(image.clone()));
+        let fs = remount_mem(&dev);
+        // An open, unlinked file keeps an orphan-list node.
+        let orphan = fs.create("/orphan").unwrap();
+        fs.unlink("/orphan").unwrap();
+        let all = pairs(&fs);
+        let p = all
+            .iter()
+            .find(|p| p.kind == *kind)
+            .unwrap_or_else(|| panic!("no {kind} node"))
+            .clone();
+        let ev = fs
+            .media_failure(p.block * BS, BS, FailureFlags::default())
+            .unwrap();
+        assert!(ev.iter().any(|e| e.action == "repaired"), "{kind}: {ev:?}");
+        assert!(fs.shutdown_reason().is_none());
+        let now = pairs(&fs);
+        let moved = now.iter().find(|q| q.replica == p.replica).unwrap();
+        assert_ne!(moved.block, p.block);
+        assert!(bad_blocks(&fs).contains(&p.block));
+        // The bad block's bytes are gone for good.
+        garbage(&*dev, p.block);
+        drop(orphan);
+        assert_eq!(exercise(&fs), before, "{kind}");
+        new_work(&fs, 2);
+        drop(fs);
+        assert_fsck(&*dev);
+        let fs = remount_mem(&dev);
+        assert!(snapshot(&fs).contains_key("/new2"));
+        drop(fs);
+        assert_fsck(&*dev);
+    }
+}
+
+/// A bad replica is rebuilt from its node (the node stays put).
+#[test]
+fn reported_bad_replica_is_rebuilt() {
+    let (dev, fs) = populated();
+    let before = exercise(&fs);
+    for kind in KINDS {
+        let p = pairs(&fs).into_iter().find(|p| p.kind == kind).unwrap();
+        eprintln!("replica of {kind} block {} at {}", p.block, p.replica);
+        let ev = fs
+            .media_failure(p.replica * BS, BS, FailureFlags::default())
+            .unwrap();
+        assert!(ev.iter().any(|e| e.action == "repaired"), "{kind}: {ev:?}");
+        let q = pairs(&fs).into_iter().find(|q| q.block == p.block).unwrap();
+        assert_ne!(q.replica, p.replica);
+        garbage(&*dev, p.replica);
+    }
+    assert_eq!(exercise(&fs), before);
+    new_work(&fs, 3);
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// A replica overwritten with garbage is found and rebuilt by a scrub; fsck
+/// reports it until then.
+#[test]
+fn scrub_rebuilds_damaged_replicas_and_nodes() {
+    let (dev, fs) = populated();
+    let all = pairs(&fs);
+    let inode = all.iter().find(|p| p.kind == "inode table").unwrap();
+    let dir = all.iter().find(|p| p.kind == "directory block").unwrap();
+    garbage(&*dev, inode.replica);
+    garbage(&*dev, dir.block);
+    drop(fs);
+    let rep = daxfs::fsck::fsck(&*dev, &mut |_, _, _| {}).unwrap();
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.block == Some(inode.replica) && p.message.contains("scrub")),
+        "{:#?}",
+        rep.problems
+    );
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.block == Some(dir.block) && p.message.contains("its replica")),
+        "{:#?}",
+        rep.problems
+    );
+    let fs = remount_mem(&dev);
+    let s = fs.scrub().unwrap();
+    assert_eq!((s.repaired_nodes, s.repaired_replicas), (1, 1), "{s:?}");
+    assert!(s.checked as usize >= all.len() - 1);
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// Superblock copy A or B overwritten: mount uses the other and rewrites
+/// the bad one; reported bad while mounted: the commit rewrites it.
+#[test]
+fn superblock_copies_are_repaired() {
+    let (dev, fs) = populated();
+    let before = exercise(&fs);
+    let total = fs.info().total_blocks;
+    drop(fs);
+    let image = dev.image();
+    for b in [0, total - 1] {
+        let dev = Arc::new(MemDevice::from_image(image.clone()));
+        garbage(&*dev, b);
+        let fs = remount_mem(&dev);
+        assert!(
+            fs.error_log()
+                .unwrap()
+                .iter()
+                .any(|e| e.action == "repaired" && e.physical == b * BS)
+        );
+        assert_eq!(exercise(&fs), before);
+        drop(fs);
+        assert_fsck(&*dev);
+        let fs = remount_mem(&dev);
+        let ev = fs
+            .media_failure(b * BS, BS, FailureFlags::default())
+            .unwrap();
+        assert!(ev.iter().any(|e| e.action == "repaired"), "{ev:?}");
+        new_work(&fs, 4);
+        drop(fs);
+        assert_fsck(&*dev);
+    }
+}
+
+/// A bad block in the log or its replica: the region hit is replaced by a
+/// fresh one (the log's replica becoming the log when the log is hit).
+#[test]
+fn log_blocks_are_repaired() {
+    let (dev, fs) = populated();
+    let before = exercise(&fs);
+    drop(fs);
+    let image = dev.image();
+    for replica_side in [false, true] {
+        let dev = Arc::new(MemDevice::from_image(image.clone()));
+        let fs = remount_mem(&dev);
+        let info = fs.info();
+        assert!(info.replicas);
+        let hit = if replica_side {
+            info.log_replica + 3
+        } else {
+            info.log_start + 1
+        };
+        let ev = fs
+            .media_failure(hit * BS, BS, FailureFlags::default())
+            .unwrap();
+        assert!(ev.iter().any(|e| e.action == "repaired"), "{ev:?}");
+        let now = fs.info();
+        if replica_side {
+            assert_eq!(now.log_start, info.log_start);
+        } else {
+            assert_eq!(now.log_start, info.log_replica);
+        }
+        assert_ne!(now.log_replica, 0);
+        assert!(
+            !(now.log_start..now.log_start + now.log_blocks).contains(&hit)
+                && !(now.log_replica..now.log_replica + now.log_blocks).contains(&hit)
+        );
+        assert!(bad_blocks(&fs).contains(&hit));
+        garbage(&*dev, hit);
+        new_work(&fs, 5);
+        assert_eq!(
+            snapshot(&fs).get("/src"),
+            before.get("/src"),
+            "replica side {replica_side}"
+        );
+        drop(fs);
+        assert_fsck(&*dev);
+        let fs = remount_mem(&dev);
+        assert!(snapshot(&fs).contains_key("/new5"));
+        drop(fs);
+        assert_fsck(&*dev);
+    }
+}
+
+/// A garbage log block at mount: harmless when the log holds nothing to
+/// replay, and rewritten by the next commit.
+#[test]
+fn garbage_log_block_is_rewritten() {
+    let (dev, fs) = populated();
+    let info = fs.info();
+    let before = exercise(&fs);
+    drop(fs);
+    for b in [info.log_start, info.log_start + 2, info.log_replica] {
+        garbage(&*dev, b);
+    }
+    let fs = remount_mem(&dev);
+    assert_eq!(exercise(&fs), before);
+    new_work(&fs, 6);
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// Both copies of a directory block bad: the read fails with EIO, the file
+/// system shuts down (writes fail with EIO), files elsewhere still read,
+/// nothing committed is lost, and fsck names the block and says what to do.
+#[test]
+fn both_copies_bad_shuts_down_without_losing_committed_data() {
+    let (dev, fs) = populated();
+    let before = exercise(&fs);
+    let dir_ino = fs.stat("/d").unwrap().ino;
+    let p = pairs(&fs)
+        .into_iter()
+        .find(|p| p.kind == "directory block" && p.ino == dir_ino)
+        .unwrap();
+    drop(fs);
+    garbage(&*dev, p.block);
+    garbage(&*dev, p.replica);
+    let fs = remount_mem(&dev);
+    // Files outside /d read as before.
+    let f = fs.open("/f001", &OpenOptions::read_only()).unwrap();
+    let mut buf = vec![0u8; 200];
+    let n = f.read_at(0, &mut buf).unwrap();
+    assert_eq!(
+        Some(&buf[..n].to_vec()),
+        before.get("/f001").unwrap().as_ref()
+    );
+    let e = fs.readdir("/d").unwrap_err();
+    assert_eq!(e.errno_name(), "EIO");
+    assert_eq!(fs.create("/x").unwrap_err().errno_name(), "EIO");
+    assert!(fs.shutdown_reason().unwrap().contains("both bad"));
+    assert_eq!(fs.mkdir("/y", 0o755).unwrap_err().errno_name(), "EIO");
+    // Reads go on.
+    for (k, v) in &before {
+        if k.starts_with("/d/") || k == "/d" {
+            continue;
+        }
+        if let Some(data) = v {
+            let f = fs.open(k, &OpenOptions::read_only()).unwrap();
+            let mut buf = vec![0u8; data.len()];
+            let n = f.read_at(0, &mut buf).unwrap_or(0);
+            assert_eq!(&buf[..n], &data[..n.min(data.len())], "{k}");
+            assert!(n == data.len() || k == "/lost", "{k}");
+        }
+    }
+    assert!(
+        fs.error_log()
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "shut down" && e.physical == p.block * BS)
+    );
+    drop((f, fs));
+    let rep = daxfs::fsck::fsck(&*dev, &mut |_, _, _| {}).unwrap();
+    let pr = rep
+        .problems
+        .iter()
+        .find(|x| x.block == Some(p.block) && x.message.contains("both bad"))
+        .unwrap_or_else(|| panic!("{:#?}", rep.problems));
+    assert!(pr.message.contains("copy them off"), "{pr}");
+    // A remount still reads what it can.
+    let fs = remount_mem(&dev);
+    let f = fs.open("/src", &OpenOptions::read_only()).unwrap();
+    let mut buf = vec![0u8; 5 * BS as usize];
+    assert_eq!(f.read_at(0, &mut buf).unwrap(), buf.len());
+    assert_eq!(Some(&buf), before.get("/src").unwrap().as_ref());
+}
+
+/// Made without replicas: no pairs, no log replica; a damaged node is an
+/// error, and everything else works as before.
+#[test]
+fn no_replicas_works() {
+    let dev = Arc::new(MemDevice::new(16 << 20));
+    let opts = MkfsOptions {
+        no_replicas: true,
+        ..Default::default()
+    };
+    Fs::mkfs(dev.clone(), &opts).unwrap();
+    let fs = remount_mem(&dev);
+    assert!(!fs.info().replicas);
+    assert_eq!(fs.info().log_replica, 0);
+    for i in 0..40 {
+        let f = fs.create(format!("/f{i}")).unwrap();
+        f.write_at(0, &pattern(i, 5000)).unwrap();
+    }
+    let c = fs.create("/c").unwrap();
+    c.clone_from(&fs.open("/f1", &OpenOptions::read_only()).unwrap())
+        .unwrap();
+    assert!(pairs(&fs).is_empty());
+    assert_eq!(fs.scrub().unwrap(), Default::default());
+    drop((c, fs));
+    assert_fsck(&*dev);
+}
+
+/// Allocation keeps nodes and replicas in opposite halves of the device.
+#[test]
+fn replicas_lie_in_the_other_half() {
+    let (_dev, fs) = populated();
+    let half = fs.info().total_blocks / 2;
+    let all = pairs(&fs);
+    assert!(all.len() > 30);
+    for p in &all {
+        assert_ne!(p.block < half, p.replica < half, "{p:?}");
+    }
+}
+
+/// A crash at every persist point of a repair (a node read through its
+/// replica and moved): every image mounts, checks clean after the repair is
+/// redone or finished, and holds every file.
+#[test]
+fn crash_during_repair() {
+    let dev = Arc::new(CrashDevice::new(8 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let target;
+    {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        fs.mkdir("/d", 0o755).unwrap();
+        for i in 0..40u64 {
+            let f = fs.create(format!("/d/f{i}")).unwrap();
+            f.write_at(0, &pattern(i, 300)).unwrap();
+        }
+        target = fs
+            .replica_pairs()
+            .unwrap()
+            .into_iter()
+            .find(|p| p.kind == "inode table")
+            .unwrap();
+    }
+    garbage(&*dev, target.block);
+    dev.reset_recording();
+    let want = {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        let st = snapshot(&fs);
+        fs.stat("/").unwrap();
+        assert!(
+            fs.replica_pairs()
+                .unwrap()
+                .iter()
+                .all(|p| p.block != target.block)
+        );
+        st
+    };
+    let total = dev.fences();
+    assert!(total > 4, "the repair persisted in {total} fences");
+    let mut replay = dev.replay();
+    for k in 0..total {
+        replay.seek_after_fence(k);
+        for sub in [Subset::None, Subset::All, Subset::Random(k as u64)] {
+            let img = Arc::new(MemDevice::from_image(replay.image(sub)));
+            let fs = Fs::mount(img.clone(), &MountOptions::default())
+                .unwrap_or_else(|e| panic!("mount after crash at fence {k} ({sub:?}): {e}"));
+            assert_eq!(snapshot(&fs), want, "crash at fence {k} ({sub:?})");
+            fs.stat("/").unwrap();
+            drop(fs);
+            let rep = daxfs::fsck::fsck(&*img, &mut |_, _, _| {}).unwrap();
+            assert!(
+                rep.is_clean(),
+                "fsck after crash at fence {k} ({sub:?}): {:#?}",
+                rep.problems
+            );
+        }
+    }
+}
+
+/// A transaction committed but not checkpointed when the power failed, with
+/// the log's copy of it damaged: recovery replays it from the log's replica.
+#[test]
+fn recovery_reads_the_log_replica() {
+    let dev = Arc::new(CrashDevice::new(8 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let (log_start, log_replica) = {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        let i = fs.info();
+        (i.log_start, i.log_replica)
+    };
+    dev.reset_recording();
+    {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        fs.mkdir("/made", 0o755).unwrap();
+    }
+    let total = dev.fences();
+    let mut replay = dev.replay();
+    let mut replayed = 0;
+    for k in 0..total {
+        replay.seek_after_fence(k);
+        for damage in [0u64, 1, 2] {
+            let img = Arc::new(MemDevice::from_image(replay.image(Subset::None)));
+            // The commit record, the first image, or the replica's commit record.
+            let b = match damage {
+                0 => log_start,
+                1 => log_start + 1,
+                _ => log_replica,
+            };
+            garbage(&*img, b);
+            let fs = Fs::mount(img.clone(), &MountOptions::default())
+                .unwrap_or_else(|e| panic!("mount at fence {k}, damage {damage}: {e}"));
+            if matches!(fs.recovery(), daxfs::journal::Recovery::Replayed { .. }) {
+                replayed += 1;
+                assert!(fs.stat("/made").is_ok(), "fence {k}, damage {damage}");
+            }
+            drop(fs);
+            assert_fsck(&*img);
+        }
+    }
+    assert!(replayed >= 2, "replayed {replayed} times");
+}
+
+/// A crash at every persist point of repairs made for media-error reports:
+/// a reverse-map node, a replica, and a log block (the log moving to its
+/// replica region). Every image mounts, checks clean and holds every file.
+#[test]
+fn crash_during_reported_repairs() {
+    let dev = Arc::new(CrashDevice::new(8 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        for i in 0..120u64 {
+            let f = fs.create(format!("/f{i}")).unwrap();
+            f.write_at(0, &pattern(i, 200)).unwrap();
+        }
+    }
+    dev.reset_recording();
+    let want = {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        let all = fs.replica_pairs().unwrap();
+        let rm: Vec<&ReplicaPair> = all
+            .iter()
+            .filter(|p| p.kind == "reverse-map tree")
+            .collect();
+        assert!(rm.len() > 1, "one reverse-map node");
+        let flags = FailureFlags::default();
+        let leaf = rm[rm.len() - 1];
+        let ev = fs.media_failure(leaf.block * BS, BS, flags).unwrap();
+        assert!(ev.iter().any(|e| e.action == "repaired"));
+        let ev = fs.media_failure(rm[0].replica * BS, BS, flags).unwrap();
+        assert!(ev.iter().any(|e| e.action == "repaired"));
+        let log = fs.info().log_start + 1;
+        let ev = fs.media_failure(log * BS, BS, flags).unwrap();
+        assert!(ev.iter().any(|e| e.action == "repaired"));
+        snapshot(&fs)
+    };
+    let total = dev.fences();
+    let mut replay = dev.replay();
+    for k in 0..total {
+        replay.seek_after_fence(k);
+        for sub in [Subset::None, Subset::All, Subset::Random(k as u64 * 31)] {
+            let img = Arc::new(MemDevice::from_image(replay.image(sub)));
+            let fs = Fs::mount(img.clone(), &MountOptions::default())
+                .unwrap_or_else(|e| panic!("mount after crash at fence {k} ({sub:?}): {e}"));
+            assert_eq!(snapshot(&fs), want, "crash at fence {k} ({sub:?})");
+            drop(fs);
+            let rep = daxfs::fsck::fsck(&*img, &mut |_, _, _| {}).unwrap();
+            assert!(
+                rep.is_clean(),
+                "fsck after crash at fence {k} ({sub:?}): {:#?}",
+                rep.problems
+            );
+        }
+    }
+}
