@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Print one JSON document instead of a table.
     #[arg(long)]
     json: bool,
+    /// Make the daxfs images without metadata replicas (to measure their
+    /// cost against a run without this option).
+    #[arg(long)]
+    no_replicas: bool,
 }
 
 /// Benchmarks other than the default one.
@@ -78,6 +82,8 @@ pub struct Plan {
     pub floor_bytes: u64,
     /// Timed mounts.
     pub mounts: usize,
+    /// daxfs images are made without metadata replicas.
+    pub no_replicas: bool,
 }
 
 impl Plan {
@@ -116,6 +122,7 @@ impl Plan {
             memcpy_bytes: if q { 32 << 20 } else { 256 << 20 },
             floor_bytes: if q { 32 << 20 } else { 256 << 20 },
             mounts: if q { 5 } else { 50 },
+            no_replicas: a.no_replicas,
         })
     }
 }
@@ -166,6 +173,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         "files": plan.files,
         "mount_files": plan.mount_files,
         "quick": args.quick,
+        "no_replicas": plan.no_replicas,
         "latency_ops": plan.ops,
         "bandwidth_passes": plan.passes,
         "memcpy_bytes": plan.memcpy_bytes,
@@ -174,13 +182,18 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         "peer": peer,
     });
     r.note(&format!(
-        "daxfs bench in {}: {} file, {} small files, {} files for mount; cpu {}; persistence {}",
+        "daxfs bench in {}: {} file, {} small files, {} files for mount; cpu {}; persistence {}{}",
         plan.dir.display(),
         mib(plan.file_bytes),
         plan.files,
         plan.mount_files,
         cpu_model(),
-        persistence()
+        persistence(),
+        if plan.no_replicas {
+            "; daxfs without metadata replicas"
+        } else {
+            ""
+        }
     ));
     r.note(&format!(
         "bandwidth: best of {} passes, GB/s = 10^9 bytes/s; latency: {} timed ops after {} untimed",

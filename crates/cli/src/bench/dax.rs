@@ -19,13 +19,17 @@ fn dev_opts() -> daxfs_device::OpenOptions {
 
 /// Creates an image of at least `bytes` at the scratch path and makes a file
 /// system on it. Sizes are rounded up to 2 MiB, the mapping alignment.
-fn make_image(scratch: &Scratch, bytes: u64) -> Result<Arc<dyn Device>> {
+fn make_image(plan: &Plan, scratch: &Scratch, bytes: u64) -> Result<Arc<dyn Device>> {
     let size = bytes.div_ceil(2 << 20) * (2 << 20);
     let dev: Arc<dyn Device> = Arc::new(
         MmapDevice::create(scratch.path(), size, dev_opts())
             .with_context(|| format!("creating {}", scratch.path().display()))?,
     );
-    Fs::mkfs(dev.clone(), &MkfsOptions::default())?;
+    let opts = MkfsOptions {
+        no_replicas: plan.no_replicas,
+        ..Default::default()
+    };
+    Fs::mkfs(dev.clone(), &opts)?;
     Ok(dev)
 }
 
@@ -62,7 +66,7 @@ pub fn files(plan: &Plan) -> Result<(FileFigures, Samples)> {
     // the log (1/64 of the device) and the small files, each of which takes
     // a data block plus its share of inode, directory and extent-tree blocks.
     let bytes = plan.file_bytes + plan.file_bytes / 16 + plan.files as u64 * 16384 + (64 << 20);
-    let dev = make_image(&scratch, bytes)?;
+    let dev = make_image(plan, &scratch, bytes)?;
     let fs = Fs::mount(dev, &MountOptions::default())?;
     let f = DaxFile(fs.create("/seq")?);
     let figures = workload::run(&f, plan)?;
@@ -107,7 +111,7 @@ pub fn mount(plan: &Plan) -> Result<MountFigures> {
     let scratch = Scratch::new(&plan.dir, "mount.img");
     // An empty file costs an inode record (256 bytes) and a directory entry
     // (272 bytes) in B+tree leaves that may be half full: 3 KiB is ample.
-    let dev = make_image(&scratch, plan.mount_files as u64 * 3072 + (64 << 20))?;
+    let dev = make_image(plan, &scratch, plan.mount_files as u64 * 3072 + (64 << 20))?;
     let n = plan.mount_files;
     let name = |i: usize| format!("/m/f{i:07}");
     let create_empty = {
