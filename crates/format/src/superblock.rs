@@ -32,7 +32,8 @@
 //!  304   32 label          zero-padded
 //!  336   16 loss_tree      (inode, file block) -> blocks of file data lost to media errors
 //!  352    8 error_seq      next error-log sequence number
-//!  360    8 log_replica    first block of the log's replica, log_blocks long (0: none)
+//!  360    8 log_replica    first block of the log's replica region (0: none),
+//!                          log_mirror_blocks(log_blocks) long
 //!  368    4 anchor_count   pairs used in `anchors` (<= MAX_ANCHORS)
 //!  372    4 reserved       0
 //!  376  256 anchors        MAX_ANCHORS x ReplicaPair: the reverse-map nodes on the
@@ -64,6 +65,19 @@ pub const STATE_ERRORS: u32 = 1 << 0;
 pub const MIN_BLOCKS: u64 = 1024;
 /// Pairs in [`Superblock::anchors`].
 pub const MAX_ANCHORS: usize = 16;
+/// (home, replica) entries in one log descriptor block.
+pub const LOG_DESC_ENTRIES: u64 = 250;
+
+/// Blocks at the start of a log of `log_blocks` that hold descriptors.
+pub fn log_desc_blocks(log_blocks: u64) -> u64 {
+    log_blocks.div_ceil(LOG_DESC_ENTRIES + 1).max(1)
+}
+
+/// Blocks of the log's replica region: it copies the descriptors and the
+/// first image (the superblock's).
+pub fn log_mirror_blocks(log_blocks: u64) -> u64 {
+    log_desc_blocks(log_blocks) + 1
+}
 
 /// A metadata block and its replica.
 ///
@@ -218,8 +232,9 @@ impl Superblock {
             });
         }
         let lr = sb.log_replica.get();
+        let lm = log_mirror_blocks(lb);
         if lr != 0
-            && (lr.checked_add(lb).is_none_or(|end| end >= total) || (lr < ls + lb && ls < lr + lb))
+            && (lr.checked_add(lm).is_none_or(|end| end >= total) || (lr < ls + lb && ls < lr + lm))
         {
             return Err(FormatError::BadField {
                 what: "superblock log replica",
@@ -305,6 +320,23 @@ mod tests {
             Superblock::decode(&b, 0, 4096),
             Err(FormatError::NewerVersion { found: 2, .. })
         ));
+    }
+
+    #[test]
+    fn checks_the_log_replica_region() {
+        let mut sb = Superblock::read_from_bytes(good().as_slice()).expect("size");
+        for (lr, ok) in [(4093, true), (4094, false), (64, false), (65, true)] {
+            sb.log_replica = lr.into();
+            let mut b = sb.to_block();
+            seal_block(&mut b, 0, 1, sb.fs_id());
+            assert_eq!(
+                Superblock::decode(&b, 0, 4096).is_ok(),
+                ok,
+                "log replica at {lr}"
+            );
+        }
+        assert_eq!(log_mirror_blocks(64), 2);
+        assert_eq!(log_mirror_blocks(16384), 67);
     }
 
     #[test]

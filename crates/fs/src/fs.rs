@@ -181,15 +181,19 @@ impl Fs {
         }
         let log_blocks = opts.log_blocks.unwrap_or((total / 64).clamp(64, 16384));
         let replicas = !opts.no_replicas && !opts.no_rmap;
-        let logs = if replicas { 2 } else { 1 };
-        if log_blocks < 16 || 1 + logs * log_blocks + 64 > total {
+        let mirror = if replicas {
+            daxfs_format::superblock::log_mirror_blocks(log_blocks)
+        } else {
+            0
+        };
+        if log_blocks < 16 || 1 + log_blocks + mirror + 64 > total {
             return Err(FsError::Invalid(format!(
                 "log of {log_blocks} blocks does not fit a device of {total} blocks"
             )));
         }
-        // The log's replica ends just before superblock copy B: far from the
-        // log, at the other end of the device.
-        let log_replica = if replicas { total - 1 - log_blocks } else { 0 };
+        // The log's replica region ends just before superblock copy B: far
+        // from the log, at the other end of the device.
+        let log_replica = if replicas { total - 1 - mirror } else { 0 };
         let uuid = random_uuid();
         // Invalidate old superblocks and the old logs' commit blocks first.
         for b in [0, 1, total - 1, log_replica] {
@@ -254,7 +258,7 @@ impl Fs {
                     Mapping {
                         replica: 1,
                         is_replica: true,
-                        ..Mapping::new(log_replica, log_blocks, log_owner, false)
+                        ..Mapping::new(log_replica, mirror, log_owner, false)
                     },
                 )?;
             }
@@ -378,7 +382,7 @@ impl Fs {
             device: self.inner.dev.describe(),
             recovered: match self.inner.recovery {
                 Recovery::Replayed { seq, .. } => Some(seq),
-                Recovery::Clean => None,
+                Recovery::Clean | Recovery::RolledBack { .. } => None,
             },
         }
     }

@@ -132,9 +132,19 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     let mut sb = sb;
     let mut overlay = HashMap::new();
     match journal::pending(dev, &geo, fs_id, sb.header.generation.get()) {
-        Ok(Some((seq, images))) => {
-            rep.pending_log = Some(seq);
-            for (home, _, img) in images {
+        Ok(Some(pend)) if pend.complete().is_none() => {
+            p.push(Problem {
+                structure: "log".into(),
+                block: Some(geo.start),
+                message: format!(
+                    "transaction {} is committed but some of its images cannot be read: mount undoes it (no home was written yet)",
+                    pend.seq
+                ),
+            });
+        }
+        Ok(Some(pend)) => {
+            rep.pending_log = Some(pend.seq);
+            for (home, _, img) in pend.complete().unwrap_or_default() {
                 if home == 0 {
                     if let Ok(s) =
                         daxfs_format::Superblock::decode(&img, 0, dev.len() / BLOCK_SIZE_U64)
@@ -194,11 +204,11 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         ..Mapping::new(geo.start, geo.blocks, lo, false)
     });
     if geo.replica != 0 {
-        usage.mark(p, geo.replica, geo.blocks, "log replica");
+        usage.mark(p, geo.replica, geo.mirrored(), "log replica");
         usage.expected.push(Mapping {
             replica: geo.start,
             is_replica: true,
-            ..Mapping::new(geo.replica, geo.blocks, lo, false)
+            ..Mapping::new(geo.replica, geo.mirrored(), lo, false)
         });
     }
     if sb.has_replicas() && geo.replica == 0 {

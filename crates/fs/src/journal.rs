@@ -17,13 +17,18 @@
 //! needed once its superblock is home, so the log is rewritten from its start by
 //! every transaction.
 //!
-//! Replicas: when the file system keeps them, every log block is written to
-//! the log and, with identical bytes, to the log's replica region (steps 1
-//! and 2), and every image goes to its home and to its home's replica (step
-//! 3; the descriptor names both). Recovery reads each log block from the log
-//! and falls back to the replica region when it does not verify; of two valid
-//! commit records it takes the newer (both are written after the images are
-//! durable in both places, so either is a valid commit point).
+//! Replicas: when the file system keeps them, every image whose home has a
+//! replica is written to the replica before any home (step 3 becomes 3a, the
+//! replicas, fenced, then 3b, the homes), and the log's first blocks (the
+//! descriptors and the superblock image, which has no replica) are written
+//! with identical bytes to the log's replica region as well. So every
+//! committed block has a second copy: a log image that cannot be read is
+//! taken from its home's replica once that was written, and before that (the
+//! 3a fence not yet passed) no home has changed, so recovery can roll the
+//! transaction back instead (it was never acknowledged): the replicas are
+//! copied back from their homes and the commit record is erased. Of two
+//! valid commit records recovery takes the newer (both are written after
+//! every image is durable, so either is a commit point).
 use crate::error::{FsError, Result};
 use daxfs_device::Device;
 use daxfs_format::block::{BlockHeader, BlockKind, Expect, header, verify_block, write_header};
@@ -32,6 +37,7 @@ use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, seal_block};
 /// Entries (home, replica) per descriptor block.
 pub const ENTRIES_PER_DESC: usize = (BLOCK_SIZE - DESC_ENTRIES_AT) / 16;
 const DESC_ENTRIES_AT: usize = 88;
+const _: () = assert!(ENTRIES_PER_DESC as u64 == daxfs_format::superblock::LOG_DESC_ENTRIES);
 
 /// One block of a transaction: its home, its home's replica (0: none) and
 /// the sealed image.
@@ -44,18 +50,24 @@ pub struct LogGeometry {
     pub blocks: u64,
     /// The last block of the device, home of superblock copy B.
     pub sb_copy: u64,
-    /// First block of the log's replica region (`blocks` long), 0 for none.
+    /// First block of the log's replica region ([`LogGeometry::mirrored`]
+    /// blocks long), 0 for none.
     pub replica: u64,
 }
 
 impl LogGeometry {
     /// Blocks reserved for descriptors at the start of the log.
     pub fn desc_blocks(&self) -> u64 {
-        self.blocks.div_ceil(ENTRIES_PER_DESC as u64 + 1).max(1)
+        daxfs_format::superblock::log_desc_blocks(self.blocks)
     }
     /// The most block images one transaction can hold.
     pub fn capacity(&self) -> usize {
         (self.blocks - self.desc_blocks()) as usize
+    }
+    /// The log blocks that the replica region copies: the descriptors and
+    /// the first image (the superblock's, which sorts first).
+    pub fn mirrored(&self) -> u64 {
+        daxfs_format::superblock::log_mirror_blocks(self.blocks)
     }
 }
 
@@ -69,10 +81,11 @@ fn get_u64(b: &Block, at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
-/// Writes log block `i` (from the log's start) to the log and its replica,
-/// and starts writing both back.
+/// Writes log block `i` (from the log's start) to the log and, when it is
+/// one the replica region copies, there too; starts writing both back.
 fn write_log(dev: &dyn Device, geo: &LogGeometry, i: u64, b: &Block) -> Result<()> {
-    for base in [geo.start, geo.replica] {
+    let mirror = geo.replica != 0 && i < geo.mirrored();
+    for base in [geo.start, if mirror { geo.replica } else { 0 }] {
         if base == 0 {
             continue;
         }
@@ -141,21 +154,28 @@ pub fn commit(
     checkpoint(dev, geo, images)
 }
 
-/// Steps 3 and 4: copies images home (and to their replicas), the
+/// Steps 3 and 4: copies images to their replicas (3a), then home (3b), the
 /// superblock last.
 fn checkpoint(dev: &dyn Device, geo: &LogGeometry, images: &[Image]) -> Result<()> {
     let mut sb = None;
+    let mut replicas = false;
     for (home, replica, img) in images {
+        if *home != 0 && *replica != 0 {
+            dev.write(replica * BLOCK_SIZE_U64, &img[..])?;
+            dev.flush(replica * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
+            replicas = true;
+        }
+    }
+    if replicas {
+        dev.fence();
+    }
+    for (home, _, img) in images {
         if *home == 0 {
             sb = Some(img);
             continue;
         }
-        for at in [*home, *replica] {
-            if at != 0 {
-                dev.write(at * BLOCK_SIZE_U64, &img[..])?;
-                dev.flush(at * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
-            }
-        }
+        dev.write(home * BLOCK_SIZE_U64, &img[..])?;
+        dev.flush(home * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
     }
     dev.fence();
     if let Some(sb) = sb {
@@ -178,6 +198,10 @@ pub enum Recovery {
     Clean,
     /// Transaction `seq` was committed but not fully checkpointed; it was replayed.
     Replayed { seq: u64, blocks: usize },
+    /// Transaction `seq` was committed, but a log image could not be read
+    /// and its home's replica was not yet written; no home was: the
+    /// transaction was undone (it had not been acknowledged).
+    RolledBack { seq: u64 },
 }
 
 fn read_block(dev: &dyn Device, b: u64) -> Option<Box<Block>> {
@@ -186,23 +210,17 @@ fn read_block(dev: &dyn Device, b: u64) -> Option<Box<Block>> {
     Some(blk)
 }
 
-/// Log block `i`, from the log or else its replica: the first copy that
-/// passes `good`. With neither, the log's error.
-fn read_log<T>(
+/// The first of `copies` (block numbers, 0 skipped) that passes `good`.
+/// With none, the first copy's error.
+fn first_good<T>(
     dev: &dyn Device,
-    geo: &LogGeometry,
-    i: u64,
+    copies: &[u64],
     good: &dyn Fn(&Block) -> Result<T>,
 ) -> Result<(Box<Block>, T)> {
     let mut first_err = None;
-    for base in [geo.start, geo.replica] {
-        if base == 0 {
-            continue;
-        }
-        let Some(b) = read_block(dev, base + i) else {
-            first_err.get_or_insert_with(|| {
-                FsError::Io(format!("media error reading log block {}", base + i))
-            });
+    for &at in copies.iter().filter(|&&b| b != 0) {
+        let Some(b) = read_block(dev, at) else {
+            first_err.get_or_insert_with(|| FsError::Io(format!("media error reading block {at}")));
             continue;
         };
         match good(&b) {
@@ -212,7 +230,29 @@ fn read_log<T>(
             }
         }
     }
-    Err(first_err.unwrap_or_else(|| FsError::Corrupt("log has no copy".into())))
+    Err(first_err.unwrap_or_else(|| FsError::Corrupt("no copy to read".into())))
+}
+
+/// A committed transaction found in the log.
+#[derive(Debug)]
+pub struct Pending {
+    pub seq: u64,
+    /// (home, replica, image); the image is `None` when neither the log nor
+    /// the home's replica has it.
+    pub images: Vec<(u64, u64, Option<Box<Block>>)>,
+    /// Some home's replica does not hold its new image yet: the checkpoint
+    /// had not passed step 3a, so no home was written.
+    pub homes_untouched: bool,
+}
+
+impl Pending {
+    /// The images, when every one was found.
+    pub fn complete(&self) -> Option<Vec<Image>> {
+        self.images
+            .iter()
+            .map(|(h, r, i)| i.as_ref().map(|i| (*h, *r, i.clone())))
+            .collect()
+    }
 }
 
 /// Reads the committed transaction in the log, if it is newer than
@@ -222,20 +262,21 @@ pub fn pending(
     geo: &LogGeometry,
     fs_id: u64,
     sb_generation: u64,
-) -> Result<Option<(u64, Vec<Image>)>> {
+) -> Result<Option<Pending>> {
     let expect = |blockno| Expect {
         blockno,
         kind: BlockKind::LogDescriptor,
         owner: Some(0),
         fs_id,
     };
+    let log_copies = |i: u64| -> [u64; 2] {
+        let mirror = geo.replica != 0 && i < geo.mirrored();
+        [geo.start + i, if mirror { geo.replica + i } else { 0 }]
+    };
     // The commit record: the newer of the valid copies.
     let mut d0: Option<(Box<Block>, u64)> = None;
-    for base in [geo.start, geo.replica] {
-        if base == 0 {
-            continue;
-        }
-        let Some(b) = read_block(dev, base) else {
+    for at in log_copies(0).into_iter().filter(|&b| b != 0) {
+        let Some(b) = read_block(dev, at) else {
             continue;
         };
         if let Ok(h) = verify_block(&b, &expect(geo.start)) {
@@ -270,7 +311,7 @@ pub fn pending(
             let h = header(&d0[..])?;
             (d0.clone(), h)
         } else {
-            read_log(dev, geo, di as u64, &|b| {
+            first_good(dev, &log_copies(di as u64), &|b| {
                 let h = verify_block(b, &expect(blockno))?;
                 if h.generation.get() != seq || get_u64(b, 80) != di as u64 {
                     return Err(FsError::Corrupt(format!(
@@ -296,8 +337,10 @@ pub fn pending(
     }
     let d = geo.desc_blocks();
     let mut images = Vec::with_capacity(total);
-    for (i, (home, replica)) in homes.into_iter().enumerate() {
-        let (img, ()) = read_log(dev, geo, d + i as u64, &|img| {
+    let mut homes_untouched = false;
+    // An image of this transaction for `home`, wherever it was read.
+    let is_image = |home: u64, i: usize| {
+        move |img: &Block| -> Result<()> {
             let h = header(&img[..])?;
             let kind = BlockKind::from_u8(h.kind).ok_or_else(|| {
                 FsError::Corrupt(format!("log image {i} has unknown kind {}", h.kind))
@@ -317,27 +360,66 @@ pub fn pending(
                 )));
             }
             Ok(())
-        })?;
+        }
+    };
+    for (i, (home, replica)) in homes.into_iter().enumerate() {
+        let check = is_image(home, i);
+        let at = d + i as u64;
+        let mut copies = log_copies(at).to_vec();
+        copies.push(replica);
+        let img = first_good(dev, &copies, &check).ok().map(|(b, ())| b);
+        if replica != 0 && home != 0 {
+            let written = read_block(dev, replica).is_some_and(|r| check(&r).is_ok());
+            homes_untouched |= !written;
+        }
         images.push((home, replica, img));
     }
-    Ok(Some((seq, images)))
+    Ok(Some(Pending {
+        seq,
+        images,
+        homes_untouched,
+    }))
 }
 
-/// Replays the committed transaction in the log if it was not checkpointed.
+/// Replays the committed transaction in the log if it was not checkpointed
+/// (or undoes it, see [`Recovery::RolledBack`]).
 pub fn recover(
     dev: &dyn Device,
     geo: &LogGeometry,
     fs_id: u64,
     sb_generation: u64,
 ) -> Result<Recovery> {
-    match pending(dev, geo, fs_id, sb_generation)? {
-        None => Ok(Recovery::Clean),
-        Some((seq, images)) => {
-            checkpoint(dev, geo, &images)?;
-            Ok(Recovery::Replayed {
-                seq,
-                blocks: images.len(),
-            })
+    let Some(p) = pending(dev, geo, fs_id, sb_generation)? else {
+        return Ok(Recovery::Clean);
+    };
+    if let Some(images) = p.complete() {
+        checkpoint(dev, geo, &images)?;
+        return Ok(Recovery::Replayed {
+            seq: p.seq,
+            blocks: images.len(),
+        });
+    }
+    let missing = p.images.iter().find(|x| x.2.is_none()).map_or(0, |x| x.0);
+    if !p.homes_untouched {
+        return Err(FsError::Corrupt(format!(
+            "transaction {} is committed but its image of block {missing} cannot be read from the log or the block's replica",
+            p.seq
+        )));
+    }
+    // No home was written: put the replicas back as their homes are, then
+    // erase the commit record (both copies).
+    for (home, replica, _) in &p.images {
+        if *home == 0 || *replica == 0 {
+            continue;
+        }
+        if let Some(b) = read_block(dev, *home) {
+            dev.write(replica * BLOCK_SIZE_U64, &b[..])?;
+            dev.flush(replica * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
         }
     }
+    dev.fence();
+    let zero = Box::new([0u8; BLOCK_SIZE]);
+    write_log(dev, geo, 0, &zero)?;
+    dev.fence();
+    Ok(Recovery::RolledBack { seq: p.seq })
 }

@@ -703,62 +703,70 @@ pub(crate) fn repair_hit(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Resul
     }
 }
 
-/// A bad block in the log or its replica region: the region hit is
-/// replaced by a fresh one (when the log itself is hit, its replica becomes
-/// the log first). Without room for a fresh region the log goes on without
-/// a replica. The blocks of the old region that are not bad are freed.
+/// A bad block in the log or its replica region: that region is replaced by
+/// a fresh one far from the other, and its good blocks are freed. A log
+/// with no room for a fresh replica region goes on without one; a log with
+/// no room to move cannot be repaired.
 fn move_log(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Result<bool> {
-    let (start, len, old_rep) = (
+    let (start, len, rep) = (
         tx.meta.sb.log_start.get(),
         tx.meta.sb.log_blocks.get(),
         tx.meta.sb.log_replica.get(),
     );
-    if old_rep == 0 {
+    let mlen = daxfs_format::superblock::log_mirror_blocks(len);
+    if rep == 0 {
         return Ok(false);
     }
-    let overlaps = |a: u64| a < bad.0 + bad.1 && bad.0 < a + len;
-    if overlaps(start) && overlaps(old_rep) {
+    let overlaps = |a: u64, l: u64| a < bad.0 + bad.1 && bad.0 < a + l;
+    if overlaps(start, len) && overlaps(rep, mlen) {
         return Ok(false);
     }
     let o = Owner::Meta(BlockKind::LogDescriptor);
-    let (keep, drop_at) = if m.is_replica {
-        (start, old_rep)
-    } else {
-        (old_rep, start)
-    };
-    let fresh = tx.alloc_run_high(len, bad)?;
     let mut root = tx.meta.sb.rmap_tree;
+    let (old, old_len, new_start, new_rep) = if m.is_replica {
+        let fresh = tx.alloc_run_far(mlen, start, bad)?;
+        (rep, mlen, start, fresh.unwrap_or(0))
+    } else {
+        let Some(fresh) = tx.alloc_run_far(len, rep, bad)? else {
+            return Ok(false);
+        };
+        (start, len, fresh, rep)
+    };
     rmap::remove_as(tx, &mut root, start, len, o, false)?;
-    rmap::remove_as(tx, &mut root, old_rep, len, o, true)?;
+    rmap::remove_as(tx, &mut root, rep, mlen, o, true)?;
     rmap::add(
         tx,
         &mut root,
         Mapping {
-            replica: fresh.unwrap_or(0),
-            ..Mapping::new(keep, len, o, false)
+            replica: new_rep,
+            ..Mapping::new(new_start, len, o, false)
         },
     )?;
-    if let Some(f) = fresh {
+    if new_rep != 0 {
         rmap::add(
             tx,
             &mut root,
             Mapping {
-                replica: keep,
+                replica: new_start,
                 is_replica: true,
-                ..Mapping::new(f, len, o, false)
+                ..Mapping::new(new_rep, mlen, o, false)
             },
         )?;
     }
     tx.meta.sb.rmap_tree = root;
-    tx.meta.sb.log_start = keep.into();
-    tx.meta.sb.log_replica = fresh.unwrap_or(0).into();
-    // The old region's good blocks go back to free space.
-    let (bs, be) = (bad.0.max(drop_at), (bad.0 + bad.1).min(drop_at + len));
-    if bs > drop_at {
-        tx.free_extent(drop_at, bs - drop_at);
+    tx.meta.sb.log_start = new_start.into();
+    tx.meta.sb.log_replica = new_rep.into();
+    // The old region's good blocks go back to free space (once this
+    // transaction, which still writes through the old region, is durable).
+    let (bs, be) = (
+        bad.0.clamp(old, old + old_len),
+        (bad.0 + bad.1).clamp(old, old + old_len),
+    );
+    if bs > old {
+        tx.free_extent(old, bs - old);
     }
-    if be < drop_at + len {
-        tx.free_extent(be, drop_at + len - be);
+    if be < old + old_len {
+        tx.free_extent(be, old + old_len - be);
     }
     Ok(true)
 }

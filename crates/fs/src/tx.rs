@@ -291,14 +291,25 @@ impl<'a> Tx<'a> {
         Ok(b)
     }
 
-    /// Allocates `len` contiguous blocks as high on the device as they fit,
-    /// never in `avoid` (for a new log replica region).
-    pub(crate) fn alloc_run_high(&mut self, len: u64, avoid: (u64, u64)) -> Result<Option<u64>> {
+    /// Allocates `len` contiguous blocks far from block `from`: as low on the
+    /// device as they fit when `from` is in its upper half, as high as they
+    /// fit otherwise; never in `avoid` (a range known to be bad). `None`
+    /// when no run is free.
+    pub(crate) fn alloc_run_far(
+        &mut self,
+        len: u64,
+        from: u64,
+        avoid: (u64, u64),
+    ) -> Result<Option<u64>> {
         let hidden = self.meta.free.overlapping(avoid.0, avoid.1);
         for &(s, l) in &hidden {
             self.meta.free.remove(s, l);
         }
-        let pick = self.meta.free.highest_run(len);
+        let pick = if from >= self.meta.sb.total_blocks.get() / 2 {
+            self.meta.free.lowest_run(len)
+        } else {
+            self.meta.free.highest_run(len)
+        };
         for &(s, l) in &hidden {
             self.meta.free.insert(s, l);
         }
@@ -475,9 +486,11 @@ impl<'a> Tx<'a> {
             let rds = std::mem::take(&mut self.rmap_deltas);
             for d in rds {
                 let mut root = self.meta.sb.rmap_tree;
+                // Tree nodes are single fresh blocks: their records need no
+                // splitting or merging.
                 match d {
                     RmapDelta::Add(b, owner, r) => {
-                        rmap::add(
+                        rmap::add_fresh(
                             self,
                             &mut root,
                             Mapping {
@@ -486,7 +499,7 @@ impl<'a> Tx<'a> {
                             },
                         )?;
                         if r != 0 {
-                            rmap::add(
+                            rmap::add_fresh(
                                 self,
                                 &mut root,
                                 Mapping {
@@ -498,9 +511,9 @@ impl<'a> Tx<'a> {
                         }
                     }
                     RmapDelta::Remove(b, owner, r) => {
-                        rmap::remove(self, &mut root, b, 1, owner)?;
+                        rmap::remove_exact(self, &mut root, b, owner, false)?;
                         if r != 0 {
-                            rmap::remove_as(self, &mut root, r, 1, owner, true)?;
+                            rmap::remove_exact(self, &mut root, r, owner, true)?;
                         }
                     }
                 }

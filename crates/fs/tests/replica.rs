@@ -341,8 +341,8 @@ fn superblock_copies_are_repaired() {
     }
 }
 
-/// A bad block in the log or its replica: the region hit is replaced by a
-/// fresh one (the log's replica becoming the log when the log is hit).
+/// A bad block in the log or its replica region: the region hit is
+/// replaced by a fresh one.
 #[test]
 fn log_blocks_are_repaired() {
     let (dev, fs) = populated();
@@ -355,7 +355,7 @@ fn log_blocks_are_repaired() {
         let info = fs.info();
         assert!(info.replicas);
         let hit = if replica_side {
-            info.log_replica + 3
+            info.log_replica + 1
         } else {
             info.log_start + 1
         };
@@ -366,8 +366,10 @@ fn log_blocks_are_repaired() {
         let now = fs.info();
         if replica_side {
             assert_eq!(now.log_start, info.log_start);
+            assert_ne!(now.log_replica, info.log_replica);
         } else {
-            assert_eq!(now.log_start, info.log_replica);
+            assert_ne!(now.log_start, info.log_start);
+            assert_eq!(now.log_replica, info.log_replica);
         }
         assert_ne!(now.log_replica, 0);
         assert!(
@@ -570,7 +572,10 @@ fn crash_during_repair() {
 }
 
 /// A transaction committed but not checkpointed when the power failed, with
-/// the log's copy of it damaged: recovery replays it from the log's replica.
+/// a block of the log damaged: the commit record and the superblock's image
+/// are read from the log's replica region, a node's image from the node's
+/// replica once the checkpoint wrote it; before that no home was written and
+/// the transaction is undone. Each crash image mounts and checks clean.
 #[test]
 fn recovery_reads_the_log_replica() {
     let dev = Arc::new(CrashDevice::new(8 << 20));
@@ -587,29 +592,37 @@ fn recovery_reads_the_log_replica() {
     }
     let total = dev.fences();
     let mut replay = dev.replay();
-    let mut replayed = 0;
+    let (mut replayed, mut undone) = ([0; 4], [0; 4]);
     for k in 0..total {
         replay.seek_after_fence(k);
-        for damage in [0u64, 1, 2] {
-            let img = Arc::new(MemDevice::from_image(replay.image(Subset::None)));
-            // The commit record, the first image, or the replica's commit record.
-            let b = match damage {
-                0 => log_start,
-                1 => log_start + 1,
-                _ => log_replica,
-            };
+        for (damage, sub) in (0..4).flat_map(|d| {
+            [Subset::None, Subset::All, Subset::Random(k as u64)].map(move |s| (d, s))
+        }) {
+            let img = Arc::new(MemDevice::from_image(replay.image(sub)));
+            // The commit record, the superblock's image, the replica
+            // region's commit record, a node's image.
+            let b = [log_start, log_start + 1, log_replica, log_start + 2][damage];
             garbage(&*img, b);
             let fs = Fs::mount(img.clone(), &MountOptions::default())
-                .unwrap_or_else(|e| panic!("mount at fence {k}, damage {damage}: {e}"));
-            if matches!(fs.recovery(), daxfs::journal::Recovery::Replayed { .. }) {
-                replayed += 1;
-                assert!(fs.stat("/made").is_ok(), "fence {k}, damage {damage}");
+                .unwrap_or_else(|e| panic!("mount at fence {k} ({sub:?}), damage {damage}: {e}"));
+            match fs.recovery() {
+                daxfs::journal::Recovery::Replayed { .. } => {
+                    replayed[damage] += 1;
+                    assert!(fs.stat("/made").is_ok(), "fence {k}, damage {damage}");
+                }
+                daxfs::journal::Recovery::RolledBack { .. } => {
+                    undone[damage] += 1;
+                    assert!(fs.stat("/made").is_err(), "fence {k}, damage {damage}");
+                }
+                daxfs::journal::Recovery::Clean => {}
             }
             drop(fs);
             assert_fsck(&*img);
         }
     }
-    assert!(replayed >= 2, "replayed {replayed} times");
+    assert!(replayed.iter().all(|&n| n > 0), "replayed {replayed:?}");
+    assert_eq!(undone[..3], [0, 0, 0]);
+    assert!(undone[3] > 0, "undone {undone:?}");
 }
 
 /// A crash at every persist point of repairs made for media-error reports:

@@ -161,6 +161,14 @@ impl FreeMap {
             .max_by_key(|&b| dist(b))
     }
 
+    /// The start of the lowest run of `len` free blocks, without removing it.
+    pub fn lowest_run(&self, len: u64) -> Option<u64> {
+        self.by_start
+            .iter()
+            .find(|&(_, &l)| l >= len)
+            .map(|(&s, _)| s)
+    }
+
     /// The start of the highest run of `len` free blocks, without removing it.
     pub fn highest_run(&self, len: u64) -> Option<u64> {
         self.by_start
@@ -246,6 +254,9 @@ mod tests {
         assert_eq!(m.pick_far(12, 1000), None);
         assert_eq!(m.highest_run(2), Some(12));
         assert_eq!(m.highest_run(3), None);
+        m.insert(100, 10);
+        assert_eq!(m.lowest_run(3), Some(100));
+        assert_eq!(m.highest_run(1), Some(109));
     }
 
     #[test]

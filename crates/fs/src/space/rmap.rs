@@ -398,6 +398,41 @@ pub fn remove_as(
     Ok(())
 }
 
+/// Records `m`, a mapping of blocks that were free: no record can overlap
+/// them, so nothing is split or merged (one descent, where [`add`] makes
+/// several).
+pub fn add_fresh(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
+    if tree().insert(s, root, m.key(), m.val())?.is_some() {
+        return Err(FsError::Corrupt(format!(
+            "reverse map: block {} was free but has a record of {:?}",
+            m.phys, m.owner
+        )));
+    }
+    Ok(())
+}
+
+/// Removes the record of `owner` (a replica's or not) that starts at
+/// `phys`, as [`add_fresh`] made it.
+pub fn remove_exact(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    phys: u64,
+    owner: Owner,
+    is_replica: bool,
+) -> Result<()> {
+    let key = Mapping {
+        is_replica,
+        ..Mapping::new(phys, 1, owner, false)
+    }
+    .key();
+    match tree().remove(s, root, &key)? {
+        Some(v) if v.len.get() == 1 => Ok(()),
+        _ => Err(FsError::Corrupt(format!(
+            "reverse map: no one-block record of {owner:?} at block {phys}"
+        ))),
+    }
+}
+
 /// The record of `owner` (a replica's or not) starting at `phys`.
 pub fn record_at(
     s: &mut dyn NodeStore,
