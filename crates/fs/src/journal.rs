@@ -81,30 +81,107 @@ fn get_u64(b: &Block, at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
-/// Writes log block `i` (from the log's start) to the log and, when it is
-/// one the replica region copies, there too; starts writing both back.
-fn write_log(dev: &dyn Device, geo: &LogGeometry, i: u64, b: &Block) -> Result<()> {
-    let mirror = geo.replica != 0 && i < geo.mirrored();
-    for base in [geo.start, if mirror { geo.replica } else { 0 }] {
-        if base == 0 {
+/// Cache lines per block, the unit of partial writes.
+const LINES: usize = BLOCK_SIZE / LINE;
+const LINE: usize = 64;
+const _: () = assert!(LINES == 64);
+
+/// The lines of `new` that differ from `old` (all when `old` is unknown),
+/// as a bit mask.
+fn changed_lines(new: &Block, old: Option<&Block>) -> u64 {
+    let Some(old) = old else {
+        return u64::MAX;
+    };
+    let mut mask = 0u64;
+    for (i, (a, b)) in new
+        .chunks_exact(LINE)
+        .zip(old.chunks_exact(LINE))
+        .enumerate()
+    {
+        if a != b {
+            mask |= 1 << i;
+        }
+    }
+    mask
+}
+
+/// Writes the lines of `new` in `mask` at block `at` (runs of lines as one
+/// write each) and starts writing them back.
+fn write_lines(dev: &dyn Device, at: u64, new: &Block, mask: u64) -> Result<()> {
+    let mut i = 0;
+    while i < LINES {
+        if mask & (1 << i) == 0 {
+            i += 1;
             continue;
         }
-        let at = (base + i) * BLOCK_SIZE_U64;
-        dev.write(at, &b[..])?;
-        dev.flush(at, BLOCK_SIZE_U64);
+        let s = i;
+        while i < LINES && mask & (1 << i) != 0 {
+            i += 1;
+        }
+        let off = at * BLOCK_SIZE_U64 + (s * LINE) as u64;
+        dev.write(off, &new[s * LINE..i * LINE])?;
+        dev.flush(off, ((i - s) * LINE) as u64);
+    }
+    Ok(())
+}
+
+/// What memory knows of the blocks a commit overwrites, so that only the
+/// cache lines that change are written: a block's other lines already hold
+/// the same bytes.
+#[derive(Default)]
+pub struct Known<'a> {
+    /// For each image (in order): what its home holds now.
+    pub homes: Vec<Option<&'a Block>>,
+    /// For each image: its replica holds the same as its home (false for a
+    /// replica new in this transaction, which is written whole).
+    pub same_replica: Vec<bool>,
+}
+
+/// The log's first [`LogGeometry::mirrored`] blocks (descriptors, then the
+/// superblock's image) as the last commit wrote them, in the log and in its
+/// replica region alike; `None` where unknown.
+pub type LogHead = Vec<Option<Box<Block>>>;
+
+/// Writes log block `i` (from the log's start) to the log and, when it is
+/// one the replica region copies, there too (only the lines that differ from
+/// what the last commit wrote there, when known); starts writing both back.
+fn write_log(
+    dev: &dyn Device,
+    geo: &LogGeometry,
+    i: u64,
+    b: &Block,
+    head: &mut LogHead,
+) -> Result<()> {
+    let slot = head.get_mut(i as usize);
+    let mask = changed_lines(b, slot.as_ref().and_then(|x| x.as_deref()));
+    let mirror = geo.replica != 0 && i < geo.mirrored();
+    for base in [geo.start, if mirror { geo.replica } else { 0 }] {
+        if base != 0 {
+            write_lines(dev, base + i, b, mask)?;
+        }
+    }
+    if let Some(slot) = slot {
+        match slot {
+            Some(x) => x.copy_from_slice(b),
+            None => *slot = Some(Box::new(*b)),
+        }
     }
     Ok(())
 }
 
 /// Writes, commits and checkpoints one transaction. `images` are sorted by
 /// home; block 0 must be among them (the superblock) and is written last, to
-/// both of its homes.
+/// both of its homes. `known` and `head` say what the blocks written hold
+/// now (`head` is brought up to date); with neither, whole blocks are
+/// written.
 pub fn commit(
     dev: &dyn Device,
     geo: &LogGeometry,
     fs_id: u64,
     seq: u64,
     images: &[Image],
+    known: &Known<'_>,
+    head: &mut LogHead,
 ) -> Result<()> {
     if images.len() > geo.capacity() {
         return Err(FsError::NoSpace(format!(
@@ -113,11 +190,18 @@ pub fn commit(
             geo.capacity()
         )));
     }
+    head.resize(geo.mirrored() as usize, None);
     let d = geo.desc_blocks();
     let ndesc = images.len().div_ceil(ENTRIES_PER_DESC).max(1);
+    // The lines of the superblock that change: its image in the log is what
+    // the last checkpoint wrote to copy A.
+    let sb_mask = match images.first() {
+        Some((0, _, sb)) => changed_lines(sb, head.get(d as usize).and_then(|x| x.as_deref())),
+        _ => u64::MAX,
+    };
     // Step 1: images and continuation descriptors.
     for (i, (_, _, img)) in images.iter().enumerate() {
-        write_log(dev, geo, d + i as u64, img)?;
+        write_log(dev, geo, d + i as u64, img, head)?;
     }
     let mut desc0 = None;
     for di in 0..ndesc {
@@ -142,51 +226,71 @@ pub fn commit(
         if di == 0 {
             desc0 = Some(b);
         } else {
-            write_log(dev, geo, di as u64, &b)?;
+            write_log(dev, geo, di as u64, &b, head)?;
         }
     }
     dev.fence();
     // Step 2: the commit point.
     if let Some(b) = desc0 {
-        write_log(dev, geo, 0, &b)?;
+        write_log(dev, geo, 0, &b, head)?;
         dev.fence();
     }
-    checkpoint(dev, geo, images)
+    checkpoint(dev, geo, images, known, sb_mask)
 }
 
 /// Steps 3 and 4: copies images to their replicas (3a), then home (3b), the
-/// superblock last.
-fn checkpoint(dev: &dyn Device, geo: &LogGeometry, images: &[Image]) -> Result<()> {
+/// superblock last. `known` says what the blocks hold now, where known, and
+/// `sb_mask` which lines of the superblock change.
+fn checkpoint(
+    dev: &dyn Device,
+    geo: &LogGeometry,
+    images: &[Image],
+    known: &Known<'_>,
+    sb_mask: u64,
+) -> Result<()> {
     let mut sb = None;
     let mut replicas = false;
-    for (home, replica, img) in images {
+    let home_of = |i: usize| known.homes.get(i).copied().flatten();
+    // The lines each home needs; its replica needs the same unless new.
+    let masks: Vec<u64> = images
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, img))| changed_lines(img, home_of(i)))
+        .collect();
+    for (i, (home, replica, img)) in images.iter().enumerate() {
         if *home != 0 && *replica != 0 {
-            dev.write(replica * BLOCK_SIZE_U64, &img[..])?;
-            dev.flush(replica * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
+            let same = known.same_replica.get(i).copied().unwrap_or(false);
+            let mask = if same {
+                masks.get(i).copied().unwrap_or(u64::MAX)
+            } else {
+                u64::MAX
+            };
+            write_lines(dev, *replica, img, mask)?;
             replicas = true;
         }
     }
     if replicas {
         dev.fence();
     }
-    for (home, _, img) in images {
+    for (i, (home, _, img)) in images.iter().enumerate() {
         if *home == 0 {
             sb = Some(img);
             continue;
         }
-        dev.write(home * BLOCK_SIZE_U64, &img[..])?;
-        dev.flush(home * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
+        write_lines(dev, *home, img, masks.get(i).copied().unwrap_or(u64::MAX))?;
     }
     dev.fence();
     if let Some(sb) = sb {
-        dev.write(0, &sb[..])?;
-        dev.persist(0, BLOCK_SIZE_U64);
-        // Copy B carries its own block number in its header.
+        let mask = sb_mask;
+        write_lines(dev, 0, sb, mask)?;
+        dev.fence();
+        // Copy B carries its own block number in its header (line 0); its
+        // other lines are copy A's.
         let mut b = sb.clone();
         let h = header(&b[..])?;
         seal_block(&mut b, geo.sb_copy, h.generation.get(), h.fs_id.get());
-        dev.write(geo.sb_copy * BLOCK_SIZE_U64, &b[..])?;
-        dev.persist(geo.sb_copy * BLOCK_SIZE_U64, BLOCK_SIZE_U64);
+        write_lines(dev, geo.sb_copy, &b, mask | 1)?;
+        dev.fence();
     }
     Ok(())
 }
@@ -393,7 +497,7 @@ pub fn recover(
         return Ok(Recovery::Clean);
     };
     if let Some(images) = p.complete() {
-        checkpoint(dev, geo, &images)?;
+        checkpoint(dev, geo, &images, &Known::default(), u64::MAX)?;
         return Ok(Recovery::Replayed {
             seq: p.seq,
             blocks: images.len(),
@@ -419,7 +523,37 @@ pub fn recover(
     }
     dev.fence();
     let zero = Box::new([0u8; BLOCK_SIZE]);
-    write_log(dev, geo, 0, &zero)?;
+    write_log(dev, geo, 0, &zero, &mut vec![])?;
     dev.fence();
     Ok(Recovery::RolledBack { seq: p.seq })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_lines_finds_each_line() {
+        let a = Box::new([0u8; BLOCK_SIZE]);
+        let mut b = a.clone();
+        assert_eq!(changed_lines(&b, Some(&a)), 0);
+        assert_eq!(changed_lines(&b, None), u64::MAX);
+        b[0] = 1;
+        b[64 * 5 + 63] = 1;
+        b[BLOCK_SIZE - 1] = 1;
+        assert_eq!(changed_lines(&b, Some(&a)), 1 | 1 << 5 | 1 << 63);
+    }
+
+    #[test]
+    fn write_lines_writes_only_the_mask() {
+        let dev = daxfs_device::MemDevice::new(64 * 1024);
+        let mut b = Box::new([7u8; BLOCK_SIZE]);
+        b[64] = 9;
+        write_lines(&dev, 2, &b, 0b110).unwrap();
+        let mut got = vec![0u8; BLOCK_SIZE];
+        dev.read(2 * BLOCK_SIZE_U64, &mut got).unwrap();
+        assert!(got[..64].iter().all(|&x| x == 0));
+        assert_eq!(&got[64..192], &b[64..192]);
+        assert!(got[192..].iter().all(|&x| x == 0));
+    }
 }

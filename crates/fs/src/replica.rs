@@ -63,9 +63,11 @@ pub struct Replicas {
     enabled: bool,
     total: u64,
     /// Node -> replica, for nodes allocated or looked up since mount.
-    pairs: HashMap<u64, u64>,
+    pairs: crate::tx::BlockMap<u64>,
     /// The reverse map's root as of the last commit.
     rmap_root: TreeRoot,
+    /// The anchors last taken in.
+    anchors: [daxfs_format::superblock::ReplicaPair; daxfs_format::superblock::MAX_ANCHORS],
     /// Nodes read through their replica, to be repaired.
     pub pending: Vec<Fallback>,
     /// Nodes whose replica was bad too (`replica` 0: none was found).
@@ -105,10 +107,13 @@ impl Replicas {
 
     /// Takes in a committed superblock: its reverse-map root and anchors.
     pub fn after_commit(&mut self, sb: &Superblock) {
+        self.rmap_root = sb.rmap_tree;
         if self.pairs.len() > Self::CAPACITY {
             self.pairs.clear();
+        } else if self.anchors == sb.anchors {
+            return;
         }
-        self.rmap_root = sb.rmap_tree;
+        self.anchors = sb.anchors;
         for a in sb.anchors() {
             if a.replica.get() != 0 {
                 self.pairs.insert(a.node.get(), a.replica.get());
@@ -662,9 +667,11 @@ pub(crate) fn repair_hit(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Resul
     }
     let in_bad = |b: u64| b >= bad.0 && b < bad.0 + bad.1;
     match m.owner {
-        // Both copies are rewritten from memory by this transaction's commit.
+        // Both copies are rewritten from memory by this transaction's
+        // commit, whole (not only the lines that change).
         Owner::Meta(BlockKind::Superblock) => {
             let total = tx.meta.sb.total_blocks.get();
+            tx.meta.log_head.clear();
             Ok(!(in_bad(0) && in_bad(total - 1)))
         }
         Owner::Meta(BlockKind::LogDescriptor) => move_log(tx, m, bad),

@@ -23,6 +23,28 @@ use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, BlockNo, Superblock, seal_
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// A fast hash for block numbers (maps keyed by them are on every node
+/// read and commit; the default hash is made for untrusted keys).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockHasher(u64);
+
+impl std::hash::Hasher for BlockHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by block number.
+pub type BlockMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<BlockHasher>>;
+
 /// The in-memory inodes, shared with the file system handle (repairs that
 /// move the root of a file's tree update its cached record).
 pub type InodeCache = Arc<Mutex<HashMap<u64, Arc<crate::inode::Inode>>>>;
@@ -54,6 +76,8 @@ pub struct Meta {
     pub icache: Option<InodeCache>,
     /// Set while repairs run, so that their commits do not start more.
     pub in_repair: bool,
+    /// The log's first blocks as the last commit wrote them.
+    pub log_head: journal::LogHead,
 }
 
 impl Meta {
@@ -73,6 +97,7 @@ impl Meta {
             events: None,
             icache,
             in_repair: false,
+            log_head: vec![],
         }
     }
 
@@ -98,7 +123,7 @@ pub fn geometry(sb: &Superblock) -> LogGeometry {
 /// full it starts over.
 #[derive(Debug, Default)]
 pub struct NodeCache {
-    blocks: HashMap<u64, Box<Block>>,
+    blocks: BlockMap<Box<Block>>,
 }
 
 impl NodeCache {
@@ -117,6 +142,11 @@ impl NodeCache {
             self.blocks.clear();
         }
         self.blocks.insert(b, blk);
+    }
+
+    /// A cached block, without copying it.
+    pub fn peek(&self, b: u64) -> Option<&Block> {
+        self.blocks.get(&b).map(|x| &**x)
     }
 
     /// Drops blocks `[s, s+l)`.
@@ -157,7 +187,7 @@ pub struct Tx<'a> {
     dev: &'a dyn Device,
     pub meta: &'a mut Meta,
     sb_before: Superblock,
-    dirty: HashMap<u64, Box<Block>>,
+    dirty: BlockMap<Box<Block>>,
     deltas: Vec<Delta>,
     rmap_deltas: Vec<RmapDelta>,
     events: Vec<crate::events::MapEvent>,
@@ -172,7 +202,7 @@ pub struct Tx<'a> {
     /// Node -> replica pairs this transaction made (allocations, repairs):
     /// known in memory only once committed, as the shared map holds
     /// committed pairs only.
-    pub(crate) new_pairs: HashMap<u64, u64>,
+    pub(crate) new_pairs: BlockMap<u64>,
     done: bool,
 }
 
@@ -200,7 +230,7 @@ impl<'a> Tx<'a> {
             dev,
             meta,
             sb_before,
-            dirty: HashMap::new(),
+            dirty: BlockMap::default(),
             deltas: vec![],
             rmap_deltas: vec![],
             events: vec![],
@@ -208,7 +238,7 @@ impl<'a> Tx<'a> {
             freed: vec![],
             rmap_shape: false,
             root_moves: vec![],
-            new_pairs: HashMap::new(),
+            new_pairs: BlockMap::default(),
             done: false,
         };
         if !tx.meta.free_loaded && !shut {
@@ -649,28 +679,71 @@ impl<'a> Tx<'a> {
         seal_block(&mut sbb, 0, seq, fs_id);
         let dirty: Vec<(u64, Box<Block>)> = std::mem::take(&mut self.dirty).into_iter().collect();
         let mut images: Vec<journal::Image> = Vec::with_capacity(dirty.len() + 1);
+        let replicas = self.meta.replicas();
         for (home, mut img) in dirty {
-            let r = if self.meta.replicas() {
-                let h = daxfs_format::block::header(&img[..])?;
-                let kind = BlockKind::from_u8(h.kind).ok_or_else(|| {
-                    FsError::Corrupt(format!("staged block {home} has kind {}", h.kind))
-                })?;
-                self.replica_of(home, kind, h.owner.get())?
+            let known = if replicas {
+                match self.new_pairs.get(&home) {
+                    Some(&r) => Some(r),
+                    None => crate::fs::lock(&self.meta.reps).get(home),
+                }
             } else {
-                0
+                Some(0)
+            };
+            let r = match known {
+                Some(r) => r,
+                None => {
+                    let h = daxfs_format::block::header(&img[..])?;
+                    let kind = BlockKind::from_u8(h.kind).ok_or_else(|| {
+                        FsError::Corrupt(format!("staged block {home} has kind {}", h.kind))
+                    })?;
+                    self.replica_of(home, kind, h.owner.get())?
+                }
             };
             seal_block(&mut img, home, seq, fs_id);
             images.push((home, r, img));
         }
         images.push((0, 0, sbb));
         images.sort_unstable_by_key(|(h, _, _)| *h);
-        journal::commit(self.dev, &self.meta.geo, fs_id, seq, &images)?;
+        {
+            // Only the lines that change are written where memory knows
+            // what a block holds: the node cache holds what is on media.
+            let m = &mut *self.meta;
+            let known = journal::Known {
+                homes: images.iter().map(|(h, _, _)| m.cache.peek(*h)).collect(),
+                same_replica: images
+                    .iter()
+                    .map(|(h, _, _)| !self.new_pairs.contains_key(h))
+                    .collect(),
+            };
+            let r = journal::commit(
+                self.dev,
+                &m.geo,
+                fs_id,
+                seq,
+                &images,
+                &known,
+                &mut m.log_head,
+            );
+            if let Err(e) = r {
+                if !matches!(e, FsError::NoSpace(_)) {
+                    // Part of the transaction may be on media: what memory
+                    // knows of media is no longer sure, and the transaction
+                    // is replayed at the next mount.
+                    m.cache.clear();
+                    m.log_head.clear();
+                    m.shutdown
+                        .get_or_insert_with(|| format!("writing metadata failed: {e}"));
+                }
+                return Err(e);
+            }
+        }
         self.meta.sb.header.generation = seq.into();
         self.meta.seq += 1;
         if self.meta.sb.log_start != self.sb_before.log_start
             || self.meta.sb.log_replica != self.sb_before.log_replica
         {
             self.meta.geo = geometry(&self.meta.sb);
+            self.meta.log_head.clear();
         }
         {
             let mut reps = crate::fs::lock(&self.meta.reps);
