@@ -934,7 +934,7 @@ fn check_replicas(
                 structure: who,
                 block: Some(r),
                 message: format!(
-                    "replica of block {b} does not verify or differs from it: a scrub rebuilds it (as does the next change to the node)"
+                    "replica of block {b} does not verify or differs from it: a scrub rebuilds it"
                 ),
             });
         }

@@ -459,7 +459,10 @@ fn repair_fallback(tx: &mut Tx<'_>, p: &Fallback) -> Result<Repair> {
 /// Moves node `h` (replica `r`) of a tree of `kind` owned by `owner` to a
 /// fresh block holding `good` (its verified contents): the reference to it,
 /// the reverse map and the pair in memory follow. `h` is neither freed nor
-/// read again.
+/// read again. A blocked region `avoid` (a reported bad range) is not
+/// allocated from; a repair with none runs between other transactions,
+/// where the caller may hold the record of the inode whose tree root moves:
+/// it then waits ([`Repair::Later`]).
 fn move_node(
     tx: &mut Tx<'_>,
     h: u64,
@@ -485,6 +488,7 @@ fn move_node(
         _ => None,
     };
     if let Some(node) = &cached
+        && avoid.is_none()
         && matches!(
             node.rec.try_lock(),
             Err(std::sync::TryLockError::WouldBlock)

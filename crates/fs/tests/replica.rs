@@ -209,6 +209,33 @@ fn garbage_in_every_kind_of_node_is_repaired() {
     assert!(done >= KINDS.len());
 }
 
+/// The orphan list's node overwritten with garbage while a file unlinked
+/// but open was on it (a crash): mount reads the list through the replica
+/// and frees the file.
+#[test]
+fn garbage_in_the_orphan_list_is_read_through_the_replica() {
+    let (dev, fs) = populated();
+    let before = exercise(&fs);
+    let f = fs.create("/orphan").unwrap();
+    f.write_at(0, &pattern(99, 3 * BS as usize)).unwrap();
+    fs.unlink("/orphan").unwrap();
+    let p = pairs(&fs)
+        .into_iter()
+        .find(|p| p.kind == "orphan list")
+        .unwrap();
+    // The device as a power failure would leave it now.
+    let img = Arc::new(MemDevice::from_image(dev.image()));
+    drop((f, fs));
+    garbage(&*img, p.block);
+    let fs = remount_mem(&img);
+    assert!(fs.stat("/orphan").is_err());
+    assert_eq!(exercise(&fs), before);
+    assert!(pairs(&fs).iter().all(|q| q.kind != "orphan list"));
+    new_work(&fs, 8);
+    drop(fs);
+    assert_fsck(&*img);
+}
+
 /// Each kind of node reported bad while mounted: repaired in the report's
 /// transaction, the old block quarantined; fsck clean; work goes on.
 #[test]
