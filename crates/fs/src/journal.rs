@@ -310,7 +310,8 @@ pub enum Recovery {
 
 fn read_block(dev: &dyn Device, b: u64) -> Option<Box<Block>> {
     let mut blk = Box::new([0u8; BLOCK_SIZE]);
-    dev.read(b * BLOCK_SIZE_U64, &mut blk[..]).ok()?;
+    dev.read(b.checked_mul(BLOCK_SIZE_U64)?, &mut blk[..])
+        .ok()?;
     Some(blk)
 }
 
@@ -427,10 +428,17 @@ pub fn pending(
         };
         let n = (h.count.get() as usize).min(ENTRIES_PER_DESC);
         for j in 0..n {
-            homes.push((
+            let (home, replica) = (
                 get_u64(&b, DESC_ENTRIES_AT + 16 * j),
                 get_u64(&b, DESC_ENTRIES_AT + 16 * j + 8),
-            ));
+            );
+            // Both are written at replay: they must lie in the file system.
+            if home >= geo.sb_copy || replica >= geo.sb_copy {
+                return Err(FsError::Corrupt(format!(
+                    "log descriptor block {blockno} names block {home} (replica {replica}), past the file system"
+                )));
+            }
+            homes.push((home, replica));
         }
     }
     if homes.len() != total {

@@ -855,11 +855,13 @@ pub fn read_verified_as(
     fs_id: u64,
 ) -> Result<Box<Block>, TreeError> {
     let mut blk = Box::new([0u8; BLOCK_SIZE]);
-    dev.read(at * BLOCK_SIZE_U64, &mut blk[..])
-        .map_err(|e| match e {
-            daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: at },
-            other => TreeError::Store(other.to_string()),
-        })?;
+    let off = at
+        .checked_mul(BLOCK_SIZE_U64)
+        .ok_or_else(|| TreeError::Store(format!("block {at} is past any device")))?;
+    dev.read(off, &mut blk[..]).map_err(|e| match e {
+        daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: at },
+        other => TreeError::Store(other.to_string()),
+    })?;
     verify_block(
         &blk,
         &Expect {

@@ -227,7 +227,11 @@ fn split_at(s: &mut dyn NodeStore, root: &mut TreeRoot, x: u64) -> Result<()> {
             phys: x,
             len: m.len - cut,
             owner: m.owner.shifted(cut),
-            replica: if m.replica == 0 { 0 } else { m.replica + cut },
+            replica: if m.replica == 0 {
+                0
+            } else {
+                m.replica.saturating_add(cut)
+            },
             ..m
         };
         tree().insert(s, root, left.key(), left.val())?;
@@ -286,7 +290,7 @@ pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()>
             replica: if m.replica == 0 {
                 0
             } else {
-                m.replica + (p - m.phys)
+                m.replica.saturating_add(p - m.phys)
             },
             ..m
         };
