@@ -8,18 +8,21 @@
 //!   mapped and `ptr` is dangling (never dereferenced).
 //! - Mapped memory is never borrowed as `&`/`&mut`: it may change under us
 //!   (another thread, another mapping of the same file or device), so bytes
-//!   move only with `ptr::copy_nonoverlapping` / `ptr::write_bytes` on a range
-//!   checked with [`check_range`] first.
+//!   move only through the machine-check-safe routines of the `mcsafe`
+//!   module, on a range checked with [`check_range`] first. A fault in them
+//!   (a page made inaccessible by [`Mapping::protect`], or poison) comes back
+//!   as [`DeviceError::Media`] naming the 4 KiB page, as an offset into the
+//!   mapping.
 //! - For file mappings, the file must not shrink while mapped; the devices
 //!   hold an exclusive `flock` so that cooperating openers keep out, but an
 //!   uncooperative truncation makes accesses fault (SIGBUS), as for any
 //!   mapping.
-use crate::{FlushInstr, Result, check_range, pmem};
+use crate::mcsafe::{self, Faulted};
+use crate::{DeviceError, FlushInstr, Result, check_range, pmem};
 use rustix::fd::BorrowedFd;
-use rustix::mm::{self, MapFlags, MsyncFlags, ProtFlags};
+use rustix::mm::{self, MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A readable and writable mapping owned by this value.
 #[derive(Debug)]
@@ -35,6 +38,9 @@ pub(crate) struct Mapping {
 unsafe impl Send for Mapping {}
 // SAFETY: as for `Send`: `&Mapping` only allows raw copies of checked ranges.
 unsafe impl Sync for Mapping {}
+
+/// The granule of emulated media errors.
+const BLOCK: u64 = crate::media::BAD_BLOCK_SIZE;
 
 fn page_size() -> usize {
     rustix::param::page_size()
@@ -69,14 +75,16 @@ impl Mapping {
         })
     }
 
-    /// Maps the first `len` bytes of `fd` shared, readable and writable, at an
-    /// address that is a multiple of `align` (a power of two; at most the page
-    /// size means no extra alignment). With `sync`, the flags are
+    /// Maps `len` bytes of `fd` from file offset `offset` (a multiple of the
+    /// page size) shared, readable and writable, at an address that is a
+    /// multiple of `align` (a power of two; at most the page size means no
+    /// extra alignment). With `sync`, the flags are
     /// `MAP_SHARED_VALIDATE | MAP_SYNC`, which the kernel refuses with
     /// `EOPNOTSUPP` (or `EINVAL` on old kernels) unless the file is on a DAX
     /// file system.
     pub(crate) fn shared(
         fd: BorrowedFd<'_>,
+        offset: u64,
         len: usize,
         sync: bool,
         align: usize,
@@ -92,7 +100,7 @@ impl Mapping {
         if align <= page_size() {
             // SAFETY: a null hint: the kernel picks unused addresses, so no
             // existing memory is replaced; the region is owned by the result.
-            let p = unsafe { mm::mmap(ptr::null_mut(), len, prot, flags, fd, 0)? };
+            let p = unsafe { mm::mmap(ptr::null_mut(), len, prot, flags, fd, offset)? };
             return Ok(Mapping {
                 ptr: NonNull::new(p.cast()).expect("mmap returned null"),
                 len,
@@ -125,7 +133,7 @@ impl Mapping {
                 prot,
                 flags | MapFlags::FIXED,
                 fd,
-                0,
+                offset,
             )
         };
         if let Err(e) = mapped {
@@ -162,6 +170,27 @@ impl Mapping {
         self.ptr.as_ptr()
     }
 
+    /// The error for a guarded access of this mapping that faulted.
+    fn fault_error(&self, f: Faulted) -> DeviceError {
+        let base = self.as_ptr() as usize;
+        let mapped = round_up(self.len, page_size());
+        match f.addr.checked_sub(base) {
+            Some(rel) if rel < mapped => {
+                let page = rel as u64 / BLOCK * BLOCK;
+                DeviceError::Media {
+                    off: page,
+                    len: BLOCK.min(self.len as u64 - page.min(self.len as u64)),
+                }
+            }
+            // The other side of every copy is a Rust buffer, which cannot
+            // fault: this is a bug, not a media error.
+            _ => panic!(
+                "fault at {:#x}, outside the mapping [{base:#x}, +{:#x}), during a guarded copy",
+                f.addr, self.len
+            ),
+        }
+    }
+
     /// Copies `buf.len()` bytes at `off` into `buf`.
     pub(crate) fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         check_range(off, buf.len() as u64, self.len as u64)?;
@@ -169,12 +198,11 @@ impl Mapping {
             return Ok(());
         }
         // SAFETY: `[off, off + buf.len())` was checked to lie inside the
-        // mapping, which stays mapped while `self` lives; `buf` is a distinct
+        // mapping, which stays mapped while `self` lives (its pages may be
+        // inaccessible: the copy then reports the fault); `buf` is a distinct
         // Rust allocation, so the ranges do not overlap.
-        unsafe {
-            ptr::copy_nonoverlapping(self.as_ptr().add(off as usize), buf.as_mut_ptr(), buf.len())
-        };
-        Ok(())
+        unsafe { mcsafe::read(buf.as_mut_ptr(), self.as_ptr().add(off as usize), buf.len()) }
+            .map_err(|f| self.fault_error(f))
     }
 
     /// Copies `data` into the mapping at `off`.
@@ -186,10 +214,8 @@ impl Mapping {
         // SAFETY: the destination range was checked to lie inside the
         // writable mapping, alive while `self` lives; `data` is a Rust slice
         // and cannot overlap mapped memory, which is never borrowed.
-        unsafe {
-            ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(off as usize), data.len())
-        };
-        Ok(())
+        unsafe { mcsafe::write(self.as_ptr().add(off as usize), data.as_ptr(), data.len()) }
+            .map_err(|f| self.fault_error(f))
     }
 
     /// Sets `len` bytes at `off` to `byte`.
@@ -200,40 +226,54 @@ impl Mapping {
         }
         // SAFETY: the range was checked to lie inside the writable mapping,
         // alive while `self` lives.
-        unsafe { ptr::write_bytes(self.as_ptr().add(off as usize), byte, len as usize) };
-        Ok(())
+        unsafe { mcsafe::fill(self.as_ptr().add(off as usize), byte, len as usize) }
+            .map_err(|f| self.fault_error(f))
     }
 
-    /// Stores `value` little-endian at `off`: one atomic 8-byte store when
-    /// `off` is a multiple of 8, a plain copy otherwise.
+    /// Stores `value` little-endian at `off`: one 8-byte store when `off` is
+    /// a multiple of 8 (the guarded copy does a single aligned `mov` for an
+    /// aligned 8-byte copy), a plain copy otherwise.
     pub(crate) fn write_u64(&self, off: u64, value: u64) -> Result<()> {
-        check_range(off, 8, self.len as u64)?;
-        if !off.is_multiple_of(8) {
-            return self.write(off, &value.to_le_bytes());
-        }
-        // SAFETY: `[off, off + 8)` is inside the mapping (checked), alive
-        // while `self` lives, and 8-byte aligned (the mapping starts page
-        // aligned and `off` is a multiple of 8), as `AtomicU64` requires.
-        // Nothing holds a reference to this memory; the atomic is used for
-        // this one store only.
-        let a = unsafe { AtomicU64::from_ptr(self.as_ptr().add(off as usize).cast::<u64>()) };
-        a.store(value.to_le(), Ordering::Relaxed);
-        Ok(())
+        self.write(off, &value.to_le_bytes())
     }
 
-    /// Loads the little-endian `u64` at `off`: one atomic 8-byte load when
-    /// `off` is a multiple of 8, a plain copy otherwise.
+    /// Loads the little-endian `u64` at `off`: one 8-byte load when `off` is
+    /// a multiple of 8, a plain copy otherwise.
     pub(crate) fn read_u64(&self, off: u64) -> Result<u64> {
-        check_range(off, 8, self.len as u64)?;
-        if !off.is_multiple_of(8) {
-            let mut b = [0u8; 8];
-            self.read(off, &mut b)?;
-            return Ok(u64::from_le_bytes(b));
+        let mut b = [0u8; 8];
+        self.read(off, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Makes the pages `[off, off + len)` (multiples of 4 KiB, inside the
+    /// mapping's pages) inaccessible, or readable and writable again. Fails
+    /// with `NOTSUP` when the system page is not 4 KiB.
+    pub(crate) fn protect(&self, off: u64, len: u64, accessible: bool) -> rustix::io::Result<()> {
+        if page_size() as u64 != BLOCK {
+            return Err(rustix::io::Errno::NOTSUP);
         }
-        // SAFETY: as in `write_u64`: in range, alive, 8-byte aligned, and
-        // only used for this one atomic load.
-        let a = unsafe { AtomicU64::from_ptr(self.as_ptr().add(off as usize).cast::<u64>()) };
-        Ok(u64::from_le(a.load(Ordering::Relaxed)))
+        let mapped = round_up(self.len, page_size()) as u64;
+        if !off.is_multiple_of(BLOCK)
+            || !len.is_multiple_of(BLOCK)
+            || off > mapped
+            || len > mapped - off
+        {
+            return Err(rustix::io::Errno::INVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let prot = if accessible {
+            MprotectFlags::READ | MprotectFlags::WRITE
+        } else {
+            MprotectFlags::empty()
+        };
+        // SAFETY: `[off, off + len)` is page aligned and inside the pages of
+        // our mapping, which is alive. Changing protection invalidates no
+        // Rust reference: none into the mapping exists, and every access
+        // goes through the guarded routines, which survive inaccessible
+        // pages.
+        unsafe { mm::mprotect(self.as_ptr().add(off as usize).cast(), len as usize, prot) }
     }
 
     /// Clamps `[off, off + len)` to the mapping; `None` when nothing is left.
@@ -279,11 +319,27 @@ impl Mapping {
         let Some((off, len)) = self.clamp(off, len) else {
             return;
         };
-        // SAFETY: the CPU supports `instr` (asserted above). The range lies
-        // inside the mapping, and so do the whole cache lines around it: the
-        // mapping starts page aligned and spans whole pages, and cache lines
-        // never cross pages.
-        unsafe { pmem::flush_range(instr, self.as_ptr().add(off), len) };
+        let end = off + len;
+        let mut at = off;
+        while at < end {
+            // SAFETY: the CPU supports `instr` (asserted above). The range
+            // lies inside the mapping, and so do the whole cache lines around
+            // it: the mapping starts page aligned and spans whole pages, and
+            // cache lines never cross pages. Inaccessible pages fault, which
+            // the routine reports.
+            let r = unsafe { mcsafe::flush(instr, self.as_ptr().add(at), end - at) };
+            match r {
+                Ok(()) => break,
+                // A bad page has nothing to write back: skip it.
+                Err(f) => {
+                    let rel = f.addr.wrapping_sub(self.as_ptr() as usize);
+                    if rel >= end {
+                        break;
+                    }
+                    at = (rel / BLOCK as usize + 1) * BLOCK as usize;
+                }
+            }
+        }
     }
 }
 
@@ -303,6 +359,7 @@ mod tests {
     use super::*;
     use crate::file::tests::TempPath;
     use crate::{Device, MemDevice, MmapDevice, OpenOptions};
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn as_ptr_is_the_device_memory() {
@@ -333,7 +390,8 @@ mod tests {
             .open(&p.0)
             .unwrap();
         for align in [4096usize, 1 << 16, 1 << 21, 1 << 30] {
-            let m = Mapping::shared(rustix::fd::AsFd::as_fd(&f), 3 * 4096, false, align).unwrap();
+            let m =
+                Mapping::shared(rustix::fd::AsFd::as_fd(&f), 0, 3 * 4096, false, align).unwrap();
             assert_eq!(m.as_ptr() as usize % align, 0);
             m.write(3 * 4096 - 2, &[align as u8 ^ 0x5a, 9]).unwrap();
             m.msync(0, 3 * 4096).unwrap();
