@@ -426,6 +426,12 @@ static OLD_BUS: SavedAction = SavedAction::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static INSTALL: OnceLock<Result<(), i32>> = OnceLock::new();
 
+/// True once [`install`] has succeeded.
+#[inline]
+pub(crate) fn is_installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
 /// Installs the process-wide SIGSEGV/SIGBUS handler (once; later calls do
 /// nothing). The device layer calls it before its first guarded access;
 /// range registration calls it too.
@@ -433,7 +439,7 @@ static INSTALL: OnceLock<Result<(), i32>> = OnceLock::new();
 /// If something replaces the handler afterwards, faults in device memory
 /// kill the process again and range handlers stop working.
 pub fn install() -> std::io::Result<()> {
-    if INSTALLED.load(Ordering::Acquire) {
+    if is_installed() {
         return Ok(());
     }
     let r = *INSTALL.get_or_init(|| {
@@ -1016,10 +1022,10 @@ pub(crate) mod tests {
         );
     }
 
-    static SEEN_CODE: AtomicUsize = AtomicUsize::new(0);
-    static SEEN_ADDR: AtomicUsize = AtomicUsize::new(0);
-    static SEEN_LSB: AtomicUsize = AtomicUsize::new(0);
-    static FIX_PAGE: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static SEEN_CODE: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static SEEN_ADDR: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static SEEN_LSB: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static FIX_PAGE: AtomicUsize = AtomicUsize::new(0);
     static REVOKED: AtomicBool = AtomicBool::new(false);
 
     extern "C" fn test_sigbus(_sig: c_int, info: *mut libc::siginfo_t, _ctx: *mut c_void) {

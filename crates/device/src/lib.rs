@@ -49,6 +49,8 @@ mod mem;
 mod mmap;
 mod pmem;
 mod raw;
+#[cfg(test)]
+mod tests_media;
 
 pub use badblocks::{
     SECTOR_SIZE, devdax_badblocks, format_sysfs_badblocks, parse_bad_block_list,
@@ -332,11 +334,18 @@ pub trait Device: Send + Sync + std::fmt::Debug {
 }
 
 /// Checks that `[off, off+len)` lies inside a device of `size` bytes.
+#[inline]
 pub fn check_range(off: u64, len: u64, size: u64) -> Result<()> {
     match off.checked_add(len) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(DeviceError::OutOfRange { off, len, size }),
+        _ => Err(out_of_range(off, len, size)),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_range(off: u64, len: u64, size: u64) -> DeviceError {
+    DeviceError::OutOfRange { off, len, size }
 }
 
 /// Checks that `size` is usable as the size of a device: non-zero and a

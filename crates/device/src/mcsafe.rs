@@ -20,16 +20,20 @@
 //! - The routines are leaf functions that never touch the stack between entry
 //!   and return, so at any instruction inside them the stack pointer points at
 //!   the return address. The recovery label is a bare `ret`; the handler puts
-//!   the failure status in `rax` and the fault address in `rdx` (the two
-//!   registers that return a 16-byte `repr(C)` struct in the System V ABI).
+//!   the failure status in `rax` (zero on success) and the fault address in
+//!   `rdx`. They are called from inline assembly with a direct `call`, with
+//!   every register they may change declared clobbered.
 //! - Only instructions between `daxfs_device_mc_begin` and
 //!   `daxfs_device_mc_end` are recoverable; nothing else lives there.
-//! - [`read`] aligns the source (device) side to 8 bytes and [`write`] the
-//!   destination (device) side before their 8-byte loops, so a word access
-//!   never straddles two pages and the fault address always lies in the page
-//!   that faulted; an 8-byte access at an 8-byte aligned device address is a
-//!   single (atomic) `mov`. Copies of 256 bytes or more use `rep movsb`,
-//!   which faults at the exact byte.
+//! - [`read`] aligns the source (device) side and [`write`] and [`fill`] the
+//!   destination (device) side to 16 bytes (with byte and 8-byte moves)
+//!   before their 16-byte moves, so no device access ever straddles two
+//!   pages and the fault address always lies in the page that faulted; an
+//!   8-byte access at an 8-byte aligned device address is a single (atomic)
+//!   `mov`. Long copies and fills use `rep movsb`/`rep stosb`, which fault
+//!   at the exact byte. The routines use only `rax`, `rcx`, `rdx`, `rsi`,
+//!   `rdi`, `r8` and `xmm0`-`xmm3` (all caller-saved) and SSE2, which every
+//!   x86_64 CPU has.
 //! - The fault handler is installed ([`crate::fault::install`]) before any of
 //!   these routines runs.
 //!
@@ -46,25 +50,35 @@ pub(crate) struct Faulted {
     pub(crate) addr: usize,
 }
 
-/// What the assembly routines return in `rax:rdx`.
+/// Calls routine `$f` of the recoverable section with three arguments in
+/// `rdi`, `rsi`, `rdx`; evaluates to `Result<(), Faulted>`. Must be used
+/// inside an `unsafe` block whose SAFETY comment covers the routine's
+/// requirements.
 #[cfg(target_arch = "x86_64")]
-#[repr(C)]
-struct McResult {
-    faulted: u64,
-    addr: u64,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl McResult {
-    fn into_result(self) -> Result<(), Faulted> {
-        if self.faulted == 0 {
+macro_rules! mc_call {
+    ($f:path, $a:expr, $b:expr, $c:expr) => {{
+        let faulted: u64;
+        let addr: usize;
+        core::arch::asm!(
+            "call {f}",
+            f = sym $f,
+            inout("rdi") $a => _,
+            inout("rsi") $b => _,
+            inout("rdx") $c => addr,
+            out("rax") faulted,
+            out("rcx") _,
+            out("r8") _,
+            out("xmm0") _,
+            out("xmm1") _,
+            out("xmm2") _,
+            out("xmm3") _,
+        );
+        if faulted == 0 {
             Ok(())
         } else {
-            Err(Faulted {
-                addr: self.addr as usize,
-            })
+            Err(Faulted { addr })
         }
-    }
+    }};
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -77,20 +91,42 @@ core::arch::global_asm!(
     "daxfs_device_mc_begin:",
     "    ud2",
     ".size daxfs_device_mc_begin, . - daxfs_device_mc_begin",
-    // McResult daxfs_device_mc_read(dst: rdi, src: rsi (device), len: rdx)
+    // daxfs_device_mc_read(dst: rdi, src: rsi (device), len: rdx)
     ".balign 16",
     ".globl daxfs_device_mc_read",
     ".hidden daxfs_device_mc_read",
     ".type daxfs_device_mc_read,@function",
     "daxfs_device_mc_read:",
+    // The common aligned word first: a single 8-byte load.
+    "    cmp rdx, 8",
+    "    jne .Ldaxfs_mc_read_any",
+    "    test sil, 7",
+    "    jnz .Ldaxfs_mc_read_any",
+    "    mov rax, qword ptr [rsi]",
+    "    mov qword ptr [rdi], rax",
+    "    xor eax, eax",
+    "    ret",
+    ".Ldaxfs_mc_read_any:",
     "    mov rcx, rdx",
-    "    cmp rcx, 256",
+    "    cmp rcx, {rep}",
     "    jae .Ldaxfs_mc_rep",
+    // Align the device side to 16: whole words where aligned, else bytes.
     ".Ldaxfs_mc_read_head:",
+    "    test sil, 15",
+    "    jz .Ldaxfs_mc_mid",
     "    test rcx, rcx",
     "    jz .Ldaxfs_mc_ok",
     "    test sil, 7",
-    "    jz .Ldaxfs_mc_words",
+    "    jnz .Ldaxfs_mc_read_byte",
+    "    cmp rcx, 8",
+    "    jb .Ldaxfs_mc_read_byte",
+    "    mov rax, qword ptr [rsi]",
+    "    mov qword ptr [rdi], rax",
+    "    add rsi, 8",
+    "    add rdi, 8",
+    "    sub rcx, 8",
+    "    jmp .Ldaxfs_mc_read_head",
+    ".Ldaxfs_mc_read_byte:",
     "    mov al, byte ptr [rsi]",
     "    mov byte ptr [rdi], al",
     "    inc rsi",
@@ -98,28 +134,74 @@ core::arch::global_asm!(
     "    dec rcx",
     "    jmp .Ldaxfs_mc_read_head",
     ".size daxfs_device_mc_read, . - daxfs_device_mc_read",
-    // McResult daxfs_device_mc_write(dst: rdi (device), src: rsi, len: rdx)
+    // daxfs_device_mc_write(dst: rdi (device), src: rsi, len: rdx)
     ".balign 16",
     ".globl daxfs_device_mc_write",
     ".hidden daxfs_device_mc_write",
     ".type daxfs_device_mc_write,@function",
     "daxfs_device_mc_write:",
+    // The common aligned word first: a single 8-byte store.
+    "    cmp rdx, 8",
+    "    jne .Ldaxfs_mc_write_any",
+    "    test dil, 7",
+    "    jnz .Ldaxfs_mc_write_any",
+    "    mov rax, qword ptr [rsi]",
+    "    mov qword ptr [rdi], rax",
+    "    xor eax, eax",
+    "    ret",
+    ".Ldaxfs_mc_write_any:",
     "    mov rcx, rdx",
-    "    cmp rcx, 256",
+    "    cmp rcx, {rep}",
     "    jae .Ldaxfs_mc_rep",
     ".Ldaxfs_mc_write_head:",
+    "    test dil, 15",
+    "    jz .Ldaxfs_mc_mid",
     "    test rcx, rcx",
     "    jz .Ldaxfs_mc_ok",
     "    test dil, 7",
-    "    jz .Ldaxfs_mc_words",
+    "    jnz .Ldaxfs_mc_write_byte",
+    "    cmp rcx, 8",
+    "    jb .Ldaxfs_mc_write_byte",
+    "    mov rax, qword ptr [rsi]",
+    "    mov qword ptr [rdi], rax",
+    "    add rsi, 8",
+    "    add rdi, 8",
+    "    sub rcx, 8",
+    "    jmp .Ldaxfs_mc_write_head",
+    ".Ldaxfs_mc_write_byte:",
     "    mov al, byte ptr [rsi]",
     "    mov byte ptr [rdi], al",
     "    inc rsi",
     "    inc rdi",
     "    dec rcx",
     "    jmp .Ldaxfs_mc_write_head",
-    // Shared tail of read and write: whole words, then the last bytes.
-    ".Ldaxfs_mc_words:",
+    // Shared body of read and write, the device side 16-byte aligned: every
+    // device access below is aligned to its size, so none spans two pages.
+    ".Ldaxfs_mc_mid:",
+    "    cmp rcx, 64",
+    "    jb .Ldaxfs_mc_16",
+    "    movdqu xmm0, xmmword ptr [rsi]",
+    "    movdqu xmm1, xmmword ptr [rsi + 16]",
+    "    movdqu xmm2, xmmword ptr [rsi + 32]",
+    "    movdqu xmm3, xmmword ptr [rsi + 48]",
+    "    movdqu xmmword ptr [rdi], xmm0",
+    "    movdqu xmmword ptr [rdi + 16], xmm1",
+    "    movdqu xmmword ptr [rdi + 32], xmm2",
+    "    movdqu xmmword ptr [rdi + 48], xmm3",
+    "    add rsi, 64",
+    "    add rdi, 64",
+    "    sub rcx, 64",
+    "    jmp .Ldaxfs_mc_mid",
+    ".Ldaxfs_mc_16:",
+    "    cmp rcx, 16",
+    "    jb .Ldaxfs_mc_8",
+    "    movdqu xmm0, xmmword ptr [rsi]",
+    "    movdqu xmmword ptr [rdi], xmm0",
+    "    add rsi, 16",
+    "    add rdi, 16",
+    "    sub rcx, 16",
+    "    jmp .Ldaxfs_mc_16",
+    ".Ldaxfs_mc_8:",
     "    cmp rcx, 8",
     "    jb .Ldaxfs_mc_tail",
     "    mov rax, qword ptr [rsi]",
@@ -127,7 +209,6 @@ core::arch::global_asm!(
     "    add rsi, 8",
     "    add rdi, 8",
     "    sub rcx, 8",
-    "    jmp .Ldaxfs_mc_words",
     ".Ldaxfs_mc_tail:",
     "    test rcx, rcx",
     "    jz .Ldaxfs_mc_ok",
@@ -144,20 +225,65 @@ core::arch::global_asm!(
     "    xor edx, edx",
     "    ret",
     ".size daxfs_device_mc_write, . - daxfs_device_mc_write",
-    // McResult daxfs_device_mc_fill(dst: rdi (device), byte: esi, len: rdx)
+    // daxfs_device_mc_fill(dst: rdi (device), byte: esi, len: rdx)
     ".balign 16",
     ".globl daxfs_device_mc_fill",
     ".hidden daxfs_device_mc_fill",
     ".type daxfs_device_mc_fill,@function",
     "daxfs_device_mc_fill:",
-    "    mov eax, esi",
+    "    movzx eax, sil",
+    "    mov r8, 0x0101010101010101",
+    "    imul rax, r8",
     "    mov rcx, rdx",
+    "    cmp rcx, {rep}",
+    "    jae .Ldaxfs_mc_fill_rep",
+    ".Ldaxfs_mc_fill_head:",
+    "    test dil, 15",
+    "    jz .Ldaxfs_mc_fill_mid",
+    "    test rcx, rcx",
+    "    jz .Ldaxfs_mc_ok",
+    "    mov byte ptr [rdi], al",
+    "    inc rdi",
+    "    dec rcx",
+    "    jmp .Ldaxfs_mc_fill_head",
+    ".Ldaxfs_mc_fill_mid:",
+    "    movq xmm0, rax",
+    "    punpcklqdq xmm0, xmm0",
+    ".Ldaxfs_mc_fill_64:",
+    "    cmp rcx, 64",
+    "    jb .Ldaxfs_mc_fill_16",
+    "    movdqa xmmword ptr [rdi], xmm0",
+    "    movdqa xmmword ptr [rdi + 16], xmm0",
+    "    movdqa xmmword ptr [rdi + 32], xmm0",
+    "    movdqa xmmword ptr [rdi + 48], xmm0",
+    "    add rdi, 64",
+    "    sub rcx, 64",
+    "    jmp .Ldaxfs_mc_fill_64",
+    ".Ldaxfs_mc_fill_16:",
+    "    cmp rcx, 16",
+    "    jb .Ldaxfs_mc_fill_8",
+    "    movdqa xmmword ptr [rdi], xmm0",
+    "    add rdi, 16",
+    "    sub rcx, 16",
+    "    jmp .Ldaxfs_mc_fill_16",
+    ".Ldaxfs_mc_fill_8:",
+    "    cmp rcx, 8",
+    "    jb .Ldaxfs_mc_fill_tail",
+    "    mov qword ptr [rdi], rax",
+    "    add rdi, 8",
+    "    sub rcx, 8",
+    ".Ldaxfs_mc_fill_tail:",
+    "    test rcx, rcx",
+    "    jz .Ldaxfs_mc_ok",
+    "    mov byte ptr [rdi], al",
+    "    inc rdi",
+    "    dec rcx",
+    "    jmp .Ldaxfs_mc_fill_tail",
+    ".Ldaxfs_mc_fill_rep:",
     "    rep stosb",
-    "    xor eax, eax",
-    "    xor edx, edx",
-    "    ret",
+    "    jmp .Ldaxfs_mc_ok",
     ".size daxfs_device_mc_fill, . - daxfs_device_mc_fill",
-    // McResult daxfs_device_mc_clwb(start: rdi (line aligned), end: rsi, line: rdx)
+    // daxfs_device_mc_clwb(start: rdi (line aligned), end: rsi, line: rdx)
     // and the same for CLFLUSHOPT and CLFLUSH. `start < end`.
     ".balign 16",
     ".globl daxfs_device_mc_clwb",
@@ -213,19 +339,26 @@ core::arch::global_asm!(
     "    ud2",
     ".size daxfs_device_mc_end, . - daxfs_device_mc_end",
     ".popsection",
+    rep = const REP_THRESHOLD,
 );
+
+/// Copies and fills of at least this many bytes use `rep movsb`/`rep stosb`
+/// (fast for large sizes, slow to start); shorter ones use 16-byte moves.
+#[cfg(target_arch = "x86_64")]
+const REP_THRESHOLD: usize = 1024;
 
 #[cfg(target_arch = "x86_64")]
 unsafe extern "C" {
     fn daxfs_device_mc_begin();
     fn daxfs_device_mc_end();
     fn daxfs_device_mc_recover();
-    fn daxfs_device_mc_read(dst: *mut u8, src: *const u8, len: usize) -> McResult;
-    fn daxfs_device_mc_write(dst: *mut u8, src: *const u8, len: usize) -> McResult;
-    fn daxfs_device_mc_fill(dst: *mut u8, byte: u32, len: usize) -> McResult;
-    fn daxfs_device_mc_clwb(start: *const u8, end: *const u8, line: usize) -> McResult;
-    fn daxfs_device_mc_clflushopt(start: *const u8, end: *const u8, line: usize) -> McResult;
-    fn daxfs_device_mc_clflush(start: *const u8, end: *const u8, line: usize) -> McResult;
+    // Not Rust-ABI functions: called only through `mc_call!`.
+    fn daxfs_device_mc_read();
+    fn daxfs_device_mc_write();
+    fn daxfs_device_mc_fill();
+    fn daxfs_device_mc_clwb();
+    fn daxfs_device_mc_clflushopt();
+    fn daxfs_device_mc_clflush();
 }
 
 /// The address range `[begin, end)` of the recoverable routines, or `None`
@@ -254,7 +387,16 @@ pub(crate) fn recovery_address() -> usize {
 /// errors (x86_64); elsewhere a fault kills the process.
 pub(crate) const RECOVERS: bool = cfg!(target_arch = "x86_64");
 
+#[inline]
 fn installed() {
+    if !crate::fault::is_installed() {
+        install_now();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn install_now() {
     if let Err(e) = crate::fault::install() {
         panic!("cannot install the media-error fault handler: {e}");
     }
@@ -271,6 +413,7 @@ fn installed() {
 ///   `Err`), but must not be unmapped.
 /// - `[dst, dst + len)` must be valid for writes, not overlap the source, and
 ///   not be covered by any live Rust reference other than through `dst`.
+#[inline]
 pub(crate) unsafe fn read(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Faulted> {
     if len == 0 {
         return Ok(());
@@ -280,9 +423,9 @@ pub(crate) unsafe fn read(dst: *mut u8, src: *const u8, len: usize) -> Result<()
     {
         // SAFETY: the caller guarantees both ranges are mapped (device pages
         // may fault, which the installed handler turns into an error return)
-        // and that they do not overlap. The routine is a leaf that follows
-        // the System V ABI.
-        unsafe { daxfs_device_mc_read(dst, src, len) }.into_result()
+        // and that they do not overlap. The routine changes only the
+        // registers declared in `mc_call!`.
+        unsafe { mc_call!(daxfs_device_mc_read, dst, src, len) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -301,6 +444,7 @@ pub(crate) unsafe fn read(dst: *mut u8, src: *const u8, len: usize) -> Result<()
 /// - `[dst, dst + len)` must lie in writable memory mapped into this process
 ///   for the whole call (pages may be inaccessible or poisoned: `Err`).
 /// - `[src, src + len)` must be valid for reads and not overlap `dst`.
+#[inline]
 pub(crate) unsafe fn write(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Faulted> {
     if len == 0 {
         return Ok(());
@@ -309,8 +453,9 @@ pub(crate) unsafe fn write(dst: *mut u8, src: *const u8, len: usize) -> Result<(
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: the caller guarantees both ranges are mapped and distinct;
-        // faults on device pages become an error return.
-        unsafe { daxfs_device_mc_write(dst, src, len) }.into_result()
+        // faults on device pages become an error return. The routine changes
+        // only the registers declared in `mc_call!`.
+        unsafe { mc_call!(daxfs_device_mc_write, dst, src, len) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -326,6 +471,7 @@ pub(crate) unsafe fn write(dst: *mut u8, src: *const u8, len: usize) -> Result<(
 ///
 /// `[dst, dst + len)` must lie in writable memory mapped into this process
 /// for the whole call (pages may be inaccessible or poisoned: `Err`).
+#[inline]
 pub(crate) unsafe fn fill(dst: *mut u8, byte: u8, len: usize) -> Result<(), Faulted> {
     if len == 0 {
         return Ok(());
@@ -334,8 +480,9 @@ pub(crate) unsafe fn fill(dst: *mut u8, byte: u8, len: usize) -> Result<(), Faul
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: the caller guarantees the range is mapped; faults become an
-        // error return.
-        unsafe { daxfs_device_mc_fill(dst, u32::from(byte), len) }.into_result()
+        // error return. The routine changes only the registers declared in
+        // `mc_call!`.
+        unsafe { mc_call!(daxfs_device_mc_fill, dst, usize::from(byte), len) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -365,15 +512,17 @@ pub(crate) unsafe fn flush(instr: FlushInstr, ptr: *const u8, len: usize) -> Res
         let line = crate::cache_line_size();
         let start = (ptr as usize & !(line - 1)) as *const u8;
         let end = ptr.wrapping_add(len);
-        let f = match instr {
-            FlushInstr::Clwb => daxfs_device_mc_clwb,
-            FlushInstr::Clflushopt => daxfs_device_mc_clflushopt,
-            FlushInstr::Clflush => daxfs_device_mc_clflush,
-        };
         // SAFETY: the CPU supports `instr` and the lines from `start` (the
         // line holding `ptr`) up to `end` are mapped, per the caller;
         // `start < end` because `len > 0`; faults become an error return.
-        unsafe { f(start, end, line) }.into_result()
+        // The routines change only the registers declared in `mc_call!`.
+        unsafe {
+            match instr {
+                FlushInstr::Clwb => mc_call!(daxfs_device_mc_clwb, start, end, line),
+                FlushInstr::Clflushopt => mc_call!(daxfs_device_mc_clflushopt, start, end, line),
+                FlushInstr::Clflush => mc_call!(daxfs_device_mc_clflush, start, end, line),
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -399,9 +548,12 @@ mod tests {
 
     #[test]
     fn copies_of_every_length_and_alignment() {
-        let src: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8).collect();
-        for len in [0usize, 1, 7, 8, 9, 15, 16, 63, 255, 256, 257, 600] {
-            for so in 0..9 {
+        let src: Vec<u8> = (0..3100u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in [
+            0usize, 1, 7, 8, 9, 15, 16, 17, 31, 63, 64, 65, 100, 255, 256, 257, 600, 1023, 1024,
+            2047, 3000,
+        ] {
+            for so in 0..17 {
                 for d in 0..9 {
                     if so + len > src.len() {
                         continue;
@@ -420,11 +572,24 @@ mod tests {
                 }
             }
         }
-        let mut buf = vec![1u8; 1000];
-        // SAFETY: inside the live vector.
-        unsafe { fill(buf.as_mut_ptr().add(3), 9, 990) }.unwrap();
-        assert_eq!(buf[2..4], [1, 9]);
-        assert_eq!(buf[992..994], [9, 1]);
+        for len in [
+            0usize, 1, 5, 8, 15, 16, 17, 40, 64, 100, 990, 1023, 1024, 2500,
+        ] {
+            for at in 0..17 {
+                let mut buf = vec![1u8; 2600];
+                // SAFETY: inside the live vector.
+                unsafe { fill(buf.as_mut_ptr().add(at), 0xa7, len) }.unwrap();
+                assert!(buf[..at].iter().all(|&b| b == 1), "fill {len} at {at}");
+                assert!(
+                    buf[at..at + len].iter().all(|&b| b == 0xa7),
+                    "fill {len} at {at}"
+                );
+                assert!(
+                    buf[at + len..].iter().all(|&b| b == 1),
+                    "fill {len} at {at}"
+                );
+            }
+        }
         let mut d = [0u8; 5];
         read_slice(&mut d, b"hello");
         assert_eq!(&d, b"hello");

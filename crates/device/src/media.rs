@@ -323,6 +323,7 @@ impl Media {
     /// Before a read: fails with [`DeviceError::Media`] if the range holds a
     /// bad page and the device relies on the set (pages it could not make
     /// inaccessible). Otherwise the copy's fault does the job.
+    #[inline]
     pub(crate) fn check_read(&self, off: u64, len: u64) -> Result<()> {
         if len == 0
             || !self.any_bad.load(Ordering::Acquire)
@@ -330,18 +331,24 @@ impl Media {
         {
             return Ok(());
         }
+        self.check_slow(off, len)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_slow(&self, off: u64, len: u64) -> Result<()> {
         check_range(off, len, self.len)?;
         self.first_bad(off, len)
     }
 
     /// Before a store: fails with [`DeviceError::Media`] if the range holds
     /// a bad page, so that a refused store changes nothing.
+    #[inline]
     pub(crate) fn check_write(&self, off: u64, len: u64) -> Result<()> {
         if len == 0 || !self.any_bad.load(Ordering::Acquire) {
             return Ok(());
         }
-        check_range(off, len, self.len)?;
-        self.first_bad(off, len)
+        self.check_slow(off, len)
     }
 
     /// Merged, sorted bad ranges in bytes, clamped to the device.
@@ -476,6 +483,8 @@ impl Media {
 
     /// Turns an error of a guarded access into the device's answer: a
     /// [`DeviceError::Media`] fault goes through [`Media::fault`].
+    #[cold]
+    #[inline(never)]
     pub(crate) fn access_error(&self, m: &dyn Medium, e: DeviceError) -> DeviceError {
         match e {
             DeviceError::Media { off, .. } => self.fault(m, off),

@@ -161,16 +161,20 @@ impl Mapping {
     }
 
     /// Length in bytes.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// The first byte of the mapping (dangling when the length is zero).
+    #[inline]
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
     /// The error for a guarded access of this mapping that faulted.
+    #[cold]
+    #[inline(never)]
     fn fault_error(&self, f: Faulted) -> DeviceError {
         let base = self.as_ptr() as usize;
         let mapped = round_up(self.len, page_size());
@@ -192,6 +196,7 @@ impl Mapping {
     }
 
     /// Copies `buf.len()` bytes at `off` into `buf`.
+    #[inline]
     pub(crate) fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         check_range(off, buf.len() as u64, self.len as u64)?;
         if buf.is_empty() {
@@ -206,6 +211,7 @@ impl Mapping {
     }
 
     /// Copies `data` into the mapping at `off`.
+    #[inline]
     pub(crate) fn write(&self, off: u64, data: &[u8]) -> Result<()> {
         check_range(off, data.len() as u64, self.len as u64)?;
         if data.is_empty() {
@@ -219,6 +225,7 @@ impl Mapping {
     }
 
     /// Sets `len` bytes at `off` to `byte`.
+    #[inline]
     pub(crate) fn fill(&self, off: u64, len: u64, byte: u8) -> Result<()> {
         check_range(off, len, self.len as u64)?;
         if len == 0 {
@@ -233,12 +240,14 @@ impl Mapping {
     /// Stores `value` little-endian at `off`: one 8-byte store when `off` is
     /// a multiple of 8 (the guarded copy does a single aligned `mov` for an
     /// aligned 8-byte copy), a plain copy otherwise.
+    #[inline]
     pub(crate) fn write_u64(&self, off: u64, value: u64) -> Result<()> {
         self.write(off, &value.to_le_bytes())
     }
 
     /// Loads the little-endian `u64` at `off`: one 8-byte load when `off` is
     /// a multiple of 8, a plain copy otherwise.
+    #[inline]
     pub(crate) fn read_u64(&self, off: u64) -> Result<u64> {
         let mut b = [0u8; 8];
         self.read(off, &mut b)?;
@@ -445,5 +454,289 @@ mod tests {
         m.read(0, &mut []).unwrap();
         assert!(m.write(0, &[1]).is_err());
         m.msync(0, 10).unwrap();
+    }
+
+    /// Makes a page of device memory inaccessible behind the device's back,
+    /// as an unreported hardware error would.
+    fn poison_behind_the_back(ptr: *mut u8, off: u64) {
+        // SAFETY: `ptr + off` is a page-aligned page of a live device
+        // mapping; no reference into it exists, and the device only accesses
+        // it through the guarded routines.
+        let r = unsafe { libc::mprotect(ptr.add(off as usize).cast(), 4096, libc::PROT_NONE) };
+        assert_eq!(r, 0);
+    }
+
+    /// The guarded copy survives a fault the bad set knows nothing about:
+    /// the fault path, not a check of the set, produces the error; the page
+    /// is recorded and the holder told with action required.
+    #[test]
+    fn guarded_copy_catches_unreported_poison() {
+        use crate::tests_media::Recorder;
+        use crate::{DeviceError, FailureFlags};
+        let p = TempPath::new("behind");
+        let _side = crate::tests_media::TempSidecar(crate::sidecar_path(&p.0));
+        let file = MmapDevice::create(&p.0, 16 * 4096, OpenOptions::new()).unwrap();
+        let file_ptr = file.as_ptr();
+        let mem = MemDevice::new(16 * 4096);
+        let mem_ptr = mem.as_ptr();
+        let devs: Vec<(Box<dyn Device>, *mut u8)> =
+            vec![(Box::new(mem), mem_ptr), (Box::new(file), file_ptr)];
+        for (dev, ptr) in devs {
+            dev.write(0, &[0x5a; 16 * 4096]).unwrap();
+            let h = Recorder::new();
+            dev.set_holder(h.clone()).unwrap();
+            poison_behind_the_back(ptr, 3 * 4096);
+            assert!(dev.bad_ranges().is_empty(), "the set knows nothing yet");
+            let mut buf = [0u8; 100];
+            // A read that starts on a good page and runs into the bad one.
+            match dev.read(3 * 4096 - 50, &mut buf) {
+                Err(DeviceError::Media { off, len }) => assert_eq!((off, len), (3 * 4096, 4096)),
+                other => panic!("expected a media error, got {other:?}"),
+            }
+            assert_eq!(h.take(), [(3 * 4096, 4096, FailureFlags::ACTION_REQUIRED)]);
+            assert_eq!(dev.bad_ranges(), [(3 * 4096, 4096)]);
+            // Known now: the next read fails without a new report.
+            assert!(dev.read_u64(3 * 4096 + 8).is_err());
+            assert!(h.take().is_empty());
+            // A store meeting unreported poison is caught the same way.
+            poison_behind_the_back(ptr, 7 * 4096);
+            assert!(matches!(
+                dev.write_u64(7 * 4096 + 16, 1),
+                Err(DeviceError::Media { off: 28672, .. })
+            ));
+            poison_behind_the_back(ptr, 9 * 4096);
+            assert!(matches!(
+                dev.fill(8 * 4096, 8192, 1),
+                Err(DeviceError::Media { off: 36864, .. })
+            ));
+            assert_eq!(h.take().len(), 2);
+            assert_eq!(dev.bad_ranges().len(), 3);
+            // Persisting over bad pages skips them instead of faulting.
+            dev.persist(0, 16 * 4096);
+            dev.take_persist_error().unwrap();
+            // The recovery write clears them all.
+            dev.clear_error(0, &[1; 16 * 4096]).unwrap();
+            assert!(dev.bad_ranges().is_empty());
+            dev.read(3 * 4096 - 50, &mut buf).unwrap();
+            assert_eq!(buf, [1; 100]);
+            dev.clear_holder();
+        }
+    }
+
+    /// Whatever path the guarded routines take (bytes, words, 16-byte moves,
+    /// `rep`), and however the access is aligned, a fault names the page
+    /// that is bad, never its good neighbour. (A bare mapping: no bad set,
+    /// every case takes the fault path.)
+    #[test]
+    fn faults_name_the_right_page_on_every_copy_path() {
+        use crate::DeviceError;
+        let dev = Mapping::anonymous(8 * 4096).unwrap();
+        dev.fill(0, 8 * 4096, 0x33).unwrap();
+        poison_behind_the_back(dev.as_ptr(), 5 * 4096);
+        let bad = 5 * 4096u64;
+        let mut buf = vec![0u8; 3000];
+        let data = vec![0x44u8; 3000];
+        for len in [
+            1u64, 2, 7, 8, 9, 16, 17, 33, 64, 65, 100, 200, 1023, 1024, 1500, 3000,
+        ] {
+            for start in (bad.saturating_sub(len + 20)..bad + 40).step_by(3) {
+                let end = start + len;
+                if end <= bad || start >= bad + 4096 || end > 8 * 4096 {
+                    continue;
+                }
+                let b = &mut buf[..len as usize];
+                for (what, r) in [
+                    ("read", dev.read(start, b)),
+                    ("write", dev.write(start, &data[..len as usize])),
+                    ("fill", dev.fill(start, len, 1)),
+                ] {
+                    match r {
+                        Err(DeviceError::Media { off, len: 4096 }) if off == bad => {}
+                        other => panic!("{what} {len} at {start:#x}: {other:?}"),
+                    }
+                }
+            }
+        }
+        // The page after the bad one was never reached.
+        let mut b = [0u8; 4096];
+        dev.read(6 * 4096, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 0x33));
+        assert_eq!(
+            dev.read_u64(bad + 8).unwrap_err().to_string(),
+            "media error at device offset 0x5000 (+0x1000)"
+        );
+        assert!(dev.write_u64(bad + 16, 1).is_err());
+        dev.protect(bad, 4096, true).unwrap();
+        dev.read(bad, &mut b).unwrap();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn cpu_flushes_skip_bad_pages() {
+        let p = TempPath::new("flushbad");
+        let _side = crate::tests_media::TempSidecar(crate::sidecar_path(&p.0));
+        let dev =
+            MmapDevice::create(&p.0, 8 * 4096, OpenOptions::new().assume_persistent(true)).unwrap();
+        assert!(matches!(dev.mode(), crate::PersistMode::CpuFlush(_)));
+        dev.inject_error(4096, 3 * 4096).unwrap();
+        dev.inject_error(7 * 4096, 1).unwrap();
+        dev.write(5 * 4096 + 3, &[9; 100]).unwrap();
+        dev.persist(0, 8 * 4096);
+        dev.persist(4096 + 100, 10);
+        dev.persist(6 * 4096 - 1, 4097);
+        let mut b = [0u8; 100];
+        dev.read(5 * 4096 + 3, &mut b).unwrap();
+        assert_eq!(b, [9; 100]);
+    }
+
+    /// Raw mappings: told and revoked without a holder, left alone with one.
+    #[test]
+    fn raw_mappings_hear_of_errors_without_a_holder() {
+        use crate::tests_media::Recorder;
+        use crate::{DeviceError, FailureFlags, RawFailure};
+        use std::sync::{Arc, Mutex};
+        let p = TempPath::new("raw");
+        let _side = crate::tests_media::TempSidecar(crate::sidecar_path(&p.0));
+        let dev = MmapDevice::create(&p.0, 64 * 4096, OpenOptions::new()).unwrap();
+        dev.write(0, &[0x11; 64 * 4096]).unwrap();
+        dev.inject_error(60 * 4096, 1).unwrap();
+        let whole = dev.map_raw(0, 64 * 4096).unwrap();
+        let part = dev.map_raw(16 * 4096, 16 * 4096).unwrap();
+        assert_eq!(part.device_offset(), 16 * 4096);
+        assert_eq!(part.len(), 16 * 4096);
+        // Pages bad before the mapping was made are revoked from the start.
+        assert_eq!(whole.revoked(), [(60 * 4096, 4096)]);
+        assert!(part.revoked().is_empty());
+        let seen: Arc<Mutex<Vec<(&str, RawFailure)>>> = Arc::default();
+        for (name, m) in [("whole", &whole), ("part", &part)] {
+            let seen = seen.clone();
+            m.set_failure_callback(move |f| seen.lock().unwrap().push((name, *f)));
+        }
+        // The mappings share the device's memory.
+        dev.write(17 * 4096, b"shared").unwrap();
+        let mut b = [0u8; 6];
+        part.read(4096, &mut b).unwrap();
+        assert_eq!(&b, b"shared");
+        whole.write(18 * 4096, b"back").unwrap();
+        let mut b = [0u8; 4];
+        dev.read(18 * 4096, &mut b).unwrap();
+        assert_eq!(&b, b"back");
+
+        // No holder: the error goes to the raw owners, whose pages are
+        // revoked.
+        dev.inject_error(20 * 4096 + 5, 1).unwrap();
+        let got = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(got.len(), 2, "{got:?}");
+        let w = got.iter().find(|g| g.0 == "whole").unwrap().1;
+        let pt = got.iter().find(|g| g.0 == "part").unwrap().1;
+        assert_eq!(
+            (w.offset, w.len, w.map_offset),
+            (20 * 4096, 4096, 20 * 4096)
+        );
+        assert_eq!(
+            (pt.offset, pt.len, pt.map_offset),
+            (20 * 4096, 4096, 4 * 4096)
+        );
+        assert_eq!(w.flags, FailureFlags::BACKGROUND);
+        assert_eq!(whole.revoked(), [(20 * 4096, 4096), (60 * 4096, 4096)]);
+        assert_eq!(part.revoked(), [(4 * 4096, 4096)]);
+        assert!(matches!(
+            part.read(4 * 4096 + 1, &mut [0; 2]),
+            Err(DeviceError::Media {
+                off: 81920,
+                len: 4096
+            })
+        ));
+        // A fault met by a device read, with no holder: action required.
+        poison_behind_the_back(dev.as_ptr(), 40 * 4096);
+        assert!(dev.read(40 * 4096, &mut [0]).is_err());
+        let got = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(got.len(), 1, "only the whole mapping covers it");
+        assert_eq!(got[0].1.flags, FailureFlags::ACTION_REQUIRED);
+        assert_eq!(got[0].1.offset, 40 * 4096);
+
+        // With a holder: the holder is told, raw mappings are left alone.
+        let h = Recorder::new();
+        dev.set_holder(h.clone()).unwrap();
+        h.take();
+        dev.inject_error(24 * 4096, 1).unwrap();
+        assert_eq!(h.take(), [(24 * 4096, 4096, FailureFlags::BACKGROUND)]);
+        assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(part.revoked(), [(4 * 4096, 4096)]);
+        part.read(8 * 4096, &mut [0; 8]).unwrap();
+        dev.clear_holder();
+
+        // A recovery write gives the pages back to the raw mappings.
+        dev.clear_error(20 * 4096, &[0x22; 4096]).unwrap();
+        assert!(part.revoked().is_empty());
+        let mut b = [0u8; 2];
+        part.read(4 * 4096 + 1, &mut b).unwrap();
+        assert_eq!(b, [0x22; 2]);
+
+        // Removal without a holder revokes every raw mapping whole.
+        drop(part);
+        dev.remove().unwrap();
+        let got = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(got.len(), 1, "dropped mappings are not told");
+        assert_eq!(
+            (got[0].1.offset, got[0].1.len, got[0].1.flags),
+            (0, 64 * 4096, FailureFlags::PRE_REMOVE)
+        );
+        assert_eq!(whole.revoked(), [(0, 64 * 4096)]);
+
+        // Alignment and range checks.
+        assert!(dev.map_raw(100, 4096).is_err());
+        assert!(dev.map_raw(0, 0).is_err());
+        assert!(dev.map_raw(60 * 4096, 5 * 4096).is_err());
+        let tail = dev.map_raw(63 * 4096, 100).unwrap();
+        assert_eq!(tail.len(), 4096, "rounded up to a page");
+    }
+
+    /// Touching a revoked page of a raw mapping raises SIGBUS with
+    /// BUS_MCEERR_AR at the address touched, as the kernel reports consumed
+    /// poison; without a handler the process dies of it.
+    #[test]
+    fn touching_a_revoked_raw_page_raises_sigbus() {
+        use crate::fault::tests::{
+            FIX_PAGE, SEEN_ADDR, SEEN_CODE, SEEN_LSB, child_scenario, install_test_sigbus_handler,
+            run_child,
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let scenario = child_scenario();
+        if let Some(s @ ("raw-handled" | "raw-unhandled")) = scenario.as_deref() {
+            let p = TempPath::new("rawsigbus");
+            let _side = crate::tests_media::TempSidecar(crate::sidecar_path(&p.0));
+            let dev = MmapDevice::create(&p.0, 8 * 4096, OpenOptions::new()).unwrap();
+            let raw = dev.map_raw(0, 8 * 4096).unwrap();
+            dev.inject_error(5 * 4096, 1).unwrap();
+            let target = raw.as_ptr() as usize + 5 * 4096 + 123;
+            if s == "raw-handled" {
+                FIX_PAGE.store(raw.as_ptr() as usize + 5 * 4096, Ordering::SeqCst);
+                install_test_sigbus_handler();
+            }
+            // SAFETY: a load from the raw mapping, which is mapped; the page
+            // is revoked, so this raises SIGBUS, which is what is tested
+            // (the test handler makes the page accessible again).
+            let v = unsafe { ptr::read_volatile(target as *const u8) };
+            println!(
+                "v={v} code={} addr_ok={} lsb={}",
+                SEEN_CODE.load(Ordering::SeqCst),
+                SEEN_ADDR.load(Ordering::SeqCst) == target,
+                SEEN_LSB.load(Ordering::SeqCst)
+            );
+            std::process::exit(0);
+        }
+        let name = "mmap::tests::touching_a_revoked_raw_page_raises_sigbus";
+        let (status, out) = run_child(name, "raw-handled");
+        assert!(status.success(), "{status:?}\n{out}");
+        assert!(
+            out.contains(&format!(
+                "v=0 code={} addr_ok=true lsb=12",
+                crate::fault::BUS_MCEERR_AR
+            )),
+            "{out}"
+        );
+        let (status, out) = run_child(name, "raw-unhandled");
+        assert_eq!(status.signal(), Some(libc::SIGBUS), "{status:?}\n{out}");
     }
 }
