@@ -560,9 +560,7 @@ unsafe fn handle(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
 /// `ctx` must be the ucontext the kernel passed to the handler.
 #[cfg(target_arch = "x86_64")]
 unsafe fn recover_guarded_access(ctx: *mut c_void, addr: usize) -> bool {
-    let Some((begin, end)) = crate::mcsafe::recoverable_range() else {
-        return false;
-    };
+    let (begin, end) = crate::mcsafe::recoverable_range();
     let uc = ctx.cast::<libc::ucontext_t>();
     // SAFETY: the saved registers live in the kernel-built signal frame on
     // this thread's stack, valid and exclusively ours while the handler

@@ -461,9 +461,7 @@ impl Media {
     /// Returns the error for the access.
     pub(crate) fn fault(&self, m: &dyn Medium, off: u64) -> DeviceError {
         let page = off / BAD_BLOCK_SIZE * BAD_BLOCK_SIZE;
-        if page >= self.len {
-            return self.page_error(page.min(self.len.saturating_sub(1)));
-        }
+        debug_assert!(page < self.len, "fault past the end of the device");
         let fresh = {
             let mut s = lock(&self.state);
             let fresh = self.mark(&mut s, m, page, page + BAD_BLOCK_SIZE);

@@ -241,6 +241,7 @@ impl RawMapping {
     /// the machine-check-safe copy: a revoked page gives
     /// [`DeviceError::Media`] with the *device* offset of the page.
     pub fn read(&self, off: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_revoked(off, buf.len())?;
         self.shared
             .map
             .read(off as u64, buf)
@@ -250,10 +251,30 @@ impl RawMapping {
     /// Copies `data` to mapping offset `off`, guarded like
     /// [`RawMapping::read`].
     pub fn write(&self, off: usize, data: &[u8]) -> Result<()> {
+        self.check_revoked(off, data.len())?;
         self.shared
             .map
             .write(off as u64, data)
             .map_err(|e| self.to_device(e))
+    }
+
+    /// Where faults are not recovered (targets other than x86_64), revoked
+    /// pages are refused before the copy; elsewhere the copy's fault does it.
+    fn check_revoked(&self, off: usize, len: usize) -> Result<()> {
+        if crate::mcsafe::RECOVERS || len == 0 {
+            return Ok(());
+        }
+        let first = off as u64 / BAD_BLOCK_SIZE;
+        let end = (off as u64)
+            .saturating_add(len as u64)
+            .div_ceil(BAD_BLOCK_SIZE);
+        match (first..end).find(|&p| self.shared.is_revoked(p)) {
+            Some(p) => Err(DeviceError::Media {
+                off: self.shared.dev_off + p * BAD_BLOCK_SIZE,
+                len: BAD_BLOCK_SIZE.min(self.len() as u64 - p * BAD_BLOCK_SIZE),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn to_device(&self, e: DeviceError) -> DeviceError {
