@@ -2,7 +2,7 @@
 //!
 //! Every access of device memory that may meet poison goes through the small
 //! routines of this module: [`read`] (the one copy out of device memory),
-//! [`write`], [`fill`] and [`flush`]. On x86_64 they are written in assembly
+//! [`write()`], [`fill`] and [`flush`]. On x86_64 they are written in assembly
 //! and placed together in one section bracketed by two symbols, so that the
 //! process-wide fault handler of the [`fault`](crate::fault) module can tell
 //! that a SIGSEGV or SIGBUS was raised inside one of them: it then resumes the
@@ -25,7 +25,7 @@
 //!   every register they may change declared clobbered.
 //! - Only instructions between `daxfs_device_mc_begin` and
 //!   `daxfs_device_mc_end` are recoverable; nothing else lives there.
-//! - [`read`] aligns the source (device) side and [`write`] and [`fill`] the
+//! - [`read`] aligns the source (device) side and [`write()`] and [`fill`] the
 //!   destination (device) side to 16 bytes (with byte and 8-byte moves)
 //!   before their 16-byte moves, so no device access ever straddles two
 //!   pages and the fault address always lies in the page that faulted; an
