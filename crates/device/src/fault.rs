@@ -897,6 +897,34 @@ pub(crate) mod tests {
         assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status:?}\n{out}");
     }
 
+    /// Rust's stack-overflow report still works through the chain: the
+    /// handler runs on the alternate stack and passes the guard-page fault on.
+    #[test]
+    fn stack_overflow_is_still_reported() {
+        if child_scenario().as_deref() == Some("overflow") {
+            install().unwrap();
+            fn recurse(n: u64) -> u64 {
+                let buf = std::hint::black_box([n; 64]);
+                if n == u64::MAX {
+                    return 0;
+                }
+                recurse(n + 1).wrapping_add(buf[7])
+            }
+            let t = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(|| recurse(0))
+                .unwrap();
+            println!("unreachable {:?}", t.join());
+            std::process::exit(0);
+        }
+        let (status, out) = run_child("fault::tests::stack_overflow_is_still_reported", "overflow");
+        assert!(
+            out.contains("has overflowed its stack"),
+            "{status:?}\n{out}"
+        );
+        assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}\n{out}");
+    }
+
     static APP_SEGV_CODE: AtomicUsize = AtomicUsize::new(0);
     static APP_SEGV_CALLS: AtomicUsize = AtomicUsize::new(0);
 

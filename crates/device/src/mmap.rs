@@ -570,6 +570,33 @@ mod tests {
         dev.read(bad, &mut b).unwrap();
     }
 
+    /// A SIGBUS inside the guarded copy (here: a file mapping whose file was
+    /// truncated under it, `BUS_ADRERR`; on real hardware a machine check,
+    /// `BUS_MCEERR_AR`) is recovered like the emulation's SIGSEGV.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sigbus_in_the_guarded_copy_is_recovered() {
+        let p = TempPath::new("sigbus");
+        crate::create_image_file(&p.0, 4 * 4096).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p.0)
+            .unwrap();
+        let m = Mapping::shared(rustix::fd::AsFd::as_fd(&f), 0, 4 * 4096, false, 4096).unwrap();
+        m.write(0, &[7; 4 * 4096]).unwrap();
+        f.set_len(2 * 4096).unwrap();
+        let mut b = [0u8; 64];
+        m.read(4096 - 32, &mut b[..32]).unwrap();
+        assert_eq!(b[..32], [7; 32]);
+        match m.read(2 * 4096 - 32, &mut b) {
+            Err(crate::DeviceError::Media { off, len }) => assert_eq!((off, len), (2 * 4096, 4096)),
+            other => panic!("expected a media error, got {other:?}"),
+        }
+        assert!(m.write(3 * 4096, &[1]).is_err());
+        assert!(m.read_u64(3 * 4096 + 8).is_err());
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn cpu_flushes_skip_bad_pages() {
