@@ -403,12 +403,10 @@ impl File {
     /// Turns a media error met while reading into a report (a reader is
     /// waiting: action required) and EIO.
     fn sync_fault(&self, e: FsError) -> FsError {
-        if let FsError::Device(daxfs_device::DeviceError::Media { off, len }) = e {
-            let flags = crate::media::FailureFlags {
-                action_required: true,
-                pre_remove: false,
-            };
-            let _ = self.fs.media_failure(off, len, flags);
+        if let FsError::Device(daxfs_device::DeviceError::Media { off, .. }) = e {
+            // The device reported the fault to us (queued, as we may hold
+            // locks the handling needs); handle it before answering.
+            self.fs.process_pending();
             return FsError::Io(format!(
                 "inode {}: media error at device offset {off:#x}",
                 self.node.ino

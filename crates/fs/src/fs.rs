@@ -42,6 +42,10 @@ pub(crate) struct FsInner {
     pub fs_id: u64,
     pub root_ino: u64,
     pub recovery: Recovery,
+    /// Media-error reports waiting to be handled (see `media::FsHolder`).
+    pub pending: Mutex<Vec<(u64, u64, crate::media::FailureFlags)>>,
+    /// What recent reports did, for the caller that caused them.
+    pub recent: Mutex<Vec<crate::media::FailureEvent>>,
 }
 
 /// A mounted daxfs file system. `Send + Sync`: share it between threads.
@@ -261,9 +265,24 @@ impl Fs {
                 fs_id,
                 root_ino,
                 recovery,
+                pending: Mutex::new(vec![]),
+                recent: Mutex::new(vec![]),
             }),
         };
         fs.free_orphans()?;
+        // Become the device's holder: from now on every media-error report
+        // comes to the file system (and the device replays the bad ranges it
+        // already knows, handled here as background reports).
+        let holder = Arc::new(crate::media::FsHolder {
+            fs: Arc::downgrade(&fs.inner),
+        });
+        match fs.inner.dev.set_holder(holder) {
+            Ok(())
+            | Err(daxfs_device::DeviceError::Unsupported(_))
+            | Err(daxfs_device::DeviceError::Notify { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        fs.inner.process_pending();
         Ok(fs)
     }
 
@@ -354,6 +373,7 @@ impl Drop for FsInner {
     /// Unmount: pending size and time changes are written.
     fn drop(&mut self) {
         let _ = self.sync();
+        let _ = self.dev.clear_holder();
     }
 }
 

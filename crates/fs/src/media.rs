@@ -416,7 +416,114 @@ impl FsInner {
     }
 }
 
+/// The file system as the device's holder: every media-error report comes
+/// here. Background and removal reports are handled at once; a report made
+/// while a reader waits (from inside a failing device call, when the caller
+/// may hold file-system locks) is queued and handled by a worker thread as
+/// soon as those locks are free (the reader's own error path also drains
+/// the queue).
+pub(crate) struct FsHolder {
+    pub fs: std::sync::Weak<FsInner>,
+}
+
+impl daxfs_device::Holder for FsHolder {
+    fn notify_failure(
+        &self,
+        off: u64,
+        len: u64,
+        flags: daxfs_device::FailureFlags,
+    ) -> std::result::Result<(), daxfs_device::NotifyError> {
+        let Some(fs) = self.fs.upgrade() else {
+            return Ok(());
+        };
+        let f = FailureFlags {
+            action_required: flags.action_required,
+            pre_remove: flags.pre_remove,
+        };
+        if f.pre_remove {
+            fs.device_removed();
+            return Ok(());
+        }
+        if f.action_required {
+            lock(&fs.pending).push((off, len, f));
+            let weak = self.fs.clone();
+            let _ = std::thread::Builder::new()
+                .name("daxfs-media".into())
+                .spawn(move || {
+                    if let Some(fs) = weak.upgrade() {
+                        fs.process_pending();
+                    }
+                });
+            return Ok(());
+        }
+        fs.media_failure(off, len, f)
+            .map(|ev| lock(&fs.recent).extend(ev))
+            .map_err(|e| daxfs_device::NotifyError(e.to_string()))
+    }
+}
+
+impl FsInner {
+    /// Handles queued reports (see [`FsHolder`]).
+    pub(crate) fn process_pending(&self) {
+        let work = std::mem::take(&mut *lock(&self.pending));
+        for (off, len, f) in work {
+            if let Ok(ev) = self.media_failure(off, len, f) {
+                lock(&self.recent).extend(ev);
+            }
+        }
+    }
+
+    /// The device is about to go: make everything durable, stop writes, and
+    /// record it. The file system is not marked corrupt.
+    pub(crate) fn device_removed(&self) {
+        let _ = self.sync();
+        let mut meta = lock(&self.meta);
+        if meta.shutdown.is_none() {
+            if let Ok(mut tx) = Tx::begin(&*self.dev, &mut meta) {
+                let ev = tx.meta.sb.error_seq.get();
+                let total = tx.meta.sb.total_blocks.get();
+                let flags = FailureFlags {
+                    action_required: false,
+                    pre_remove: true,
+                };
+                if log_event(&mut tx, ev, 0, total, action::SHUT_DOWN, 0, 0, 0, flags).is_ok() {
+                    let _ = tx.commit();
+                }
+            }
+            meta.shutdown = Some("the device is being removed".into());
+        }
+    }
+}
+
 impl Fs {
+    /// Injects a media error into the device (the emulation's stand-in for a
+    /// hardware report) and returns what the file system did for each owner.
+    pub fn inject_error(&self, off: u64, len: u64) -> Result<Vec<FailureEvent>> {
+        lock(&self.inner.recent).clear();
+        self.inner.dev.inject_error(off, len)?;
+        self.inner.process_pending();
+        Ok(std::mem::take(&mut *lock(&self.inner.recent)))
+    }
+
+    /// Imports a bad-block list (sysfs `badblocks` text or ndctl JSON) into
+    /// the device; returns the ranges read and what was done.
+    pub fn import_bad_blocks(
+        &self,
+        text: &str,
+        origin: &str,
+    ) -> Result<(Vec<(u64, u64)>, Vec<FailureEvent>)> {
+        lock(&self.inner.recent).clear();
+        let ranges = self.inner.dev.import_bad_block_list(text, origin)?;
+        Ok((ranges, std::mem::take(&mut *lock(&self.inner.recent))))
+    }
+
+    /// Reports handled since the last call (for example those the device
+    /// delivered when the file system was mounted).
+    pub fn take_failure_events(&self) -> Vec<FailureEvent> {
+        self.inner.process_pending();
+        std::mem::take(&mut *lock(&self.inner.recent))
+    }
+
     /// Handles a report of bad memory at device bytes `[off, off+len)`:
     /// every owner found through the reverse map is dealt with (see the
     /// module docs). Returns what was done for each.
@@ -524,6 +631,22 @@ impl Fs {
         }
         let event = tx.meta.sb.error_seq.get();
         let rroot = tx.meta.sb.rmap_tree;
+        for &(s, l) in &bad {
+            if let Some(m) = rmap::query(&mut tx, &rroot, s, l)?
+                .into_iter()
+                .find(|m| !matches!(m.owner, Owner::Data { .. }))
+            {
+                return Err(FsError::NotPermitted(format!(
+                    "block {} holds metadata ({:?}); repair it (scrub) or run fsck before clearing",
+                    m.phys, m.owner
+                )));
+            }
+        }
+        // The recovery write: whole pages of zeros make the memory good again.
+        for &(s, l) in &bad {
+            let zeros = vec![0u8; (l * BS) as usize];
+            inner.dev.clear_error(s * BS, &zeros)?;
+        }
         for (s, l) in bad {
             let owned = rmap::query(&mut tx, &rroot, s, l)?;
             let mut at = s;
