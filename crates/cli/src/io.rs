@@ -221,6 +221,30 @@ impl<'a> Shell<'a> {
                 }
                 Ok(())
             }
+            "inject-error" => {
+                let [off, len] = args(&getopt(rest, "")?.1, "inject-error OFF LEN")?;
+                let (off, len) = (num(off)?, num(len)?);
+                let ev = self.fs.inject_error(off, len)?;
+                if ev.is_empty() {
+                    writeln!(
+                        self.out,
+                        "injected [{off:#x}, +{len:#x}): already known bad, nothing new"
+                    )
+                    .ok();
+                }
+                for e in &ev {
+                    writeln!(
+                        self.out,
+                        "[{:#x}, +{:#x}): {}: {}",
+                        e.physical,
+                        e.length,
+                        crate::fsmap::event_owner(&e.owner, e.offset),
+                        e.action
+                    )
+                    .ok();
+                }
+                Ok(())
+            }
             "help" => {
                 writeln!(self.out, "{HELP}").ok();
                 Ok(())
@@ -495,4 +519,5 @@ dedupe SRC SRC_OFF DST_OFF LEN         share the range with SRC where the bytes 
 copy_range SRC [SRC_OFF DST_OFF LEN]   copy SRC into the open file, sharing whole blocks
 funshare OFF LEN                       give the range blocks of its own
 fsmap [START END]                      owners of device bytes START..END (512-byte units)
+inject-error OFF LEN                   emulate a hardware report of bad memory at device bytes OFF..OFF+LEN
 Sizes and offsets take k, m, g, t suffixes or 0x hexadecimal.";
