@@ -7,6 +7,7 @@
 //! - [`journal`] and [`tx`]: atomic, durable metadata transactions;
 //! - [`space`]: the free-space allocator;
 //! - [`inode`], [`extents`], [`dir`], [`namespace`], [`file`]: files and directories;
+//! - [`views`]: mmap views, file pages mapped straight from the device;
 //! - [`fsck`]: the consistency checker.
 pub mod dir;
 pub mod error;
