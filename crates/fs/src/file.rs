@@ -787,6 +787,7 @@ impl File {
 
     /// Makes the file's data and metadata durable.
     pub fn fsync(&self) -> Result<()> {
+        crate::views::persist(&self.node)?; // views: stores through mappings
         let mut r = self.node.rec();
         if !r.dirty {
             return Ok(());

@@ -459,6 +459,29 @@ impl ViewShared {
         }
     }
 
+    /// Writes back the device pages mapped at pages `[p0, p1)` (read-only
+    /// ones too: they may hold stores made while they were writable). The
+    /// caller fences.
+    fn flush(&self, p0: usize, p1: usize) {
+        let mut run: Option<(u64, u64)> = None;
+        for p in p0..p1 {
+            let r = self.pages[p].load(Ordering::Acquire);
+            let next = is_dev(kind(r)).then(|| block(r) * BS);
+            match (run, next) {
+                (Some((a, l)), Some(b)) if a + l == b => run = Some((a, l + BS)),
+                (cur, next) => {
+                    if let Some((a, l)) = cur {
+                        self.dev.flush(a, l);
+                    }
+                    run = next.map(|b| (b, BS));
+                }
+            }
+        }
+        if let Some((a, l)) = run {
+            self.dev.flush(a, l);
+        }
+    }
+
     /// The fault handler's callback (signal context: see
     /// `daxfs_device::fault` and [`resolver`]).
     fn on_fault(&self, f: &Fault) -> FaultAction {
@@ -544,11 +567,16 @@ impl ViewShared {
         let is_lost = lost
             .as_ref()
             .is_some_and(|l| l.range(..=fb).next_back().is_some_and(|(k, n)| k + n > fb));
+        let idx = (fb - self.fb0) as usize;
         let (g0, g1) = if write && fb * BS < size && !is_lost {
             let g = self.granule(map, size, fb);
             match give_blocks(file, map, g.0, g.1) {
                 Ok(true) => {
                     self.block_faults.fetch_add(1, Ordering::Relaxed);
+                    // The commit mapped the new state into every view.
+                    if kind(self.pages[idx].load(Ordering::Acquire)) == K_RW {
+                        return resolver::RETRY;
+                    }
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -568,7 +596,7 @@ impl ViewShared {
         // Read the record under the data lock: once it is released, another
         // change (a clone write-protecting the page) may come first, and the
         // access simply faults again.
-        let r = self.pages[(fb - self.fb0) as usize].load(Ordering::Acquire);
+        let r = self.pages[idx].load(Ordering::Acquire);
         drop(d);
         match kind(r) {
             K_EOF => resolver::BUS_ERROR,
@@ -781,6 +809,21 @@ pub(crate) fn write_protect(node: &Inode, b0: u64, n: u64) {
     for v in node.views.overlapping(b0, b1) {
         v.apply_to_kinds(b0, b1, &[K_RW], Op::Protect { prot: Prot::Read });
     }
+}
+
+/// Makes the stores through every view of the file durable (for `fsync`).
+pub(crate) fn persist(node: &Inode) -> Result<()> {
+    let views = node.views.overlapping(0, u64::MAX);
+    if views.is_empty() {
+        return Ok(());
+    }
+    for v in &views {
+        v.flush(0, v.npages);
+    }
+    let dev = &*views[0].dev;
+    dev.fence();
+    dev.take_persist_error()?;
+    Ok(())
 }
 
 /// A view of a file: a contiguous range of addresses in which each page of
@@ -1046,27 +1089,10 @@ impl View {
     pub fn msync(&self, off: u64, len: u64) -> Result<()> {
         let len = usize::try_from(len).map_err(|_| FsError::Invalid("length".into()))?;
         self.addr(off, len)?;
-        let s = &*self.shared;
         let p0 = ((off - self.offset) / PAGE as u64) as usize;
-        let p1 = (((off - self.offset) + len as u64).div_ceil(PAGE as u64) as usize).min(s.npages);
-        let mut run: Option<(u64, u64)> = None;
-        let dev = &*s.dev;
-        for p in p0..p1 {
-            let r = s.pages[p].load(Ordering::Acquire);
-            let next = (kind(r) == K_RW).then(|| block(r) * BS);
-            match (run, next) {
-                (Some((a, l)), Some(b)) if a + l == b => run = Some((a, l + BS)),
-                (cur, next) => {
-                    if let Some((a, l)) = cur {
-                        dev.flush(a, l);
-                    }
-                    run = next.map(|b| (b, BS));
-                }
-            }
-        }
-        if let Some((a, l)) = run {
-            dev.flush(a, l);
-        }
+        let p1 = ((off - self.offset) + len as u64).div_ceil(PAGE as u64) as usize;
+        self.shared.flush(p0, p1.min(self.shared.npages));
+        let dev = &*self.shared.dev;
         dev.fence();
         dev.take_persist_error()?;
         Ok(())

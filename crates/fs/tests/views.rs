@@ -589,12 +589,15 @@ fn views_of_an_image_file_persist_with_msync() {
         let v = b.map(0, 3 * BS, Access::ReadWrite).unwrap();
         v.write_at(BS + 7, b"persisted").unwrap();
         v.msync(BS, BS).unwrap();
+        v.write_at(2 * BS, b"by fsync").unwrap();
+        b.fsync().unwrap();
         assert_eq!(shared_dev(&v, 0), a.fiemap().unwrap()[0].physical);
     }
     let fs = Fs::mount(open(), &daxfs::MountOptions::default()).unwrap();
     let b = fs.open("/b", &OpenOptions::read_only()).unwrap();
     let mut expect = pattern(4, 3 * BS as usize);
     expect[BS as usize + 7..BS as usize + 16].copy_from_slice(b"persisted");
+    expect[2 * BS as usize..2 * BS as usize + 8].copy_from_slice(b"by fsync");
     assert_eq!(read_all(&b, 3 * BS as usize), expect);
 }
 
