@@ -21,6 +21,13 @@
 //!    when there was none, gets the default action: an unrelated segfault
 //!    still kills the process with SIGSEGV.
 //!
+//! A SIGSEGV at an address inside a registered range goes to its handler
+//! first, even while the instruction pointer lies in the device routines
+//! (the other side of a device copy may be memory of a range, such as a
+//! file's mmap view given to `read`): on retry the copy goes on; when the
+//! handler asks for SIGBUS there, the copy fails instead, and the device
+//! reports an address fault (`EFAULT`) of the caller's buffer.
+//!
 //! Only faults raised by the kernel (`si_code > 0`) are considered for 1 and
 //! 2; signals sent with `kill`/`tgkill`/`sigqueue` go straight to 3. Only
 //! SIGSEGV is offered to range handlers: a SIGBUS outside the device routines
@@ -369,6 +376,22 @@ where
     Ok(RangeRegistration { slot, start, len })
 }
 
+/// True when `addr` lies in a registered range (lock-free).
+pub(crate) fn in_registered_range(addr: usize) -> bool {
+    let mut found = false;
+    for_each_slot(|s| {
+        if s.state.load(Ordering::Acquire) == LIVE
+            && s.start.load(Ordering::Relaxed) <= addr
+            && addr < s.end.load(Ordering::Relaxed)
+        {
+            found = true;
+            return false;
+        }
+        true
+    });
+    found
+}
+
 /// Runs the callback of the range holding `fault.addr`, if any.
 fn dispatch(fault: &Fault) -> FaultAction {
     let mut action = FaultAction::NotMine;
@@ -535,10 +558,9 @@ unsafe fn handle(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
         // SAFETY: for kernel-generated SIGSEGV/SIGBUS the fault union member
         // is the one filled in.
         let addr = unsafe { (*info).si_addr() } as usize;
-        // SAFETY: `ctx` is the kernel's ucontext for this signal.
-        if unsafe { recover_guarded_access(ctx, addr) } {
-            return;
-        }
+        // A registered range hears of its faults first, even inside the
+        // guarded routines: the other side of a device copy may be memory
+        // of a range (a read() into a buffer that is a file's mmap view).
         if sig == libc::SIGSEGV {
             let fault = Fault {
                 addr,
@@ -547,22 +569,25 @@ unsafe fn handle(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
                 // SAFETY: as above.
                 write: unsafe { write_access(ctx) },
             };
-            match dispatch(&fault) {
+            let signal = match dispatch(&fault) {
                 FaultAction::Retry => return,
-                FaultAction::Sigbus { addr } => {
-                    // SAFETY: async-signal-safe system calls only.
-                    if unsafe { raise_sigbus(addr, BUS_MCEERR_AR, 12) } {
-                        return;
-                    }
+                FaultAction::Sigbus { addr } => Some((addr, BUS_MCEERR_AR, 12)),
+                FaultAction::BusError { addr } => Some((addr, BUS_ADRERR, 0)),
+                FaultAction::NotMine => None,
+            };
+            if let Some((at, code, lsb)) = signal {
+                // Inside a guarded copy the copy fails (the device reports
+                // an address fault) instead of the thread getting SIGBUS.
+                // SAFETY: `ctx` is the kernel's ucontext for this signal;
+                // then async-signal-safe system calls only.
+                if unsafe { recover_guarded_access(ctx, addr) || raise_sigbus(at, code, lsb) } {
+                    return;
                 }
-                FaultAction::BusError { addr } => {
-                    // SAFETY: async-signal-safe system calls only.
-                    if unsafe { raise_sigbus(addr, BUS_ADRERR, 0) } {
-                        return;
-                    }
-                }
-                FaultAction::NotMine => {}
             }
+        }
+        // SAFETY: `ctx` is the kernel's ucontext for this signal.
+        if unsafe { recover_guarded_access(ctx, addr) } {
+            return;
         }
     }
     // SAFETY: same arguments as ours.

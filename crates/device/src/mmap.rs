@@ -219,8 +219,14 @@ impl Mapping {
                     len: BLOCK.min(self.len as u64 - page.min(self.len as u64)),
                 }
             }
-            // The other side of every copy is a Rust buffer, which cannot
-            // fault: this is a bug, not a media error.
+            // The other side of a copy is a Rust buffer, which faults only
+            // when it lies in a registered range (a file's mmap view whose
+            // page is revoked): an address fault of the caller's buffer.
+            _ if crate::fault::in_registered_range(f.addr) => DeviceError::Os {
+                what: format!("copying to or from the buffer at {:#x}", f.addr),
+                source: std::io::Error::from_raw_os_error(libc::EFAULT),
+            },
+            // Anything else is a bug, not a media error.
             _ => panic!(
                 "fault at {:#x}, outside the mapping [{base:#x}, +{:#x}), during a guarded copy",
                 f.addr, self.len

@@ -73,6 +73,11 @@ impl FsError {
             FsError::Device(DeviceError::OutOfRange { .. }) => libc::EIO,
             FsError::Device(DeviceError::Media { .. }) => libc::EIO,
             FsError::Device(DeviceError::Locked(_)) => libc::EBUSY,
+            FsError::Device(DeviceError::Os { source, .. })
+                if source.raw_os_error() == Some(libc::EFAULT) =>
+            {
+                libc::EFAULT
+            }
             FsError::Device(_) => libc::EIO,
         }
     }
@@ -101,6 +106,7 @@ pub fn errno_name(e: i32) -> &'static str {
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EPERM => "EPERM",
         libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
         libc::EIO => "EIO",
         libc::EBUSY => "EBUSY",
         _ => "E?",

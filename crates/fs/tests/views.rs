@@ -982,3 +982,64 @@ fn views_are_not_inherited_by_forked_children() {
     assert!(status.success(), "{status:?}\n{out}");
     assert!(out.contains("child killed by SIGSEGV: true"), "{out}");
 }
+
+/// read() of file F into a buffer that is a view of file G, while other
+/// threads' store faults on F's views wait for F's data lock (held by the
+/// read): the read's own fault on G still finds a resolver (the pool grows
+/// while every resolver is busy), so everything completes.
+#[test]
+fn read_into_a_view_while_resolvers_wait_for_the_file() {
+    let (dev, fs) = new_fs(64);
+    let pages = 16u64;
+    let len = pages * BS;
+    let base = file_with(&fs, "/base", &pattern(7, len as usize));
+    let f = fs.create("/f").unwrap();
+    let g = fs.create("/g").unwrap();
+    g.set_len(len).unwrap();
+    let vg = g.map(0, len, Access::ReadWrite).unwrap();
+    let vfs: Vec<View> = (0..3)
+        .map(|_| f.map(0, len, Access::ReadWrite).unwrap())
+        .collect();
+    let punch = FallocFlags {
+        punch_hole: true,
+        keep_size: true,
+        ..Default::default()
+    };
+    for round in 0..30u8 {
+        f.clone_range(&base, 0, 0, len).unwrap();
+        g.fallocate(punch, 0, len).unwrap();
+        let barrier = Barrier::new(vfs.len() + 1);
+        std::thread::scope(|s| {
+            for (i, v) in vfs.iter().enumerate() {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    for p in 0..pages {
+                        store(v, p * BS + 8 * i as u64, round);
+                    }
+                });
+            }
+            barrier.wait();
+            // SAFETY: this thread alone touches G's view while the slice
+            // lives (a test of what an application may do with read()).
+            let buf = unsafe { std::slice::from_raw_parts_mut(vg.as_ptr(), len as usize) };
+            let n = f.read_at(0, buf).unwrap();
+            assert_eq!(n, len as usize);
+        });
+        for p in 0..pages {
+            for i in 0..vfs.len() as u64 {
+                assert_eq!(load(&vfs[0], p * BS + 8 * i), round);
+            }
+        }
+    }
+    // A buffer in a page the view revoked (past G's end): read() fails with
+    // EFAULT, as on Linux, instead of a signal.
+    g.set_len(BS).unwrap();
+    // SAFETY: as above; the bytes past G's end cannot be reached.
+    let buf = unsafe { std::slice::from_raw_parts_mut(vg.as_ptr(), 2 * BS as usize) };
+    assert_eq!(f.read_at(0, buf).unwrap_err().errno_name(), "EFAULT");
+    drop((vg, vfs));
+    drop((base, f, g));
+    drop(fs);
+    assert_fsck(&*dev);
+}

@@ -73,6 +73,13 @@ static SLOTS: [Slot; NSLOTS] = [const { Slot::new() }; NSLOTS];
 static WORK: AtomicU32 = AtomicU32::new(0);
 /// Resolver threads asleep on `WORK` (wakes are skipped when none sleeps).
 static SLEEPING: AtomicU32 = AtomicU32::new(0);
+/// Resolver threads started, and those working on a fault now.
+static THREADS: AtomicU32 = AtomicU32::new(0);
+static BUSY: AtomicU32 = AtomicU32::new(0);
+/// The most resolver threads: the pool grows while every resolver is busy
+/// (each may wait for a file's data lock), so that a fault taken by a thread
+/// holding that lock still finds a resolver.
+const MAX_THREADS: u32 = 64;
 
 thread_local! {
     static IS_RESOLVER: Cell<bool> = const { Cell::new(false) };
@@ -161,15 +168,23 @@ pub(crate) fn start(work: fn(usize, usize, bool) -> u32) -> std::io::Result<()> 
             .map(|n| n.get())
             .unwrap_or(2)
             .clamp(2, 8);
-        for i in 0..n {
-            std::thread::Builder::new()
-                .name(format!("daxfs-views-{i}"))
-                .spawn(move || run(work))
-                .map_err(|e| e.to_string())?;
+        for _ in 0..n {
+            spawn(work).map_err(|e| e.to_string())?;
         }
         Ok(())
     });
     r.clone().map_err(std::io::Error::other)
+}
+
+fn spawn(work: fn(usize, usize, bool) -> u32) -> std::io::Result<()> {
+    let i = THREADS.fetch_add(1, Ordering::SeqCst);
+    let r = std::thread::Builder::new()
+        .name(format!("daxfs-views-{i}"))
+        .spawn(move || run(work));
+    if r.is_err() {
+        THREADS.fetch_sub(1, Ordering::SeqCst);
+    }
+    r.map(drop)
 }
 
 /// One resolver thread: takes queued faults until the process ends.
@@ -187,6 +202,12 @@ fn run(work: fn(usize, usize, bool) -> u32) {
                 continue;
             }
             did = true;
+            // The last idle resolver starts another before it may block.
+            let busy = BUSY.fetch_add(1, Ordering::SeqCst) + 1;
+            let threads = THREADS.load(Ordering::SeqCst);
+            if busy >= threads && threads < MAX_THREADS {
+                let _ = spawn(work);
+            }
             let (view, addr) = (
                 s.view.load(Ordering::Relaxed),
                 s.addr.load(Ordering::Relaxed),
@@ -194,6 +215,7 @@ fn run(work: fn(usize, usize, bool) -> u32) {
             let write = s.write.load(Ordering::Relaxed) != 0;
             // A panic must still answer, or the faulting thread waits forever.
             let answer = std::panic::catch_unwind(|| work(view, addr, write)).unwrap_or(BUS_ERROR);
+            BUSY.fetch_sub(1, Ordering::SeqCst);
             s.answer.store(answer, Ordering::Relaxed);
             s.state.store(ANSWERED, Ordering::Release);
             futex_wake(&s.state, 1);
