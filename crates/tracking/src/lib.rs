@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod daxfs_tracked;
 pub mod event;
 pub mod index;
 pub mod mem;
@@ -64,7 +65,11 @@ pub mod tracked;
 mod treap;
 pub mod workloads;
 
-pub use bench::{BenchOptions, DEFAULT_SCALE, Report, parse_scale, run_bench, run_bench_with};
+pub use bench::{
+    BenchOptions, DEFAULT_SCALE, MakeFs, ModelCheck, Report, parse_scale, run_bench,
+    run_bench_with, run_bench_with_baseline,
+};
+pub use daxfs_tracked::{DaxfsTracked, bench_tracking_command, run_bench_on_daxfs};
 pub use event::{Event, EventKind, FileId, MappingId, PAGE_SIZE, Phys};
 pub use index::{FsQuery, MappedOwner, OwnerIndex, Owners, PageOwner, Tally, replay};
 pub use model::ModelFs;
