@@ -1093,14 +1093,14 @@ impl Report {
              is then replayed into each strategy. **ns / event** is the replay wall time over the number of \
              events, the fastest of up to 5 replays (fewer when a replay is slow); **ns / page touched** divides \
              the same time by the pages whose ownership the events changed. Strategy 7 shows only the cost of \
-             the call.",
+             the call; what the file system pays to keep the reverse map it asks is in its own section above.",
             self.fs
         );
         let _ = writeln!(
             s,
             "- **Memory** is the bytes the strategy's structures allocated, from their capacities. Per-page arrays \
-             cover the whole device (as `struct page` does), so free pages and the file system's own metadata \
-             blocks count too. *Bytes / mapped page* and *bytes / shared page* divide the end total by the pages \
+             cover the whole device (as `struct page` does): every block up to the highest the file system \
+             used, so free blocks and the file system's own metadata blocks count too. *Bytes / mapped page* and *bytes / shared page* divide the end total by the pages \
              with at least one, or two, owners."
         );
         let _ = writeln!(
