@@ -42,7 +42,7 @@
 //!
 //! ```no_run
 //! use daxfs_tracking::{BenchOptions, parse_scale, run_bench_on_daxfs, write_outputs};
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # fn main() -> Result<(), daxfs_tracking::FsError> {
 //! let opts = BenchOptions { scale: parse_scale("1/128")?, ..BenchOptions::default() };
 //! let report = run_bench_on_daxfs(&opts)?;
 //! let files = write_outputs(&report, std::path::Path::new("docs"))?;

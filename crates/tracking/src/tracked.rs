@@ -4,8 +4,8 @@
 //! A file system plugs into this crate by implementing [`TrackedFs`] (which
 //! includes [`FsQuery`]): the workload drivers call its operations, it emits
 //! [`Event`]s wherever its extent maps change, and it answers owner queries
-//! from its reverse map. [`crate::ModelFs`] is the in-memory reference
-//! implementation; daxfs proper implements the same trait to replace it.
+//! from its reverse map. [`crate::DaxfsTracked`] is daxfs;
+//! [`crate::ModelFs`] is an in-memory model kept as a cross-check.
 
 use crate::event::{Event, FileId, MappingId};
 use crate::index::FsQuery;
