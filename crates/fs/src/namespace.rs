@@ -56,7 +56,7 @@ impl Stat {
             uid: rec.uid.get(),
             gid: rec.gid.get(),
             size: rec.size.get(),
-            blocks: rec.blocks.get() * 8,
+            blocks: rec.blocks.get().saturating_mul(8),
             atime: ts(&rec.atime),
             mtime: ts(&rec.mtime),
             ctime: ts(&rec.ctime),
