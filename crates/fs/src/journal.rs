@@ -198,7 +198,8 @@ pub fn pending(
         } else {
             read_block(dev, blockno)?
         };
-        let h = verify_block(&b, &expect(blockno))?;
+        let h = verify_block(&b, &expect(blockno))
+            .map_err(|e| FsError::Corrupt(format!("log descriptor block {blockno}: {e}")))?;
         if h.generation.get() != seq || get_u64(&b, 80) != di as u64 {
             return Err(FsError::Corrupt(format!(
                 "log descriptor block {blockno} belongs to another transaction"
@@ -231,7 +232,8 @@ pub fn pending(
                 owner: None,
                 fs_id,
             },
-        )?;
+        )
+        .map_err(|e| FsError::Corrupt(format!("log image {i} for block {home}: {e}")))?;
         if h.generation.get() != seq {
             return Err(FsError::Corrupt(format!(
                 "log image {i} for block {home} is not from transaction {seq}"
