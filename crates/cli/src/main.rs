@@ -220,7 +220,7 @@ fn run(cli: Cli) -> Result<i32> {
             if progress {
                 eprintln!("writing superblocks, log and root directory");
             }
-            Fs::mkfs(
+            let made = Fs::mkfs(
                 dev.clone(),
                 &MkfsOptions {
                     force,
@@ -228,8 +228,12 @@ fn run(cli: Cli) -> Result<i32> {
                     label,
                     no_rmap,
                 },
-            )
-            .with_context(|| format!("mkfs {}", image.display()))?;
+            );
+            if made.is_err() && !exists {
+                // Do not leave behind an image file this command created.
+                let _ = std::fs::remove_file(&image);
+            }
+            made.with_context(|| format!("mkfs {}", image.display()))?;
             let fs = Fs::mount(dev, &MountOptions::default())?;
             let i = fs.info();
             println!(
