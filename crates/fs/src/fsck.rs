@@ -254,8 +254,8 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                 message: format!("extent of {l} blocks is empty or overlaps the previous one"),
             });
         }
-        prev_end = st + l;
-        free_sum += l;
+        prev_end = st.saturating_add(l);
+        free_sum = free_sum.saturating_add(l);
         usage.mark(p, st, l, "free space");
     }
     rep.free_blocks = free_sum;

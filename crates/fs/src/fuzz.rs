@@ -788,4 +788,137 @@ mod tests {
         let e = tx.commit().unwrap_err();
         assert!(e.to_string().contains("outside the data area"), "{e}");
     }
+
+    // ---- inputs built by hand for bugs found by reading the code ----
+
+    /// An input that overwrites `bytes` at `off` in each of the `edits`'
+    /// blocks (which must be among `targets`).
+    fn patches(flags: u8, targets: &[u64], edits: &[(u64, u16, &[u8])]) -> Vec<u8> {
+        let mut d = vec![flags];
+        for &(b, off, bytes) in edits {
+            let i = targets
+                .iter()
+                .position(|&t| t == b)
+                .expect("a target block");
+            assert!(i < usize::from(COPY_PATCH) && !bytes.is_empty() && bytes.len() <= 128);
+            let [o0, o1] = off.to_le_bytes();
+            d.extend_from_slice(&[i as u8, o0, o1, (bytes.len() - 1) as u8]);
+            d.extend_from_slice(bytes);
+        }
+        d
+    }
+
+    fn template_sb(img: &[u8]) -> daxfs_format::Superblock {
+        let dev = MemDevice::from_image(img.to_vec());
+        read_superblock(&dev).unwrap()
+    }
+
+    /// The leftmost leaf of the inode tree: it holds the root directory.
+    fn first_inode_leaf(img: &[u8]) -> u64 {
+        let dev = MemDevice::from_image(img.to_vec());
+        let sb = read_superblock(&dev).unwrap();
+        let mut s = ReadStore {
+            dev: &dev,
+            fs_id: sb.fs_id(),
+            cache: None,
+        };
+        let mut leaves = vec![];
+        inode_tree()
+            .visit_nodes(&mut s, &sb.inode_tree, &mut |b, level| {
+                if level == 0 {
+                    leaves.push(b.0)
+                }
+            })
+            .unwrap();
+        leaves[0]
+    }
+
+    /// Found by reading fsck: a free-space extent of 2^64 - 1 blocks
+    /// overflowed the end of the previous extent.
+    #[test]
+    fn regress_fsck_free_extent_overflow() {
+        let t = template();
+        let b = template_sb(&t.clean).free_tree.block.get();
+        // The first value of a u64 -> u64 leaf: 64 + 252 keys of 8 bytes.
+        let d = patches(FLAG_RESEAL, &t.targets, &[(b, 64 + 252 * 8, &[0xff; 8])]);
+        run(fuzz_fsck, &d);
+        run(fuzz_mount, &d);
+    }
+
+    /// Found by reading the journal: a log image naming a home block past
+    /// the device overflowed its byte offset in the replay, after the replay
+    /// had already written the images before it.
+    #[test]
+    fn regress_log_home_past_device() {
+        let t = template();
+        let start = template_sb(&t.pending).log_start.get();
+        let d0 = &t.pending[(start * BLOCK_SIZE_U64) as usize..][..BLOCK_SIZE];
+        let n = u64::from_le_bytes(d0[72..80].try_into().unwrap());
+        let last = n - 1;
+        for home in [
+            1u64 << 60,
+            start + 3,
+            t.pending.len() as u64 / BLOCK_SIZE_U64 - 1,
+        ] {
+            let d = patches(
+                FLAG_PENDING | FLAG_RESEAL,
+                &t.log_targets,
+                &[
+                    (start, 88 + 8 * last as u16, &home.to_le_bytes()),
+                    (start + 1 + last, 24, &home.to_le_bytes()),
+                ],
+            );
+            run(fuzz_journal, &d);
+            let (_, img) = damaged_image(&d, &t.log_targets);
+            let dev = Arc::new(MemDevice::from_image(img.clone()));
+            let e = Fs::mount(dev.clone(), &MountOptions::default()).unwrap_err();
+            assert!(e.to_string().contains(&format!("block {home}")), "{e}");
+            assert!(dev.image() == img, "a refused replay wrote to the device");
+        }
+    }
+
+    /// Found by reading namespace: a superblock whose next inode number is
+    /// 2^64 - 1 overflowed on create; one naming a live inode made create
+    /// overwrite that inode's record.
+    #[test]
+    fn regress_next_ino() {
+        let t = template();
+        for next in [u64::MAX, 3] {
+            let d = patches(FLAG_RESEAL, &t.targets, &[(0, 136, &next.to_le_bytes())]);
+            run(fuzz_mount, &d);
+            let (_, img) = damaged_image(&d, &t.targets);
+            let dev = Arc::new(MemDevice::from_image(img));
+            let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+            let before = fs.stat("/d").unwrap();
+            let e = fs.create("/new").unwrap_err();
+            assert_eq!(e.errno_name(), "EIO", "{e}");
+            assert_eq!(fs.stat("/d").unwrap(), before);
+        }
+    }
+
+    /// Found by reading namespace: a link count of 2^32 - 1 overflowed on
+    /// mkdir (of the parent), link and rename.
+    #[test]
+    fn regress_nlink_overflow() {
+        let t = template();
+        let leaf = first_inode_leaf(&t.clean);
+        // Inode 1 is the first record of the leftmost leaf: 64 + 15 keys of
+        // 8 bytes, then the record, whose nlink is at byte 20.
+        let d = patches(
+            FLAG_RESEAL,
+            &t.targets,
+            &[(leaf, 64 + 15 * 8 + 20, &[0xff; 4])],
+        );
+        run(fuzz_mount, &d);
+        let (_, img) = damaged_image(&d, &t.targets);
+        let dev = Arc::new(MemDevice::from_image(img));
+        let fs = Fs::mount(dev, &MountOptions::default()).unwrap();
+        assert_eq!(fs.stat("/").unwrap().nlink, u32::MAX);
+        for e in [
+            fs.mkdir("/x", 0o755).unwrap_err(),
+            fs.rename("/sub/deeper", "/deeper").unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("link count"), "{e}");
+        }
+    }
 }

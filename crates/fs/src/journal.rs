@@ -219,6 +219,12 @@ pub fn pending(
     let d = geo.desc_blocks();
     let mut images = Vec::with_capacity(total);
     for (i, home) in homes.into_iter().enumerate() {
+        // Home blocks are the superblock or lie between the log and copy B.
+        if home != 0 && (home < geo.start + geo.blocks || home >= geo.sb_copy) {
+            return Err(FsError::Corrupt(format!(
+                "log image {i} names block {home}, outside the metadata area"
+            )));
+        }
         let img = read_block(dev, geo.start + d + i as u64)?;
         let h = header(&img[..])?;
         let kind = BlockKind::from_u8(h.kind).ok_or_else(|| {
