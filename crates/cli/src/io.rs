@@ -442,7 +442,7 @@ impl<'a> Shell<'a> {
             );
             at = e.logical + e.length;
         }
-        let end = size.div_ceil(4096) * 4096;
+        let end = size.div_ceil(4096).saturating_mul(4096);
         if at < end {
             row(o, at, end, "hole".into());
         }

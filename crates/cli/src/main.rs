@@ -259,7 +259,7 @@ fn run(cli: Cli) -> Result<i32> {
                     i.block_size,
                     i.total_blocks,
                     i.free_blocks,
-                    i.total_blocks - i.free_blocks,
+                    i.total_blocks.saturating_sub(i.free_blocks),
                     i.inodes,
                     i.log_start,
                     i.log_blocks,

@@ -514,3 +514,28 @@ fn second_process_is_refused() {
     ok(&["io", &img, "-c", "stat /mine"]);
     fails(&["io", &img, "-c", "stat /x"]);
 }
+
+#[test]
+fn info_with_impossible_counts() {
+    let d = TempDir::new("counts");
+    let img = mkfs(&d, "a.img");
+    // Both superblock copies claim more free blocks than there are.
+    let mut bytes = std::fs::read(&img).unwrap();
+    let last = bytes.len() - 4096;
+    for at in [0, last] {
+        let blk: &mut [u8; 4096] = (&mut bytes[at..at + 4096]).try_into().unwrap();
+        blk[144..152].copy_from_slice(&u64::MAX.to_le_bytes());
+        daxfs_format::fuzz::reseal(blk);
+    }
+    std::fs::write(&img, &bytes).unwrap();
+    let i = json(&ok(&["info", &img, "--json"]));
+    assert_eq!(i["free_blocks"], u64::MAX);
+    assert_eq!(i["used_blocks"], 0);
+    ok(&["info", &img]);
+    let o = run(&["fsck", &img]);
+    assert!(!o.status.success());
+    mentions(
+        &stdout(&o),
+        &["problem: superblock (block 0): free-block count 18446744073709551615"],
+    );
+}
