@@ -64,8 +64,9 @@ pub const LOG_BLOCKS: u64 = 64;
 /// The valid file system every input starts from.
 #[derive(Debug)]
 pub struct Template {
-    /// After a clean unmount-free snapshot: a file unlinked while open is on
-    /// the orphan list, and the log holds the last (checkpointed) transaction.
+    /// A snapshot taken while mounted: a file unlinked while still open is
+    /// on the orphan list (mount frees it), and the log holds the last
+    /// transaction, already checkpointed.
     pub clean: Vec<u8>,
     /// `clean` whose log holds one more committed transaction (a mkdir)
     /// that was not checkpointed: mount replays it.
@@ -672,7 +673,7 @@ mod tests {
     fn mount_inputs() {
         let t = template();
         let mut rng = SmallRng::seed_from_u64(0x6d6f_756e);
-        for _ in 0..400 {
+        for _ in 0..1000 {
             run(fuzz_mount, &input(&mut rng, t.targets.len()));
         }
     }
@@ -681,7 +682,7 @@ mod tests {
     fn journal_inputs() {
         let t = template();
         let mut rng = SmallRng::seed_from_u64(0x006a_6e6c);
-        for _ in 0..1500 {
+        for _ in 0..1000 {
             let mut d = input(&mut rng, t.log_targets.len());
             d[0] |= FLAG_PENDING;
             run(fuzz_journal, &d);
