@@ -10,7 +10,10 @@
 use crate::block::{
     BLOCK_MAGIC, BlockHeader, BlockKind, Expect, header, verify_block, write_header,
 };
-use crate::records::{DirentRecord, ExtentRecord, InodeRecord, NAME_MAX, Record, TreeRoot};
+use crate::records::{
+    DirentRecord, ErrorLogRecord, ExtentRecord, InodeRecord, NAME_MAX, Record, RefcountRecord,
+    RmapRecord, TreeRoot,
+};
 use crate::superblock::{FORMAT_VERSION, INCOMPAT_KNOWN, MIN_BLOCKS, fs_id_of};
 use crate::{BLOCK_SIZE, Block, Superblock, seal_block};
 use zerocopy::IntoBytes;
@@ -232,8 +235,9 @@ fn roundtrip<R: Record + PartialEq>(bytes: &[u8]) -> Option<R> {
     Some(r)
 }
 
-/// Every record and key decoder, over windows of the input of every size
-/// around the record sizes.
+/// Every record and key decoder (inode, dirent and its name, extent,
+/// refcount, reverse map, error log, tree root, integer and tuple keys),
+/// over windows of the input of every size around the record sizes.
 ///
 /// ```text
 /// byte size field
@@ -244,7 +248,23 @@ pub fn fuzz_records(data: &[u8]) {
     let body = data.get(1..).unwrap_or(&[]);
     let skip = data.first().map_or(0, |&s| s as usize % (body.len() + 1));
     let w = body.get(skip..).unwrap_or(&[]);
-    for end in [0, 1, 7, 8, 15, 16, 23, 24, 255, 256, 271, 272, w.len()] {
+    for end in [
+        0,
+        1,
+        7,
+        8,
+        15,
+        16,
+        23,
+        24,
+        63,
+        64,
+        255,
+        256,
+        271,
+        272,
+        w.len(),
+    ] {
         let s = w.get(..end.min(w.len())).unwrap_or(&[]);
         roundtrip::<u64>(s);
         roundtrip::<(u64, u64)>(s);
@@ -258,6 +278,15 @@ pub fn fuzz_records(data: &[u8]) {
         }
         if let Some(i) = roundtrip::<InodeRecord>(s) {
             let _ = (i.ino.get(), i.tree.is_empty(), i.loss.is_empty());
+        }
+        if let Some(r) = roundtrip::<RefcountRecord>(s) {
+            let _ = (r.len.get(), r.count.get());
+        }
+        if let Some(r) = roundtrip::<RmapRecord>(s) {
+            let _ = (r.len.get(), r.flags.get());
+        }
+        if let Some(r) = roundtrip::<ErrorLogRecord>(s) {
+            let _ = (r.dev_off.get(), r.action.get(), r.owner_kind.get());
         }
         if let Some(d) = roundtrip::<DirentRecord>(s) {
             match d.name() {
