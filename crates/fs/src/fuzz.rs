@@ -122,9 +122,20 @@ fn populate(fs: &Fs) -> Result<()> {
         100_000,
         100_000,
     )?;
+    // Shared blocks: a refcount tree.
+    let clone = fs.create("/clone")?;
+    clone.clone_from(&f)?;
     fs.symlink("d/f1", "/link")?;
     fs.symlink("/sub/deeper", "/sub/up")?;
     fs.link("/d/f0", "/hard")?;
+    // Media errors reported in file data and in free space: the error log,
+    // the loss tree and the bad-block tree.
+    let f5 = fs.open("/d/f5", &OpenOptions::read_only())?;
+    if let Some(e) = f5.fiemap()?.first() {
+        fs.media_failure(e.physical, BLOCK_SIZE_U64, Default::default())?;
+    }
+    let last_free = (IMAGE_BLOCKS - 8) * BLOCK_SIZE_U64;
+    fs.media_failure(last_free, 2 * BLOCK_SIZE_U64, Default::default())?;
     fs.sync()
 }
 
@@ -167,6 +178,12 @@ fn blocks_of(img: &[u8]) -> Result<BTreeSet<u64>> {
     free_tree().visit_nodes(&mut s, &sb.free_tree, &mut add)?;
     inode_tree().visit_nodes(&mut s, &sb.inode_tree, &mut add)?;
     orphan_tree().visit_nodes(&mut s, &sb.orphan_tree, &mut add)?;
+    crate::dir::parent_tree().visit_nodes(&mut s, &sb.parent_tree, &mut add)?;
+    crate::space::rmap::tree().visit_nodes(&mut s, &sb.rmap_tree, &mut add)?;
+    crate::space::refcount::tree().visit_nodes(&mut s, &sb.refcount_tree, &mut add)?;
+    crate::space::badblocks::tree().visit_nodes(&mut s, &sb.badblock_tree, &mut add)?;
+    crate::media::loss_tree().visit_nodes(&mut s, &sb.loss_tree, &mut add)?;
+    crate::media::error_log().visit_nodes(&mut s, &sb.error_log, &mut add)?;
     let mut recs = vec![];
     inode_tree().range(&mut s, &sb.inode_tree, &0, &u64::MAX, &mut |_, r| {
         recs.push(r);
@@ -457,6 +474,21 @@ fn exercise(fs: &Fs) {
     if let Ok(f) = fs.create("/new") {
         let _ = f.write_at(0, &[6u8; 10_000]);
     }
+    if let (Ok(a), Ok(b)) = (
+        fs.open("/big", &OpenOptions::read_only()),
+        fs.open("/clone", &OpenOptions::read_write()),
+    ) {
+        let _ = b.clone_range(&a, 0, 8 * bs, 4 * bs);
+        let _ = b.copy_range(&a, 100, 3, 5000);
+        let _ = b.write_at(bs, &[7u8; 100]);
+    }
+    let _ = fs.owners(0, IMAGE_BLOCKS);
+    let _ = fs.fsmap(0, IMAGE_BLOCKS);
+    let _ = fs.error_log();
+    let _ = fs.bad_ranges();
+    let _ = fs.all_losses();
+    let _ = fs.paths(3);
+    let _ = fs.clear_bad_range((IMAGE_BLOCKS - 8) * bs, bs);
     let _ = fs.mkdir("/newdir", 0o755);
     let _ = fs.rename("/d/f2", "/newdir/g");
     let _ = fs.rename("/sub", "/newdir/sub");
@@ -921,5 +953,50 @@ mod tests {
         ] {
             assert!(e.to_string().contains("link count"), "{e}");
         }
+    }
+
+    /// Found by fuzzing fs_mount (the seeded `mount_inputs` run): a
+    /// reverse-map record with a huge length or file block overflowed the
+    /// byte offsets fsmap reports.
+    #[test]
+    fn regress_rmap_record_overflow() {
+        run(fuzz_mount, &hex("0241d10b0740ff009bff00a800"));
+    }
+
+    /// Found by fuzzing fs_mount (the seeded `noise_inputs` run), rebuilt by
+    /// hand: a bad-block record of 2^64 - 1 blocks overflowed in
+    /// `bad_ranges` and in the range arithmetic of the bad-block tree.
+    #[test]
+    fn regress_badblock_record_overflow() {
+        let t = template();
+        let b = template_sb(&t.clean).badblock_tree.block.get();
+        // The first value of a u64 -> u64 leaf.
+        let d = patches(FLAG_RESEAL, &t.targets, &[(b, 64 + 252 * 8, &[0xff; 8])]);
+        run(fuzz_mount, &d);
+        run(fuzz_fsck, &d);
+    }
+
+    /// Found by reading media (the fuzzer found the neighbouring bad-block
+    /// case): a loss record of 2^64 - 1 blocks overflowed in `all_losses`,
+    /// in stat's lost-byte sum and when a write ends the loss.
+    #[test]
+    fn regress_loss_record_overflow() {
+        let t = template();
+        let b = template_sb(&t.clean).loss_tree.block.get();
+        // The first value of a (u64, u64) -> u64 leaf: 168 keys of 16 bytes.
+        let d = patches(FLAG_RESEAL, &t.targets, &[(b, 64 + 168 * 16, &[0xff; 8])]);
+        run(fuzz_mount, &d);
+        run(fuzz_fsck, &d);
+        let (_, img) = damaged_image(&d, &t.targets);
+        let fs = Fs::mount(
+            Arc::new(MemDevice::from_image(img)),
+            &MountOptions::default(),
+        )
+        .unwrap();
+        assert!(fs.all_losses().is_ok());
+        let e = fs.stat("/d/f5").unwrap_err();
+        assert!(e.to_string().contains("loss tree"), "{e}");
+        let f = fs.open("/d/f5", &OpenOptions::read_write()).unwrap();
+        assert!(f.write_at(0, b"new data").is_err());
     }
 }
