@@ -999,4 +999,32 @@ mod tests {
         let f = fs.open("/d/f5", &OpenOptions::read_write()).unwrap();
         assert!(f.write_at(0, b"new data").is_err());
     }
+
+    /// Found by fuzzing fs_mount (the cargo-fuzz run; its "clean stays
+    /// clean" check): a next inode number past 2^63 gave new inodes numbers
+    /// that the reverse map reads as metadata owners.
+    #[test]
+    fn regress_next_ino_past_rmap_owner_flag() {
+        run(fuzz_mount, &hex("0200880088ffffff00ffffffff"));
+    }
+
+    /// Found by fuzzing fs_fsck (the cargo-fuzz run, minimized): a
+    /// reverse-map record of 2^64 - 1 blocks overflowed fsck's segment check.
+    #[test]
+    fn regress_fsck_rmap_record_overflow() {
+        run(fuzz_fsck, &hex("0e0c000affffffffffffffffff"));
+    }
+
+    /// Found by reading fsck (next to the case above): a refcount record of
+    /// 2^64 - 1 blocks overflowed the end of the record.
+    #[test]
+    fn regress_fsck_refcount_record_overflow() {
+        let t = template();
+        let b = template_sb(&t.clean).refcount_tree.block.get();
+        // The first value of a u64 -> RefcountRecord leaf: 168 keys of 8
+        // bytes, then (len, count).
+        let d = patches(FLAG_RESEAL, &t.targets, &[(b, 64 + 168 * 8, &[0xff; 8])]);
+        run(fuzz_fsck, &d);
+        run(fuzz_mount, &d);
+    }
 }

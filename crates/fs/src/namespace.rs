@@ -255,7 +255,9 @@ impl FsInner {
         let ino = tx.meta.sb.next_ino.get();
         // A corrupt superblock must not make a create reuse a live inode.
         let root = tx.meta.sb.inode_tree;
-        if ino == 0 || ino == u64::MAX || inode::read_record(tx, &root, ino)?.is_some() {
+        // Inode numbers stay below the reverse map's metadata-owner flag.
+        let max = daxfs_format::records::RMAP_OWNER_META;
+        if ino == 0 || ino >= max || inode::read_record(tx, &root, ino)?.is_some() {
             return Err(FsError::Corrupt(format!(
                 "superblock: next inode number {ino} is invalid or in use"
             )));
