@@ -48,10 +48,12 @@ pub struct Shell<'a> {
     pub out: Box<dyn Write + 'a>,
 }
 
-/// Splits flags (`-x`, `-x VALUE` for letters in `with_value`) from positional words.
+/// Splits flags from positional words. `spec` lists the flags the command
+/// takes, as getopt(3) does: a letter followed by ':' takes a value
+/// (`-x VALUE`). Any other flag is an error.
 fn getopt<'w>(
     words: &'w [String],
-    with_value: &str,
+    spec: &str,
 ) -> Result<(Vec<(char, Option<&'w str>)>, Vec<&'w str>), CmdError> {
     let mut flags = vec![];
     let mut pos = vec![];
@@ -60,7 +62,10 @@ fn getopt<'w>(
         let w = &words[i];
         if w.len() >= 2 && w.starts_with('-') && !w[1..].starts_with(|c: char| c.is_ascii_digit()) {
             for c in w[1..].chars() {
-                if with_value.contains(c) {
+                let Some(at) = spec.find(c).filter(|_| c != ':') else {
+                    return Err(usage(&format!("unknown option -{c}")));
+                };
+                if spec[at + c.len_utf8()..].starts_with(':') {
                     i += 1;
                     let v = words
                         .get(i)
@@ -114,7 +119,7 @@ impl<'a> Shell<'a> {
                 Ok(self.file()?.set_len(num(len)?)?)
             }
             "falloc" => {
-                let (flags, pos) = getopt(rest, "")?;
+                let (flags, pos) = getopt(rest, "k")?;
                 let [off, len] = args(&pos, "falloc [-k] OFF LEN")?;
                 let keep = flags.iter().any(|f| f.0 == 'k');
                 Ok(self.file()?.fallocate(
@@ -140,7 +145,7 @@ impl<'a> Shell<'a> {
                 )?)
             }
             "fzero" => {
-                let (flags, pos) = getopt(rest, "")?;
+                let (flags, pos) = getopt(rest, "k")?;
                 let [off, len] = args(&pos, "fzero [-k] OFF LEN")?;
                 let keep = flags.iter().any(|f| f.0 == 'k');
                 Ok(self.file()?.fallocate(
@@ -254,8 +259,8 @@ impl<'a> Shell<'a> {
     }
 
     fn open(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
-        let [p] = args(&pos, "open [-c] [-r] [-t] [-a] PATH")?;
+        let (flags, pos) = getopt(rest, "crtax")?;
+        let [p] = args(&pos, "open [-c] [-r] [-t] [-a] [-x] PATH")?;
         let has = |c| flags.iter().any(|f: &(char, Option<&str>)| f.0 == c);
         let mut o = if has('r') {
             OpenOptions::read_only()
@@ -272,7 +277,7 @@ impl<'a> Shell<'a> {
     }
 
     fn pwrite(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "S")?;
+        let (flags, pos) = getopt(rest, "S:")?;
         let [off, len] = args(&pos, "pwrite [-S BYTE] OFF LEN")?;
         let (off, len) = (num(off)?, num(len)?);
         let byte = match flags.iter().find(|f| f.0 == 'S') {
@@ -295,7 +300,7 @@ impl<'a> Shell<'a> {
     }
 
     fn pread(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
+        let (flags, pos) = getopt(rest, "v")?;
         let [off, len] = args(&pos, "pread [-v] OFF LEN")?;
         let (off, len) = (num(off)?, num(len)?);
         let verbose = flags.iter().any(|f| f.0 == 'v');
@@ -437,7 +442,7 @@ impl<'a> Shell<'a> {
             );
             at = e.logical + e.length;
         }
-        let end = size.div_ceil(4096) * 4096;
+        let end = size.div_ceil(4096).saturating_mul(4096);
         if at < end {
             row(o, at, end, "hole".into());
         }

@@ -235,7 +235,7 @@ fn run(cli: Cli) -> Result<i32> {
             if progress {
                 eprintln!("writing superblocks, log and root directory");
             }
-            Fs::mkfs(
+            let made = Fs::mkfs(
                 dev.clone(),
                 &MkfsOptions {
                     force,
@@ -243,8 +243,12 @@ fn run(cli: Cli) -> Result<i32> {
                     label,
                     no_rmap,
                 },
-            )
-            .with_context(|| format!("mkfs {}", image.display()))?;
+            );
+            if made.is_err() && !exists {
+                // Do not leave behind an image file this command created.
+                let _ = std::fs::remove_file(&image);
+            }
+            made.with_context(|| format!("mkfs {}", image.display()))?;
             let fs = Fs::mount(dev, &MountOptions::default())?;
             let i = fs.info();
             println!(
@@ -270,7 +274,7 @@ fn run(cli: Cli) -> Result<i32> {
                     i.block_size,
                     i.total_blocks,
                     i.free_blocks,
-                    i.total_blocks - i.free_blocks,
+                    i.total_blocks.saturating_sub(i.free_blocks),
                     i.inodes,
                     i.log_start,
                     i.log_blocks,

@@ -124,7 +124,10 @@ impl Mapping {
             ))
         })?;
         let len = v.len.get();
-        if len == 0 || k.0.checked_add(len).is_none() {
+        // Ends past the largest device or file overflow byte offsets.
+        let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+        let past = |a: u64| a.checked_add(len).is_none_or(|e| e > max);
+        if len == 0 || past(k.0) || matches!(owner, Owner::Data { fblock, .. } if past(fblock)) {
             return Err(FsError::Corrupt(format!(
                 "reverse map: record at block {} has length {len}",
                 k.0
