@@ -1027,4 +1027,12 @@ mod tests {
         run(fuzz_fsck, &d);
         run(fuzz_mount, &d);
     }
+
+    /// Found by fuzzing fs_mount (the cargo-fuzz run, minimized): a
+    /// reverse-map record of 2^64 - 1 blocks overflowed in
+    /// `rmap::segment_of` when the next allocation updated the map.
+    #[test]
+    fn regress_rmap_segment_overflow() {
+        run(fuzz_mount, &hex("4747ff5bee4fffffffffffffffff"));
+    }
 }

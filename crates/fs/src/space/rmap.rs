@@ -171,8 +171,11 @@ fn records_from(s: &mut dyn NodeStore, root: &TreeRoot, lo: u64, hi: u64) -> Res
 /// The start of the segment holding block `x`, if any record covers it.
 fn segment_of(s: &mut dyn NodeStore, root: &TreeRoot, x: u64) -> Result<Option<(u64, u64)>> {
     match tree().last_le(s, root, &(x, u64::MAX, u64::MAX))? {
-        Some((k, v)) if k.0 + v.len.get() > x => Ok(Some((k.0, v.len.get()))),
-        _ => Ok(None),
+        Some((k, v)) => {
+            let m = Mapping::from_kv(k, v)?;
+            Ok((m.phys + m.len > x).then_some((m.phys, m.len)))
+        }
+        None => Ok(None),
     }
 }
 
@@ -216,7 +219,8 @@ fn segments_in(
         if k.0 >= end {
             break;
         }
-        out.push((k.0, v.len.get()));
+        let m = Mapping::from_kv(k, v)?;
+        out.push((m.phys, m.len));
         match k.0.checked_add(1) {
             Some(next) => at = (next, 0, 0),
             None => break,
