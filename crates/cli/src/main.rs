@@ -393,6 +393,7 @@ fn run(cli: Cli) -> Result<i32> {
                 fs: &fs,
                 file: None,
                 out: Box::new(stdout.lock()),
+                view: None,
             };
             if commands.is_empty() {
                 let interactive = std::io::stdin().is_terminal();

@@ -14,7 +14,8 @@
 //!    a [`FaultAction`]: retry the instruction (the callback fixed the page,
 //!    e.g. made it writable after a copy-on-write), deliver SIGBUS with
 //!    `si_code = BUS_MCEERR_AR` at an address (the page is lost, as a real
-//!    memory error would report it), or not mine.
+//!    memory error would report it), deliver SIGBUS with `BUS_ADRERR` (an
+//!    access past the end of a mapped file), or not mine.
 //! 3. **Everything else** goes to the handler that was installed before this
 //!    one (Rust's stack-overflow handler, an application's own handler), or,
 //!    when there was none, gets the default action: an unrelated segfault
@@ -80,6 +81,9 @@ pub const BUS_MCEERR_AR: i32 = 4;
 /// `si_code` of SIGBUS for a memory error found in the background (action
 /// optional).
 pub const BUS_MCEERR_AO: i32 = 5;
+/// `si_code` of SIGBUS for an access to a nonexistent physical address,
+/// such as a page of a file mapping that lies past end of file.
+pub const BUS_ADRERR: i32 = 2;
 
 /// A fault offered to a range handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +111,13 @@ pub enum FaultAction {
     /// arrives as the handler returns, before the instruction is retried; an
     /// application without a SIGBUS handler dies of it.
     Sigbus {
+        /// The address to report.
+        addr: usize,
+    },
+    /// An access outside the object behind the range (e.g. a file mapping
+    /// past end of file): deliver SIGBUS with `si_code = BUS_ADRERR` and
+    /// `si_addr = addr`, as the kernel does for such an access.
+    BusError {
         /// The address to report.
         addr: usize,
     },
@@ -540,7 +551,13 @@ unsafe fn handle(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
                 FaultAction::Retry => return,
                 FaultAction::Sigbus { addr } => {
                     // SAFETY: async-signal-safe system calls only.
-                    if unsafe { raise_memory_error(addr) } {
+                    if unsafe { raise_sigbus(addr, BUS_MCEERR_AR, 12) } {
+                        return;
+                    }
+                }
+                FaultAction::BusError { addr } => {
+                    // SAFETY: async-signal-safe system calls only.
+                    if unsafe { raise_sigbus(addr, BUS_ADRERR, 0) } {
                         return;
                     }
                 }
@@ -631,22 +648,23 @@ struct MemoryErrorInfo {
 const _: () = assert!(std::mem::size_of::<MemoryErrorInfo>() == 128);
 const _: () = assert!(std::mem::size_of::<libc::siginfo_t>() == 128);
 
-/// Queues SIGBUS `BUS_MCEERR_AR` at `addr` to the calling thread. The signal
-/// is blocked while the handler runs, so it arrives when the handler
-/// returns. Returns false if the kernel refused.
+/// Queues SIGBUS with `code` at `addr` to the calling thread (`addr_lsb`
+/// is 12 for memory errors, 0 otherwise). The signal is blocked while the
+/// handler runs, so it arrives when the handler returns. Returns false if
+/// the kernel refused.
 ///
 /// # Safety
 ///
 /// Async-signal-safe; no requirement beyond being called on the faulting
 /// thread.
-unsafe fn raise_memory_error(addr: usize) -> bool {
+unsafe fn raise_sigbus(addr: usize, code: c_int, addr_lsb: i16) -> bool {
     let info = MemoryErrorInfo {
         signo: libc::SIGBUS,
         errno: 0,
-        code: BUS_MCEERR_AR,
+        code,
         _pad: 0,
         addr,
-        addr_lsb: 12,
+        addr_lsb,
         _rest: [0; 128 - 26],
     };
     // SAFETY: plain system calls; `info` is a valid 128-byte siginfo that

@@ -696,6 +696,10 @@ impl Device for MmapDevice {
     fn remove(&self) -> Result<()> {
         self.media.remove()
     }
+
+    fn view_source(&self) -> Option<MapSource> {
+        Some(self.map_source())
+    }
 }
 
 fn fmt_size(n: u64) -> String {

@@ -324,6 +324,12 @@ pub trait Device: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// How to map device pages elsewhere (file-system mmap views), or None
+    /// when the device memory cannot be mapped a second time.
+    fn view_source(&self) -> Option<MapSource> {
+        None
+    }
+
     /// The device is about to be removed: the holder is told with
     /// [`FailureFlags::pre_remove`] over `(0, u64::MAX)`; without a holder,
     /// every raw mapping is revoked whole and its owner told. The device

@@ -1,6 +1,8 @@
 //! A volatile in-memory device for tests.
 //!
-//! The bytes live in a private anonymous mapping owned by the device and are
+//! The bytes live in a shared mapping of an anonymous memory file (memfd)
+//! owned by the device, so that file-system views can map its pages again;
+//! they are
 //! accessed only through the raw copies of the `mmap` module, so there is no
 //! lock: concurrent accesses to disjoint ranges proceed in parallel.
 //!
@@ -15,6 +17,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct MemDevice {
     map: Mapping,
+    /// The memory file behind `map` (declared after it: unmapped first).
+    fd: rustix::fd::OwnedFd,
     media: Media,
 }
 
@@ -24,11 +28,12 @@ impl MemDevice {
     /// Panics when the memory cannot be mapped (like a failed allocation).
     pub fn new(size: u64) -> Self {
         let len = usize::try_from(size).expect("device size exceeds the address space");
-        let map = Mapping::anonymous(len)
+        let (map, fd) = Mapping::memfd(len)
             .unwrap_or_else(|e| panic!("cannot map {size} bytes of memory: {e}"));
         MemDevice {
             media: Media::new(size, None),
             map,
+            fd,
         }
     }
 
@@ -147,6 +152,17 @@ impl Device for MemDevice {
     }
     fn remove(&self) -> Result<()> {
         self.media.remove()
+    }
+    fn view_source(&self) -> Option<crate::MapSource> {
+        use rustix::fd::AsRawFd;
+        Some(crate::MapSource {
+            fd: self.fd.as_raw_fd(),
+            offset: 0,
+            len: self.map.len() as u64,
+            map_sync: false,
+            align: rustix::param::page_size() as u64,
+            kind: crate::DeviceKind::File,
+        })
     }
 }
 

@@ -52,6 +52,7 @@ fn round_up(x: usize, to: usize) -> usize {
 
 impl Mapping {
     /// A zero-filled private anonymous mapping of `len` bytes.
+    #[cfg(test)]
     pub(crate) fn anonymous(len: usize) -> rustix::io::Result<Mapping> {
         if len == 0 {
             return Ok(Mapping {
@@ -73,6 +74,38 @@ impl Mapping {
             ptr: NonNull::new(p.cast()).expect("mmap returned null"),
             len,
         })
+    }
+
+    /// A zero-filled shared mapping of `len` bytes of a new anonymous memory
+    /// file (memfd), with the file, so that the memory can be mapped again
+    /// elsewhere (file-system views of a memory device).
+    pub(crate) fn memfd(len: usize) -> rustix::io::Result<(Mapping, rustix::fd::OwnedFd)> {
+        let fd = rustix::fs::memfd_create("daxfs-memory", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, round_up(len, page_size()) as u64)?;
+        if len == 0 {
+            let m = Mapping {
+                ptr: NonNull::dangling(),
+                len: 0,
+            };
+            return Ok((m, fd));
+        }
+        // SAFETY: a null hint lets the kernel pick fresh addresses, so no
+        // existing memory is replaced; the new region is owned by the result.
+        let p = unsafe {
+            mm::mmap(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::NORESERVE,
+                &fd,
+                0,
+            )?
+        };
+        let m = Mapping {
+            ptr: NonNull::new(p.cast()).expect("mmap returned null"),
+            len,
+        };
+        Ok((m, fd))
     }
 
     /// Maps `len` bytes of `fd` from file offset `offset` (a multiple of the

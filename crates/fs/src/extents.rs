@@ -252,6 +252,14 @@ impl ExtentMap {
         }
     }
 
+    /// The file blocks `[first, end)` that the mapping changes waiting to be
+    /// applied touch, if any.
+    pub fn changed_span(&self) -> Option<(u64, u64)> {
+        let mut it = self.changes.iter().map(|(_, e)| (e.fblock, e.end()));
+        let first = it.next()?;
+        Some(it.fold(first, |(a, b), (s, t)| (a.min(s), b.max(t))))
+    }
+
     /// True when edits are waiting to be applied.
     pub fn has_edits(&self) -> bool {
         !self.edits.is_empty()

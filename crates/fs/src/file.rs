@@ -638,6 +638,7 @@ impl File {
     ) -> Result<()> {
         let mut recs = Recs::lock(&[&self.node]);
         let r = recs.get(self.node.ino);
+        let view_span = crate::views::span(&self.node, map, r.size.get()); // views
         let mut root = r.tree;
         map.apply(&mut tx, self.node.ino, &mut root)?;
         r.tree = root;
@@ -646,9 +647,12 @@ impl File {
         let t = inode::now();
         r.mtime = t;
         r.ctime = t;
+        let size = r.size.get();
+        let views = crate::views::before_commit(&self.node, &mut tx, map, view_span, size); // views
         recs.stage(&mut tx)?;
         tx.commit()?;
         recs.install();
+        views.finish(); // views: map the committed state
         Ok(())
     }
 

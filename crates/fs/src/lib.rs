@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod reflink;
 pub mod space;
 pub mod tx;
+pub mod views;
 pub mod write;
 
 pub use dir::DirEntry;
@@ -33,3 +34,4 @@ pub use inode::FileKind;
 pub use media::{ErrorLogEntry, FailureEvent, FailureFlags, LossNotice};
 pub use namespace::Stat;
 pub use reflink::{DedupeResult, DedupeStatus, OwnerKind, OwnerRecord};
+pub use views::{Access, PageState, View, ViewStats};
