@@ -366,7 +366,7 @@ impl<'a> Shell<'a> {
     /// `mmap [-r|-w] OFF LEN`: maps a range of the open file (read-write
     /// by default when the file is open for writing).
     fn mmap(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
+        let (flags, pos) = getopt(rest, "rw")?;
         let [off, len] = args(&pos, "mmap [-r|-w] OFF LEN")?;
         let has = |c| flags.iter().any(|f: &(char, Option<&str>)| f.0 == c);
         let (off, len) = (num(off)?, num(len)?);
@@ -387,7 +387,7 @@ impl<'a> Shell<'a> {
 
     /// `mread [-v] [OFF LEN]`: loads through the mapping.
     fn mread(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
+        let (flags, pos) = getopt(rest, "v")?;
         let verbose = flags.iter().any(|f| f.0 == 'v');
         let (v, off, len) = self.view_range(&pos, "mread [-v] [OFF LEN]")?;
         let mut buf = vec![0u8; len.min(1 << 20) as usize];
@@ -411,7 +411,7 @@ impl<'a> Shell<'a> {
     /// `mwrite [-S BYTE] [OFF LEN]`: stores through the mapping (BYTE
     /// defaults to 0x58, 'X', as in xfs_io).
     fn mwrite(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "S")?;
+        let (flags, pos) = getopt(rest, "S:")?;
         let byte = match flags.iter().find(|f| f.0 == 'S') {
             Some((_, Some(v))) => {
                 u8::try_from(num(v)?).map_err(|_| usage("-S takes a byte value"))?
