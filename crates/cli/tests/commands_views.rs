@@ -124,3 +124,46 @@ fn mmap_mread_mwrite_msync_munmap() {
 
 /// SIGBUS on Linux (x86_64, aarch64).
 const SIGBUS: i32 = 7;
+
+#[test]
+fn bench_views_smoke() {
+    let d = scratch("bench-views");
+    let out = ok(&[
+        "bench",
+        "views",
+        "--quick",
+        "--no-peer",
+        "--json",
+        "--size",
+        "4m",
+        "--faults",
+        "16",
+        "--huge-faults",
+        "1",
+        "--dir",
+        d.0.to_str().unwrap(),
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = doc["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "memcpy",
+        "view_load",
+        "view_store",
+        "cow_fault_4k_p50",
+        "cow_fault_2m_p50",
+        "hole_fault_4k_p50",
+        "round_trip_p50",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&d.0).unwrap().count(),
+        0,
+        "scratch files left"
+    );
+}

@@ -192,6 +192,9 @@ pub(crate) struct ViewShared {
     fb0: u64,
     writable: bool,
     huge_faults: AtomicBool,
+    /// The process that made the view: in a child (after fork) its range is
+    /// unmapped and its faults are not ours.
+    pid: i32,
     /// One record per page; read without locks by the fault handler, written
     /// under `ops`.
     pages: Box<[AtomicU64]>,
@@ -464,6 +467,10 @@ impl ViewShared {
         };
         let p = rel / PAGE;
         if p >= self.npages {
+            return FaultAction::NotMine;
+        }
+        // SAFETY: getpid is async-signal-safe and has no preconditions.
+        if unsafe { libc::getpid() } != self.pid {
             return FaultAction::NotMine;
         }
         let page_addr = f.addr & !(PAGE - 1);
@@ -914,6 +921,7 @@ fn map_file(f: &File, offset: u64, length: u64, access: Access) -> Result<View> 
         fb0: offset / BS,
         writable: access == Access::ReadWrite,
         huge_faults: AtomicBool::new(true),
+        pid: std::process::id() as i32,
         pages: (0..npages)
             .map(|_| AtomicU64::new(rec(K_NONE, 0)))
             .collect(),

@@ -200,6 +200,7 @@ fn reflinked_views_share_pages_until_one_writes() {
     let pfn_b = pfn(&vb, BS);
     if let (Some(x), Some(y)) = (pfn_a, pfn_b) {
         assert_eq!(x, y, "reflinked views map one page frame");
+        eprintln!("page frames compared: {x:#x}");
     }
     let shared_at = shared_dev(&va, BS);
     store(&va, BS + 1, 0x5a);
@@ -945,4 +946,36 @@ fn generic_670_672_630_clone_and_dedupe_race_view_stores() {
     drop((a, ro, targets, dd));
     drop(fs);
     assert_fsck(&*dev);
+}
+
+/// A child process (fork) gets none of a view's pages: touching the range
+/// there is an ordinary SIGSEGV, never a hang waiting for a resolver that
+/// only the parent has. The parent's view keeps working.
+#[test]
+fn views_are_not_inherited_by_forked_children() {
+    if child_scenario().as_deref() == Some("fork") {
+        let (_dev, fs) = new_fs(16);
+        let f = file_with(&fs, "/f", &pattern(1, 2 * BS as usize));
+        let v = f.map(0, 2 * BS, Access::ReadWrite).unwrap();
+        let addr = v.as_ptr();
+        // SAFETY: fork; the child only loads (faulting) and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: deliberately faults in the child.
+            let x = unsafe { std::ptr::read_volatile(addr) };
+            // SAFETY: async-signal-safe exit from a forked child.
+            unsafe { libc::_exit(i32::from(x) + 10) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let killed = libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV;
+        store(&v, 5, 9);
+        assert_eq!(load(&v, 5), 9);
+        println!("child killed by SIGSEGV: {killed}");
+        std::process::exit(0);
+    }
+    let (status, out) = run_child("views_are_not_inherited_by_forked_children", "fork");
+    assert!(status.success(), "{status:?}\n{out}");
+    assert!(out.contains("child killed by SIGSEGV: true"), "{out}");
 }

@@ -131,13 +131,16 @@ pub(crate) fn submit(view: usize, addr: usize, write: bool) -> u32 {
     if SLEEPING.load(Ordering::SeqCst) > 0 {
         futex_wake(&WORK, 1);
     }
+    // A short spin first: a fault needing no transaction is answered in a
+    // few microseconds. Longer spins cost more than they save when the
+    // faulting thread and the resolver share a CPU.
     let mut spins = 0u32;
     loop {
         let s = slot.state.load(Ordering::Acquire);
         if s == ANSWERED {
             break;
         }
-        if spins < 2_000 {
+        if spins < 200 {
             spins += 1;
             std::hint::spin_loop();
             continue;

@@ -7,6 +7,9 @@
 //!   inaccessible by [`Reservation::new`], is only ever replaced in place
 //!   (`MAP_FIXED` inside it, `mprotect` of parts of it) and is unmapped once,
 //!   by [`Reservation::release`].
+//! - Every mapping made in a reservation is `MADV_DONTFORK`: a child
+//!   process gets none of a view's pages (it could not resolve their faults,
+//!   and must not store into the file behind daxfs's back).
 //! - No Rust reference to view memory is ever formed: applications and
 //!   other mappings of the same device pages write it at any time. Bytes move
 //!   through relaxed atomic loads and stores ([`copy_out`], [`copy_in`]).
@@ -66,6 +69,8 @@ impl Reservation {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: advice on the region just mapped, which is ours.
+        unsafe { libc::madvise(p, total, libc::MADV_DONTFORK) };
         let start = p as usize;
         let base = start + ((phase % align).wrapping_sub(start % align) & (align - 1));
         let head = base - start;
@@ -138,6 +143,7 @@ impl Reservation {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        dont_fork(at, len);
         Ok(())
     }
 
@@ -160,6 +166,7 @@ impl Reservation {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        dont_fork(at, len);
         Ok(())
     }
 
@@ -172,6 +179,13 @@ impl Reservation {
         }
         Ok(())
     }
+}
+
+/// Keeps `[at, at + len)` (a fresh mapping of ours) out of child processes.
+fn dont_fork(at: *mut c_void, len: usize) {
+    // SAFETY: advice on a mapping just made inside our reservation; it
+    // changes nothing in this process.
+    unsafe { libc::madvise(at, len, libc::MADV_DONTFORK) };
 }
 
 impl Drop for Reservation {
