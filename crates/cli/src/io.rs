@@ -50,10 +50,12 @@ pub struct Shell<'a> {
     pub view: Option<View>,
 }
 
-/// Splits flags (`-x`, `-x VALUE` for letters in `with_value`) from positional words.
+/// Splits flags from positional words. `spec` lists the flags the command
+/// takes, as getopt(3) does: a letter followed by ':' takes a value
+/// (`-x VALUE`). Any other flag is an error.
 fn getopt<'w>(
     words: &'w [String],
-    with_value: &str,
+    spec: &str,
 ) -> Result<(Vec<(char, Option<&'w str>)>, Vec<&'w str>), CmdError> {
     let mut flags = vec![];
     let mut pos = vec![];
@@ -62,7 +64,10 @@ fn getopt<'w>(
         let w = &words[i];
         if w.len() >= 2 && w.starts_with('-') && !w[1..].starts_with(|c: char| c.is_ascii_digit()) {
             for c in w[1..].chars() {
-                if with_value.contains(c) {
+                let Some(at) = spec.find(c).filter(|_| c != ':') else {
+                    return Err(usage(&format!("unknown option -{c}")));
+                };
+                if spec[at + c.len_utf8()..].starts_with(':') {
                     i += 1;
                     let v = words
                         .get(i)
@@ -116,7 +121,7 @@ impl<'a> Shell<'a> {
                 Ok(self.file()?.set_len(num(len)?)?)
             }
             "falloc" => {
-                let (flags, pos) = getopt(rest, "")?;
+                let (flags, pos) = getopt(rest, "k")?;
                 let [off, len] = args(&pos, "falloc [-k] OFF LEN")?;
                 let keep = flags.iter().any(|f| f.0 == 'k');
                 Ok(self.file()?.fallocate(
@@ -142,7 +147,7 @@ impl<'a> Shell<'a> {
                 )?)
             }
             "fzero" => {
-                let (flags, pos) = getopt(rest, "")?;
+                let (flags, pos) = getopt(rest, "k")?;
                 let [off, len] = args(&pos, "fzero [-k] OFF LEN")?;
                 let keep = flags.iter().any(|f| f.0 == 'k');
                 Ok(self.file()?.fallocate(
@@ -265,8 +270,8 @@ impl<'a> Shell<'a> {
     }
 
     fn open(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
-        let [p] = args(&pos, "open [-c] [-r] [-t] [-a] PATH")?;
+        let (flags, pos) = getopt(rest, "crtax")?;
+        let [p] = args(&pos, "open [-c] [-r] [-t] [-a] [-x] PATH")?;
         let has = |c| flags.iter().any(|f: &(char, Option<&str>)| f.0 == c);
         let mut o = if has('r') {
             OpenOptions::read_only()
@@ -283,7 +288,7 @@ impl<'a> Shell<'a> {
     }
 
     fn pwrite(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "S")?;
+        let (flags, pos) = getopt(rest, "S:")?;
         let [off, len] = args(&pos, "pwrite [-S BYTE] OFF LEN")?;
         let (off, len) = (num(off)?, num(len)?);
         let byte = match flags.iter().find(|f| f.0 == 'S') {
@@ -306,7 +311,7 @@ impl<'a> Shell<'a> {
     }
 
     fn pread(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
+        let (flags, pos) = getopt(rest, "v")?;
         let [off, len] = args(&pos, "pread [-v] OFF LEN")?;
         let (off, len) = (num(off)?, num(len)?);
         let verbose = flags.iter().any(|f| f.0 == 'v');
@@ -361,7 +366,7 @@ impl<'a> Shell<'a> {
     /// `mmap [-r|-w] OFF LEN`: maps a range of the open file (read-write
     /// by default when the file is open for writing).
     fn mmap(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
+        let (flags, pos) = getopt(rest, "rw")?;
         let [off, len] = args(&pos, "mmap [-r|-w] OFF LEN")?;
         let has = |c| flags.iter().any(|f: &(char, Option<&str>)| f.0 == c);
         let (off, len) = (num(off)?, num(len)?);
@@ -382,7 +387,7 @@ impl<'a> Shell<'a> {
 
     /// `mread [-v] [OFF LEN]`: loads through the mapping.
     fn mread(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
+        let (flags, pos) = getopt(rest, "v")?;
         let verbose = flags.iter().any(|f| f.0 == 'v');
         let (v, off, len) = self.view_range(&pos, "mread [-v] [OFF LEN]")?;
         let mut buf = vec![0u8; len.min(1 << 20) as usize];
@@ -406,7 +411,7 @@ impl<'a> Shell<'a> {
     /// `mwrite [-S BYTE] [OFF LEN]`: stores through the mapping (BYTE
     /// defaults to 0x58, 'X', as in xfs_io).
     fn mwrite(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "S")?;
+        let (flags, pos) = getopt(rest, "S:")?;
         let byte = match flags.iter().find(|f| f.0 == 'S') {
             Some((_, Some(v))) => {
                 u8::try_from(num(v)?).map_err(|_| usage("-S takes a byte value"))?
@@ -550,7 +555,7 @@ impl<'a> Shell<'a> {
             );
             at = e.logical + e.length;
         }
-        let end = size.div_ceil(4096) * 4096;
+        let end = size.div_ceil(4096).saturating_mul(4096);
         if at < end {
             row(o, at, end, "hole".into());
         }

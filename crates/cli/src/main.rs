@@ -130,7 +130,22 @@ enum Cmd {
         json: bool,
     },
     /// Measure daxfs against memcpy and tmpfs, on pmem-like images it creates and removes.
-    Bench(bench::BenchArgs),
+    ///
+    /// `daxfs bench tracking [--scale S] [--out DIR]` instead measures the
+    /// owner-tracking designs on daxfs and writes DIR/tracking.{md,svg,png}.
+    Bench {
+        /// `tracking`: the owner-tracking study (only --scale and --out apply).
+        #[arg(value_parser = ["tracking"])]
+        mode: Option<String>,
+        /// tracking: workload scale, a fraction [default: 1/128].
+        #[arg(long)]
+        scale: Option<String>,
+        /// tracking: output directory [default: docs].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        args: bench::BenchArgs,
+    },
 }
 
 fn open_device(path: &Path, pmem: bool) -> Result<Arc<dyn Device>> {
@@ -220,7 +235,7 @@ fn run(cli: Cli) -> Result<i32> {
             if progress {
                 eprintln!("writing superblocks, log and root directory");
             }
-            Fs::mkfs(
+            let made = Fs::mkfs(
                 dev.clone(),
                 &MkfsOptions {
                     force,
@@ -228,8 +243,12 @@ fn run(cli: Cli) -> Result<i32> {
                     label,
                     no_rmap,
                 },
-            )
-            .with_context(|| format!("mkfs {}", image.display()))?;
+            );
+            if made.is_err() && !exists {
+                // Do not leave behind an image file this command created.
+                let _ = std::fs::remove_file(&image);
+            }
+            made.with_context(|| format!("mkfs {}", image.display()))?;
             let fs = Fs::mount(dev, &MountOptions::default())?;
             let i = fs.info();
             println!(
@@ -255,7 +274,7 @@ fn run(cli: Cli) -> Result<i32> {
                     i.block_size,
                     i.total_blocks,
                     i.free_blocks,
-                    i.total_blocks - i.free_blocks,
+                    i.total_blocks.saturating_sub(i.free_blocks),
                     i.inodes,
                     i.log_start,
                     i.log_blocks,
@@ -706,6 +725,24 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Bench(args) => bench::run(&args),
+        Cmd::Bench {
+            mode: Some(m),
+            scale,
+            out,
+            ..
+        } if m == "tracking" => {
+            let out = out.unwrap_or_else(|| PathBuf::from("docs"));
+            let msg = daxfs_tracking::bench_tracking_command(scale.as_deref(), &out)
+                .map_err(|e| anyhow::anyhow!("bench tracking: {e}"))?;
+            println!("{msg}");
+            Ok(0)
+        }
+        Cmd::Bench {
+            mode: None,
+            scale: None,
+            out: None,
+            args,
+        } => bench::run(&args),
+        Cmd::Bench { .. } => bail!("--scale and --out belong to `daxfs bench tracking`"),
     }
 }

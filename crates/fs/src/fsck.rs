@@ -254,8 +254,8 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                 message: format!("extent of {l} blocks is empty or overlaps the previous one"),
             });
         }
-        prev_end = st + l;
-        free_sum += l;
+        prev_end = st.saturating_add(l);
+        free_sum = free_sum.saturating_add(l);
         usage.mark(p, st, l, "free space");
     }
     rep.free_blocks = free_sum;
@@ -709,7 +709,7 @@ fn check_sharing(
     };
     let mut covered = 0u64;
     for &(k, l, c) in &recs {
-        if c < 2 || l == 0 {
+        if c < 2 || l == 0 || k.checked_add(l).is_none_or(|e| e > sb.total_blocks.get()) {
             p.push(Problem {
                 structure: "refcount tree".into(),
                 block: Some(k),
@@ -755,12 +755,19 @@ fn check_sharing(
     // The reverse map must be exactly the inverse of everything found.
     let mut actual = vec![];
     let mut err = None;
+    let mut bad_len = vec![];
+    let total = sb.total_blocks.get();
     let r = rmap::tree().range(
         s,
         &mroot,
         &(0, 0, 0),
         &(u64::MAX, u64::MAX, u64::MAX),
         &mut |k, v| {
+            let len = v.len.get();
+            if len == 0 || k.0.checked_add(len).is_none_or(|e| e > total) {
+                bad_len.push((k.0, len));
+                return ControlFlow::Continue(());
+            }
             match Owner::from_codes(k.1, k.2) {
                 Some(owner) => actual.push(Mapping {
                     phys: k.0,
@@ -774,6 +781,13 @@ fn check_sharing(
         },
     );
     check_tree(p, "reverse-map tree", r);
+    for (b, len) in bad_len {
+        p.push(Problem {
+            structure: "reverse-map tree".into(),
+            block: Some(b),
+            message: format!("record of {len} blocks is empty or passes the end"),
+        });
+    }
     if let Some(b) = err {
         p.push(Problem {
             structure: "reverse-map tree".into(),

@@ -198,7 +198,8 @@ pub fn pending(
         } else {
             read_block(dev, blockno)?
         };
-        let h = verify_block(&b, &expect(blockno))?;
+        let h = verify_block(&b, &expect(blockno))
+            .map_err(|e| FsError::Corrupt(format!("log descriptor block {blockno}: {e}")))?;
         if h.generation.get() != seq || get_u64(&b, 80) != di as u64 {
             return Err(FsError::Corrupt(format!(
                 "log descriptor block {blockno} belongs to another transaction"
@@ -218,6 +219,12 @@ pub fn pending(
     let d = geo.desc_blocks();
     let mut images = Vec::with_capacity(total);
     for (i, home) in homes.into_iter().enumerate() {
+        // Home blocks are the superblock or lie between the log and copy B.
+        if home != 0 && (home < geo.start + geo.blocks || home >= geo.sb_copy) {
+            return Err(FsError::Corrupt(format!(
+                "log image {i} names block {home}, outside the metadata area"
+            )));
+        }
         let img = read_block(dev, geo.start + d + i as u64)?;
         let h = header(&img[..])?;
         let kind = BlockKind::from_u8(h.kind).ok_or_else(|| {
@@ -231,7 +238,8 @@ pub fn pending(
                 owner: None,
                 fs_id,
             },
-        )?;
+        )
+        .map_err(|e| FsError::Corrupt(format!("log image {i} for block {home}: {e}")))?;
         if h.generation.get() != seq {
             return Err(FsError::Corrupt(format!(
                 "log image {i} for block {home} is not from transaction {seq}"

@@ -16,6 +16,7 @@ pub mod extents;
 pub mod file;
 pub mod fs;
 pub mod fsck;
+pub mod fuzz;
 pub mod inode;
 pub mod journal;
 pub mod media;

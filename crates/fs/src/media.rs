@@ -127,10 +127,24 @@ pub fn losses_of(s: &mut dyn NodeStore, root: &TreeRoot, ino: u64) -> Result<BTr
     if root.is_empty() {
         return Ok(out);
     }
+    // Records from media: empty, overlapping or past the largest file
+    // would overflow the arithmetic of every caller.
+    let max = crate::file::MAX_FILE_SIZE / BS;
+    let (mut prev_end, mut bad) = (0u64, None);
     loss_tree().range(s, root, &(ino, 0), &(ino, u64::MAX), &mut |k, l| {
+        if l == 0 || k.1 < prev_end || k.1.checked_add(l).is_none_or(|e| e > max) {
+            bad = Some(k.1);
+            return ControlFlow::Break(());
+        }
+        prev_end = k.1 + l;
         out.insert(k.1, l);
         ControlFlow::Continue(())
     })?;
+    if let Some(fb) = bad {
+        return Err(FsError::Corrupt(format!(
+            "loss tree: inode {ino}: record at file block {fb} is empty, overlaps or is out of range"
+        )));
+    }
     Ok(out)
 }
 
@@ -617,7 +631,7 @@ impl Fs {
             &(0, 0),
             &(u64::MAX, u64::MAX),
             &mut |k, l| {
-                out.push((k.0, k.1 * BS, l * BS));
+                out.push((k.0, k.1.saturating_mul(BS), l.saturating_mul(BS)));
                 ControlFlow::Continue(())
             },
         )?;

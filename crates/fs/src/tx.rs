@@ -144,8 +144,11 @@ impl<'a> Tx<'a> {
             let root = tx.meta.sb.free_tree;
             let mut map = FreeMap::default();
             let mut bad = None;
+            // Free space lies between the log and superblock copy B.
+            let lo = tx.meta.sb.log_start.get() + tx.meta.sb.log_blocks.get();
+            let hi = tx.meta.geo.sb_copy;
             free_tree().range(&mut tx, &root, &0, &u64::MAX, &mut |s, l| {
-                if !map.insert(s, l) {
+                if s < lo || s.checked_add(l).is_none_or(|e| e > hi) || !map.insert(s, l) {
                     bad = Some(s);
                     return std::ops::ControlFlow::Break(());
                 }
@@ -153,7 +156,7 @@ impl<'a> Tx<'a> {
             })?;
             if let Some(s) = bad {
                 return Err(FsError::Corrupt(format!(
-                    "free-space tree: extent at block {s} overlaps another"
+                    "free-space tree: extent at block {s} is out of range or overlaps another"
                 )));
             }
             tx.meta.free = map;
@@ -263,9 +266,15 @@ impl<'a> Tx<'a> {
                 } else {
                     t.remove(self, &mut root, &fs)?;
                 }
-                self.meta.sb.free_blocks = (self.meta.sb.free_blocks.get() - l).into();
+                self.meta.sb.free_blocks = self.meta.sb.free_blocks.get().saturating_sub(l).into();
             }
             Delta::Free(s, l) => {
+                let lo = self.meta.sb.log_start.get() + self.meta.sb.log_blocks.get();
+                if s < lo || s.checked_add(l).is_none_or(|e| e > self.meta.geo.sb_copy) {
+                    return Err(FsError::Corrupt(format!(
+                        "freeing blocks [{s}, +{l}), outside the data area"
+                    )));
+                }
                 let prev = t.last_le(self, &root, &s)?;
                 if let Some((ps, pl)) = prev
                     && ps + pl > s
@@ -295,7 +304,7 @@ impl<'a> Tx<'a> {
                 if let Some((ns, _)) = next {
                     t.remove(self, &mut root, &ns)?;
                 }
-                self.meta.sb.free_blocks = (self.meta.sb.free_blocks.get() + l).into();
+                self.meta.sb.free_blocks = self.meta.sb.free_blocks.get().saturating_add(l).into();
             }
         }
         self.meta.sb.free_tree = root;
@@ -521,6 +530,13 @@ pub fn read_verified(
     fs_id: u64,
 ) -> Result<Box<Block>, TreeError> {
     let mut blk = Box::new([0u8; BLOCK_SIZE]);
+    if b > u64::MAX / BLOCK_SIZE_U64 {
+        return Err(TreeError::Corrupt {
+            kind: kind.name(),
+            block: b,
+            what: "block number is past the end of the device".into(),
+        });
+    }
     dev.read(b * BLOCK_SIZE_U64, &mut blk[..])
         .map_err(|e| match e {
             daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: b },
