@@ -12,6 +12,7 @@ mod peer;
 mod reflink;
 mod report;
 mod stats;
+mod views;
 mod workload;
 
 use crate::args::parse_size;
@@ -61,6 +62,10 @@ enum BenchMode {
     /// Sharing blocks: clone, copy on write, owner query and fsmap, beside
     /// XFS with reflink and rmapbt when the machine allows mounting it.
     Reflink(reflink::ReflinkArgs),
+    /// mmap views: bandwidth through a view beside memcpy, and the cost of
+    /// copy-on-write store faults beside XFS with reflink when the machine
+    /// allows mounting it.
+    Views(views::ViewsArgs),
 }
 
 /// What one run does, from the options.
@@ -154,6 +159,9 @@ fn mib(b: u64) -> String {
 pub fn run(args: &BenchArgs) -> Result<i32> {
     if let Some(BenchMode::Reflink(a)) = &args.mode {
         return reflink::run(a);
+    }
+    if let Some(BenchMode::Views(a)) = &args.mode {
+        return views::run(a);
     }
     let plan = Plan::from_args(args)?;
     // The peer is tmpfs in the default directory; elsewhere, whatever file

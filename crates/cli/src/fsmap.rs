@@ -71,3 +71,46 @@ pub fn row_json(r: &OwnerRecord) -> serde_json::Value {
     };
     serde_json::json!({ "physical": r.physical, "length": r.length, "owner": owner, "flags": flags(r) })
 }
+
+/// The owner of a failure event as text.
+pub fn event_owner(o: &daxfs::OwnerKind, offset: u64) -> String {
+    match o {
+        OwnerKind::Free => "free space".into(),
+        OwnerKind::Quarantined => "bad blocks (quarantined)".into(),
+        OwnerKind::Metadata(k) => k.to_string(),
+        OwnerKind::File { ino, paths, fork } => {
+            let p = if paths.is_empty() {
+                "(no path)".to_string()
+            } else {
+                paths.join(", ")
+            };
+            if *fork == "data" {
+                format!("inode {ino} {p} offset {offset}")
+            } else {
+                format!("inode {ino} {p} ({fork})")
+            }
+        }
+    }
+}
+
+/// A failure event as JSON.
+pub fn event_json(e: &daxfs::FailureEvent) -> serde_json::Value {
+    serde_json::json!({
+        "physical": e.physical,
+        "length": e.length,
+        "owner": owner_json(&e.owner, e.offset),
+        "action": e.action,
+    })
+}
+
+/// An owner as JSON (as fsmap rows give it).
+pub fn owner_json(o: &daxfs::OwnerKind, offset: u64) -> serde_json::Value {
+    match o {
+        OwnerKind::Free => serde_json::json!({ "free": true }),
+        OwnerKind::Quarantined => serde_json::json!({ "quarantined": true }),
+        OwnerKind::Metadata(k) => serde_json::json!({ "metadata": k }),
+        OwnerKind::File { ino, paths, fork } => {
+            serde_json::json!({ "inode": ino, "paths": paths, "offset": offset, "fork": fork })
+        }
+    }
+}

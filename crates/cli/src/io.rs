@@ -4,7 +4,7 @@
 //! prints `CMD: message (ERRNO)` on stderr; with `-c` the remaining commands
 //! do not run and the exit status is non-zero.
 use crate::args::parse_size;
-use daxfs::{FallocFlags, File, FileKind, Fs, FsError, OpenOptions};
+use daxfs::{Access, FallocFlags, File, FileKind, Fs, FsError, OpenOptions, View};
 use std::io::Write;
 
 /// An error of one shell command, with the errno it maps to.
@@ -41,17 +41,21 @@ fn usage(msg: &str) -> CmdError {
 
 type CmdResult = Result<(), CmdError>;
 
-/// The shell's state: the file system and the open file.
+/// The shell's state: the file system, the open file and the current view.
 pub struct Shell<'a> {
     pub fs: &'a Fs,
     pub file: Option<(String, File)>,
     pub out: Box<dyn Write + 'a>,
+    /// The mapping `mmap` made (xfs_io keeps one current mapping too).
+    pub view: Option<View>,
 }
 
-/// Splits flags (`-x`, `-x VALUE` for letters in `with_value`) from positional words.
+/// Splits flags from positional words. `spec` lists the flags the command
+/// takes, as getopt(3) does: a letter followed by ':' takes a value
+/// (`-x VALUE`). Any other flag is an error.
 fn getopt<'w>(
     words: &'w [String],
-    with_value: &str,
+    spec: &str,
 ) -> Result<(Vec<(char, Option<&'w str>)>, Vec<&'w str>), CmdError> {
     let mut flags = vec![];
     let mut pos = vec![];
@@ -60,7 +64,10 @@ fn getopt<'w>(
         let w = &words[i];
         if w.len() >= 2 && w.starts_with('-') && !w[1..].starts_with(|c: char| c.is_ascii_digit()) {
             for c in w[1..].chars() {
-                if with_value.contains(c) {
+                let Some(at) = spec.find(c).filter(|_| c != ':') else {
+                    return Err(usage(&format!("unknown option -{c}")));
+                };
+                if spec[at + c.len_utf8()..].starts_with(':') {
                     i += 1;
                     let v = words
                         .get(i)
@@ -114,7 +121,7 @@ impl<'a> Shell<'a> {
                 Ok(self.file()?.set_len(num(len)?)?)
             }
             "falloc" => {
-                let (flags, pos) = getopt(rest, "")?;
+                let (flags, pos) = getopt(rest, "k")?;
                 let [off, len] = args(&pos, "falloc [-k] OFF LEN")?;
                 let keep = flags.iter().any(|f| f.0 == 'k');
                 Ok(self.file()?.fallocate(
@@ -140,7 +147,7 @@ impl<'a> Shell<'a> {
                 )?)
             }
             "fzero" => {
-                let (flags, pos) = getopt(rest, "")?;
+                let (flags, pos) = getopt(rest, "k")?;
                 let [off, len] = args(&pos, "fzero [-k] OFF LEN")?;
                 let keep = flags.iter().any(|f| f.0 == 'k');
                 Ok(self.file()?.fallocate(
@@ -221,6 +228,39 @@ impl<'a> Shell<'a> {
                 }
                 Ok(())
             }
+            "inject-error" => {
+                let [off, len] = args(&getopt(rest, "")?.1, "inject-error OFF LEN")?;
+                let (off, len) = (num(off)?, num(len)?);
+                let ev = self.fs.inject_error(off, len)?;
+                if ev.is_empty() {
+                    writeln!(
+                        self.out,
+                        "injected [{off:#x}, +{len:#x}): already known bad, nothing new"
+                    )
+                    .ok();
+                }
+                for e in &ev {
+                    writeln!(
+                        self.out,
+                        "[{:#x}, +{:#x}): {}: {}",
+                        e.physical,
+                        e.length,
+                        crate::fsmap::event_owner(&e.owner, e.offset),
+                        e.action
+                    )
+                    .ok();
+                }
+                Ok(())
+            }
+            "mmap" => self.mmap(rest),
+            "mread" => self.mread(rest),
+            "mwrite" => self.mwrite(rest),
+            "msync" => self.msync(rest),
+            "munmap" => {
+                self.view_ref()?;
+                self.view = None;
+                Ok(())
+            }
             "help" => {
                 writeln!(self.out, "{HELP}").ok();
                 Ok(())
@@ -230,8 +270,8 @@ impl<'a> Shell<'a> {
     }
 
     fn open(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
-        let [p] = args(&pos, "open [-c] [-r] [-t] [-a] PATH")?;
+        let (flags, pos) = getopt(rest, "crtax")?;
+        let [p] = args(&pos, "open [-c] [-r] [-t] [-a] [-x] PATH")?;
         let has = |c| flags.iter().any(|f: &(char, Option<&str>)| f.0 == c);
         let mut o = if has('r') {
             OpenOptions::read_only()
@@ -248,7 +288,7 @@ impl<'a> Shell<'a> {
     }
 
     fn pwrite(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "S")?;
+        let (flags, pos) = getopt(rest, "S:")?;
         let [off, len] = args(&pos, "pwrite [-S BYTE] OFF LEN")?;
         let (off, len) = (num(off)?, num(len)?);
         let byte = match flags.iter().find(|f| f.0 == 'S') {
@@ -271,7 +311,7 @@ impl<'a> Shell<'a> {
     }
 
     fn pread(&mut self, rest: &[String]) -> CmdResult {
-        let (flags, pos) = getopt(rest, "")?;
+        let (flags, pos) = getopt(rest, "v")?;
         let [off, len] = args(&pos, "pread [-v] OFF LEN")?;
         let (off, len) = (num(off)?, num(len)?);
         let verbose = flags.iter().any(|f| f.0 == 'v');
@@ -294,6 +334,108 @@ impl<'a> Shell<'a> {
         }
         writeln!(self.out, "read {done}/{len} bytes at offset {off}").ok();
         Ok(())
+    }
+
+    fn view_ref(&self) -> Result<&View, CmdError> {
+        self.view.as_ref().ok_or_else(|| CmdError {
+            errno: "EINVAL",
+            message: "no mapping (use mmap OFF LEN)".into(),
+        })
+    }
+
+    /// The view and the file range `[off, off+len)` of a `mread`/`mwrite`/
+    /// `msync` (the whole mapping when no range is given), checked to lie
+    /// inside the mapping as xfs_io does.
+    fn view_range(&self, pos: &[&str], what: &str) -> Result<(&View, u64, u64), CmdError> {
+        let v = self.view_ref()?;
+        let (off, len) = match pos {
+            [] => (v.offset(), v.len() as u64),
+            [o, l] => (num(o)?, num(l)?),
+            _ => return Err(usage(&format!("usage: {what}"))),
+        };
+        let (start, end) = (v.offset(), v.offset() + v.len() as u64);
+        if off < start || off.checked_add(len).is_none_or(|e| e > end) {
+            return Err(usage(&format!(
+                "range [{off}, +{len}) is outside the mapping [{start}, +{})",
+                v.len()
+            )));
+        }
+        Ok((v, off, len))
+    }
+
+    /// `mmap [-r|-w] OFF LEN`: maps a range of the open file (read-write
+    /// by default when the file is open for writing).
+    fn mmap(&mut self, rest: &[String]) -> CmdResult {
+        let (flags, pos) = getopt(rest, "rw")?;
+        let [off, len] = args(&pos, "mmap [-r|-w] OFF LEN")?;
+        let has = |c| flags.iter().any(|f: &(char, Option<&str>)| f.0 == c);
+        let (off, len) = (num(off)?, num(len)?);
+        let f = self.file()?;
+        let v = if has('r') {
+            f.map(off, len, Access::Read)?
+        } else if has('w') {
+            f.map(off, len, Access::ReadWrite)?
+        } else {
+            match f.map(off, len, Access::ReadWrite) {
+                Err(e) if e.errno_name() == "EACCES" => f.map(off, len, Access::Read)?,
+                r => r?,
+            }
+        };
+        self.view = Some(v);
+        Ok(())
+    }
+
+    /// `mread [-v] [OFF LEN]`: loads through the mapping.
+    fn mread(&mut self, rest: &[String]) -> CmdResult {
+        let (flags, pos) = getopt(rest, "v")?;
+        let verbose = flags.iter().any(|f| f.0 == 'v');
+        let (v, off, len) = self.view_range(&pos, "mread [-v] [OFF LEN]")?;
+        let mut buf = vec![0u8; len.min(1 << 20) as usize];
+        let mut done = 0u64;
+        let mut dump = vec![];
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            v.read_at(off + done, &mut buf[..n])?;
+            if verbose {
+                dump.push((off + done, buf[..n].to_vec()));
+            }
+            done += n as u64;
+        }
+        for (at, bytes) in dump {
+            hexdump(&mut self.out, at, &bytes);
+        }
+        writeln!(self.out, "read {len}/{len} bytes at offset {off}").ok();
+        Ok(())
+    }
+
+    /// `mwrite [-S BYTE] [OFF LEN]`: stores through the mapping (BYTE
+    /// defaults to 0x58, 'X', as in xfs_io).
+    fn mwrite(&mut self, rest: &[String]) -> CmdResult {
+        let (flags, pos) = getopt(rest, "S:")?;
+        let byte = match flags.iter().find(|f| f.0 == 'S') {
+            Some((_, Some(v))) => {
+                u8::try_from(num(v)?).map_err(|_| usage("-S takes a byte value"))?
+            }
+            _ => 0x58,
+        };
+        let (v, off, len) = self.view_range(&pos, "mwrite [-S BYTE] [OFF LEN]")?;
+        let chunk = 1u64 << 20;
+        let buf = vec![byte; chunk.min(len) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = chunk.min(len - done) as usize;
+            v.write_at(off + done, &buf[..n])?;
+            done += n as u64;
+        }
+        writeln!(self.out, "wrote {len}/{len} bytes at offset {off}").ok();
+        Ok(())
+    }
+
+    /// `msync [OFF LEN]`: makes the mapping's stores durable.
+    fn msync(&mut self, rest: &[String]) -> CmdResult {
+        let (_, pos) = getopt(rest, "")?;
+        let (v, off, len) = self.view_range(&pos, "msync [OFF LEN]")?;
+        Ok(v.msync(off, len)?)
     }
 
     /// `reflink SRC [SRC_OFF DST_OFF LEN]`: clone into the open file.
@@ -413,7 +555,7 @@ impl<'a> Shell<'a> {
             );
             at = e.logical + e.length;
         }
-        let end = size.div_ceil(4096) * 4096;
+        let end = size.div_ceil(4096).saturating_mul(4096);
         if at < end {
             row(o, at, end, "hole".into());
         }
@@ -495,4 +637,10 @@ dedupe SRC SRC_OFF DST_OFF LEN         share the range with SRC where the bytes 
 copy_range SRC [SRC_OFF DST_OFF LEN]   copy SRC into the open file, sharing whole blocks
 funshare OFF LEN                       give the range blocks of its own
 fsmap [START END]                      owners of device bytes START..END (512-byte units)
+inject-error OFF LEN                   emulate a hardware report of bad memory at device bytes OFF..OFF+LEN
+mmap [-r|-w] OFF LEN                   map the open file's range (read-only, read-write) straight from the device
+mread [-v] [OFF LEN]                   load (and with -v dump) bytes through the mapping (file offsets)
+mwrite [-S BYTE] [OFF LEN]             store BYTE (default 0x58) through the mapping
+msync [OFF LEN]                        make the mapping's stores durable
+munmap                                 remove the mapping
 Sizes and offsets take k, m, g, t suffixes or 0x hexadecimal.";

@@ -102,8 +102,54 @@ enum Cmd {
         src: String,
         dst: String,
     },
+    /// The device's bad ranges and their owners; --import reads a list in
+    /// the sysfs badblocks format or ndctl's JSON and reports it.
+    Badblocks {
+        image: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        import: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The persistent error log; the files that lost data first.
+    Errors {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear a media error: the recovery write makes the memory good again
+    /// and unowned blocks return to free space. OFF and LEN are device bytes.
+    ClearError {
+        image: PathBuf,
+        off: String,
+        len: String,
+    },
+    /// Verify every metadata block; with --data also read every data block to
+    /// find latent errors. Exit non-zero if anything is left unrepaired.
+    Scrub {
+        image: PathBuf,
+        #[arg(long)]
+        data: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure daxfs against memcpy and tmpfs, on pmem-like images it creates and removes.
-    Bench(bench::BenchArgs),
+    ///
+    /// `daxfs bench tracking [--scale S] [--out DIR]` instead measures the
+    /// owner-tracking designs on daxfs and writes DIR/tracking.{md,svg,png}.
+    Bench {
+        /// `tracking`: the owner-tracking study (only --scale and --out apply).
+        #[arg(value_parser = ["tracking"])]
+        mode: Option<String>,
+        /// tracking: workload scale, a fraction [default: 1/128].
+        #[arg(long)]
+        scale: Option<String>,
+        /// tracking: output directory [default: docs].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        args: bench::BenchArgs,
+    },
 }
 
 fn open_device(path: &Path, pmem: bool) -> Result<Arc<dyn Device>> {
@@ -194,7 +240,7 @@ fn run(cli: Cli) -> Result<i32> {
             if progress {
                 eprintln!("writing superblocks, log and root directory");
             }
-            Fs::mkfs(
+            let made = Fs::mkfs(
                 dev.clone(),
                 &MkfsOptions {
                     force,
@@ -203,8 +249,12 @@ fn run(cli: Cli) -> Result<i32> {
                     no_rmap,
                     no_replicas,
                 },
-            )
-            .with_context(|| format!("mkfs {}", image.display()))?;
+            );
+            if made.is_err() && !exists {
+                // Do not leave behind an image file this command created.
+                let _ = std::fs::remove_file(&image);
+            }
+            made.with_context(|| format!("mkfs {}", image.display()))?;
             let fs = Fs::mount(dev, &MountOptions::default())?;
             let i = fs.info();
             println!(
@@ -230,7 +280,7 @@ fn run(cli: Cli) -> Result<i32> {
                     i.block_size,
                     i.total_blocks,
                     i.free_blocks,
-                    i.total_blocks - i.free_blocks,
+                    i.total_blocks.saturating_sub(i.free_blocks),
                     i.inodes,
                     i.log_start,
                     i.log_blocks,
@@ -349,6 +399,7 @@ fn run(cli: Cli) -> Result<i32> {
                 fs: &fs,
                 file: None,
                 out: Box::new(stdout.lock()),
+                view: None,
             };
             if commands.is_empty() {
                 let interactive = std::io::stdin().is_terminal();
@@ -479,6 +530,191 @@ fn run(cli: Cli) -> Result<i32> {
             d.fsync()?;
             Ok(0)
         }
+        Cmd::Badblocks {
+            image,
+            import,
+            json,
+        } => {
+            let fs = mount(&image, pmem)?;
+            let mut events = fs.take_failure_events();
+            if let Some(path) = import {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let (ranges, ev) = fs.import_bad_blocks(&text, &path.display().to_string())?;
+                if !json {
+                    println!("imported {} ranges from {}", ranges.len(), path.display());
+                }
+                events.extend(ev);
+            }
+            let bad = fs.device().bad_ranges();
+            let mut rows = vec![];
+            for &(off, len) in &bad {
+                let owners = fs.fsmap(off / 4096, len.div_ceil(4096))?;
+                rows.push((off, len, owners));
+            }
+            if json {
+                let v: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(off, len, owners)| {
+                        serde_json::json!({
+                            "offset": off, "length": len,
+                            "owners": owners.iter().map(fsmap::row_json).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "badblocks": v, "handled": events.iter().map(fsmap::event_json).collect::<Vec<_>>() })
+                );
+            } else {
+                for e in &events {
+                    println!(
+                        "handled [{:#x}, +{:#x}): {}: {}",
+                        e.physical,
+                        e.length,
+                        fsmap::event_owner(&e.owner, e.offset),
+                        e.action
+                    );
+                }
+                if rows.is_empty() {
+                    println!("no bad ranges");
+                }
+                for (off, len, owners) in &rows {
+                    println!(
+                        "bad [{off:#x}, +{len:#x}) ({} sectors at sector {}):",
+                        len / 512,
+                        off / 512
+                    );
+                    for (i, r) in owners.iter().enumerate() {
+                        println!("  {}", fsmap::row_text(i, r));
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Errors { image, json } => {
+            let fs = mount(&image, pmem)?;
+            let losses = fs.all_losses()?;
+            let log = fs.error_log()?;
+            if json {
+                let l: Vec<serde_json::Value> = losses
+                    .iter()
+                    .map(|(ino, off, len)| serde_json::json!({ "inode": ino, "paths": fs.paths(*ino).unwrap_or_default(), "offset": off, "length": len }))
+                    .collect();
+                let e: Vec<serde_json::Value> = log
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "seq": e.seq, "event": e.event, "time": e.time_sec, "physical": e.physical, "length": e.length,
+                            "action": e.action, "owner": fsmap::owner_json(&e.owner, e.offset),
+                            "action_required": e.action_required, "device_removal": e.pre_remove,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({ "lost": l, "log": e }));
+            } else {
+                if losses.is_empty() {
+                    println!("no file has lost data");
+                } else {
+                    println!("files that lost data:");
+                    for (ino, off, len) in &losses {
+                        let p = fs.paths(*ino).unwrap_or_default();
+                        println!(
+                            "  {} (inode {ino}): bytes {off}..{} ({len} bytes)",
+                            if p.is_empty() {
+                                "(no path)".into()
+                            } else {
+                                p.join(", ")
+                            },
+                            off + len
+                        );
+                    }
+                }
+                println!("error log ({} entries):", log.len());
+                for e in &log {
+                    println!(
+                        "  #{} event {} at {}: device [{:#x}, +{:#x}) {}: {}{}",
+                        e.seq,
+                        e.event,
+                        e.time_sec,
+                        e.physical,
+                        e.length,
+                        fsmap::event_owner(&e.owner, e.offset),
+                        e.action,
+                        if e.action_required {
+                            " (reader waiting)"
+                        } else if e.pre_remove {
+                            " (device removal)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Cmd::ClearError { image, off, len } => {
+            let fs = mount(&image, pmem)?;
+            let (off, len) = (args::parse_size(&off)?, args::parse_size(&len)?);
+            fs.clear_bad_range(off, len)
+                .with_context(|| format!("clear-error [{off:#x}, +{len:#x})"))?;
+            println!("cleared [{off:#x}, +{len:#x})");
+            Ok(0)
+        }
+        Cmd::Scrub { image, data, json } => {
+            let fs = mount(&image, pmem)?;
+            let tty = std::io::stderr().is_terminal() && !json;
+            let mut last = std::time::Instant::now();
+            let mut progress = |phase: &str, done: u64, total: u64| {
+                if tty && (last.elapsed().as_millis() > 200 || done == total) {
+                    eprint!("\rscrub: {phase} {done}/{total}   ");
+                    last = std::time::Instant::now();
+                }
+            };
+            let rep = fs.scrub(data, &mut progress)?;
+            if tty {
+                eprintln!();
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "clean": rep.clean(), "metadata_blocks": rep.metadata_blocks, "data_blocks": rep.data_blocks,
+                        "problems": rep.problems.iter().map(|p| serde_json::json!({"structure": p.structure, "block": p.block, "message": p.message})).collect::<Vec<_>>(),
+                        "errors": rep.events.iter().map(fsmap::event_json).collect::<Vec<_>>(),
+                        "lost": rep.lost.iter().map(|(i, o, l)| serde_json::json!({"inode": i, "offset": o, "length": l})).collect::<Vec<_>>(),
+                    })
+                );
+            } else {
+                for p in &rep.problems {
+                    println!("problem: {p}");
+                }
+                for e in &rep.events {
+                    println!(
+                        "media error [{:#x}, +{:#x}): {}: {}",
+                        e.physical,
+                        e.length,
+                        fsmap::event_owner(&e.owner, e.offset),
+                        e.action
+                    );
+                }
+                for (ino, off, len) in &rep.lost {
+                    println!(
+                        "lost data: inode {ino} {} bytes {off}..{}",
+                        fs.paths(*ino).unwrap_or_default().join(", "),
+                        off + len
+                    );
+                }
+                println!(
+                    "{}: {} metadata blocks verified, {} data blocks read, {} media errors",
+                    if rep.clean() { "clean" } else { "NOT CLEAN" },
+                    rep.metadata_blocks,
+                    rep.data_blocks,
+                    rep.events.len()
+                );
+            }
+            Ok(if rep.clean() { 0 } else { 1 })
+        }
         Cmd::Cat { image, path } => {
             let fs = mount(&image, pmem)?;
             let f = fs.open(&path, &OpenOptions::read_only())?;
@@ -495,6 +731,24 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Bench(args) => bench::run(&args),
+        Cmd::Bench {
+            mode: Some(m),
+            scale,
+            out,
+            ..
+        } if m == "tracking" => {
+            let out = out.unwrap_or_else(|| PathBuf::from("docs"));
+            let msg = daxfs_tracking::bench_tracking_command(scale.as_deref(), &out)
+                .map_err(|e| anyhow::anyhow!("bench tracking: {e}"))?;
+            println!("{msg}");
+            Ok(0)
+        }
+        Cmd::Bench {
+            mode: None,
+            scale: None,
+            out: None,
+            args,
+        } => bench::run(&args),
+        Cmd::Bench { .. } => bail!("--scale and --out belong to `daxfs bench tracking`"),
     }
 }

@@ -45,9 +45,20 @@
 //!   store and its log entry are never seen apart.
 //! - The internal images are padded to whole words; the padding is never
 //!   written and never returned.
-use crate::{Device, FlushInstr, MemDevice, PersistMode, Result, check_range};
+//!
+//! # Media errors
+//!
+//! The device keeps a set of bad pages like the others, checked before every
+//! access (the images are ordinary buffers, not mappings that could be made
+//! inaccessible). A recovery write ([`Device::clear_error`]) is recorded as a
+//! store followed by a persist (a fence). The crash images ignore media
+//! errors: they hold the bytes that were stored, bad pages included;
+//! [`CrashDevice::image`] gives zeros for bad pages, as reads cannot see
+//! them.
+use crate::media::{BAD_BLOCK_SIZE, Holder, Media, Medium};
+use crate::{Device, FailureFlags, FlushInstr, MemDevice, PersistMode, Result, check_range};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Which pending words a crash image keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +147,7 @@ impl State {
 pub struct CrashDevice {
     len: u64,
     state: Mutex<State>,
+    media: Media,
 }
 
 impl CrashDevice {
@@ -152,6 +164,7 @@ impl CrashDevice {
         let words = image.len() / 8;
         CrashDevice {
             len,
+            media: Media::new(len, None),
             state: Mutex::new(State {
                 live: image.clone(),
                 persisted: image.clone(),
@@ -176,9 +189,15 @@ impl CrashDevice {
         self.lock().fences.len()
     }
 
-    /// A copy of the live image (what reads see now).
+    /// A copy of the live image (what reads see now; bad pages, which reads
+    /// cannot see, as zeros).
     pub fn image(&self) -> Vec<u8> {
-        self.lock().live[..self.len as usize].to_vec()
+        let bad = self.media.bad_ranges();
+        let mut out = self.lock().live[..self.len as usize].to_vec();
+        for (off, len) in bad {
+            out[off as usize..(off + len) as usize].fill(0);
+        }
+        out
     }
 
     /// A copy of the persisted image now: what survives a crash now for
@@ -294,21 +313,22 @@ impl Device for CrashDevice {
 
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         check_range(off, buf.len() as u64, self.len)?;
+        self.media.check_read(off, buf.len() as u64)?;
         let s = self.lock();
-        buf.copy_from_slice(&s.live[off as usize..off as usize + buf.len()]);
+        crate::mcsafe::read_slice(buf, &s.live[off as usize..off as usize + buf.len()]);
         Ok(())
     }
 
     fn write(&self, off: u64, data: &[u8]) -> Result<()> {
         check_range(off, data.len() as u64, self.len)?;
-        self.lock().store(off as usize, data.len(), |dst, at| {
-            dst.copy_from_slice(&data[at..at + dst.len()])
-        });
+        self.media.check_write(off, data.len() as u64)?;
+        self.store_unchecked(off, data);
         Ok(())
     }
 
     fn fill(&self, off: u64, len: u64, byte: u8) -> Result<()> {
         check_range(off, len, self.len)?;
+        self.media.check_write(off, len)?;
         self.lock()
             .store(off as usize, len as usize, |dst, _| dst.fill(byte));
         Ok(())
@@ -365,7 +385,62 @@ impl Device for CrashDevice {
             self.fences()
         )
     }
+
+    fn inject_error(&self, off: u64, len: u64) -> Result<()> {
+        self.media
+            .add(self, &[(off, len)], FailureFlags::BACKGROUND)
+    }
+
+    fn import_bad_ranges(&self, ranges: &[(u64, u64)]) -> Result<()> {
+        self.media.add(self, ranges, FailureFlags::BACKGROUND)
+    }
+
+    fn bad_ranges(&self) -> Vec<(u64, u64)> {
+        self.media.bad_ranges()
+    }
+
+    fn clear_error(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.media.clear(self, off, data)
+    }
+
+    fn set_holder(&self, holder: Arc<dyn Holder>) -> Result<()> {
+        self.media.set_holder(holder)
+    }
+
+    fn clear_holder(&self) -> Option<Arc<dyn Holder>> {
+        self.media.clear_holder()
+    }
+
+    fn remove(&self) -> Result<()> {
+        self.media.remove()
+    }
 }
+
+impl CrashDevice {
+    /// Stores `data` at `off` (checked to be in range) into the live image.
+    fn store_unchecked(&self, off: u64, data: &[u8]) {
+        self.lock().store(off as usize, data.len(), |dst, at| {
+            dst.copy_from_slice(&data[at..at + dst.len()])
+        });
+    }
+}
+
+impl Medium for CrashDevice {
+    /// The images are plain buffers: reads check the bad set instead.
+    fn set_access(&self, _off: u64, _len: u64, _accessible: bool) -> bool {
+        false
+    }
+    fn write_through(&self, off: u64, data: &[u8]) -> Result<()> {
+        check_range(off, data.len() as u64, self.len)?;
+        self.store_unchecked(off, data);
+        Ok(())
+    }
+    fn persist_range(&self, off: u64, len: u64) {
+        self.persist(off, len);
+    }
+}
+
+const _: u64 = BAD_BLOCK_SIZE;
 
 /// Rebuilds the live and persisted images of a [`CrashDevice`] at its
 /// recorded fences, stepping forward through the log (seeking backwards

@@ -21,13 +21,29 @@
 //! - The mapping covers exactly the device size found at open, which is a
 //!   non-zero multiple of [`SIZE_GRANULE`](crate::SIZE_GRANULE).
 //! - The mapping is dropped (unmapped) before the fd is closed.
+//!
+//! # Media errors
+//!
+//! Bad pages are made inaccessible in the device's mapping (see
+//! [`media`](crate::media)). An image file's list of bad blocks is kept in a
+//! sidecar file beside it ([`sidecar_path`](crate::sidecar_path)), read at
+//! open and rewritten whenever the list changes, so that the emulated
+//! hardware remembers its bad blocks across restarts; creating an image
+//! removes a stale sidecar. A device-DAX device's list is read from sysfs at
+//! open ([`devdax_badblocks`](crate::devdax_badblocks); unreadable lists are
+//! ignored).
+use crate::media::{Holder, Media, Medium};
 use crate::mmap::Mapping;
-use crate::{Device, DeviceError, FlushInstr, PersistMode, Result, check_size, pmem};
+use crate::{
+    Device, DeviceError, FailureFlags, FlushInstr, PersistMode, RawMapping, Result, check_range,
+    check_size, pmem,
+};
 use rustix::fd::{AsFd, AsRawFd, RawFd};
 use rustix::fs::{FileType, FlockOperation};
 use rustix::io::Errno;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Default alignment of device-DAX mappings when sysfs does not say.
@@ -137,6 +153,7 @@ pub struct MmapDevice {
     assume_persistent: bool,
     mode: PersistMode,
     persist_error: Mutex<Option<std::io::Error>>,
+    media: Media,
 }
 
 impl std::fmt::Debug for MmapDevice {
@@ -183,6 +200,15 @@ fn create_locked(path: &Path, size: u64) -> Result<File> {
         .map_err(os(format!("creating {}", path.display())))?;
     let setup = || -> Result<()> {
         lock(&file, path)?;
+        // A new image is new hardware: a list left by an earlier image of the
+        // same name does not apply.
+        let sidecar = crate::sidecar_path(path);
+        match std::fs::remove_file(&sidecar) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(os(format!("removing {}", sidecar.display()))(e));
+            }
+            _ => {}
+        }
         file.set_len(size)
             .map_err(os(format!("setting the size of {}", path.display())))?;
         // Allocate the blocks now, so that a store into the mapping cannot
@@ -324,6 +350,7 @@ impl MmapDevice {
     ) -> Result<MmapDevice> {
         let st =
             rustix::fs::fstat(&file).map_err(errno_os(format!("examining {}", path.display())))?;
+        let mut devdax_id = None;
         let (kind, size, align, map, map_sync) = match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => {
                 let size = st.st_size as u64;
@@ -338,7 +365,7 @@ impl MmapDevice {
                 let sync_attempt = match opts.map_sync {
                     MapSyncPolicy::Never => None,
                     MapSyncPolicy::Try | MapSyncPolicy::Require => {
-                        match Mapping::shared(file.as_fd(), len, true, align as usize) {
+                        match Mapping::shared(file.as_fd(), 0, len, true, align as usize) {
                             Ok(m) => Some(m),
                             // EOPNOTSUPP: not DAX; EINVAL: kernel predates
                             // MAP_SHARED_VALIDATE.
@@ -358,7 +385,7 @@ impl MmapDevice {
                 match sync_attempt {
                     Some(m) => (DeviceKind::File, size, align, m, true),
                     None => {
-                        let m = Mapping::shared(file.as_fd(), len, false, align as usize)
+                        let m = Mapping::shared(file.as_fd(), 0, len, false, align as usize)
                             .map_err(errno_os(what()))?;
                         (DeviceKind::File, size, align, m, false)
                     }
@@ -366,6 +393,7 @@ impl MmapDevice {
             }
             FileType::CharacterDevice => {
                 let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+                devdax_id = Some((major, minor));
                 let geo = dax_geometry(sys_root, major, minor).map_err(|e| match e {
                     DeviceError::Unsupported(m) => {
                         DeviceError::Unsupported(format!("{}: {m}", path.display()))
@@ -376,6 +404,7 @@ impl MmapDevice {
                 // `MapSyncPolicy::Require`): it is mapped with MAP_SHARED.
                 let m = Mapping::shared(
                     file.as_fd(),
+                    0,
                     to_usize(geo.size)?,
                     false,
                     to_usize(geo.align)?,
@@ -394,7 +423,29 @@ impl MmapDevice {
         let synchronous = map_sync || kind == DeviceKind::DevDax;
         // Without flush instructions (non-x86_64) this gives `Msync`.
         let mode = choose_mode(synchronous, &opts)?;
-        Ok(MmapDevice {
+        let sidecar = (kind == DeviceKind::File).then(|| crate::sidecar_path(path));
+        let initial = match (&sidecar, devdax_id) {
+            (Some(p), _) => crate::badblocks::read_sidecar(p)?.unwrap_or_default(),
+            (None, Some((major, minor))) => {
+                crate::devdax_badblocks(sys_root, major, minor, size).unwrap_or_default()
+            }
+            (None, None) => Vec::new(),
+        };
+        if let Some(&(off, len)) = initial
+            .iter()
+            .find(|&&(o, l)| check_range(o, l, size).is_err())
+        {
+            let origin = match &sidecar {
+                Some(p) => p.display().to_string(),
+                None => format!("{} (sysfs badblocks)", path.display()),
+            };
+            return Err(DeviceError::BadBlockList {
+                origin,
+                at: format!("sectors {}+{}", off / 512, len / 512),
+                reason: format!("the range lies past the end of the device ({size:#x} bytes)"),
+            });
+        }
+        let dev = MmapDevice {
             map,
             file,
             path: path.to_path_buf(),
@@ -404,7 +455,51 @@ impl MmapDevice {
             assume_persistent: opts.assume_persistent,
             mode,
             persist_error: Mutex::new(None),
-        })
+            media: Media::new(size, sidecar),
+        };
+        dev.media.load(&dev, &initial)?;
+        Ok(dev)
+    }
+
+    /// Maps device bytes `[off, off + len)` a second time, readable and
+    /// writable, for a user that accesses the device directly (device-DAX
+    /// style). `off` must be a multiple of [`MapSource::align`]; so must `len`
+    /// on device DAX (on files it is rounded up to whole pages, within the
+    /// device). Pages already bad are revoked in the new mapping; while the
+    /// device has no holder, new errors revoke the pages in it and run its
+    /// [failure callback](RawMapping::set_failure_callback).
+    pub fn map_raw(&self, off: u64, len: u64) -> Result<RawMapping> {
+        let size = self.len();
+        check_range(off, len, size)?;
+        let src = self.map_source();
+        let page = rustix::param::page_size() as u64;
+        let unaligned = |what: &str, v: u64, a: u64| {
+            DeviceError::Unsupported(format!(
+                "raw mapping of {}: the {what} {v:#x} is not a multiple of {a:#x}",
+                self.path.display()
+            ))
+        };
+        if len == 0 {
+            return Err(DeviceError::Unsupported("raw mapping of zero bytes".into()));
+        }
+        if !off.is_multiple_of(src.align) {
+            return Err(unaligned("offset", off, src.align));
+        }
+        if self.kind == DeviceKind::DevDax && !len.is_multiple_of(src.align) {
+            return Err(unaligned("length", len, src.align));
+        }
+        let len = len.div_ceil(page).saturating_mul(page).min(size - off);
+        let map = Mapping::shared(
+            self.file.as_fd(),
+            off,
+            to_usize(len)?,
+            self.map_sync,
+            to_usize(src.align)?,
+        )
+        .map_err(errno_os(format!("mapping {} again", self.path.display())))?;
+        let (raw, shared) = RawMapping::new(map, off)?;
+        self.media.add_raw(&shared);
+        Ok(raw)
     }
 
     /// The first byte of the mapping. Valid for [`Device::len`] bytes while
@@ -454,29 +549,56 @@ impl MmapDevice {
     }
 }
 
+impl Medium for MmapDevice {
+    fn set_access(&self, off: u64, len: u64, accessible: bool) -> bool {
+        self.map.protect(off, len, accessible).is_ok()
+    }
+    fn write_through(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.map.write(off, data)
+    }
+    fn persist_range(&self, off: u64, len: u64) {
+        self.persist(off, len);
+    }
+}
+
 impl Device for MmapDevice {
     fn len(&self) -> u64 {
         self.map.len() as u64
     }
 
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        self.map.read(off, buf)
+        self.media.check_read(off, buf.len() as u64)?;
+        self.map
+            .read(off, buf)
+            .map_err(|e| self.media.access_error(self, e))
     }
 
     fn write(&self, off: u64, data: &[u8]) -> Result<()> {
-        self.map.write(off, data)
+        self.media.check_write(off, data.len() as u64)?;
+        self.map
+            .write(off, data)
+            .map_err(|e| self.media.access_error(self, e))
     }
 
     fn fill(&self, off: u64, len: u64, byte: u8) -> Result<()> {
-        self.map.fill(off, len, byte)
+        self.media.check_write(off, len)?;
+        self.map
+            .fill(off, len, byte)
+            .map_err(|e| self.media.access_error(self, e))
     }
 
     fn write_u64(&self, off: u64, value: u64) -> Result<()> {
-        self.map.write_u64(off, value)
+        self.media.check_write(off, 8)?;
+        self.map
+            .write_u64(off, value)
+            .map_err(|e| self.media.access_error(self, e))
     }
 
     fn read_u64(&self, off: u64) -> Result<u64> {
-        self.map.read_u64(off)
+        self.media.check_read(off, 8)?;
+        self.map
+            .read_u64(off)
+            .map_err(|e| self.media.access_error(self, e))
     }
 
     /// With cache-line flushes: flushes the lines of the range. With `msync`:
@@ -544,6 +666,39 @@ impl Device for MmapDevice {
                 source,
             }),
         }
+    }
+
+    fn inject_error(&self, off: u64, len: u64) -> Result<()> {
+        self.media
+            .add(self, &[(off, len)], FailureFlags::BACKGROUND)
+    }
+
+    fn import_bad_ranges(&self, ranges: &[(u64, u64)]) -> Result<()> {
+        self.media.add(self, ranges, FailureFlags::BACKGROUND)
+    }
+
+    fn bad_ranges(&self) -> Vec<(u64, u64)> {
+        self.media.bad_ranges()
+    }
+
+    fn clear_error(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.media.clear(self, off, data)
+    }
+
+    fn set_holder(&self, holder: Arc<dyn Holder>) -> Result<()> {
+        self.media.set_holder(holder)
+    }
+
+    fn clear_holder(&self) -> Option<Arc<dyn Holder>> {
+        self.media.clear_holder()
+    }
+
+    fn remove(&self) -> Result<()> {
+        self.media.remove()
+    }
+
+    fn view_source(&self) -> Option<MapSource> {
+        Some(self.map_source())
     }
 }
 

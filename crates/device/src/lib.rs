@@ -13,27 +13,56 @@
 //! - [`CrashDevice`]: process memory that records what became durable when,
 //!   and rebuilds the image a power failure would leave at any persist point.
 //!
+//! # Media errors
+//!
+//! Every device keeps a set of bad 4 KiB pages that cannot be read or
+//! written; see the [`media`] module for the model, the [`Holder`] a file
+//! system registers to hear of errors, and the reports it receives. Errors
+//! are injected ([`Device::inject_error`]), imported from sysfs or ndctl
+//! lists ([`Device::import_bad_ranges`], [`parse_bad_block_list`]), read at
+//! open (an image's [`sidecar_path`] file, a device-DAX device's sysfs
+//! `badblocks`), or met by an access. [`Device::clear_error`] is the recovery
+//! write that clears them. The process-wide fault handler behind all this,
+//! and its registration API for other clients, is the [`fault`] module.
+//!
 //! # Invariants
 //!
-//! - `unsafe` code lives only in the `mmap` module (mappings and raw copies)
-//!   and the `pmem` module (cache-line flush and fence instructions).
-//! - Device memory is only ever touched through raw-pointer copies of a
-//!   bounds-checked range ([`check_range`]); no `&`/`&mut` to it is formed.
+//! - `unsafe` code lives only in the `mmap` module (mappings and raw copies),
+//!   the `pmem` module (CPU feature detection and the store fence), the
+//!   `mcsafe` module (the machine-check-safe access routines) and the
+//!   [`fault`] module (the signal handler).
+//! - Device memory is only ever touched through the machine-check-safe
+//!   routines on a bounds-checked range ([`check_range`]); no `&`/`&mut` to
+//!   it is formed.
 //! - Every device is `Send + Sync`; concurrent accesses to disjoint ranges
 //!   are fine. Concurrent accesses to overlapping ranges give unspecified
 //!   bytes in the overlap (as the hardware would). Only
 //!   [`Device::write_u64`] / [`Device::read_u64`] at 8-byte aligned offsets
 //!   promise a single, untearable access.
+mod badblocks;
 mod crash;
+pub mod fault;
 mod file;
+mod mcsafe;
+pub mod media;
 mod mem;
 mod mmap;
 mod pmem;
+mod raw;
+#[cfg(test)]
+mod tests_media;
 
+pub use badblocks::{
+    SECTOR_SIZE, devdax_badblocks, format_sysfs_badblocks, parse_bad_block_list,
+    parse_ndctl_badblocks, parse_sysfs_badblocks, sidecar_path,
+};
 pub use crash::{CrashDevice, CrashReplay, Subset};
 pub use file::{DeviceKind, MapSource, MapSyncPolicy, MmapDevice, OpenOptions, create_image_file};
+pub use media::{BAD_BLOCK_SIZE, FailureFlags, Holder, NotifyError, RawFailure};
 pub use mem::MemDevice;
 pub use pmem::{cache_line_size, detect_flush_instr, flush_instr_supported};
+pub use raw::RawMapping;
+use std::sync::Arc;
 
 /// Granularity that sizes of image files and devices must be a multiple of.
 pub const SIZE_GRANULE: u64 = 4096;
@@ -125,6 +154,31 @@ pub enum DeviceError {
     /// The file or the platform lacks something that was asked for or needed.
     #[error("{0}")]
     Unsupported(String),
+    /// [`Device::set_holder`] on a device that has a holder already.
+    #[error("the device already has a holder")]
+    HolderBusy,
+    /// The holder failed to handle a media-error report (the range is bad
+    /// either way).
+    #[error("the holder could not handle the media error at {off:#x} (+{len:#x}): {reason}")]
+    Notify {
+        /// Start of the reported range.
+        off: u64,
+        /// Its length.
+        len: u64,
+        /// What the holder said.
+        reason: String,
+    },
+    /// A malformed bad-block list.
+    #[error("{origin}: {at}: {reason}")]
+    BadBlockList {
+        /// The file or source of the list.
+        origin: String,
+        /// Where in it: `line N`, `line N column M`, or a JSON element such
+        /// as `[1].badblocks[0]`.
+        at: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Results of the device layer.
@@ -196,14 +250,108 @@ pub trait Device: Send + Sync + std::fmt::Debug {
     fn take_persist_error(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Emulates a media error: the 4 KiB pages overlapping `[off, off + len)`
+    /// go bad (unreadable, unwritable except by [`Device::clear_error`]) and
+    /// the pages that were not bad already are reported as found in the
+    /// background: to the holder if there is one, else to the owners of raw
+    /// mappings (see [`media`]). On image files the list is saved in the
+    /// sidecar file. A holder's failure comes back as
+    /// [`DeviceError::Notify`] (the pages are bad all the same).
+    fn inject_error(&self, off: u64, len: u64) -> Result<()> {
+        let _ = (off, len);
+        Err(DeviceError::Unsupported(format!(
+            "{} does not handle media errors",
+            self.describe()
+        )))
+    }
+
+    /// Imports a list of bad byte ranges (e.g. from
+    /// [`parse_bad_block_list`]): like [`Device::inject_error`] for each, but
+    /// every range is checked against the device first (nothing changes if
+    /// one is out of range) and each merged new range is reported once.
+    fn import_bad_ranges(&self, ranges: &[(u64, u64)]) -> Result<()> {
+        let _ = ranges;
+        Err(DeviceError::Unsupported(format!(
+            "{} does not handle media errors",
+            self.describe()
+        )))
+    }
+
+    /// Parses a bad-block list in the sysfs or ndctl JSON format (see
+    /// [`parse_bad_block_list`]) and imports it; returns the byte ranges
+    /// read. `origin` names the list in errors.
+    fn import_bad_block_list(&self, text: &str, origin: &str) -> Result<Vec<(u64, u64)>> {
+        let ranges = parse_bad_block_list(text, origin)?;
+        self.import_bad_ranges(&ranges)?;
+        Ok(ranges)
+    }
+
+    /// The bad ranges, in bytes: merged, sorted, 4 KiB aligned (the last
+    /// clamped to the device).
+    fn bad_ranges(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
+
+    /// The recovery write: stores `data` at `off` and persists it (durable on
+    /// return). Every bad 4 KiB page overlapping the range must be covered
+    /// whole by it, and becomes good; a bad page covered only in part fails
+    /// with [`DeviceError::Media`] naming it, and nothing is written. Good
+    /// pages in the range are simply written.
+    fn clear_error(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.write(off, data)?;
+        self.persist(off, data.len() as u64);
+        Ok(())
+    }
+
+    /// Makes `holder` the one owner told about media errors, and tells it at
+    /// once about the ranges already bad (the device's list at open,
+    /// earlier injections) as background reports. Fails with
+    /// [`DeviceError::HolderBusy`] if there is a holder already. If the
+    /// holder fails one of those first reports, it stays installed and the
+    /// first failure is returned as [`DeviceError::Notify`].
+    fn set_holder(&self, holder: Arc<dyn Holder>) -> Result<()> {
+        let _ = holder;
+        Err(DeviceError::Unsupported(format!(
+            "{} does not handle media errors",
+            self.describe()
+        )))
+    }
+
+    /// Removes the holder and returns it. A report that started before may
+    /// still reach it.
+    fn clear_holder(&self) -> Option<Arc<dyn Holder>> {
+        None
+    }
+
+    /// How to map device pages elsewhere (file-system mmap views), or None
+    /// when the device memory cannot be mapped a second time.
+    fn view_source(&self) -> Option<MapSource> {
+        None
+    }
+
+    /// The device is about to be removed: the holder is told with
+    /// [`FailureFlags::pre_remove`] over `(0, u64::MAX)`; without a holder,
+    /// every raw mapping is revoked whole and its owner told. The device
+    /// itself keeps working until dropped.
+    fn remove(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks that `[off, off+len)` lies inside a device of `size` bytes.
+#[inline]
 pub fn check_range(off: u64, len: u64, size: u64) -> Result<()> {
     match off.checked_add(len) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(DeviceError::OutOfRange { off, len, size }),
+        _ => Err(out_of_range(off, len, size)),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_range(off: u64, len: u64, size: u64) -> DeviceError {
+    DeviceError::OutOfRange { off, len, size }
 }
 
 /// Checks that `size` is usable as the size of a device: non-zero and a

@@ -8,18 +8,21 @@
 //!   mapped and `ptr` is dangling (never dereferenced).
 //! - Mapped memory is never borrowed as `&`/`&mut`: it may change under us
 //!   (another thread, another mapping of the same file or device), so bytes
-//!   move only with `ptr::copy_nonoverlapping` / `ptr::write_bytes` on a range
-//!   checked with [`check_range`] first.
+//!   move only through the machine-check-safe routines of the `mcsafe`
+//!   module, on a range checked with [`check_range`] first. A fault in them
+//!   (a page made inaccessible by [`Mapping::protect`], or poison) comes back
+//!   as [`DeviceError::Media`] naming the 4 KiB page, as an offset into the
+//!   mapping.
 //! - For file mappings, the file must not shrink while mapped; the devices
 //!   hold an exclusive `flock` so that cooperating openers keep out, but an
 //!   uncooperative truncation makes accesses fault (SIGBUS), as for any
 //!   mapping.
-use crate::{FlushInstr, Result, check_range, pmem};
+use crate::mcsafe::{self, Faulted};
+use crate::{DeviceError, FlushInstr, Result, check_range, pmem};
 use rustix::fd::BorrowedFd;
-use rustix::mm::{self, MapFlags, MsyncFlags, ProtFlags};
+use rustix::mm::{self, MapFlags, MprotectFlags, MsyncFlags, ProtFlags};
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A readable and writable mapping owned by this value.
 #[derive(Debug)]
@@ -36,6 +39,9 @@ unsafe impl Send for Mapping {}
 // SAFETY: as for `Send`: `&Mapping` only allows raw copies of checked ranges.
 unsafe impl Sync for Mapping {}
 
+/// The granule of emulated media errors.
+const BLOCK: u64 = crate::media::BAD_BLOCK_SIZE;
+
 fn page_size() -> usize {
     rustix::param::page_size()
 }
@@ -46,6 +52,7 @@ fn round_up(x: usize, to: usize) -> usize {
 
 impl Mapping {
     /// A zero-filled private anonymous mapping of `len` bytes.
+    #[cfg(test)]
     pub(crate) fn anonymous(len: usize) -> rustix::io::Result<Mapping> {
         if len == 0 {
             return Ok(Mapping {
@@ -69,14 +76,48 @@ impl Mapping {
         })
     }
 
-    /// Maps the first `len` bytes of `fd` shared, readable and writable, at an
-    /// address that is a multiple of `align` (a power of two; at most the page
-    /// size means no extra alignment). With `sync`, the flags are
+    /// A zero-filled shared mapping of `len` bytes of a new anonymous memory
+    /// file (memfd), with the file, so that the memory can be mapped again
+    /// elsewhere (file-system views of a memory device).
+    pub(crate) fn memfd(len: usize) -> rustix::io::Result<(Mapping, rustix::fd::OwnedFd)> {
+        let fd = rustix::fs::memfd_create("daxfs-memory", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, round_up(len, page_size()) as u64)?;
+        if len == 0 {
+            let m = Mapping {
+                ptr: NonNull::dangling(),
+                len: 0,
+            };
+            return Ok((m, fd));
+        }
+        // SAFETY: a null hint lets the kernel pick fresh addresses, so no
+        // existing memory is replaced; the new region is owned by the result.
+        let p = unsafe {
+            mm::mmap(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::NORESERVE,
+                &fd,
+                0,
+            )?
+        };
+        let m = Mapping {
+            ptr: NonNull::new(p.cast()).expect("mmap returned null"),
+            len,
+        };
+        Ok((m, fd))
+    }
+
+    /// Maps `len` bytes of `fd` from file offset `offset` (a multiple of the
+    /// page size) shared, readable and writable, at an address that is a
+    /// multiple of `align` (a power of two; at most the page size means no
+    /// extra alignment). With `sync`, the flags are
     /// `MAP_SHARED_VALIDATE | MAP_SYNC`, which the kernel refuses with
     /// `EOPNOTSUPP` (or `EINVAL` on old kernels) unless the file is on a DAX
     /// file system.
     pub(crate) fn shared(
         fd: BorrowedFd<'_>,
+        offset: u64,
         len: usize,
         sync: bool,
         align: usize,
@@ -92,7 +133,7 @@ impl Mapping {
         if align <= page_size() {
             // SAFETY: a null hint: the kernel picks unused addresses, so no
             // existing memory is replaced; the region is owned by the result.
-            let p = unsafe { mm::mmap(ptr::null_mut(), len, prot, flags, fd, 0)? };
+            let p = unsafe { mm::mmap(ptr::null_mut(), len, prot, flags, fd, offset)? };
             return Ok(Mapping {
                 ptr: NonNull::new(p.cast()).expect("mmap returned null"),
                 len,
@@ -125,7 +166,7 @@ impl Mapping {
                 prot,
                 flags | MapFlags::FIXED,
                 fd,
-                0,
+                offset,
             )
         };
         if let Err(e) = mapped {
@@ -153,31 +194,63 @@ impl Mapping {
     }
 
     /// Length in bytes.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// The first byte of the mapping (dangling when the length is zero).
+    #[inline]
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
+    /// The error for a guarded access of this mapping that faulted.
+    #[cold]
+    #[inline(never)]
+    fn fault_error(&self, f: Faulted) -> DeviceError {
+        let base = self.as_ptr() as usize;
+        let mapped = round_up(self.len, page_size());
+        match f.addr.checked_sub(base) {
+            Some(rel) if rel < mapped => {
+                let page = rel as u64 / BLOCK * BLOCK;
+                DeviceError::Media {
+                    off: page,
+                    len: BLOCK.min(self.len as u64 - page.min(self.len as u64)),
+                }
+            }
+            // The other side of a copy is a Rust buffer, which faults only
+            // when it lies in a registered range (a file's mmap view whose
+            // page is revoked): an address fault of the caller's buffer.
+            _ if crate::fault::in_registered_range(f.addr) => DeviceError::Os {
+                what: format!("copying to or from the buffer at {:#x}", f.addr),
+                source: std::io::Error::from_raw_os_error(libc::EFAULT),
+            },
+            // Anything else is a bug, not a media error.
+            _ => panic!(
+                "fault at {:#x}, outside the mapping [{base:#x}, +{:#x}), during a guarded copy",
+                f.addr, self.len
+            ),
+        }
+    }
+
     /// Copies `buf.len()` bytes at `off` into `buf`.
+    #[inline]
     pub(crate) fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         check_range(off, buf.len() as u64, self.len as u64)?;
         if buf.is_empty() {
             return Ok(());
         }
         // SAFETY: `[off, off + buf.len())` was checked to lie inside the
-        // mapping, which stays mapped while `self` lives; `buf` is a distinct
+        // mapping, which stays mapped while `self` lives (its pages may be
+        // inaccessible: the copy then reports the fault); `buf` is a distinct
         // Rust allocation, so the ranges do not overlap.
-        unsafe {
-            ptr::copy_nonoverlapping(self.as_ptr().add(off as usize), buf.as_mut_ptr(), buf.len())
-        };
-        Ok(())
+        unsafe { mcsafe::read(buf.as_mut_ptr(), self.as_ptr().add(off as usize), buf.len()) }
+            .map_err(|f| self.fault_error(f))
     }
 
     /// Copies `data` into the mapping at `off`.
+    #[inline]
     pub(crate) fn write(&self, off: u64, data: &[u8]) -> Result<()> {
         check_range(off, data.len() as u64, self.len as u64)?;
         if data.is_empty() {
@@ -186,13 +259,12 @@ impl Mapping {
         // SAFETY: the destination range was checked to lie inside the
         // writable mapping, alive while `self` lives; `data` is a Rust slice
         // and cannot overlap mapped memory, which is never borrowed.
-        unsafe {
-            ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(off as usize), data.len())
-        };
-        Ok(())
+        unsafe { mcsafe::write(self.as_ptr().add(off as usize), data.as_ptr(), data.len()) }
+            .map_err(|f| self.fault_error(f))
     }
 
     /// Sets `len` bytes at `off` to `byte`.
+    #[inline]
     pub(crate) fn fill(&self, off: u64, len: u64, byte: u8) -> Result<()> {
         check_range(off, len, self.len as u64)?;
         if len == 0 {
@@ -200,40 +272,56 @@ impl Mapping {
         }
         // SAFETY: the range was checked to lie inside the writable mapping,
         // alive while `self` lives.
-        unsafe { ptr::write_bytes(self.as_ptr().add(off as usize), byte, len as usize) };
-        Ok(())
+        unsafe { mcsafe::fill(self.as_ptr().add(off as usize), byte, len as usize) }
+            .map_err(|f| self.fault_error(f))
     }
 
-    /// Stores `value` little-endian at `off`: one atomic 8-byte store when
-    /// `off` is a multiple of 8, a plain copy otherwise.
+    /// Stores `value` little-endian at `off`: one 8-byte store when `off` is
+    /// a multiple of 8 (the guarded copy does a single aligned `mov` for an
+    /// aligned 8-byte copy), a plain copy otherwise.
+    #[inline]
     pub(crate) fn write_u64(&self, off: u64, value: u64) -> Result<()> {
-        check_range(off, 8, self.len as u64)?;
-        if !off.is_multiple_of(8) {
-            return self.write(off, &value.to_le_bytes());
-        }
-        // SAFETY: `[off, off + 8)` is inside the mapping (checked), alive
-        // while `self` lives, and 8-byte aligned (the mapping starts page
-        // aligned and `off` is a multiple of 8), as `AtomicU64` requires.
-        // Nothing holds a reference to this memory; the atomic is used for
-        // this one store only.
-        let a = unsafe { AtomicU64::from_ptr(self.as_ptr().add(off as usize).cast::<u64>()) };
-        a.store(value.to_le(), Ordering::Relaxed);
-        Ok(())
+        self.write(off, &value.to_le_bytes())
     }
 
-    /// Loads the little-endian `u64` at `off`: one atomic 8-byte load when
-    /// `off` is a multiple of 8, a plain copy otherwise.
+    /// Loads the little-endian `u64` at `off`: one 8-byte load when `off` is
+    /// a multiple of 8, a plain copy otherwise.
+    #[inline]
     pub(crate) fn read_u64(&self, off: u64) -> Result<u64> {
-        check_range(off, 8, self.len as u64)?;
-        if !off.is_multiple_of(8) {
-            let mut b = [0u8; 8];
-            self.read(off, &mut b)?;
-            return Ok(u64::from_le_bytes(b));
+        let mut b = [0u8; 8];
+        self.read(off, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Makes the pages `[off, off + len)` (multiples of 4 KiB, inside the
+    /// mapping's pages) inaccessible, or readable and writable again. Fails
+    /// with `NOTSUP` when the system page is not 4 KiB.
+    pub(crate) fn protect(&self, off: u64, len: u64, accessible: bool) -> rustix::io::Result<()> {
+        if page_size() as u64 != BLOCK {
+            return Err(rustix::io::Errno::NOTSUP);
         }
-        // SAFETY: as in `write_u64`: in range, alive, 8-byte aligned, and
-        // only used for this one atomic load.
-        let a = unsafe { AtomicU64::from_ptr(self.as_ptr().add(off as usize).cast::<u64>()) };
-        Ok(u64::from_le(a.load(Ordering::Relaxed)))
+        let mapped = round_up(self.len, page_size()) as u64;
+        if !off.is_multiple_of(BLOCK)
+            || !len.is_multiple_of(BLOCK)
+            || off > mapped
+            || len > mapped - off
+        {
+            return Err(rustix::io::Errno::INVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let prot = if accessible {
+            MprotectFlags::READ | MprotectFlags::WRITE
+        } else {
+            MprotectFlags::empty()
+        };
+        // SAFETY: `[off, off + len)` is page aligned and inside the pages of
+        // our mapping, which is alive. Changing protection invalidates no
+        // Rust reference: none into the mapping exists, and every access
+        // goes through the guarded routines, which survive inaccessible
+        // pages.
+        unsafe { mm::mprotect(self.as_ptr().add(off as usize).cast(), len as usize, prot) }
     }
 
     /// Clamps `[off, off + len)` to the mapping; `None` when nothing is left.
@@ -279,11 +367,27 @@ impl Mapping {
         let Some((off, len)) = self.clamp(off, len) else {
             return;
         };
-        // SAFETY: the CPU supports `instr` (asserted above). The range lies
-        // inside the mapping, and so do the whole cache lines around it: the
-        // mapping starts page aligned and spans whole pages, and cache lines
-        // never cross pages.
-        unsafe { pmem::flush_range(instr, self.as_ptr().add(off), len) };
+        let end = off + len;
+        let mut at = off;
+        while at < end {
+            // SAFETY: the CPU supports `instr` (asserted above). The range
+            // lies inside the mapping, and so do the whole cache lines around
+            // it: the mapping starts page aligned and spans whole pages, and
+            // cache lines never cross pages. Inaccessible pages fault, which
+            // the routine reports.
+            let r = unsafe { mcsafe::flush(instr, self.as_ptr().add(at), end - at) };
+            match r {
+                Ok(()) => break,
+                // A bad page has nothing to write back: skip it.
+                Err(f) => {
+                    let rel = f.addr.wrapping_sub(self.as_ptr() as usize);
+                    if rel >= end {
+                        break;
+                    }
+                    at = (rel / BLOCK as usize + 1) * BLOCK as usize;
+                }
+            }
+        }
     }
 }
 
@@ -303,6 +407,7 @@ mod tests {
     use super::*;
     use crate::file::tests::TempPath;
     use crate::{Device, MemDevice, MmapDevice, OpenOptions};
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn as_ptr_is_the_device_memory() {
@@ -333,7 +438,8 @@ mod tests {
             .open(&p.0)
             .unwrap();
         for align in [4096usize, 1 << 16, 1 << 21, 1 << 30] {
-            let m = Mapping::shared(rustix::fd::AsFd::as_fd(&f), 3 * 4096, false, align).unwrap();
+            let m =
+                Mapping::shared(rustix::fd::AsFd::as_fd(&f), 0, 3 * 4096, false, align).unwrap();
             assert_eq!(m.as_ptr() as usize % align, 0);
             m.write(3 * 4096 - 2, &[align as u8 ^ 0x5a, 9]).unwrap();
             m.msync(0, 3 * 4096).unwrap();
@@ -387,5 +493,316 @@ mod tests {
         m.read(0, &mut []).unwrap();
         assert!(m.write(0, &[1]).is_err());
         m.msync(0, 10).unwrap();
+    }
+
+    /// Makes a page of device memory inaccessible behind the device's back,
+    /// as an unreported hardware error would.
+    fn poison_behind_the_back(ptr: *mut u8, off: u64) {
+        // SAFETY: `ptr + off` is a page-aligned page of a live device
+        // mapping; no reference into it exists, and the device only accesses
+        // it through the guarded routines.
+        let r = unsafe { libc::mprotect(ptr.add(off as usize).cast(), 4096, libc::PROT_NONE) };
+        assert_eq!(r, 0);
+    }
+
+    /// The guarded copy survives a fault the bad set knows nothing about:
+    /// the fault path, not a check of the set, produces the error; the page
+    /// is recorded and the holder told with action required.
+    #[test]
+    fn guarded_copy_catches_unreported_poison() {
+        use crate::tests_media::Recorder;
+        use crate::{DeviceError, FailureFlags};
+        let p = TempPath::new("behind");
+        let _side = crate::tests_media::TempSidecar(crate::sidecar_path(&p.0));
+        let file = MmapDevice::create(&p.0, 16 * 4096, OpenOptions::new()).unwrap();
+        let file_ptr = file.as_ptr();
+        let mem = MemDevice::new(16 * 4096);
+        let mem_ptr = mem.as_ptr();
+        let devs: Vec<(Box<dyn Device>, *mut u8)> =
+            vec![(Box::new(mem), mem_ptr), (Box::new(file), file_ptr)];
+        for (dev, ptr) in devs {
+            dev.write(0, &[0x5a; 16 * 4096]).unwrap();
+            let h = Recorder::new();
+            dev.set_holder(h.clone()).unwrap();
+            poison_behind_the_back(ptr, 3 * 4096);
+            assert!(dev.bad_ranges().is_empty(), "the set knows nothing yet");
+            let mut buf = [0u8; 100];
+            // A read that starts on a good page and runs into the bad one.
+            match dev.read(3 * 4096 - 50, &mut buf) {
+                Err(DeviceError::Media { off, len }) => assert_eq!((off, len), (3 * 4096, 4096)),
+                other => panic!("expected a media error, got {other:?}"),
+            }
+            assert_eq!(h.take(), [(3 * 4096, 4096, FailureFlags::ACTION_REQUIRED)]);
+            assert_eq!(dev.bad_ranges(), [(3 * 4096, 4096)]);
+            // Known now: the next read fails without a new report.
+            assert!(dev.read_u64(3 * 4096 + 8).is_err());
+            assert!(h.take().is_empty());
+            // A store meeting unreported poison is caught the same way.
+            poison_behind_the_back(ptr, 7 * 4096);
+            assert!(matches!(
+                dev.write_u64(7 * 4096 + 16, 1),
+                Err(DeviceError::Media { off: 28672, .. })
+            ));
+            poison_behind_the_back(ptr, 9 * 4096);
+            assert!(matches!(
+                dev.fill(8 * 4096, 8192, 1),
+                Err(DeviceError::Media { off: 36864, .. })
+            ));
+            assert_eq!(h.take().len(), 2);
+            assert_eq!(dev.bad_ranges().len(), 3);
+            // Persisting over bad pages skips them instead of faulting.
+            dev.persist(0, 16 * 4096);
+            dev.take_persist_error().unwrap();
+            // The recovery write clears them all.
+            dev.clear_error(0, &[1; 16 * 4096]).unwrap();
+            assert!(dev.bad_ranges().is_empty());
+            dev.read(3 * 4096 - 50, &mut buf).unwrap();
+            assert_eq!(buf, [1; 100]);
+            dev.clear_holder();
+        }
+    }
+
+    /// Whatever path the guarded routines take (bytes, words, 16-byte moves,
+    /// `rep`), and however the access is aligned, a fault names the page
+    /// that is bad, never its good neighbour. (A bare mapping: no bad set,
+    /// every case takes the fault path.)
+    #[test]
+    fn faults_name_the_right_page_on_every_copy_path() {
+        use crate::DeviceError;
+        let dev = Mapping::anonymous(8 * 4096).unwrap();
+        dev.fill(0, 8 * 4096, 0x33).unwrap();
+        poison_behind_the_back(dev.as_ptr(), 5 * 4096);
+        let bad = 5 * 4096u64;
+        let mut buf = vec![0u8; 3000];
+        let data = vec![0x44u8; 3000];
+        for len in [
+            1u64, 2, 7, 8, 9, 16, 17, 33, 64, 65, 100, 200, 1023, 1024, 1500, 3000,
+        ] {
+            for start in (bad.saturating_sub(len + 20)..bad + 40).step_by(3) {
+                let end = start + len;
+                if end <= bad || start >= bad + 4096 || end > 8 * 4096 {
+                    continue;
+                }
+                let b = &mut buf[..len as usize];
+                for (what, r) in [
+                    ("read", dev.read(start, b)),
+                    ("write", dev.write(start, &data[..len as usize])),
+                    ("fill", dev.fill(start, len, 1)),
+                ] {
+                    match r {
+                        Err(DeviceError::Media { off, len: 4096 }) if off == bad => {}
+                        other => panic!("{what} {len} at {start:#x}: {other:?}"),
+                    }
+                }
+            }
+        }
+        // The page after the bad one was never reached.
+        let mut b = [0u8; 4096];
+        dev.read(6 * 4096, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 0x33));
+        assert_eq!(
+            dev.read_u64(bad + 8).unwrap_err().to_string(),
+            "media error at device offset 0x5000 (+0x1000)"
+        );
+        assert!(dev.write_u64(bad + 16, 1).is_err());
+        dev.protect(bad, 4096, true).unwrap();
+        dev.read(bad, &mut b).unwrap();
+    }
+
+    /// A SIGBUS inside the guarded copy (here: a file mapping whose file was
+    /// truncated under it, `BUS_ADRERR`; on real hardware a machine check,
+    /// `BUS_MCEERR_AR`) is recovered like the emulation's SIGSEGV.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sigbus_in_the_guarded_copy_is_recovered() {
+        let p = TempPath::new("sigbus");
+        crate::create_image_file(&p.0, 4 * 4096).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p.0)
+            .unwrap();
+        let m = Mapping::shared(rustix::fd::AsFd::as_fd(&f), 0, 4 * 4096, false, 4096).unwrap();
+        m.write(0, &[7; 4 * 4096]).unwrap();
+        f.set_len(2 * 4096).unwrap();
+        let mut b = [0u8; 64];
+        m.read(4096 - 32, &mut b[..32]).unwrap();
+        assert_eq!(b[..32], [7; 32]);
+        match m.read(2 * 4096 - 32, &mut b) {
+            Err(crate::DeviceError::Media { off, len }) => assert_eq!((off, len), (2 * 4096, 4096)),
+            other => panic!("expected a media error, got {other:?}"),
+        }
+        assert!(m.write(3 * 4096, &[1]).is_err());
+        assert!(m.read_u64(3 * 4096 + 8).is_err());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn cpu_flushes_skip_bad_pages() {
+        let p = TempPath::new("flushbad");
+        let _side = crate::tests_media::TempSidecar(crate::sidecar_path(&p.0));
+        let dev =
+            MmapDevice::create(&p.0, 8 * 4096, OpenOptions::new().assume_persistent(true)).unwrap();
+        assert!(matches!(dev.mode(), crate::PersistMode::CpuFlush(_)));
+        dev.inject_error(4096, 3 * 4096).unwrap();
+        dev.inject_error(7 * 4096, 1).unwrap();
+        dev.write(5 * 4096 + 3, &[9; 100]).unwrap();
+        dev.persist(0, 8 * 4096);
+        dev.persist(4096 + 100, 10);
+        dev.persist(6 * 4096 - 1, 4097);
+        let mut b = [0u8; 100];
+        dev.read(5 * 4096 + 3, &mut b).unwrap();
+        assert_eq!(b, [9; 100]);
+    }
+
+    /// Raw mappings: told and revoked without a holder, left alone with one.
+    #[test]
+    fn raw_mappings_hear_of_errors_without_a_holder() {
+        use crate::tests_media::Recorder;
+        use crate::{DeviceError, FailureFlags, RawFailure};
+        use std::sync::{Arc, Mutex};
+        let p = TempPath::new("raw");
+        let _side = crate::tests_media::TempSidecar(crate::sidecar_path(&p.0));
+        let dev = MmapDevice::create(&p.0, 64 * 4096, OpenOptions::new()).unwrap();
+        dev.write(0, &[0x11; 64 * 4096]).unwrap();
+        dev.inject_error(60 * 4096, 1).unwrap();
+        let whole = dev.map_raw(0, 64 * 4096).unwrap();
+        let part = dev.map_raw(16 * 4096, 16 * 4096).unwrap();
+        assert_eq!(part.device_offset(), 16 * 4096);
+        assert_eq!(part.len(), 16 * 4096);
+        // Pages bad before the mapping was made are revoked from the start.
+        assert_eq!(whole.revoked(), [(60 * 4096, 4096)]);
+        assert!(part.revoked().is_empty());
+        let seen: Arc<Mutex<Vec<(&str, RawFailure)>>> = Arc::default();
+        for (name, m) in [("whole", &whole), ("part", &part)] {
+            let seen = seen.clone();
+            m.set_failure_callback(move |f| seen.lock().unwrap().push((name, *f)));
+        }
+        // The mappings share the device's memory.
+        dev.write(17 * 4096, b"shared").unwrap();
+        let mut b = [0u8; 6];
+        part.read(4096, &mut b).unwrap();
+        assert_eq!(&b, b"shared");
+        whole.write(18 * 4096, b"back").unwrap();
+        let mut b = [0u8; 4];
+        dev.read(18 * 4096, &mut b).unwrap();
+        assert_eq!(&b, b"back");
+
+        // No holder: the error goes to the raw owners, whose pages are
+        // revoked.
+        dev.inject_error(20 * 4096 + 5, 1).unwrap();
+        let got = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(got.len(), 2, "{got:?}");
+        let w = got.iter().find(|g| g.0 == "whole").unwrap().1;
+        let pt = got.iter().find(|g| g.0 == "part").unwrap().1;
+        assert_eq!(
+            (w.offset, w.len, w.map_offset),
+            (20 * 4096, 4096, 20 * 4096)
+        );
+        assert_eq!(
+            (pt.offset, pt.len, pt.map_offset),
+            (20 * 4096, 4096, 4 * 4096)
+        );
+        assert_eq!(w.flags, FailureFlags::BACKGROUND);
+        assert_eq!(whole.revoked(), [(20 * 4096, 4096), (60 * 4096, 4096)]);
+        assert_eq!(part.revoked(), [(4 * 4096, 4096)]);
+        assert!(matches!(
+            part.read(4 * 4096 + 1, &mut [0; 2]),
+            Err(DeviceError::Media {
+                off: 81920,
+                len: 4096
+            })
+        ));
+        // A fault met by a device read, with no holder: action required.
+        poison_behind_the_back(dev.as_ptr(), 40 * 4096);
+        assert!(dev.read(40 * 4096, &mut [0]).is_err());
+        let got = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(got.len(), 1, "only the whole mapping covers it");
+        assert_eq!(got[0].1.flags, FailureFlags::ACTION_REQUIRED);
+        assert_eq!(got[0].1.offset, 40 * 4096);
+
+        // With a holder: the holder is told, raw mappings are left alone.
+        let h = Recorder::new();
+        dev.set_holder(h.clone()).unwrap();
+        h.take();
+        dev.inject_error(24 * 4096, 1).unwrap();
+        assert_eq!(h.take(), [(24 * 4096, 4096, FailureFlags::BACKGROUND)]);
+        assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(part.revoked(), [(4 * 4096, 4096)]);
+        part.read(8 * 4096, &mut [0; 8]).unwrap();
+        dev.clear_holder();
+
+        // A recovery write gives the pages back to the raw mappings.
+        dev.clear_error(20 * 4096, &[0x22; 4096]).unwrap();
+        assert!(part.revoked().is_empty());
+        let mut b = [0u8; 2];
+        part.read(4 * 4096 + 1, &mut b).unwrap();
+        assert_eq!(b, [0x22; 2]);
+
+        // Removal without a holder revokes every raw mapping whole.
+        drop(part);
+        dev.remove().unwrap();
+        let got = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(got.len(), 1, "dropped mappings are not told");
+        assert_eq!(
+            (got[0].1.offset, got[0].1.len, got[0].1.flags),
+            (0, 64 * 4096, FailureFlags::PRE_REMOVE)
+        );
+        assert_eq!(whole.revoked(), [(0, 64 * 4096)]);
+
+        // Alignment and range checks.
+        assert!(dev.map_raw(100, 4096).is_err());
+        assert!(dev.map_raw(0, 0).is_err());
+        assert!(dev.map_raw(60 * 4096, 5 * 4096).is_err());
+        let tail = dev.map_raw(63 * 4096, 100).unwrap();
+        assert_eq!(tail.len(), 4096, "rounded up to a page");
+    }
+
+    /// Touching a revoked page of a raw mapping raises SIGBUS with
+    /// BUS_MCEERR_AR at the address touched, as the kernel reports consumed
+    /// poison; without a handler the process dies of it.
+    #[test]
+    fn touching_a_revoked_raw_page_raises_sigbus() {
+        use crate::fault::tests::{
+            FIX_PAGE, SEEN_ADDR, SEEN_CODE, SEEN_LSB, child_scenario, install_test_sigbus_handler,
+            run_child,
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let scenario = child_scenario();
+        if let Some(s @ ("raw-handled" | "raw-unhandled")) = scenario.as_deref() {
+            let p = TempPath::new("rawsigbus");
+            let _side = crate::tests_media::TempSidecar(crate::sidecar_path(&p.0));
+            let dev = MmapDevice::create(&p.0, 8 * 4096, OpenOptions::new()).unwrap();
+            let raw = dev.map_raw(0, 8 * 4096).unwrap();
+            dev.inject_error(5 * 4096, 1).unwrap();
+            let target = raw.as_ptr() as usize + 5 * 4096 + 123;
+            if s == "raw-handled" {
+                FIX_PAGE.store(raw.as_ptr() as usize + 5 * 4096, Ordering::SeqCst);
+                install_test_sigbus_handler();
+            }
+            // SAFETY: a load from the raw mapping, which is mapped; the page
+            // is revoked, so this raises SIGBUS, which is what is tested
+            // (the test handler makes the page accessible again).
+            let v = unsafe { ptr::read_volatile(target as *const u8) };
+            println!(
+                "v={v} code={} addr_ok={} lsb={}",
+                SEEN_CODE.load(Ordering::SeqCst),
+                SEEN_ADDR.load(Ordering::SeqCst) == target,
+                SEEN_LSB.load(Ordering::SeqCst)
+            );
+            std::process::exit(0);
+        }
+        let name = "mmap::tests::touching_a_revoked_raw_page_raises_sigbus";
+        let (status, out) = run_child(name, "raw-handled");
+        assert!(status.success(), "{status:?}\n{out}");
+        assert!(
+            out.contains(&format!(
+                "v=0 code={} addr_ok=true lsb=12",
+                crate::fault::BUS_MCEERR_AR
+            )),
+            "{out}"
+        );
+        let (status, out) = run_child(name, "raw-unhandled");
+        assert_eq!(status.signal(), Some(libc::SIGBUS), "{status:?}\n{out}");
     }
 }

@@ -3,7 +3,9 @@
 //! The CPU's abilities are read once per process from CPUID and cached. A
 //! flush instruction is only ever executed when [`flush_instr_supported`]
 //! says the CPU has it, and only on cache lines of a live mapping (the
-//! callers in the `mmap` module clamp every range to the mapping first).
+//! callers in the `mmap` module clamp every range to the mapping first). The
+//! flush loops themselves live in the `mcsafe` module, where a flush of an
+//! inaccessible page is survived.
 //!
 //! On targets other than x86_64 no flush instruction exists here:
 //! [`detect_flush_instr`] returns `None` and devices persist with `msync`.
@@ -84,57 +86,6 @@ pub fn flush_instr_supported(instr: FlushInstr) -> bool {
 pub fn cache_line_size() -> usize {
     caps().line
 }
-
-/// Flushes every cache line overlapping `[ptr, ptr + len)` with `instr`.
-/// Gives no ordering: follow with [`store_fence`].
-///
-/// # Safety
-///
-/// - `instr` must be supported by this CPU ([`flush_instr_supported`]).
-/// - Every byte of every cache line overlapping `[ptr, ptr + len)` must lie
-///   in memory mapped into this process for as long as the call runs (a
-///   flush of an unmapped address faults).
-#[cfg(target_arch = "x86_64")]
-pub(crate) unsafe fn flush_range(instr: FlushInstr, ptr: *const u8, len: usize) {
-    use core::arch::asm;
-    use core::arch::x86_64::_mm_clflush;
-    if len == 0 {
-        return;
-    }
-    let line = caps().line;
-    let start = ptr as usize & !(line - 1);
-    let end = ptr as usize + len;
-    let mut p = start;
-    while p < end {
-        let a = p as *const u8;
-        match instr {
-            // SAFETY: the caller guarantees CLWB is supported and that the
-            // line at `a` (which overlaps the range) is mapped. CLWB writes the
-            // line back without changing its contents; it reads memory, so
-            // `nomem` is left out.
-            FlushInstr::Clwb => unsafe {
-                asm!("clwb [{0}]", in(reg) a, options(nostack, preserves_flags));
-            },
-            // SAFETY: as for CLWB: supported per the caller, line mapped.
-            FlushInstr::Clflushopt => unsafe {
-                asm!("clflushopt [{0}]", in(reg) a, options(nostack, preserves_flags));
-            },
-            // SAFETY: CLFLUSH is baseline on x86_64 (SSE2); the line at `a` is
-            // mapped per the caller.
-            FlushInstr::Clflush => unsafe { _mm_clflush(a) },
-        }
-        p += line;
-    }
-}
-
-/// Flushes nothing: without x86_64 flush instructions, devices persist with
-/// `msync` and never call this.
-///
-/// # Safety
-///
-/// None beyond the x86_64 version's contract; it does nothing here.
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) unsafe fn flush_range(_instr: FlushInstr, _ptr: *const u8, _len: usize) {}
 
 /// Waits until earlier flushes and stores of this thread are globally
 /// visible (and, after cache-line flushes, durable); later stores are

@@ -12,6 +12,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 pub mod block;
+pub mod fuzz;
 pub mod records;
 pub mod superblock;
 

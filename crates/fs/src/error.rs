@@ -36,6 +36,8 @@ pub enum FsError {
     NotSupported(String),
     #[error("operation not permitted: {0}")]
     NotPermitted(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("input/output error: {0}")]
     Io(String),
     /// The file system is shut down after an unrepairable error; reads may still work.
@@ -66,10 +68,16 @@ impl FsError {
             FsError::CrossDevice(_) => libc::EXDEV,
             FsError::NotSupported(_) => libc::EOPNOTSUPP,
             FsError::NotPermitted(_) => libc::EPERM,
+            FsError::PermissionDenied(_) => libc::EACCES,
             FsError::Io(_) | FsError::Shutdown(_) | FsError::Corrupt(_) => libc::EIO,
             FsError::Device(DeviceError::OutOfRange { .. }) => libc::EIO,
             FsError::Device(DeviceError::Media { .. }) => libc::EIO,
             FsError::Device(DeviceError::Locked(_)) => libc::EBUSY,
+            FsError::Device(DeviceError::Os { source, .. })
+                if source.raw_os_error() == Some(libc::EFAULT) =>
+            {
+                libc::EFAULT
+            }
             FsError::Device(_) => libc::EIO,
         }
     }
@@ -97,6 +105,8 @@ pub fn errno_name(e: i32) -> &'static str {
         libc::EXDEV => "EXDEV",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EPERM => "EPERM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
         libc::EIO => "EIO",
         libc::EBUSY => "EBUSY",
         _ => "E?",

@@ -78,7 +78,10 @@ impl ExtentMap {
                 len: r.len.get().into(),
                 flags: r.flags.get(),
             };
-            if e.len == 0 || fb < prev_end || e.phys == 0 || fb.checked_add(e.len).is_none() {
+            // Ends past the largest file or device overflow byte offsets.
+            let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+            let past = |a: u64| a.checked_add(e.len).is_none_or(|end| end > max);
+            if e.len == 0 || fb < prev_end || e.phys == 0 || past(fb) || past(e.phys) {
                 bad = Some(fb);
                 return ControlFlow::Break(());
             }
@@ -88,7 +91,7 @@ impl ExtentMap {
         })?;
         if let Some(fb) = bad {
             return Err(FsError::Corrupt(format!(
-                "inode {ino}: extent at file block {fb} is empty or overlaps"
+                "inode {ino}: extent at file block {fb} is empty, overlaps or is out of range"
             )));
         }
         let nblocks = map.values().map(|e: &Extent| e.len).sum();
@@ -247,6 +250,14 @@ impl ExtentMap {
         for piece in self.unmap(fb, len) {
             self.map(Extent { flags, ..piece });
         }
+    }
+
+    /// The file blocks `[first, end)` that the mapping changes waiting to be
+    /// applied touch, if any.
+    pub fn changed_span(&self) -> Option<(u64, u64)> {
+        let mut it = self.changes.iter().map(|(_, e)| (e.fblock, e.end()));
+        let first = it.next()?;
+        Some(it.fold(first, |(a, b), (s, t)| (a.min(s), b.max(t))))
     }
 
     /// True when edits are waiting to be applied.

@@ -403,12 +403,10 @@ impl File {
     /// Turns a media error met while reading into a report (a reader is
     /// waiting: action required) and EIO.
     fn sync_fault(&self, e: FsError) -> FsError {
-        if let FsError::Device(daxfs_device::DeviceError::Media { off, len }) = e {
-            let flags = crate::media::FailureFlags {
-                action_required: true,
-                pre_remove: false,
-            };
-            let _ = self.fs.media_failure(off, len, flags);
+        if let FsError::Device(daxfs_device::DeviceError::Media { off, .. }) = e {
+            // The device reported the fault to us (queued, as we may hold
+            // locks the handling needs); handle it before answering.
+            self.fs.process_pending();
             return FsError::Io(format!(
                 "inode {}: media error at device offset {off:#x}",
                 self.node.ino
@@ -640,6 +638,7 @@ impl File {
     ) -> Result<()> {
         let mut recs = Recs::lock(&[&self.node]);
         let r = recs.get(self.node.ino);
+        let view_span = crate::views::span(&self.node, map, r.size.get()); // views
         let mut root = r.tree;
         map.apply(&mut tx, self.node.ino, &mut root)?;
         r.tree = root;
@@ -648,9 +647,12 @@ impl File {
         let t = inode::now();
         r.mtime = t;
         r.ctime = t;
+        let size = r.size.get();
+        let views = crate::views::before_commit(&self.node, &mut tx, map, view_span, size); // views
         recs.stage(&mut tx)?;
         tx.commit()?;
         recs.install();
+        views.finish(); // views: map the committed state
         Ok(())
     }
 
@@ -785,6 +787,7 @@ impl File {
 
     /// Makes the file's data and metadata durable.
     pub fn fsync(&self) -> Result<()> {
+        crate::views::persist(&self.node)?; // views: stores through mappings
         let mut r = self.node.rec();
         if !r.dirty {
             return Ok(());

@@ -48,6 +48,10 @@ pub(crate) struct FsInner {
     pub fs_id: u64,
     pub root_ino: u64,
     pub recovery: Recovery,
+    /// Media-error reports waiting to be handled (see `media::FsHolder`).
+    pub pending: Mutex<Vec<(u64, u64, crate::media::FailureFlags)>>,
+    /// What recent reports did, for the caller that caused them.
+    pub recent: Mutex<Vec<crate::media::FailureEvent>>,
 }
 
 /// A mounted daxfs file system. `Send + Sync`: share it between threads.
@@ -296,12 +300,29 @@ impl Fs {
                 fs_id,
                 root_ino,
                 recovery,
+                pending: Mutex::new(vec![]),
+                recent: Mutex::new(vec![]),
             }),
         };
-        if !bad_copies.is_empty() && sb.has_replicas() {
-            fs.repair_superblock(&bad_copies)?;
-        }
         fs.free_orphans()?;
+        // After anything that can fail: a mount that fails writes nothing
+        // (but a replay). A repair that fails leaves the copy to fsck.
+        if !bad_copies.is_empty() && sb.has_replicas() {
+            let _ = fs.repair_superblock(&bad_copies);
+        }
+        // Become the device's holder: from now on every media-error report
+        // comes to the file system (and the device replays the bad ranges it
+        // already knows, handled here as background reports).
+        let holder = Arc::new(crate::media::FsHolder {
+            fs: Arc::downgrade(&fs.inner),
+        });
+        match fs.inner.dev.set_holder(holder) {
+            Ok(())
+            | Err(daxfs_device::DeviceError::Unsupported(_))
+            | Err(daxfs_device::DeviceError::Notify { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        fs.inner.process_pending();
         Ok(fs)
     }
 
@@ -417,11 +438,15 @@ impl Drop for FsInner {
     /// Unmount: pending size and time changes are written.
     fn drop(&mut self) {
         let _ = self.sync();
+        let _ = self.dev.clear_holder();
     }
 }
 
 impl FsInner {
     pub(crate) fn sync(&self) -> Result<()> {
+        // Nodes that reads found bad are rebuilt from their replicas now,
+        // not left for the next change.
+        crate::replica::run_pending(&*self.dev, &mut lock(&self.meta));
         let inodes: Vec<Arc<Inode>> = lock(&self.icache).values().cloned().collect();
         let mut dirty: Vec<Arc<Inode>> = inodes.into_iter().filter(|i| i.rec().dirty).collect();
         if dirty.is_empty() {

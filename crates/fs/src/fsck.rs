@@ -137,8 +137,14 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                 structure: "log".into(),
                 block: Some(geo.start),
                 message: format!(
-                    "transaction {} is committed but some of its images cannot be read: mount undoes it (no home was written yet)",
-                    pend.seq
+                    "transaction {} is committed but cannot be replayed ({}){}",
+                    pend.seq,
+                    pend.why.as_deref().unwrap_or("an image is missing"),
+                    if pend.homes_untouched {
+                        "; no home was written yet: mount undoes it"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }
@@ -241,8 +247,8 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                 message: format!("extent of {l} blocks is empty or overlaps the previous one"),
             });
         }
-        prev_end = st + l;
-        free_sum += l;
+        prev_end = st.saturating_add(l);
+        free_sum = free_sum.saturating_add(l);
         usage.mark(p, st, l, "free space");
     }
     rep.free_blocks = free_sum;
@@ -697,7 +703,7 @@ fn check_sharing(
     };
     let mut covered = 0u64;
     for &(k, l, c) in &recs {
-        if c < 2 || l == 0 {
+        if c < 2 || l == 0 || k.checked_add(l).is_none_or(|e| e > sb.total_blocks.get()) {
             p.push(Problem {
                 structure: "refcount tree".into(),
                 block: Some(k),
@@ -743,12 +749,19 @@ fn check_sharing(
     // The reverse map must be exactly the inverse of everything found.
     let mut actual = vec![];
     let mut err = None;
+    let mut bad_len = vec![];
+    let total = sb.total_blocks.get();
     let r = rmap::tree().range(
         s,
         &mroot,
         &(0, 0, 0),
         &(u64::MAX, u64::MAX, u64::MAX),
         &mut |k, v| {
+            let len = v.len.get();
+            if len == 0 || k.0.checked_add(len).is_none_or(|e| e > total) {
+                bad_len.push((k.0, len));
+                return ControlFlow::Continue(());
+            }
             match Mapping::from_kv(k, v) {
                 Ok(m) => actual.push(m),
                 Err(_) => err = Some(k.0),
@@ -757,6 +770,13 @@ fn check_sharing(
         },
     );
     check_tree(p, "reverse-map tree", r);
+    for (b, len) in bad_len {
+        p.push(Problem {
+            structure: "reverse-map tree".into(),
+            block: Some(b),
+            message: format!("record of {len} blocks is empty or passes the end"),
+        });
+    }
     if let Some(b) = err {
         p.push(Problem {
             structure: "reverse-map tree".into(),

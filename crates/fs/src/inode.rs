@@ -132,6 +132,8 @@ pub struct Inode {
     pub lost: Mutex<Option<std::collections::BTreeMap<u64, u64>>>,
     /// Open handles, to tell of media errors.
     pub handles: Mutex<Vec<std::sync::Weak<crate::media::HandleNotices>>>,
+    /// Mapped views of the file (see `crate::views`).
+    pub views: crate::views::InodeViews,
 }
 
 impl Inode {
@@ -152,6 +154,7 @@ impl Inode {
             has_losses: std::sync::atomic::AtomicBool::new(true),
             lost: Mutex::new(None),
             handles: Mutex::new(vec![]),
+            views: Default::default(),
         })
     }
 

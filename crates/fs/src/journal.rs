@@ -108,6 +108,9 @@ fn changed_lines(new: &Block, old: Option<&Block>) -> u64 {
 /// Writes the lines of `new` in `mask` at block `at` (runs of lines as one
 /// write each) and starts writing them back.
 fn write_lines(dev: &dyn Device, at: u64, new: &Block, mask: u64) -> Result<()> {
+    let Some(base) = at.checked_mul(BLOCK_SIZE_U64) else {
+        return Err(FsError::Corrupt(format!("block {at} is past any device")));
+    };
     let mut i = 0;
     while i < LINES {
         if mask & (1 << i) == 0 {
@@ -118,9 +121,18 @@ fn write_lines(dev: &dyn Device, at: u64, new: &Block, mask: u64) -> Result<()> 
         while i < LINES && mask & (1 << i) != 0 {
             i += 1;
         }
-        let off = at * BLOCK_SIZE_U64 + (s * LINE) as u64;
-        dev.write(off, &new[s * LINE..i * LINE])?;
-        dev.flush(off, ((i - s) * LINE) as u64);
+        let off = base + (s * LINE) as u64;
+        match dev.write(off, &new[s * LINE..i * LINE]) {
+            Ok(()) => dev.flush(off, ((i - s) * LINE) as u64),
+            // A poisoned block (a media error, reported or about to be):
+            // the device's recovery write stores the whole block, persists
+            // it and makes the memory good again.
+            Err(daxfs_device::DeviceError::Media { .. }) => {
+                dev.clear_error(base, &new[..])?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -348,6 +360,8 @@ pub struct Pending {
     /// Some home's replica does not hold its new image yet: the checkpoint
     /// had not passed step 3a, so no home was written.
     pub homes_untouched: bool,
+    /// Why the first missing image could not be read from the log.
+    pub why: Option<String>,
 }
 
 impl Pending {
@@ -432,10 +446,19 @@ pub fn pending(
                 get_u64(&b, DESC_ENTRIES_AT + 16 * j),
                 get_u64(&b, DESC_ENTRIES_AT + 16 * j + 8),
             );
-            // Both are written at replay: they must lie in the file system.
-            if home >= geo.sb_copy || replica >= geo.sb_copy {
+            // Both are written at replay: a home is the superblock or lies
+            // outside the log, and so does a replica.
+            let in_log = |b: u64| {
+                (b >= geo.start && b < geo.start + geo.blocks)
+                    || (geo.replica != 0 && b >= geo.replica && b < geo.replica + geo.mirrored())
+            };
+            if home >= geo.sb_copy
+                || replica >= geo.sb_copy
+                || (home != 0 && in_log(home))
+                || (replica != 0 && (replica == home || in_log(replica)))
+            {
                 return Err(FsError::Corrupt(format!(
-                    "log descriptor block {blockno} names block {home} (replica {replica}), past the file system"
+                    "log descriptor block {blockno} names block {home} (replica {replica}), outside the metadata area"
                 )));
             }
             homes.push((home, replica));
@@ -450,6 +473,7 @@ pub fn pending(
     let d = geo.desc_blocks();
     let mut images = Vec::with_capacity(total);
     let mut homes_untouched = false;
+    let mut why = None;
     // An image of this transaction for `home`, wherever it was read.
     let is_image = |home: u64, i: usize| {
         move |img: &Block| -> Result<()> {
@@ -479,7 +503,13 @@ pub fn pending(
         let at = d + i as u64;
         let mut copies = log_copies(at).to_vec();
         copies.push(replica);
-        let img = first_good(dev, &copies, &check).ok().map(|(b, ())| b);
+        let img = match first_good(dev, &copies, &check) {
+            Ok((b, ())) => Some(b),
+            Err(e) => {
+                why.get_or_insert_with(|| format!("log image {i} for block {home}: {e}"));
+                None
+            }
+        };
         if replica != 0 && home != 0 {
             let written = read_block(dev, replica).is_some_and(|r| check(&r).is_ok());
             homes_untouched |= !written;
@@ -490,6 +520,7 @@ pub fn pending(
         seq,
         images,
         homes_untouched,
+        why,
     }))
 }
 
@@ -511,11 +542,11 @@ pub fn recover(
             blocks: images.len(),
         });
     }
-    let missing = p.images.iter().find(|x| x.2.is_none()).map_or(0, |x| x.0);
     if !p.homes_untouched {
         return Err(FsError::Corrupt(format!(
-            "transaction {} is committed but its image of block {missing} cannot be read from the log or the block's replica",
-            p.seq
+            "transaction {} is committed but cannot be replayed: {}",
+            p.seq,
+            p.why.as_deref().unwrap_or("an image is missing")
         )));
     }
     // No home was written: put the replicas back as their homes are, then

@@ -8,6 +8,7 @@
 //! - [`space`]: the free-space allocator;
 //! - [`inode`], [`extents`], [`dir`], [`namespace`], [`file`]: files and directories;
 //! - [`replica`]: metadata replicas and their repair;
+//! - [`views`]: mmap views, file pages mapped straight from the device;
 //! - [`fsck`]: the consistency checker.
 pub mod dir;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod extents;
 pub mod file;
 pub mod fs;
 pub mod fsck;
+pub mod fuzz;
 pub mod inode;
 pub mod journal;
 pub mod media;
@@ -24,6 +26,7 @@ pub mod reflink;
 pub mod replica;
 pub mod space;
 pub mod tx;
+pub mod views;
 pub mod write;
 
 pub use dir::DirEntry;
@@ -34,4 +37,5 @@ pub use inode::FileKind;
 pub use media::{ErrorLogEntry, FailureEvent, FailureFlags, LossNotice};
 pub use namespace::Stat;
 pub use reflink::{DedupeResult, DedupeStatus, OwnerKind, OwnerRecord};
-pub use replica::{ReplicaPair, ScrubReport};
+pub use replica::{ReplicaPair, ReplicaScrub};
+pub use views::{Access, PageState, View, ViewStats};

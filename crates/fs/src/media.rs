@@ -127,10 +127,24 @@ pub fn losses_of(s: &mut dyn NodeStore, root: &TreeRoot, ino: u64) -> Result<BTr
     if root.is_empty() {
         return Ok(out);
     }
+    // Records from media: empty, overlapping or past the largest file
+    // would overflow the arithmetic of every caller.
+    let max = crate::file::MAX_FILE_SIZE / BS;
+    let (mut prev_end, mut bad) = (0u64, None);
     loss_tree().range(s, root, &(ino, 0), &(ino, u64::MAX), &mut |k, l| {
+        if l == 0 || k.1 < prev_end || k.1.checked_add(l).is_none_or(|e| e > max) {
+            bad = Some(k.1);
+            return ControlFlow::Break(());
+        }
+        prev_end = k.1 + l;
         out.insert(k.1, l);
         ControlFlow::Continue(())
     })?;
+    if let Some(fb) = bad {
+        return Err(FsError::Corrupt(format!(
+            "loss tree: inode {ino}: record at file block {fb} is empty, overlaps or is out of range"
+        )));
+    }
     Ok(out)
 }
 
@@ -265,6 +279,19 @@ impl FsInner {
                 "media errors need the reverse map (made with --no-rmap)".into(),
             ));
         }
+        // Ranges already known bad were handled when first reported (the
+        // device replays its list to every new holder): nothing to do again.
+        {
+            let broot = meta.sb.badblock_tree;
+            let known: u64 =
+                badblocks::overlapping(&mut self.cached_reader(&mut meta), &broot, b0, b1 - b0)?
+                    .iter()
+                    .map(|r| r.1)
+                    .sum();
+            if known == b1 - b0 {
+                return Ok(vec![]);
+            }
+        }
         // A shut-down file system still records what it can.
         let was_shut = meta.shutdown.take();
         let mut tx = Tx::begin(&*self.dev, &mut meta)?;
@@ -272,6 +299,21 @@ impl FsInner {
         let sb = tx.meta.sb;
         let recs = rmap::query(&mut tx, &sb.rmap_tree, b0, b1 - b0)?;
         let mut events = vec![];
+        // Nodes in the range that a read met bad (before this report was
+        // handled) were repaired when the transaction began.
+        let repaired = std::mem::take(&mut lock(&tx.meta.reps).repaired);
+        for f in repaired {
+            if (b0..b1).contains(&f.block) {
+                let o = Owner::of_node(f.kind, f.owner);
+                events.push(FailureEvent {
+                    physical: f.block * BS,
+                    length: BS,
+                    owner: self.owner_kind(&mut tx, &sb, o),
+                    offset: 0,
+                    action: "repaired",
+                });
+            }
+        }
         let mut notices: Vec<LossNotice> = vec![];
         let mut touched = vec![];
         let mut shutdown = None;
@@ -438,7 +480,114 @@ impl FsInner {
     }
 }
 
+/// The file system as the device's holder: every media-error report comes
+/// here. Background and removal reports are handled at once; a report made
+/// while a reader waits (from inside a failing device call, when the caller
+/// may hold file-system locks) is queued and handled by a worker thread as
+/// soon as those locks are free (the reader's own error path also drains
+/// the queue).
+pub(crate) struct FsHolder {
+    pub fs: std::sync::Weak<FsInner>,
+}
+
+impl daxfs_device::Holder for FsHolder {
+    fn notify_failure(
+        &self,
+        off: u64,
+        len: u64,
+        flags: daxfs_device::FailureFlags,
+    ) -> std::result::Result<(), daxfs_device::NotifyError> {
+        let Some(fs) = self.fs.upgrade() else {
+            return Ok(());
+        };
+        let f = FailureFlags {
+            action_required: flags.action_required,
+            pre_remove: flags.pre_remove,
+        };
+        if f.pre_remove {
+            fs.device_removed();
+            return Ok(());
+        }
+        if f.action_required {
+            lock(&fs.pending).push((off, len, f));
+            let weak = self.fs.clone();
+            let _ = std::thread::Builder::new()
+                .name("daxfs-media".into())
+                .spawn(move || {
+                    if let Some(fs) = weak.upgrade() {
+                        fs.process_pending();
+                    }
+                });
+            return Ok(());
+        }
+        fs.media_failure(off, len, f)
+            .map(|ev| lock(&fs.recent).extend(ev))
+            .map_err(|e| daxfs_device::NotifyError(e.to_string()))
+    }
+}
+
+impl FsInner {
+    /// Handles queued reports (see [`FsHolder`]).
+    pub(crate) fn process_pending(&self) {
+        let work = std::mem::take(&mut *lock(&self.pending));
+        for (off, len, f) in work {
+            if let Ok(ev) = self.media_failure(off, len, f) {
+                lock(&self.recent).extend(ev);
+            }
+        }
+    }
+
+    /// The device is about to go: make everything durable, stop writes, and
+    /// record it. The file system is not marked corrupt.
+    pub(crate) fn device_removed(&self) {
+        let _ = self.sync();
+        let mut meta = lock(&self.meta);
+        if meta.shutdown.is_none() {
+            if let Ok(mut tx) = Tx::begin(&*self.dev, &mut meta) {
+                let ev = tx.meta.sb.error_seq.get();
+                let total = tx.meta.sb.total_blocks.get();
+                let flags = FailureFlags {
+                    action_required: false,
+                    pre_remove: true,
+                };
+                if log_event(&mut tx, ev, 0, total, action::SHUT_DOWN, 0, 0, 0, flags).is_ok() {
+                    let _ = tx.commit();
+                }
+            }
+            meta.shutdown = Some("the device is being removed".into());
+        }
+    }
+}
+
 impl Fs {
+    /// Injects a media error into the device (the emulation's stand-in for a
+    /// hardware report) and returns what the file system did for each owner.
+    pub fn inject_error(&self, off: u64, len: u64) -> Result<Vec<FailureEvent>> {
+        lock(&self.inner.recent).clear();
+        self.inner.dev.inject_error(off, len)?;
+        self.inner.process_pending();
+        Ok(std::mem::take(&mut *lock(&self.inner.recent)))
+    }
+
+    /// Imports a bad-block list (sysfs `badblocks` text or ndctl JSON) into
+    /// the device; returns the ranges read and what was done.
+    pub fn import_bad_blocks(
+        &self,
+        text: &str,
+        origin: &str,
+    ) -> Result<(Vec<(u64, u64)>, Vec<FailureEvent>)> {
+        lock(&self.inner.recent).clear();
+        let ranges = self.inner.dev.import_bad_block_list(text, origin)?;
+        Ok((ranges, std::mem::take(&mut *lock(&self.inner.recent))))
+    }
+
+    /// Reports handled since the last call (for example those the device
+    /// delivered when the file system was mounted).
+    pub fn take_failure_events(&self) -> Vec<FailureEvent> {
+        self.inner.process_pending();
+        std::mem::take(&mut *lock(&self.inner.recent))
+    }
+
     /// Handles a report of bad memory at device bytes `[off, off+len)`:
     /// every owner found through the reverse map is dealt with (see the
     /// module docs). Returns what was done for each.
@@ -519,7 +668,7 @@ impl Fs {
             &(0, 0),
             &(u64::MAX, u64::MAX),
             &mut |k, l| {
-                out.push((k.0, k.1 * BS, l * BS));
+                out.push((k.0, k.1.saturating_mul(BS), l.saturating_mul(BS)));
                 ControlFlow::Continue(())
             },
         )?;
@@ -546,6 +695,22 @@ impl Fs {
         }
         let event = tx.meta.sb.error_seq.get();
         let rroot = tx.meta.sb.rmap_tree;
+        for &(s, l) in &bad {
+            if let Some(m) = rmap::query(&mut tx, &rroot, s, l)?
+                .into_iter()
+                .find(|m| !matches!(m.owner, Owner::Data { .. }))
+            {
+                return Err(FsError::NotPermitted(format!(
+                    "block {} holds metadata ({:?}); repair it (scrub) or run fsck before clearing",
+                    m.phys, m.owner
+                )));
+            }
+        }
+        // The recovery write: whole pages of zeros make the memory good again.
+        for &(s, l) in &bad {
+            let zeros = vec![0u8; (l * BS) as usize];
+            inner.dev.clear_error(s * BS, &zeros)?;
+        }
         for (s, l) in bad {
             let owned = rmap::query(&mut tx, &rroot, s, l)?;
             let mut at = s;
@@ -579,5 +744,101 @@ impl Fs {
         badblocks::remove(&mut tx, &mut broot, b0, b1 - b0)?;
         tx.meta.sb.badblock_tree = broot;
         tx.commit()
+    }
+}
+
+/// What a scrub found.
+#[derive(Clone, Debug, Default)]
+pub struct ScrubReport {
+    /// Problems in metadata (from the checker), each naming block and structure.
+    pub problems: Vec<crate::fsck::Problem>,
+    /// Metadata blocks in use that were read and verified.
+    pub metadata_blocks: u64,
+    /// Data blocks read (with `data`).
+    pub data_blocks: u64,
+    /// Media errors found and what was done for each owner.
+    pub events: Vec<FailureEvent>,
+    /// Data lost earlier and still lost: (inode, file offset, bytes).
+    pub lost: Vec<(u64, u64, u64)>,
+}
+
+impl ScrubReport {
+    /// Nothing is left unrepaired: metadata is consistent and no data was
+    /// found lost.
+    pub fn clean(&self) -> bool {
+        self.problems.is_empty()
+            && self.lost.is_empty()
+            && !self.events.iter().any(|e| e.action == "shut down")
+    }
+}
+
+impl Fs {
+    /// Verifies every metadata block (checksums, structure, cross-checks);
+    /// with `data`, also reads every allocated data block through the
+    /// machine-check-safe path, so latent media errors are found and handled
+    /// like any other report (every owner told). `progress(phase, done, total)`.
+    pub fn scrub(
+        &self,
+        data: bool,
+        progress: &mut dyn FnMut(&str, u64, u64),
+    ) -> Result<ScrubReport> {
+        self.sync()?;
+        let _ = self.take_failure_events();
+        // Bad or differing copies of replicated metadata are rebuilt first.
+        self.scrub_replicas()?;
+        let rep = crate::fsck::fsck(&*self.inner.dev, progress)?;
+        let mut out = ScrubReport {
+            problems: rep.problems,
+            metadata_blocks: rep.metadata_blocks,
+            ..Default::default()
+        };
+        if data {
+            // Distinct physical data ranges, from the reverse map.
+            let ranges: Vec<(u64, u64)> = {
+                let mut meta = lock(&self.inner.meta);
+                let sb = meta.sb;
+                let mut rs = self.inner.cached_reader(&mut meta);
+                let mut v: Vec<(u64, u64)> =
+                    rmap::query(&mut rs, &sb.rmap_tree, 0, sb.total_blocks.get())?
+                        .into_iter()
+                        .filter(|m| matches!(m.owner, Owner::Data { .. }) && !m.unwritten)
+                        .map(|m| (m.phys, m.len))
+                        .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            };
+            let total: u64 = ranges.iter().map(|r| r.1).sum();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut done = 0;
+            for (p, l) in ranges {
+                let mut at = 0;
+                while at < l {
+                    let n = (l - at).min(buf.len() as u64 / BS);
+                    if self
+                        .inner
+                        .dev
+                        .read((p + at) * BS, &mut buf[..(n * BS) as usize])
+                        .is_err()
+                    {
+                        // Read block by block to find each bad page (the
+                        // device reports each unknown one to us).
+                        for b in 0..n {
+                            let _ = self
+                                .inner
+                                .dev
+                                .read((p + at + b) * BS, &mut buf[..BS as usize]);
+                        }
+                    }
+                    at += n;
+                    done += n;
+                    progress("data", done, total);
+                }
+            }
+            out.data_blocks = done;
+        }
+        out.events = self.take_failure_events();
+        out.lost = self.all_losses()?;
+        Ok(out)
     }
 }

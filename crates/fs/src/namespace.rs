@@ -56,7 +56,7 @@ impl Stat {
             uid: rec.uid.get(),
             gid: rec.gid.get(),
             size: rec.size.get(),
-            blocks: rec.blocks.get() * 8,
+            blocks: rec.blocks.get().saturating_mul(8),
             atime: ts(&rec.atime),
             mtime: ts(&rec.mtime),
             ctime: ts(&rec.ctime),
@@ -64,6 +64,19 @@ impl Stat {
             lost_bytes: rec.lost_bytes.get(),
         }
     }
+}
+
+/// Counts one more link to `r`; a count that cannot grow is corrupt.
+fn add_link(r: &mut InodeRecord) -> Result<()> {
+    let n = r.nlink.get().checked_add(1).ok_or_else(|| {
+        FsError::Corrupt(format!(
+            "inode {}: link count {} cannot grow",
+            r.ino.get(),
+            r.nlink.get()
+        ))
+    })?;
+    r.nlink = n.into();
+    Ok(())
 }
 
 fn show(p: &[u8]) -> String {
@@ -238,11 +251,20 @@ impl FsInner {
         Ok((dir, name.to_vec()))
     }
 
-    fn next_ino(tx: &mut Tx<'_>) -> u64 {
+    fn next_ino(tx: &mut Tx<'_>) -> Result<u64> {
         let ino = tx.meta.sb.next_ino.get();
+        // A corrupt superblock must not make a create reuse a live inode.
+        let root = tx.meta.sb.inode_tree;
+        // Inode numbers stay below the reverse map's metadata-owner flag.
+        let max = daxfs_format::records::RMAP_OWNER_META;
+        if ino == 0 || ino >= max || inode::read_record(tx, &root, ino)?.is_some() {
+            return Err(FsError::Corrupt(format!(
+                "superblock: next inode number {ino} is invalid or in use"
+            )));
+        }
         tx.meta.sb.next_ino = (ino + 1).into();
-        tx.meta.sb.inodes = (tx.meta.sb.inodes.get() + 1).into();
-        ino
+        tx.meta.sb.inodes = tx.meta.sb.inodes.get().saturating_add(1).into();
+        Ok(ino)
     }
 
     /// Drops a link to `child`; frees it, or puts it on the orphan list when
@@ -295,7 +317,7 @@ impl Fs {
         if dir::lookup(&mut tx, dir.ino, &droot, &name)?.is_some() {
             return Err(FsError::Exists(show(path)));
         }
-        let ino = FsInner::next_ino(&mut tx);
+        let ino = FsInner::next_ino(&mut tx)?;
         let mut rec = inode::new_record(ino, kind, perm, 0, 0, dir.ino);
         if let Some(t) = symlink_target {
             crate::file::write_new_data(&mut tx, ino, &mut rec, t)?;
@@ -309,7 +331,7 @@ impl Fs {
         d.mtime = t;
         d.ctime = t;
         if kind == FileKind::Dir {
-            d.nlink = (d.nlink.get() + 1).into();
+            add_link(d)?;
         }
         recs.stage(&mut tx)?;
         put_record(&mut tx, &rec)?;
@@ -505,7 +527,7 @@ impl Fs {
         d.mtime = inode::now();
         d.ctime = d.mtime;
         let c = recs.get(child.ino);
-        c.nlink = (c.nlink.get() + 1).into();
+        add_link(c)?;
         c.ctime = inode::now();
         recs.stage(&mut tx)?;
         tx.commit()?;
@@ -603,7 +625,7 @@ impl Fs {
             let s = recs.get(sdir.ino);
             s.nlink = s.nlink.get().saturating_sub(1).into();
             let d = recs.get(ddir.ino);
-            d.nlink = (d.nlink.get() + 1).into();
+            add_link(d)?;
         }
         let c = recs.get(src.ino);
         c.ctime = t;

@@ -261,6 +261,7 @@ impl File {
             ));
         }
         let (src_b0, dst_b0, n) = (src_off / BS, dst_off / BS, bcount / BS);
+        crate::views::write_protect(&src.node, src_b0, n); // views: the source becomes shared
         let res = (|| {
             let (dst_map, src_pieces) = {
                 let (a, b) = (&mut pair.a, &mut pair.b);
@@ -429,6 +430,9 @@ impl File {
             }
         }
         let dev = &*self.fs.dev;
+        // views: no store may change either range between compare and share
+        crate::views::write_protect(&self.node, src_b0, n);
+        crate::views::write_protect(&dst.node, dst_b0, n);
         let res = (|| {
             let (a, b) = (&mut pair.a, &mut pair.b);
             let (dst_map, src_pieces) = match b {

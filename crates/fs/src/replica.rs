@@ -72,6 +72,9 @@ pub struct Replicas {
     pub pending: Vec<Fallback>,
     /// Nodes whose replica was bad too (`replica` 0: none was found).
     pub failed: Vec<Fallback>,
+    /// Queued repairs that have run since a media-error report last looked
+    /// (a report names them among the owners it handled).
+    pub repaired: Vec<Fallback>,
 }
 
 impl Replicas {
@@ -264,8 +267,10 @@ impl<'a> Committed<'a> {
             (g.rmap_root, g.total)
         };
         let o = Owner::of_node(kind, owner);
+        // A replica lies on the device and is not the node itself.
+        let usable = |r: u64| r != 0 && r != h && r < total.saturating_sub(1);
         let mut found = match rmap::record_at(self, &root, h, o, false) {
-            Ok(Some(m)) if m.replica != 0 => Some(m.replica),
+            Ok(Some(m)) if usable(m.replica) => Some(m.replica),
             _ => None,
         };
         if found.is_none() && kind == BlockKind::RmapTree {
@@ -276,7 +281,7 @@ impl<'a> Committed<'a> {
                 (0, half.saturating_sub(1))
             };
             let _ = rmap::scan_pairs(self, &root, lo, hi, &mut |m| {
-                if m.is_replica && m.owner == o && m.replica == h {
+                if m.is_replica && m.owner == o && m.replica == h && usable(m.phys) {
                     found = Some(m.phys);
                     ControlFlow::Break(())
                 } else {
@@ -347,7 +352,13 @@ pub(crate) fn run_pending(dev: &dyn Device, meta: &mut Meta) {
         });
         match r {
             Ok(Repair::Later) | Err(FsError::NoSpace(_)) => again.push(p),
-            Ok(_) => {}
+            Ok(Repair::Done) => {
+                let mut g = lock(&meta.reps);
+                if g.repaired.len() < 1024 {
+                    g.repaired.push(p);
+                }
+            }
+            Ok(Repair::Moot) => {}
             Err(e) => {
                 let why = format!("repairing it failed: {e}");
                 shut_down(dev, meta, &Fallback { why, ..p });
@@ -797,9 +808,9 @@ pub struct ReplicaPair {
     pub blocks: u64,
 }
 
-/// What [`crate::Fs::scrub`] did.
+/// What [`crate::Fs::scrub_replicas`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScrubReport {
+pub struct ReplicaScrub {
     /// Pairs checked.
     pub checked: u64,
     /// Nodes rebuilt from their replica.
@@ -842,9 +853,9 @@ impl crate::Fs {
     /// copies that are bad or differ from their node (a node that fails is
     /// rebuilt from its replica and moves; a replica that fails or differs is
     /// rebuilt from its node). Costs a read of all metadata.
-    pub fn scrub(&self) -> Result<ScrubReport> {
+    pub fn scrub_replicas(&self) -> Result<ReplicaScrub> {
         let inner = &*self.inner;
-        let mut rep = ScrubReport::default();
+        let mut rep = ReplicaScrub::default();
         let mut meta = lock(&inner.meta);
         if !meta.replicas() {
             return Ok(rep);

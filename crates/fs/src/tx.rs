@@ -107,6 +107,27 @@ impl Meta {
     }
 }
 
+/// True when blocks `[s, s+l)` are not all in the area of tree nodes, their
+/// replicas and file data: they touch a superblock copy, the log or its
+/// replica region, or pass the end.
+pub fn outside_data_area(sb: &Superblock, s: u64, l: u64) -> bool {
+    let Some(end) = s.checked_add(l) else {
+        return true;
+    };
+    let overlaps = |a: u64, n: u64| n != 0 && s < a.saturating_add(n) && a < end;
+    let (ls, lb, lr) = (
+        sb.log_start.get(),
+        sb.log_blocks.get(),
+        sb.log_replica.get(),
+    );
+    let mirror = if lr == 0 {
+        0
+    } else {
+        daxfs_format::superblock::log_mirror_blocks(lb)
+    };
+    s == 0 || end >= sb.total_blocks.get() || overlaps(ls, lb) || overlaps(lr, mirror)
+}
+
 /// The log's place, from the superblock.
 pub fn geometry(sb: &Superblock) -> LogGeometry {
     LogGeometry {
@@ -245,8 +266,10 @@ impl<'a> Tx<'a> {
             let root = tx.meta.sb.free_tree;
             let mut map = FreeMap::default();
             let mut bad = None;
+            // Free space is neither a superblock nor the log.
+            let sb = tx.meta.sb;
             free_tree().range(&mut tx, &root, &0, &u64::MAX, &mut |s, l| {
-                if !map.insert(s, l) {
+                if outside_data_area(&sb, s, l) || !map.insert(s, l) {
                     bad = Some(s);
                     return std::ops::ControlFlow::Break(());
                 }
@@ -254,7 +277,7 @@ impl<'a> Tx<'a> {
             })?;
             if let Some(s) = bad {
                 return Err(FsError::Corrupt(format!(
-                    "free-space tree: extent at block {s} overlaps another"
+                    "free-space tree: extent at block {s} is out of range or overlaps another"
                 )));
             }
             tx.meta.free = map;
@@ -467,9 +490,14 @@ impl<'a> Tx<'a> {
                 } else {
                     t.remove(self, &mut root, &fs)?;
                 }
-                self.meta.sb.free_blocks = (self.meta.sb.free_blocks.get() - l).into();
+                self.meta.sb.free_blocks = self.meta.sb.free_blocks.get().saturating_sub(l).into();
             }
             Delta::Free(s, l) => {
+                if outside_data_area(&self.meta.sb, s, l) {
+                    return Err(FsError::Corrupt(format!(
+                        "freeing blocks [{s}, +{l}), outside the data area"
+                    )));
+                }
                 let prev = t.last_le(self, &root, &s)?;
                 if let Some((ps, pl)) = prev
                     && ps + pl > s
@@ -499,7 +527,7 @@ impl<'a> Tx<'a> {
                 if let Some((ns, _)) = next {
                     t.remove(self, &mut root, &ns)?;
                 }
-                self.meta.sb.free_blocks = (self.meta.sb.free_blocks.get() + l).into();
+                self.meta.sb.free_blocks = self.meta.sb.free_blocks.get().saturating_add(l).into();
             }
         }
         self.meta.sb.free_tree = root;
@@ -855,13 +883,18 @@ pub fn read_verified_as(
     fs_id: u64,
 ) -> Result<Box<Block>, TreeError> {
     let mut blk = Box::new([0u8; BLOCK_SIZE]);
-    let off = at
-        .checked_mul(BLOCK_SIZE_U64)
-        .ok_or_else(|| TreeError::Store(format!("block {at} is past any device")))?;
-    dev.read(off, &mut blk[..]).map_err(|e| match e {
-        daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: at },
-        other => TreeError::Store(other.to_string()),
-    })?;
+    if at > u64::MAX / BLOCK_SIZE_U64 {
+        return Err(TreeError::Corrupt {
+            kind: kind.name(),
+            block: at,
+            what: "block number is past the end of the device".into(),
+        });
+    }
+    dev.read(at * BLOCK_SIZE_U64, &mut blk[..])
+        .map_err(|e| match e {
+            daxfs_device::DeviceError::Media { .. } => TreeError::Media { block: at },
+            other => TreeError::Store(other.to_string()),
+        })?;
     verify_block(
         &blk,
         &Expect {

@@ -139,7 +139,7 @@ fn runs(tx: &mut Tx<'_>, map: &ExtentMap, b0: u64, b1: u64) -> Result<Vec<Run>> 
             continue;
         };
         let phys0 = e.phys + (fb - e.fblock);
-        let pieces = if map.maybe_shared {
+        let mut pieces = if map.maybe_shared {
             tx.share_counts(phys0, len)?
         } else {
             vec![Piece {
@@ -148,6 +148,40 @@ fn runs(tx: &mut Tx<'_>, map: &ExtentMap, b0: u64, b1: u64) -> Result<Vec<Run>> 
                 count: 1,
             }]
         };
+        // Known-bad blocks are never written: treating them as shared makes
+        // the write move them to fresh blocks (unwritten ones read as zeros;
+        // written ones are lost and were unmapped before).
+        let broot = tx.meta.sb.badblock_tree;
+        if !broot.is_empty() {
+            let mut split = vec![];
+            for pc in pieces {
+                let mut at = pc.start;
+                for (bs, bl) in crate::space::badblocks::overlapping(tx, &broot, pc.start, pc.len)?
+                {
+                    if bs > at {
+                        split.push(Piece {
+                            start: at,
+                            len: bs - at,
+                            count: pc.count,
+                        });
+                    }
+                    split.push(Piece {
+                        start: bs,
+                        len: bl,
+                        count: pc.count.max(2),
+                    });
+                    at = bs + bl;
+                }
+                if at < pc.start + pc.len {
+                    split.push(Piece {
+                        start: at,
+                        len: pc.start + pc.len - at,
+                        count: pc.count,
+                    });
+                }
+            }
+            pieces = split;
+        }
         for pc in pieces {
             let sfb = fb + (pc.start - phys0);
             let (unwritten, phys, len) = (e.unwritten(), pc.start, pc.len);

@@ -316,3 +316,280 @@ fn a_report_covering_data_metadata_and_free_space_handles_each() {
     assert_eq!(events.len(), 1, "one report is one event");
     drop(f);
 }
+
+// ---- With the device's own poison: reports arrive through the holder. ----
+
+use daxfs::FallocFlags;
+use daxfs_device::Device;
+
+#[test]
+fn injected_error_reaches_the_file_system_through_the_holder() {
+    let (dev, fs) = new_fs(16);
+    let f = file_with(&fs, "/f", &pattern(10, 8 * 4096));
+    let bad = phys_of(&f, 3 * BS);
+    let ev = fs.inject_error(bad, BS).unwrap();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!((ev[0].action, ev[0].offset), ("data lost", 3 * BS));
+    assert_eq!(dev.bad_ranges(), vec![(bad, BS)]);
+    // The poisoned page is never read: EIO, not a crash, not stale bytes.
+    assert_eq!(
+        f.read_at(3 * BS, &mut [0u8; 16]).unwrap_err().errno_name(),
+        "EIO"
+    );
+    // Overwriting the whole block moves it off the poison.
+    f.write_at(3 * BS, &[5u8; 4096]).unwrap();
+    let mut buf = vec![0u8; 4096];
+    f.read_at(3 * BS, &mut buf).unwrap();
+    assert!(buf.iter().all(|&x| x == 5));
+    assert_eq!(
+        dev.bad_ranges(),
+        vec![(bad, BS)],
+        "the memory stays bad until cleared"
+    );
+    drop(f);
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn errors_already_on_the_device_are_handled_at_mount() {
+    let (dev, fs) = new_fs(16);
+    let f = file_with(&fs, "/f", &pattern(11, 4 * 4096));
+    let bad = phys_of(&f, BS);
+    drop(f);
+    drop(fs);
+    // The emulated hardware reports it while nothing is mounted.
+    dev.inject_error(bad, BS).unwrap();
+    let fs = daxfs::Fs::mount(dev.clone(), &daxfs::MountOptions::default()).unwrap();
+    let ev = fs.take_failure_events();
+    assert!(
+        ev.iter().any(|e| e.action == "data lost" && e.offset == BS),
+        "{ev:?}"
+    );
+    let f = fs.open("/f", &OpenOptions::read_only()).unwrap();
+    assert_eq!(f.stat().lost_bytes, BS);
+    assert_eq!(
+        f.read_at(BS, &mut [0u8; 1]).unwrap_err().errno_name(),
+        "EIO"
+    );
+    drop(f);
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn poisoned_preallocated_blocks_are_replaced_on_write() {
+    let (dev, fs) = new_fs(16);
+    let f = fs.create("/f").unwrap();
+    f.fallocate(FallocFlags::default(), 0, 8 * BS).unwrap();
+    let bad = phys_of(&f, 2 * BS);
+    let ev = fs.inject_error(bad, BS).unwrap();
+    assert_eq!(ev[0].action, "no data", "an unwritten block held nothing");
+    assert_eq!(f.stat().lost_bytes, 0);
+    // Reads of unwritten blocks never touch media; writes move to good memory.
+    let mut buf = vec![1u8; 4096];
+    f.read_at(2 * BS, &mut buf).unwrap();
+    assert!(buf.iter().all(|&x| x == 0));
+    f.write_at(2 * BS + 100, b"after").unwrap();
+    f.read_at(2 * BS, &mut buf).unwrap();
+    assert_eq!(&buf[100..105], b"after");
+    assert_ne!(phys_of(&f, 2 * BS), bad);
+    drop(f);
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn clear_error_makes_memory_good_and_free_again() {
+    let (dev, fs) = new_fs(16);
+    let free = fs
+        .fsmap(0, u64::MAX)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.owner == OwnerKind::Free)
+        .unwrap();
+    let bad = free.physical + 8 * BS;
+    fs.inject_error(bad, 2 * BS).unwrap();
+    assert_eq!(fs.bad_ranges().unwrap(), vec![(bad, 2 * BS)]);
+    fs.clear_bad_range(bad, 2 * BS).unwrap();
+    assert!(
+        dev.bad_ranges().is_empty(),
+        "the device's poison is cleared"
+    );
+    assert!(fs.bad_ranges().unwrap().is_empty());
+    let mut b = [1u8; 8];
+    dev.read(bad, &mut b).unwrap();
+    assert_eq!(b, [0u8; 8]);
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn device_removal_stops_writes_without_marking_corrupt() {
+    let (dev, fs) = new_fs(16);
+    let f = file_with(&fs, "/f", &pattern(12, 4096));
+    f.write_at(0, b"last words").unwrap();
+    dev.remove().unwrap();
+    assert!(fs.shutdown_reason().unwrap().contains("removed"));
+    assert_eq!(fs.create("/g").unwrap_err().errno_name(), "EIO");
+    let mut buf = [0u8; 10];
+    f.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"last words");
+    drop(f);
+    drop(fs);
+    // Everything written is there, and nothing says the file system is corrupt.
+    assert_fsck(&*dev);
+    let fs = remount(
+        &dev,
+        daxfs::Fs::mount(dev.clone(), &daxfs::MountOptions::default()).unwrap(),
+    );
+    let f = fs.open("/f", &OpenOptions::read_only()).unwrap();
+    f.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"last words");
+    assert!(fs.error_log().unwrap().iter().any(|e| e.pre_remove));
+}
+
+/// Random workloads with errors injected at random places, checked against
+/// a model: no read ever returns bytes other than what was written, and each
+/// loss is reported to exactly the files that owned the bad block.
+#[test]
+fn random_errors_against_a_model() {
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+    for seed in 0..3u64 {
+        let (dev, fs) = new_fs(32);
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let names: Vec<String> = (0..8).map(|i| format!("/f{i}")).collect();
+        let mut model: Vec<Vec<u8>> = vec![vec![]; names.len()];
+        // lost[i]: file blocks of file i whose data is lost.
+        let mut lost: Vec<std::collections::BTreeSet<u64>> = vec![Default::default(); names.len()];
+        for n in &names {
+            drop(fs.create(n).unwrap());
+        }
+        let (mut injected, mut shared_hits) = (0u32, 0u32);
+        for step in 0..300 {
+            let i = rng.random_range(0..names.len());
+            let f = fs.open(&names[i], &OpenOptions::read_write()).unwrap();
+            match rng.random_range(0..10) {
+                0..=3 => {
+                    let off = rng.random_range(0..24u64) * BS;
+                    let data = pattern(rng.random(), (rng.random_range(1..4u64) * BS) as usize);
+                    let blocks = off / BS..(off + data.len() as u64) / BS;
+                    f.write_at(off, &data).unwrap();
+                    let m = &mut model[i];
+                    if m.len() < off as usize + data.len() {
+                        m.resize(off as usize + data.len(), 0);
+                    }
+                    m[off as usize..off as usize + data.len()].copy_from_slice(&data);
+                    for b in blocks {
+                        lost[i].remove(&b);
+                    }
+                }
+                4..=5 => {
+                    // Clone another file whole into this one.
+                    let j = rng.random_range(0..names.len());
+                    if j != i && !model[j].is_empty() && lost[j].is_empty() {
+                        let s = fs.open(&names[j], &OpenOptions::read_only()).unwrap();
+                        f.clone_from(&s).unwrap();
+                        let src = model[j].clone();
+                        let m = &mut model[i];
+                        if m.len() < src.len() {
+                            m.resize(src.len(), 0);
+                        }
+                        m[..src.len()].copy_from_slice(&src);
+                        for b in 0..(src.len() as u64).div_ceil(BS) {
+                            lost[i].remove(&b);
+                        }
+                    }
+                }
+                6..=7 => {
+                    // A media error under a random written block of this file.
+                    let ext: Vec<_> = f
+                        .fiemap()
+                        .unwrap()
+                        .into_iter()
+                        .filter(|e| !e.unwritten && !e.lost)
+                        .collect();
+                    if let Some(e) = ext.get(
+                        rng.random_range(0..ext.len().max(1))
+                            .min(ext.len().saturating_sub(1)),
+                    ) {
+                        let blk = rng.random_range(0..e.length / BS);
+                        let phys = e.physical + blk * BS;
+                        // The true owners: every file whose extents map this block.
+                        let mut owners = vec![];
+                        for (k, n) in names.iter().enumerate() {
+                            let g = fs.open(n, &OpenOptions::read_only()).unwrap();
+                            for x in g.fiemap().unwrap() {
+                                if x.physical <= phys
+                                    && phys < x.physical + x.length
+                                    && !x.unwritten
+                                {
+                                    owners.push((k, (x.logical + (phys - x.physical)) / BS));
+                                }
+                            }
+                        }
+                        let ev = fs.inject_error(phys, BS).unwrap();
+                        injected += 1;
+                        shared_hits += u32::from(ev.len() > 1);
+                        let mut got: Vec<u64> = ev
+                            .iter()
+                            .filter(|x| x.action == "data lost")
+                            .map(|x| match &x.owner {
+                                OwnerKind::File { ino, .. } => *ino,
+                                _ => 0,
+                            })
+                            .collect();
+                        let mut want: Vec<u64> = owners
+                            .iter()
+                            .map(|(k, _)| fs.stat(&names[*k]).unwrap().ino)
+                            .collect();
+                        got.sort();
+                        want.sort();
+                        assert_eq!(got, want, "seed {seed} step {step}: owners told");
+                        for (k, b) in owners {
+                            lost[k].insert(b);
+                        }
+                    }
+                }
+                _ => {
+                    let len = rng.random_range(0..24u64) * BS;
+                    f.set_len(len).unwrap();
+                    model[i].resize(len as usize, 0);
+                    lost[i].retain(|&b| b < len / BS);
+                }
+            }
+            // Every file: lost blocks fail, every other byte is what was written.
+            for (k, n) in names.iter().enumerate() {
+                let g = fs.open(n, &OpenOptions::read_only()).unwrap();
+                assert_eq!(g.stat().size as usize, model[k].len());
+                for b in 0..(model[k].len() as u64).div_ceil(BS) {
+                    let mut buf = vec![0u8; BS as usize];
+                    let want = &model[k]
+                        [(b * BS) as usize..((b + 1) * BS).min(model[k].len() as u64) as usize];
+                    match g.read_at(b * BS, &mut buf[..want.len()]) {
+                        Ok(nread) => {
+                            assert!(
+                                !lost[k].contains(&b),
+                                "seed {seed} step {step}: {n} block {b} should be lost"
+                            );
+                            assert_eq!(
+                                &buf[..nread],
+                                &want[..nread],
+                                "seed {seed} step {step}: {n} block {b} wrong bytes"
+                            );
+                            assert_eq!(nread, want.len());
+                        }
+                        Err(e) => {
+                            assert_eq!(e.errno_name(), "EIO");
+                            assert!(
+                                lost[k].contains(&b),
+                                "seed {seed} step {step}: {n} block {b} unexpectedly lost"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            injected >= 20 && shared_hits >= 2,
+            "seed {seed}: {injected} errors, {shared_hits} on shared blocks"
+        );
+        assert_fsck(&*dev);
+    }
+}

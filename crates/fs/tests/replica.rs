@@ -4,7 +4,7 @@
 //! losing committed data; a repair survives a crash at every persist point.
 mod common;
 use common::*;
-use daxfs::{FailureFlags, FileKind, Fs, MkfsOptions, MountOptions, OpenOptions, ReplicaPair};
+use daxfs::{FileKind, Fs, MkfsOptions, MountOptions, OpenOptions, ReplicaPair};
 use daxfs_device::{CrashDevice, Device, MemDevice, Subset};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,8 +71,7 @@ fn populated() -> (Arc<MemDevice>, Fs) {
     let lost = fs.create("/lost").unwrap();
     lost.write_at(0, &pattern(8, 3 * BS as usize)).unwrap();
     let p = lost.fiemap().unwrap()[0].physical;
-    fs.media_failure(p + BS, BS, FailureFlags::default())
-        .unwrap();
+    fs.inject_error(p + BS, BS).unwrap();
     fs.sync().unwrap();
     drop((big, src, cl, lost));
     (dev, fs)
@@ -256,17 +255,14 @@ fn reported_bad_node_of_every_kind_is_repaired() {
             .find(|p| p.kind == *kind)
             .unwrap_or_else(|| panic!("no {kind} node"))
             .clone();
-        let ev = fs
-            .media_failure(p.block * BS, BS, FailureFlags::default())
-            .unwrap();
+        let ev = fs.inject_error(p.block * BS, BS).unwrap();
         assert!(ev.iter().any(|e| e.action == "repaired"), "{kind}: {ev:?}");
         assert!(fs.shutdown_reason().is_none());
         let now = pairs(&fs);
         let moved = now.iter().find(|q| q.replica == p.replica).unwrap();
         assert_ne!(moved.block, p.block);
         assert!(bad_blocks(&fs).contains(&p.block));
-        // The bad block's bytes are gone for good.
-        garbage(&*dev, p.block);
+        assert!(dev.bad_ranges().contains(&(p.block * BS, BS)));
         drop(orphan);
         assert_eq!(exercise(&fs), before, "{kind}");
         new_work(&fs, 2);
@@ -287,13 +283,10 @@ fn reported_bad_replica_is_rebuilt() {
     for kind in KINDS {
         let p = pairs(&fs).into_iter().find(|p| p.kind == kind).unwrap();
         eprintln!("replica of {kind} block {} at {}", p.block, p.replica);
-        let ev = fs
-            .media_failure(p.replica * BS, BS, FailureFlags::default())
-            .unwrap();
+        let ev = fs.inject_error(p.replica * BS, BS).unwrap();
         assert!(ev.iter().any(|e| e.action == "repaired"), "{kind}: {ev:?}");
         let q = pairs(&fs).into_iter().find(|q| q.block == p.block).unwrap();
         assert_ne!(q.replica, p.replica);
-        garbage(&*dev, p.replica);
     }
     assert_eq!(exercise(&fs), before);
     new_work(&fs, 3);
@@ -328,7 +321,7 @@ fn scrub_rebuilds_damaged_replicas_and_nodes() {
         rep.problems
     );
     let fs = remount_mem(&dev);
-    let s = fs.scrub().unwrap();
+    let s = fs.scrub_replicas().unwrap();
     assert_eq!((s.repaired_nodes, s.repaired_replicas), (1, 1), "{s:?}");
     assert!(s.checked as usize >= all.len() - 1);
     drop(fs);
@@ -359,12 +352,9 @@ fn superblock_copies_are_repaired() {
         assert_fsck(&*dev);
         let fs = remount_mem(&dev);
         new_work(&fs, 7);
-        // Reported bad while mounted (and its bytes gone): the report's
-        // commit rewrites the whole copy.
-        garbage(&*dev, b);
-        let ev = fs
-            .media_failure(b * BS, BS, FailureFlags::default())
-            .unwrap();
+        // Poisoned while mounted: the report's commit rewrites the whole
+        // copy through the device's recovery write.
+        let ev = fs.inject_error(b * BS, BS).unwrap();
         assert!(ev.iter().any(|e| e.action == "repaired"), "{ev:?}");
         drop(fs);
         assert_fsck(&*dev);
@@ -393,9 +383,7 @@ fn log_blocks_are_repaired() {
         } else {
             info.log_start + 1
         };
-        let ev = fs
-            .media_failure(hit * BS, BS, FailureFlags::default())
-            .unwrap();
+        let ev = fs.inject_error(hit * BS, BS).unwrap();
         assert!(ev.iter().any(|e| e.action == "repaired"), "{ev:?}");
         let now = fs.info();
         if replica_side {
@@ -411,7 +399,6 @@ fn log_blocks_are_repaired() {
                 && !(now.log_replica..now.log_replica + now.log_blocks).contains(&hit)
         );
         assert!(bad_blocks(&fs).contains(&hit));
-        garbage(&*dev, hit);
         new_work(&fs, 5);
         assert_eq!(
             snapshot(&fs).get("/src"),
@@ -530,7 +517,7 @@ fn no_replicas_works() {
     c.clone_from(&fs.open("/f1", &OpenOptions::read_only()).unwrap())
         .unwrap();
     assert!(pairs(&fs).is_empty());
-    assert_eq!(fs.scrub().unwrap(), Default::default());
+    assert_eq!(fs.scrub_replicas().unwrap(), Default::default());
     drop((c, fs));
     assert_fsck(&*dev);
 }
@@ -682,14 +669,13 @@ fn crash_during_reported_repairs() {
             .filter(|p| p.kind == "reverse-map tree")
             .collect();
         assert!(rm.len() > 1, "one reverse-map node");
-        let flags = FailureFlags::default();
         let leaf = rm[rm.len() - 1];
-        let ev = fs.media_failure(leaf.block * BS, BS, flags).unwrap();
+        let ev = fs.inject_error(leaf.block * BS, BS).unwrap();
         assert!(ev.iter().any(|e| e.action == "repaired"));
-        let ev = fs.media_failure(rm[0].replica * BS, BS, flags).unwrap();
+        let ev = fs.inject_error(rm[0].replica * BS, BS).unwrap();
         assert!(ev.iter().any(|e| e.action == "repaired"));
         let log = fs.info().log_start + 1;
-        let ev = fs.media_failure(log * BS, BS, flags).unwrap();
+        let ev = fs.inject_error(log * BS, BS).unwrap();
         assert!(ev.iter().any(|e| e.action == "repaired"));
         snapshot(&fs)
     };

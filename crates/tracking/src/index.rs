@@ -37,6 +37,19 @@ pub trait FsQuery {
     /// `index`, in any order. This is the `i_mmap` walk of Linux: the same step
     /// for every strategy, because no strategy tracks address spaces per page.
     fn mappings_of(&self, file: FileId, index: u64, out: &mut Vec<MappingId>);
+
+    /// Appends `(page, owner)` for every page owner of the physical pages
+    /// `[first, first+pages)`, in any order: the census of a whole range,
+    /// which a reverse map answers in one query. The default asks
+    /// [`owners_of`](FsQuery::owners_of) page by page.
+    fn owners_in(&self, first: Phys, pages: u64, out: &mut Vec<(Phys, PageOwner)>) {
+        let mut v = Vec::new();
+        for p in first.0..first.0 + pages {
+            v.clear();
+            self.owners_of(Phys(p), &mut v);
+            out.extend(v.iter().map(|&o| (Phys(p), o)));
+        }
+    }
 }
 
 /// The answer to "who owns this physical page?".

@@ -23,35 +23,42 @@
 //! - [`FsQuery`] is what the file system answers at failure time: owners of a
 //!   physical page from its reverse map, and mappings of a file page.
 //! - [`TrackedFs`] is a reflink file system the workloads drive; it emits the
-//!   events and implements [`FsQuery`]. [`ModelFs`] is the in-memory model;
-//!   daxfs implements the same two traits to replace it, and its reverse map
-//!   then drives strategy 7 ([`strategies::RmapCallout`]).
+//!   events and implements [`FsQuery`]. [`DaxfsTracked`] is daxfs itself:
+//!   every operation is a daxfs call, the events are the mapping events daxfs
+//!   commits, and owner queries go to daxfs's reverse map, which is what
+//!   strategy 7 ([`strategies::RmapCallout`]) asks. [`ModelFs`] is an
+//!   in-memory model of a reflink file system, kept as a second
+//!   implementation and a cross-check.
 //!
 //! # The benchmark
 //!
-//! [`bench::run_bench`] runs every [`workloads`] driver on the model, replays
-//! the recorded event stream into every strategy, and measures time per event,
-//! memory, failure-lookup time, and owners found against the truth.
-//! [`bench::Report::to_markdown`] and [`plot::write_outputs`] produce the
-//! table and the plots. `daxfs bench tracking` is:
+//! [`run_bench_on_daxfs`] runs every [`workloads`] driver on a fresh daxfs,
+//! replays the recorded event stream into every strategy, and measures time
+//! per event, memory, failure-lookup time, and owners found against daxfs's
+//! reverse map; it also times each workload on daxfs without a reverse map
+//! and compares the sharing with the model's. [`bench::Report::to_markdown`]
+//! and [`plot::write_outputs`] produce the table and the plots. `daxfs bench
+//! tracking` is [`bench_tracking_command`]:
 //!
 //! ```no_run
-//! use daxfs_tracking::{BenchOptions, parse_scale, run_bench, write_outputs};
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let opts = BenchOptions { scale: parse_scale("1/64")?, ..BenchOptions::default() };
-//! let report = run_bench(&opts);
+//! use daxfs_tracking::{BenchOptions, parse_scale, run_bench_on_daxfs, write_outputs};
+//! # fn main() -> Result<(), daxfs_tracking::FsError> {
+//! let opts = BenchOptions { scale: parse_scale("1/128")?, ..BenchOptions::default() };
+//! let report = run_bench_on_daxfs(&opts)?;
 //! let files = write_outputs(&report, std::path::Path::new("docs"))?;
 //! println!("{}", files.message()); // docs/tracking.md, tracking.svg, tracking.png
+//! println!("{}", report.conclusion());
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! [`bench::run_bench_with`] does the same on another [`TrackedFs`], such as
-//! daxfs itself.
+//! [`bench::run_bench_with`] does the same on any [`TrackedFs`];
+//! [`bench::run_bench`] runs on the model.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod daxfs_tracked;
 pub mod event;
 pub mod index;
 pub mod mem;
@@ -64,7 +71,11 @@ pub mod tracked;
 mod treap;
 pub mod workloads;
 
-pub use bench::{BenchOptions, DEFAULT_SCALE, Report, parse_scale, run_bench, run_bench_with};
+pub use bench::{
+    BenchOptions, DEFAULT_SCALE, MakeFs, ModelCheck, Report, parse_scale, run_bench,
+    run_bench_with, run_bench_with_baseline,
+};
+pub use daxfs_tracked::{DaxfsTracked, bench_tracking_command, run_bench_on_daxfs};
 pub use event::{Event, EventKind, FileId, MappingId, PAGE_SIZE, Phys};
 pub use index::{FsQuery, MappedOwner, OwnerIndex, Owners, PageOwner, Tally, replay};
 pub use model::ModelFs;

@@ -566,6 +566,10 @@ impl TrackedFs for ModelFs {
         std::mem::take(&mut self.events)
     }
 
+    fn label(&self) -> String {
+        "the in-memory reflink model".into()
+    }
+
     fn reverse_map_stats(&self) -> Option<RmapStats> {
         Some(RmapStats {
             records: self.rmap.len() as u64,

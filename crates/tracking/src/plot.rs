@@ -174,6 +174,16 @@ struct Panel {
     title: &'static str,
     unit: &'static str,
     value: fn(&WorkloadReport, &StrategyResult) -> f64,
+    /// The file system's reverse map on the same measure, when it applies.
+    rmap: fn(&WorkloadReport) -> Option<f64>,
+}
+
+/// The colour of the file system's reverse map, drawn after the strategies.
+const RMAP_COLOR: RGBColor = RGBColor(127, 127, 127);
+
+/// Whether the report measured the file system's reverse map.
+fn has_rmap(report: &Report) -> bool {
+    report.workloads.iter().any(|w| w.rmap.is_some())
 }
 
 const PANELS: [Panel; 3] = [
@@ -181,16 +191,19 @@ const PANELS: [Panel; 3] = [
         title: "Time per event when no error happens",
         unit: "ns / event",
         value: |_, r| r.ns_per_event,
+        rmap: |w| w.rmap_ns_per_event(),
     },
     Panel {
         title: "Memory per mapped page",
         unit: "bytes / mapped page",
         value: |w, r| r.bytes_final as f64 / w.mapped_pages.max(1) as f64,
+        rmap: |w| w.rmap_bytes_per_page(),
     },
     Panel {
         title: "Time to find every owner of a shared page",
         unit: "µs / lookup",
         value: |_, r| r.lookup_shared_ns / 1e3,
+        rmap: |_| None,
     },
 ];
 
@@ -228,8 +241,9 @@ fn draw<DB: DrawingBackend>(
     let (charts, legend) = body.split_horizontally(w - LEGEND_W);
     if text {
         let title = format!(
-            "Finding every owner of a failed DAX page: 7 designs x {} workloads ({}, log scales)",
+            "Finding every owner of a failed DAX page: 7 designs x {} workloads on {} ({}, log scales)",
             report.workloads.len(),
+            report.fs,
             if report.small {
                 report.scale_label()
             } else {
@@ -257,13 +271,15 @@ fn draw_panel<DB: DrawingBackend>(
     text: bool,
 ) -> Result<(), String> {
     let nw = report.workloads.len().max(1);
-    let values: Vec<Vec<(Strategy, f64)>> = report
+    // Slots 0..7 are the strategies, slot 7 the file system's reverse map.
+    let values: Vec<Vec<(usize, f64)>> = report
         .workloads
         .iter()
         .map(|w| {
             w.results
                 .iter()
-                .map(|r| (r.strategy, (spec.value)(w, r)))
+                .map(|r| ((r.strategy.number() - 1) as usize, (spec.value)(w, r)))
+                .chain((spec.rmap)(w).map(|v| (Strategy::ALL.len(), v)))
                 .collect()
         })
         .collect();
@@ -317,13 +333,14 @@ fn draw_panel<DB: DrawingBackend>(
             .draw()
             .map_err(err)?;
     }
-    let slot = 0.84 / Strategy::ALL.len() as f64;
+    let slots = Strategy::ALL.len() + usize::from(has_rmap(report));
+    let slot = 0.84 / slots as f64;
     for (i, group) in values.iter().enumerate() {
         for &(s, v) in group {
-            let j = (s.number() - 1) as f64;
+            let j = s as f64;
             let x0 = i as f64 + 0.08 + j * slot;
             let x1 = x0 + slot * 0.86;
-            let color = COLORS[(s.number() - 1) as usize];
+            let color = COLORS.get(s).copied().unwrap_or(RMAP_COLOR);
             if v > 0.0 {
                 chart
                     .draw_series([Rectangle::new([(x0, floor), (x1, v)], color.filled())])
@@ -372,6 +389,34 @@ fn draw_legend<DB: DrawingBackend>(
             .map_err(err)?;
         }
         y += 48;
+    }
+    if has_rmap(report) {
+        area.draw(&Rectangle::new(
+            [(10, y), (30, y + 16)],
+            RMAP_COLOR.filled(),
+        ))
+        .map_err(err)?;
+        if text {
+            area.draw(&Text::new(
+                format!("{}'s reverse map", report.fs),
+                (38, y),
+                ("sans-serif", 16).into_font(),
+            ))
+            .map_err(err)?;
+            area.draw(&Text::new(
+                "what 7 asks; its cost per event is the run time",
+                (38, y + 19),
+                ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90)),
+            ))
+            .map_err(err)?;
+            area.draw(&Text::new(
+                "with it minus without it",
+                (38, y + 33),
+                ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90)),
+            ))
+            .map_err(err)?;
+        }
+        y += 56;
     }
     if text {
         let (mut exact, mut lossy) = (Vec::new(), Vec::new());

@@ -4,8 +4,8 @@
 //! A file system plugs into this crate by implementing [`TrackedFs`] (which
 //! includes [`FsQuery`]): the workload drivers call its operations, it emits
 //! [`Event`]s wherever its extent maps change, and it answers owner queries
-//! from its reverse map. [`crate::ModelFs`] is the in-memory reference
-//! implementation; daxfs proper implements the same trait to replace it.
+//! from its reverse map. [`crate::DaxfsTracked`] is daxfs;
+//! [`crate::ModelFs`] is an in-memory model kept as a cross-check.
 
 use crate::event::{Event, FileId, MappingId};
 use crate::index::FsQuery;
@@ -53,6 +53,22 @@ pub trait TrackedFs: FsQuery {
         len: u64,
     ) -> FsResult<()>;
 
+    /// Deduplicates: pages `[dst_index, dst_index+len)` of `dst` hold the
+    /// same bytes as `[src_index, src_index+len)` of `src` and are to share
+    /// its blocks (FIDEDUPERANGE). The extent changes are a clone's; a file
+    /// system that compares data fails the call when the bytes differ. The
+    /// default is [`clone_range`](TrackedFs::clone_range).
+    fn dedupe_range(
+        &mut self,
+        src: FileId,
+        src_index: u64,
+        dst: FileId,
+        dst_index: u64,
+        len: u64,
+    ) -> FsResult<()> {
+        self.clone_range(src, src_index, dst, dst_index, len)
+    }
+
     /// Releases pages `[index, index+len)` of `file` ([`Event::Unmap`]),
     /// leaving a hole; the size does not change.
     fn punch(&mut self, file: FileId, index: u64, len: u64) -> FsResult<()>;
@@ -76,6 +92,11 @@ pub trait TrackedFs: FsQuery {
 
     /// Moves out the events emitted since the last call.
     fn take_events(&mut self) -> Vec<Event>;
+
+    /// What the file system is, for reports (e.g. `"daxfs"`).
+    fn label(&self) -> String {
+        "a reflink file system".into()
+    }
 
     /// Size of the file system's reverse map, if it says (reported for
     /// context: the map a file system keeps anyway, which strategy 7 uses).

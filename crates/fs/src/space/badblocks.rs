@@ -17,6 +17,45 @@ pub fn tree() -> BTree<u64, u64> {
     BTree::new(BlockKind::BadBlockTree, 0)
 }
 
+/// A record that cannot be a range of blocks (its byte offsets would
+/// overflow): the tree is corrupt.
+fn check(k: u64, len: u64) -> Result<(u64, u64)> {
+    let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+    if len == 0 || k.checked_add(len).is_none_or(|e| e > max) {
+        return Err(crate::error::FsError::Corrupt(format!(
+            "bad-block tree: record at block {k} has length {len}"
+        )));
+    }
+    Ok((k, len))
+}
+
+/// The record with the largest start `<= p`, checked.
+fn last_le(s: &mut dyn NodeStore, root: &TreeRoot, p: u64) -> Result<Option<(u64, u64)>> {
+    match tree().last_le(s, root, &p)? {
+        Some((k, len)) => check(k, len).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The records with starts in `[lo, hi]`, each checked before `f` sees it.
+fn range(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    lo: &u64,
+    hi: &u64,
+    f: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
+) -> Result<()> {
+    let mut err = None;
+    tree().range(s, root, lo, hi, &mut |k, len| match check(k, len) {
+        Ok(_) => f(k, len),
+        Err(e) => {
+            err = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    err.map_or(Ok(()), Err)
+}
+
 /// Known-bad ranges overlapping `[p, p+l)`, clipped to it.
 pub fn overlapping(
     s: &mut dyn NodeStore,
@@ -29,13 +68,13 @@ pub fn overlapping(
         return Ok(out);
     }
     let end = p + l;
-    if let Some((k, len)) = tree().last_le(s, root, &p)?
+    if let Some((k, len)) = last_le(s, root, p)?
         && k + len > p
     {
         out.push((p, (k + len).min(end) - p));
     }
     if l > 1 {
-        tree().range(s, root, &(p + 1), &(end - 1), &mut |k, len| {
+        range(s, root, &(p + 1), &(end - 1), &mut |k, len| {
             out.push((k, (k + len).min(end) - k));
             ControlFlow::Continue(())
         })?;
@@ -46,7 +85,7 @@ pub fn overlapping(
 /// Every known-bad range.
 pub fn all(s: &mut dyn NodeStore, root: &TreeRoot) -> Result<Vec<(u64, u64)>> {
     let mut out = vec![];
-    tree().range(s, root, &0, &u64::MAX, &mut |k, l| {
+    range(s, root, &0, &u64::MAX, &mut |k, l| {
         out.push((k, l));
         ControlFlow::Continue(())
     })?;
@@ -57,7 +96,7 @@ pub fn all(s: &mut dyn NodeStore, root: &TreeRoot) -> Result<Vec<(u64, u64)>> {
 pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, p: u64, l: u64) -> Result<()> {
     let (mut start, mut end) = (p, p + l);
     let mut old = vec![];
-    if let Some((k, len)) = tree().last_le(s, root, &p)?
+    if let Some((k, len)) = last_le(s, root, p)?
         && k + len >= p
     {
         start = k;
@@ -65,7 +104,7 @@ pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, p: u64, l: u64) -> Result
         old.push(k);
     }
     let hi = p + l;
-    tree().range(s, root, &(p + 1).min(hi), &hi, &mut |k, len| {
+    range(s, root, &(p + 1).min(hi), &hi, &mut |k, len| {
         end = end.max(k + len);
         old.push(k);
         ControlFlow::Continue(())
@@ -83,13 +122,13 @@ pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, p: u64, l: u64) -> Result
 pub fn remove(s: &mut dyn NodeStore, root: &mut TreeRoot, p: u64, l: u64) -> Result<()> {
     let end = p + l;
     let mut touched = vec![];
-    if let Some((k, len)) = tree().last_le(s, root, &p)?
+    if let Some((k, len)) = last_le(s, root, p)?
         && k + len > p
     {
         touched.push((k, len));
     }
     if l > 1 {
-        tree().range(s, root, &(p + 1), &(end - 1), &mut |k, len| {
+        range(s, root, &(p + 1), &(end - 1), &mut |k, len| {
             touched.push((k, len));
             ControlFlow::Continue(())
         })?;

@@ -23,10 +23,27 @@ pub struct Piece {
     pub count: u64,
 }
 
+/// A record from media that cannot be a range of blocks (its byte offsets
+/// would overflow): the tree is corrupt.
+fn check(k: u64, v: &RefcountRecord) -> Result<()> {
+    let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+    let len = v.len.get();
+    if len == 0 || k.checked_add(len).is_none_or(|e| e > max) {
+        return Err(FsError::Corrupt(format!(
+            "refcount tree: record at block {k} has length {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// The records overlapping `[p, p+l)`, as (start, len, count).
 fn overlapping(s: &mut dyn NodeStore, root: &TreeRoot, p: u64, l: u64) -> Result<Vec<Piece>> {
     let mut out = vec![];
-    if let Some((k, v)) = tree().last_le(s, root, &p)?
+    let last = tree().last_le(s, root, &p)?;
+    if let Some((k, v)) = &last {
+        check(*k, v)?;
+    }
+    if let Some((k, v)) = last
         && k + v.len.get() > p
     {
         out.push(Piece {
@@ -36,7 +53,12 @@ fn overlapping(s: &mut dyn NodeStore, root: &TreeRoot, p: u64, l: u64) -> Result
         });
     }
     if l > 1 {
+        let mut bad = None;
         tree().range(s, root, &(p + 1), &(p + l - 1), &mut |k, v| {
+            if let Err(e) = check(k, &v) {
+                bad = Some(e);
+                return ControlFlow::Break(());
+            }
             out.push(Piece {
                 start: k,
                 len: v.len.get(),
@@ -44,6 +66,9 @@ fn overlapping(s: &mut dyn NodeStore, root: &TreeRoot, p: u64, l: u64) -> Result
             });
             ControlFlow::Continue(())
         })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
     }
     Ok(out)
 }

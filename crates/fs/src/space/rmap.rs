@@ -158,7 +158,10 @@ impl Mapping {
                 ))
             })?;
         let len = v.len.get();
-        if len == 0 || k.0.checked_add(len).is_none() {
+        // Ends past the largest device or file overflow byte offsets.
+        let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+        let past = |a: u64| a.checked_add(len).is_none_or(|e| e > max);
+        if len == 0 || past(k.0) || matches!(owner, Owner::Data { fblock, .. } if past(fblock)) {
             return Err(FsError::Corrupt(format!(
                 "reverse map: record at block {} has length {len}",
                 k.0
@@ -204,8 +207,11 @@ fn records_from(s: &mut dyn NodeStore, root: &TreeRoot, lo: u64, hi: u64) -> Res
 /// The start of the segment holding block `x`, if any record covers it.
 fn segment_of(s: &mut dyn NodeStore, root: &TreeRoot, x: u64) -> Result<Option<(u64, u64)>> {
     match tree().last_le(s, root, &(x, u64::MAX, u64::MAX))? {
-        Some((k, v)) if k.0 + v.len.get() > x => Ok(Some((k.0, v.len.get()))),
-        _ => Ok(None),
+        Some((k, v)) => {
+            let m = Mapping::from_kv(k, v)?;
+            Ok((m.phys + m.len > x).then_some((m.phys, m.len)))
+        }
+        None => Ok(None),
     }
 }
 
@@ -254,7 +260,8 @@ fn segments_in(
         if k.0 >= end {
             break;
         }
-        out.push((k.0, v.len.get()));
+        let m = Mapping::from_kv(k, v)?;
+        out.push((m.phys, m.len));
         match k.0.checked_add(1) {
             Some(next) => at = (next, 0, 0),
             None => break,

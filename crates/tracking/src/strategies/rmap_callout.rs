@@ -12,8 +12,10 @@
 //!
 //! Events are ignored; every lookup goes through [`FsQuery::owners_of`]. With
 //! the in-memory model that is the model's interval-tree reverse map; with
-//! daxfs it is daxfs's own reverse map, which the file system keeps anyway
-//! (for repair, scrub and reporting lost data), so this design adds nothing.
+//! daxfs it is daxfs's own reverse map ([`crate::DaxfsTracked`] asks
+//! `Fs::owners`), which the file system keeps anyway (for repair, scrub and
+//! reporting lost data), so this design adds nothing of its own. What that
+//! map costs is measured beside it: see the crate README.
 
 use crate::event::{Event, Phys};
 use crate::index::{FsQuery, OwnerIndex, Owners};

@@ -149,7 +149,7 @@ impl Workload for DedupStore {
                         None => {
                             canonical[c] = Some((f, at));
                             if let Some((sf, si, di, n)) = run.take() {
-                                fs.clone_range(sf, si, f, di, n)?;
+                                fs.dedupe_range(sf, si, f, di, n)?;
                             }
                         }
                         Some((sf, si)) => match &mut run {
@@ -162,14 +162,14 @@ impl Workload for DedupStore {
                                 if let Some((pf, psi, pdi, n)) =
                                     run.replace((sf, si, at, self.chunk_pages))
                                 {
-                                    fs.clone_range(pf, psi, f, pdi, n)?;
+                                    fs.dedupe_range(pf, psi, f, pdi, n)?;
                                 }
                             }
                         },
                     }
                 }
                 if let Some((sf, si, di, n)) = run.take() {
-                    fs.clone_range(sf, si, f, di, n)?;
+                    fs.dedupe_range(sf, si, f, di, n)?;
                 }
             }
         }

@@ -1,0 +1,1037 @@
+//! Fuzz entry points for everything in the file system that reads media
+//! bytes: mounting (superblock, log, every tree) and the operations after it,
+//! journal replay, and fsck.
+//!
+//! Each entry point starts from a small, valid file system built once per
+//! process (the [`template`]) and damages it as the input says: bytes of
+//! chosen metadata blocks are overwritten or XORed, blocks are copied over
+//! others, and optionally the damaged blocks get a fresh checksum so the
+//! parsers behind checksum verification are reached. The functions take plain
+//! bytes and depend on no fuzzing crate, so unit tests drive them too.
+//!
+//! Input layout:
+//!
+//! ```text
+//! byte size field
+//!    0    1 flags: FLAG_PENDING (start from the image whose log holds a
+//!           committed transaction to replay), FLAG_RESEAL (reseal every
+//!           damaged block)
+//!    1  ... patches, at most MAX_PATCHES, each:
+//!           0  1 target: index into the entry point's target blocks (modulo
+//!                their number); 0xf0 and above: copy a block (see below)
+//!           1  2 offset in the block (little-endian, modulo 4096)
+//!           3  1 bits 0-6: payload length - 1; bit 7: XOR (else overwrite)
+//!           4  n payload (cut short at the end of the input)
+//!         A copy patch copies target `offset & 0xff` over target
+//!         `offset >> 8` and has no payload.
+//! ```
+//!
+//! Besides "no panic, no hang", each entry point checks what must hold
+//! whatever the damage: fsck and a failed mount write nothing, journal replay
+//! is idempotent, and an image that fsck finds clean mounts, works and stays
+//! clean.
+use crate::error::Result;
+use crate::fs::read_superblock;
+use crate::fsck::{FsckReport, fsck};
+use crate::inode::{FileKind, inode_tree, orphan_tree};
+use crate::journal::{self, Recovery};
+use crate::tx::{ReadStore, free_tree, geometry};
+use crate::{FallocFlags, Fs, MkfsOptions, MountOptions, OpenOptions};
+use daxfs_btree::NodeStore;
+use daxfs_device::{Device, MemDevice};
+use daxfs_format::block::{BLOCK_MAGIC, header};
+use daxfs_format::superblock::MIN_BLOCKS;
+use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, BlockKind, seal_block};
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::sync::{Arc, OnceLock};
+
+/// Flag: start from the image whose log holds a transaction to replay.
+pub const FLAG_PENDING: u8 = 1;
+/// Flag: give every damaged block a valid checksum again.
+pub const FLAG_RESEAL: u8 = 2;
+/// Patches applied from one input at most.
+pub const MAX_PATCHES: usize = 32;
+/// Target bytes from this value up mean "copy a block".
+pub const COPY_PATCH: u8 = 0xf0;
+/// File-system id of the template (every block header carries it).
+pub const FUZZ_FS_ID: u64 = 0x6461_7866_7a7a_7566;
+/// Size of the template, in blocks: the smallest file system.
+pub const IMAGE_BLOCKS: u64 = MIN_BLOCKS;
+/// Log size of the template, in blocks.
+pub const LOG_BLOCKS: u64 = 64;
+
+/// The valid file system every input starts from.
+#[derive(Debug)]
+pub struct Template {
+    /// A snapshot taken while mounted: a file unlinked while still open is
+    /// on the orphan list (mount frees it), and the log holds the last
+    /// transaction, already checkpointed.
+    pub clean: Vec<u8>,
+    /// `clean` whose log holds one more committed transaction (a mkdir)
+    /// that was not checkpointed: mount replays it.
+    pub pending: Vec<u8>,
+    /// Every metadata block of both images, and the data of the symlinks
+    /// and of some files: what `fuzz_mount` and `fuzz_fsck` aim at.
+    pub targets: Vec<u64>,
+    /// The superblock copies and the used part of the log, and the home
+    /// blocks the pending transaction names: what `fuzz_journal` aims at.
+    pub log_targets: Vec<u64>,
+}
+
+/// The template, built on first use. Deterministic: the same bytes in every
+/// process except the timestamps inside inode records.
+pub fn template() -> &'static Template {
+    static T: OnceLock<Template> = OnceLock::new();
+    T.get_or_init(|| build_template().unwrap_or_else(|e| panic!("building the fuzz template: {e}")))
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Files and directories whose trees have more than one level.
+fn populate(fs: &Fs) -> Result<()> {
+    fs.mkdir("/d", 0o755)?;
+    for i in 0..20 {
+        let f = fs.create(format!("/d/f{i}"))?;
+        f.write_at(0, &pattern(i, 100 + 300 * i as usize))?;
+    }
+    fs.mkdir("/sub", 0o700)?;
+    fs.mkdir("/sub/deeper", 0o755)?;
+    // One extent per written block: an extent tree of two levels.
+    let f = fs.create("/frag")?;
+    for i in 0..200u64 {
+        f.write_at(2 * i * BLOCK_SIZE_U64, &pattern(1000 + i, 100))?;
+    }
+    let f = fs.create("/big")?;
+    f.write_at(0, &pattern(7, 100_000))?;
+    f.fallocate(
+        FallocFlags {
+            keep_size: true,
+            ..Default::default()
+        },
+        100_000,
+        100_000,
+    )?;
+    // Shared blocks: a refcount tree.
+    let clone = fs.create("/clone")?;
+    clone.clone_from(&f)?;
+    fs.symlink("d/f1", "/link")?;
+    fs.symlink("/sub/deeper", "/sub/up")?;
+    fs.link("/d/f0", "/hard")?;
+    // Media errors reported in file data and in free space: the error log,
+    // the loss tree and the bad-block tree.
+    let f5 = fs.open("/d/f5", &OpenOptions::read_only())?;
+    if let Some(e) = f5.fiemap()?.first() {
+        fs.media_failure(e.physical, BLOCK_SIZE_U64, Default::default())?;
+    }
+    let last_free = (IMAGE_BLOCKS - 8) * BLOCK_SIZE_U64;
+    fs.media_failure(last_free, 2 * BLOCK_SIZE_U64, Default::default())?;
+    fs.sync()
+}
+
+/// Stamps the fixed file-system id into every block of the file system (and
+/// its UUID and mkfs time into the superblocks), resealing each.
+fn normalize(img: &mut [u8], old_fs_id: u64) {
+    for blk in img.chunks_exact_mut(BLOCK_SIZE) {
+        let Ok(b) = <&mut Block>::try_from(blk) else {
+            continue;
+        };
+        let Ok(h) = header(&b[..]) else { continue };
+        if h.magic.get() != BLOCK_MAGIC || h.fs_id.get() != old_fs_id {
+            continue;
+        }
+        if h.kind == BlockKind::Superblock as u8 {
+            b[88..96].copy_from_slice(&FUZZ_FS_ID.to_le_bytes());
+            b[96..104].copy_from_slice(b"daxfuzz!");
+            b[296..304].fill(0);
+        }
+        seal_block(b, h.blockno.get(), h.generation.get(), FUZZ_FS_ID);
+    }
+}
+
+/// Metadata blocks of an image, and the data blocks of symlinks and of the
+/// first extents of files.
+fn blocks_of(img: &[u8]) -> Result<BTreeSet<u64>> {
+    let dev = MemDevice::from_image(img.to_vec());
+    let sb = read_superblock(&dev)?;
+    let mut s = ReadStore::new(&dev, sb.fs_id(), None, None);
+    let mut out = BTreeSet::new();
+    out.insert(0);
+    out.insert(sb.total_blocks.get() - 1);
+    let mut add = |b: daxfs_format::BlockNo, _| {
+        out.insert(b.0);
+    };
+    free_tree().visit_nodes(&mut s, &sb.free_tree, &mut add)?;
+    inode_tree().visit_nodes(&mut s, &sb.inode_tree, &mut add)?;
+    orphan_tree().visit_nodes(&mut s, &sb.orphan_tree, &mut add)?;
+    crate::dir::parent_tree().visit_nodes(&mut s, &sb.parent_tree, &mut add)?;
+    crate::space::rmap::tree().visit_nodes(&mut s, &sb.rmap_tree, &mut add)?;
+    crate::space::refcount::tree().visit_nodes(&mut s, &sb.refcount_tree, &mut add)?;
+    crate::space::badblocks::tree().visit_nodes(&mut s, &sb.badblock_tree, &mut add)?;
+    crate::media::loss_tree().visit_nodes(&mut s, &sb.loss_tree, &mut add)?;
+    crate::media::error_log().visit_nodes(&mut s, &sb.error_log, &mut add)?;
+    let mut recs = vec![];
+    inode_tree().range(&mut s, &sb.inode_tree, &0, &u64::MAX, &mut |_, r| {
+        recs.push(r);
+        ControlFlow::Continue(())
+    })?;
+    for r in recs {
+        let ino = r.ino.get();
+        match FileKind::of_mode(r.mode.get()) {
+            Some(FileKind::Dir) => crate::dir::tree(ino).visit_nodes(&mut s, &r.tree, &mut add)?,
+            Some(kind) => {
+                crate::extents::tree(ino).visit_nodes(&mut s, &r.tree, &mut add)?;
+                let map =
+                    crate::extents::ExtentMap::load(&mut s as &mut dyn NodeStore, ino, &r.tree)?;
+                let n = if kind == FileKind::Symlink {
+                    usize::MAX
+                } else {
+                    2
+                };
+                for e in map.iter().take(n) {
+                    add(daxfs_format::BlockNo(e.phys), 0);
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+fn build_template() -> Result<Template> {
+    let dev = Arc::new(MemDevice::new(IMAGE_BLOCKS * BLOCK_SIZE_U64));
+    Fs::mkfs(
+        dev.clone(),
+        &MkfsOptions {
+            log_blocks: Some(LOG_BLOCKS),
+            label: "fuzz".into(),
+            ..Default::default()
+        },
+    )?;
+    let fs = Fs::mount(dev.clone(), &MountOptions::default())?;
+    populate(&fs)?;
+    let orphan = fs.create("/orphan")?;
+    orphan.write_at(0, &pattern(99, 5000))?;
+    fs.unlink("/orphan")?;
+    let old_fs_id = read_superblock(&*dev)?.fs_id();
+    let mut clean = dev.image();
+    fs.mkdir("/pending", 0o755)?;
+    let mut after = dev.image();
+    drop(orphan);
+    drop(fs);
+    let log_start = read_superblock(&*dev)?.log_start.get();
+    let log =
+        (log_start * BLOCK_SIZE_U64) as usize..((log_start + LOG_BLOCKS) * BLOCK_SIZE_U64) as usize;
+    let mut pending = clean.clone();
+    pending[log.clone()].copy_from_slice(&after[log]);
+    normalize(&mut clean, old_fs_id);
+    normalize(&mut pending, old_fs_id);
+    normalize(&mut after, old_fs_id);
+    let mut targets = blocks_of(&clean)?;
+    targets.extend(blocks_of(&after)?);
+    // The used part of the log: descriptors, then the images of the last
+    // transaction of either image.
+    let dev = MemDevice::from_image(pending.clone());
+    let sb = read_superblock(&dev)?;
+    let geo = geometry(&sb);
+    let used = |img: &[u8]| -> u64 {
+        let at = (log_start * BLOCK_SIZE_U64) as usize + 72;
+        img.get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let n = used(&clean).max(used(&pending));
+    let mut log_targets: BTreeSet<u64> = (log_start..log_start + geo.desc_blocks() + n).collect();
+    log_targets.extend([0, sb.total_blocks.get() - 1]);
+    if geo.replica != 0 {
+        log_targets.extend(geo.replica..geo.replica + geo.mirrored());
+    }
+    if let Ok(Some(p)) = journal::pending(&dev, &geo, sb.fs_id(), sb.header.generation.get()) {
+        for (h, r, _) in &p.images {
+            log_targets.insert(*h);
+            if *r != 0 {
+                log_targets.insert(*r);
+            }
+        }
+    }
+    targets.extend(log_targets.iter().copied());
+    Ok(Template {
+        clean,
+        pending,
+        targets: targets.into_iter().collect(),
+        log_targets: log_targets.into_iter().collect(),
+    })
+}
+
+/// The template image damaged as `data` says (see the module docs), with
+/// `targets` as the blocks patches aim at. Returns the flags and the image.
+pub fn damaged_image(data: &[u8], targets: &[u64]) -> (u8, Vec<u8>) {
+    let mut img = vec![];
+    let flags = damage_into(data, targets, &mut img);
+    (flags, img)
+}
+
+/// As [`damaged_image`], into `img` (whose allocation is reused).
+pub fn damage_into(data: &[u8], targets: &[u64], img: &mut Vec<u8>) -> u8 {
+    let t = template();
+    let flags = data.first().copied().unwrap_or(0);
+    img.clear();
+    img.extend_from_slice(if flags & FLAG_PENDING != 0 {
+        &t.pending
+    } else {
+        &t.clean
+    });
+    let pick = |i: u8| -> u64 {
+        targets
+            .get(usize::from(i) % targets.len().max(1))
+            .copied()
+            .unwrap_or(0)
+    };
+    let range = |b: u64| (b * BLOCK_SIZE_U64) as usize..((b + 1) * BLOCK_SIZE_U64) as usize;
+    let mut touched = BTreeSet::new();
+    let mut rest = data.get(1..).unwrap_or(&[]);
+    for _ in 0..MAX_PATCHES {
+        let [sel, o0, o1, lb, ..] = *rest else { break };
+        rest = &rest[4..];
+        let off = u16::from_le_bytes([o0, o1]);
+        if sel >= COPY_PATCH {
+            let (src, dst) = (pick(o0), pick(o1));
+            img.copy_within(range(src), range(dst).start);
+            touched.insert(dst);
+            continue;
+        }
+        let n = usize::from(lb & 0x7f) + 1;
+        let payload = &rest[..n.min(rest.len())];
+        rest = &rest[payload.len()..];
+        let b = pick(sel);
+        let block = &mut img[range(b)];
+        let off = usize::from(off) % BLOCK_SIZE;
+        for (x, p) in block[off..].iter_mut().zip(payload) {
+            if lb & 0x80 != 0 {
+                *x ^= p;
+            } else {
+                *x = *p;
+            }
+        }
+        touched.insert(b);
+    }
+    if flags & FLAG_RESEAL != 0 {
+        for b in touched {
+            if let Ok(blk) = <&mut Block>::try_from(&mut img[range(b)]) {
+                daxfs_format::fuzz::reseal(blk);
+            }
+        }
+    }
+    flags
+}
+
+/// Buffers and a device reused from one input to the next: allocating and
+/// faulting in a fresh image each time costs more than the work itself.
+struct Scratch {
+    dev: Arc<MemDevice>,
+    img: Vec<u8>,
+    check: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Option<Scratch>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the damaged image loaded on a device, and the image.
+fn with_damaged(
+    data: &[u8],
+    targets: &[u64],
+    f: impl FnOnce(&Arc<MemDevice>, &[u8], &mut Vec<u8>),
+) {
+    let mut sc = SCRATCH
+        .with(|s| s.borrow_mut().take())
+        .unwrap_or_else(|| Scratch {
+            dev: Arc::new(MemDevice::new(IMAGE_BLOCKS * BLOCK_SIZE_U64)),
+            img: vec![],
+            check: vec![],
+        });
+    damage_into(data, targets, &mut sc.img);
+    if sc.dev.write(0, &sc.img).is_err() || Arc::strong_count(&sc.dev) != 1 {
+        // Cannot happen: the device is the image's size and nothing keeps it.
+        sc.dev = Arc::new(MemDevice::from_image(sc.img.clone()));
+    }
+    f(&sc.dev, &sc.img, &mut sc.check);
+    SCRATCH.with(|s| *s.borrow_mut() = Some(sc));
+}
+
+/// True when the device holds exactly `img` (`buf` is scratch space).
+fn holds(dev: &MemDevice, img: &[u8], buf: &mut Vec<u8>) -> bool {
+    buf.resize(img.len(), 0);
+    dev.len() == img.len() as u64 && dev.read(0, buf).is_ok() && buf[..] == img[..]
+}
+
+fn run_fsck(dev: &dyn Device) -> Result<FsckReport> {
+    fsck(dev, &mut |_, _, _| {})
+}
+
+fn is_clean(r: &Result<FsckReport>) -> bool {
+    matches!(r, Ok(rep) if rep.is_clean())
+}
+
+fn problems(r: &Result<FsckReport>) -> String {
+    match r {
+        Ok(rep) => rep
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("fsck failed: {e}"),
+    }
+}
+
+/// Reads everything reachable from the root, within a budget of entries and
+/// a depth limit (a corrupt directory may name its own ancestor).
+fn walk(fs: &Fs, dir: &str, depth: u32, budget: &mut u32) {
+    let Ok(entries) = fs.readdir_from(dir, 0, 64) else {
+        return;
+    };
+    for e in entries {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        let path = format!("{}/{}", dir.trim_end_matches('/'), e.name_lossy());
+        let _ = fs.lstat(&path);
+        let _ = fs.stat(&path);
+        match e.kind {
+            FileKind::Dir if depth < 6 => walk(fs, &path, depth + 1, budget),
+            FileKind::Dir => {}
+            FileKind::Symlink => {
+                let _ = fs.readlink(&path);
+            }
+            FileKind::File => {
+                if let Ok(f) = fs.open(&path, &OpenOptions::read_only()) {
+                    let mut buf = vec![0u8; 64 << 10];
+                    let _ = f.read_at(0, &mut buf);
+                    let _ = f.read_at(f.stat().size.saturating_sub(100), &mut buf);
+                    let _ = f.fiemap();
+                }
+            }
+        }
+    }
+}
+
+/// Reads and changes a mounted file system, ignoring every error.
+fn exercise(fs: &Fs) {
+    let _ = fs.info();
+    let mut budget = 200;
+    walk(fs, "/", 0, &mut budget);
+    for p in ["/d/f3", "/link", "/sub/up", "/sub/deeper/..", "/pending"] {
+        let _ = fs.stat(p);
+    }
+    let bs = BLOCK_SIZE_U64;
+    if let Ok(f) = fs.open("/frag", &OpenOptions::read_write()) {
+        let _ = f.write_at(3 * bs + 10, &[1u8; 100]);
+        let _ = f.write_at(bs, &[2u8; 5000]);
+        let _ = f.write_at(1 << 21, &[3u8; 9000]);
+        let _ = f.set_len(50 * bs + 7);
+        let _ = f.fallocate(
+            FallocFlags {
+                keep_size: true,
+                punch_hole: true,
+                ..Default::default()
+            },
+            0,
+            16 * bs,
+        );
+        let _ = f.fsync();
+    }
+    if let Ok(f) = fs.open("/big", &OpenOptions::read_write()) {
+        let _ = f.write_at(5, &[4u8; 4096]);
+        let _ = f.fallocate(
+            FallocFlags {
+                zero_range: true,
+                ..Default::default()
+            },
+            4096,
+            3 * bs,
+        );
+        let _ = f.write_at(120_000, &[5u8; 100]);
+        let _ = f.fsync();
+    }
+    if let Ok(f) = fs.create("/new") {
+        let _ = f.write_at(0, &[6u8; 10_000]);
+    }
+    if let (Ok(a), Ok(b)) = (
+        fs.open("/big", &OpenOptions::read_only()),
+        fs.open("/clone", &OpenOptions::read_write()),
+    ) {
+        let _ = b.clone_range(&a, 0, 8 * bs, 4 * bs);
+        let _ = b.copy_range(&a, 100, 3, 5000);
+        let _ = b.write_at(bs, &[7u8; 100]);
+    }
+    let _ = fs.owners(0, IMAGE_BLOCKS);
+    let _ = fs.fsmap(0, IMAGE_BLOCKS);
+    let _ = fs.error_log();
+    let _ = fs.bad_ranges();
+    let _ = fs.all_losses();
+    let _ = fs.paths(3);
+    let _ = fs.clear_bad_range((IMAGE_BLOCKS - 8) * bs, bs);
+    let _ = fs.mkdir("/newdir", 0o755);
+    let _ = fs.rename("/d/f2", "/newdir/g");
+    let _ = fs.rename("/sub", "/newdir/sub");
+    let _ = fs.link("/big", "/d/big2");
+    let _ = fs.unlink("/d/f4");
+    let _ = fs.unlink("/hard");
+    let _ = fs.rmdir("/newdir/sub/deeper");
+    let _ = fs.symlink("/big", "/s2");
+    let _ = fs.chmod("/d", 0o700);
+    let _ = fs.truncate("/big", 5000);
+    let _ = fs.readdir("/d");
+    let _ = fs.sync();
+}
+
+/// Mounts a damaged image, uses it, unmounts it and checks it.
+///
+/// Checks: a mount that fails without replaying the log writes nothing; an
+/// image fsck finds clean mounts and is still clean after the operations.
+pub fn fuzz_mount(data: &[u8]) {
+    with_damaged(data, &template().targets, |dev, img, buf| {
+        let before = run_fsck(&**dev);
+        let replays = read_superblock(&**dev).is_ok_and(|sb| {
+            journal::pending(
+                &**dev,
+                &geometry(&sb),
+                sb.fs_id(),
+                sb.header.generation.get(),
+            )
+            .is_ok_and(|p| p.is_some())
+        });
+        match Fs::mount(dev.clone(), &MountOptions::default()) {
+            Ok(fs) => {
+                exercise(&fs);
+                drop(fs);
+                if is_clean(&before) {
+                    let after = run_fsck(&**dev);
+                    assert!(
+                        is_clean(&after),
+                        "a clean file system is inconsistent after use: {}",
+                        problems(&after)
+                    );
+                }
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                assert!(
+                    !is_clean(&before),
+                    "mount fails on an image fsck finds clean: {e}"
+                );
+                if !replays {
+                    assert!(
+                        holds(dev, img, buf),
+                        "a failed mount wrote to the device: {e}"
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// Reads and replays the log of a damaged image.
+///
+/// Checks: reading the log writes nothing; what it returns is a transaction
+/// that fits the log and names blocks of the file system; a failed replay
+/// writes nothing; replay is idempotent.
+pub fn fuzz_journal(data: &[u8]) {
+    with_damaged(data, &template().log_targets, |dev, img, buf| {
+        let dev = &**dev;
+        let Ok(sb) = read_superblock(dev) else {
+            return;
+        };
+        let geo = geometry(&sb);
+        let (fs_id, generation) = (sb.fs_id(), sb.header.generation.get());
+        let p = journal::pending(dev, &geo, fs_id, generation);
+        assert!(holds(dev, img, buf), "reading the log wrote to the device");
+        if let Ok(Some(pend)) = &p {
+            assert_eq!(pend.seq, generation + 1);
+            assert!(pend.images.len() <= geo.capacity());
+            for (home, _, img) in &pend.images {
+                let h = img.as_ref().and_then(|img| header(&img[..]).ok());
+                assert!(
+                    img.is_none()
+                        || h.is_some_and(
+                            |h| h.blockno.get() == *home && h.generation.get() == pend.seq
+                        )
+                );
+            }
+        }
+        // A transaction whose image is found nowhere, once a home may have
+        // been written, can be neither replayed nor undone.
+        let stuck = matches!(&p, Ok(Some(x)) if x.complete().is_none() && !x.homes_untouched);
+        let r = journal::recover(dev, &geo, fs_id, generation);
+        match (&p, &r) {
+            (Ok(_), Err(_)) if stuck => {}
+            (Err(_), Ok(_)) | (Ok(_), Err(_)) => {
+                panic!("reading and replaying the log disagree: {p:?} vs {r:?}")
+            }
+            (Ok(None), Ok(rec)) => assert_eq!(*rec, Recovery::Clean),
+            _ => {}
+        }
+        if r.is_err() || matches!(r, Ok(Recovery::Clean)) {
+            assert!(
+                holds(dev, img, buf),
+                "a replay that did nothing wrote to the device"
+            );
+        }
+        if matches!(r, Ok(Recovery::Replayed { .. })) {
+            let once = dev.image();
+            let _ = journal::recover(dev, &geo, fs_id, generation);
+            assert!(
+                holds(dev, &once, buf),
+                "replaying twice differs from replaying once"
+            );
+        }
+    });
+    // Mount and fsck see the same damage.
+    with_damaged(data, &template().log_targets, |dev, _, _| {
+        if let Ok(fs) = Fs::mount(dev.clone(), &MountOptions::default()) {
+            let _ = fs.readdir("/");
+            let _ = fs.stat("/pending");
+        }
+        let _ = run_fsck(&**dev);
+    });
+}
+
+/// Checks a damaged image.
+///
+/// Checks: fsck writes nothing and gives the same answer twice; every
+/// problem names its structure; an image it finds clean mounts and lists.
+pub fn fuzz_fsck(data: &[u8]) {
+    with_damaged(data, &template().targets, |dev, img, buf| {
+        let r = run_fsck(&**dev);
+        assert!(holds(dev, img, buf), "fsck wrote to the device");
+        if let Ok(rep) = &r {
+            for p in &rep.problems {
+                assert!(!p.structure.is_empty() && !p.message.is_empty(), "{p:?}");
+            }
+            let again = run_fsck(&**dev);
+            assert_eq!(
+                problems(&r),
+                problems(&again),
+                "fsck gives different answers on the same image"
+            );
+        }
+        if is_clean(&r) {
+            let fs = Fs::mount(dev.clone(), &MountOptions::default())
+                .unwrap_or_else(|e| panic!("mount fails on an image fsck finds clean: {e}"));
+            if let Err(e) = fs.readdir("/") {
+                panic!("readdir / fails on an image fsck finds clean: {e}");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    /// A random input: flags, then patches aimed at header fields, tree
+    /// arrays, anywhere, or block copies.
+    fn input(rng: &mut SmallRng, targets: usize) -> Vec<u8> {
+        let mut d = vec![rng.random_range(0..4u8)];
+        for _ in 0..rng.random_range(1..4) {
+            let sel = if rng.random_bool(0.05) {
+                COPY_PATCH
+            } else {
+                rng.random_range(0..targets.min(240)) as u8
+            };
+            let off: u16 = match rng.random_range(0..4) {
+                0 => rng.random_range(0..64),
+                1 => rng.random_range(64..400),
+                2 => rng.random_range(0..4096),
+                _ => u16::from_le_bytes([
+                    rng.random_range(0..targets.min(256)) as u8,
+                    rng.random_range(0..targets.min(256)) as u8,
+                ]),
+            };
+            let n = rng.random_range(1..9u8);
+            let xor = if rng.random_bool(0.5) { 0x80 } else { 0 };
+            d.extend_from_slice(&[sel, off as u8, (off >> 8) as u8, (n - 1) | xor]);
+            for _ in 0..n {
+                d.push(match rng.random_range(0..4) {
+                    0 => 0,
+                    1 => 0xff,
+                    2 => 1 << rng.random_range(0..8),
+                    _ => rng.random(),
+                });
+            }
+        }
+        d
+    }
+
+    /// Runs `f` on `data`; on a panic, fails naming the input in hex so it
+    /// can be frozen as a regression test.
+    fn run(f: fn(&[u8]), data: &[u8]) {
+        if std::panic::catch_unwind(|| f(data)).is_err() {
+            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+            panic!("failing input: {hex}");
+        }
+    }
+
+    #[test]
+    fn template_is_valid_and_deterministic() {
+        let t = template();
+        for img in [&t.clean, &t.pending] {
+            let dev = MemDevice::from_image(img.clone());
+            let r = run_fsck(&dev);
+            assert!(is_clean(&r), "{}", problems(&r));
+        }
+        assert!(t.targets.len() > 20, "{:?}", t.targets);
+        assert!(t.log_targets.len() > 4, "{:?}", t.log_targets);
+        // Unpatched inputs run every check on valid images.
+        for flags in 0..4 {
+            fuzz_mount(&[flags]);
+            fuzz_journal(&[flags]);
+            fuzz_fsck(&[flags]);
+        }
+    }
+
+    #[test]
+    fn mount_inputs() {
+        let t = template();
+        let mut rng = SmallRng::seed_from_u64(0x6d6f_756e);
+        for _ in 0..1000 {
+            run(fuzz_mount, &input(&mut rng, t.targets.len()));
+        }
+    }
+
+    #[test]
+    fn journal_inputs() {
+        let t = template();
+        let mut rng = SmallRng::seed_from_u64(0x006a_6e6c);
+        for _ in 0..1000 {
+            let mut d = input(&mut rng, t.log_targets.len());
+            d[0] |= FLAG_PENDING;
+            run(fuzz_journal, &d);
+        }
+    }
+
+    #[test]
+    fn fsck_inputs() {
+        let t = template();
+        let mut rng = SmallRng::seed_from_u64(0x6673_636b);
+        for _ in 0..1000 {
+            run(fuzz_fsck, &input(&mut rng, t.targets.len()));
+        }
+    }
+
+    #[test]
+    fn noise_inputs() {
+        let mut rng = SmallRng::seed_from_u64(0x6e6f_6973);
+        for i in 0..300 {
+            let n = rng.random_range(0..400);
+            let d: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            match i % 3 {
+                0 => run(fuzz_mount, &d),
+                1 => run(fuzz_journal, &d),
+                _ => run(fuzz_fsck, &d),
+            }
+        }
+    }
+
+    // ---- regressions: inputs that crashed or hung before their fix ----
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Found by fuzzing fs_journal (the seeded `journal_inputs` run): a
+    /// resealed log image whose tree node names a child past block 2^52
+    /// overflowed the node's byte offset in `tx::read_verified`.
+    #[test]
+    fn regress_node_number_overflow() {
+        fuzz_journal(&hex("0302040380ec051f010020"));
+        let dev = MemDevice::new(IMAGE_BLOCKS * BLOCK_SIZE_U64);
+        let e = crate::tx::read_verified(&dev, u64::MAX, BlockKind::InodeTree, Some(0), 1);
+        assert!(
+            matches!(e, Err(daxfs_btree::TreeError::Corrupt { .. })),
+            "{e:?}"
+        );
+    }
+
+    /// Found by fuzzing fs_mount (the seeded `mount_inputs` run): free and
+    /// data blocks counted more than once made fsck's metadata-block count
+    /// underflow.
+    #[test]
+    fn regress_fsck_count_underflow() {
+        fuzz_mount(&hex("02409805832020ff001a492f873f00ffff02ff8000"));
+    }
+
+    /// Found by fuzzing fs_mount (minimized): an extent whose device block is
+    /// near 2^64 overflowed the byte offset of a read (`file::read_mapped`);
+    /// `ExtentMap::load` now refuses extents past the largest file or device.
+    #[test]
+    fn regress_extent_offset_overflow() {
+        fuzz_mount(&hex("2ba342305f4272a50142"));
+        let mut s = daxfs_btree::MemStore::new();
+        let mut root = daxfs_format::records::TreeRoot::EMPTY;
+        let rec = daxfs_format::records::ExtentRecord {
+            phys: (u64::MAX / 2).into(),
+            len: 1.into(),
+            flags: 0.into(),
+        };
+        crate::extents::tree(5)
+            .insert(&mut s, &mut root, 0, rec)
+            .unwrap();
+        let e = crate::extents::ExtentMap::load(&mut s, 5, &root).unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+    }
+
+    /// Found by fuzzing fs_journal (minimized): a replayed inode record with a
+    /// huge block count overflowed `st_blocks` in `Stat::of`.
+    #[test]
+    fn regress_stat_blocks_overflow() {
+        fuzz_journal(&hex("c741dc5db9f9f80026"));
+        let mut rec = crate::inode::new_record(7, FileKind::File, 0o644, 0, 0, 1);
+        rec.blocks = u64::MAX.into();
+        assert_eq!(crate::namespace::Stat::of(&rec).blocks, u64::MAX);
+    }
+
+    /// Found by fuzzing fs_mount (a timeout): the orphan freed at mount had an
+    /// extent of 0x30000000 blocks, and `Tx::free_extent` looped over every
+    /// block of it; such a free is now refused as outside the data area.
+    #[test]
+    fn regress_huge_free_hangs() {
+        fuzz_mount(&hex("7a4784850c0000010000000030000000007a4700"));
+        let dev = Arc::new(MemDevice::from_image(template().clean.clone()));
+        let fs = Fs::mount(dev, &MountOptions::default()).unwrap();
+        let mut meta = crate::fs::lock(&fs.inner.meta);
+        let mut tx = crate::tx::Tx::begin(&*fs.inner.dev, &mut meta).unwrap();
+        let t = std::time::Instant::now();
+        tx.free_extent(100, u64::from(u32::MAX));
+        assert!(t.elapsed().as_secs() < 1);
+        let e = tx.commit().unwrap_err();
+        assert!(e.to_string().contains("outside the data area"), "{e}");
+    }
+
+    // ---- inputs built by hand for bugs found by reading the code ----
+
+    /// An input that overwrites `bytes` at `off` in each of the `edits`'
+    /// blocks (which must be among `targets`).
+    fn patches(flags: u8, targets: &[u64], edits: &[(u64, u16, &[u8])]) -> Vec<u8> {
+        let mut d = vec![flags];
+        for &(b, off, bytes) in edits {
+            let i = targets
+                .iter()
+                .position(|&t| t == b)
+                .expect("a target block");
+            assert!(i < usize::from(COPY_PATCH) && !bytes.is_empty() && bytes.len() <= 128);
+            let [o0, o1] = off.to_le_bytes();
+            d.extend_from_slice(&[i as u8, o0, o1, (bytes.len() - 1) as u8]);
+            d.extend_from_slice(bytes);
+        }
+        d
+    }
+
+    fn template_sb(img: &[u8]) -> daxfs_format::Superblock {
+        let dev = MemDevice::from_image(img.to_vec());
+        read_superblock(&dev).unwrap()
+    }
+
+    /// The leftmost leaf of the inode tree: it holds the root directory.
+    fn first_inode_leaf(img: &[u8]) -> u64 {
+        let dev = MemDevice::from_image(img.to_vec());
+        let sb = read_superblock(&dev).unwrap();
+        let mut s = ReadStore::new(&dev, sb.fs_id(), None, None);
+        let mut leaves = vec![];
+        inode_tree()
+            .visit_nodes(&mut s, &sb.inode_tree, &mut |b, level| {
+                if level == 0 {
+                    leaves.push(b.0)
+                }
+            })
+            .unwrap();
+        leaves[0]
+    }
+
+    /// Found by reading fsck: a free-space extent of 2^64 - 1 blocks
+    /// overflowed the end of the previous extent.
+    #[test]
+    fn regress_fsck_free_extent_overflow() {
+        let t = template();
+        let b = template_sb(&t.clean).free_tree.block.get();
+        // The first value of a u64 -> u64 leaf: 64 + 252 keys of 8 bytes.
+        let d = patches(FLAG_RESEAL, &t.targets, &[(b, 64 + 252 * 8, &[0xff; 8])]);
+        run(fuzz_fsck, &d);
+        run(fuzz_mount, &d);
+    }
+
+    /// Found by reading the journal: a log image naming a home block past
+    /// the device overflowed its byte offset in the replay, after the replay
+    /// had already written the images before it.
+    #[test]
+    fn regress_log_home_past_device() {
+        let t = template();
+        let start = template_sb(&t.pending).log_start.get();
+        let d0 = &t.pending[(start * BLOCK_SIZE_U64) as usize..][..BLOCK_SIZE];
+        let n = u64::from_le_bytes(d0[72..80].try_into().unwrap());
+        let last = n - 1;
+        for home in [
+            1u64 << 60,
+            start + 3,
+            t.pending.len() as u64 / BLOCK_SIZE_U64 - 1,
+        ] {
+            let d = patches(
+                FLAG_PENDING | FLAG_RESEAL,
+                &t.log_targets,
+                &[
+                    (start, 88 + 8 * last as u16, &home.to_le_bytes()),
+                    (start + 1 + last, 24, &home.to_le_bytes()),
+                ],
+            );
+            run(fuzz_journal, &d);
+            let (_, img) = damaged_image(&d, &t.log_targets);
+            let dev = Arc::new(MemDevice::from_image(img.clone()));
+            let e = Fs::mount(dev.clone(), &MountOptions::default()).unwrap_err();
+            assert!(e.to_string().contains(&format!("block {home}")), "{e}");
+            assert!(dev.image() == img, "a refused replay wrote to the device");
+        }
+    }
+
+    /// Found by reading namespace: a superblock whose next inode number is
+    /// 2^64 - 1 overflowed on create; one naming a live inode made create
+    /// overwrite that inode's record.
+    #[test]
+    fn regress_next_ino() {
+        let t = template();
+        for next in [u64::MAX, 3] {
+            let d = patches(FLAG_RESEAL, &t.targets, &[(0, 136, &next.to_le_bytes())]);
+            run(fuzz_mount, &d);
+            let (_, img) = damaged_image(&d, &t.targets);
+            let dev = Arc::new(MemDevice::from_image(img));
+            let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+            let before = fs.stat("/d").unwrap();
+            let e = fs.create("/new").unwrap_err();
+            assert_eq!(e.errno_name(), "EIO", "{e}");
+            assert_eq!(fs.stat("/d").unwrap(), before);
+        }
+    }
+
+    /// Found by reading namespace: a link count of 2^32 - 1 overflowed on
+    /// mkdir (of the parent), link and rename.
+    #[test]
+    fn regress_nlink_overflow() {
+        let t = template();
+        let leaf = first_inode_leaf(&t.clean);
+        // Inode 1 is the first record of the leftmost leaf: 64 + 15 keys of
+        // 8 bytes, then the record, whose nlink is at byte 20.
+        let d = patches(
+            FLAG_RESEAL,
+            &t.targets,
+            &[(leaf, 64 + 15 * 8 + 20, &[0xff; 4])],
+        );
+        run(fuzz_mount, &d);
+        let (_, img) = damaged_image(&d, &t.targets);
+        let dev = Arc::new(MemDevice::from_image(img));
+        let fs = Fs::mount(dev, &MountOptions::default()).unwrap();
+        assert_eq!(fs.stat("/").unwrap().nlink, u32::MAX);
+        for e in [
+            fs.mkdir("/x", 0o755).unwrap_err(),
+            fs.rename("/sub/deeper", "/deeper").unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("link count"), "{e}");
+        }
+    }
+
+    /// Found by fuzzing fs_mount (the seeded `mount_inputs` run): a
+    /// reverse-map record with a huge length or file block overflowed the
+    /// byte offsets fsmap reports.
+    #[test]
+    fn regress_rmap_record_overflow() {
+        run(fuzz_mount, &hex("0241d10b0740ff009bff00a800"));
+    }
+
+    /// Found by fuzzing fs_mount (the seeded `noise_inputs` run), rebuilt by
+    /// hand: a bad-block record of 2^64 - 1 blocks overflowed in
+    /// `bad_ranges` and in the range arithmetic of the bad-block tree.
+    #[test]
+    fn regress_badblock_record_overflow() {
+        let t = template();
+        let b = template_sb(&t.clean).badblock_tree.block.get();
+        // The first value of a u64 -> u64 leaf.
+        let d = patches(FLAG_RESEAL, &t.targets, &[(b, 64 + 252 * 8, &[0xff; 8])]);
+        run(fuzz_mount, &d);
+        run(fuzz_fsck, &d);
+    }
+
+    /// Found by reading media (the fuzzer found the neighbouring bad-block
+    /// case): a loss record of 2^64 - 1 blocks overflowed in `all_losses`,
+    /// in stat's lost-byte sum and when a write ends the loss.
+    #[test]
+    fn regress_loss_record_overflow() {
+        let t = template();
+        let b = template_sb(&t.clean).loss_tree.block.get();
+        // The first value of a (u64, u64) -> u64 leaf: 168 keys of 16 bytes.
+        let d = patches(FLAG_RESEAL, &t.targets, &[(b, 64 + 168 * 16, &[0xff; 8])]);
+        run(fuzz_mount, &d);
+        run(fuzz_fsck, &d);
+        let (_, img) = damaged_image(&d, &t.targets);
+        let fs = Fs::mount(
+            Arc::new(MemDevice::from_image(img)),
+            &MountOptions::default(),
+        )
+        .unwrap();
+        assert!(fs.all_losses().is_ok());
+        let e = fs.stat("/d/f5").unwrap_err();
+        assert!(e.to_string().contains("loss tree"), "{e}");
+        let f = fs.open("/d/f5", &OpenOptions::read_write()).unwrap();
+        assert!(f.write_at(0, b"new data").is_err());
+    }
+
+    /// Found by fuzzing fs_mount (the cargo-fuzz run; its "clean stays
+    /// clean" check): a next inode number past 2^63 gave new inodes numbers
+    /// that the reverse map reads as metadata owners.
+    #[test]
+    fn regress_next_ino_past_rmap_owner_flag() {
+        run(fuzz_mount, &hex("0200880088ffffff00ffffffff"));
+    }
+
+    /// Found by fuzzing fs_fsck (the cargo-fuzz run, minimized): a
+    /// reverse-map record of 2^64 - 1 blocks overflowed fsck's segment check.
+    #[test]
+    fn regress_fsck_rmap_record_overflow() {
+        run(fuzz_fsck, &hex("0e0c000affffffffffffffffff"));
+    }
+
+    /// Found by reading fsck (next to the case above): a refcount record of
+    /// 2^64 - 1 blocks overflowed the end of the record.
+    #[test]
+    fn regress_fsck_refcount_record_overflow() {
+        let t = template();
+        let b = template_sb(&t.clean).refcount_tree.block.get();
+        // The first value of a u64 -> RefcountRecord leaf: 168 keys of 8
+        // bytes, then (len, count).
+        let d = patches(FLAG_RESEAL, &t.targets, &[(b, 64 + 168 * 8, &[0xff; 8])]);
+        run(fuzz_fsck, &d);
+        run(fuzz_mount, &d);
+    }
+
+    /// Found by fuzzing fs_mount (the cargo-fuzz run, minimized): a
+    /// reverse-map record of 2^64 - 1 blocks overflowed in
+    /// `rmap::segment_of` when the next allocation updated the map.
+    #[test]
+    fn regress_rmap_segment_overflow() {
+        run(fuzz_mount, &hex("4747ff5bee4fffffffffffffffff"));
+    }
+}

@@ -1,0 +1,231 @@
+//! Handing faults from the signal handler to resolver threads.
+//!
+//! A fault on a view that the handler cannot answer from the page's record
+//! alone (a store to a read-only page, any access to a page not mapped yet)
+//! needs a transaction, locks and allocation: nothing a signal handler may
+//! do. So the handler, on the faulting thread, puts the fault into a slot of
+//! a fixed table, wakes the resolver threads, and waits on the slot until a
+//! resolver writes the answer (retry, SIGBUS with a memory error, SIGBUS
+//! with an address error, or not a view fault).
+//!
+//! # Async-signal safety
+//!
+//! The handler side ([`submit`]) touches only statics (atomics in a fixed
+//! table), a `const`-initialised thread-local without destructor, and the
+//! `futex` and `sched_yield` system calls. It never allocates or locks.
+//!
+//! # Invariants
+//!
+//! - A slot goes FREE → CLAIMED (the handler fills it) → QUEUED → TAKEN (one
+//!   resolver owns it) → ANSWERED → FREE (the handler read the answer). Only
+//!   the handler that claimed a slot moves it out of CLAIMED and ANSWERED;
+//!   only the resolver that took it writes its answer.
+//! - `WORK` is bumped after every QUEUED store, and a resolver reads it before
+//!   scanning the table and sleeps only while it is unchanged, so no queued
+//!   fault waits for a later one to wake a resolver.
+//! - Resolver threads never touch view memory, and a fault raised on one of
+//!   them is not queued (it would wait for itself).
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// Re-execute the faulting instruction.
+pub(crate) const RETRY: u32 = 1;
+/// Deliver SIGBUS `BUS_MCEERR_AR` (the page's data was lost).
+pub(crate) const MEMORY_ERROR: u32 = 2;
+/// Deliver SIGBUS `BUS_ADRERR` (past end of file, or the fault could not be
+/// resolved: no space, file system shut down).
+pub(crate) const BUS_ERROR: u32 = 3;
+/// Not a fault daxfs resolves (a store to a read-only view): the handler
+/// installed before ours gets it.
+pub(crate) const NOT_MINE: u32 = 4;
+
+const FREE: u32 = 0;
+const CLAIMED: u32 = 1;
+const QUEUED: u32 = 2;
+const TAKEN: u32 = 3;
+const ANSWERED: u32 = 4;
+
+const NSLOTS: usize = 64;
+
+struct Slot {
+    state: AtomicU32,
+    view: AtomicUsize,
+    addr: AtomicUsize,
+    write: AtomicU32,
+    answer: AtomicU32,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            state: AtomicU32::new(FREE),
+            view: AtomicUsize::new(0),
+            addr: AtomicUsize::new(0),
+            write: AtomicU32::new(0),
+            answer: AtomicU32::new(0),
+        }
+    }
+}
+
+static SLOTS: [Slot; NSLOTS] = [const { Slot::new() }; NSLOTS];
+/// Bumped for every queued fault; resolvers sleep on it.
+static WORK: AtomicU32 = AtomicU32::new(0);
+/// Resolver threads asleep on `WORK` (wakes are skipped when none sleeps).
+static SLEEPING: AtomicU32 = AtomicU32::new(0);
+/// Resolver threads started, and those working on a fault now.
+static THREADS: AtomicU32 = AtomicU32::new(0);
+static BUSY: AtomicU32 = AtomicU32::new(0);
+/// The most resolver threads: the pool grows while every resolver is busy
+/// (each may wait for a file's data lock), so that a fault taken by a thread
+/// holding that lock still finds a resolver.
+const MAX_THREADS: u32 = 64;
+
+thread_local! {
+    static IS_RESOLVER: Cell<bool> = const { Cell::new(false) };
+}
+
+const FUTEX_WAIT_PRIVATE: i32 = 128;
+const FUTEX_WAKE_PRIVATE: i32 = 129;
+
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: the futex system call on a live, aligned 32-bit atomic; a
+    // null timeout waits until woken (or a spurious return, which every
+    // caller handles by re-checking).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            FUTEX_WAIT_PRIVATE,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: as above; waking never touches memory.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), FUTEX_WAKE_PRIVATE, n);
+    }
+}
+
+/// Queues a fault at `addr` on the view at `view` and waits for the answer.
+/// Async-signal-safe (see the module documentation).
+pub(crate) fn submit(view: usize, addr: usize, write: bool) -> u32 {
+    if IS_RESOLVER.with(Cell::get) {
+        return NOT_MINE;
+    }
+    let slot = 'claim: loop {
+        for s in &SLOTS {
+            if s.state.load(Ordering::Relaxed) == FREE
+                && s.state
+                    .compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break 'claim s;
+            }
+        }
+        // Every slot is busy: let a resolver run.
+        // SAFETY: a plain system call.
+        unsafe { libc::sched_yield() };
+    };
+    slot.view.store(view, Ordering::Relaxed);
+    slot.addr.store(addr, Ordering::Relaxed);
+    slot.write.store(u32::from(write), Ordering::Relaxed);
+    slot.state.store(QUEUED, Ordering::SeqCst);
+    WORK.fetch_add(1, Ordering::SeqCst);
+    if SLEEPING.load(Ordering::SeqCst) > 0 {
+        futex_wake(&WORK, 1);
+    }
+    // A short spin first: a fault needing no transaction is answered in a
+    // few microseconds. Longer spins cost more than they save when the
+    // faulting thread and the resolver share a CPU.
+    let mut spins = 0u32;
+    loop {
+        let s = slot.state.load(Ordering::Acquire);
+        if s == ANSWERED {
+            break;
+        }
+        if spins < 200 {
+            spins += 1;
+            std::hint::spin_loop();
+            continue;
+        }
+        futex_wait(&slot.state, s);
+    }
+    let answer = slot.answer.load(Ordering::Relaxed);
+    slot.state.store(FREE, Ordering::Release);
+    answer
+}
+
+/// Starts the resolver threads (once per process). `work(view, addr,
+/// write)` resolves one fault and returns the answer.
+pub(crate) fn start(work: fn(usize, usize, bool) -> u32) -> std::io::Result<()> {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = STARTED.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 8);
+        for _ in 0..n {
+            spawn(work).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    });
+    r.clone().map_err(std::io::Error::other)
+}
+
+fn spawn(work: fn(usize, usize, bool) -> u32) -> std::io::Result<()> {
+    let i = THREADS.fetch_add(1, Ordering::SeqCst);
+    let r = std::thread::Builder::new()
+        .name(format!("daxfs-views-{i}"))
+        .spawn(move || run(work));
+    if r.is_err() {
+        THREADS.fetch_sub(1, Ordering::SeqCst);
+    }
+    r.map(drop)
+}
+
+/// One resolver thread: takes queued faults until the process ends.
+fn run(work: fn(usize, usize, bool) -> u32) {
+    IS_RESOLVER.with(|r| r.set(true));
+    loop {
+        let seen = WORK.load(Ordering::SeqCst);
+        let mut did = false;
+        for s in &SLOTS {
+            if s.state.load(Ordering::Acquire) != QUEUED
+                || s.state
+                    .compare_exchange(QUEUED, TAKEN, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            did = true;
+            // The last idle resolver starts another before it may block.
+            let busy = BUSY.fetch_add(1, Ordering::SeqCst) + 1;
+            let threads = THREADS.load(Ordering::SeqCst);
+            if busy >= threads && threads < MAX_THREADS {
+                let _ = spawn(work);
+            }
+            let (view, addr) = (
+                s.view.load(Ordering::Relaxed),
+                s.addr.load(Ordering::Relaxed),
+            );
+            let write = s.write.load(Ordering::Relaxed) != 0;
+            // A panic must still answer, or the faulting thread waits forever.
+            let answer = std::panic::catch_unwind(|| work(view, addr, write)).unwrap_or(BUS_ERROR);
+            BUSY.fetch_sub(1, Ordering::SeqCst);
+            s.answer.store(answer, Ordering::Relaxed);
+            s.state.store(ANSWERED, Ordering::Release);
+            futex_wake(&s.state, 1);
+        }
+        if !did {
+            SLEEPING.fetch_add(1, Ordering::SeqCst);
+            if WORK.load(Ordering::SeqCst) == seen {
+                futex_wait(&WORK, seen);
+            }
+            SLEEPING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Superblock decoding (see `daxfs_format::fuzz::fuzz_superblock`).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| daxfs_format::fuzz::fuzz_superblock(data));
