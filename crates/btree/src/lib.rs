@@ -13,6 +13,7 @@
 use daxfs_format::records::{Key, Record};
 use daxfs_format::{Block, BlockKind, BlockNo, FormatError};
 
+mod bulk;
 pub mod fuzz;
 pub mod memstore;
 mod node;

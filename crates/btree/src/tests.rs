@@ -417,14 +417,39 @@ fn zero_size_values() {
 }
 
 #[test]
+fn appends_fill_nodes_three_quarters() {
+    // In key order, splits at the right edge keep three quarters in the
+    // left node: fewer nodes than half-full splits would leave.
+    let mut f = Fixture::<u64, u64>::new(BlockKind::FreeTree);
+    let n = 20_000u64;
+    for i in 0..n {
+        f.insert(i, i);
+    }
+    let st = f.check();
+    let cap = BTree::<u64, u64>::LEAF_CAPACITY as u64;
+    // Half-full leaves would take 2n/cap nodes; three-quarters, 4n/3cap.
+    assert!(
+        st.nodes * cap * 7 / 10 <= n + cap * 8,
+        "{} nodes of {cap} records for {n} appended records",
+        st.nodes
+    );
+    // The same records in descending order split in halves.
+    let mut g = Fixture::<u64, u64>::new(BlockKind::FreeTree);
+    for i in (0..n).rev() {
+        g.insert(i, i);
+    }
+    assert!(g.check().nodes > st.nodes * 13 / 10);
+}
+
+#[test]
 fn deep_tree_with_large_values() {
     // 272-byte values and 24-byte keys: 13 records per leaf, 126 children per
-    // internal node. Ascending inserts leave nodes half full, which makes the
-    // tree as deep as these records allow.
+    // internal node. Descending inserts leave nodes half full, which makes
+    // the tree as deep as these records allow.
     let mut f = Fixture::<(u64, u64, u64), DirentRecord>::new(BlockKind::DirTree);
     let n = 70_000u64;
     let key = |i: u64| (i >> 20, i, !i);
-    for i in 0..n {
+    for i in (0..n).rev() {
         assert_eq!(f.insert(key(i), DirentRecord::make(i)), None);
     }
     let st = f.check();
@@ -591,6 +616,75 @@ fn model_rmap_unit_values() {
     model_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, 13, 120_000, 150_000, 20_000, 3);
 }
 
+/// Sorted batches (appends at the end, runs inside existing ranges,
+/// replacements) give the same tree as one insert each.
+fn bulk_run<K: TestKey, V: TestVal>(kind: BlockKind, seed: u64, rounds: usize, key_space: u64) {
+    let mut f = Fixture::<K, V>::new(kind);
+    let mut m: BTreeMap<K, V> = BTreeMap::new();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut next = 0u64;
+    for round in 0..rounds {
+        let n = rng.random_range(1..600usize);
+        let mut batch: BTreeMap<K, V> = BTreeMap::new();
+        for _ in 0..n {
+            let x = match round % 3 {
+                // Appends past every key so far (the error log's shape).
+                0 => {
+                    next += rng.random_range(1..3);
+                    key_space + next
+                }
+                // A narrow run inside the existing keys.
+                1 => {
+                    let base = rng.random_range(0..key_space);
+                    base + rng.random_range(0..64)
+                }
+                _ => rng.random_range(0..key_space),
+            };
+            batch.insert(K::make(x), V::make(rng.random()));
+        }
+        // Keys made from numbers are distinct but not ordered like the
+        // numbers: the batch map sorts them by key.
+        let items: Vec<(K, V)> = batch.iter().map(|(k, v)| (*k, *v)).collect();
+        f.t.insert_sorted(&mut f.s, &mut f.root, &items).unwrap();
+        m.extend(batch);
+        if round % 5 == 4 {
+            f.verify(&m);
+        }
+        // Removals between batches, so leaves are not all full or all fresh.
+        if round % 4 == 3 {
+            let keys: Vec<K> = m.keys().copied().collect();
+            for k in keys.iter().step_by(3) {
+                assert_eq!(f.remove(k), m.remove(k));
+            }
+        }
+    }
+    f.verify(&m);
+    assert!(f.root.height.get() >= 2, "the run should split leaves");
+}
+
+#[test]
+fn insert_sorted_matches_one_insert_each() {
+    for seed in 0..3 {
+        bulk_run::<WideKey, u64>(BlockKind::FreeTree, seed, 60, 5_000);
+        bulk_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, seed, 60, 50_000);
+        bulk_run::<u64, ExtentRecord>(BlockKind::ExtentTree, seed, 60, 50_000);
+    }
+}
+
+#[test]
+fn insert_sorted_refuses_unsorted_keys() {
+    let mut f = Fixture::<u64, u64>::new(BlockKind::FreeTree);
+    let e =
+        f.t.insert_sorted(&mut f.s, &mut f.root, &[(2, 0), (1, 0)])
+            .unwrap_err();
+    assert!(e.to_string().contains("strictly increasing"), "{e}");
+    let e =
+        f.t.insert_sorted(&mut f.s, &mut f.root, &[(1, 0), (1, 0)])
+            .unwrap_err();
+    assert!(e.to_string().contains("strictly increasing"), "{e}");
+    assert_eq!(f.root, TreeRoot::EMPTY);
+}
+
 // ---- running out of space ----
 
 #[test]
@@ -707,7 +801,11 @@ fn store_errors_propagate() {
 fn corruptible() -> (Fixture<WideKey, u64>, BTreeMap<WideKey, u64>) {
     let mut f = Fixture::<WideKey, u64>::new(BlockKind::FreeTree);
     let mut m = BTreeMap::new();
-    for i in 0..40u64 {
+    // Inserted out of order (7 is prime to 40), so nodes split in halves
+    // rather than as appends, and every node has keys on both sides of its
+    // second one.
+    for j in 0..40u64 {
+        let i = j * 7 % 40;
         f.insert(WideKey(i * 10), i);
         m.insert(WideKey(i * 10), i);
     }

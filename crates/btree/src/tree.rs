@@ -171,8 +171,12 @@ impl<K: Key, V: Record> BTree<K, V> {
                 .ok_or_else(|| TreeError::Store("tree split ran out of preallocated blocks".into()))
         };
 
+        // Appending past the largest key (sequence numbers, new inode
+        // numbers): the split leaves the left node three-quarters full
+        // instead of half, so trees filled in key order end up dense.
+        let appending = pos == leaf.count && path.iter().all(|(n, idx)| idx + 1 == n.count);
         let mut right = Node::empty(next_block()?, self.kind, self.owner, 0);
-        let mut sep = Self::split_insert(&mut leaf, &mut right, pos, |n, i| {
+        let mut sep = Self::split_insert(&mut leaf, &mut right, pos, appending, |n, i| {
             n.set_key(i, &key)?;
             n.set_val(i, &val)
         })?;
@@ -192,7 +196,7 @@ impl<K: Key, V: Record> BTree<K, V> {
             }
             let mut right = Node::empty(next_block()?, self.kind, self.owner, parent.level);
             let (k, c) = (sep, right_no);
-            sep = Self::split_insert(&mut parent, &mut right, idx + 1, |n, i| {
+            sep = Self::split_insert(&mut parent, &mut right, idx + 1, appending, |n, i| {
                 n.set_key(i, &k)?;
                 n.set_child(i, c)
             })?;
@@ -724,7 +728,7 @@ impl<K: Key, V: Record> BTree<K, V> {
     }
 
     /// Validates the root pointer and returns the height (0 = empty).
-    fn height(&self, root: &TreeRoot) -> Result<u32> {
+    pub(crate) fn height(&self, root: &TreeRoot) -> Result<u32> {
         let (b, h) = (root.block.get(), root.height.get());
         if b == 0 {
             return if h == 0 {
@@ -799,7 +803,7 @@ impl<K: Key, V: Record> BTree<K, V> {
 
     /// Walks from the root down to the leaf whose range holds `key`,
     /// recording the internal nodes and the slots taken when `path` is given.
-    fn descend(
+    pub(crate) fn descend(
         &self,
         s: &mut dyn NodeStore,
         root_no: u64,
@@ -861,12 +865,19 @@ impl<K: Key, V: Record> BTree<K, V> {
         left: &mut Node<K, V>,
         right: &mut Node<K, V>,
         pos: usize,
+        appending: bool,
         put: impl FnOnce(&mut Node<K, V>, usize) -> Result<()>,
     ) -> Result<K> {
         // Of the cap + 1 entries, the left keeps the smaller half,
         // floor((cap + 1) / 2) = ceil(cap / 2): both halves hold at least
-        // floor(cap / 2), the minimum fill.
-        let keep = left.count.div_ceil(2);
+        // floor(cap / 2), above the minimum fill. An append at the right
+        // edge (`pos` is the end) leaves the right node the minimum fill
+        // plus the new entry, and the left node the rest.
+        let keep = if appending && pos == left.count {
+            left.count - Layout::<K, V>::min(left.level).min(left.count / 2)
+        } else {
+            left.count.div_ceil(2)
+        };
         if pos < keep {
             left.split_off(keep - 1, right)?;
             left.open_gap(pos, 1)?;
@@ -900,7 +911,7 @@ impl<K: Key, V: Record> BTree<K, V> {
         Ok(got)
     }
 
-    fn store(&self, s: &mut dyn NodeStore, node: Node<K, V>) -> Result<()> {
+    pub(crate) fn store(&self, s: &mut dyn NodeStore, node: Node<K, V>) -> Result<()> {
         let (no, buf) = node.into_block();
         s.write_node(BlockNo(no), buf)
     }

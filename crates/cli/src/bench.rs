@@ -8,6 +8,7 @@
 //! are informational: the command succeeds whether they are met or not.
 mod dax;
 mod machine;
+mod media;
 mod peer;
 mod reflink;
 mod report;
@@ -66,6 +67,10 @@ enum BenchMode {
     /// copy-on-write store faults beside XFS with reflink when the machine
     /// allows mounting it.
     Views(views::ViewsArgs),
+    /// Media errors: the time from a report to every owner handled, for a
+    /// block shared by 1, 100 and 10,000 files, and what the reverse map and
+    /// the metadata replicas cost on allocating writes and create + fsync.
+    Media(media::MediaArgs),
 }
 
 /// What one run does, from the options.
@@ -162,6 +167,9 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     }
     if let Some(BenchMode::Views(a)) = &args.mode {
         return views::run(a);
+    }
+    if let Some(BenchMode::Media(a)) = &args.mode {
+        return media::run(a);
     }
     let plan = Plan::from_args(args)?;
     // The peer is tmpfs in the default directory; elsewhere, whatever file

@@ -231,7 +231,8 @@ impl<'a> Shell<'a> {
             "inject-error" => {
                 let [off, len] = args(&getopt(rest, "")?.1, "inject-error OFF LEN")?;
                 let (off, len) = (num(off)?, num(len)?);
-                let ev = self.fs.inject_error(off, len)?;
+                let mut ev = self.fs.inject_error(off, len)?;
+                self.fs.name_owners(&mut ev)?;
                 if ev.is_empty() {
                     writeln!(
                         self.out,

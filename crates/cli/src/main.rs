@@ -546,6 +546,7 @@ fn run(cli: Cli) -> Result<i32> {
                 }
                 events.extend(ev);
             }
+            fs.name_owners(&mut events)?;
             let bad = fs.device().bad_ranges();
             let mut rows = vec![];
             for &(off, len) in &bad {

@@ -873,7 +873,8 @@ pub(crate) mod tests {
                 assert!(matches!(err, DeviceError::Unsupported(_)));
                 continue;
             }
-            let dev = MmapDevice::open(&p.0, opts).unwrap();
+            let dev = MmapDevice::open(&p.0, opts)
+                .unwrap_or_else(|e| panic!("opening with {instr:?}: {e}"));
             assert_eq!(dev.mode(), PersistMode::CpuFlush(instr));
             dev.write(4096 * 3 + 17, &[instr as u8 + 1; 300]).unwrap();
             dev.persist(4096 * 3 + 17, 300);

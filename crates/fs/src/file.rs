@@ -119,6 +119,16 @@ pub struct File {
 
 impl Drop for File {
     fn drop(&mut self) {
+        {
+            let mut all = lock(&self.fs.notice_handles);
+            if let Some(h) = all.get_mut(&self.node.ino) {
+                let me = Arc::as_ptr(&self.notices);
+                h.retain(|w| w.strong_count() > 0 && w.as_ptr() != me);
+                if h.is_empty() {
+                    all.remove(&self.node.ino);
+                }
+            }
+        }
         // An error here leaves the inode on the orphan list; mount frees it.
         let _ = self.fs.release(&self.node);
     }
@@ -219,7 +229,8 @@ impl File {
     pub(crate) fn new(fs: Arc<FsInner>, node: Arc<Inode>, opts: OpenOptions) -> File {
         let notices = Arc::new(crate::media::HandleNotices::default());
         {
-            let mut h = lock(&node.handles);
+            let mut all = lock(&fs.notice_handles);
+            let h = all.entry(node.ino).or_default();
             h.retain(|w| w.strong_count() > 0);
             h.push(Arc::downgrade(&notices));
         }
@@ -355,27 +366,22 @@ impl File {
     /// The file's lost blocks, or None when it has none (the common case
     /// costs one atomic load).
     pub(crate) fn lost_map(&self) -> Result<Option<std::collections::BTreeMap<u64, u64>>> {
-        if !self
-            .node
-            .has_losses
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if !self.node.maybe_lost() {
             return Ok(None);
         }
-        if let Some(m) = lock(&self.node.lost).as_ref() {
-            return Ok((!m.is_empty()).then(|| m.clone()));
+        if let Some(m) = self.node.cached_losses() {
+            return Ok((!m.is_empty()).then_some(m));
         }
         let m = {
             let meta = lock(&self.fs.meta);
+            // Read under the metadata lock, which a report holds from its
+            // commit until it has moved the count on.
+            let seen = self.fs.loss_gen.load(std::sync::atomic::Ordering::Acquire);
             let root = meta.sb.loss_tree;
-            crate::media::losses_of(&mut self.fs.reader(), &root, self.node.ino)?
+            let m = crate::media::losses_of(&mut self.fs.reader(), &root, self.node.ino)?;
+            self.node.set_losses(seen, &m);
+            m
         };
-        if m.is_empty() {
-            self.node
-                .has_losses
-                .store(false, std::sync::atomic::Ordering::Release);
-        }
-        *lock(&self.node.lost) = Some(m.clone());
         Ok((!m.is_empty()).then_some(m))
     }
 
@@ -385,15 +391,11 @@ impl File {
         &self,
         tx: &mut Tx<'_>,
     ) -> Result<Option<std::collections::BTreeMap<u64, u64>>> {
-        if !self
-            .node
-            .has_losses
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if !self.node.maybe_lost() {
             return Ok(None);
         }
-        if let Some(m) = lock(&self.node.lost).as_ref() {
-            return Ok((!m.is_empty()).then(|| m.clone()));
+        if let Some(m) = self.node.cached_losses() {
+            return Ok((!m.is_empty()).then_some(m));
         }
         let root = tx.meta.sb.loss_tree;
         let m = crate::media::losses_of(tx, &root, self.node.ino)?;
@@ -582,7 +584,7 @@ impl File {
             }
         })?;
         if ended {
-            *lock(&self.node.lost) = None;
+            self.node.forget_losses();
         }
         Ok(())
     }
@@ -625,7 +627,7 @@ impl File {
             self.dev().fence();
         }
         self.commit_rec(tx, map, |r| r.size = len.into())?;
-        *lock(&self.node.lost) = None;
+        self.node.forget_losses();
         Ok(())
     }
 
@@ -680,12 +682,8 @@ impl File {
         if res.is_err() {
             d.extents = None;
         }
-        if self
-            .node
-            .has_losses
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            *lock(&self.node.lost) = None;
+        if self.node.maybe_lost() {
+            self.node.forget_losses();
         }
         res
     }

@@ -52,6 +52,10 @@ pub(crate) struct FsInner {
     pub pending: Mutex<Vec<(u64, u64, crate::media::FailureFlags)>>,
     /// What recent reports did, for the caller that caused them.
     pub recent: Mutex<Vec<crate::media::FailureEvent>>,
+    /// Reports that lost file data so far (see [`Inode::maybe_lost`]).
+    pub loss_gen: Arc<std::sync::atomic::AtomicU64>,
+    /// The open handles of each file with any, to tell of media errors.
+    pub notice_handles: Mutex<HashMap<u64, Vec<std::sync::Weak<crate::media::HandleNotices>>>>,
 }
 
 /// A mounted daxfs file system. `Send + Sync`: share it between threads.
@@ -302,6 +306,8 @@ impl Fs {
                 recovery,
                 pending: Mutex::new(vec![]),
                 recent: Mutex::new(vec![]),
+                loss_gen: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+                notice_handles: Mutex::new(HashMap::new()),
             }),
         };
         fs.free_orphans()?;
@@ -493,7 +499,7 @@ impl FsInner {
                 "inode {ino} is referenced but not in the inode table"
             ))
         })?;
-        let i = Arc::new(Inode::new(rec)?);
+        let i = Arc::new(Inode::new(rec, self.loss_gen.clone())?);
         Ok(lock(&self.icache).entry(ino).or_insert(i).clone())
     }
 

@@ -6,11 +6,12 @@
 //! another `rec` lock of a higher inode number.
 use crate::error::{FsError, Result};
 use crate::extents::ExtentMap;
+use crate::fs::lock;
 use daxfs_btree::{BTree, NodeStore};
 use daxfs_format::BlockKind;
 use daxfs_format::records::{InodeRecord, Timestamp, TreeRoot, mode};
 use std::sync::atomic::AtomicU32;
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use zerocopy::FromZeros;
 
 /// The inode tree (inode number -> record).
@@ -126,18 +127,60 @@ pub struct Inode {
     pub data: RwLock<DataState>,
     /// Open handles. Changed only under the metadata lock.
     pub opens: AtomicU32,
-    /// False once the inode is known to have no lost data (reads skip the check).
+    /// False once the inode is known to have no lost data (as of media-error
+    /// report `loss_seen`; reads skip the check).
     pub has_losses: std::sync::atomic::AtomicBool,
-    /// Lost file blocks (first block -> blocks), loaded on first need.
+    /// Lost file blocks (first block -> blocks), loaded on first need, valid
+    /// as of report `loss_seen`.
     pub lost: Mutex<Option<std::collections::BTreeMap<u64, u64>>>,
-    /// Open handles, to tell of media errors.
-    pub handles: Mutex<Vec<std::sync::Weak<crate::media::HandleNotices>>>,
+    /// The report count (`loss_gen`) when `has_losses` and `lost` were
+    /// found; 0: not yet, or forgotten.
+    pub loss_seen: std::sync::atomic::AtomicU64,
+    /// The file system's count of media-error reports that lost data: a
+    /// report moves it on instead of visiting each owner in memory.
+    pub loss_gen: Arc<std::sync::atomic::AtomicU64>,
     /// Mapped views of the file (see `crate::views`).
     pub views: crate::views::InodeViews,
 }
 
 impl Inode {
-    pub fn new(rec: InodeRecord) -> Result<Inode> {
+    /// Whether the file may have lost data: false only when it was found to
+    /// have none since the last report that lost data anywhere.
+    pub fn maybe_lost(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        self.has_losses.load(Acquire) || self.loss_seen.load(Acquire) != self.loss_gen.load(Acquire)
+    }
+
+    /// The loss map found earlier, if no report has happened since.
+    pub fn cached_losses(&self) -> Option<std::collections::BTreeMap<u64, u64>> {
+        use std::sync::atomic::Ordering::Acquire;
+        let g = lock(&self.lost);
+        (self.loss_seen.load(Acquire) == self.loss_gen.load(Acquire))
+            .then(|| g.clone())
+            .flatten()
+    }
+
+    /// Remembers the loss map `m` read from the loss tree when the report
+    /// count was `seen`.
+    pub fn set_losses(&self, seen: u64, m: &std::collections::BTreeMap<u64, u64>) {
+        use std::sync::atomic::Ordering::Release;
+        let mut g = lock(&self.lost);
+        *g = Some(m.clone());
+        self.has_losses.store(!m.is_empty(), Release);
+        self.loss_seen.store(seen, Release);
+    }
+
+    /// Forgets the loss map (this file's losses changed).
+    pub fn forget_losses(&self) {
+        let mut g = lock(&self.lost);
+        *g = None;
+        self.has_losses
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.loss_seen
+            .store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn new(rec: InodeRecord, loss_gen: Arc<std::sync::atomic::AtomicU64>) -> Result<Inode> {
         let kind = FileKind::of_mode(rec.mode.get()).ok_or_else(|| {
             FsError::Corrupt(format!(
                 "inode {}: unknown file type in mode {:#o}",
@@ -153,7 +196,8 @@ impl Inode {
             opens: AtomicU32::new(0),
             has_losses: std::sync::atomic::AtomicBool::new(true),
             lost: Mutex::new(None),
-            handles: Mutex::new(vec![]),
+            loss_seen: std::sync::atomic::AtomicU64::new(0),
+            loss_gen,
             views: Default::default(),
         })
     }

@@ -25,7 +25,7 @@ use daxfs_btree::{BTree, NodeStore};
 use daxfs_format::records::{ErrorLogRecord, TreeRoot, action};
 use daxfs_format::superblock::STATE_ERRORS;
 use daxfs_format::{BLOCK_SIZE_U64, BlockKind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,8 @@ pub struct FailureEvent {
     /// Device byte range affected for this owner.
     pub physical: u64,
     pub length: u64,
+    /// The owner; a file is named by inode, with `paths` left empty until
+    /// [`Fs::name_owners`](crate::Fs::name_owners) fills them in.
     pub owner: OwnerKind,
     /// File byte offset (file data).
     pub offset: u64,
@@ -148,30 +150,121 @@ pub fn losses_of(s: &mut dyn NodeStore, root: &TreeRoot, ino: u64) -> Result<BTr
     Ok(out)
 }
 
-/// Records that inode `ino` lost file blocks `[fb, fb+n)`; returns how many
-/// blocks were not already recorded.
-fn add_loss(tx: &mut Tx<'_>, ino: u64, fb: u64, n: u64) -> Result<u64> {
+/// Records that each `(ino, fb, n)` of `lost` lost file blocks
+/// `[fb, fb+n)`, merged with what each inode had lost before. The records of
+/// all the inodes go in at once (a block shared by thousands of files gives
+/// thousands of records): one scan of the loss tree over the inodes' span,
+/// one sorted insert.
+fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)]) -> Result<()> {
+    if lost.is_empty() {
+        return Ok(());
+    }
+    lost.sort_unstable();
     let mut root = tx.meta.sb.loss_tree;
-    let have = losses_of(tx, &root, ino)?;
-    let (mut start, mut end) = (fb, fb + n);
-    let mut already = 0;
-    let mut merged = vec![];
-    for (&k, &l) in have.range(..=end) {
-        if k + l >= start {
-            already += (k + l).min(fb + n).saturating_sub(k.max(fb));
-            start = start.min(k);
-            end = end.max(k + l);
-            merged.push(k);
+    let (first, last) = (lost[0].0, lost[lost.len() - 1].0);
+    // What the inodes had lost already, in key order: per inode when they
+    // are few, else one walk over the span of their numbers.
+    let mut have: Vec<((u64, u64), u64)> = vec![];
+    if root.is_empty() {
+    } else if lost.len() <= 16 {
+        let mut inos: Vec<u64> = lost.iter().map(|l| l.0).collect();
+        inos.dedup();
+        for ino in inos {
+            have.extend(
+                losses_of(tx, &root, ino)?
+                    .into_iter()
+                    .map(|(k, l)| ((ino, k), l)),
+            );
+        }
+    } else {
+        let max = crate::file::MAX_FILE_SIZE / BS;
+        let mut bad = None;
+        let mut prev = (0u64, 0u64);
+        loss_tree().range(tx, &root, &(first, 0), &(last, u64::MAX), &mut |k, l| {
+            let prev_end = if prev.0 == k.0 { prev.1 } else { 0 };
+            if l == 0 || k.1 < prev_end || k.1.checked_add(l).is_none_or(|e| e > max) {
+                bad = Some(k);
+                return ControlFlow::Break(());
+            }
+            prev = (k.0, k.1 + l);
+            have.push((k, l));
+            ControlFlow::Continue(())
+        })?;
+        if let Some((ino, fb)) = bad {
+            return Err(FsError::Corrupt(format!(
+                "loss tree: inode {ino}: record at file block {fb} is empty, overlaps or is out of range"
+            )));
         }
     }
-    loss_tree().insert(tx, &mut root, (ino, start), end - start)?;
-    for k in merged {
-        if k != start {
-            loss_tree().remove(tx, &mut root, &(ino, k))?;
+    // Merge, per inode, the old records with the new ranges: both sorted.
+    let mut inserts: Vec<((u64, u64), u64)> = Vec::with_capacity(lost.len());
+    let mut removes: Vec<(u64, u64)> = vec![];
+    let (mut i, mut h) = (0, 0);
+    let mut now: Vec<(u64, u64)> = vec![];
+    while i < lost.len() {
+        let ino = lost[i].0;
+        while h < have.len() && have[h].0.0 < ino {
+            h += 1;
+        }
+        let h0 = h;
+        while h < have.len() && have[h].0.0 == ino {
+            h += 1;
+        }
+        let old = &have[h0..h];
+        if old.is_empty() {
+            // The common case: a file with no loss yet. Its new ranges are
+            // sorted; touching or overlapping ones join.
+            let mut cur: Option<(u64, u64)> = None;
+            while i < lost.len() && lost[i].0 == ino {
+                let (_, fb, n) = lost[i];
+                cur = match cur {
+                    Some((s, e)) if fb <= e => Some((s, e.max(fb + n))),
+                    Some((s, e)) => {
+                        inserts.push(((ino, s), e - s));
+                        Some((fb, fb + n))
+                    }
+                    None => Some((fb, fb + n)),
+                };
+                i += 1;
+            }
+            if let Some((s, e)) = cur {
+                inserts.push(((ino, s), e - s));
+            }
+            continue;
+        }
+        // Old and new ranges together, sorted by start, joined where they
+        // touch or overlap.
+        now.clear();
+        now.extend(old.iter().map(|((_, k), l)| (*k, k + l)));
+        while i < lost.len() && lost[i].0 == ino {
+            now.push((lost[i].1, lost[i].1 + lost[i].2));
+            i += 1;
+        }
+        now.sort_unstable();
+        let mut joined: Vec<(u64, u64)> = vec![];
+        for &(s, e) in &now {
+            match joined.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => joined.push((s, e)),
+            }
+        }
+        for &(s, e) in &joined {
+            if !old.iter().any(|((_, k), l)| *k == s && *l == e - s) {
+                inserts.push(((ino, s), e - s));
+            }
+        }
+        for ((_, k), _) in old {
+            if !joined.iter().any(|(s, _)| s == k) {
+                removes.push((ino, *k));
+            }
         }
     }
+    for k in removes {
+        loss_tree().remove(tx, &mut root, &k)?;
+    }
+    loss_tree().insert_sorted(tx, &mut root, &inserts)?;
     tx.meta.sb.loss_tree = root;
-    Ok(n - already)
+    Ok(())
 }
 
 /// Ends inode `ino`'s loss over file blocks `[fb, fb+n)`. Returns the blocks
@@ -235,25 +328,68 @@ pub(crate) fn log_event(
     Ok(())
 }
 
+/// An error-log entry waiting to be appended by [`log_events`].
+pub(crate) struct PendingLog {
+    pub event: u64,
+    pub phys: u64,
+    pub len: u64,
+    pub act: u32,
+    pub owner_kind: u32,
+    pub ino: u64,
+    pub file_off: u64,
+}
+
+/// Appends error-log entries, in order, in one sorted insert.
+pub(crate) fn log_events(tx: &mut Tx<'_>, logs: &[PendingLog], flags: FailureFlags) -> Result<()> {
+    if logs.is_empty() {
+        return Ok(());
+    }
+    let seq = tx.meta.sb.error_seq.get();
+    let time = (crate::inode::now().sec.get() as u64).into();
+    let flags = (u64::from(flags.action_required) | (u64::from(flags.pre_remove) << 1)).into();
+    let items: Vec<(u64, ErrorLogRecord)> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let rec = ErrorLogRecord {
+                time_sec: time,
+                dev_off: (l.phys * BS).into(),
+                dev_len: (l.len * BS).into(),
+                action: l.act.into(),
+                owner_kind: l.owner_kind.into(),
+                ino: l.ino.into(),
+                file_off: l.file_off.into(),
+                flags,
+                event: l.event.into(),
+            };
+            (seq + i as u64, rec)
+        })
+        .collect();
+    tx.meta.sb.error_seq = (seq + logs.len() as u64).into();
+    let mut root = tx.meta.sb.error_log;
+    error_log().insert_sorted(tx, &mut root, &items)?;
+    tx.meta.sb.error_log = root;
+    Ok(())
+}
+
 impl FsInner {
-    /// The owner kind of a reverse-map owner, with paths.
-    fn owner_kind(
-        &self,
-        s: &mut dyn NodeStore,
-        sb: &daxfs_format::Superblock,
-        o: Owner,
-    ) -> OwnerKind {
+    /// The owner kind of a reverse-map owner (paths are left to
+    /// [`Fs::name_owners`]).
+    fn owner_kind(&self, o: Owner) -> OwnerKind {
         match o {
             Owner::Meta(k) => OwnerKind::Metadata(k.name()),
             o => {
                 let ino = o.ino().unwrap_or(0);
-                let paths = crate::dir::paths(s, sb, ino).unwrap_or_default();
                 let fork = match o {
                     Owner::Data { .. } => "data",
                     Owner::ExtentTree { .. } => "extent tree",
                     _ => "directory",
                 };
-                OwnerKind::File { ino, paths, fork }
+                OwnerKind::File {
+                    ino,
+                    paths: vec![],
+                    fork,
+                }
             }
         }
     }
@@ -308,19 +444,20 @@ impl FsInner {
                 events.push(FailureEvent {
                     physical: f.block * BS,
                     length: BS,
-                    owner: self.owner_kind(&mut tx, &sb, o),
+                    owner: self.owner_kind(o),
                     offset: 0,
                     action: "repaired",
                 });
             }
         }
         let mut notices: Vec<LossNotice> = vec![];
-        let mut touched = vec![];
         let mut shutdown = None;
+        let mut lost = vec![];
+        let mut lost_log = vec![];
         for m in recs {
             let s = b0.max(m.phys);
             let t = b1.min(m.phys + m.len);
-            let owner = self.owner_kind(&mut tx, &sb, m.owner);
+            let owner = self.owner_kind(m.owner);
             match m.owner {
                 Owner::Data { ino, fblock } => {
                     let fb = fblock + (s - m.phys);
@@ -345,25 +482,22 @@ impl FsInner {
                         });
                         continue;
                     }
-                    add_loss(&mut tx, ino, fb, t - s)?;
-                    log_event(
-                        &mut tx,
+                    lost.push((ino, fb, t - s));
+                    lost_log.push(PendingLog {
                         event,
-                        s,
-                        t - s,
-                        action::DATA_LOST,
-                        1,
+                        phys: s,
+                        len: t - s,
+                        act: action::DATA_LOST,
+                        owner_kind: 1,
                         ino,
-                        fb * BS,
-                        flags,
-                    )?;
+                        file_off: fb * BS,
+                    });
                     notices.push(LossNotice {
                         ino,
                         offset: fb * BS,
                         length: (t - s) * BS,
                         action_required: flags.action_required,
                     });
-                    touched.push(ino);
                     events.push(FailureEvent {
                         physical: s * BS,
                         length: (t - s) * BS,
@@ -427,6 +561,8 @@ impl FsInner {
                 }
             }
         }
+        add_losses(&mut tx, &mut lost)?;
+        log_events(&mut tx, &lost_log, flags)?;
         // Free space in the range goes into quarantine.
         for (s, l) in tx.quarantine_free(b0, b1 - b0)? {
             log_event(&mut tx, event, s, l, action::QUARANTINED, 4, 0, 0, flags)?;
@@ -445,36 +581,38 @@ impl FsInner {
             tx.meta.sb.state = (tx.meta.sb.state.get() | STATE_ERRORS).into();
         }
         tx.commit()?;
+        if !notices.is_empty() {
+            // Under the metadata lock, so that a reader that sees the new
+            // count reads the committed loss tree.
+            self.loss_gen.fetch_add(1, Ordering::AcqRel);
+        }
         meta.shutdown = shutdown.or(was_shut);
         drop(meta);
-        self.deliver(&touched, &notices);
+        self.deliver(&notices);
         Ok(events)
     }
 
     /// Marks the in-memory loss maps of `inos` stale and tells their handles.
-    fn deliver(&self, inos: &[u64], notices: &[LossNotice]) {
-        let cached: Vec<Arc<crate::inode::Inode>> = {
-            let c = lock(&self.icache);
-            inos.iter().filter_map(|i| c.get(i).cloned()).collect()
-        };
-        for node in &cached {
-            *lock(&node.lost) = None;
-            node.has_losses.store(true, Ordering::Release);
-        }
-        for n in notices {
-            let Some(node) = cached.iter().find(|x| x.ino == n.ino) else {
-                continue;
-            };
-            let handles: Vec<Arc<HandleNotices>> = lock(&node.handles)
+    /// Tells the open handles (and so the views) of the files in
+    /// `notices`. Files not open are not visited: the report count that
+    /// `media_failure` moved on makes their cached loss maps stale.
+    fn deliver(&self, notices: &[LossNotice]) {
+        let targets: Vec<(Arc<HandleNotices>, &LossNotice)> = {
+            let all = lock(&self.notice_handles);
+            if all.is_empty() {
+                return;
+            }
+            notices
                 .iter()
-                .filter_map(|w| w.upgrade())
-                .collect();
-            for h in handles {
-                lock(&h.queue).push(n.clone());
-                let cb = lock(&h.callback).clone();
-                if let Some(cb) = cb {
-                    cb(n);
-                }
+                .filter_map(|n| all.get(&n.ino).map(|h| (h, n)))
+                .flat_map(|(h, n)| h.iter().filter_map(|w| w.upgrade()).map(move |h| (h, n)))
+                .collect()
+        };
+        for (h, n) in targets {
+            lock(&h.queue).push(n.clone());
+            let cb = lock(&h.callback).clone();
+            if let Some(cb) = cb {
+                cb(n);
             }
         }
     }
@@ -579,6 +717,26 @@ impl Fs {
         lock(&self.inner.recent).clear();
         let ranges = self.inner.dev.import_bad_block_list(text, origin)?;
         Ok((ranges, std::mem::take(&mut *lock(&self.inner.recent))))
+    }
+
+    /// Fills in the paths of the files among `events`' owners. Handling a
+    /// report names owners by inode only, so that a block shared by
+    /// thousands of files is handled without walking thousands of paths.
+    pub fn name_owners(&self, events: &mut [FailureEvent]) -> Result<()> {
+        let meta = lock(&self.inner.meta);
+        let sb = meta.sb;
+        let mut rs = self.inner.reader();
+        let mut known: HashMap<u64, Vec<String>> = HashMap::new();
+        for e in events {
+            if let OwnerKind::File { ino, paths, .. } = &mut e.owner {
+                if !known.contains_key(ino) {
+                    let p = crate::dir::paths(&mut rs, &sb, *ino)?;
+                    known.insert(*ino, p);
+                }
+                paths.clone_from(&known[ino]);
+            }
+        }
+        Ok(())
     }
 
     /// Reports handled since the last call (for example those the device

@@ -337,7 +337,7 @@ impl Fs {
         put_record(&mut tx, &rec)?;
         tx.commit()?;
         recs.install();
-        let node = Arc::new(Inode::new(rec)?);
+        let node = Arc::new(Inode::new(rec, inner.loss_gen.clone())?);
         lock(&inner.icache).insert(ino, node.clone());
         Ok(node)
     }

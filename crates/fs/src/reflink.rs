@@ -315,7 +315,7 @@ impl File {
             let new_size = dst_size.max(dst_off + len);
             self.commit_rec(tx, dst_map, |r| r.size = new_size.into())?;
             if dst_lost {
-                *lock(&self.node.lost) = None;
+                self.node.forget_losses();
             }
             Ok(())
         })();

@@ -757,7 +757,7 @@ pub(crate) fn before_commit(
     }
     let lo = views.iter().map(|v| v.fb0).min().unwrap_or(b0).max(b0);
     let hi = views.iter().map(|v| v.end()).max().unwrap_or(b1).min(b1);
-    let lost = if node.has_losses.load(Ordering::Acquire) {
+    let lost = if node.maybe_lost() {
         let root = tx.meta.sb.loss_tree;
         match crate::media::losses_of(tx, &root, node.ino) {
             Ok(l) => Some(l),

@@ -34,9 +34,12 @@ fn loss_in_a_file_that_is_not_open_survives_remount() {
     let f = file_with(&fs, "/data", &pattern(1, 16 * 4096));
     let bad = phys_of(&f, 5 * BS);
     drop(f);
-    let ev = fs.media_failure(bad, BS, bg()).unwrap();
+    let mut ev = fs.media_failure(bad, BS, bg()).unwrap();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].action, "data lost");
+    // Handling names owners by inode; paths come on request.
+    assert!(matches!(&ev[0].owner, OwnerKind::File { paths, .. } if paths.is_empty()));
+    fs.name_owners(&mut ev).unwrap();
     assert!(
         matches!(&ev[0].owner, OwnerKind::File { paths, .. } if paths == &vec!["/data".to_string()])
     );
@@ -592,4 +595,79 @@ fn random_errors_against_a_model() {
         );
         assert_fsck(&*dev);
     }
+}
+
+/// Files read clean before a report (their "no losses" is cached) see the
+/// loss after it, open or not, without being visited by the report.
+#[test]
+fn files_found_clean_before_a_report_see_the_loss_after_it() {
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(3, 4 * 4096));
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    let mut buf = vec![0u8; 4 * 4096];
+    // Both read clean: the clean state is cached in the inodes.
+    assert_eq!(a.read_at(0, &mut buf).unwrap(), buf.len());
+    assert_eq!(b.read_at(0, &mut buf).unwrap(), buf.len());
+    let ino_b = b.ino();
+    drop(b); // closed, but its inode stays in memory
+    fs.media_failure(phys_of(&a, 2 * BS), BS, bg()).unwrap();
+    // The open handle's next read stops at the lost block.
+    assert_eq!(
+        a.read_at(2 * BS, &mut [0u8; 8]).unwrap_err().errno_name(),
+        "EIO"
+    );
+    assert_eq!(a.read_at(0, &mut buf).unwrap(), 2 * BS as usize);
+    let b = fs.open("/b", &OpenOptions::read_only()).unwrap();
+    assert_eq!(b.ino(), ino_b);
+    assert_eq!(
+        b.read_at(2 * BS, &mut [0u8; 8]).unwrap_err().errno_name(),
+        "EIO"
+    );
+    assert_eq!(b.stat().lost_bytes, BS);
+    // A file that owns none of it reads on, clean.
+    let c = file_with(&fs, "/c", &pattern(4, 4096));
+    assert_eq!(c.read_at(0, &mut [0u8; 4096]).unwrap(), 4096);
+    drop((a, b, c));
+    assert_fsck(&*dev);
+}
+
+/// Reports on a block shared by more files than the per-inode path handles
+/// (the batched path): losses merge with each file's earlier ones exactly.
+#[test]
+fn many_owners_losses_merge_with_earlier_ones() {
+    let (dev, fs) = new_fs(32);
+    let src = file_with(&fs, "/src", &pattern(5, 6 * 4096));
+    let mut inos = vec![src.ino()];
+    for i in 0..40 {
+        let c = fs.create(format!("/c{i}")).unwrap();
+        c.clone_from(&src).unwrap();
+        inos.push(c.ino());
+    }
+    // Blocks 3, then 1, then 2 (joining 1 and 3), then 5.
+    for fb in [3, 1, 2, 5] {
+        let ev = fs.media_failure(phys_of(&src, fb * BS), BS, bg()).unwrap();
+        assert_eq!(
+            ev.iter().filter(|e| e.action == "data lost").count(),
+            inos.len()
+        );
+    }
+    let mut want: Vec<(u64, u64, u64)> = inos
+        .iter()
+        .flat_map(|&i| [(i, BS, 3 * BS), (i, 5 * BS, BS)])
+        .collect();
+    want.sort_unstable();
+    let mut got = fs.all_losses().unwrap();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    // The error log has one entry per owner per report.
+    let lost = fs
+        .error_log()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "data lost")
+        .count();
+    assert_eq!(lost, 4 * inos.len());
+    drop(src);
+    assert_fsck(&*dev);
 }

@@ -9,6 +9,8 @@ use std::io::Write;
 pub enum Target {
     /// The ratio to the reference figure must be at least this.
     RatioAtLeast(f64),
+    /// The ratio to the reference figure must be at most this.
+    RatioAtMost(f64),
     /// The value (in the figure's unit) must be at most this.
     AtMost(f64),
 }
@@ -91,6 +93,13 @@ impl Figure {
                     self.ratio_to.as_deref().unwrap_or("reference")
                 ),
                 self.ratio.map(|x| x >= r),
+            ),
+            Target::RatioAtMost(r) => (
+                format!(
+                    "<= {r:.2}x {}",
+                    self.ratio_to.as_deref().unwrap_or("reference")
+                ),
+                self.ratio.map(|x| x <= r),
             ),
             Target::AtMost(v) => (format!("<= {v} {}", self.unit), Some(self.value <= v)),
         };

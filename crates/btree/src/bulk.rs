@@ -1,0 +1,78 @@
+//! Many records at once: each leaf is read and written once per run of
+//! records that fall in it, instead of once per record. Media-error handling
+//! uses it to record the loss of a block in thousands of files (and the
+//! matching error-log records) in one transaction.
+use crate::tree::BTree;
+use crate::{NodeStore, Result, TreeError};
+use daxfs_format::records::{Key, Record, TreeRoot};
+
+impl<K: Key, V: Record> BTree<K, V> {
+    /// Inserts or replaces every `(key, value)` of `items`, whose keys must
+    /// be strictly increasing. The tree ends as after one [`BTree::insert`]
+    /// per item; a leaf with room takes every item in its key range at once,
+    /// and a full one splits through the ordinary insert.
+    ///
+    /// On an error some items may already be in: the caller discards the
+    /// transaction, as for any failed change of several records.
+    pub fn insert_sorted(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &mut TreeRoot,
+        items: &[(K, V)],
+    ) -> Result<()> {
+        if items.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(TreeError::Store(
+                "insert_sorted: keys not strictly increasing".into(),
+            ));
+        }
+        let mut i = 0;
+        while i < items.len() {
+            let height = self.height(root)?;
+            if height == 0 {
+                self.insert(s, root, items[i].0, items[i].1.clone())?;
+                i += 1;
+                continue;
+            }
+            let mut path = Vec::with_capacity(height as usize);
+            let mut leaf =
+                self.descend(s, root.block.get(), height, &items[i].0, Some(&mut path))?;
+            // The leaf holds keys below the nearest separator to the right of
+            // the path: the next ancestor slot that has a right sibling.
+            let mut hi = None;
+            for (node, idx) in path.iter().rev() {
+                if idx + 1 < node.count {
+                    hi = Some(node.key(idx + 1)?);
+                    break;
+                }
+            }
+            let mut changed = false;
+            let mut full = false;
+            while i < items.len() && hi.is_none_or(|h| items[i].0 < h) {
+                let (k, v) = &items[i];
+                match leaf.search(k)? {
+                    Ok(j) => leaf.set_val(j, v)?,
+                    Err(pos) => {
+                        if leaf.count >= leaf.cap() {
+                            full = true;
+                            break;
+                        }
+                        leaf.open_gap(pos, 1)?;
+                        leaf.set_key(pos, k)?;
+                        leaf.set_val(pos, v)?;
+                    }
+                }
+                changed = true;
+                i += 1;
+            }
+            if changed {
+                self.store(s, leaf)?;
+            }
+            if full {
+                // The leaf splits (and maybe its ancestors) as for one insert.
+                self.insert(s, root, items[i].0, items[i].1.clone())?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+}
