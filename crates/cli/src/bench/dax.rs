@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// The options every benchmark image is opened with: the image in /dev/shm
 /// stands in for pmem, so persistence is by cache-line write-back and fence,
 /// as on real persistent memory, not by msync.
-fn dev_opts() -> daxfs_device::OpenOptions {
+pub(super) fn dev_opts() -> daxfs_device::OpenOptions {
     daxfs_device::OpenOptions::new().assume_persistent(true)
 }
 

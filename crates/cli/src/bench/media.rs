@@ -100,12 +100,6 @@ const CONFIGS: [Config; 3] = [
     },
 ];
 
-fn dev_opts() -> daxfs_device::OpenOptions {
-    // The image in /dev/shm stands in for pmem: persistence by cache-line
-    // write-back and fence, as on real persistent memory.
-    daxfs_device::OpenOptions::new().assume_persistent(true)
-}
-
 fn make(scratch: &Scratch, bytes: u64, c: Config) -> Result<Fs> {
     let size = bytes.div_ceil(2 * MIB) * (2 * MIB);
     // Every page of the image is allocated before the run (written with
@@ -121,7 +115,7 @@ fn make(scratch: &Scratch, bytes: u64, c: Config) -> Result<Fs> {
         }
     }
     let dev: Arc<dyn Device> = Arc::new(
-        MmapDevice::open(scratch.path(), dev_opts())
+        MmapDevice::open(scratch.path(), super::dax::dev_opts())
             .with_context(|| format!("opening {}", scratch.path().display()))?,
     );
     let opts = MkfsOptions {
