@@ -40,6 +40,9 @@ pub enum FsError {
     PermissionDenied(String),
     #[error("input/output error: {0}")]
     Io(String),
+    /// Still in use (unmounting while files are open).
+    #[error("busy: {0}")]
+    Busy(String),
     /// The file system is shut down after an unrepairable error; reads may still work.
     #[error("file system is shut down: {0}")]
     Shutdown(String),
@@ -69,6 +72,7 @@ impl FsError {
             FsError::NotSupported(_) => libc::EOPNOTSUPP,
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::PermissionDenied(_) => libc::EACCES,
+            FsError::Busy(_) => libc::EBUSY,
             FsError::Io(_) | FsError::Shutdown(_) | FsError::Corrupt(_) => libc::EIO,
             FsError::Device(DeviceError::OutOfRange { .. }) => libc::EIO,
             FsError::Device(DeviceError::Media { .. }) => libc::EIO,

@@ -276,6 +276,21 @@ impl Fs {
         Ok(())
     }
 
+    /// Unmounts: makes every pending change durable and says whether that
+    /// worked (dropping the last handle does the same, but cannot report a
+    /// failure). With files, views or other `Fs` handles still open it
+    /// fails with EBUSY; the file system then stays mounted until the last
+    /// of them goes.
+    pub fn unmount(self) -> Result<()> {
+        let others = Arc::strong_count(&self.inner) - 1;
+        if others > 0 {
+            return Err(FsError::Busy(format!(
+                "{others} open files, views or file-system handles remain"
+            )));
+        }
+        self.inner.sync()
+    }
+
     /// Mounts the file system on `dev`: reads the superblock, replays the log
     /// if a transaction was committed but not checkpointed, and frees inodes
     /// left orphaned by a crash. Costs the same whatever the number of files.

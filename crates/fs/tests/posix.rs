@@ -424,3 +424,26 @@ fn many_files_in_one_directory() {
     assert!(fs.stat("/file-00001").is_ok());
     assert_fsck(&*dev);
 }
+
+#[test]
+fn unmount_reports_busy_while_files_are_open() {
+    let (dev, fs) = new_fs(16);
+    let f = fs.create("/f").unwrap();
+    f.write_at(0, b"kept").unwrap();
+    let other = fs.clone();
+    let e = fs.unmount().unwrap_err();
+    assert_eq!(e.errno_name(), "EBUSY", "{e}");
+    assert!(e.to_string().contains("2 open files"), "{e}");
+    // Still mounted through the other handles.
+    f.write_at(4, b" too").unwrap();
+    drop(f);
+    other.unmount().unwrap();
+    let fs = daxfs::Fs::mount(dev.clone(), &daxfs::MountOptions::default()).unwrap();
+    let mut buf = [0u8; 8];
+    let g = fs.open("/f", &OpenOptions::read_only()).unwrap();
+    assert_eq!(g.read_at(0, &mut buf).unwrap(), 8);
+    assert_eq!(&buf, b"kept too");
+    drop(g);
+    fs.unmount().unwrap();
+    assert_fsck(&*dev);
+}
