@@ -1,15 +1,17 @@
 //! The reverse map: for every allocated physical block, who owns it.
 //!
 //! Records are keyed by (first physical block, owner code, offset code) with
-//! (length, flags) as value. Owners are file data (inode, file block), a
-//! file's extent-tree node, a directory's tree node, or a metadata structure.
+//! (length, flags, replica) as value. Owners are file data (inode, file
+//! block), a file's extent-tree node, a directory's tree node, or a metadata
+//! structure.
 //!
-//! Segment alignment: any two records cover either the same physical range or
-//! disjoint ones. Adding or removing a mapping first splits the records that
-//! straddle its ends. So the records covering a block all start at the same
-//! place, and finding every owner of a range is one descent to the segment
-//! holding its first block plus a scan of the k records that overlap:
-//! O(log n + k).
+//! An interval map, like XFS's rmapbt: one record per extent of each owner.
+//! Records of different owners overlap freely (no record is split because
+//! another owner's changed), and those of one file that continue each other
+//! are merged. Internal nodes keep, per child, the largest end of the
+//! records below ([`MaxEnd`]), so finding every owner of `[b0, b1)` walks the
+//! keys up to `b1` while skipping the subtrees that end at or before `b0`:
+//! it reads the paths to the k records found, O((k + 1) log n) nodes.
 //!
 //! Replicas: a metadata block with a replica has its record's `replica` name
 //! the replica's first block, and the replica has a record of its own, with
@@ -113,6 +115,18 @@ impl Owner {
                 Some(ino)
             }
             Owner::Meta(_) => None,
+        }
+    }
+
+    /// The owner at `by` blocks before (file data: that many file blocks
+    /// back); `None` before the file's start.
+    fn shifted_back(self, by: u64) -> Option<Owner> {
+        match self {
+            Owner::Data { ino, fblock } => Some(Owner::Data {
+                ino,
+                fblock: fblock.checked_sub(by)?,
+            }),
+            o => Some(o),
         }
     }
 
@@ -308,6 +322,21 @@ pub fn remove(
     remove_as(s, root, phys, len, owner, false)
 }
 
+/// [`remove`], where the owner's record covering the range likely starts at
+/// block `from` (the start of the file extent the range is cut from): one
+/// lookup finds it there, instead of a look at every record covering the
+/// range (one per owner of a shared block). Any `from` gives the same result.
+pub fn remove_in(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    phys: u64,
+    len: u64,
+    owner: Owner,
+    from: u64,
+) -> Result<()> {
+    remove_hinted(s, root, phys, len, owner, false, from)
+}
+
 /// Removes the records of `owner` over `[phys, phys+len)` that are
 /// replicas (`is_replica`) or not.
 pub fn remove_as(
@@ -318,6 +347,18 @@ pub fn remove_as(
     owner: Owner,
     is_replica: bool,
 ) -> Result<()> {
+    remove_hinted(s, root, phys, len, owner, is_replica, phys)
+}
+
+fn remove_hinted(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    phys: u64,
+    len: u64,
+    owner: Owner,
+    is_replica: bool,
+    from: u64,
+) -> Result<()> {
     let Some(end) = phys.checked_add(len).filter(|_| len > 0) else {
         return Err(FsError::Corrupt(format!(
             "reverse map: removing [{phys}, +{len}) of {owner:?}"
@@ -326,17 +367,27 @@ pub fn remove_as(
     // The records of `owner` over the range: those that map block `phys`
     // to the same place as `owner` does (file data: the same file block).
     let mut hits = vec![];
-    overlapping(s, root, phys, end - 1, &mut |r| {
-        let same = if r.phys <= phys {
-            r.owner.shifted(phys - r.phys) == owner
-        } else {
-            owner.shifted(r.phys - phys) == r.owner
-        };
-        if same && r.is_replica == is_replica {
-            hits.push(r);
-        }
-        ControlFlow::Continue(())
-    })?;
+    // Records of one owner never overlap: a record of `owner` at `from` that
+    // covers the whole range is the only one.
+    if let Some(back) = phys.checked_sub(from)
+        && let Some(at_from) = owner.shifted_back(back)
+        && let Some(r) = record_at(s, root, from, at_from, is_replica)?
+        && r.phys + r.len >= end
+    {
+        hits.push(r);
+    } else {
+        overlapping(s, root, phys, end - 1, &mut |r| {
+            let same = if r.phys <= phys {
+                r.owner.shifted(phys - r.phys) == owner
+            } else {
+                owner.shifted(r.phys - phys) == r.owner
+            };
+            if same && r.is_replica == is_replica {
+                hits.push(r);
+            }
+            ControlFlow::Continue(())
+        })?;
+    }
     let mut removed = 0;
     for r in hits {
         let r_end = r.phys + r.len;
