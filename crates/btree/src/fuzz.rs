@@ -7,7 +7,8 @@
 //! byte  size   field
 //!    0     1   mode: bits 0-1 record types (see below); bit 2 set: force the
 //!              kind and owner of every block and reseal it, so checksums pass
-//!              and the node parsing itself is exercised
+//!              and the node parsing itself is exercised; bit 3 set: a tree
+//!              with [`MaxEnd`] summaries (see below)
 //!    1     1   root height
 //!    2     8   root block number (little-endian)
 //!   10   ...   blocks 1, 2, 3, ... of 4096 bytes each (the last one padded
@@ -16,11 +17,14 @@
 //!
 //! Record types by mode: 0 `u64 -> ExtentRecord`, 1 `u64 -> DirentRecord`,
 //! 2 `(u64, u64, u64) -> ()`, 3 a 1000-byte key `-> u64` (fanout 4, so small
-//! inputs still make deep trees).
+//! inputs still make deep trees). With bit 3, bit 0 alone chooses:
+//! 0 `(u64, u64, u64) -> u64` (the reverse map's shape: a start, two more
+//! key fields, a length), 1 a 900-byte key `-> u64` (fanout 4), both with
+//! [`MaxEnd`] summaries, and the walks also run pruned by them.
 #![deny(clippy::indexing_slicing)]
 
 use crate::memstore::MemStore;
-use crate::{BTree, NodeStore};
+use crate::{BTree, NodeStore, Summary};
 use daxfs_format::block::{BlockHeader, HEADER_SIZE, header, seal_block, write_header};
 use daxfs_format::records::{DirentRecord, ExtentRecord, Key, Record, TreeRoot};
 use daxfs_format::{BLOCK_SIZE, BlockKind, FormatError};
@@ -63,6 +67,72 @@ impl Record for WideKey {
 impl Key for WideKey {
     const MIN: Self = WideKey(0);
     const MAX: Self = WideKey(u64::MAX);
+}
+
+/// Mode bit: a tree with [`MaxEnd`] summaries.
+pub const FUZZ_AUGMENTED: u8 = 8;
+
+/// A 900-byte key (a u64 and zero padding): with 8-byte summaries, internal
+/// nodes of four entries, like [`WideKey`] without summaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AugKey(pub u64);
+
+impl Record for AugKey {
+    const SIZE: usize = 900;
+    fn encode(&self, out: &mut [u8]) {
+        if let Some(d) = out.get_mut(..Self::SIZE) {
+            d.fill(0);
+        }
+        self.0.encode(out);
+    }
+    fn decode(b: &[u8]) -> Result<Self, FormatError> {
+        if b.len() < Self::SIZE {
+            return Err(FormatError::Truncated {
+                what: "aug key",
+                have: b.len(),
+                need: Self::SIZE,
+            });
+        }
+        Ok(AugKey(u64::decode(b)?))
+    }
+}
+
+impl Key for AugKey {
+    const MIN: Self = AugKey(0);
+    const MAX: Self = AugKey(u64::MAX);
+}
+
+/// A test summary: the largest end (first key field + value, saturating)
+/// of the records below, as an interval tree keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MaxEnd(pub u64);
+
+impl Record for MaxEnd {
+    const SIZE: usize = 8;
+    fn encode(&self, out: &mut [u8]) {
+        self.0.encode(out);
+    }
+    fn decode(b: &[u8]) -> Result<Self, FormatError> {
+        Ok(MaxEnd(u64::decode(b)?))
+    }
+}
+
+impl Summary<(u64, u64, u64), u64> for MaxEnd {
+    fn of(k: &(u64, u64, u64), len: &u64) -> Self {
+        MaxEnd(k.0.saturating_add(*len))
+    }
+    fn join(self, o: Self) -> Self {
+        self.max(o)
+    }
+}
+
+impl Summary<AugKey, u64> for MaxEnd {
+    fn of(k: &AugKey, len: &u64) -> Self {
+        MaxEnd(k.0.saturating_add(*len))
+    }
+    fn join(self, o: Self) -> Self {
+        self.max(o)
+    }
 }
 
 /// The block kind used for each fuzz mode.
@@ -127,11 +197,19 @@ pub fn fuzz_node_bytes(data: &[u8]) {
         store.put_raw(b, block);
     }
     let root = TreeRoot::new(root_no, u32::from(height));
-    match mode & 3 {
-        0 => exercise::<u64, ExtentRecord>(kind, body, root, &mut store),
-        1 => exercise::<u64, DirentRecord>(kind, body, root, &mut store),
-        2 => exercise::<(u64, u64, u64), ()>(kind, body, root, &mut store),
-        _ => exercise::<WideKey, u64>(kind, body, root, &mut store),
+    // The pruned walks skip subtrees ending at or before a point taken
+    // from the input.
+    let at = sample::<u64>(body, BLOCK_SIZE - 8).unwrap_or(0);
+    let skip = move |a: &MaxEnd| a.0 <= at;
+    match (mode & FUZZ_AUGMENTED != 0, mode & 3) {
+        (false, 0) => exercise::<u64, ExtentRecord, ()>(kind, body, root, &mut store, &|_| false),
+        (false, 1) => exercise::<u64, DirentRecord, ()>(kind, body, root, &mut store, &|_| false),
+        (false, 2) => exercise::<(u64, u64, u64), (), ()>(kind, body, root, &mut store, &|_| false),
+        (false, _) => exercise::<WideKey, u64, ()>(kind, body, root, &mut store, &|_| false),
+        (true, 0 | 2) => {
+            exercise::<(u64, u64, u64), u64, MaxEnd>(kind, body, root, &mut store, &skip)
+        }
+        (true, _) => exercise::<AugKey, u64, MaxEnd>(kind, body, root, &mut store, &skip),
     }
 }
 
@@ -147,8 +225,14 @@ fn sample<R: Record>(data: &[u8], at: usize) -> Option<R> {
     R::decode(&buf).ok()
 }
 
-fn exercise<K: Key, V: Record>(kind: BlockKind, body: &[u8], root: TreeRoot, s: &mut MemStore) {
-    let t = BTree::<K, V>::new(kind, FUZZ_OWNER);
+fn exercise<K: Key, V: Record, A: Summary<K, V>>(
+    kind: BlockKind,
+    body: &[u8],
+    root: TreeRoot,
+    s: &mut MemStore,
+    skip: &dyn Fn(&A) -> bool,
+) {
+    let t = BTree::<K, V, A>::new(kind, FUZZ_OWNER);
     // Keys from the first block's key array (the real keys of a valid tree),
     // from further in, and the extremes.
     let mut keys = vec![K::MIN, K::MAX];
@@ -181,7 +265,13 @@ fn exercise<K: Key, V: Record>(kind: BlockKind, body: &[u8], root: TreeRoot, s: 
         let _ = t.range(s, &root, a.min(b), a.max(b), &mut |_, _| {
             ControlFlow::Continue(())
         });
+        let _ = t.range_pruned(s, &root, a.min(b), a.max(b), skip, &mut |_, _| {
+            ControlFlow::Continue(())
+        });
     }
+    let _ = t.range_pruned(s, &root, &K::MIN, &K::MAX, skip, &mut |_, _| {
+        ControlFlow::Continue(())
+    });
     let _ = t.visit_nodes(s, &root, &mut |_, _| {});
     let _ = t.len(s, &root);
 

@@ -75,6 +75,28 @@ pub trait NodeStore {
     fn free_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<()>;
 }
 
+/// A summary of a subtree, kept beside every child pointer of an internal
+/// node (an augmented B+tree), so that a walk can skip the subtrees whose
+/// summary shows they hold nothing of interest ([`BTree::range_pruned`]).
+///
+/// `of` summarizes one record and `join` two summaries; `join` must be
+/// associative and commutative (a node's summary is the join of its
+/// entries', in key order). The tree keeps every summary equal to that of
+/// the child's records through every insert, removal, split, merge and
+/// borrow, and [`BTree::check`] verifies it. `()` is the summary of trees
+/// that keep none: it takes no bytes and changes no layout.
+pub trait Summary<K, V>: Record + PartialEq {
+    /// The summary of one record.
+    fn of(key: &K, val: &V) -> Self;
+    /// The summary of two summaries.
+    fn join(self, other: Self) -> Self;
+}
+
+impl<K, V> Summary<K, V> for () {
+    fn of(_: &K, _: &V) -> Self {}
+    fn join(self, _: Self) -> Self {}
+}
+
 // Re-exported so users of the tree need one import.
 pub use daxfs_format::records;
 #[doc(hidden)]

@@ -16,11 +16,15 @@
 //!   64         LCAP * KS          keys[LCAP]    strictly increasing
 //!   64 + LCAP*KS  LCAP * VS       values[LCAP]  values[i] belongs to keys[i]
 //!
-//! internal (level >= 1), ICAP = 4032 / (KS + 8):
+//! internal (level >= 1), AS = A::SIZE (0 for trees without summaries),
+//! ICAP = 4032 / (KS + 8 + AS):
 //!   64         ICAP * KS          keys[ICAP]    keys[i] = lowest key that
 //!                                               child i may hold, for i >= 1;
 //!                                               strictly increasing
 //!   64 + ICAP*KS  ICAP * 8        children[ICAP] u64 block numbers, never 0
+//!   64 + ICAP*(KS+8)  ICAP * AS   sums[ICAP]    sums[i] = the summary of
+//!                                               every record under child i
+//!                                               (augmented trees only)
 //!
 //! rest of the block, and every slot at index >= count: zero
 //! ```
@@ -46,15 +50,20 @@
 //! u64             DirentRecord (272 B)    14    64..176    176..3984   3984..4096
 //! (u64, u64)      ()                     252    64..4096     -         -
 //! (u64, u64, u64) ()                     168    64..4096     -         -
+//! (u64, u64, u64) RmapRecord (24 B)       84    64..2080   2080..4096   -
 //!
 //! key size        ICAP  internal keys  children     zero tail
 //! 8 (u64)          252    64..2080     2080..4096   -
 //! 16 (u64, u64)    168    64..2752     2752..4096   -
 //! 24 (u64 x 3)     126    64..3088     3088..4096   -
+//!
+//! with an 8-byte summary (the reverse map: the largest end below):
+//! key size        ICAP  internal keys  children     sums         zero tail
+//! 24 (u64 x 3)     100    64..2464     2464..3264   3264..4064   4064..4096
 //! ```
 #![deny(clippy::indexing_slicing)]
 
-use crate::{Result, TreeError};
+use crate::{Result, Summary, TreeError};
 use daxfs_format::block::{BlockHeader, HEADER_SIZE, write_header};
 use daxfs_format::records::{Key, Record};
 use daxfs_format::{BLOCK_SIZE, Block, BlockKind};
@@ -66,9 +75,9 @@ use std::ops::Range;
 pub(crate) const CHILD_SIZE: usize = 8;
 
 /// Capacities and array offsets for one `(K, V)` pair, computed at compile time.
-pub(crate) struct Layout<K, V>(PhantomData<(K, V)>);
+pub(crate) struct Layout<K, V, A = ()>(PhantomData<(K, V, A)>);
 
-impl<K: Key, V: Record> Layout<K, V> {
+impl<K: Key, V: Record, A: Summary<K, V>> Layout<K, V, A> {
     /// Bytes available for the arrays.
     const AVAIL: usize = BLOCK_SIZE - HEADER_SIZE;
     /// Where the key array starts, in leaves and internal nodes alike.
@@ -79,9 +88,14 @@ impl<K: Key, V: Record> Layout<K, V> {
     /// Where the value array of a leaf starts.
     pub(crate) const LEAF_VALS: usize = Self::KEYS + Self::LEAF_CAP * K::SIZE;
     /// Children per internal node.
-    pub(crate) const INT_CAP: usize = Self::AVAIL / (K::SIZE + CHILD_SIZE);
+    pub(crate) const INT_CAP: usize = Self::AVAIL / (K::SIZE + CHILD_SIZE + A::SIZE);
     /// Where the child array of an internal node starts.
     pub(crate) const INT_KIDS: usize = Self::KEYS + Self::INT_CAP * K::SIZE;
+    /// Where the summary array of an internal node starts (empty when the
+    /// tree keeps no summaries).
+    pub(crate) const INT_SUMS: usize = Self::INT_KIDS + Self::INT_CAP * CHILD_SIZE;
+    /// End of a leaf's value array: a leaf's zero-size third array sits there.
+    const LEAF_END: usize = Self::LEAF_VALS + Self::LEAF_CAP * V::SIZE;
     /// Fewest records in a non-root leaf. A quarter, not a half: a split
     /// leaves two half-full nodes, so one insert and one removal at the same
     /// place can never make the tree split and merge back and forth (the
@@ -122,12 +136,21 @@ impl<K: Key, V: Record> Layout<K, V> {
         }
     }
 
-    /// The two parallel arrays of a node of `level`: (offset, slot size).
-    const fn arrays(level: u8) -> [(usize, usize); 2] {
+    /// The parallel arrays of a node of `level`: (offset, slot size). A
+    /// leaf's third array has slots of size zero.
+    const fn arrays(level: u8) -> [(usize, usize); 3] {
         if level == 0 {
-            [(Self::KEYS, K::SIZE), (Self::LEAF_VALS, V::SIZE)]
+            [
+                (Self::KEYS, K::SIZE),
+                (Self::LEAF_VALS, V::SIZE),
+                (Self::LEAF_END, 0),
+            ]
         } else {
-            [(Self::KEYS, K::SIZE), (Self::INT_KIDS, CHILD_SIZE)]
+            [
+                (Self::KEYS, K::SIZE),
+                (Self::INT_KIDS, CHILD_SIZE),
+                (Self::INT_SUMS, A::SIZE),
+            ]
         }
     }
 }
@@ -153,17 +176,17 @@ fn out_of_range(kind: BlockKind, no: u64, count: usize, level: u8, what: &str) -
 
 /// One node read from the store, with its header fields decoded. The bytes
 /// stay in the block: records are decoded one at a time when needed.
-pub(crate) struct Node<K, V> {
+pub(crate) struct Node<K, V, A = ()> {
     pub(crate) no: u64,
     pub(crate) kind: BlockKind,
     pub(crate) owner: u64,
     pub(crate) level: u8,
     pub(crate) count: usize,
     pub(crate) buf: Box<Block>,
-    _p: PhantomData<(K, V)>,
+    _p: PhantomData<(K, V, A)>,
 }
 
-impl<K: Key, V: Record> Node<K, V> {
+impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
     /// Wraps a block whose header has already been validated.
     pub(crate) fn from_parts(
         no: u64,
@@ -194,7 +217,7 @@ impl<K: Key, V: Record> Node<K, V> {
     }
 
     pub(crate) fn cap(&self) -> usize {
-        Layout::<K, V>::cap(self.level)
+        Layout::<K, V, A>::cap(self.level)
     }
 
     /// A `Corrupt` error about this node.
@@ -229,20 +252,20 @@ impl<K: Key, V: Record> Node<K, V> {
     /// The key in slot `i`.
     #[inline]
     pub(crate) fn key(&self, i: usize) -> Result<K> {
-        let b = self.bytes(slots(Layout::<K, V>::KEYS, K::SIZE, i, 1))?;
+        let b = self.bytes(slots(Layout::<K, V, A>::KEYS, K::SIZE, i, 1))?;
         Ok(K::decode(b)?)
     }
 
     /// The value in slot `i` of a leaf.
     pub(crate) fn val(&self, i: usize) -> Result<V> {
-        let b = self.bytes(slots(Layout::<K, V>::LEAF_VALS, V::SIZE, i, 1))?;
+        let b = self.bytes(slots(Layout::<K, V, A>::LEAF_VALS, V::SIZE, i, 1))?;
         Ok(V::decode(b)?)
     }
 
     /// The child block number in slot `i` of an internal node, refusing the
     /// pointers that can never be right.
     pub(crate) fn child(&self, i: usize) -> Result<u64> {
-        let b = self.bytes(slots(Layout::<K, V>::INT_KIDS, CHILD_SIZE, i, 1))?;
+        let b = self.bytes(slots(Layout::<K, V, A>::INT_KIDS, CHILD_SIZE, i, 1))?;
         let c = u64::decode(b)?;
         if c == 0 {
             return Err(self.bad(format!("child {i} is block 0")));
@@ -253,18 +276,53 @@ impl<K: Key, V: Record> Node<K, V> {
         Ok(c)
     }
 
+    /// The summary of child `i` of an internal node.
+    pub(crate) fn sum(&self, i: usize) -> Result<A> {
+        let b = self.bytes(slots(Layout::<K, V, A>::INT_SUMS, A::SIZE, i, 1))?;
+        Ok(A::decode(b)?)
+    }
+
+    pub(crate) fn set_sum(&mut self, i: usize, a: &A) -> Result<()> {
+        if A::SIZE > 0 {
+            a.encode(self.bytes_mut(slots(Layout::<K, V, A>::INT_SUMS, A::SIZE, i, 1))?);
+        }
+        Ok(())
+    }
+
+    /// The summary of the whole node: of its records (leaf) or of its
+    /// children's summaries (internal node). Trees without summaries get
+    /// `()` for nothing.
+    pub(crate) fn summary(&self) -> Result<A> {
+        if A::SIZE == 0 {
+            return Ok(A::decode(&[])?);
+        }
+        let mut acc: Option<A> = None;
+        for i in 0..self.count {
+            let a = if self.is_leaf() {
+                A::of(&self.key(i)?, &self.val(i)?)
+            } else {
+                self.sum(i)?
+            };
+            acc = Some(match acc {
+                Some(x) => x.join(a),
+                None => a,
+            });
+        }
+        acc.ok_or_else(|| self.bad("an empty node has no summary"))
+    }
+
     pub(crate) fn set_key(&mut self, i: usize, k: &K) -> Result<()> {
-        k.encode(self.bytes_mut(slots(Layout::<K, V>::KEYS, K::SIZE, i, 1))?);
+        k.encode(self.bytes_mut(slots(Layout::<K, V, A>::KEYS, K::SIZE, i, 1))?);
         Ok(())
     }
 
     pub(crate) fn set_val(&mut self, i: usize, v: &V) -> Result<()> {
-        v.encode(self.bytes_mut(slots(Layout::<K, V>::LEAF_VALS, V::SIZE, i, 1))?);
+        v.encode(self.bytes_mut(slots(Layout::<K, V, A>::LEAF_VALS, V::SIZE, i, 1))?);
         Ok(())
     }
 
     pub(crate) fn set_child(&mut self, i: usize, c: u64) -> Result<()> {
-        c.encode(self.bytes_mut(slots(Layout::<K, V>::INT_KIDS, CHILD_SIZE, i, 1))?);
+        c.encode(self.bytes_mut(slots(Layout::<K, V, A>::INT_KIDS, CHILD_SIZE, i, 1))?);
         Ok(())
     }
 
@@ -312,7 +370,7 @@ impl<K: Key, V: Record> Node<K, V> {
         if at > self.count || self.count + n > self.cap() {
             return Err(self.out_of_range("open_gap"));
         }
-        for (base, size) in Layout::<K, V>::arrays(self.level) {
+        for (base, size) in Layout::<K, V, A>::arrays(self.level) {
             let src = slots(base, size, at, self.count - at);
             let dst = src.start + n * size;
             if self.buf.get(src.start..dst + src.len()).is_none() {
@@ -331,7 +389,7 @@ impl<K: Key, V: Record> Node<K, V> {
             return Err(self.out_of_range("close_gap"));
         }
         let keep = self.count - at - n;
-        for (base, size) in Layout::<K, V>::arrays(self.level) {
+        for (base, size) in Layout::<K, V, A>::arrays(self.level) {
             let src = slots(base, size, at + n, keep);
             let dst = slots(base, size, at, 0).start;
             if self.buf.get(dst..src.end).is_none() {
@@ -346,8 +404,8 @@ impl<K: Key, V: Record> Node<K, V> {
 
     /// Copies slots `from..from + n` of `src` over slots `to..to + n` of `self`
     /// (both nodes of the same level; counts are the caller's business).
-    fn copy_from(&mut self, to: usize, src: &Node<K, V>, from: usize, n: usize) -> Result<()> {
-        for (base, size) in Layout::<K, V>::arrays(self.level) {
+    fn copy_from(&mut self, to: usize, src: &Node<K, V, A>, from: usize, n: usize) -> Result<()> {
+        for (base, size) in Layout::<K, V, A>::arrays(self.level) {
             let s = src.bytes(slots(base, size, from, n))?;
             let d = self.bytes_mut(slots(base, size, to, n))?;
             if d.len() != s.len() {
@@ -359,7 +417,7 @@ impl<K: Key, V: Record> Node<K, V> {
     }
 
     /// Moves slots `at..count` into the empty node `right`.
-    pub(crate) fn split_off(&mut self, at: usize, right: &mut Node<K, V>) -> Result<()> {
+    pub(crate) fn split_off(&mut self, at: usize, right: &mut Node<K, V, A>) -> Result<()> {
         if at > self.count || right.count != 0 || right.level != self.level {
             return Err(self.out_of_range("split_off"));
         }
@@ -371,7 +429,7 @@ impl<K: Key, V: Record> Node<K, V> {
 
     /// Moves the first `n` slots of `right` to the end of `self`, its left
     /// neighbour. With `n == right.count` this is a merge.
-    pub(crate) fn take_front(&mut self, right: &mut Node<K, V>, n: usize) -> Result<()> {
+    pub(crate) fn take_front(&mut self, right: &mut Node<K, V, A>, n: usize) -> Result<()> {
         if n > right.count || self.count + n > self.cap() || right.level != self.level {
             return Err(self.out_of_range("take_front"));
         }
@@ -382,7 +440,7 @@ impl<K: Key, V: Record> Node<K, V> {
 
     /// Moves the last `n` slots of `self` to the front of `right`, its right
     /// neighbour.
-    pub(crate) fn give_back(&mut self, right: &mut Node<K, V>, n: usize) -> Result<()> {
+    pub(crate) fn give_back(&mut self, right: &mut Node<K, V, A>, n: usize) -> Result<()> {
         if n > self.count || right.level != self.level {
             return Err(self.out_of_range("give_back"));
         }
@@ -405,12 +463,16 @@ impl<K: Key, V: Record> Node<K, V> {
     /// Checks that every byte past the used slots is zero.
     pub(crate) fn tail_is_zero(&self) -> bool {
         let cap = self.cap();
-        let [(b0, s0), (b1, s1)] = Layout::<K, V>::arrays(self.level);
-        let unused_keys = slots(b0, s0, self.count, cap.saturating_sub(self.count));
-        let unused_vals = slots(b1, s1, self.count, cap.saturating_sub(self.count));
-        let end = slots(b1, s1, cap, 0).start;
-        [unused_keys, unused_vals, end..BLOCK_SIZE]
-            .into_iter()
-            .all(|r| self.buf.get(r).is_some_and(|b| b.iter().all(|&x| x == 0)))
+        let [(b0, s0), (b1, s1), (b2, s2)] = Layout::<K, V, A>::arrays(self.level);
+        let unused = |b, s| slots(b, s, self.count, cap.saturating_sub(self.count));
+        let end = slots(b2, s2, cap, 0).start;
+        [
+            unused(b0, s0),
+            unused(b1, s1),
+            unused(b2, s2),
+            end..BLOCK_SIZE,
+        ]
+        .into_iter()
+        .all(|r| self.buf.get(r).is_some_and(|b| b.iter().all(|&x| x == 0)))
     }
 }

@@ -1,10 +1,13 @@
 //! Tests of the tree against a `BTreeMap` model, on the in-memory store.
 #![allow(clippy::unwrap_used)]
 
-use crate::fuzz::{FUZZ_RESEAL, WideKey, fuzz_kind, fuzz_node_bytes, input_from_store};
+use crate::fuzz::{
+    AugKey, FUZZ_AUGMENTED, FUZZ_RESEAL, MaxEnd, WideKey, fuzz_kind, fuzz_node_bytes,
+    input_from_store,
+};
 use crate::memstore::MemStore;
 use crate::node::Layout;
-use crate::{BTree, MAX_HEIGHT, NodeStore, TreeError, TreeStats};
+use crate::{BTree, MAX_HEIGHT, NodeStore, Summary, TreeError, TreeStats};
 use daxfs_format::block::{BlockHeader, HEADER_SIZE, header, write_header};
 use daxfs_format::records::{DirentRecord, ExtentRecord, InodeRecord, Key, Record, TreeRoot};
 use daxfs_format::{BLOCK_SIZE, BlockKind, BlockNo, FormatError};
@@ -34,6 +37,11 @@ impl TestKey for (u64, u64, u64) {
 impl TestKey for WideKey {
     fn make(x: u64) -> Self {
         WideKey(x)
+    }
+}
+impl TestKey for AugKey {
+    fn make(x: u64) -> Self {
+        AugKey(x)
     }
 }
 
@@ -73,13 +81,13 @@ impl TestVal for DirentRecord {
 }
 
 /// A tree, its store and its root.
-struct Fixture<K, V> {
-    t: BTree<K, V>,
+struct Fixture<K, V, A = ()> {
+    t: BTree<K, V, A>,
     s: MemStore,
     root: TreeRoot,
 }
 
-impl<K: TestKey, V: TestVal> Fixture<K, V> {
+impl<K: TestKey, V: TestVal, A: Summary<K, V>> Fixture<K, V, A> {
     fn new(kind: BlockKind) -> Self {
         Fixture {
             t: BTree::new(kind, OWNER),
@@ -533,7 +541,7 @@ fn remove_range_removes_inclusive_span() {
 /// Random inserts and removes, alternating between growing and shrinking
 /// phases so that splits and merges both happen at every level. Compared with
 /// the model after every few operations and fully checked after each batch.
-fn model_run<K: TestKey, V: TestVal>(
+fn model_run<K: TestKey, V: TestVal, A: Summary<K, V>>(
     kind: BlockKind,
     seed: u64,
     ops: usize,
@@ -541,7 +549,7 @@ fn model_run<K: TestKey, V: TestVal>(
     batch: usize,
     min_height: u32,
 ) {
-    let mut f = Fixture::<K, V>::new(kind);
+    let mut f = Fixture::<K, V, A>::new(kind);
     let mut m: BTreeMap<K, V> = BTreeMap::new();
     let mut rng = SmallRng::seed_from_u64(seed);
     let phase = ops / 6;
@@ -597,23 +605,183 @@ fn model_run<K: TestKey, V: TestVal>(
 fn model_small_fanout() {
     // Four entries per node: every few operations split or merge something.
     for seed in 0..4 {
-        model_run::<WideKey, u64>(BlockKind::FreeTree, seed, 12_000, 600, 200, 4);
+        model_run::<WideKey, u64, ()>(BlockKind::FreeTree, seed, 12_000, 600, 200, 4);
     }
 }
 
 #[test]
 fn model_dirents() {
-    model_run::<u64, DirentRecord>(BlockKind::DirTree, 11, 40_000, 6_000, 2_000, 3);
+    model_run::<u64, DirentRecord, ()>(BlockKind::DirTree, 11, 40_000, 6_000, 2_000, 3);
 }
 
 #[test]
 fn model_extents() {
-    model_run::<u64, ExtentRecord>(BlockKind::ExtentTree, 12, 120_000, 150_000, 20_000, 3);
+    model_run::<u64, ExtentRecord, ()>(BlockKind::ExtentTree, 12, 120_000, 150_000, 20_000, 3);
 }
 
 #[test]
 fn model_rmap_unit_values() {
-    model_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, 13, 120_000, 150_000, 20_000, 3);
+    model_run::<(u64, u64, u64), (), ()>(BlockKind::RmapTree, 13, 120_000, 150_000, 20_000, 3);
+}
+
+// ---- summaries (augmented trees) ----
+
+#[test]
+fn summaries_take_room_only_when_kept() {
+    // Internal nodes give each child a summary slot after the child array.
+    assert_eq!(Layout::<(u64, u64, u64), u64, MaxEnd>::INT_CAP, 100);
+    assert_eq!(
+        Layout::<(u64, u64, u64), u64, MaxEnd>::INT_KIDS,
+        64 + 100 * 24
+    );
+    assert_eq!(
+        Layout::<(u64, u64, u64), u64, MaxEnd>::INT_SUMS,
+        64 + 100 * 32
+    );
+    assert_eq!(Layout::<(u64, u64, u64), u64, MaxEnd>::LEAF_CAP, 126);
+    assert_eq!(Layout::<AugKey, u64, MaxEnd>::INT_CAP, 4);
+    assert_eq!(Layout::<AugKey, u64, MaxEnd>::LEAF_CAP, 4);
+    // Without summaries nothing moves.
+    assert_eq!(Layout::<(u64, u64, u64), u64>::INT_CAP, 126);
+}
+
+#[test]
+fn model_augmented_small_fanout() {
+    // check() after every batch verifies every summary against its child.
+    for seed in 0..3 {
+        model_run::<AugKey, u64, MaxEnd>(BlockKind::FreeTree, seed, 10_000, 600, 100, 4);
+    }
+}
+
+#[test]
+fn model_augmented_rmap_shape() {
+    model_run::<(u64, u64, u64), u64, MaxEnd>(BlockKind::RmapTree, 14, 60_000, 80_000, 10_000, 3);
+}
+
+/// Intervals in an augmented tree, keyed by `make(x)` for random `x` below
+/// `space` and starting at `start(key)`. Overlap queries by `range_pruned`
+/// (keys up to `upto(last block)`, subtrees skipped by their largest end)
+/// must return exactly what a scan of the model returns, and read no more
+/// nodes than the paths to the records found and the two boundary paths.
+fn interval_queries<K: Key + std::hash::Hash>(
+    seed: u64,
+    n: u64,
+    space: u64,
+    make: impl Fn(u64) -> K,
+    start: impl Fn(&K) -> u64,
+    upto: impl Fn(u64) -> K,
+) where
+    MaxEnd: Summary<K, u64>,
+{
+    let t = BTree::<K, u64, MaxEnd>::new(BlockKind::RmapTree, OWNER);
+    let mut s = MemStore::new();
+    let mut root = TreeRoot::EMPTY;
+    let mut m: BTreeMap<K, u64> = BTreeMap::new();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let reach = space / 8;
+    for round in 0..6 {
+        for _ in 0..n {
+            let k = make(rng.random_range(0..space));
+            // Mostly short intervals, a few very long ones.
+            let len = if rng.random_bool(0.02) {
+                rng.random_range(1..reach)
+            } else {
+                rng.random_range(1..20)
+            };
+            if round % 2 == 1 && rng.random_bool(0.5) {
+                assert_eq!(t.remove(&mut s, &mut root, &k).unwrap(), m.remove(&k));
+            } else {
+                assert_eq!(
+                    t.insert(&mut s, &mut root, k, len).unwrap(),
+                    m.insert(k, len)
+                );
+            }
+        }
+        let st = t.check(&mut s, &root).unwrap();
+        assert_eq!(st.records as usize, m.len());
+        let h = u64::from(root.height.get());
+        assert!(h >= 2, "the tree should have internal nodes");
+        for _ in 0..200 {
+            let p = rng.random_range(0..reach);
+            let l = rng.random_range(1..50);
+            let want: Vec<(K, u64)> = m
+                .iter()
+                .filter(|(k, len)| start(k) < p + l && start(k) + **len > p)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            let before = s.reads;
+            let mut got = vec![];
+            t.range_pruned(
+                &mut s,
+                &root,
+                &K::MIN,
+                &upto(p + l - 1),
+                &|a| a.0 <= p,
+                &mut |k, v| {
+                    if start(&k) + v > p {
+                        got.push((k, v));
+                    }
+                    ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+            let reads = s.reads - before;
+            assert_eq!(got, want, "records overlapping [{p}, +{l})");
+            assert!(
+                reads <= h * (want.len() as u64 + 2),
+                "{reads} nodes read for {} records in a tree of height {h}",
+                want.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn interval_queries_match_a_scan() {
+    interval_queries(21, 400, 8_000, AugKey, |k| k.0, AugKey);
+}
+
+#[test]
+fn interval_queries_match_a_scan_rmap_shape() {
+    // Eight owners can start at each block, as in the reverse map.
+    interval_queries(
+        22,
+        4_000,
+        80_000,
+        |x| (x / 8, x % 8, 0),
+        |k| k.0,
+        |b| (b, u64::MAX, u64::MAX),
+    );
+}
+
+#[test]
+fn a_wrong_summary_is_reported() {
+    let mut f = Fixture::<AugKey, u64, MaxEnd>::new(BlockKind::FreeTree);
+    for i in 0..40u64 {
+        f.insert(AugKey(i * 10), 5);
+    }
+    assert!(f.root.height.get() >= 3);
+    f.check();
+    let mut internal = vec![];
+    f.t.visit_nodes(&mut f.s, &f.root, &mut |b, level| {
+        if level > 0 {
+            internal.push(b.0)
+        }
+    })
+    .unwrap();
+    for b in internal {
+        let saved = *f.s.raw(b).unwrap();
+        let at = Layout::<AugKey, u64, MaxEnd>::INT_SUMS + 8;
+        f.s.raw_mut(b).unwrap()[at] ^= 0x40;
+        f.s.reseal(b);
+        let e = f.t.check(&mut f.s, &f.root).unwrap_err();
+        assert!(
+            matches!(&e, TreeError::Corrupt { what, .. } if what.contains("summary")),
+            "{e:?}"
+        );
+        *f.s.raw_mut(b).unwrap() = saved;
+    }
+    f.check();
 }
 
 /// Sorted batches (appends at the end, runs inside existing ranges,
@@ -1110,8 +1278,8 @@ fn valid_input(rng: &mut SmallRng, mode: u8) -> Vec<u8> {
     let mut s = MemStore::new();
     let mut root = TreeRoot::EMPTY;
     macro_rules! fill {
-        ($k:ty, $v:ty) => {{
-            let t = BTree::<$k, $v>::new(kind, crate::fuzz::FUZZ_OWNER);
+        ($k:ty, $v:ty, $a:ty) => {{
+            let t = BTree::<$k, $v, $a>::new(kind, crate::fuzz::FUZZ_OWNER);
             for i in 0..n {
                 let x = rng.random_range(0..1000u64);
                 t.insert(
@@ -1129,11 +1297,13 @@ fn valid_input(rng: &mut SmallRng, mode: u8) -> Vec<u8> {
             }
         }};
     }
-    match mode & 3 {
-        0 => fill!(u64, ExtentRecord),
-        1 => fill!(u64, DirentRecord),
-        2 => fill!((u64, u64, u64), ()),
-        _ => fill!(WideKey, u64),
+    match (mode & FUZZ_AUGMENTED != 0, mode & 3) {
+        (false, 0) => fill!(u64, ExtentRecord, ()),
+        (false, 1) => fill!(u64, DirentRecord, ()),
+        (false, 2) => fill!((u64, u64, u64), (), ()),
+        (false, _) => fill!(WideKey, u64, ()),
+        (true, 0 | 2) => fill!((u64, u64, u64), u64, MaxEnd),
+        (true, _) => fill!(AugKey, u64, MaxEnd),
     }
     input_from_store(mode, &root, &s)
 }
@@ -1186,7 +1356,7 @@ fn mutate(rng: &mut SmallRng, data: &mut [u8]) {
 fn fuzz_valid_inputs_pass_through() {
     // Unmutated inputs are whole trees: the harness must run them cleanly too.
     let mut rng = SmallRng::seed_from_u64(5);
-    for mode in 0..8u8 {
+    for mode in 0..16u8 {
         let data = valid_input(&mut rng, mode);
         fuzz_node_bytes(&data);
     }
@@ -1203,7 +1373,8 @@ fn fuzz_does_not_panic() {
     };
     let mut rng = SmallRng::seed_from_u64(env("BTREE_FUZZ_SEED", 0xf022));
     for i in 0..env("BTREE_FUZZ_ITERS", 3000) {
-        let mode = rng.random_range(0..8u8) | if rng.random_bool(0.8) { FUZZ_RESEAL } else { 0 };
+        let mode = (rng.random_range(0..16u8) & !FUZZ_RESEAL)
+            | if rng.random_bool(0.8) { FUZZ_RESEAL } else { 0 };
         let data = match i % 4 {
             // Pure noise, a few blocks long.
             0 => {

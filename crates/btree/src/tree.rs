@@ -8,7 +8,7 @@
 #![deny(clippy::indexing_slicing)]
 
 use crate::node::{Layout, Node};
-use crate::{MAX_HEIGHT, NodeStore, Result, TreeError};
+use crate::{MAX_HEIGHT, NodeStore, Result, Summary, TreeError};
 use daxfs_format::block::header;
 use daxfs_format::records::{Key, Record, TreeRoot};
 use daxfs_format::{BlockKind, BlockNo, FormatError};
@@ -57,36 +57,46 @@ pub struct TreeStats {
 /// # Ok::<(), daxfs_btree::TreeError>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
-pub struct BTree<K, V> {
+pub struct BTree<K, V, A = ()> {
     /// Kind written to, and expected of, every node.
     pub kind: BlockKind,
     /// Owner written to, and expected of, every node (inode number or 0).
     pub owner: u64,
-    _p: PhantomData<(K, V)>,
+    _p: PhantomData<(K, V, A)>,
 }
 
 /// A node on the way down from the root, and the child slot taken from it.
-type Path<K, V> = Vec<(Node<K, V>, usize)>;
+type Path<K, V, A> = Vec<(Node<K, V, A>, usize)>;
 
 /// Called by the internal walk with each node and the bounds `[lo, hi)` that
 /// its parent gives it (`None`: unbounded).
-type NodeVisitor<'a, K, V> = dyn FnMut(&Node<K, V>, Option<&K>, Option<&K>) -> Result<()> + 'a;
+type NodeVisitor<'a, K, V, A> =
+    dyn FnMut(&Node<K, V, A>, Option<&K>, Option<&K>) -> Result<()> + 'a;
+
+/// An internal node on the path of a range walk: the child slot being
+/// walked, and the node's own bounds.
+struct Frame<K, V, A> {
+    node: Node<K, V, A>,
+    idx: usize,
+    lo: Option<K>,
+    hi: Option<K>,
+}
 
 /// `lo <= k < hi`, where `None` is unbounded.
 fn within<K: Ord>(k: &K, lo: Option<&K>, hi: Option<&K>) -> bool {
     lo.is_none_or(|l| l <= k) && hi.is_none_or(|h| k < h)
 }
 
-impl<K: Key, V: Record> BTree<K, V> {
+impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
     /// Records per leaf node.
-    pub const LEAF_CAPACITY: usize = Layout::<K, V>::LEAF_CAP;
+    pub const LEAF_CAPACITY: usize = Layout::<K, V, A>::LEAF_CAP;
     /// Children per internal node.
-    pub const INTERNAL_CAPACITY: usize = Layout::<K, V>::INT_CAP;
+    pub const INTERNAL_CAPACITY: usize = Layout::<K, V, A>::INT_CAP;
 
     /// A handle on the tree of `kind` nodes owned by `owner`.
     pub fn new(kind: BlockKind, owner: u64) -> Self {
         // Forces the compile-time capacity checks for this (K, V).
-        let () = Layout::<K, V>::VALID;
+        let () = Layout::<K, V, A>::VALID;
         BTree {
             kind,
             owner,
@@ -135,7 +145,9 @@ impl<K: Key, V: Record> BTree<K, V> {
             Ok(i) => {
                 let old = leaf.val(i)?;
                 leaf.set_val(i, &val)?;
+                let sum = leaf.summary()?;
                 self.store(s, leaf)?;
+                self.propagate(s, &mut path, sum)?;
                 return Ok(Some(old));
             }
             Err(pos) => pos,
@@ -144,7 +156,9 @@ impl<K: Key, V: Record> BTree<K, V> {
             leaf.open_gap(pos, 1)?;
             leaf.set_key(pos, &key)?;
             leaf.set_val(pos, &val)?;
+            let sum = leaf.summary()?;
             self.store(s, leaf)?;
+            self.propagate(s, &mut path, sum)?;
             return Ok(None);
         }
 
@@ -182,26 +196,35 @@ impl<K: Key, V: Record> BTree<K, V> {
         })?;
         let mut left_no = leaf.no;
         let mut right_no = right.no;
+        let mut left_sum = leaf.summary()?;
+        let mut right_sum = right.summary()?;
         self.store(s, leaf)?;
         self.store(s, right)?;
 
         // Hand the new (separator, right node) pair up until a node has room.
         while let Some((mut parent, idx)) = path.pop() {
+            parent.set_sum(idx, &left_sum)?;
             if parent.count < parent.cap() {
                 parent.open_gap(idx + 1, 1)?;
                 parent.set_key(idx + 1, &sep)?;
                 parent.set_child(idx + 1, right_no)?;
+                parent.set_sum(idx + 1, &right_sum)?;
+                let sum = parent.summary()?;
                 self.store(s, parent)?;
+                self.propagate(s, &mut path, sum)?;
                 return Ok(None);
             }
             let mut right = Node::empty(next_block()?, self.kind, self.owner, parent.level);
-            let (k, c) = (sep, right_no);
+            let (k, c, a) = (sep, right_no, right_sum);
             sep = Self::split_insert(&mut parent, &mut right, idx + 1, appending, |n, i| {
                 n.set_key(i, &k)?;
-                n.set_child(i, c)
+                n.set_child(i, c)?;
+                n.set_sum(i, &a)
             })?;
             left_no = parent.no;
             right_no = right.no;
+            left_sum = parent.summary()?;
+            right_sum = right.summary()?;
             self.store(s, parent)?;
             self.store(s, right)?;
         }
@@ -212,8 +235,10 @@ impl<K: Key, V: Record> BTree<K, V> {
         top.open_gap(0, 2)?;
         top.set_key(0, &K::MIN)?;
         top.set_child(0, left_no)?;
+        top.set_sum(0, &left_sum)?;
         top.set_key(1, &sep)?;
         top.set_child(1, right_no)?;
+        top.set_sum(1, &right_sum)?;
         let top_no = top.no;
         self.store(s, top)?;
         *root = TreeRoot::new(top_no, height + 1);
@@ -256,8 +281,11 @@ impl<K: Key, V: Record> BTree<K, V> {
                 }
                 return Ok(Some(old));
             };
-            if node.count >= Layout::<K, V>::min(node.level) {
+            if node.count >= Layout::<K, V, A>::min(node.level) {
+                let sum = node.summary()?;
                 self.store(s, node)?;
+                path.push((parent, idx));
+                self.propagate(s, &mut path, sum)?;
                 return Ok(Some(old));
             }
             if parent.count < 2 {
@@ -282,8 +310,9 @@ impl<K: Key, V: Record> BTree<K, V> {
                 let n = r.count;
                 l.take_front(&mut r, n)?;
                 self.free(s, r.no)?;
-                self.store(s, l)?;
                 parent.close_gap(ri, 1)?;
+                parent.set_sum(ri - 1, &l.summary()?)?;
+                self.store(s, l)?;
                 node = parent;
             } else {
                 // Both have more than half the capacity between them: share
@@ -297,9 +326,13 @@ impl<K: Key, V: Record> BTree<K, V> {
                     l.take_front(&mut r, n)?;
                 }
                 parent.set_key(ri, &r.key(0)?)?;
+                parent.set_sum(ri - 1, &l.summary()?)?;
+                parent.set_sum(ri, &r.summary()?)?;
                 self.store(s, l)?;
                 self.store(s, r)?;
+                let sum = parent.summary()?;
                 self.store(s, parent)?;
+                self.propagate(s, &mut path, sum)?;
                 return Ok(Some(old));
             }
         }
@@ -318,19 +351,32 @@ impl<K: Key, V: Record> BTree<K, V> {
         hi: &K,
         f: &mut dyn FnMut(K, V) -> ControlFlow<()>,
     ) -> Result<()> {
+        self.range_pruned(s, root, lo, hi, &|_| false, f)
+    }
+
+    /// As [`BTree::range`], but skips every subtree whose summary `skip`
+    /// accepts (without reading it): `f` sees the records with
+    /// `lo <= key <= hi` that lie in no skipped subtree. Records of a leaf
+    /// reached are all offered, so `f` filters them too.
+    ///
+    /// With summaries that bound what a subtree holds (the largest end of
+    /// an interval, say), a walk reads the two paths to `lo` and `hi` and
+    /// the subtrees that hold a wanted record: O(log n) nodes for each
+    /// record found, instead of every node between `lo` and `hi`.
+    pub fn range_pruned(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &TreeRoot,
+        lo: &K,
+        hi: &K,
+        skip: &dyn Fn(&A) -> bool,
+        f: &mut dyn FnMut(K, V) -> ControlFlow<()>,
+    ) -> Result<()> {
         let height = self.height(root)?;
         if height == 0 || lo > hi {
             return Ok(());
         }
-        // An internal node on the current path: the child slot being walked,
-        // and the node's own bounds.
-        struct Frame<K, V> {
-            node: Node<K, V>,
-            idx: usize,
-            lo: Option<K>,
-            hi: Option<K>,
-        }
-        let mut stack: Vec<Frame<K, V>> = Vec::with_capacity(height as usize);
+        let mut stack: Vec<Frame<K, V, A>> = Vec::with_capacity(height as usize);
         let mut no = root.block.get();
         let (mut b_lo, mut b_hi): (Option<K>, Option<K>) = (None, None);
         let mut first_leaf = true;
@@ -341,15 +387,25 @@ impl<K: Key, V: Record> BTree<K, V> {
             let node = self.load(s, no, level, stack.is_empty())?;
             if !node.is_leaf() {
                 let idx = if first_leaf { node.route(lo)? } else { 0 };
+                let skipped = A::SIZE > 0 && skip(&node.sum(idx)?);
                 let (c_lo, c_hi) = Self::child_bounds(&node, idx, b_lo, b_hi)?;
-                no = node.child(idx)?;
+                let child = node.child(idx)?;
                 stack.push(Frame {
                     node,
                     idx,
                     lo: b_lo,
                     hi: b_hi,
                 });
-                (b_lo, b_hi) = (c_lo, c_hi);
+                if skipped {
+                    first_leaf = false;
+                    match Self::next_child(&mut stack, hi, skip)? {
+                        Some((c, l, h)) => (no, b_lo, b_hi) = (c, l, h),
+                        None => return Ok(()),
+                    }
+                } else {
+                    no = child;
+                    (b_lo, b_hi) = (c_lo, c_hi);
+                }
                 continue;
             }
 
@@ -390,22 +446,38 @@ impl<K: Key, V: Record> BTree<K, V> {
             }
 
             // Up to the nearest ancestor with a child left, then down again.
-            loop {
-                let Some(fr) = stack.last_mut() else {
-                    return Ok(());
-                };
-                fr.idx += 1;
-                if fr.idx < fr.node.count {
-                    let (c_lo, c_hi) = Self::child_bounds(&fr.node, fr.idx, fr.lo, fr.hi)?;
-                    if c_lo.is_some_and(|c| c > *hi) {
-                        return Ok(());
-                    }
-                    no = fr.node.child(fr.idx)?;
-                    (b_lo, b_hi) = (c_lo, c_hi);
-                    break;
-                }
-                stack.pop();
+            match Self::next_child(&mut stack, hi, skip)? {
+                Some((c, l, h)) => (no, b_lo, b_hi) = (c, l, h),
+                None => return Ok(()),
             }
+        }
+    }
+
+    /// The next child to walk after the one the top of `stack` is on: its
+    /// block and bounds, climbing as needed and passing over the children
+    /// that `skip` accepts. `None` when no child left can hold a key `<= hi`.
+    #[allow(clippy::type_complexity)]
+    fn next_child(
+        stack: &mut Vec<Frame<K, V, A>>,
+        hi: &K,
+        skip: &dyn Fn(&A) -> bool,
+    ) -> Result<Option<(u64, Option<K>, Option<K>)>> {
+        loop {
+            let Some(fr) = stack.last_mut() else {
+                return Ok(None);
+            };
+            fr.idx += 1;
+            if fr.idx < fr.node.count {
+                let (c_lo, c_hi) = Self::child_bounds(&fr.node, fr.idx, fr.lo, fr.hi)?;
+                if c_lo.is_some_and(|c| c > *hi) {
+                    return Ok(None);
+                }
+                if A::SIZE > 0 && skip(&fr.node.sum(fr.idx)?) {
+                    continue;
+                }
+                return Ok(Some((fr.node.child(fr.idx)?, c_lo, c_hi)));
+            }
+            stack.pop();
         }
     }
 
@@ -546,14 +618,14 @@ impl<K: Key, V: Record> BTree<K, V> {
             .into());
         }
         let count = h.count.get() as usize;
-        let cap = Layout::<K, V>::cap(h.level);
+        let cap = Layout::<K, V, A>::cap(h.level);
         if count > cap {
             return Err(self.corrupt(
                 h.blockno.get(),
                 format!("count {count} exceeds the node capacity {cap}"),
             ));
         }
-        let node: Node<K, V> = Node::from_parts(
+        let node: Node<K, V, A> = Node::from_parts(
             h.blockno.get(),
             self.kind,
             self.owner,
@@ -616,17 +688,36 @@ impl<K: Key, V: Record> BTree<K, V> {
     }
 
     /// Verifies every invariant (order, separator bounds, uniform depth, counts,
-    /// fill) and returns the tree's shape.
+    /// fill, and the summaries of augmented trees) and returns the tree's shape.
     pub fn check(&self, s: &mut dyn NodeStore, root: &TreeRoot) -> Result<TreeStats> {
         let mut st = TreeStats::default();
         let root_no = root.block.get();
+        // The summary each parent holds for its children, checked when the
+        // child is visited (parents come first).
+        let mut sums: std::collections::HashMap<u64, A> = Default::default();
         let height = self.walk(s, root, &mut |n, lo, hi| {
             st.nodes += 1;
+            if A::SIZE > 0 {
+                if let Some(want) = sums.remove(&n.no)
+                    && n.count > 0
+                    && n.summary()? != want
+                {
+                    return Err(n.bad(format!(
+                        "summary {:?} differs from the {want:?} its parent holds",
+                        n.summary()?
+                    )));
+                }
+                if !n.is_leaf() {
+                    for i in 0..n.count {
+                        sums.insert(n.child(i)?, n.sum(i)?);
+                    }
+                }
+            }
             let is_root = n.no == root_no;
             let least = match (is_root, n.is_leaf()) {
                 (true, true) => 1,
                 (true, false) => 2,
-                (false, _) => Layout::<K, V>::min(n.level),
+                (false, _) => Layout::<K, V, A>::min(n.level),
             };
             if n.count < least {
                 return Err(n.bad(format!(
@@ -719,6 +810,22 @@ impl<K: Key, V: Record> BTree<K, V> {
 
     // ---- internals ----
 
+    /// A child on `path` now has summary `sum`: brings the summaries of the
+    /// path's nodes up to date, bottom up, stopping at the first that
+    /// already holds the right one (at once for trees without summaries).
+    fn propagate(&self, s: &mut dyn NodeStore, path: &mut Path<K, V, A>, sum: A) -> Result<()> {
+        let mut sum = sum;
+        while let Some((mut parent, idx)) = path.pop() {
+            if parent.sum(idx)? == sum {
+                return Ok(());
+            }
+            parent.set_sum(idx, &sum)?;
+            sum = parent.summary()?;
+            self.store(s, parent)?;
+        }
+        Ok(())
+    }
+
     fn corrupt(&self, block: u64, what: impl Into<String>) -> TreeError {
         TreeError::Corrupt {
             kind: self.kind.name(),
@@ -756,7 +863,7 @@ impl<K: Key, V: Record> BTree<K, V> {
         no: u64,
         level: u32,
         is_root: bool,
-    ) -> Result<Node<K, V>> {
+    ) -> Result<Node<K, V, A>> {
         let buf = s.read_node(BlockNo(no), self.kind, self.owner)?;
         // The store verified kind and owner; checking again costs nothing and
         // keeps the tree safe with a store that does not.
@@ -784,7 +891,7 @@ impl<K: Key, V: Record> BTree<K, V> {
             ));
         }
         let count = h.count.get() as usize;
-        let cap = Layout::<K, V>::cap(h.level);
+        let cap = Layout::<K, V, A>::cap(h.level);
         if count > cap {
             return Err(self.corrupt(no, format!("count {count} exceeds the node capacity {cap}")));
         }
@@ -809,8 +916,8 @@ impl<K: Key, V: Record> BTree<K, V> {
         root_no: u64,
         height: u32,
         key: &K,
-        mut path: Option<&mut Path<K, V>>,
-    ) -> Result<Node<K, V>> {
+        mut path: Option<&mut Path<K, V, A>>,
+    ) -> Result<Node<K, V, A>> {
         let mut no = root_no;
         let mut level = height - 1;
         loop {
@@ -831,7 +938,7 @@ impl<K: Key, V: Record> BTree<K, V> {
     /// Fails unless they are non-empty and nested in the node's, which keeps
     /// the bounds of siblings disjoint and increasing.
     fn child_bounds(
-        node: &Node<K, V>,
+        node: &Node<K, V, A>,
         i: usize,
         lo: Option<K>,
         hi: Option<K>,
@@ -862,11 +969,11 @@ impl<K: Key, V: Record> BTree<K, V> {
     /// to the empty node `right`; `put` writes the entry into the slot opened
     /// for it. Returns the separator for `right`: its first key.
     fn split_insert(
-        left: &mut Node<K, V>,
-        right: &mut Node<K, V>,
+        left: &mut Node<K, V, A>,
+        right: &mut Node<K, V, A>,
         pos: usize,
         appending: bool,
-        put: impl FnOnce(&mut Node<K, V>, usize) -> Result<()>,
+        put: impl FnOnce(&mut Node<K, V, A>, usize) -> Result<()>,
     ) -> Result<K> {
         // Of the cap + 1 entries, the left keeps the smaller half,
         // floor((cap + 1) / 2) = ceil(cap / 2): both halves hold at least
@@ -874,7 +981,7 @@ impl<K: Key, V: Record> BTree<K, V> {
         // edge (`pos` is the end) leaves the right node the minimum fill
         // plus the new entry, and the left node the rest.
         let keep = if appending && pos == left.count {
-            left.count - Layout::<K, V>::min(left.level).min(left.count / 2)
+            left.count - Layout::<K, V, A>::min(left.level).min(left.count / 2)
         } else {
             left.count.div_ceil(2)
         };
@@ -911,7 +1018,7 @@ impl<K: Key, V: Record> BTree<K, V> {
         Ok(got)
     }
 
-    pub(crate) fn store(&self, s: &mut dyn NodeStore, node: Node<K, V>) -> Result<()> {
+    pub(crate) fn store(&self, s: &mut dyn NodeStore, node: Node<K, V, A>) -> Result<()> {
         let (no, buf) = node.into_block();
         s.write_node(BlockNo(no), buf)
     }
@@ -928,7 +1035,7 @@ impl<K: Key, V: Record> BTree<K, V> {
         &self,
         s: &mut dyn NodeStore,
         root: &TreeRoot,
-        f: &mut NodeVisitor<'_, K, V>,
+        f: &mut NodeVisitor<'_, K, V, A>,
     ) -> Result<u32> {
         struct Pending<K> {
             no: u64,

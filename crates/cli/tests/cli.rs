@@ -142,14 +142,14 @@ fn info_text_and_json() {
     mentions(
         &out,
         &[
-            "format version: 1",
+            "format version: 2",
             "block size:     4096",
             "blocks:         2048 (8388608 bytes)",
             "inodes:         1",
         ],
     );
     let i = json(&ok(&["info", &img, "--json"]));
-    assert_eq!(i["format_version"], 1);
+    assert_eq!(i["format_version"], 2);
     assert_eq!(i["block_size"], 4096);
     assert_eq!(i["total_blocks"], 2048);
     assert_eq!(i["inodes"], 1);

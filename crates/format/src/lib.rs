@@ -129,6 +129,12 @@ pub enum FormatError {
     /// Format version newer than this build understands.
     #[error("format version {found} is newer than this daxfs supports ({supported})")]
     NewerVersion { found: u32, supported: u32 },
+    /// Format version older than this build reads: the layout changed
+    /// since (see FORMAT.md's version history).
+    #[error(
+        "format version {found} is older than this daxfs reads ({supported}): make a new file system and copy the files over"
+    )]
+    OlderVersion { found: u32, supported: u32 },
     /// Feature flags this build does not understand.
     #[error("unknown incompatible feature flags {0:#x}")]
     UnknownFeatures(u64),

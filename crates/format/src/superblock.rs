@@ -7,7 +7,7 @@
 //! byte size field
 //!    0   64 header         BlockHeader, kind Superblock, owner 0, blockno 0 or last
 //!   64    4 magic2         "DAXF": tells a daxfs superblock from other metadata
-//!   68    4 version        FORMAT_VERSION
+//!   68    4 version        FORMAT_VERSION (2)
 //!   72    8 compat         compatible feature flags (ignored if unknown)
 //!   80    8 incompat       incompatible feature flags (refuse to open if unknown)
 //!   88   16 uuid
@@ -49,8 +49,9 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 
 /// "DAXF", the second magic that tells a superblock apart.
 pub const SUPERBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DAXF");
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes and reads (the only one: see
+/// FORMAT.md's version history).
+pub const FORMAT_VERSION: u32 = 2;
 /// Incompatible feature: every tree node has a replica, recorded in the
 /// reverse map, and the log has a replica region (`log_replica`). Needs
 /// `INCOMPAT_RMAP`.
@@ -207,6 +208,12 @@ impl Superblock {
                 value: 0,
             });
         }
+        if v < FORMAT_VERSION {
+            return Err(FormatError::OlderVersion {
+                found: v,
+                supported: FORMAT_VERSION,
+            });
+        }
         let unknown = sb.incompat.get() & !INCOMPAT_KNOWN;
         if unknown != 0 {
             return Err(FormatError::UnknownFeatures(unknown));
@@ -313,12 +320,29 @@ mod tests {
     fn rejects_newer_version() {
         let mut b = good();
         let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
-        sb.version = 2.into();
+        sb.version = (FORMAT_VERSION + 1).into();
         b.copy_from_slice(sb.as_bytes());
         seal_block(&mut b, 0, 1, sb.fs_id());
         assert!(matches!(
             Superblock::decode(&b, 0, 4096),
-            Err(FormatError::NewerVersion { found: 2, .. })
+            Err(FormatError::NewerVersion { found, .. }) if found == FORMAT_VERSION + 1
+        ));
+    }
+
+    #[test]
+    fn rejects_version_1() {
+        // Version 1 kept a segment-aligned reverse map without summaries.
+        let mut b = good();
+        let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
+        sb.version = 1.into();
+        b.copy_from_slice(sb.as_bytes());
+        seal_block(&mut b, 0, 1, sb.fs_id());
+        assert!(matches!(
+            Superblock::decode(&b, 0, 4096),
+            Err(FormatError::OlderVersion {
+                found: 1,
+                supported: 2
+            })
         ));
     }
 

@@ -53,8 +53,10 @@ enum Edit {
 pub struct ExtentMap {
     map: BTreeMap<u64, Extent>,
     edits: Vec<Edit>,
-    /// Mapping changes (added or removed pieces) for the reverse map, in order.
-    changes: Vec<(bool, Extent)>,
+    /// Mapping changes (added or removed pieces) for the reverse map, in
+    /// order, each with the first device block of the extent it came from
+    /// (where the reverse-map record holding a removed piece likely starts).
+    changes: Vec<(bool, Extent, u64)>,
     /// True when some extent may be shared with another file (set by clones;
     /// computed from the refcount tree when the map is loaded). While false,
     /// writes over written blocks may go in place without a refcount lookup.
@@ -209,7 +211,7 @@ impl ExtentMap {
                 len: t - s,
                 flags: e.flags,
             };
-            self.changes.push((false, piece));
+            self.changes.push((false, piece, e.phys));
             removed.push(piece);
         }
         removed
@@ -218,7 +220,7 @@ impl ExtentMap {
     /// Maps `[fb, fb+len)` (which must be unmapped) to `phys`, merging with a
     /// neighbour that continues both the file and the device range.
     pub fn map(&mut self, mut e: Extent) {
-        self.changes.push((true, e));
+        self.changes.push((true, e, e.phys));
         if let Some((_, l)) = self.map.range(..e.fblock).next_back()
             && l.end() == e.fblock
             && l.phys + l.len == e.phys
@@ -255,7 +257,7 @@ impl ExtentMap {
     /// The file blocks `[first, end)` that the mapping changes waiting to be
     /// applied touch, if any.
     pub fn changed_span(&self) -> Option<(u64, u64)> {
-        let mut it = self.changes.iter().map(|(_, e)| (e.fblock, e.end()));
+        let mut it = self.changes.iter().map(|(_, e, _)| (e.fblock, e.end()));
         let first = it.next()?;
         Some(it.fold(first, |(a, b), (s, t)| (a.min(s), b.max(t))))
     }
@@ -295,7 +297,7 @@ impl ExtentMap {
                 }
             }
         }
-        for (added, e) in std::mem::take(&mut self.changes) {
+        for (added, e, from) in std::mem::take(&mut self.changes) {
             let owner = Owner::Data {
                 ino,
                 fblock: e.fblock,
@@ -303,7 +305,7 @@ impl ExtentMap {
             if added {
                 s.rmap_add(e.phys, e.len, owner, e.unwritten())?;
             } else {
-                s.rmap_remove(e.phys, e.len, owner)?;
+                s.rmap_remove_in(e.phys, e.len, owner, from)?;
             }
         }
         Ok(())

@@ -785,24 +785,39 @@ fn check_sharing(
         });
     }
     check_replicas(p, s, sb, usage, &actual);
-    // Segment alignment: records covering a block all start at one place.
-    let mut seg: Option<(u64, u64)> = None;
-    for m in &actual {
-        match seg {
-            Some((st, l)) if m.phys == st && m.len != l => p.push(Problem {
+    // Records of one owner never overlap (file data: on the same block and
+    // file block, or a file would map one of its blocks twice), and ones that
+    // continue each other are merged. Overlaps also show as a difference from
+    // the extent maps below; this names them.
+    let mut by_owner: Vec<&Mapping> = actual.iter().collect();
+    by_owner.sort_by_key(|m| match m.owner {
+        Owner::Data { ino, fblock } => (0, ino, fblock, m.phys),
+        o => (1 + u8::from(m.is_replica), o.codes().0, o.codes().1, m.phys),
+    });
+    for w in by_owner.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let (same, cont) = match (a.owner, b.owner) {
+            (Owner::Data { ino: x, fblock: fa }, Owner::Data { ino: y, fblock: fb }) => (
+                x == y && fa + a.len > fb,
+                x == y && fa + a.len == fb && a.phys + a.len == b.phys,
+            ),
+            (x, y) => (
+                x == y && a.is_replica == b.is_replica && a.phys + a.len > b.phys,
+                false,
+            ),
+        };
+        if same {
+            p.push(Problem {
                 structure: "reverse-map tree".into(),
-                block: Some(m.phys),
-                message: "records of one segment differ in length".into(),
-            }),
-            Some((st, l)) if m.phys > st && m.phys < st + l => p.push(Problem {
+                block: Some(b.phys),
+                message: format!("records of {:?} overlap", b.owner),
+            });
+        } else if cont && a.unwritten == b.unwritten {
+            p.push(Problem {
                 structure: "reverse-map tree".into(),
-                block: Some(m.phys),
-                message: "record starts inside another record".into(),
-            }),
-            _ => {}
-        }
-        if seg.is_none_or(|(st, _)| m.phys != st) {
-            seg = Some((m.phys, m.len));
+                block: Some(b.phys),
+                message: format!("records of {:?} continue each other unmerged", b.owner),
+            });
         }
     }
     let want = normalize(std::mem::take(&mut usage.expected));

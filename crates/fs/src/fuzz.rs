@@ -1027,9 +1027,70 @@ mod tests {
         run(fuzz_mount, &d);
     }
 
+    /// fsck catches a reverse-map record that lies about its length or its
+    /// owner, and an internal node whose largest-end summary is wrong (which
+    /// would make owner queries skip owners).
+    #[test]
+    fn fsck_reports_bad_reverse_map_records_and_summaries() {
+        use daxfs_format::records::{RMAP_OFF_DIR_TREE, RMAP_OFF_EXTENT_TREE, RMAP_OWNER_META};
+        let img = &template().clean;
+        let dev = MemDevice::from_image(img.clone());
+        let sb = read_superblock(&dev).unwrap();
+        let mut s = ReadStore::new(&dev, sb.fs_id(), None, None);
+        let (mut leaves, mut internal) = (vec![], vec![]);
+        crate::space::rmap::tree()
+            .visit_nodes(&mut s, &sb.rmap_tree, &mut |b, level| {
+                if level == 0 {
+                    leaves.push(b.0)
+                } else {
+                    internal.push(b.0)
+                }
+            })
+            .unwrap();
+        assert!(!internal.is_empty(), "a reverse map of one level");
+        let u64_at = |b: u64, off: usize| {
+            let at = b as usize * BLOCK_SIZE + off;
+            u64::from_le_bytes(img[at..at + 8].try_into().unwrap())
+        };
+        // Rewrites the u64 at `off` of block `b` and reseals the block.
+        let edited = |b: u64, off: usize, v: u64| {
+            let mut img = img.clone();
+            let at = b as usize * BLOCK_SIZE;
+            let blk: &mut Block = (&mut img[at..at + BLOCK_SIZE]).try_into().unwrap();
+            blk[off..off + 8].copy_from_slice(&v.to_le_bytes());
+            let g = header(&blk[..]).unwrap().generation.get();
+            seal_block(blk, b, g, sb.fs_id());
+            run_fsck(&MemDevice::from_image(img))
+        };
+        // A file-data record: key (phys, ino, file block) at 64 + 24 i, its
+        // value (len, flags, replica) at 2080 + 24 i.
+        let (leaf, i) = leaves
+            .iter()
+            .flat_map(|&b| {
+                let count = header(&img[b as usize * BLOCK_SIZE..]).unwrap().count.get();
+                (0..count as usize).map(move |i| (b, i))
+            })
+            .find(|&(b, i)| {
+                u64_at(b, 64 + 24 * i + 8) & RMAP_OWNER_META == 0
+                    && u64_at(b, 64 + 24 * i + 16) & (RMAP_OFF_EXTENT_TREE | RMAP_OFF_DIR_TREE) == 0
+            })
+            .expect("a file-data record");
+        let len = u64_at(leaf, 2080 + 24 * i);
+        let r = edited(leaf, 2080 + 24 * i, len + 1);
+        assert!(problems(&r).contains("it does not"), "{}", problems(&r));
+        let ino = u64_at(leaf, 64 + 24 * i + 8);
+        let r = edited(leaf, 64 + 24 * i + 8, ino + 1000);
+        assert!(problems(&r).contains("it does not"), "{}", problems(&r));
+        // The summary of child 1 of an internal node: max_end at 3264 + 8.
+        let r = edited(internal[0], 3264 + 8, 0);
+        assert!(problems(&r).contains("summary"), "{}", problems(&r));
+        assert!(problems(&edited(leaf, 2080 + 24 * i, len)).is_empty());
+    }
+
     /// Found by fuzzing fs_mount (the cargo-fuzz run, minimized): a
     /// reverse-map record of 2^64 - 1 blocks overflowed in
-    /// `rmap::segment_of` when the next allocation updated the map.
+    /// `rmap::segment_of` (of the segment-aligned map of format version 1)
+    /// when the next allocation updated the map.
     #[test]
     fn regress_rmap_segment_overflow() {
         run(fuzz_mount, &hex("4747ff5bee4fffffffffffffffff"));

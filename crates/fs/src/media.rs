@@ -962,9 +962,16 @@ impl Fs {
                         .filter(|m| matches!(m.owner, Owner::Data { .. }) && !m.unwritten)
                         .map(|m| (m.phys, m.len))
                         .collect();
+                // Records of several owners overlap: their union.
                 v.sort_unstable();
-                v.dedup();
-                v
+                let mut union: Vec<(u64, u64)> = vec![];
+                for (p, l) in v {
+                    match union.last_mut() {
+                        Some((q, n)) if *q + *n >= p => *n = (*n).max(p + l - *q),
+                        _ => union.push((p, l)),
+                    }
+                }
+                union
             };
             let total: u64 = ranges.iter().map(|r| r.1).sum();
             let mut buf = vec![0u8; 256 * 1024];

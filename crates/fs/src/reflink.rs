@@ -586,6 +586,8 @@ pub struct OwnerRecord {
     pub owner: OwnerKind,
     /// File offset of `physical`, bytes (file data only).
     pub offset: u64,
+    /// Another file-data record overlaps some of this range (within the
+    /// range asked about).
     pub shared: bool,
     pub metadata: bool,
     pub unwritten: bool,
@@ -593,9 +595,47 @@ pub struct OwnerRecord {
     pub bad: bool,
 }
 
+/// For each of `recs` (in key order), whether another file-data record
+/// overlaps it inside `[lo, hi)`: records overlap freely, so a record is
+/// shared when any of its blocks in the window has another owner.
+fn shared_in(recs: &[rmap::Mapping], lo: u64, hi: u64) -> Vec<bool> {
+    let mut out = vec![false; recs.len()];
+    // (start, end, index) of the data records, clipped to the window.
+    let mut iv: Vec<(u64, u64, usize)> = recs
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| matches!(m.owner, Owner::Data { .. }))
+        .map(|(i, m)| (m.phys.max(lo), (m.phys + m.len).min(hi), i))
+        .filter(|(a, b, _)| a < b)
+        .collect();
+    iv.sort_unstable();
+    // Overlaps an earlier one (the largest end so far passes its start) or
+    // the next one (which starts before it ends).
+    let mut reach = 0;
+    for j in 0..iv.len() {
+        let (a, b, i) = iv[j];
+        let next = iv.get(j + 1).is_some_and(|n| n.0 < b);
+        if (j > 0 && reach > a) || next {
+            out[i] = true;
+        }
+        reach = reach.max(b);
+    }
+    out
+}
+
 impl Fs {
+    /// Counts the records and nodes of the reverse map (walks all of it).
+    pub fn rmap_census(&self) -> Result<rmap::Census> {
+        let mut meta = lock(&self.inner.meta);
+        let sb = meta.sb;
+        let mut rs = self.inner.cached_reader(&mut meta);
+        rmap::census(&mut rs, &sb.rmap_tree)
+    }
+
     /// Every owner record overlapping device blocks `[block, block+blocks)`,
-    /// with paths. O(log n + k) in the reverse map.
+    /// with paths: one per reverse-map record, which may start before the
+    /// range, end after it and overlap other owners' records. O((k + 1)
+    /// log n) in the reverse map.
     pub fn owners(&self, block: u64, blocks: u64) -> Result<Vec<OwnerRecord>> {
         self.map_range(block, blocks, false)
     }
@@ -625,15 +665,10 @@ impl Fs {
         let blocks = blocks.min(total.saturating_sub(block));
         let mut rs = self.inner.cached_reader(&mut meta);
         let recs = rmap::query(&mut rs, &sb.rmap_tree, block, blocks)?;
-        let mut per_segment: HashMap<u64, usize> = HashMap::new();
-        for m in &recs {
-            if matches!(m.owner, Owner::Data { .. }) {
-                *per_segment.entry(m.phys).or_default() += 1;
-            }
-        }
+        let shared_recs = shared_in(&recs, block, block.saturating_add(blocks));
         let mut paths: HashMap<u64, Vec<String>> = HashMap::new();
         let mut out = vec![];
-        for m in recs {
+        for (i, m) in recs.into_iter().enumerate() {
             let (owner, offset, metadata) = match m.owner {
                 Owner::Meta(k) => (OwnerKind::Metadata(k.name()), 0, true),
                 o => {
@@ -674,7 +709,7 @@ impl Fs {
                     }
                 }
             };
-            let shared = per_segment.get(&m.phys).copied().unwrap_or(0) > 1;
+            let shared = shared_recs.get(i).copied().unwrap_or(false);
             out.push(OwnerRecord {
                 physical: m.phys * BS,
                 length: m.len * BS,

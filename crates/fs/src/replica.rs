@@ -570,9 +570,9 @@ fn move_node(
 }
 
 /// Points the reference to node `old` (contents `blk`) at `new`.
-fn reloc<K: Key, V: Record>(
+fn reloc<K: Key, V: Record, A: daxfs_btree::Summary<K, V>>(
     tx: &mut Tx<'_>,
-    t: BTree<K, V>,
+    t: BTree<K, V, A>,
     root: &mut TreeRoot,
     old: u64,
     new: u64,

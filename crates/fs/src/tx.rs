@@ -613,11 +613,17 @@ impl<'a> Tx<'a> {
 
     /// Records in the reverse map that `owner` no longer maps `[phys, phys+len)`.
     pub fn rmap_remove(&mut self, phys: u64, len: u64, owner: Owner) -> Result<()> {
+        self.rmap_remove_in(phys, len, owner, phys)
+    }
+
+    /// [`Tx::rmap_remove`] of a piece of an extent that starts at device
+    /// block `from`: where the owner's record likely starts.
+    pub fn rmap_remove_in(&mut self, phys: u64, len: u64, owner: Owner, from: u64) -> Result<()> {
         if !self.rmap_enabled() {
             return Ok(());
         }
         let mut root = self.meta.sb.rmap_tree;
-        rmap::remove(self, &mut root, phys, len, owner)?;
+        rmap::remove_in(self, &mut root, phys, len, owner, from)?;
         self.meta.sb.rmap_tree = root;
         Ok(())
     }

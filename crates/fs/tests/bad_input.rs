@@ -139,9 +139,18 @@ fn wrong_magic() {
 #[test]
 fn newer_format_version() {
     let mut img = image(4);
-    edit_superblocks(&mut img, |sb| sb.version = 2.into());
+    edit_superblocks(&mut img, |sb| sb.version = 3.into());
     let msg = mount_fails(img);
-    assert_mentions(&msg, &["format version 2 is newer", "supports (1)"]);
+    assert_mentions(&msg, &["format version 3 is newer", "supports (2)"]);
+}
+
+#[test]
+fn older_format_version() {
+    // Version 1 kept a segment-aligned reverse map without summaries.
+    let mut img = image(4);
+    edit_superblocks(&mut img, |sb| sb.version = 1.into());
+    let msg = mount_fails(img);
+    assert_mentions(&msg, &["format version 1 is older", "reads (2)"]);
 }
 
 #[test]

@@ -549,3 +549,162 @@ fn mapping_events_are_recorded_when_asked() {
     assert!(b.clone_range(&a, 1, 0, 4096).is_err());
     assert!(fs.take_events().is_empty());
 }
+
+/// Every (device block, inode, file block) that the files map, from their
+/// extent maps: the truth the reverse map must invert.
+fn mapped_blocks(files: &[File]) -> std::collections::BTreeSet<(u64, u64, u64)> {
+    let mut out = std::collections::BTreeSet::new();
+    for f in files {
+        for e in f.fiemap().unwrap() {
+            for i in 0..e.length / BS {
+                out.insert((e.physical / BS + i, f.ino(), e.logical / BS + i));
+            }
+        }
+    }
+    out
+}
+
+/// The VM farm of the owner-tracking study, small: one image reflinked into
+/// many files, each copying-on-write scattered single pages. An interval
+/// map holds one record per extent of each file: the image's extents once
+/// per owner, plus at most two per written page (the new page, and the
+/// piece of the image after it). A segment-aligned map would hold one
+/// record per (segment, owner): thousands here.
+#[test]
+fn vm_farm_reverse_map_grows_with_owners_plus_writes() {
+    use rand::{Rng, SeedableRng};
+    let (dev, fs) = new_fs(64);
+    let pages = 256u64;
+    let image = file_with(&fs, "/image", &pattern(31, (pages * BS) as usize));
+    let extents = image.fiemap().unwrap().len() as u64;
+    let before = fs.rmap_census().unwrap().data_records;
+    let (clones, writes) = (40u64, 8u64);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+    let mut files = vec![];
+    for c in 0..clones {
+        let f = fs.create(format!("/vm{c}")).unwrap();
+        f.clone_from(&image).unwrap();
+        for _ in 0..writes {
+            let p = rng.random_range(0..pages);
+            f.write_at(p * BS, &[c as u8 + 1; BS as usize]).unwrap();
+        }
+        files.push(f);
+    }
+    let census = fs.rmap_census().unwrap();
+    let data = census.data_records - before;
+    // Each clone: its copies of the image's extents, cut by up to `writes`
+    // pages (each cut adds at most one piece), plus the new pages.
+    let bound = clones * (extents + 2 * writes);
+    assert!(
+        data <= bound,
+        "{data} file-data records for {clones} clones writing {writes} pages each (bound {bound})"
+    );
+    // The owners of every image page, from the reverse map, are exactly
+    // the files that still map it.
+    files.push(image);
+    let truth = mapped_blocks(&files);
+    let img = files.last().unwrap().fiemap().unwrap();
+    for e in &img {
+        for b in (e.physical / BS)..(e.physical + e.length) / BS {
+            let mut got: Vec<(u64, u64)> = fs
+                .owners(b, 1)
+                .unwrap()
+                .iter()
+                .filter_map(|o| match o.owner {
+                    OwnerKind::File {
+                        ino, fork: "data", ..
+                    } => Some((ino, (o.offset / BS) + b - o.physical / BS)),
+                    _ => None,
+                })
+                .collect();
+            got.sort_unstable();
+            let want: Vec<(u64, u64)> = truth
+                .range((b, 0, 0)..(b + 1, 0, 0))
+                .map(|&(_, ino, fb)| (ino, fb))
+                .collect();
+            assert_eq!(got, want, "owners of block {b}");
+        }
+    }
+    drop(files);
+    assert_fsck(&*dev);
+}
+
+/// Random clones of ranges, overwrites, punches and unlinks over a few
+/// files; after each step, owner queries of random device ranges return
+/// exactly the (block, file, file block) triples the extent maps give.
+#[test]
+fn owner_queries_match_the_extent_maps() {
+    use rand::{Rng, SeedableRng};
+    let (dev, fs) = new_fs(64);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(77);
+    let pages = 64u64;
+    let mut files: Vec<File> = (0..6)
+        .map(|i| file_with(&fs, &format!("/f{i}"), &pattern(i, (pages * BS) as usize)))
+        .collect();
+    let total = fs.info().total_blocks;
+    for step in 0..150 {
+        let n = files.len();
+        let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
+        let off = rng.random_range(0..pages - 1);
+        let len = rng.random_range(1..(pages - off).min(24));
+        match rng.random_range(0..10) {
+            0..4 if a != b => {
+                let dst = rng.random_range(0..pages - len);
+                let (src, dst_f) = (&files[a], &files[b]);
+                dst_f
+                    .clone_range(src, off * BS, dst * BS, len * BS)
+                    .unwrap();
+            }
+            4..7 => {
+                files[a]
+                    .write_at(off * BS, &vec![step as u8; (len * BS) as usize])
+                    .unwrap();
+            }
+            7 | 8 => {
+                let punch = FallocFlags {
+                    punch_hole: true,
+                    keep_size: true,
+                    ..Default::default()
+                };
+                files[a].fallocate(punch, off * BS, len * BS).unwrap();
+            }
+            _ => {
+                let name = format!("/g{step}");
+                let f = fs.create(&name).unwrap();
+                f.clone_from(&files[a]).unwrap();
+                files.push(f);
+                if files.len() > 10 {
+                    files.remove(0);
+                }
+            }
+        }
+        let truth = mapped_blocks(&files);
+        for _ in 0..4 {
+            let b0 = rng.random_range(0..total);
+            let l = rng.random_range(1..200u64).min(total - b0);
+            let mut got = std::collections::BTreeSet::new();
+            for o in fs.owners(b0, l).unwrap() {
+                if let OwnerKind::File {
+                    ino, fork: "data", ..
+                } = o.owner
+                {
+                    let p = o.physical / BS;
+                    for i in 0..o.length / BS {
+                        if (b0..b0 + l).contains(&(p + i)) {
+                            assert!(got.insert((p + i, ino, o.offset / BS + i)), "twice");
+                        }
+                    }
+                }
+            }
+            let live: std::collections::BTreeSet<u64> = files.iter().map(|f| f.ino()).collect();
+            // Files dropped from the list still exist and own blocks: keep
+            // to the listed ones on both sides.
+            got.retain(|t| live.contains(&t.1));
+            let want: std::collections::BTreeSet<_> =
+                truth.range((b0, 0, 0)..(b0 + l, 0, 0)).copied().collect();
+            assert_eq!(got, want, "step {step}: owners of [{b0}, +{l})");
+        }
+    }
+    drop(files);
+    assert_fsck(&*dev);
+}

@@ -1,33 +1,60 @@
 //! The reverse map: for every allocated physical block, who owns it.
 //!
 //! Records are keyed by (first physical block, owner code, offset code) with
-//! (length, flags) as value. Owners are file data (inode, file block), a
-//! file's extent-tree node, a directory's tree node, or a metadata structure.
+//! (length, flags, replica) as value. Owners are file data (inode, file
+//! block), a file's extent-tree node, a directory's tree node, or a metadata
+//! structure.
 //!
-//! Segment alignment: any two records cover either the same physical range or
-//! disjoint ones. Adding or removing a mapping first splits the records that
-//! straddle its ends. So the records covering a block all start at the same
-//! place, and finding every owner of a range is one descent to the segment
-//! holding its first block plus a scan of the k records that overlap:
-//! O(log n + k).
+//! An interval map, like XFS's rmapbt: one record per extent of each owner.
+//! Records of different owners overlap freely (no record is split because
+//! another owner's changed), and those of one file that continue each other
+//! are merged. Internal nodes keep, per child, the largest end of the
+//! records below ([`MaxEnd`]), so finding every owner of `[b0, b1)` walks the
+//! keys up to `b1` while skipping the subtrees that end at or before `b0`:
+//! it reads the paths to the k records found, O((k + 1) log n) nodes.
 //!
 //! Replicas: a metadata block with a replica has its record's `replica` name
 //! the replica's first block, and the replica has a record of its own, with
 //! the same owner, the replica flag in its offset code, and `replica` naming
 //! the block it copies. So the pair can be found from either end.
 use crate::error::{FsError, Result};
-use daxfs_btree::{BTree, NodeStore};
+use daxfs_btree::{BTree, NodeStore, Summary};
 use daxfs_format::BlockKind;
 use daxfs_format::records::{
     RMAP_OFF_DIR_TREE, RMAP_OFF_EXTENT_TREE, RMAP_OFF_REPLICA, RMAP_OWNER_META, RMAP_UNWRITTEN,
-    RmapRecord, TreeRoot,
+    Record, RmapRecord, TreeRoot,
 };
 use std::ops::ControlFlow;
 
 type Key = (u64, u64, u64);
 
-/// The reverse-map tree.
-pub fn tree() -> BTree<Key, RmapRecord> {
+/// The summary kept beside every child pointer of the reverse map's internal
+/// nodes: the largest end (first block + length) of the records below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MaxEnd(pub u64);
+
+impl Record for MaxEnd {
+    const SIZE: usize = 8;
+    fn encode(&self, out: &mut [u8]) {
+        self.0.encode(out);
+    }
+    fn decode(b: &[u8]) -> std::result::Result<Self, daxfs_format::FormatError> {
+        Ok(MaxEnd(u64::decode(b)?))
+    }
+}
+
+impl Summary<Key, RmapRecord> for MaxEnd {
+    fn of(k: &Key, v: &RmapRecord) -> Self {
+        // Saturating: a corrupt length must not overflow (fsck reports it).
+        MaxEnd(k.0.saturating_add(v.len.get()))
+    }
+    fn join(self, other: Self) -> Self {
+        self.max(other)
+    }
+}
+
+/// The reverse-map tree: an interval map, augmented with [`MaxEnd`].
+pub fn tree() -> BTree<Key, RmapRecord, MaxEnd> {
     BTree::new(BlockKind::RmapTree, 0)
 }
 
@@ -88,6 +115,18 @@ impl Owner {
                 Some(ino)
             }
             Owner::Meta(_) => None,
+        }
+    }
+
+    /// The owner at `by` blocks before (file data: that many file blocks
+    /// back); `None` before the file's start.
+    fn shifted_back(self, by: u64) -> Option<Owner> {
+        match self {
+            Owner::Data { ino, fblock } => Some(Owner::Data {
+                ino,
+                fblock: fblock.checked_sub(by)?,
+            }),
+            o => Some(o),
         }
     }
 
@@ -178,195 +217,97 @@ impl Mapping {
     }
 }
 
-/// Every record whose physical start is in `[lo, hi]`.
-fn records_from(s: &mut dyn NodeStore, root: &TreeRoot, lo: u64, hi: u64) -> Result<Vec<Mapping>> {
-    let mut out = vec![];
+/// Calls `f` on every record overlapping blocks `[first, last]`, in key
+/// order, until it breaks: subtrees whose records all end at or before
+/// `first` are skipped by their summary, so the walk reads the paths to the
+/// records found, not every record that starts before `last`.
+fn overlapping(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    first: u64,
+    last: u64,
+    f: &mut dyn FnMut(Mapping) -> ControlFlow<()>,
+) -> Result<()> {
     let mut err = None;
-    tree().range(
+    tree().range_pruned(
         s,
         root,
-        &(lo, 0, 0),
-        &(hi, u64::MAX, u64::MAX),
-        &mut |k, v| match Mapping::from_kv(k, v) {
-            Ok(m) => {
-                out.push(m);
-                ControlFlow::Continue(())
+        &(0, 0, 0),
+        &(last, u64::MAX, u64::MAX),
+        &|a: &MaxEnd| a.0 <= first,
+        &mut |k, v| {
+            if k.0.saturating_add(v.len.get()) <= first {
+                return ControlFlow::Continue(());
             }
-            Err(e) => {
-                err = Some(e);
-                ControlFlow::Break(())
+            match Mapping::from_kv(k, v) {
+                Ok(m) => f(m),
+                Err(e) => {
+                    err = Some(e);
+                    ControlFlow::Break(())
+                }
             }
         },
     )?;
     match err {
         Some(e) => Err(e),
-        None => Ok(out),
+        None => Ok(()),
     }
 }
 
-/// The start of the segment holding block `x`, if any record covers it.
-fn segment_of(s: &mut dyn NodeStore, root: &TreeRoot, x: u64) -> Result<Option<(u64, u64)>> {
-    match tree().last_le(s, root, &(x, u64::MAX, u64::MAX))? {
-        Some((k, v)) => {
-            let m = Mapping::from_kv(k, v)?;
-            Ok((m.phys + m.len > x).then_some((m.phys, m.len)))
-        }
-        None => Ok(None),
-    }
+/// A data mapping that may merge with its neighbours: no replica fields.
+fn mergeable(m: &Mapping) -> bool {
+    matches!(m.owner, Owner::Data { .. }) && m.replica == 0 && !m.is_replica
 }
 
-/// Splits every record that covers both `x - 1` and `x`.
-fn split_at(s: &mut dyn NodeStore, root: &mut TreeRoot, x: u64) -> Result<()> {
-    let Some((start, _)) = segment_of(s, root, x)? else {
-        return Ok(());
-    };
-    if start == x {
-        return Ok(());
-    }
-    for m in records_from(s, root, start, start)? {
-        if m.phys + m.len <= x {
-            continue;
-        }
-        let cut = x - m.phys;
-        let left = Mapping { len: cut, ..m };
-        let right = Mapping {
-            phys: x,
-            len: m.len - cut,
-            owner: m.owner.shifted(cut),
-            replica: if m.replica == 0 {
-                0
-            } else {
-                m.replica.saturating_add(cut)
-            },
-            ..m
-        };
-        tree().insert(s, root, left.key(), left.val())?;
-        tree().insert(s, root, right.key(), right.val())?;
-    }
-    Ok(())
-}
-
-/// The segments (start, length) starting in `[p, end)`: one descent per
-/// segment, however many owners each has.
-fn segments_in(
-    s: &mut dyn NodeStore,
-    root: &TreeRoot,
-    p: u64,
-    end: u64,
-) -> Result<Vec<(u64, u64)>> {
-    let mut out = vec![];
-    let mut at = (p, 0, 0);
-    while let Some((k, v)) = tree().first_ge(s, root, &at)? {
-        if k.0 >= end {
-            break;
-        }
-        let m = Mapping::from_kv(k, v)?;
-        out.push((m.phys, m.len));
-        match k.0.checked_add(1) {
-            Some(next) => at = (next, 0, 0),
-            None => break,
-        }
-    }
-    Ok(out)
-}
-
-/// Records that `m` is mapped.
+/// Records that `m` is mapped. A file-data mapping that continues a record
+/// of the same owner (contiguous on the device and in the file, same flags)
+/// on either side is merged with it.
 pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
-    let end = m.phys + m.len;
-    split_at(s, root, m.phys)?;
-    split_at(s, root, end)?;
-    // Cut the new mapping at the segments already inside its range.
-    let segs = segments_in(s, root, m.phys, end)?;
-    let mut cuts: Vec<(u64, u64, bool)> = vec![];
-    let mut at = m.phys;
-    for (sp, sl) in segs {
-        if sp > at {
-            cuts.push((at, sp - at, false));
+    let mut m = m;
+    if mergeable(&m) {
+        // The right neighbour starts where `m` ends, at a known key.
+        if let Some(end) = m.phys.checked_add(m.len)
+            && let Some(r) = record_at(s, root, end, m.owner.shifted(m.len), false)?
+            && r.unwritten == m.unwritten
+            && r.replica == 0
+        {
+            tree().remove(s, root, &r.key())?;
+            m.len += r.len;
         }
-        cuts.push((sp, sl, true));
-        at = sp + sl;
-    }
-    if at < end {
-        cuts.push((at, end - at, false));
-    }
-    for (p, l, shared) in cuts {
-        let piece = Mapping {
-            phys: p,
-            len: l,
-            owner: m.owner.shifted(p - m.phys),
-            replica: if m.replica == 0 {
-                0
-            } else {
-                m.replica.saturating_add(p - m.phys)
-            },
-            ..m
-        };
-        if !shared && let Some(left) = mergeable_left(s, root, &piece)? {
-            tree().insert(
-                s,
-                root,
-                left.key(),
-                Mapping {
-                    len: left.len + l,
-                    ..left
-                }
-                .val(),
-            )?;
-            continue;
+        if let Some(l) = left_neighbour(s, root, &m)? {
+            let grown = Mapping {
+                len: l.len + m.len,
+                ..l
+            };
+            tree().insert(s, root, grown.key(), grown.val())?;
+            return Ok(());
         }
-        tree().insert(s, root, piece.key(), piece.val())?;
     }
+    tree().insert(s, root, m.key(), m.val())?;
     Ok(())
 }
 
-/// The record just left of `piece` if `piece` can extend it: same owner,
-/// contiguous on both the device and in the file, same flags, and alone in
-/// its segment (so the longer record stays segment-aligned).
-fn mergeable_left(
-    s: &mut dyn NodeStore,
-    root: &TreeRoot,
-    piece: &Mapping,
-) -> Result<Option<Mapping>> {
-    if piece.phys == 0 || !matches!(piece.owner, Owner::Data { .. }) || piece.replica != 0 {
-        return Ok(None);
-    }
-    let Some((start, len)) = segment_of(s, root, piece.phys - 1)? else {
+/// The record that `m` continues: same owner, ending where `m` starts on
+/// the device and in the file, same flags. Looks at the records that cover
+/// the block before `m` (one per owner of that block).
+fn left_neighbour(s: &mut dyn NodeStore, root: &TreeRoot, m: &Mapping) -> Result<Option<Mapping>> {
+    let Some(before) = m.phys.checked_sub(1) else {
         return Ok(None);
     };
-    if start + len != piece.phys {
-        return Ok(None);
-    }
-    // Alone in its segment? Look at no more than two records.
-    let mut recs = vec![];
-    let mut err = None;
-    tree().range(
-        s,
-        root,
-        &(start, 0, 0),
-        &(start, u64::MAX, u64::MAX),
-        &mut |k, v| {
-            match Mapping::from_kv(k, v) {
-                Ok(m) => recs.push(m),
-                Err(e) => err = Some(e),
-            }
-            if recs.len() >= 2 || err.is_some() {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        },
-    )?;
-    if let Some(e) = err {
-        return Err(e);
-    }
-    let [left] = recs.as_slice() else {
-        return Ok(None);
-    };
-    Ok((left.owner.shifted(left.len) == piece.owner
-        && left.unwritten == piece.unwritten
-        && left.replica == 0
-        && !left.is_replica)
-        .then_some(*left))
+    let mut found = None;
+    overlapping(s, root, before, before, &mut |r| {
+        if r.phys + r.len == m.phys
+            && mergeable(&r)
+            && r.unwritten == m.unwritten
+            && r.owner.shifted(r.len) == m.owner
+        {
+            found = Some(r);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(found)
 }
 
 /// Records that `owner` no longer maps `[phys, phys+len)` (its own records,
@@ -381,6 +322,21 @@ pub fn remove(
     remove_as(s, root, phys, len, owner, false)
 }
 
+/// [`remove`], where the owner's record covering the range likely starts at
+/// block `from` (the start of the file extent the range is cut from): one
+/// lookup finds it there, instead of a look at every record covering the
+/// range (one per owner of a shared block). Any `from` gives the same result.
+pub fn remove_in(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    phys: u64,
+    len: u64,
+    owner: Owner,
+    from: u64,
+) -> Result<()> {
+    remove_hinted(s, root, phys, len, owner, false, from)
+}
+
 /// Removes the records of `owner` over `[phys, phys+len)` that are
 /// replicas (`is_replica`) or not.
 pub fn remove_as(
@@ -391,14 +347,80 @@ pub fn remove_as(
     owner: Owner,
     is_replica: bool,
 ) -> Result<()> {
-    let end = phys + len;
-    split_at(s, root, phys)?;
-    split_at(s, root, end)?;
+    remove_hinted(s, root, phys, len, owner, is_replica, phys)
+}
+
+fn remove_hinted(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    phys: u64,
+    len: u64,
+    owner: Owner,
+    is_replica: bool,
+    from: u64,
+) -> Result<()> {
+    let Some(end) = phys.checked_add(len).filter(|_| len > 0) else {
+        return Err(FsError::Corrupt(format!(
+            "reverse map: removing [{phys}, +{len}) of {owner:?}"
+        )));
+    };
+    // The records of `owner` over the range: those that map block `phys`
+    // to the same place as `owner` does (file data: the same file block).
+    let mut hits = vec![];
+    // Records of one owner never overlap: a record of `owner` at `from` that
+    // covers the whole range is the only one.
+    if let Some(back) = phys.checked_sub(from)
+        && let Some(at_from) = owner.shifted_back(back)
+        && let Some(r) = record_at(s, root, from, at_from, is_replica)?
+        && r.phys + r.len >= end
+    {
+        hits.push(r);
+    } else {
+        overlapping(s, root, phys, end - 1, &mut |r| {
+            let same = if r.phys <= phys {
+                r.owner.shifted(phys - r.phys) == owner
+            } else {
+                owner.shifted(r.phys - phys) == r.owner
+            };
+            if same && r.is_replica == is_replica {
+                hits.push(r);
+            }
+            ControlFlow::Continue(())
+        })?;
+    }
     let mut removed = 0;
-    for m in records_from(s, root, phys, end - 1)? {
-        if m.owner == owner.shifted(m.phys - phys) && m.is_replica == is_replica {
-            tree().remove(s, root, &m.key())?;
-            removed += m.len;
+    for r in hits {
+        let r_end = r.phys + r.len;
+        removed += r_end.min(end) - r.phys.max(phys);
+        if r.phys < phys {
+            // The part before the range keeps the record's key.
+            let left = Mapping {
+                len: phys - r.phys,
+                ..r
+            };
+            tree().insert(s, root, left.key(), left.val())?;
+        } else {
+            tree().remove(s, root, &r.key())?;
+        }
+        if r_end > end {
+            let cut = end - r.phys;
+            let right = Mapping {
+                phys: end,
+                len: r_end - end,
+                owner: r.owner.shifted(cut),
+                replica: if r.replica == 0 {
+                    0
+                } else {
+                    r.replica.saturating_add(cut)
+                },
+                ..r
+            };
+            if tree().insert(s, root, right.key(), right.val())?.is_some() {
+                return Err(FsError::Corrupt(format!(
+                    "reverse map: records of {:?} overlap at block {end}",
+                    r.owner
+                )));
+            }
         }
     }
     if removed != len {
@@ -508,13 +530,47 @@ pub fn scan_pairs(
     }
 }
 
-/// Every record overlapping `[p, p+l)`, in physical order. O(log n + k).
+/// Every record overlapping `[p, p+l)`, in key (physical) order. Reads
+/// the nodes on the paths to the k records found: O((k + 1) log n).
 pub fn query(s: &mut dyn NodeStore, root: &TreeRoot, p: u64, l: u64) -> Result<Vec<Mapping>> {
     if l == 0 {
         return Ok(vec![]);
     }
-    let from = segment_of(s, root, p)?.map_or(p, |(start, _)| start);
-    let mut v = records_from(s, root, from, p + l - 1)?;
-    v.retain(|m| m.phys + m.len > p);
-    Ok(v)
+    let mut out = vec![];
+    overlapping(s, root, p, p.saturating_add(l - 1), &mut |m| {
+        out.push(m);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// Census of the reverse map, by walking every record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// All records.
+    pub records: u64,
+    /// Records of file data.
+    pub data_records: u64,
+    /// Tree nodes.
+    pub nodes: u64,
+}
+
+/// Counts the records (and nodes) of the reverse map.
+pub fn census(s: &mut dyn NodeStore, root: &TreeRoot) -> Result<Census> {
+    let mut c = Census::default();
+    tree().range(
+        s,
+        root,
+        &(0, 0, 0),
+        &(u64::MAX, u64::MAX, u64::MAX),
+        &mut |k, _| {
+            c.records += 1;
+            if k.1 & RMAP_OWNER_META == 0 && k.2 & (RMAP_OFF_EXTENT_TREE | RMAP_OFF_DIR_TREE) == 0 {
+                c.data_records += 1;
+            }
+            ControlFlow::Continue(())
+        },
+    )?;
+    tree().visit_nodes(s, root, &mut |_, _| c.nodes += 1)?;
+    Ok(c)
 }
