@@ -311,8 +311,22 @@ impl File {
     }
 
     /// Reads up to `buf.len()` bytes at `off`; returns how many (0 at or past
-    /// end of file).
+    /// end of file). A buffer in a view (of any file) may take store faults
+    /// whose resolution needs locks the read holds: the bytes go through a
+    /// bounce buffer, copied into the view with no lock held (a page of the
+    /// view that cannot be reached fails the read with EFAULT).
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        if !daxfs_device::fault::overlaps_registered_range(buf.as_ptr() as usize, buf.len()) {
+            return self.read_locked(off, buf);
+        }
+        let mut bounce = vec![0u8; buf.len()];
+        let n = self.read_locked(off, &mut bounce)?;
+        daxfs_device::fault::copy_slice_guarded(&mut buf[..n], &bounce[..n])
+            .map_err(buffer_fault)?;
+        Ok(n)
+    }
+
+    fn read_locked(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
         if !self.opts.read {
             return Err(FsError::BadHandle("file not open for reading".into()));
         }
@@ -474,8 +488,20 @@ impl File {
     }
 
     /// Writes `data` at `off` (at end of file when opened for append). Data
-    /// is durable when this returns.
+    /// is durable when this returns. Data in a view (of any file) may take
+    /// faults whose resolution needs locks the write holds: it is copied
+    /// into a bounce buffer first, with no lock held (a page of the view that
+    /// cannot be reached fails the write with EFAULT, writing nothing).
     pub fn write_at(&self, off: u64, data: &[u8]) -> Result<usize> {
+        if !daxfs_device::fault::overlaps_registered_range(data.as_ptr() as usize, data.len()) {
+            return self.write_locked(off, data);
+        }
+        let mut bounce = vec![0u8; data.len()];
+        daxfs_device::fault::copy_slice_guarded(&mut bounce, data).map_err(buffer_fault)?;
+        self.write_locked(off, &bounce)
+    }
+
+    fn write_locked(&self, off: u64, data: &[u8]) -> Result<usize> {
         self.check_write()?;
         if data.is_empty() {
             return Ok(0);
@@ -901,4 +927,12 @@ fn first_lost(lost: &std::collections::BTreeMap<u64, u64>, off: u64, end: u64) -
         return Some(off);
     }
     lost.range(b0..b1).next().map(|(&k, _)| k * BS)
+}
+
+/// A caller's buffer that could not be reached (EFAULT).
+fn buffer_fault(e: std::io::Error) -> FsError {
+    FsError::Device(daxfs_device::DeviceError::Os {
+        what: "copying to or from the caller's buffer".into(),
+        source: e,
+    })
 }

@@ -42,9 +42,10 @@
 //! nothing is acquired while holding them. daxfs never loads or stores
 //! through a view; it only changes mappings (system calls that cannot fault
 //! on them). A thread that faults on a view while holding no daxfs lock
-//! cannot deadlock; one that holds the data lock of the file (a `write` whose
-//! source buffer is a view of the same file) would wait for itself, so the
-//! API never hands out such buffers.
+//! cannot deadlock. `read` and `write` hold a data lock (and `write` the
+//! metadata lock) while copying, so when their buffer overlaps a view they
+//! copy through a bounce buffer outside the locks (`File::read_at`,
+//! `File::write_at`).
 mod plan;
 mod resolver;
 mod vm;

@@ -1043,3 +1043,197 @@ fn read_into_a_view_while_resolvers_wait_for_the_file() {
     drop(fs);
     assert_fsck(&*dev);
 }
+
+/// Runs `f` on a thread of its own and returns its result. If `f` has not
+/// returned after a minute (a deadlock) the test process exits with a
+/// failure instead of hanging (a panic would unwind into dropping views,
+/// which waits for the stuck fault).
+fn finishes<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("{what}: no answer after a minute (deadlock)");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// read() of a file into a view of the same file: the destination pages
+/// (a hole, a shared block) take store faults whose resolution needs the
+/// file's data lock, which the read holds while copying; the read goes
+/// through a bounce buffer instead and completes.
+#[test]
+fn read_into_a_view_of_the_same_file() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(31, 2 * BS as usize);
+    let f = Arc::new(file_with(&fs, "/f", &data));
+    f.set_len(4 * BS).unwrap();
+    let g = fs.create("/g").unwrap();
+    g.clone_from(&f).unwrap();
+    let v = Arc::new(f.map(0, 4 * BS, Access::ReadWrite).unwrap());
+    assert!(matches!(v.page_state(0), Some(PageState::ReadOnly { .. })));
+    assert_eq!(v.page_state(2 * BS), Some(PageState::Zero));
+    // Pages 0 and 1 into the hole at 2 and 3.
+    let (f2, v2) = (f.clone(), v.clone());
+    let n = finishes("read into the hole of a view of the same file", move || {
+        let p = v2.as_ptr().wrapping_add(2 * BS as usize);
+        // SAFETY: inside the view, which lives; no other thread touches
+        // these pages while the slice lives.
+        let buf = unsafe { std::slice::from_raw_parts_mut(p, 2 * BS as usize) };
+        f2.read_at(0, buf)
+    })
+    .unwrap();
+    assert_eq!(n, 2 * BS as usize);
+    // Page 1 into the shared page 0 (a copy on write).
+    let (f2, v2) = (f.clone(), v.clone());
+    let n = finishes(
+        "read into a shared page of a view of the same file",
+        move || {
+            // SAFETY: as above.
+            let buf = unsafe { std::slice::from_raw_parts_mut(v2.as_ptr(), BS as usize) };
+            f2.read_at(BS, buf)
+        },
+    )
+    .unwrap();
+    assert_eq!(n, BS as usize);
+    let b = BS as usize;
+    let mut expect = data.clone();
+    expect[..b].copy_from_slice(&data[b..]);
+    expect.extend_from_slice(&data);
+    assert_eq!(read_all(&f, 4 * b), expect);
+    assert_eq!(view_bytes(&v, 0, 4 * b), expect);
+    let mut g_expect = data.clone();
+    g_expect.resize(4 * b, 0);
+    assert_eq!(read_all(&g, 4 * b), g_expect);
+    drop(v);
+    drop((f, g));
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// write() whose source lies in views: pages that are mapped (owned, shared,
+/// the zero page of a hole) are copied; a page revoked by a media error
+/// (its resolution needs the data lock of the view's file and the metadata
+/// lock, which a write holds while copying) fails the write with EFAULT
+/// instead of deadlocking, whether the view is of the written file or of
+/// another.
+#[test]
+fn write_from_a_view_never_deadlocks() {
+    let (dev, fs) = new_fs(16);
+    let b = BS as usize;
+    let data = pattern(32, 3 * b);
+    let f = Arc::new(file_with(&fs, "/f", &data));
+    let g = Arc::new(file_with(&fs, "/g", &pattern(33, 3 * b)));
+    g.set_len(4 * BS).unwrap();
+    let h = fs.create("/h").unwrap();
+    h.clone_from(&g).unwrap();
+    let vf = Arc::new(f.map(0, 3 * BS, Access::ReadWrite).unwrap());
+    let vg = Arc::new(g.map(0, 4 * BS, Access::Read).unwrap());
+    // From a shared page and from the zero page of a hole.
+    assert!(matches!(vg.page_state(0), Some(PageState::ReadOnly { .. })));
+    assert_eq!(vg.page_state(3 * BS), Some(PageState::Zero));
+    let src = vg.as_ptr() as usize;
+    let f2 = f.clone();
+    finishes("write from shared and hole pages", move || {
+        // SAFETY: inside the view, which lives (`vg` is held below).
+        let buf = unsafe { std::slice::from_raw_parts(src as *const u8, 4 * b) };
+        f2.write_at(0, buf)
+    })
+    .unwrap();
+    let mut expect = pattern(33, 3 * b);
+    expect.resize(4 * b, 0);
+    assert_eq!(read_all(&f, 4 * b), expect);
+    // From f's own view, to another place in f.
+    let (f2, vf2) = (f.clone(), vf.clone());
+    finishes("write from the file's own view", move || {
+        // SAFETY: as above.
+        let buf = unsafe { std::slice::from_raw_parts(vf2.as_ptr(), b) };
+        f2.write_at(4 * BS, buf)
+    })
+    .unwrap();
+    expect.extend_from_slice(&expect[..b].to_vec());
+    assert_eq!(read_all(&f, 5 * b), expect);
+    // Revoked pages: a media error in f's page 1 and in g's page 2.
+    fs.inject_error(own_dev(&vf, BS), BS).unwrap();
+    assert_eq!(vf.page_state(BS), Some(PageState::Unmapped));
+    let gdev = vg.device_offset(2 * BS).unwrap();
+    fs.inject_error(gdev, BS).unwrap();
+    assert_eq!(vg.page_state(2 * BS), Some(PageState::Unmapped));
+    for (what, view, page, to) in [
+        ("the file's own revoked page", vf.clone(), 1, 0),
+        ("another file's revoked page, in place", vg.clone(), 2, 0),
+        (
+            "another file's revoked page, allocating",
+            vg.clone(),
+            2,
+            8 * BS,
+        ),
+    ] {
+        let f2 = f.clone();
+        let src = view.as_ptr() as usize + page * b;
+        let r = finishes(what, move || {
+            // SAFETY: as above (`view` lives until the end of the test).
+            let buf = unsafe { std::slice::from_raw_parts(src as *const u8, b) };
+            f2.write_at(to, buf)
+        });
+        assert_eq!(r.unwrap_err().errno_name(), "EFAULT", "{what}");
+    }
+    assert_eq!(read_all(&f, 5 * b)[..b], expect[..b]);
+    drop((vf, vg));
+    drop((f, g, h));
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// The kernel's own accesses to a view (a system call given a view address):
+/// pages that are mapped (owned, shared, the zero page of a hole) read like
+/// any memory; a page wholly past end of file gives EFAULT, as on Linux.
+#[test]
+fn system_calls_read_mapped_view_pages() {
+    let (_dev, fs) = new_fs(16);
+    let b = BS as usize;
+    let data = pattern(34, 2 * b);
+    let f = file_with(&fs, "/f", &data);
+    f.set_len(3 * BS).unwrap();
+    let g = fs.create("/g").unwrap();
+    g.clone_range(&f, BS, BS, BS).unwrap();
+    let v = f.map(0, 4 * BS, Access::ReadWrite).unwrap();
+    assert!(matches!(v.page_state(0), Some(PageState::Writable { .. })));
+    assert!(matches!(v.page_state(BS), Some(PageState::ReadOnly { .. })));
+    assert_eq!(v.page_state(2 * BS), Some(PageState::Zero));
+    assert_eq!(v.page_state(3 * BS), Some(PageState::PastEof));
+    let mut fds = [0i32; 2];
+    // SAFETY: a pipe into a two-int array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let mut expect = data.clone();
+    expect.resize(3 * b, 0);
+    for p in 0..3usize {
+        let src = v.as_ptr().wrapping_add(p * b);
+        // SAFETY: the kernel reads the view's page (mapped) into the pipe.
+        let n = unsafe { libc::write(fds[1], src.cast(), b) };
+        assert_eq!(n, b as isize, "page {p}");
+        let mut back = vec![0u8; b];
+        // SAFETY: reads into a buffer of ours.
+        let n = unsafe { libc::read(fds[0], back.as_mut_ptr().cast(), b) };
+        assert_eq!(n, b as isize);
+        assert_eq!(back, expect[p * b..(p + 1) * b], "page {p}");
+    }
+    let src = v.as_ptr().wrapping_add(3 * b);
+    // SAFETY: the kernel is asked to read a page past end of file.
+    let n = unsafe { libc::write(fds[1], src.cast(), b) };
+    assert_eq!(n, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EFAULT)
+    );
+    // SAFETY: closing our descriptors.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    assert_eq!(v.stats().faults, 0);
+}
