@@ -1155,7 +1155,7 @@ fn write_from_a_view_never_deadlocks() {
         f2.write_at(4 * BS, buf)
     })
     .unwrap();
-    expect.extend_from_slice(&expect[..b].to_vec());
+    expect.extend_from_within(..b);
     assert_eq!(read_all(&f, 5 * b), expect);
     // Revoked pages: a media error in f's page 1 and in g's page 2.
     fs.inject_error(own_dev(&vf, BS), BS).unwrap();
