@@ -285,10 +285,10 @@ impl File {
     ) -> Result<&'g mut ExtentMap> {
         if d.extents.is_none() {
             // Under the metadata lock, so the refcount tree is read whole.
-            let meta = lock(&self.fs.meta);
+            let mut meta = lock(&self.fs.meta);
             let rroot = meta.sb.refcount_tree;
             let root = self.node.rec().rec.tree;
-            let mut rs = self.fs.reader();
+            let mut rs = self.fs.cached_reader(&mut meta);
             let mut map = ExtentMap::load(&mut rs, self.node.ino, &root)?;
             if !rroot.is_empty() {
                 for e in map.iter() {
@@ -380,9 +380,9 @@ impl File {
             return Ok((!m.is_empty()).then(|| m.clone()));
         }
         let m = {
-            let meta = lock(&self.fs.meta);
+            let mut meta = lock(&self.fs.meta);
             let root = meta.sb.loss_tree;
-            crate::media::losses_of(&mut self.fs.reader(), &root, self.node.ino)?
+            crate::media::losses_of(&mut self.fs.cached_reader(&mut meta), &root, self.node.ino)?
         };
         if m.is_empty() {
             self.node
@@ -527,6 +527,15 @@ impl File {
             .lost_map()?
             .is_some_and(|l| first_lost(&l, off, end).is_some());
         if off <= size && !map.maybe_shared && !lost_here && written(map) {
+            // The blocks may be mapped by a lazy transaction only: make it
+            // durable before the data, which is durable on return.
+            if self
+                .node
+                .lazy
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                self.fs.flush_lazy()?;
+            }
             self.copy_in(map, off, data)?;
             let mut r = self.node.rec();
             let t = inode::now();
@@ -676,7 +685,13 @@ impl File {
         let size = r.size.get();
         let views = crate::views::before_commit(&self.node, &mut tx, map, view_span, size); // views
         recs.stage(&mut tx)?;
+        let lazy = tx.is_lazy();
         tx.commit()?;
+        if lazy {
+            self.node
+                .lazy
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         recs.install();
         views.finish(); // views: map the committed state
         Ok(())
@@ -816,7 +831,9 @@ impl File {
         crate::views::persist(&self.node)?; // views: stores through mappings
         let mut r = self.node.rec();
         if !r.dirty {
-            return Ok(());
+            drop(r);
+            // Store faults through views commit lazily.
+            return self.fs.flush_lazy();
         }
         drop(r);
         let fs = &*self.fs;
@@ -845,9 +862,9 @@ impl File {
     pub fn fiemap(&self) -> Result<Vec<FiemapExtent>> {
         let mut d = self.data_write();
         let map = self.loaded(&mut d)?;
-        let meta = lock(&self.fs.meta);
+        let mut meta = lock(&self.fs.meta);
         let rroot = meta.sb.refcount_tree;
-        let mut rs = self.fs.reader();
+        let mut rs = self.fs.cached_reader(&mut meta);
         let mut out = vec![];
         for e in map.iter() {
             let pieces = if rroot.is_empty() {

@@ -447,6 +447,7 @@ impl FsInner {
         // Nodes that reads found bad are rebuilt from their replicas now,
         // not left for the next change.
         crate::replica::run_pending(&*self.dev, &mut lock(&self.meta));
+        self.flush_lazy()?;
         let inodes: Vec<Arc<Inode>> = lock(&self.icache).values().cloned().collect();
         let mut dirty: Vec<Arc<Inode>> = inodes.into_iter().filter(|i| i.rec().dirty).collect();
         if dirty.is_empty() {
@@ -503,9 +504,9 @@ impl FsInner {
         self.inode(tx, &root, ino)
     }
 
-    /// A read-only store over committed metadata.
-    pub(crate) fn reader(&self) -> ReadStore<'_> {
-        Committed::new(&*self.dev, self.fs_id, None, Some(&*self.reps))
+    /// Makes the lazy transactions (store faults through views) durable.
+    pub(crate) fn flush_lazy(&self) -> Result<()> {
+        crate::tx::flush_lazy(&*self.dev, &mut lock(&self.meta))
     }
 
     /// A read-only store through the node cache of `meta` (whose lock the

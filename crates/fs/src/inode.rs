@@ -134,6 +134,9 @@ pub struct Inode {
     pub handles: Mutex<Vec<std::sync::Weak<crate::media::HandleNotices>>>,
     /// Mapped views of the file (see `crate::views`).
     pub views: crate::views::InodeViews,
+    /// Set when a lazy transaction (a store fault through a view) changed
+    /// the file: an in-place write makes it durable first.
+    pub lazy: std::sync::atomic::AtomicBool,
 }
 
 impl Inode {
@@ -155,6 +158,7 @@ impl Inode {
             lost: Mutex::new(None),
             handles: Mutex::new(vec![]),
             views: Default::default(),
+            lazy: Default::default(),
         })
     }
 

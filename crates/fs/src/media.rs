@@ -602,9 +602,9 @@ impl Fs {
 
     /// The persistent error log, oldest first.
     pub fn error_log(&self) -> Result<Vec<ErrorLogEntry>> {
-        let meta = lock(&self.inner.meta);
+        let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
-        let mut rs = self.inner.reader();
+        let mut rs = self.inner.cached_reader(&mut meta);
         let mut recs = vec![];
         error_log().range(&mut rs, &sb.error_log, &0, &u64::MAX, &mut |k, r| {
             recs.push((k, r));
@@ -649,21 +649,23 @@ impl Fs {
 
     /// Known-bad device ranges (bytes), merged.
     pub fn bad_ranges(&self) -> Result<Vec<(u64, u64)>> {
-        let meta = lock(&self.inner.meta);
+        let mut meta = lock(&self.inner.meta);
         let root = meta.sb.badblock_tree;
-        Ok(badblocks::all(&mut self.inner.reader(), &root)?
-            .into_iter()
-            .map(|(s, l)| (s * BS, l * BS))
-            .collect())
+        Ok(
+            badblocks::all(&mut self.inner.cached_reader(&mut meta), &root)?
+                .into_iter()
+                .map(|(s, l)| (s * BS, l * BS))
+                .collect(),
+        )
     }
 
     /// Every file's lost ranges: (inode, file byte offset, bytes).
     pub fn all_losses(&self) -> Result<Vec<(u64, u64, u64)>> {
-        let meta = lock(&self.inner.meta);
+        let mut meta = lock(&self.inner.meta);
         let root = meta.sb.loss_tree;
         let mut out = vec![];
         loss_tree().range(
-            &mut self.inner.reader(),
+            &mut self.inner.cached_reader(&mut meta),
             &root,
             &(0, 0),
             &(u64::MAX, u64::MAX),

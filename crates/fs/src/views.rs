@@ -13,7 +13,8 @@
 //! A store to a read-only page faults. The process-wide fault handler of the
 //! device layer calls this module's range callback, which hands the fault
 //! to a resolver thread ([`resolver`]) and waits. The resolver gives the
-//! block to the file in one transaction through the same machinery as
+//! block to the file in one lazy transaction (`Tx::begin_lazy`: in memory at
+//! once, durable at msync, fsync or later) through the same machinery as
 //! `write` (copy a shared block, zero a hole or unwritten block), and the
 //! commit maps the new page into every view of the file. Loads or stores to
 //! pages past end of file raise SIGBUS `BUS_ADRERR`, to lost pages SIGBUS
@@ -634,6 +635,19 @@ fn resolve_fault(view: usize, addr: usize, write: bool) -> u32 {
     answer
 }
 
+/// File systems with lazy commits of store faults to make durable when the
+/// resolvers go idle.
+static LAZY: Mutex<Vec<Weak<crate::fs::FsInner>>> = Mutex::new(Vec::new());
+
+/// The resolvers' idle work: makes the lazy commits of store faults durable.
+fn flush_idle() {
+    let list = std::mem::take(&mut *lock(&LAZY));
+    for fs in list.iter().filter_map(Weak::upgrade) {
+        // A failure shuts the file system down; the next operation reports it.
+        let _ = fs.flush_lazy();
+    }
+}
+
 /// Zeros for filling holes and unwritten blocks, one 2 MiB group long.
 fn zeros() -> &'static [u8] {
     static Z: OnceLock<Box<[u8]>> = OnceLock::new();
@@ -647,7 +661,9 @@ fn zeros() -> &'static [u8] {
 fn give_blocks(file: &File, map: &mut ExtentMap, g0: u64, g1: u64) -> Result<bool> {
     let fs = &*file.fs;
     let mut meta = lock(&fs.meta);
-    let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+    // Committed in memory at once, durable at msync, fsync, sync, the next
+    // ordinary transaction or when the resolvers go idle.
+    let mut tx = Tx::begin_lazy(&*fs.dev, &mut meta)?;
     let shared = shared_blocks(&mut tx, map, g0, g1)?;
     let fill: u64 = segments(map, g0, g1)
         .iter()
@@ -673,6 +689,17 @@ fn give_blocks(file: &File, map: &mut ExtentMap, g0: u64, g1: u64) -> Result<boo
     }
     fs.dev.fence();
     file.commit_rec(tx, map, |_| {})?;
+    drop(meta);
+    {
+        let mut l = lock(&LAZY);
+        if !l
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&file.fs)))
+        {
+            l.push(Arc::downgrade(&file.fs));
+        }
+    }
+    resolver::want_idle_work();
     Ok(true)
 }
 
@@ -839,8 +866,10 @@ pub(crate) fn persist(node: &Inode) -> Result<()> {
 /// past end of file raises SIGBUS (`BUS_ADRERR`); to a page lost to a media
 /// error, SIGBUS (`BUS_MCEERR_AR`, `si_addr` at the page).
 ///
-/// Stores are durable after [`View::msync`]; the blocks a store fault gives
-/// the file are committed before the store goes on.
+/// Stores are durable after [`View::msync`] (or `fsync`); the blocks a store
+/// fault gives the file are the file's before the store goes on, in a lazy
+/// transaction made durable by msync, fsync, sync, the next ordinary
+/// transaction, a pause of the faults or unmount.
 pub struct View {
     reg: Option<RangeRegistration>,
     shared: Arc<ViewShared>,
@@ -874,6 +903,46 @@ impl Drop for View {
 }
 
 impl File {
+    /// What a store through a view does at file offset `off`, on a device
+    /// that cannot be mapped (the crash tests' recording device): the store
+    /// fault's lazy transaction (the block becomes the file's own), then
+    /// `data` stored into the block as a store through a view leaves it (not
+    /// flushed). Not part of the API.
+    #[doc(hidden)]
+    pub fn store_as_view_for_test(&self, off: u64, data: &[u8]) -> Result<()> {
+        let fb = off / BS;
+        if (off % BS) + data.len() as u64 > BS || (fb + 1) * BS > self.size() {
+            return Err(FsError::Invalid("one block below end of file".into()));
+        }
+        let mut d = self.data_write();
+        let map = self.loaded(&mut d)?;
+        if let Err(e) = give_blocks(self, map, fb, fb + 1) {
+            d.extents = None;
+            return Err(e);
+        }
+        let e = map
+            .find(fb)
+            .ok_or_else(|| FsError::Corrupt("the store fault left no block".into()))?;
+        let at = (e.phys + (fb - e.fblock)) * BS + off % BS;
+        self.fs.dev.write(at, data)?;
+        Ok(())
+    }
+
+    /// What `View::msync` over the whole file does, on a device that cannot
+    /// be mapped (see [`File::store_as_view_for_test`]). Not part of the API.
+    #[doc(hidden)]
+    pub fn msync_for_test(&self) -> Result<()> {
+        let mut d = self.data_write();
+        let map = self.loaded(&mut d)?;
+        for e in map.iter() {
+            self.fs.dev.flush(e.phys * BS, e.len * BS);
+        }
+        drop(d);
+        self.fs.dev.fence();
+        self.fs.dev.take_persist_error()?;
+        self.fs.flush_lazy()
+    }
+
     /// Maps `length` bytes of the file from `offset` (a multiple of the page
     /// size) into memory: see [`View`]. The view may extend past end of file
     /// (those pages raise SIGBUS until the file grows). The view keeps the
@@ -949,7 +1018,11 @@ fn map_file(f: &File, offset: u64, length: u64, access: Access) -> Result<View> 
             src.align
         )));
     }
-    resolver::start(resolve_fault).map_err(|e| FsError::Io(format!("starting resolvers: {e}")))?;
+    resolver::start(resolver::Jobs {
+        work: resolve_fault,
+        idle: flush_idle,
+    })
+    .map_err(|e| FsError::Io(format!("starting resolvers: {e}")))?;
     let npages = usize::try_from(length.div_ceil(PAGE as u64))
         .map_err(|_| FsError::TooBig("view larger than the address space".into()))?;
     let len = npages
@@ -1096,7 +1169,8 @@ impl View {
         let dev = &*self.shared.dev;
         dev.fence();
         dev.take_persist_error()?;
-        Ok(())
+        // The blocks store faults gave the file, committed lazily.
+        self.file.fs.flush_lazy()
     }
 
     /// What the page holding file offset `off` shows now (None outside the
