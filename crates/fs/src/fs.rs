@@ -437,6 +437,7 @@ impl Fs {
 impl Drop for FsInner {
     /// Unmount: pending size and time changes are written.
     fn drop(&mut self) {
+        crate::views::forget_fs(self);
         let _ = self.sync();
         let _ = self.dev.clear_holder();
     }

@@ -288,7 +288,12 @@ impl ViewShared {
         let (ck, wk) = (kind(cur), kind(want));
         match phase {
             Phase::Before => {
-                if !is_dev(ck) {
+                // Read-only pages (and the zero page) keep showing their
+                // block until the new state is mapped: no store can reach
+                // it, and until then the committer holds the metadata lock,
+                // which anything that could write the block in place (its
+                // other owner once alone) or reuse it (once freed) needs.
+                if !is_dev(ck) || ck == K_RO {
                     None
                 } else if is_dev(wk) && block(want) == block(cur) {
                     (ck == K_RW && wk == K_RO).then_some(Op::Protect { prot: Prot::Read })
@@ -635,14 +640,42 @@ fn resolve_fault(view: usize, addr: usize, write: bool) -> u32 {
     answer
 }
 
-/// File systems with lazy commits of store faults to make durable when the
-/// resolvers go idle.
-static LAZY: Mutex<Vec<Weak<crate::fs::FsInner>>> = Mutex::new(Vec::new());
+/// File systems (addresses of their `FsInner`) with lazy commits of store
+/// faults to make durable when the resolvers go idle. An `FsInner` leaves the
+/// list first thing when dropped, which waits while the list's lock is held;
+/// so an address in the list is a live `FsInner` while the lock is held.
+/// (Not `Weak`: a resolver upgrading one could end up dropping the file
+/// system, closing its device later than its owner expects.)
+static LAZY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Asks the resolvers to make `fs`'s lazy commits durable when idle.
+fn flush_when_idle(fs: &crate::fs::FsInner) {
+    let a = fs as *const crate::fs::FsInner as usize;
+    {
+        let mut l = lock(&LAZY);
+        if !l.contains(&a) {
+            l.push(a);
+        }
+    }
+    resolver::want_idle_work();
+}
+
+/// Called first thing when `fs` is dropped: takes it off the list (waiting
+/// while an idle flush runs).
+pub(crate) fn forget_fs(fs: &crate::fs::FsInner) {
+    let a = fs as *const crate::fs::FsInner as usize;
+    lock(&LAZY).retain(|&x| x != a);
+}
 
 /// The resolvers' idle work: makes the lazy commits of store faults durable.
 fn flush_idle() {
-    let list = std::mem::take(&mut *lock(&LAZY));
-    for fs in list.iter().filter_map(Weak::upgrade) {
+    let mut l = lock(&LAZY);
+    for a in std::mem::take(&mut *l) {
+        // SAFETY: the address was put in the list by `flush_when_idle` from
+        // a live `FsInner`, which takes it off (in `forget_fs`, first thing
+        // in its drop, taking this lock) before it can go away; the lock is
+        // held here, so it is alive.
+        let fs = unsafe { &*(a as *const crate::fs::FsInner) };
         // A failure shuts the file system down; the next operation reports it.
         let _ = fs.flush_lazy();
     }
@@ -690,16 +723,7 @@ fn give_blocks(file: &File, map: &mut ExtentMap, g0: u64, g1: u64) -> Result<boo
     fs.dev.fence();
     file.commit_rec(tx, map, |_| {})?;
     drop(meta);
-    {
-        let mut l = lock(&LAZY);
-        if !l
-            .iter()
-            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&file.fs)))
-        {
-            l.push(Arc::downgrade(&file.fs));
-        }
-    }
-    resolver::want_idle_work();
+    flush_when_idle(&file.fs);
     Ok(true)
 }
 
