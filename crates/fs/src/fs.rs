@@ -41,7 +41,7 @@ pub struct MountOptions {}
 #[derive(Debug)]
 pub(crate) struct FsInner {
     pub dev: Arc<dyn Device>,
-    pub meta: Mutex<Meta>,
+    pub meta: Arc<Mutex<Meta>>,
     pub icache: Arc<Mutex<HashMap<u64, Arc<Inode>>>>,
     /// The replica state of `meta`, for readers outside transactions.
     pub reps: Arc<Mutex<Replicas>>,
@@ -294,7 +294,7 @@ impl Fs {
         let fs = Fs {
             inner: Arc::new(FsInner {
                 dev,
-                meta: Mutex::new(meta),
+                meta: Arc::new(Mutex::new(meta)),
                 icache,
                 reps,
                 fs_id,

@@ -640,21 +640,24 @@ fn resolve_fault(view: usize, addr: usize, write: bool) -> u32 {
     answer
 }
 
-/// File systems (addresses of their `FsInner`) with lazy commits of store
-/// faults to make durable when the resolvers go idle. An `FsInner` leaves the
-/// list first thing when dropped, which waits while the list's lock is held;
-/// so an address in the list is a live `FsInner` while the lock is held.
-/// (Not `Weak`: a resolver upgrading one could end up dropping the file
-/// system, closing its device later than its owner expects.)
-static LAZY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+/// What the resolvers need to make a file system's lazy commits durable when
+/// idle: its metadata and device, not the file system itself (a resolver
+/// holding the last reference would drop the file system late, closing its
+/// device after its owner expects). A file system leaves the list first
+/// thing when dropped, which waits while the lock is held; an idle flush
+/// drops what it upgraded before it releases the lock.
+type LazyEntry = (Weak<Mutex<crate::tx::Meta>>, Weak<dyn Device>);
+static LAZY: Mutex<Vec<LazyEntry>> = Mutex::new(Vec::new());
 
 /// Asks the resolvers to make `fs`'s lazy commits durable when idle.
 fn flush_when_idle(fs: &crate::fs::FsInner) {
-    let a = fs as *const crate::fs::FsInner as usize;
     {
         let mut l = lock(&LAZY);
-        if !l.contains(&a) {
-            l.push(a);
+        if !l
+            .iter()
+            .any(|(m, _)| std::ptr::eq(m.as_ptr(), Arc::as_ptr(&fs.meta)))
+        {
+            l.push((Arc::downgrade(&fs.meta), Arc::downgrade(&fs.dev)));
         }
     }
     resolver::want_idle_work();
@@ -663,21 +666,18 @@ fn flush_when_idle(fs: &crate::fs::FsInner) {
 /// Called first thing when `fs` is dropped: takes it off the list (waiting
 /// while an idle flush runs).
 pub(crate) fn forget_fs(fs: &crate::fs::FsInner) {
-    let a = fs as *const crate::fs::FsInner as usize;
-    lock(&LAZY).retain(|&x| x != a);
+    lock(&LAZY).retain(|(m, _)| !std::ptr::eq(m.as_ptr(), Arc::as_ptr(&fs.meta)));
 }
 
 /// The resolvers' idle work: makes the lazy commits of store faults durable.
 fn flush_idle() {
     let mut l = lock(&LAZY);
-    for a in std::mem::take(&mut *l) {
-        // SAFETY: the address was put in the list by `flush_when_idle` from
-        // a live `FsInner`, which takes it off (in `forget_fs`, first thing
-        // in its drop, taking this lock) before it can go away; the lock is
-        // held here, so it is alive.
-        let fs = unsafe { &*(a as *const crate::fs::FsInner) };
-        // A failure shuts the file system down; the next operation reports it.
-        let _ = fs.flush_lazy();
+    for (m, d) in std::mem::take(&mut *l) {
+        if let (Some(m), Some(d)) = (m.upgrade(), d.upgrade()) {
+            // A failure shuts the file system down; the next operation
+            // reports it.
+            let _ = crate::tx::flush_lazy(&*d, &mut lock(&m));
+        }
     }
 }
 

@@ -1237,3 +1237,52 @@ fn system_calls_read_mapped_view_pages() {
     }
     assert_eq!(v.stats().faults, 0);
 }
+
+/// A store fault's transaction commits lazily: at once in memory, durable
+/// without msync once the faults pause (the resolvers' idle work); a copy
+/// of the device then mounts with the new block in the file.
+#[test]
+fn store_fault_commits_become_durable_when_faults_pause() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(41, 2 * BS as usize);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    b.fsync().unwrap();
+    let v = b.map(0, 2 * BS, Access::ReadWrite).unwrap();
+    let before = fs.info().generation;
+    store(&v, BS + 3, 0x77);
+    assert_eq!(v.stats().block_faults, 1);
+    // Wait (a minute at most) for the idle work to commit.
+    let mut waited = 0;
+    while fs.info().generation == before {
+        assert!(waited < 60_000, "the lazy commit never became durable");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        waited += 1;
+    }
+    let mut img = vec![0u8; dev.len() as usize];
+    dev.read(0, &mut img).unwrap();
+    let copy = Arc::new(daxfs_device::MemDevice::from_image(img));
+    let fs2 = Fs::mount(copy.clone(), &daxfs::MountOptions::default()).unwrap();
+    let b2 = fs2.open("/b", &OpenOptions::read_only()).unwrap();
+    let mut expect = data.clone();
+    expect[BS as usize + 3] = 0x77;
+    assert_eq!(read_all(&b2, 2 * BS as usize), expect);
+    let phys = |f: &File, off: u64| {
+        let m = f.fiemap().unwrap();
+        let e = m
+            .iter()
+            .find(|e| e.logical <= off && off < e.logical + e.length)
+            .unwrap();
+        e.physical + (off - e.logical)
+    };
+    assert_ne!(
+        phys(&b2, BS),
+        phys(&a, BS),
+        "the copy of the device maps b's second page to a block of its own"
+    );
+    assert_eq!(phys(&b2, 0), phys(&a, 0));
+    drop((b2, fs2));
+    assert_fsck(&*copy);
+    drop(v);
+}
