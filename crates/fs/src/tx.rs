@@ -826,8 +826,8 @@ impl<'a> Tx<'a> {
                 &mut m.log_head,
             );
             if let Err(e) = r {
-                // Lazy transactions taken into this one are gone from
-                // memory too: shut down, whatever the error.
+                // Lazy transactions taken into this one cannot become
+                // durable: shut down, whatever the error.
                 if had_lazy || !matches!(e, FsError::NoSpace(_)) {
                     // Part of the transaction may be on media: what memory
                     // knows of media is no longer sure, and the transaction
@@ -836,6 +836,16 @@ impl<'a> Tx<'a> {
                     m.log_head.clear();
                     m.shutdown
                         .get_or_insert_with(|| format!("writing metadata failed: {e}"));
+                }
+                if had_lazy {
+                    // Reads go on seeing the state memory has (the aborted
+                    // transaction keeps the superblock of the lazy ones).
+                    for (home, _, img) in images {
+                        if home != 0 {
+                            m.cache.lazy.insert(home, img);
+                        }
+                    }
+                    m.lazy_txs = 1;
                 }
                 return Err(e);
             }
