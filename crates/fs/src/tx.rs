@@ -283,7 +283,11 @@ impl<'a> Tx<'a> {
     /// transactions committed before are made durable first, so ordinary
     /// transactions (and repairs) only ever build on durable state.
     pub(crate) fn open(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
-        flush_lazy(dev, meta)?;
+        // A shut-down file system cannot flush; its transactions that only
+        // read see the lazy state in memory, and any commit fails.
+        if meta.shutdown.is_none() {
+            flush_lazy(dev, meta)?;
+        }
         Tx::open_inner(dev, meta, false)
     }
 
