@@ -1286,3 +1286,40 @@ fn store_fault_commits_become_durable_when_faults_pause() {
     assert_fsck(&*copy);
     drop(v);
 }
+
+/// A media error in a block a store fault gave the file, before its lazy
+/// commit is durable: the error handling commits it first, so the reverse
+/// map names the file, whose view has the page revoked and is told; the
+/// other file keeps its block.
+#[test]
+fn media_error_in_a_block_given_by_a_lazy_fault() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(42, 2 * BS as usize);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    let vb = b.map(0, 2 * BS, Access::ReadWrite).unwrap();
+    let before = fs.info().generation;
+    store(&vb, BS + 1, 0x55);
+    let new = own_dev(&vb, BS);
+    assert_ne!(new, shared_dev(&vb, 0) + BS);
+    // Whether or not the resolvers' idle work came first, the error is
+    // handled against the durable state.
+    fs.inject_error(new, BS).unwrap();
+    assert!(fs.info().generation > before);
+    let told = vb.take_media_errors();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (told[0].ino, told[0].offset, told[0].length),
+        (b.ino(), BS, BS)
+    );
+    assert!(!matches!(
+        vb.page_state(BS),
+        Some(PageState::Writable { .. } | PageState::ReadOnly { .. })
+    ));
+    assert_eq!(read_all(&a, 2 * BS as usize), data);
+    drop(vb);
+    drop((a, b));
+    drop(fs);
+    assert_fsck(&*dev);
+}
