@@ -203,6 +203,9 @@ impl Chunk {
 }
 
 static FIRST_CHUNK: Chunk = Chunk::new();
+/// Live registrations: [`overlaps_registered_range`] answers at once while
+/// there are none.
+static LIVE_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Serialises registration and unregistration (never taken by the handler).
 static REGISTRY_LOCK: Mutex<()> = Mutex::new(());
 
@@ -273,6 +276,7 @@ impl Drop for RangeRegistration {
         let cb = {
             let _g = REGISTRY_LOCK.lock().unwrap_or_else(|p| p.into_inner());
             self.slot.state.store(DYING, Ordering::SeqCst);
+            LIVE_COUNT.fetch_sub(1, Ordering::SeqCst);
             while self.slot.active.load(Ordering::SeqCst) != 0 {
                 std::hint::spin_loop();
                 std::thread::yield_now();
@@ -373,7 +377,72 @@ where
     slot.end.store(end, Ordering::Relaxed);
     slot.callback.store(Box::into_raw(cb), Ordering::Relaxed);
     slot.state.store(LIVE, Ordering::SeqCst);
+    LIVE_COUNT.fetch_add(1, Ordering::SeqCst);
     Ok(RangeRegistration { slot, start, len })
+}
+
+/// True when `[start, start + len)` overlaps a registered range (lock-free;
+/// one atomic load while nothing is registered). A caller that is about to
+/// copy to or from a buffer while holding locks a range handler may need
+/// asks this first, and copies through [`copy_guarded`] with no locks held
+/// instead.
+pub fn overlaps_registered_range(start: usize, len: usize) -> bool {
+    if len == 0 || LIVE_COUNT.load(Ordering::SeqCst) == 0 {
+        return false;
+    }
+    let end = start.saturating_add(len);
+    let mut found = false;
+    for_each_slot(|s| {
+        if s.state.load(Ordering::Acquire) == LIVE
+            && s.start.load(Ordering::Relaxed) < end
+            && start < s.end.load(Ordering::Relaxed)
+        {
+            found = true;
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// Copies `len` bytes from `src` to `dst` where either side may be memory
+/// of a registered range: a fault there is offered to the range's handler
+/// (on retry the copy goes on); when the handler answers SIGBUS, or the
+/// page cannot be reached at all, the copy stops and fails with `EFAULT`
+/// instead of the thread getting a signal (on x86_64; elsewhere the signal
+/// is delivered). Bytes before the faulting one may have been copied.
+///
+/// # Safety
+///
+/// - Both ranges must stay mapped into the process for the whole call
+///   (their pages may be inaccessible) and must not overlap.
+/// - No Rust reference may cover either range other than through the
+///   pointers given (memory of a range may change at any time: it is only
+///   copied, never borrowed).
+pub unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    install()?;
+    let r = if in_registered_range(src as usize) {
+        // SAFETY: the caller's contract is the routine's (the source side,
+        // which it aligns, is the one that may fault).
+        unsafe { crate::mcsafe::read(dst, src, len) }
+    } else {
+        // SAFETY: as above (the destination side is the aligned one).
+        unsafe { crate::mcsafe::write(dst, src, len) }
+    };
+    r.map_err(|_| std::io::Error::from_raw_os_error(libc::EFAULT))
+}
+
+/// [`copy_guarded`] of `src` into `dst` (of the same length), for a caller
+/// that was handed a buffer that may lie in a registered range.
+pub fn copy_slice_guarded(dst: &mut [u8], src: &[u8]) -> std::io::Result<()> {
+    assert_eq!(dst.len(), src.len(), "copy_slice_guarded: lengths differ");
+    // SAFETY: both slices are valid for their length while borrowed here,
+    // and a `&mut` and a `&` cannot overlap; they are used only through
+    // these pointers during the copy.
+    unsafe { copy_guarded(dst.as_mut_ptr(), src.as_ptr(), src.len()) }
 }
 
 /// True when `addr` lies in a registered range (lock-free).

@@ -296,10 +296,10 @@ impl File {
     ) -> Result<&'g mut ExtentMap> {
         if d.extents.is_none() {
             // Under the metadata lock, so the refcount tree is read whole.
-            let meta = lock(&self.fs.meta);
+            let mut meta = lock(&self.fs.meta);
             let rroot = meta.sb.refcount_tree;
             let root = self.node.rec().rec.tree;
-            let mut rs = self.fs.reader();
+            let mut rs = self.fs.cached_reader(&mut meta);
             let mut map = ExtentMap::load(&mut rs, self.node.ino, &root)?;
             if !rroot.is_empty() {
                 for e in map.iter() {
@@ -322,8 +322,22 @@ impl File {
     }
 
     /// Reads up to `buf.len()` bytes at `off`; returns how many (0 at or past
-    /// end of file).
+    /// end of file). A buffer in a view (of any file) may take store faults
+    /// whose resolution needs locks the read holds: the bytes go through a
+    /// bounce buffer, copied into the view with no lock held (a page of the
+    /// view that cannot be reached fails the read with EFAULT).
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        if !daxfs_device::fault::overlaps_registered_range(buf.as_ptr() as usize, buf.len()) {
+            return self.read_locked(off, buf);
+        }
+        let mut bounce = vec![0u8; buf.len()];
+        let n = self.read_locked(off, &mut bounce)?;
+        daxfs_device::fault::copy_slice_guarded(&mut buf[..n], &bounce[..n])
+            .map_err(buffer_fault)?;
+        Ok(n)
+    }
+
+    fn read_locked(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
         if !self.opts.read {
             return Err(FsError::BadHandle("file not open for reading".into()));
         }
@@ -373,12 +387,16 @@ impl File {
             return Ok((!m.is_empty()).then_some(m));
         }
         let m = {
-            let meta = lock(&self.fs.meta);
+            let mut meta = lock(&self.fs.meta);
             // Read under the metadata lock, which a report holds from its
             // commit until it has moved the count on.
             let seen = self.fs.loss_gen.load(std::sync::atomic::Ordering::Acquire);
             let root = meta.sb.loss_tree;
-            let m = crate::media::losses_of(&mut self.fs.reader(), &root, self.node.ino)?;
+            let m = crate::media::losses_of(
+                &mut self.fs.cached_reader(&mut meta),
+                &root,
+                self.node.ino,
+            )?;
             self.node.set_losses(seen, &m);
             m
         };
@@ -476,8 +494,20 @@ impl File {
     }
 
     /// Writes `data` at `off` (at end of file when opened for append). Data
-    /// is durable when this returns.
+    /// is durable when this returns. Data in a view (of any file) may take
+    /// faults whose resolution needs locks the write holds: it is copied
+    /// into a bounce buffer first, with no lock held (a page of the view that
+    /// cannot be reached fails the write with EFAULT, writing nothing).
     pub fn write_at(&self, off: u64, data: &[u8]) -> Result<usize> {
+        if !daxfs_device::fault::overlaps_registered_range(data.as_ptr() as usize, data.len()) {
+            return self.write_locked(off, data);
+        }
+        let mut bounce = vec![0u8; data.len()];
+        daxfs_device::fault::copy_slice_guarded(&mut bounce, data).map_err(buffer_fault)?;
+        self.write_locked(off, &bounce)
+    }
+
+    fn write_locked(&self, off: u64, data: &[u8]) -> Result<usize> {
         self.check_write()?;
         if data.is_empty() {
             return Ok(0);
@@ -503,6 +533,15 @@ impl File {
             .lost_map()?
             .is_some_and(|l| first_lost(&l, off, end).is_some());
         if off <= size && !map.maybe_shared && !lost_here && written(map) {
+            // The blocks may be mapped by a lazy transaction only: make it
+            // durable before the data, which is durable on return.
+            if self
+                .node
+                .lazy
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                self.fs.flush_lazy()?;
+            }
             self.copy_in(map, off, data)?;
             let mut r = self.node.rec();
             let t = inode::now();
@@ -652,7 +691,13 @@ impl File {
         let size = r.size.get();
         let views = crate::views::before_commit(&self.node, &mut tx, map, view_span, size); // views
         recs.stage(&mut tx)?;
+        let lazy = tx.is_lazy();
         tx.commit()?;
+        if lazy {
+            self.node
+                .lazy
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         recs.install();
         views.finish(); // views: map the committed state
         Ok(())
@@ -788,7 +833,9 @@ impl File {
         crate::views::persist(&self.node)?; // views: stores through mappings
         let mut r = self.node.rec();
         if !r.dirty {
-            return Ok(());
+            drop(r);
+            // Store faults through views commit lazily.
+            return self.fs.flush_lazy();
         }
         drop(r);
         let fs = &*self.fs;
@@ -817,9 +864,9 @@ impl File {
     pub fn fiemap(&self) -> Result<Vec<FiemapExtent>> {
         let mut d = self.data_write();
         let map = self.loaded(&mut d)?;
-        let meta = lock(&self.fs.meta);
+        let mut meta = lock(&self.fs.meta);
         let rroot = meta.sb.refcount_tree;
-        let mut rs = self.fs.reader();
+        let mut rs = self.fs.cached_reader(&mut meta);
         let mut out = vec![];
         for e in map.iter() {
             let pieces = if rroot.is_empty() {
@@ -899,4 +946,12 @@ fn first_lost(lost: &std::collections::BTreeMap<u64, u64>, off: u64, end: u64) -
         return Some(off);
     }
     lost.range(b0..b1).next().map(|(&k, _)| k * BS)
+}
+
+/// A caller's buffer that could not be reached (EFAULT).
+fn buffer_fault(e: std::io::Error) -> FsError {
+    FsError::Device(daxfs_device::DeviceError::Os {
+        what: "copying to or from the caller's buffer".into(),
+        source: e,
+    })
 }

@@ -41,7 +41,7 @@ pub struct MountOptions {}
 #[derive(Debug)]
 pub(crate) struct FsInner {
     pub dev: Arc<dyn Device>,
-    pub meta: Mutex<Meta>,
+    pub meta: Arc<Mutex<Meta>>,
     pub icache: Arc<Mutex<HashMap<u64, Arc<Inode>>>>,
     /// The replica state of `meta`, for readers outside transactions.
     pub reps: Arc<Mutex<Replicas>>,
@@ -313,7 +313,7 @@ impl Fs {
         let fs = Fs {
             inner: Arc::new(FsInner {
                 dev,
-                meta: Mutex::new(meta),
+                meta: Arc::new(Mutex::new(meta)),
                 icache,
                 reps,
                 fs_id,
@@ -458,6 +458,7 @@ impl Fs {
 impl Drop for FsInner {
     /// Unmount: pending size and time changes are written.
     fn drop(&mut self) {
+        crate::views::forget_fs(self);
         let _ = self.sync();
         let _ = self.dev.clear_holder();
     }
@@ -468,6 +469,7 @@ impl FsInner {
         // Nodes that reads found bad are rebuilt from their replicas now,
         // not left for the next change.
         crate::replica::run_pending(&*self.dev, &mut lock(&self.meta));
+        self.flush_lazy()?;
         let inodes: Vec<Arc<Inode>> = lock(&self.icache).values().cloned().collect();
         let mut dirty: Vec<Arc<Inode>> = inodes.into_iter().filter(|i| i.rec().dirty).collect();
         if dirty.is_empty() {
@@ -524,9 +526,9 @@ impl FsInner {
         self.inode(tx, &root, ino)
     }
 
-    /// A read-only store over committed metadata.
-    pub(crate) fn reader(&self) -> ReadStore<'_> {
-        Committed::new(&*self.dev, self.fs_id, None, Some(&*self.reps))
+    /// Makes the lazy transactions (store faults through views) durable.
+    pub(crate) fn flush_lazy(&self) -> Result<()> {
+        crate::tx::flush_lazy(&*self.dev, &mut lock(&self.meta))
     }
 
     /// A read-only store through the node cache of `meta` (whose lock the

@@ -141,6 +141,9 @@ pub struct Inode {
     pub loss_gen: Arc<std::sync::atomic::AtomicU64>,
     /// Mapped views of the file (see `crate::views`).
     pub views: crate::views::InodeViews,
+    /// Set when a lazy transaction (a store fault through a view) changed
+    /// the file: an in-place write makes it durable first.
+    pub lazy: std::sync::atomic::AtomicBool,
 }
 
 impl Inode {
@@ -199,6 +202,7 @@ impl Inode {
             loss_seen: std::sync::atomic::AtomicU64::new(0),
             loss_gen,
             views: Default::default(),
+            lazy: Default::default(),
         })
     }
 

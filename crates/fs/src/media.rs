@@ -723,9 +723,9 @@ impl Fs {
     /// report names owners by inode only, so that a block shared by
     /// thousands of files is handled without walking thousands of paths.
     pub fn name_owners(&self, events: &mut [FailureEvent]) -> Result<()> {
-        let meta = lock(&self.inner.meta);
+        let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
-        let mut rs = self.inner.reader();
+        let mut rs = self.inner.cached_reader(&mut meta);
         let mut known: HashMap<u64, Vec<String>> = HashMap::new();
         for e in events {
             if let OwnerKind::File { ino, paths, .. } = &mut e.owner {
@@ -760,9 +760,9 @@ impl Fs {
 
     /// The persistent error log, oldest first.
     pub fn error_log(&self) -> Result<Vec<ErrorLogEntry>> {
-        let meta = lock(&self.inner.meta);
+        let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
-        let mut rs = self.inner.reader();
+        let mut rs = self.inner.cached_reader(&mut meta);
         let mut recs = vec![];
         error_log().range(&mut rs, &sb.error_log, &0, &u64::MAX, &mut |k, r| {
             recs.push((k, r));
@@ -807,21 +807,23 @@ impl Fs {
 
     /// Known-bad device ranges (bytes), merged.
     pub fn bad_ranges(&self) -> Result<Vec<(u64, u64)>> {
-        let meta = lock(&self.inner.meta);
+        let mut meta = lock(&self.inner.meta);
         let root = meta.sb.badblock_tree;
-        Ok(badblocks::all(&mut self.inner.reader(), &root)?
-            .into_iter()
-            .map(|(s, l)| (s * BS, l * BS))
-            .collect())
+        Ok(
+            badblocks::all(&mut self.inner.cached_reader(&mut meta), &root)?
+                .into_iter()
+                .map(|(s, l)| (s * BS, l * BS))
+                .collect(),
+        )
     }
 
     /// Every file's lost ranges: (inode, file byte offset, bytes).
     pub fn all_losses(&self) -> Result<Vec<(u64, u64, u64)>> {
-        let meta = lock(&self.inner.meta);
+        let mut meta = lock(&self.inner.meta);
         let root = meta.sb.loss_tree;
         let mut out = vec![];
         loss_tree().range(
-            &mut self.inner.reader(),
+            &mut self.inner.cached_reader(&mut meta),
             &root,
             &(0, 0),
             &(u64::MAX, u64::MAX),

@@ -648,9 +648,9 @@ impl Fs {
 
     /// Every path naming inode `ino`.
     pub fn paths(&self, ino: u64) -> Result<Vec<String>> {
-        let meta = lock(&self.inner.meta);
+        let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
-        crate::dir::paths(&mut self.inner.reader(), &sb, ino)
+        crate::dir::paths(&mut self.inner.cached_reader(&mut meta), &sb, ino)
     }
 
     fn map_range(&self, block: u64, blocks: u64, with_free: bool) -> Result<Vec<OwnerRecord>> {

@@ -78,6 +78,14 @@ pub struct Meta {
     pub in_repair: bool,
     /// The log's first blocks as the last commit wrote them.
     pub log_head: journal::LogHead,
+    /// Lazy transactions (store faults through views) committed in memory
+    /// since the last durable commit; their blocks are in the node cache's
+    /// lazy layer.
+    pub lazy_txs: u64,
+    /// Blocks those lazy transactions freed: free once they are durable.
+    pub lazy_freed: Vec<(u64, u64)>,
+    /// Node -> replica pairs those lazy transactions made.
+    pub lazy_pairs: BlockMap<u64>,
 }
 
 impl Meta {
@@ -98,6 +106,9 @@ impl Meta {
             icache,
             in_repair: false,
             log_head: vec![],
+            lazy_txs: 0,
+            lazy_freed: vec![],
+            lazy_pairs: BlockMap::default(),
         }
     }
 
@@ -142,9 +153,14 @@ pub fn geometry(sb: &Superblock) -> LogGeometry {
 /// instead of a device read and a checksum. Holds only what is on media (or
 /// what the last commit put there); freed blocks are dropped. Bounded: when
 /// full it starts over.
+///
+/// On top of it, the lazy layer holds the blocks that lazy transactions
+/// committed in memory and that are not durable yet (see [`Tx::begin_lazy`]):
+/// reads see them first; [`NodeCache::peek`] (what media holds) does not.
 #[derive(Debug, Default)]
 pub struct NodeCache {
     blocks: BlockMap<Box<Block>>,
+    lazy: BlockMap<Box<Block>>,
 }
 
 impl NodeCache {
@@ -153,7 +169,7 @@ impl NodeCache {
 
     /// A cached block, if its header says it is what the caller expects.
     pub fn get(&self, b: u64, kind: BlockKind, owner: Option<u64>) -> Option<Box<Block>> {
-        let blk = self.blocks.get(&b)?;
+        let blk = self.lazy.get(&b).or_else(|| self.blocks.get(&b))?;
         let h = daxfs_format::block::header(&blk[..]).ok()?;
         (h.kind == kind as u8 && owner.is_none_or(|o| h.owner.get() == o)).then(|| blk.clone())
     }
@@ -184,6 +200,11 @@ impl NodeCache {
     /// Drops everything (after an error that may have left media and cache apart).
     pub fn clear(&mut self) {
         self.blocks.clear();
+    }
+
+    /// Blocks in the lazy layer.
+    pub fn lazy_len(&self) -> usize {
+        self.lazy.len()
     }
 }
 
@@ -224,6 +245,8 @@ pub struct Tx<'a> {
     /// known in memory only once committed, as the shared map holds
     /// committed pairs only.
     pub(crate) new_pairs: BlockMap<u64>,
+    /// Committed in memory only (see [`Tx::begin_lazy`]).
+    lazy: bool,
     done: bool,
 }
 
@@ -243,8 +266,32 @@ impl<'a> Tx<'a> {
         Tx::open(dev, meta)
     }
 
-    /// Starts a transaction without running repairs first.
+    /// Starts a lazy transaction: its commit makes its changes visible in
+    /// memory at once (reads, later transactions) and durable later, with
+    /// the next ordinary transaction, [`flush_lazy`] (msync, fsync, sync,
+    /// unmount, the resolvers when idle) or when the lazy blocks fill a
+    /// quarter of the log. Until then media holds the state before it, which
+    /// is consistent by itself: blocks it allocated are free there, blocks it
+    /// freed are not reused before they are durably free. Only store faults
+    /// through views use it (mmap stores are durable after msync or fsync).
+    pub fn begin_lazy(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
+        crate::replica::run_pending(dev, meta);
+        Tx::open_inner(dev, meta, true)
+    }
+
+    /// Starts a transaction without running repairs first. Lazy
+    /// transactions committed before are made durable first, so ordinary
+    /// transactions (and repairs) only ever build on durable state.
     pub(crate) fn open(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
+        // A shut-down file system cannot flush; its transactions that only
+        // read see the lazy state in memory, and any commit fails.
+        if meta.shutdown.is_none() {
+            flush_lazy(dev, meta)?;
+        }
+        Tx::open_inner(dev, meta, false)
+    }
+
+    fn open_inner(dev: &'a dyn Device, meta: &'a mut Meta, lazy: bool) -> Result<Tx<'a>> {
         let sb_before = meta.sb;
         let shut = meta.shutdown.is_some();
         let mut tx = Tx {
@@ -260,6 +307,7 @@ impl<'a> Tx<'a> {
             rmap_shape: false,
             root_moves: vec![],
             new_pairs: BlockMap::default(),
+            lazy,
             done: false,
         };
         if !tx.meta.free_loaded && !shut {
@@ -279,6 +327,12 @@ impl<'a> Tx<'a> {
                 return Err(FsError::Corrupt(format!(
                     "free-space tree: extent at block {s} is out of range or overlaps another"
                 )));
+            }
+            // Blocks lazy transactions freed are not free until durable.
+            for &(s, l) in &tx.meta.lazy_freed {
+                for (fs, fl) in map.overlapping(s, l) {
+                    map.remove(fs, fl);
+                }
             }
             tx.meta.free = map;
             tx.meta.free_loaded = true;
@@ -386,6 +440,9 @@ impl<'a> Tx<'a> {
             return Ok(0);
         }
         if let Some(&r) = self.new_pairs.get(&b) {
+            return Ok(r);
+        }
+        if let Some(&r) = self.meta.lazy_pairs.get(&b) {
             return Ok(r);
         }
         if let Some(r) = crate::fs::lock(&self.meta.reps).get(b) {
@@ -697,7 +754,7 @@ impl<'a> Tx<'a> {
     /// bad meanwhile, each in a transaction of its own.
     pub fn commit(mut self) -> Result<()> {
         if let Some(why) = &self.meta.shutdown
-            && !self.is_empty()
+            && (!self.is_empty() || self.meta.lazy_txs > 0)
         {
             return Err(FsError::Shutdown(why.clone()));
         }
@@ -707,10 +764,30 @@ impl<'a> Tx<'a> {
         {
             self.set_anchors()?;
         }
+        if self.lazy {
+            return self.commit_in_memory();
+        }
         let seq = self.meta.seq;
         let fs_id = self.meta.fs_id;
         let mut sbb = self.meta.sb.to_block();
         seal_block(&mut sbb, 0, seq, fs_id);
+        // The lazy transactions before this one commit with it (the blocks
+        // this one freed are left out; its own images win).
+        let had_lazy = self.meta.lazy_txs > 0;
+        if had_lazy {
+            let freed = std::mem::take(&mut self.freed);
+            let mut lazy = std::mem::take(&mut self.meta.cache.lazy);
+            drop_freed(&mut lazy, &freed);
+            self.freed = freed;
+            for (b, img) in lazy {
+                self.dirty.entry(b).or_insert(img);
+            }
+            self.freed.append(&mut self.meta.lazy_freed);
+            for (b, r) in std::mem::take(&mut self.meta.lazy_pairs) {
+                self.new_pairs.entry(b).or_insert(r);
+            }
+            self.meta.lazy_txs = 0;
+        }
         let dirty: Vec<(u64, Box<Block>)> = std::mem::take(&mut self.dirty).into_iter().collect();
         let mut images: Vec<journal::Image> = Vec::with_capacity(dirty.len() + 1);
         let replicas = self.meta.replicas();
@@ -759,7 +836,9 @@ impl<'a> Tx<'a> {
                 &mut m.log_head,
             );
             if let Err(e) = r {
-                if !matches!(e, FsError::NoSpace(_)) {
+                // Lazy transactions taken into this one cannot become
+                // durable: shut down, whatever the error.
+                if had_lazy || !matches!(e, FsError::NoSpace(_)) {
                     // Part of the transaction may be on media: what memory
                     // knows of media is no longer sure, and the transaction
                     // is replayed at the next mount.
@@ -767,6 +846,16 @@ impl<'a> Tx<'a> {
                     m.log_head.clear();
                     m.shutdown
                         .get_or_insert_with(|| format!("writing metadata failed: {e}"));
+                }
+                if had_lazy {
+                    // Reads go on seeing the state memory has (the aborted
+                    // transaction keeps the superblock of the lazy ones).
+                    for (home, _, img) in images {
+                        if home != 0 {
+                            m.cache.lazy.insert(home, img);
+                        }
+                    }
+                    m.lazy_txs = 1;
                 }
                 return Err(e);
             }
@@ -812,6 +901,41 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// The end of a lazy transaction's commit: its blocks join the node
+    /// cache's lazy layer, its frees and replica pairs wait for the durable
+    /// commit, everything else is in memory already. When the lazy blocks
+    /// fill a quarter of the log they are made durable now.
+    fn commit_in_memory(mut self) -> Result<()> {
+        let freed = std::mem::take(&mut self.freed);
+        let m = &mut *self.meta;
+        drop_freed(&mut m.cache.lazy, &freed);
+        for (b, img) in std::mem::take(&mut self.dirty) {
+            m.cache.lazy.insert(b, img);
+        }
+        m.lazy_freed.extend(freed);
+        m.lazy_pairs.extend(self.new_pairs.drain());
+        m.lazy_txs += 1;
+        if let Some(ev) = &mut m.events {
+            ev.append(&mut self.events);
+        }
+        self.done = true;
+        for (node, old, new) in std::mem::take(&mut self.root_moves) {
+            let mut g = node.rec();
+            if g.rec.tree.block.get() == old {
+                g.rec.tree.block = new.into();
+            }
+        }
+        if m.cache.lazy.len() >= m.geo.capacity() / 4 {
+            flush_lazy(self.dev, m)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this transaction is lazy (see [`Tx::begin_lazy`]).
+    pub(crate) fn is_lazy(&self) -> bool {
+        self.lazy
+    }
+
     /// Records in the superblock the reverse-map nodes on the path from its
     /// root to the middle of the device, with their replicas (see
     /// [`ReplicaPair`]).
@@ -841,6 +965,23 @@ impl<'a> Tx<'a> {
             && self.rmap_deltas.is_empty()
             && self.meta.sb.as_bytes_eq(&self.sb_before)
     }
+}
+
+/// Drops the blocks of `freed` ranges from `blocks`.
+fn drop_freed(blocks: &mut BlockMap<Box<Block>>, freed: &[(u64, u64)]) {
+    if blocks.is_empty() || freed.is_empty() {
+        return;
+    }
+    blocks.retain(|b, _| !freed.iter().any(|&(s, l)| (s..s + l).contains(b)));
+}
+
+/// Makes the lazy transactions committed so far durable, in one journal
+/// commit (nothing to do when there are none).
+pub fn flush_lazy(dev: &dyn Device, meta: &mut Meta) -> Result<()> {
+    if meta.lazy_txs == 0 {
+        return Ok(());
+    }
+    Tx::open_inner(dev, meta, false)?.commit()
 }
 
 trait SbEq {

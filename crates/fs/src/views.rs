@@ -13,7 +13,8 @@
 //! A store to a read-only page faults. The process-wide fault handler of the
 //! device layer calls this module's range callback, which hands the fault
 //! to a resolver thread ([`resolver`]) and waits. The resolver gives the
-//! block to the file in one transaction through the same machinery as
+//! block to the file in one lazy transaction (`Tx::begin_lazy`: in memory at
+//! once, durable at msync, fsync or later) through the same machinery as
 //! `write` (copy a shared block, zero a hole or unwritten block), and the
 //! commit maps the new page into every view of the file. Loads or stores to
 //! pages past end of file raise SIGBUS `BUS_ADRERR`, to lost pages SIGBUS
@@ -42,9 +43,10 @@
 //! nothing is acquired while holding them. daxfs never loads or stores
 //! through a view; it only changes mappings (system calls that cannot fault
 //! on them). A thread that faults on a view while holding no daxfs lock
-//! cannot deadlock; one that holds the data lock of the file (a `write` whose
-//! source buffer is a view of the same file) would wait for itself, so the
-//! API never hands out such buffers.
+//! cannot deadlock. `read` and `write` hold a data lock (and `write` the
+//! metadata lock) while copying, so when their buffer overlaps a view they
+//! copy through a bounce buffer outside the locks (`File::read_at`,
+//! `File::write_at`).
 mod plan;
 mod resolver;
 mod vm;
@@ -286,7 +288,12 @@ impl ViewShared {
         let (ck, wk) = (kind(cur), kind(want));
         match phase {
             Phase::Before => {
-                if !is_dev(ck) {
+                // Read-only pages (and the zero page) keep showing their
+                // block until the new state is mapped: no store can reach
+                // it, and until then the committer holds the metadata lock,
+                // which anything that could write the block in place (its
+                // other owner once alone) or reuse it (once freed) needs.
+                if !is_dev(ck) || ck == K_RO {
                     None
                 } else if is_dev(wk) && block(want) == block(cur) {
                     (ck == K_RW && wk == K_RO).then_some(Op::Protect { prot: Prot::Read })
@@ -633,6 +640,47 @@ fn resolve_fault(view: usize, addr: usize, write: bool) -> u32 {
     answer
 }
 
+/// What the resolvers need to make a file system's lazy commits durable when
+/// idle: its metadata and device, not the file system itself (a resolver
+/// holding the last reference would drop the file system late, closing its
+/// device after its owner expects). A file system leaves the list first
+/// thing when dropped, which waits while the lock is held; an idle flush
+/// drops what it upgraded before it releases the lock.
+type LazyEntry = (Weak<Mutex<crate::tx::Meta>>, Weak<dyn Device>);
+static LAZY: Mutex<Vec<LazyEntry>> = Mutex::new(Vec::new());
+
+/// Asks the resolvers to make `fs`'s lazy commits durable when idle.
+fn flush_when_idle(fs: &crate::fs::FsInner) {
+    {
+        let mut l = lock(&LAZY);
+        if !l
+            .iter()
+            .any(|(m, _)| std::ptr::eq(m.as_ptr(), Arc::as_ptr(&fs.meta)))
+        {
+            l.push((Arc::downgrade(&fs.meta), Arc::downgrade(&fs.dev)));
+        }
+    }
+    resolver::want_idle_work();
+}
+
+/// Called first thing when `fs` is dropped: takes it off the list (waiting
+/// while an idle flush runs).
+pub(crate) fn forget_fs(fs: &crate::fs::FsInner) {
+    lock(&LAZY).retain(|(m, _)| !std::ptr::eq(m.as_ptr(), Arc::as_ptr(&fs.meta)));
+}
+
+/// The resolvers' idle work: makes the lazy commits of store faults durable.
+fn flush_idle() {
+    let mut l = lock(&LAZY);
+    for (m, d) in std::mem::take(&mut *l) {
+        if let (Some(m), Some(d)) = (m.upgrade(), d.upgrade()) {
+            // A failure shuts the file system down; the next operation
+            // reports it.
+            let _ = crate::tx::flush_lazy(&*d, &mut lock(&m));
+        }
+    }
+}
+
 /// Zeros for filling holes and unwritten blocks, one 2 MiB group long.
 fn zeros() -> &'static [u8] {
     static Z: OnceLock<Box<[u8]>> = OnceLock::new();
@@ -646,7 +694,9 @@ fn zeros() -> &'static [u8] {
 fn give_blocks(file: &File, map: &mut ExtentMap, g0: u64, g1: u64) -> Result<bool> {
     let fs = &*file.fs;
     let mut meta = lock(&fs.meta);
-    let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+    // Committed in memory at once, durable at msync, fsync, sync, the next
+    // ordinary transaction or when the resolvers go idle.
+    let mut tx = Tx::begin_lazy(&*fs.dev, &mut meta)?;
     let shared = shared_blocks(&mut tx, map, g0, g1)?;
     let fill: u64 = segments(map, g0, g1)
         .iter()
@@ -672,6 +722,8 @@ fn give_blocks(file: &File, map: &mut ExtentMap, g0: u64, g1: u64) -> Result<boo
     }
     fs.dev.fence();
     file.commit_rec(tx, map, |_| {})?;
+    drop(meta);
+    flush_when_idle(&file.fs);
     Ok(true)
 }
 
@@ -838,8 +890,10 @@ pub(crate) fn persist(node: &Inode) -> Result<()> {
 /// past end of file raises SIGBUS (`BUS_ADRERR`); to a page lost to a media
 /// error, SIGBUS (`BUS_MCEERR_AR`, `si_addr` at the page).
 ///
-/// Stores are durable after [`View::msync`]; the blocks a store fault gives
-/// the file are committed before the store goes on.
+/// Stores are durable after [`View::msync`] (or `fsync`); the blocks a store
+/// fault gives the file are the file's before the store goes on, in a lazy
+/// transaction made durable by msync, fsync, sync, the next ordinary
+/// transaction, a pause of the faults or unmount.
 pub struct View {
     reg: Option<RangeRegistration>,
     shared: Arc<ViewShared>,
@@ -873,6 +927,46 @@ impl Drop for View {
 }
 
 impl File {
+    /// What a store through a view does at file offset `off`, on a device
+    /// that cannot be mapped (the crash tests' recording device): the store
+    /// fault's lazy transaction (the block becomes the file's own), then
+    /// `data` stored into the block as a store through a view leaves it (not
+    /// flushed). Not part of the API.
+    #[doc(hidden)]
+    pub fn store_as_view_for_test(&self, off: u64, data: &[u8]) -> Result<()> {
+        let fb = off / BS;
+        if (off % BS) + data.len() as u64 > BS || (fb + 1) * BS > self.size() {
+            return Err(FsError::Invalid("one block below end of file".into()));
+        }
+        let mut d = self.data_write();
+        let map = self.loaded(&mut d)?;
+        if let Err(e) = give_blocks(self, map, fb, fb + 1) {
+            d.extents = None;
+            return Err(e);
+        }
+        let e = map
+            .find(fb)
+            .ok_or_else(|| FsError::Corrupt("the store fault left no block".into()))?;
+        let at = (e.phys + (fb - e.fblock)) * BS + off % BS;
+        self.fs.dev.write(at, data)?;
+        Ok(())
+    }
+
+    /// What `View::msync` over the whole file does, on a device that cannot
+    /// be mapped (see [`File::store_as_view_for_test`]). Not part of the API.
+    #[doc(hidden)]
+    pub fn msync_for_test(&self) -> Result<()> {
+        let mut d = self.data_write();
+        let map = self.loaded(&mut d)?;
+        for e in map.iter() {
+            self.fs.dev.flush(e.phys * BS, e.len * BS);
+        }
+        drop(d);
+        self.fs.dev.fence();
+        self.fs.dev.take_persist_error()?;
+        self.fs.flush_lazy()
+    }
+
     /// Maps `length` bytes of the file from `offset` (a multiple of the page
     /// size) into memory: see [`View`]. The view may extend past end of file
     /// (those pages raise SIGBUS until the file grows). The view keeps the
@@ -948,7 +1042,11 @@ fn map_file(f: &File, offset: u64, length: u64, access: Access) -> Result<View> 
             src.align
         )));
     }
-    resolver::start(resolve_fault).map_err(|e| FsError::Io(format!("starting resolvers: {e}")))?;
+    resolver::start(resolver::Jobs {
+        work: resolve_fault,
+        idle: flush_idle,
+    })
+    .map_err(|e| FsError::Io(format!("starting resolvers: {e}")))?;
     let npages = usize::try_from(length.div_ceil(PAGE as u64))
         .map_err(|_| FsError::TooBig("view larger than the address space".into()))?;
     let len = npages
@@ -1095,7 +1193,8 @@ impl View {
         let dev = &*self.shared.dev;
         dev.fence();
         dev.take_persist_error()?;
-        Ok(())
+        // The blocks store faults gave the file, committed lazily.
+        self.file.fs.flush_lazy()
     }
 
     /// What the page holding file offset `off` shows now (None outside the

@@ -1043,3 +1043,283 @@ fn read_into_a_view_while_resolvers_wait_for_the_file() {
     drop(fs);
     assert_fsck(&*dev);
 }
+
+/// Runs `f` on a thread of its own and returns its result. If `f` has not
+/// returned after a minute (a deadlock) the test process exits with a
+/// failure instead of hanging (a panic would unwind into dropping views,
+/// which waits for the stuck fault).
+fn finishes<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("{what}: no answer after a minute (deadlock)");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// read() of a file into a view of the same file: the destination pages
+/// (a hole, a shared block) take store faults whose resolution needs the
+/// file's data lock, which the read holds while copying; the read goes
+/// through a bounce buffer instead and completes.
+#[test]
+fn read_into_a_view_of_the_same_file() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(31, 2 * BS as usize);
+    let f = Arc::new(file_with(&fs, "/f", &data));
+    f.set_len(4 * BS).unwrap();
+    let g = fs.create("/g").unwrap();
+    g.clone_from(&f).unwrap();
+    let v = Arc::new(f.map(0, 4 * BS, Access::ReadWrite).unwrap());
+    assert!(matches!(v.page_state(0), Some(PageState::ReadOnly { .. })));
+    assert_eq!(v.page_state(2 * BS), Some(PageState::Zero));
+    // Pages 0 and 1 into the hole at 2 and 3.
+    let (f2, v2) = (f.clone(), v.clone());
+    let n = finishes("read into the hole of a view of the same file", move || {
+        let p = v2.as_ptr().wrapping_add(2 * BS as usize);
+        // SAFETY: inside the view, which lives; no other thread touches
+        // these pages while the slice lives.
+        let buf = unsafe { std::slice::from_raw_parts_mut(p, 2 * BS as usize) };
+        f2.read_at(0, buf)
+    })
+    .unwrap();
+    assert_eq!(n, 2 * BS as usize);
+    // Page 1 into the shared page 0 (a copy on write).
+    let (f2, v2) = (f.clone(), v.clone());
+    let n = finishes(
+        "read into a shared page of a view of the same file",
+        move || {
+            // SAFETY: as above.
+            let buf = unsafe { std::slice::from_raw_parts_mut(v2.as_ptr(), BS as usize) };
+            f2.read_at(BS, buf)
+        },
+    )
+    .unwrap();
+    assert_eq!(n, BS as usize);
+    let b = BS as usize;
+    let mut expect = data.clone();
+    expect[..b].copy_from_slice(&data[b..]);
+    expect.extend_from_slice(&data);
+    assert_eq!(read_all(&f, 4 * b), expect);
+    assert_eq!(view_bytes(&v, 0, 4 * b), expect);
+    let mut g_expect = data.clone();
+    g_expect.resize(4 * b, 0);
+    assert_eq!(read_all(&g, 4 * b), g_expect);
+    drop(v);
+    drop((f, g));
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// write() whose source lies in views: pages that are mapped (owned, shared,
+/// the zero page of a hole) are copied; a page revoked by a media error
+/// (its resolution needs the data lock of the view's file and the metadata
+/// lock, which a write holds while copying) fails the write with EFAULT
+/// instead of deadlocking, whether the view is of the written file or of
+/// another.
+#[test]
+fn write_from_a_view_never_deadlocks() {
+    let (dev, fs) = new_fs(16);
+    let b = BS as usize;
+    let data = pattern(32, 3 * b);
+    let f = Arc::new(file_with(&fs, "/f", &data));
+    let g = Arc::new(file_with(&fs, "/g", &pattern(33, 3 * b)));
+    g.set_len(4 * BS).unwrap();
+    let h = fs.create("/h").unwrap();
+    h.clone_from(&g).unwrap();
+    let vf = Arc::new(f.map(0, 3 * BS, Access::ReadWrite).unwrap());
+    let vg = Arc::new(g.map(0, 4 * BS, Access::Read).unwrap());
+    // From a shared page and from the zero page of a hole.
+    assert!(matches!(vg.page_state(0), Some(PageState::ReadOnly { .. })));
+    assert_eq!(vg.page_state(3 * BS), Some(PageState::Zero));
+    let src = vg.as_ptr() as usize;
+    let f2 = f.clone();
+    finishes("write from shared and hole pages", move || {
+        // SAFETY: inside the view, which lives (`vg` is held below).
+        let buf = unsafe { std::slice::from_raw_parts(src as *const u8, 4 * b) };
+        f2.write_at(0, buf)
+    })
+    .unwrap();
+    let mut expect = pattern(33, 3 * b);
+    expect.resize(4 * b, 0);
+    assert_eq!(read_all(&f, 4 * b), expect);
+    // From f's own view, to another place in f.
+    let (f2, vf2) = (f.clone(), vf.clone());
+    finishes("write from the file's own view", move || {
+        // SAFETY: as above.
+        let buf = unsafe { std::slice::from_raw_parts(vf2.as_ptr(), b) };
+        f2.write_at(4 * BS, buf)
+    })
+    .unwrap();
+    expect.extend_from_within(..b);
+    assert_eq!(read_all(&f, 5 * b), expect);
+    // Revoked pages: a media error in f's page 1 and in g's page 2.
+    fs.inject_error(own_dev(&vf, BS), BS).unwrap();
+    assert_eq!(vf.page_state(BS), Some(PageState::Unmapped));
+    let gdev = vg.device_offset(2 * BS).unwrap();
+    fs.inject_error(gdev, BS).unwrap();
+    assert_eq!(vg.page_state(2 * BS), Some(PageState::Unmapped));
+    for (what, view, page, to) in [
+        ("the file's own revoked page", vf.clone(), 1, 0),
+        ("another file's revoked page, in place", vg.clone(), 2, 0),
+        (
+            "another file's revoked page, allocating",
+            vg.clone(),
+            2,
+            8 * BS,
+        ),
+    ] {
+        let f2 = f.clone();
+        let src = view.as_ptr() as usize + page * b;
+        let r = finishes(what, move || {
+            // SAFETY: as above (`view` lives until the end of the test).
+            let buf = unsafe { std::slice::from_raw_parts(src as *const u8, b) };
+            f2.write_at(to, buf)
+        });
+        assert_eq!(r.unwrap_err().errno_name(), "EFAULT", "{what}");
+    }
+    assert_eq!(read_all(&f, 5 * b)[..b], expect[..b]);
+    drop((vf, vg));
+    drop((f, g, h));
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// The kernel's own accesses to a view (a system call given a view address):
+/// pages that are mapped (owned, shared, the zero page of a hole) read like
+/// any memory; a page wholly past end of file gives EFAULT, as on Linux.
+#[test]
+fn system_calls_read_mapped_view_pages() {
+    let (_dev, fs) = new_fs(16);
+    let b = BS as usize;
+    let data = pattern(34, 2 * b);
+    let f = file_with(&fs, "/f", &data);
+    f.set_len(3 * BS).unwrap();
+    let g = fs.create("/g").unwrap();
+    g.clone_range(&f, BS, BS, BS).unwrap();
+    let v = f.map(0, 4 * BS, Access::ReadWrite).unwrap();
+    assert!(matches!(v.page_state(0), Some(PageState::Writable { .. })));
+    assert!(matches!(v.page_state(BS), Some(PageState::ReadOnly { .. })));
+    assert_eq!(v.page_state(2 * BS), Some(PageState::Zero));
+    assert_eq!(v.page_state(3 * BS), Some(PageState::PastEof));
+    let mut fds = [0i32; 2];
+    // SAFETY: a pipe into a two-int array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let mut expect = data.clone();
+    expect.resize(3 * b, 0);
+    for p in 0..3usize {
+        let src = v.as_ptr().wrapping_add(p * b);
+        // SAFETY: the kernel reads the view's page (mapped) into the pipe.
+        let n = unsafe { libc::write(fds[1], src.cast(), b) };
+        assert_eq!(n, b as isize, "page {p}");
+        let mut back = vec![0u8; b];
+        // SAFETY: reads into a buffer of ours.
+        let n = unsafe { libc::read(fds[0], back.as_mut_ptr().cast(), b) };
+        assert_eq!(n, b as isize);
+        assert_eq!(back, expect[p * b..(p + 1) * b], "page {p}");
+    }
+    let src = v.as_ptr().wrapping_add(3 * b);
+    // SAFETY: the kernel is asked to read a page past end of file.
+    let n = unsafe { libc::write(fds[1], src.cast(), b) };
+    assert_eq!(n, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EFAULT)
+    );
+    // SAFETY: closing our descriptors.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    assert_eq!(v.stats().faults, 0);
+}
+
+/// A store fault's transaction commits lazily: at once in memory, durable
+/// without msync once the faults pause (the resolvers' idle work); a copy
+/// of the device then mounts with the new block in the file.
+#[test]
+fn store_fault_commits_become_durable_when_faults_pause() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(41, 2 * BS as usize);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    b.fsync().unwrap();
+    let v = b.map(0, 2 * BS, Access::ReadWrite).unwrap();
+    let before = fs.info().generation;
+    store(&v, BS + 3, 0x77);
+    assert_eq!(v.stats().block_faults, 1);
+    // Wait (a minute at most) for the idle work to commit.
+    let mut waited = 0;
+    while fs.info().generation == before {
+        assert!(waited < 60_000, "the lazy commit never became durable");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        waited += 1;
+    }
+    let mut img = vec![0u8; dev.len() as usize];
+    dev.read(0, &mut img).unwrap();
+    let copy = Arc::new(daxfs_device::MemDevice::from_image(img));
+    let fs2 = Fs::mount(copy.clone(), &daxfs::MountOptions::default()).unwrap();
+    let b2 = fs2.open("/b", &OpenOptions::read_only()).unwrap();
+    let mut expect = data.clone();
+    expect[BS as usize + 3] = 0x77;
+    assert_eq!(read_all(&b2, 2 * BS as usize), expect);
+    let phys = |f: &File, off: u64| {
+        let m = f.fiemap().unwrap();
+        let e = m
+            .iter()
+            .find(|e| e.logical <= off && off < e.logical + e.length)
+            .unwrap();
+        e.physical + (off - e.logical)
+    };
+    assert_ne!(
+        phys(&b2, BS),
+        phys(&a, BS),
+        "the copy of the device maps b's second page to a block of its own"
+    );
+    assert_eq!(phys(&b2, 0), phys(&a, 0));
+    drop((b2, fs2));
+    assert_fsck(&*copy);
+    drop(v);
+}
+
+/// A media error in a block a store fault gave the file, before its lazy
+/// commit is durable: the error handling commits it first, so the reverse
+/// map names the file, whose view has the page revoked and is told; the
+/// other file keeps its block.
+#[test]
+fn media_error_in_a_block_given_by_a_lazy_fault() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(42, 2 * BS as usize);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    let vb = b.map(0, 2 * BS, Access::ReadWrite).unwrap();
+    let before = fs.info().generation;
+    store(&vb, BS + 1, 0x55);
+    let new = own_dev(&vb, BS);
+    assert_ne!(new, shared_dev(&vb, 0) + BS);
+    // Whether or not the resolvers' idle work came first, the error is
+    // handled against the durable state.
+    fs.inject_error(new, BS).unwrap();
+    assert!(fs.info().generation > before);
+    let told = vb.take_media_errors();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (told[0].ino, told[0].offset, told[0].length),
+        (b.ino(), BS, BS)
+    );
+    assert!(!matches!(
+        vb.page_state(BS),
+        Some(PageState::Writable { .. } | PageState::ReadOnly { .. })
+    ));
+    assert_eq!(read_all(&a, 2 * BS as usize), data);
+    drop(vb);
+    drop((a, b));
+    drop(fs);
+    assert_fsck(&*dev);
+}

@@ -118,8 +118,35 @@ fn write_file(fs: &Fs, path: &str, bytes: u64) -> Result<File> {
     Ok(f)
 }
 
+/// Bytes of `[start, start + len)` the kernel maps with 2 MiB page-table
+/// entries (the `*PmdMapped` lines of `/proc/self/smaps`), if readable.
+fn pmd_mapped_bytes(start: usize, len: usize) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    let mut kb = 0u64;
+    for l in smaps.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            inside = a < start + len && start < b;
+            continue;
+        }
+        if inside && l.contains("PmdMapped:") {
+            kb += l
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Some(kb << 10)
+}
+
 /// The daxfs figures.
 struct Dax {
+    /// Bytes of the bandwidth view mapped with 2 MiB pages.
+    huge_mapped: Option<u64>,
     load: f64,
     store: f64,
     /// The same copies through the device's own mapping of the same pages.
@@ -156,6 +183,7 @@ fn run_dax(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Dax> {
     let (src, mut dst) = faulted_buffers(to_usize(plan.bytes));
     copy_into(&v, &src);
     copy_from(&v, &mut dst);
+    let huge_mapped = pmd_mapped_bytes(v.as_ptr() as usize, to_usize(plan.bytes));
     let load = best_gbps(plan.passes, plan.bytes, |_| {
         copy_from(&v, black_box(&mut dst));
         Ok(())
@@ -246,6 +274,7 @@ fn run_dax(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Dax> {
     let hole = time_stores(vh.as_ptr(), plan.faults, BS);
     drop((vh, h));
     Ok(Dax {
+        huge_mapped,
         load,
         store,
         dev_load,
@@ -487,6 +516,15 @@ pub fn run(a: &ViewsArgs) -> Result<i32> {
     .target(Target::RatioAtLeast(0.95));
     rep.add(fl);
     rep.add(fs_);
+    if let Some(h) = d.huge_mapped {
+        rep.add(Figure::new(
+            "view_huge_mapped",
+            "daxfs",
+            "bandwidth view mapped with 2 MiB pages",
+            (h >> 20) as f64,
+            "MiB",
+        ));
+    }
     let i_cow = rep.add(
         Figure::new(
             "cow_fault_4k_p50",

@@ -27,7 +27,7 @@
 //!   them is not queued (it would wait for itself).
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// Re-execute the faulting instruction.
 pub(crate) const RETRY: u32 = 1;
@@ -73,6 +73,12 @@ static SLOTS: [Slot; NSLOTS] = [const { Slot::new() }; NSLOTS];
 static WORK: AtomicU32 = AtomicU32::new(0);
 /// Resolver threads asleep on `WORK` (wakes are skipped when none sleeps).
 static SLEEPING: AtomicU32 = AtomicU32::new(0);
+/// Set when resolved faults left work for idle time (lazy commits to make
+/// durable): the next resolver to find no fault for a while runs the idle
+/// work.
+static IDLE_WORK: AtomicBool = AtomicBool::new(false);
+/// How long the resolvers wait for another fault before the idle work.
+const IDLE_DELAY_NS: i64 = 2_000_000;
 /// Resolver threads started, and those working on a fault now.
 static THREADS: AtomicU32 = AtomicU32::new(0);
 static BUSY: AtomicU32 = AtomicU32::new(0);
@@ -101,6 +107,31 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
             std::ptr::null::<libc::timespec>(),
         );
     }
+}
+
+/// Waits on `word` while it holds `expected`, for at most `ns` nanoseconds.
+fn futex_wait_for(word: &AtomicU32, expected: u32, ns: i64) {
+    let t = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: as in `futex_wait`; the timeout is a live timespec (relative,
+    // as FUTEX_WAIT takes it).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            FUTEX_WAIT_PRIVATE,
+            expected,
+            &t as *const libc::timespec,
+        );
+    }
+}
+
+/// Asks the resolvers to run the idle work once no fault has come for a
+/// short while.
+pub(crate) fn want_idle_work() {
+    IDLE_WORK.store(true, Ordering::SeqCst);
 }
 
 fn futex_wake(word: &AtomicU32, n: i32) {
@@ -159,9 +190,17 @@ pub(crate) fn submit(view: usize, addr: usize, write: bool) -> u32 {
     answer
 }
 
-/// Starts the resolver threads (once per process). `work(view, addr,
-/// write)` resolves one fault and returns the answer.
-pub(crate) fn start(work: fn(usize, usize, bool) -> u32) -> std::io::Result<()> {
+/// What the resolver threads run: `work(view, addr, write)` resolves one
+/// fault and returns the answer; `idle()` runs when [`want_idle_work`] was
+/// called and no fault has come for a short while.
+#[derive(Clone, Copy)]
+pub(crate) struct Jobs {
+    pub work: fn(usize, usize, bool) -> u32,
+    pub idle: fn(),
+}
+
+/// Starts the resolver threads (once per process).
+pub(crate) fn start(work: Jobs) -> std::io::Result<()> {
     static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
     let r = STARTED.get_or_init(|| {
         let n = std::thread::available_parallelism()
@@ -176,7 +215,7 @@ pub(crate) fn start(work: fn(usize, usize, bool) -> u32) -> std::io::Result<()> 
     r.clone().map_err(std::io::Error::other)
 }
 
-fn spawn(work: fn(usize, usize, bool) -> u32) -> std::io::Result<()> {
+fn spawn(work: Jobs) -> std::io::Result<()> {
     let i = THREADS.fetch_add(1, Ordering::SeqCst);
     let r = std::thread::Builder::new()
         .name(format!("daxfs-views-{i}"))
@@ -188,7 +227,8 @@ fn spawn(work: fn(usize, usize, bool) -> u32) -> std::io::Result<()> {
 }
 
 /// One resolver thread: takes queued faults until the process ends.
-fn run(work: fn(usize, usize, bool) -> u32) {
+fn run(jobs: Jobs) {
+    let work = jobs.work;
     IS_RESOLVER.with(|r| r.set(true));
     loop {
         let seen = WORK.load(Ordering::SeqCst);
@@ -206,7 +246,7 @@ fn run(work: fn(usize, usize, bool) -> u32) {
             let busy = BUSY.fetch_add(1, Ordering::SeqCst) + 1;
             let threads = THREADS.load(Ordering::SeqCst);
             if busy >= threads && threads < MAX_THREADS {
-                let _ = spawn(work);
+                let _ = spawn(jobs);
             }
             let (view, addr) = (
                 s.view.load(Ordering::Relaxed),
@@ -222,7 +262,18 @@ fn run(work: fn(usize, usize, bool) -> u32) {
         }
         if !did {
             SLEEPING.fetch_add(1, Ordering::SeqCst);
-            if WORK.load(Ordering::SeqCst) == seen {
+            if IDLE_WORK.load(Ordering::SeqCst) {
+                // Idle work waits for a pause in the faults, so that a run of
+                // faults shares it.
+                if WORK.load(Ordering::SeqCst) == seen {
+                    futex_wait_for(&WORK, seen, IDLE_DELAY_NS);
+                }
+                if WORK.load(Ordering::SeqCst) == seen && IDLE_WORK.swap(false, Ordering::SeqCst) {
+                    SLEEPING.fetch_sub(1, Ordering::SeqCst);
+                    let _ = std::panic::catch_unwind(jobs.idle);
+                    continue;
+                }
+            } else if WORK.load(Ordering::SeqCst) == seen {
                 futex_wait(&WORK, seen);
             }
             SLEEPING.fetch_sub(1, Ordering::SeqCst);
