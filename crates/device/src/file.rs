@@ -672,6 +672,9 @@ impl Device for MmapDevice {
         self.media
             .add(self, &[(off, len)], FailureFlags::BACKGROUND)
     }
+    fn inject_latent_error(&self, off: u64, len: u64) -> Result<()> {
+        self.media.add_latent(self, off, len)
+    }
 
     fn import_bad_ranges(&self, ranges: &[(u64, u64)]) -> Result<()> {
         self.media.add(self, ranges, FailureFlags::BACKGROUND)

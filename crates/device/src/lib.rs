@@ -266,6 +266,20 @@ pub trait Device: Send + Sync + std::fmt::Debug {
         )))
     }
 
+    /// Emulates a latent error: the pages of `[off, off + len)` go bad
+    /// without anyone being told, as poison that nothing has consumed yet.
+    /// The first access through the device finds it: the page is recorded
+    /// and reported with action required, and the access fails with
+    /// [`DeviceError::Media`]. (Tests use it to hit a block between its
+    /// allocation and its first write.)
+    fn inject_latent_error(&self, off: u64, len: u64) -> Result<()> {
+        let _ = (off, len);
+        Err(DeviceError::Unsupported(format!(
+            "{} does not handle media errors",
+            self.describe()
+        )))
+    }
+
     /// Imports a list of bad byte ranges (e.g. from
     /// [`parse_bad_block_list`]): like [`Device::inject_error`] for each, but
     /// every range is checked against the device first (nothing changes if

@@ -455,6 +455,19 @@ impl Media {
         saved.and(result)
     }
 
+    /// A latent error: the pages go bad in the device's own memory but are
+    /// neither recorded nor reported, as poison nobody has touched yet. The
+    /// first access finds them ([`Media::fault`]).
+    pub(crate) fn add_latent(&self, m: &dyn Medium, off: u64, len: u64) -> Result<()> {
+        let (a, b) = self.pages(off, len)?;
+        if !crate::mcsafe::RECOVERS || !m.set_access(a, b - a, false) {
+            return Err(DeviceError::Unsupported(
+                "this device cannot hide pages, so it cannot hold latent errors".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// A guarded access of the device faulted at device offset `off`: the
     /// page is bad. If it was not known, it is recorded (and made
     /// inaccessible) and reported with action required before this returns.

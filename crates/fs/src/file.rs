@@ -513,10 +513,46 @@ impl File {
             return Ok(0);
         }
         let mut d = self.data_write();
+        // A media error met while writing (a block being staged for the
+        // write, or one of the file's own blocks, found bad) is handled as
+        // the report it is; then the write is redone: a staging block is
+        // quarantined by then and the redo gets another, and a whole lost
+        // block of the file is replaced. Only a write that keeps meeting new
+        // bad blocks gives up, with EIO.
+        let mut tries = 0;
+        loop {
+            match self.write_once(&mut d, off, data) {
+                Err(FsError::Device(daxfs_device::DeviceError::Media { off: bad, .. }))
+                    if tries < 4 =>
+                {
+                    tries += 1;
+                    d.extents = None;
+                    // Handled here and now (the device's own report may be
+                    // with the worker still): a range already handled is
+                    // not handled twice.
+                    let flags = crate::media::FailureFlags {
+                        action_required: true,
+                        pre_remove: false,
+                    };
+                    let _ = self.fs.media_failure(bad / BS * BS, BS, flags);
+                    self.fs.process_pending();
+                }
+                Err(e) => return Err(self.sync_fault(e)),
+                Ok(n) => return Ok(n),
+            }
+        }
+    }
+
+    fn write_once(
+        &self,
+        d: &mut RwLockWriteGuard<'_, DataState>,
+        off: u64,
+        data: &[u8],
+    ) -> Result<usize> {
         let size = self.size();
         let off = if self.opts.append { size } else { off };
         let end = check_range(off, data.len() as u64)?;
-        let map = self.loaded(&mut d)?;
+        let map = self.loaded(d)?;
         let (b0, b1) = (off / BS, end.div_ceil(BS));
         // Fast path: an overwrite of written blocks with no gap after EOF.
         let written = |map: &ExtentMap| {

@@ -671,3 +671,76 @@ fn many_owners_losses_merge_with_earlier_ones() {
     drop(src);
     assert_fsck(&*dev);
 }
+
+/// A block being staged for a copy-on-write turns out bad (a latent error,
+/// found when the write stores into it): the staging is dropped and the write
+/// redone on another block; the bad block is quarantined, nothing shuts down.
+#[test]
+fn bad_staging_block_is_dropped_and_the_write_redone() {
+    use daxfs_device::Device;
+    let (dev, fs) = new_fs(16);
+    let a = file_with(&fs, "/a", &pattern(6, 4 * 4096));
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    // A first copy-on-write shows where the allocator is; the next one
+    // takes the block after it.
+    b.write_at(0, &pattern(7, 4096)).unwrap();
+    let p0 = phys_of(&b, 0);
+    let next = p0 + BS;
+    assert!(
+        fs.owners(next / BS, 1).unwrap().is_empty(),
+        "next block free"
+    );
+    dev.inject_latent_error(next, BS).unwrap();
+    assert!(dev.bad_ranges().is_empty(), "latent: nobody knows yet");
+    let new = pattern(8, 4096);
+    assert_eq!(b.write_at(BS, &new).unwrap(), 4096);
+    // The write met the bad block, which is now known and quarantined.
+    assert_eq!(dev.bad_ranges(), vec![(next, BS)]);
+    assert!(
+        fs.error_log()
+            .unwrap()
+            .iter()
+            .any(|e| e.physical == next && e.action == "quarantined"),
+        "{:?}",
+        fs.error_log().unwrap()
+    );
+    assert_ne!(phys_of(&b, BS), next);
+    assert!(fs.shutdown_reason().is_none());
+    let mut got = vec![0u8; 4096];
+    b.read_at(BS, &mut got).unwrap();
+    assert_eq!(got, new);
+    a.read_at(BS, &mut got).unwrap();
+    assert_eq!(got, pattern(6, 4 * 4096)[4096..8192]);
+    drop((a, b));
+    assert_fsck(&*dev);
+}
+
+/// A latent error in a file's own block, found by an in-place overwrite:
+/// a write covering the whole block replaces it; a partial one fails with
+/// EIO and so does a read, from then on.
+#[test]
+fn latent_error_in_a_files_block_found_by_writing() {
+    use daxfs_device::Device;
+    let (dev, fs) = new_fs(16);
+    let f = file_with(&fs, "/f", &pattern(9, 4 * 4096));
+    let g = file_with(&fs, "/g", &pattern(10, 2 * 4096));
+    let p1 = phys_of(&f, BS);
+    let q0 = phys_of(&g, 0);
+    dev.inject_latent_error(p1, BS).unwrap();
+    dev.inject_latent_error(q0, BS).unwrap();
+    let whole = pattern(11, 4096);
+    assert_eq!(f.write_at(BS, &whole).unwrap(), 4096);
+    assert_ne!(phys_of(&f, BS), p1);
+    let mut got = vec![0u8; 4096];
+    f.read_at(BS, &mut got).unwrap();
+    assert_eq!(got, whole);
+    assert_eq!(f.stat().lost_bytes, 0, "the whole block was rewritten");
+    // Part of a block: the rest of it is gone, so the write fails.
+    assert_eq!(g.write_at(100, b"part").unwrap_err().errno_name(), "EIO");
+    assert_eq!(g.read_at(0, &mut [0u8; 8]).unwrap_err().errno_name(), "EIO");
+    assert_eq!(g.stat().lost_bytes, BS);
+    assert!(fs.shutdown_reason().is_none());
+    drop((f, g));
+    assert_fsck(&*dev);
+}
