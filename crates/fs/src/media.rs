@@ -309,23 +309,16 @@ pub(crate) fn log_event(
     file_off: u64,
     flags: FailureFlags,
 ) -> Result<()> {
-    let seq = tx.meta.sb.error_seq.get();
-    tx.meta.sb.error_seq = (seq + 1).into();
-    let rec = ErrorLogRecord {
-        time_sec: (crate::inode::now().sec.get() as u64).into(),
-        dev_off: (phys * BS).into(),
-        dev_len: (len * BS).into(),
-        action: act.into(),
-        owner_kind: owner_kind.into(),
-        ino: ino.into(),
-        file_off: file_off.into(),
-        flags: (u64::from(flags.action_required) | (u64::from(flags.pre_remove) << 1)).into(),
-        event: event.into(),
+    let entry = PendingLog {
+        event,
+        phys,
+        len,
+        act,
+        owner_kind,
+        ino,
+        file_off,
     };
-    let mut root = tx.meta.sb.error_log;
-    error_log().insert(tx, &mut root, seq, rec)?;
-    tx.meta.sb.error_log = root;
-    Ok(())
+    log_events(tx, &[entry], flags)
 }
 
 /// An error-log entry waiting to be appended by [`log_events`].
