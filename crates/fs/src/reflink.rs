@@ -637,13 +637,20 @@ impl Fs {
     /// range, end after it and overlap other owners' records. O((k + 1)
     /// log n) in the reverse map.
     pub fn owners(&self, block: u64, blocks: u64) -> Result<Vec<OwnerRecord>> {
-        self.map_range(block, blocks, false)
+        self.map_range(block, blocks, false, true)
+    }
+
+    /// [`Fs::owners`] naming files by inode only (`paths` empty), as
+    /// GETFSMAP does: no walk up the parent pointers, so a block shared by
+    /// thousands of files is answered from the reverse map alone.
+    pub fn owners_by_inode(&self, block: u64, blocks: u64) -> Result<Vec<OwnerRecord>> {
+        self.map_range(block, blocks, false, false)
     }
 
     /// The fsmap of device blocks `[block, block+blocks)`: every owner record
     /// and every free extent, in device order.
     pub fn fsmap(&self, block: u64, blocks: u64) -> Result<Vec<OwnerRecord>> {
-        self.map_range(block, blocks, true)
+        self.map_range(block, blocks, true, true)
     }
 
     /// Every path naming inode `ino`.
@@ -653,7 +660,13 @@ impl Fs {
         crate::dir::paths(&mut self.inner.cached_reader(&mut meta), &sb, ino)
     }
 
-    fn map_range(&self, block: u64, blocks: u64, with_free: bool) -> Result<Vec<OwnerRecord>> {
+    fn map_range(
+        &self,
+        block: u64,
+        blocks: u64,
+        with_free: bool,
+        with_paths: bool,
+    ) -> Result<Vec<OwnerRecord>> {
         let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
         if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
@@ -673,7 +686,7 @@ impl Fs {
                 Owner::Meta(k) => (OwnerKind::Metadata(k.name()), 0, true),
                 o => {
                     let ino = o.ino().unwrap_or(0);
-                    if !paths.contains_key(&ino) {
+                    if with_paths && !paths.contains_key(&ino) {
                         let p = crate::dir::paths(&mut rs, &sb, ino).unwrap_or_default();
                         paths.insert(ino, p);
                     }

@@ -447,6 +447,28 @@ fn thousand_clones_give_thousand_and_one_owners() {
         1001,
         "the other blocks keep every owner"
     );
+    // By inode: the same records, without paths.
+    let named = fs.owners(p0 + 1, 1).unwrap();
+    let bare = fs.owners_by_inode(p0 + 1, 1).unwrap();
+    assert_eq!(bare.len(), named.len());
+    for (b, n) in bare.iter().zip(&named) {
+        let (
+            OwnerKind::File {
+                ino: bi, paths: bp, ..
+            },
+            OwnerKind::File {
+                ino: ni, paths: np, ..
+            },
+        ) = (&b.owner, &n.owner)
+        else {
+            panic!("{b:?} / {n:?}");
+        };
+        assert_eq!(
+            (bi, b.physical, b.offset, b.shared),
+            (ni, n.physical, n.offset, n.shared)
+        );
+        assert!(bp.is_empty() && np.len() == 1);
+    }
     drop((a, c7));
     assert_fsck(&*dev);
 }

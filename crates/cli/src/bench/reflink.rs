@@ -436,7 +436,10 @@ fn figures(
         // Both sides were checked to return a record per owner.
         row(
             "owner_query",
-            format!("owners of a block shared {} ways, p50", plan.owners),
+            format!(
+                "owners (by inode) of a block shared {} ways, p50",
+                plan.owners
+            ),
             d.owner_query.p50(),
             p.map(|m| m.owner_query.p50()),
             "us",
