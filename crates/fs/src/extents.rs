@@ -61,6 +61,11 @@ pub struct ExtentMap {
     /// computed from the refcount tree when the map is loaded). While false,
     /// writes over written blocks may go in place without a refcount lookup.
     pub maybe_shared: bool,
+    /// File-block ranges (start -> end) known to be this file's alone since
+    /// sharing last touched the map: written by a transactional write, which
+    /// leaves every block it covers private. Writes inside them go in place
+    /// even while `maybe_shared` is set.
+    private: BTreeMap<u64, u64>,
     /// The file this map belongs to (for event records).
     pub ino: u64,
     /// Blocks mapped (kept up to date, so commits need not count them).
@@ -102,9 +107,48 @@ impl ExtentMap {
             edits: vec![],
             changes: vec![],
             maybe_shared: false,
+            private: BTreeMap::new(),
             ino,
             nblocks,
         })
+    }
+
+    /// Some extent may now be shared (a clone or dedupe touched the file):
+    /// no range is known private any more.
+    pub fn mark_shared(&mut self) {
+        self.maybe_shared = true;
+        self.private.clear();
+    }
+
+    /// File blocks `[b0, b1)` are known to be this file's alone.
+    pub fn note_private(&mut self, b0: u64, b1: u64) {
+        if !self.maybe_shared || b0 >= b1 {
+            return;
+        }
+        let (mut s, mut e) = (b0, b1);
+        let touching: Vec<(u64, u64)> = self
+            .private
+            .range(..=b1)
+            .filter(|(_, end)| **end >= b0)
+            .map(|(a, b)| (*a, *b))
+            .collect();
+        for (a, b) in touching {
+            self.private.remove(&a);
+            s = s.min(a);
+            e = e.max(b);
+        }
+        self.private.insert(s, e);
+    }
+
+    /// Whether writes over file blocks `[b0, b1)` cannot reach a block
+    /// another file shares.
+    pub fn is_private(&self, b0: u64, b1: u64) -> bool {
+        !self.maybe_shared
+            || self
+                .private
+                .range(..=b0)
+                .next_back()
+                .is_some_and(|(_, e)| *e >= b1)
     }
 
     /// Extents overlapping `[fb, fb+len)`, in order.

@@ -304,7 +304,7 @@ impl File {
             if !rroot.is_empty() {
                 for e in map.iter() {
                     if crate::space::refcount::any_shared(&mut rs, &rroot, e.phys, e.len)? {
-                        map.maybe_shared = true;
+                        map.mark_shared();
                         break;
                     }
                 }
@@ -568,7 +568,7 @@ impl File {
         let lost_here = self
             .lost_map()?
             .is_some_and(|l| first_lost(&l, off, end).is_some());
-        if off <= size && !map.maybe_shared && !lost_here && written(map) {
+        if off <= size && map.is_private(b0, b1) && !lost_here && written(map) {
             // The blocks may be mapped by a lazy transaction only: make it
             // durable before the data, which is durable on return.
             if self
@@ -658,6 +658,9 @@ impl File {
                 r.size = end.into();
             }
         })?;
+        // Every block the write covered is now the file's alone (shared ones
+        // were copied): later writes there may go in place.
+        map.note_private(off / BS, end.div_ceil(BS));
         if ended {
             self.node.forget_losses();
         }

@@ -156,7 +156,7 @@ fn remap(
             ..p
         });
     }
-    dst.maybe_shared = true;
+    dst.mark_shared();
     Ok(())
 }
 
@@ -269,13 +269,13 @@ impl File {
                     None => {
                         let m = self.loaded(a)?;
                         let p = pieces(m, src_b0, n);
-                        m.maybe_shared = true;
+                        m.mark_shared();
                         (m, p)
                     }
                     Some(b) => {
                         let (sg, dg) = if pair.a_is_src { (a, b) } else { (b, a) };
                         let sm = src.loaded(sg)?;
-                        sm.maybe_shared = true;
+                        sm.mark_shared();
                         let p = pieces(sm, src_b0, n);
                         (self.loaded(dg)?, p)
                     }
@@ -442,7 +442,7 @@ impl File {
                         return Ok(false);
                     }
                     let p = pieces(m, src_b0, n);
-                    m.maybe_shared = true;
+                    m.mark_shared();
                     (m, p)
                 }
                 Some(b) => {
@@ -452,7 +452,7 @@ impl File {
                     if !equal(dev, sm, src_off, dm, dst_off, count)? {
                         return Ok(false);
                     }
-                    sm.maybe_shared = true;
+                    sm.mark_shared();
                     (dm, pieces(sm, src_b0, n))
                 }
             };

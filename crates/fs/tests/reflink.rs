@@ -730,3 +730,63 @@ fn owner_queries_match_the_extent_maps() {
     drop(files);
     assert_fsck(&*dev);
 }
+
+/// After a copy-on-write, the blocks the write covered are the file's alone:
+/// writing them again goes in place (no transaction), while blocks still
+/// shared keep copying, and a new clone makes every block shared again.
+#[test]
+fn rewrites_after_copy_on_write_go_in_place() {
+    let (dev, fs) = new_fs(16);
+    let orig = pattern(30, 8 * 4096);
+    let a = file_with(&fs, "/a", &orig);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    b.write_at(BS, &[1u8; 4096]).unwrap(); // copy on write
+    let g = fs.info().generation;
+    b.write_at(BS + 10, &[2u8; 100]).unwrap();
+    b.write_at(BS, &[3u8; 10]).unwrap();
+    assert_eq!(
+        fs.info().generation,
+        g,
+        "rewrites of a private block commit nothing"
+    );
+    let p1 = b
+        .fiemap()
+        .unwrap()
+        .iter()
+        .find(|e| e.logical <= BS && BS < e.logical + e.length)
+        .unwrap()
+        .physical;
+    // A block still shared copies (a transaction), and leaves /a alone.
+    b.write_at(3 * BS, &[4u8; 4096]).unwrap();
+    assert!(fs.info().generation > g);
+    let mut got = vec![0u8; 8 * 4096];
+    a.read_at(0, &mut got).unwrap();
+    assert_eq!(got, orig, "the source never changes");
+    // Cloning /b again shares its private block: the next write copies.
+    let c = fs.create("/c").unwrap();
+    c.clone_from(&b).unwrap();
+    let g = fs.info().generation;
+    b.write_at(BS, &[5u8; 4096]).unwrap();
+    assert!(
+        fs.info().generation > g,
+        "a shared block again: copy on write"
+    );
+    let mut one = vec![0u8; 4096];
+    c.read_at(BS, &mut one).unwrap();
+    let mut want = vec![1u8; 4096];
+    want[..10].fill(3);
+    want[10..110].fill(2);
+    assert_eq!(one, want, "the new clone keeps what /b had");
+    assert_ne!(
+        b.fiemap()
+            .unwrap()
+            .iter()
+            .find(|e| e.logical <= BS && BS < e.logical + e.length)
+            .unwrap()
+            .physical,
+        p1
+    );
+    drop((a, b, c));
+    assert_fsck(&*dev);
+}

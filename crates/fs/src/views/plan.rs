@@ -245,7 +245,7 @@ mod tests {
             ]
         );
         let mut m2 = m.clone();
-        m2.maybe_shared = true;
+        m2.mark_shared();
         let mut counts = |p: u64, l: u64| -> Result<Vec<Piece>> {
             assert_eq!((p, l), (100, 4));
             Ok(vec![
