@@ -114,7 +114,7 @@ fn text_says_the_peer_was_skipped() {
         "XFS peer skipped: --no-peer",
         "memcpy bandwidth",
         "clone file of 64 extents",
-        "owners of a block shared 40 ways",
+        "owners (by inode) of a block shared 40 ways",
         "fsmap, whole device",
         "targets (informational)",
     ] {
