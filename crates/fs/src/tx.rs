@@ -815,6 +815,23 @@ impl<'a> Tx<'a> {
         }
         images.push((0, 0, sbb));
         images.sort_unstable_by_key(|(h, _, _)| *h);
+        // Blocks this transaction allocated (with their replicas) are free
+        // in the committed state: nothing there references them, so they
+        // need not be logged. Blocks it freed go back to the allocator only
+        // once it is durable, and so do blocks lazy transactions freed; the
+        // lazy transactions' own blocks are logged.
+        let fresh: Vec<bool> = {
+            let mut alloc = self.allocated.clone();
+            alloc.sort_unstable();
+            let new = |b: u64| {
+                let i = alloc.partition_point(|&(s, _)| s <= b);
+                i > 0 && alloc[i - 1].0 + alloc[i - 1].1 > b
+            };
+            images
+                .iter()
+                .map(|&(h, r, _)| h != 0 && new(h) && (r == 0 || new(r)))
+                .collect()
+        };
         {
             // Only the lines that change are written where memory knows
             // what a block holds: the node cache holds what is on media.
@@ -832,6 +849,7 @@ impl<'a> Tx<'a> {
                 fs_id,
                 seq,
                 &images,
+                &fresh,
                 &known,
                 &mut m.log_head,
             );
