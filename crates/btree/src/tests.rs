@@ -785,9 +785,15 @@ fn a_wrong_summary_is_reported() {
 }
 
 /// Sorted batches (appends at the end, runs inside existing ranges,
-/// replacements) give the same tree as one insert each.
-fn bulk_run<K: TestKey, V: TestVal>(kind: BlockKind, seed: u64, rounds: usize, key_space: u64) {
-    let mut f = Fixture::<K, V>::new(kind);
+/// replacements) give the same tree as one insert each (summaries included:
+/// `check` verifies each against its child).
+fn bulk_run<K: TestKey, V: TestVal, A: Summary<K, V>>(
+    kind: BlockKind,
+    seed: u64,
+    rounds: usize,
+    key_space: u64,
+) {
+    let mut f = Fixture::<K, V, A>::new(kind);
     let mut m: BTreeMap<K, V> = BTreeMap::new();
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut next = 0u64;
@@ -813,7 +819,8 @@ fn bulk_run<K: TestKey, V: TestVal>(kind: BlockKind, seed: u64, rounds: usize, k
         // Keys made from numbers are distinct but not ordered like the
         // numbers: the batch map sorts them by key.
         let items: Vec<(K, V)> = batch.iter().map(|(k, v)| (*k, *v)).collect();
-        f.t.insert_sorted(&mut f.s, &mut f.root, &items).unwrap();
+        let replaced = f.t.insert_sorted(&mut f.s, &mut f.root, &items).unwrap();
+        assert_eq!(replaced, batch.keys().filter(|k| m.contains_key(k)).count());
         m.extend(batch);
         if round % 5 == 4 {
             f.verify(&m);
@@ -833,9 +840,11 @@ fn bulk_run<K: TestKey, V: TestVal>(kind: BlockKind, seed: u64, rounds: usize, k
 #[test]
 fn insert_sorted_matches_one_insert_each() {
     for seed in 0..3 {
-        bulk_run::<WideKey, u64>(BlockKind::FreeTree, seed, 60, 5_000);
-        bulk_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, seed, 60, 50_000);
-        bulk_run::<u64, ExtentRecord>(BlockKind::ExtentTree, seed, 60, 50_000);
+        bulk_run::<WideKey, u64, ()>(BlockKind::FreeTree, seed, 60, 5_000);
+        bulk_run::<(u64, u64, u64), (), ()>(BlockKind::RmapTree, seed, 60, 50_000);
+        bulk_run::<u64, ExtentRecord, ()>(BlockKind::ExtentTree, seed, 60, 50_000);
+        bulk_run::<AugKey, u64, MaxEnd>(BlockKind::FreeTree, seed, 40, 5_000);
+        bulk_run::<(u64, u64, u64), u64, MaxEnd>(BlockKind::RmapTree, seed, 60, 50_000);
     }
 }
 

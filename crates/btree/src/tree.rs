@@ -813,7 +813,12 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
     /// A child on `path` now has summary `sum`: brings the summaries of the
     /// path's nodes up to date, bottom up, stopping at the first that
     /// already holds the right one (at once for trees without summaries).
-    fn propagate(&self, s: &mut dyn NodeStore, path: &mut Path<K, V, A>, sum: A) -> Result<()> {
+    pub(crate) fn propagate(
+        &self,
+        s: &mut dyn NodeStore,
+        path: &mut Path<K, V, A>,
+        sum: A,
+    ) -> Result<()> {
         let mut sum = sum;
         while let Some((mut parent, idx)) = path.pop() {
             if parent.sum(idx)? == sum {

@@ -599,40 +599,40 @@ impl<'a> Tx<'a> {
                 return Ok(());
             }
             let rds = std::mem::take(&mut self.rmap_deltas);
-            for d in rds {
-                let mut root = self.meta.sb.rmap_tree;
-                // Tree nodes are single fresh blocks: their records need no
-                // splitting or merging.
-                match d {
-                    RmapDelta::Add(b, owner, r) => {
-                        rmap::add_fresh(
-                            self,
-                            &mut root,
-                            Mapping {
-                                replica: r,
-                                ..Mapping::new(b, 1, owner, false)
-                            },
-                        )?;
-                        if r != 0 {
-                            rmap::add_fresh(
-                                self,
-                                &mut root,
-                                Mapping {
-                                    replica: b,
-                                    is_replica: true,
-                                    ..Mapping::new(r, 1, owner, false)
-                                },
-                            )?;
-                        }
-                    }
-                    RmapDelta::Remove(b, owner, r) => {
-                        rmap::remove_exact(self, &mut root, b, owner, false)?;
-                        if r != 0 {
-                            rmap::remove_exact(self, &mut root, r, owner, true)?;
-                        }
+            // Tree nodes are single fresh blocks: their records need no
+            // splitting or merging, and go in with one sorted insert (the
+            // records of different blocks are independent, and a block is
+            // not freed and allocated again within a transaction).
+            let mut adds = vec![];
+            for d in &rds {
+                if let RmapDelta::Add(b, owner, r) = *d {
+                    adds.push(Mapping {
+                        replica: r,
+                        ..Mapping::new(b, 1, owner, false)
+                    });
+                    if r != 0 {
+                        adds.push(Mapping {
+                            replica: b,
+                            is_replica: true,
+                            ..Mapping::new(r, 1, owner, false)
+                        });
                     }
                 }
+            }
+            if !adds.is_empty() {
+                let mut root = self.meta.sb.rmap_tree;
+                rmap::add_fresh_all(self, &mut root, &adds)?;
                 self.meta.sb.rmap_tree = root;
+            }
+            for d in rds {
+                if let RmapDelta::Remove(b, owner, r) = d {
+                    let mut root = self.meta.sb.rmap_tree;
+                    rmap::remove_exact(self, &mut root, b, owner, false)?;
+                    if r != 0 {
+                        rmap::remove_exact(self, &mut root, r, owner, true)?;
+                    }
+                    self.meta.sb.rmap_tree = root;
+                }
             }
             let ds = std::mem::take(&mut self.deltas);
             for d in ds {
