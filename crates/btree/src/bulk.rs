@@ -3,6 +3,7 @@
 //! uses it to record the loss of a block in thousands of files (and the
 //! matching error-log records) in one transaction, and commits to record
 //! the reverse-map records of the nodes they allocated.
+use crate::node::Layout;
 use crate::tree::BTree;
 use crate::{NodeStore, Result, Summary, TreeError};
 use daxfs_format::records::{Key, Record, TreeRoot};
@@ -77,8 +78,15 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 self.propagate(s, &mut path, sum)?;
             }
             if full {
-                // The leaf splits (and maybe its ancestors) as for one insert.
-                replaced += usize::from(self.insert(s, root, items[i].0, items[i].1)?.is_some());
+                // The leaf splits (and maybe its ancestors) as for one insert;
+                // past the largest key, with enough keys left to fill the new
+                // leaf to its minimum, the full leaf stays full (appends to a
+                // log end up with full leaves, not three-quarters full ones).
+                let pack = items.len() - i >= Layout::<K, V, A>::min(0);
+                replaced += usize::from(
+                    self.insert_packing(s, root, items[i].0, items[i].1, pack)?
+                        .is_some(),
+                );
                 i += 1;
             }
         }

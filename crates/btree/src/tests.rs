@@ -1483,3 +1483,31 @@ fn relocate_moves_every_node() {
     }
     assert_eq!(t.len(&mut s, &root).unwrap(), n);
 }
+
+#[test]
+fn insert_sorted_appends_fill_leaves() {
+    // Appends past the largest key fill every leaf but the last: a log
+    // written in batches is as dense as one built in one go.
+    let mut f = Fixture::<u64, u64>::new(BlockKind::ErrorLog);
+    let cap = Layout::<u64, u64>::LEAF_CAP as u64;
+    let mut m = BTreeMap::new();
+    let mut next = 0;
+    for batch in [1u64, 5, 3000, 700, 20_000] {
+        let items: Vec<(u64, u64)> = (next..next + batch).map(|k| (k, k * 3)).collect();
+        next += batch;
+        assert_eq!(f.t.insert_sorted(&mut f.s, &mut f.root, &items).unwrap(), 0);
+        m.extend(items);
+        f.verify(&m);
+    }
+    let mut leaves = 0u64;
+    f.t.visit_nodes(&mut f.s, &f.root, &mut |_, level| {
+        if level == 0 {
+            leaves += 1;
+        }
+    })
+    .unwrap();
+    assert!(
+        leaves <= next.div_ceil(cap) + 5,
+        "{leaves} leaves for {next} records"
+    );
+}
