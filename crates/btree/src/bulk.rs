@@ -1,16 +1,20 @@
 //! Many records at once: each leaf is read and written once per run of
 //! records that fall in it, instead of once per record. Media-error handling
 //! uses it to record the loss of a block in thousands of files (and the
-//! matching error-log records) in one transaction.
+//! matching error-log records) in one transaction, and commits to record
+//! the reverse-map records of the nodes they allocated.
+use crate::node::Layout;
 use crate::tree::BTree;
-use crate::{NodeStore, Result, TreeError};
+use crate::{NodeStore, Result, Summary, TreeError};
 use daxfs_format::records::{Key, Record, TreeRoot};
 
-impl<K: Key, V: Record> BTree<K, V> {
+impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
     /// Inserts or replaces every `(key, value)` of `items`, whose keys must
-    /// be strictly increasing. The tree ends as after one [`BTree::insert`]
-    /// per item; a leaf with room takes every item in its key range at once,
-    /// and a full one splits through the ordinary insert.
+    /// be strictly increasing, and returns how many replaced a record. The
+    /// tree ends as after one [`BTree::insert`] per item; a leaf with room
+    /// takes every item in its key range at once (and its ancestors'
+    /// summaries are brought up to date once), and a full one splits through
+    /// the ordinary insert.
     ///
     /// On an error some items may already be in: the caller discards the
     /// transaction, as for any failed change of several records.
@@ -19,17 +23,18 @@ impl<K: Key, V: Record> BTree<K, V> {
         s: &mut dyn NodeStore,
         root: &mut TreeRoot,
         items: &[(K, V)],
-    ) -> Result<()> {
+    ) -> Result<usize> {
         if items.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(TreeError::Store(
                 "insert_sorted: keys not strictly increasing".into(),
             ));
         }
         let mut i = 0;
+        let mut replaced = 0;
         while i < items.len() {
             let height = self.height(root)?;
             if height == 0 {
-                self.insert(s, root, items[i].0, items[i].1.clone())?;
+                replaced += usize::from(self.insert(s, root, items[i].0, items[i].1)?.is_some());
                 i += 1;
                 continue;
             }
@@ -50,7 +55,10 @@ impl<K: Key, V: Record> BTree<K, V> {
             while i < items.len() && hi.is_none_or(|h| items[i].0 < h) {
                 let (k, v) = &items[i];
                 match leaf.search(k)? {
-                    Ok(j) => leaf.set_val(j, v)?,
+                    Ok(j) => {
+                        leaf.set_val(j, v)?;
+                        replaced += 1;
+                    }
                     Err(pos) => {
                         if leaf.count >= leaf.cap() {
                             full = true;
@@ -65,14 +73,23 @@ impl<K: Key, V: Record> BTree<K, V> {
                 i += 1;
             }
             if changed {
+                let sum = leaf.summary()?;
                 self.store(s, leaf)?;
+                self.propagate(s, &mut path, sum)?;
             }
             if full {
-                // The leaf splits (and maybe its ancestors) as for one insert.
-                self.insert(s, root, items[i].0, items[i].1.clone())?;
+                // The leaf splits (and maybe its ancestors) as for one insert;
+                // past the largest key, with enough keys left to fill the new
+                // leaf to its minimum, the full leaf stays full (appends to a
+                // log end up with full leaves, not three-quarters full ones).
+                let pack = items.len() - i >= Layout::<K, V, A>::min(0);
+                replaced += usize::from(
+                    self.insert_packing(s, root, items[i].0, items[i].1, pack)?
+                        .is_some(),
+                );
                 i += 1;
             }
         }
-        Ok(())
+        Ok(replaced)
     }
 }

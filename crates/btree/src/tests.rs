@@ -785,9 +785,15 @@ fn a_wrong_summary_is_reported() {
 }
 
 /// Sorted batches (appends at the end, runs inside existing ranges,
-/// replacements) give the same tree as one insert each.
-fn bulk_run<K: TestKey, V: TestVal>(kind: BlockKind, seed: u64, rounds: usize, key_space: u64) {
-    let mut f = Fixture::<K, V>::new(kind);
+/// replacements) give the same tree as one insert each (summaries included:
+/// `check` verifies each against its child).
+fn bulk_run<K: TestKey, V: TestVal, A: Summary<K, V>>(
+    kind: BlockKind,
+    seed: u64,
+    rounds: usize,
+    key_space: u64,
+) {
+    let mut f = Fixture::<K, V, A>::new(kind);
     let mut m: BTreeMap<K, V> = BTreeMap::new();
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut next = 0u64;
@@ -813,7 +819,8 @@ fn bulk_run<K: TestKey, V: TestVal>(kind: BlockKind, seed: u64, rounds: usize, k
         // Keys made from numbers are distinct but not ordered like the
         // numbers: the batch map sorts them by key.
         let items: Vec<(K, V)> = batch.iter().map(|(k, v)| (*k, *v)).collect();
-        f.t.insert_sorted(&mut f.s, &mut f.root, &items).unwrap();
+        let replaced = f.t.insert_sorted(&mut f.s, &mut f.root, &items).unwrap();
+        assert_eq!(replaced, batch.keys().filter(|k| m.contains_key(k)).count());
         m.extend(batch);
         if round % 5 == 4 {
             f.verify(&m);
@@ -833,9 +840,11 @@ fn bulk_run<K: TestKey, V: TestVal>(kind: BlockKind, seed: u64, rounds: usize, k
 #[test]
 fn insert_sorted_matches_one_insert_each() {
     for seed in 0..3 {
-        bulk_run::<WideKey, u64>(BlockKind::FreeTree, seed, 60, 5_000);
-        bulk_run::<(u64, u64, u64), ()>(BlockKind::RmapTree, seed, 60, 50_000);
-        bulk_run::<u64, ExtentRecord>(BlockKind::ExtentTree, seed, 60, 50_000);
+        bulk_run::<WideKey, u64, ()>(BlockKind::FreeTree, seed, 60, 5_000);
+        bulk_run::<(u64, u64, u64), (), ()>(BlockKind::RmapTree, seed, 60, 50_000);
+        bulk_run::<u64, ExtentRecord, ()>(BlockKind::ExtentTree, seed, 60, 50_000);
+        bulk_run::<AugKey, u64, MaxEnd>(BlockKind::FreeTree, seed, 40, 5_000);
+        bulk_run::<(u64, u64, u64), u64, MaxEnd>(BlockKind::RmapTree, seed, 60, 50_000);
     }
 }
 
@@ -1473,4 +1482,32 @@ fn relocate_moves_every_node() {
         assert_eq!(t.get(&mut s, &root, &(i * 3)).unwrap(), Some(i));
     }
     assert_eq!(t.len(&mut s, &root).unwrap(), n);
+}
+
+#[test]
+fn insert_sorted_appends_fill_leaves() {
+    // Appends past the largest key fill every leaf but the last: a log
+    // written in batches is as dense as one built in one go.
+    let mut f = Fixture::<u64, u64>::new(BlockKind::ErrorLog);
+    let cap = Layout::<u64, u64>::LEAF_CAP as u64;
+    let mut m = BTreeMap::new();
+    let mut next = 0;
+    for batch in [1u64, 5, 3000, 700, 20_000] {
+        let items: Vec<(u64, u64)> = (next..next + batch).map(|k| (k, k * 3)).collect();
+        next += batch;
+        assert_eq!(f.t.insert_sorted(&mut f.s, &mut f.root, &items).unwrap(), 0);
+        m.extend(items);
+        f.verify(&m);
+    }
+    let mut leaves = 0u64;
+    f.t.visit_nodes(&mut f.s, &f.root, &mut |_, level| {
+        if level == 0 {
+            leaves += 1;
+        }
+    })
+    .unwrap();
+    assert!(
+        leaves <= next.div_ceil(cap) + 5,
+        "{leaves} leaves for {next} records"
+    );
 }

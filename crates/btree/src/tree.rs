@@ -128,6 +128,21 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         key: K,
         val: V,
     ) -> Result<Option<V>> {
+        self.insert_packing(s, root, key, val, false)
+    }
+
+    /// [`BTree::insert`]; with `pack`, a full leaf that `key` would extend
+    /// past the largest key of the tree keeps every record and the new leaf
+    /// starts with `key` alone, below the minimum fill: the caller
+    /// ([`BTree::insert_sorted`]) fills it with the keys that follow.
+    pub(crate) fn insert_packing(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &mut TreeRoot,
+        key: K,
+        val: V,
+        pack: bool,
+    ) -> Result<Option<V>> {
         let height = self.height(root)?;
         if height == 0 {
             let no = s.alloc_node(self.kind, self.owner)?.0;
@@ -190,10 +205,18 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         // instead of half, so trees filled in key order end up dense.
         let appending = pos == leaf.count && path.iter().all(|(n, idx)| idx + 1 == n.count);
         let mut right = Node::empty(next_block()?, self.kind, self.owner, 0);
-        let mut sep = Self::split_insert(&mut leaf, &mut right, pos, appending, |n, i| {
-            n.set_key(i, &key)?;
-            n.set_val(i, &val)
-        })?;
+        let mut sep = if pack && appending {
+            leaf.split_off(leaf.count, &mut right)?;
+            right.open_gap(0, 1)?;
+            right.set_key(0, &key)?;
+            right.set_val(0, &val)?;
+            key
+        } else {
+            Self::split_insert(&mut leaf, &mut right, pos, appending, |n, i| {
+                n.set_key(i, &key)?;
+                n.set_val(i, &val)
+            })?
+        };
         let mut left_no = leaf.no;
         let mut right_no = right.no;
         let mut left_sum = leaf.summary()?;
@@ -813,7 +836,12 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
     /// A child on `path` now has summary `sum`: brings the summaries of the
     /// path's nodes up to date, bottom up, stopping at the first that
     /// already holds the right one (at once for trees without summaries).
-    fn propagate(&self, s: &mut dyn NodeStore, path: &mut Path<K, V, A>, sum: A) -> Result<()> {
+    pub(crate) fn propagate(
+        &self,
+        s: &mut dyn NodeStore,
+        path: &mut Path<K, V, A>,
+        sum: A,
+    ) -> Result<()> {
         let mut sum = sum;
         while let Some((mut parent, idx)) = path.pop() {
             if parent.sum(idx)? == sum {

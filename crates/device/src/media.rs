@@ -216,6 +216,20 @@ impl RangeSet {
         out
     }
 
+    /// The first range that overlaps `[a, b)`, without collecting the rest
+    /// (every store checks this while the device has bad pages).
+    pub(crate) fn first_overlapping(&self, a: u64, b: u64) -> Option<(u64, u64)> {
+        if a >= b {
+            return None;
+        }
+        if let Some((&s, &e)) = self.map.range(..a).next_back()
+            && e > a
+        {
+            return Some((s, e));
+        }
+        self.map.range(a..b).next().map(|(&s, &e)| (s, e))
+    }
+
     /// All ranges, in order.
     pub(crate) fn ranges(&self) -> Vec<(u64, u64)> {
         self.map.iter().map(|(&s, &e)| (s, e)).collect()
@@ -314,8 +328,8 @@ impl Media {
     fn first_bad(&self, off: u64, len: u64) -> Result<()> {
         let (a, b) = round_out(off, len);
         let s = lock(&self.state);
-        match s.bad.overlapping(a, b).first() {
-            Some(&(s0, _)) => Err(self.page_error(s0.max(a))),
+        match s.bad.first_overlapping(a, b) {
+            Some((s0, _)) => Err(self.page_error(s0.max(a))),
             None => Ok(()),
         }
     }

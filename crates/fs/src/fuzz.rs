@@ -233,7 +233,34 @@ fn build_template() -> Result<Template> {
     let log =
         (log_start * BLOCK_SIZE_U64) as usize..((log_start + LOG_BLOCKS) * BLOCK_SIZE_U64) as usize;
     let mut pending = clean.clone();
-    pending[log.clone()].copy_from_slice(&after[log]);
+    pending[log.clone()].copy_from_slice(&after[log.clone()]);
+    // New nodes are not logged: they were written home (and to their
+    // replicas) before the commit record, so they are there too.
+    {
+        let dev = MemDevice::from_image(pending.clone());
+        let sb = read_superblock(&dev)?;
+        let geo = geometry(&sb);
+        let generation = sb.header.generation.get();
+        if let Ok(Some(p)) = journal::pending(&dev, &geo, sb.fs_id(), generation) {
+            let mut keep: BTreeSet<u64> = [0, sb.total_blocks.get() - 1].into();
+            for (h, r, _) in &p.images {
+                keep.extend([*h, *r]);
+            }
+            if geo.replica != 0 {
+                keep.extend(geo.replica..geo.replica + geo.mirrored());
+            }
+            let bs = BLOCK_SIZE_U64 as usize;
+            for b in 0..(after.len() / bs) as u64 {
+                let r = b as usize * bs..(b as usize + 1) * bs;
+                if !keep.contains(&b)
+                    && !log.contains(&r.start)
+                    && clean[r.clone()] != after[r.clone()]
+                {
+                    pending[r.clone()].copy_from_slice(&after[r]);
+                }
+            }
+        }
+    }
     normalize(&mut clean, old_fs_id);
     normalize(&mut pending, old_fs_id);
     normalize(&mut after, old_fs_id);

@@ -17,6 +17,13 @@
 //! needed once its superblock is home, so the log is rewritten from its start by
 //! every transaction.
 //!
+//! Fresh blocks: a block that the committed state does not reference (a
+//! node allocated by this transaction from space free before it, whose
+//! replica, if any, is new too) is not logged. Step 1 writes it straight to
+//! its home and replica; the fence before the commit record makes it durable
+//! before anything names it. A crash before the commit point leaves it in
+//! free space, which nothing reads; after it, replay has no need of it.
+//!
 //! Replicas: when the file system keeps them, every image whose home has a
 //! replica is written to the replica before any home (step 3 becomes 3a, the
 //! replicas, fenced, then 3b, the homes), and the log's first blocks (the
@@ -183,42 +190,61 @@ fn write_log(
 
 /// Writes, commits and checkpoints one transaction. `images` are sorted by
 /// home; block 0 must be among them (the superblock) and is written last, to
-/// both of its homes. `known` and `head` say what the blocks written hold
-/// now (`head` is brought up to date); with neither, whole blocks are
-/// written.
+/// both of its homes. `fresh[i]` says image `i` is of a block the committed
+/// state does not reference, and its replica (if any) neither: it is written
+/// home and to its replica before the commit record instead of being
+/// logged (missing entries: false). `known` and `head` say what the blocks
+/// written hold now (`head` is brought up to date); with neither, whole
+/// blocks are written.
+#[allow(clippy::too_many_arguments)]
 pub fn commit(
     dev: &dyn Device,
     geo: &LogGeometry,
     fs_id: u64,
     seq: u64,
     images: &[Image],
+    fresh: &[bool],
     known: &Known<'_>,
     head: &mut LogHead,
 ) -> Result<()> {
-    if images.len() > geo.capacity() {
+    let is_fresh = |i: usize| fresh.get(i).copied().unwrap_or(false) && images[i].0 != 0;
+    let logged: Vec<&Image> = (0..images.len())
+        .filter(|&i| !is_fresh(i))
+        .map(|i| &images[i])
+        .collect();
+    if logged.len() > geo.capacity() {
         return Err(FsError::NoSpace(format!(
-            "transaction of {} blocks exceeds the log ({} blocks)",
-            images.len(),
+            "transaction of {} logged blocks exceeds the log ({} blocks)",
+            logged.len(),
             geo.capacity()
         )));
     }
     head.resize(geo.mirrored() as usize, None);
     let d = geo.desc_blocks();
-    let ndesc = images.len().div_ceil(ENTRIES_PER_DESC).max(1);
+    let ndesc = logged.len().div_ceil(ENTRIES_PER_DESC).max(1);
     // The lines of the superblock that change: its image in the log is what
     // the last checkpoint wrote to copy A.
-    let sb_mask = match images.first() {
+    let sb_mask = match logged.first() {
         Some((0, _, sb)) => changed_lines(sb, head.get(d as usize).and_then(|x| x.as_deref())),
         _ => u64::MAX,
     };
-    // Step 1: images and continuation descriptors.
-    for (i, (_, _, img)) in images.iter().enumerate() {
+    // Step 1: images and continuation descriptors; fresh blocks go straight
+    // to their replica and home, whole.
+    for (i, (_, _, img)) in logged.iter().enumerate() {
         write_log(dev, geo, d + i as u64, img, head)?;
+    }
+    for (i, (home, replica, img)) in images.iter().enumerate() {
+        if is_fresh(i) {
+            if *replica != 0 {
+                write_lines(dev, *replica, img, u64::MAX)?;
+            }
+            write_lines(dev, *home, img, u64::MAX)?;
+        }
     }
     let mut desc0 = None;
     for di in 0..ndesc {
         let mut b = Box::new([0u8; BLOCK_SIZE]);
-        let chunk = images
+        let chunk = logged
             .iter()
             .skip(di * ENTRIES_PER_DESC)
             .take(ENTRIES_PER_DESC);
@@ -232,7 +258,7 @@ pub fn commit(
         h.count = n.into();
         write_header(&mut b[..], &h);
         put_u64(&mut b, 64, seq);
-        put_u64(&mut b, 72, images.len() as u64);
+        put_u64(&mut b, 72, logged.len() as u64);
         put_u64(&mut b, 80, di as u64);
         seal_block(&mut b, geo.start + di as u64, seq, fs_id);
         if di == 0 {
@@ -247,7 +273,7 @@ pub fn commit(
         write_log(dev, geo, 0, &b, head)?;
         dev.fence();
     }
-    checkpoint(dev, geo, images, known, sb_mask)
+    checkpoint(dev, geo, images, &is_fresh, known, sb_mask)
 }
 
 /// Steps 3 and 4: copies images to their replicas (3a), then home (3b), the
@@ -257,6 +283,7 @@ fn checkpoint(
     dev: &dyn Device,
     geo: &LogGeometry,
     images: &[Image],
+    fresh: &dyn Fn(usize) -> bool,
     known: &Known<'_>,
     sb_mask: u64,
 ) -> Result<()> {
@@ -270,7 +297,7 @@ fn checkpoint(
         .map(|(i, (_, _, img))| changed_lines(img, home_of(i)))
         .collect();
     for (i, (home, replica, img)) in images.iter().enumerate() {
-        if *home != 0 && *replica != 0 {
+        if *home != 0 && *replica != 0 && !fresh(i) {
             let same = known.same_replica.get(i).copied().unwrap_or(false);
             let mask = if same {
                 masks.get(i).copied().unwrap_or(u64::MAX)
@@ -287,6 +314,9 @@ fn checkpoint(
     for (i, (home, _, img)) in images.iter().enumerate() {
         if *home == 0 {
             sb = Some(img);
+            continue;
+        }
+        if fresh(i) {
             continue;
         }
         write_lines(dev, *home, img, masks.get(i).copied().unwrap_or(u64::MAX))?;
@@ -536,7 +566,7 @@ pub fn recover(
         return Ok(Recovery::Clean);
     };
     if let Some(images) = p.complete() {
-        checkpoint(dev, geo, &images, &Known::default(), u64::MAX)?;
+        checkpoint(dev, geo, &images, &|_| false, &Known::default(), u64::MAX)?;
         return Ok(Recovery::Replayed {
             seq: p.seq,
             blocks: images.len(),

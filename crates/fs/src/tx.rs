@@ -599,40 +599,40 @@ impl<'a> Tx<'a> {
                 return Ok(());
             }
             let rds = std::mem::take(&mut self.rmap_deltas);
-            for d in rds {
-                let mut root = self.meta.sb.rmap_tree;
-                // Tree nodes are single fresh blocks: their records need no
-                // splitting or merging.
-                match d {
-                    RmapDelta::Add(b, owner, r) => {
-                        rmap::add_fresh(
-                            self,
-                            &mut root,
-                            Mapping {
-                                replica: r,
-                                ..Mapping::new(b, 1, owner, false)
-                            },
-                        )?;
-                        if r != 0 {
-                            rmap::add_fresh(
-                                self,
-                                &mut root,
-                                Mapping {
-                                    replica: b,
-                                    is_replica: true,
-                                    ..Mapping::new(r, 1, owner, false)
-                                },
-                            )?;
-                        }
-                    }
-                    RmapDelta::Remove(b, owner, r) => {
-                        rmap::remove_exact(self, &mut root, b, owner, false)?;
-                        if r != 0 {
-                            rmap::remove_exact(self, &mut root, r, owner, true)?;
-                        }
+            // Tree nodes are single fresh blocks: their records need no
+            // splitting or merging, and go in with one sorted insert (the
+            // records of different blocks are independent, and a block is
+            // not freed and allocated again within a transaction).
+            let mut adds = vec![];
+            for d in &rds {
+                if let RmapDelta::Add(b, owner, r) = *d {
+                    adds.push(Mapping {
+                        replica: r,
+                        ..Mapping::new(b, 1, owner, false)
+                    });
+                    if r != 0 {
+                        adds.push(Mapping {
+                            replica: b,
+                            is_replica: true,
+                            ..Mapping::new(r, 1, owner, false)
+                        });
                     }
                 }
+            }
+            if !adds.is_empty() {
+                let mut root = self.meta.sb.rmap_tree;
+                rmap::add_fresh_all(self, &mut root, &adds)?;
                 self.meta.sb.rmap_tree = root;
+            }
+            for d in rds {
+                if let RmapDelta::Remove(b, owner, r) = d {
+                    let mut root = self.meta.sb.rmap_tree;
+                    rmap::remove_exact(self, &mut root, b, owner, false)?;
+                    if r != 0 {
+                        rmap::remove_exact(self, &mut root, r, owner, true)?;
+                    }
+                    self.meta.sb.rmap_tree = root;
+                }
             }
             let ds = std::mem::take(&mut self.deltas);
             for d in ds {
@@ -815,6 +815,23 @@ impl<'a> Tx<'a> {
         }
         images.push((0, 0, sbb));
         images.sort_unstable_by_key(|(h, _, _)| *h);
+        // Blocks this transaction allocated (with their replicas) are free
+        // in the committed state: nothing there references them, so they
+        // need not be logged. Blocks it freed go back to the allocator only
+        // once it is durable, and so do blocks lazy transactions freed; the
+        // lazy transactions' own blocks are logged.
+        let fresh: Vec<bool> = {
+            let mut alloc = self.allocated.clone();
+            alloc.sort_unstable();
+            let new = |b: u64| {
+                let i = alloc.partition_point(|&(s, _)| s <= b);
+                i > 0 && alloc[i - 1].0 + alloc[i - 1].1 > b
+            };
+            images
+                .iter()
+                .map(|&(h, r, _)| h != 0 && new(h) && (r == 0 || new(r)))
+                .collect()
+        };
         {
             // Only the lines that change are written where memory knows
             // what a block holds: the node cache holds what is on media.
@@ -832,6 +849,7 @@ impl<'a> Tx<'a> {
                 fs_id,
                 seq,
                 &images,
+                &fresh,
                 &known,
                 &mut m.log_head,
             );

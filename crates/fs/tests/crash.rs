@@ -423,3 +423,71 @@ fn crash_lazy_store_faults() {
     assert_eq!(&v[2 * B..3 * B], &page(34)[..]);
     assert_eq!(&v[0..B], &a_data[..B]);
 }
+
+/// A media-error report on a block shared by hundreds of files: one
+/// transaction whose loss-tree and error-log nodes are mostly new, written
+/// home (and to their replicas) before the commit record instead of through
+/// the log. A crash at every persist point: mount and fsck are clean, and
+/// the report is there for every owner or for none.
+#[test]
+fn crash_large_media_report() {
+    const OWNERS: usize = 300;
+    let dev = Arc::new(CrashDevice::new(8 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let bad;
+    {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        let src = fs.create("/src").unwrap();
+        src.write_at(0, &pattern(3, 4 * 4096)).unwrap();
+        for i in 1..OWNERS {
+            let c = fs.create(format!("/c{i}")).unwrap();
+            c.clone_from(&src).unwrap();
+        }
+        let e = src.fiemap().unwrap();
+        bad = e[0].physical + 4096;
+    }
+    dev.reset_recording();
+    let pairs_before;
+    {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        pairs_before = fs.replica_pairs().unwrap().len();
+        let ev = fs.inject_error(bad, 4096).unwrap();
+        assert_eq!(
+            ev.iter().filter(|e| e.action == "data lost").count(),
+            OWNERS
+        );
+        let grown = fs.replica_pairs().unwrap().len() - pairs_before;
+        assert!(grown >= 4, "the report made {grown} new nodes");
+    }
+    let total = dev.fences();
+    let mut replay = dev.replay();
+    let (mut before, mut after) = (0, 0);
+    for k in 0..total {
+        replay.seek_after_fence(k);
+        for sub in [Subset::None, Subset::All, Subset::Random(k as u64 * 13)] {
+            let img = Arc::new(MemDevice::from_image(replay.image(sub)));
+            let fs = Fs::mount(img.clone(), &MountOptions::default())
+                .unwrap_or_else(|e| panic!("mount after crash at fence {k} ({sub:?}): {e}"));
+            let losses = fs.all_losses().unwrap().len();
+            let logged = fs
+                .error_log()
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.action == "data lost")
+                .count();
+            match (losses, logged) {
+                (0, 0) => before += 1,
+                (OWNERS, OWNERS) => after += 1,
+                other => panic!("crash at fence {k} ({sub:?}): losses and log entries {other:?}"),
+            }
+            drop(fs);
+            let rep = daxfs::fsck::fsck(&*img, &mut |_, _, _| {}).unwrap();
+            assert!(
+                rep.is_clean(),
+                "fsck after crash at fence {k} ({sub:?}): {:#?}",
+                rep.problems
+            );
+        }
+    }
+    assert!(before > 0 && after > 0, "before {before}, after {after}");
+}

@@ -444,6 +444,26 @@ pub fn add_fresh(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Resu
     Ok(())
 }
 
+/// [`add_fresh`] of every mapping of `ms`, in one sorted insert (each leaf
+/// read and written once per run of records in it).
+pub fn add_fresh_all(s: &mut dyn NodeStore, root: &mut TreeRoot, ms: &[Mapping]) -> Result<()> {
+    let mut items: Vec<(Key, RmapRecord)> = ms.iter().map(|m| (m.key(), m.val())).collect();
+    items.sort_unstable_by_key(|(k, _)| *k);
+    if let Some(w) = items.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(FsError::Corrupt(format!(
+            "reverse map: block {} recorded twice as new",
+            w[0].0.0
+        )));
+    }
+    let replaced = tree().insert_sorted(s, root, &items)?;
+    if replaced > 0 {
+        return Err(FsError::Corrupt(format!(
+            "reverse map: {replaced} blocks were free but had a record"
+        )));
+    }
+    Ok(())
+}
+
 /// Removes the record of `owner` (a replica's or not) that starts at
 /// `phys`, as [`add_fresh`] made it.
 pub fn remove_exact(
