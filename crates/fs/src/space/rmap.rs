@@ -294,6 +294,11 @@ fn left_neighbour(s: &mut dyn NodeStore, root: &TreeRoot, m: &Mapping) -> Result
     let Some(before) = m.phys.checked_sub(1) else {
         return Ok(None);
     };
+    // Nothing precedes the start of a file (the common case of a new small
+    // file): no walk.
+    if let Owner::Data { fblock: 0, .. } = m.owner {
+        return Ok(None);
+    }
     let mut found = None;
     overlapping(s, root, before, before, &mut |r| {
         if r.phys + r.len == m.phys
