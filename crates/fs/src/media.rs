@@ -125,24 +125,40 @@ pub fn action_name(a: u32) -> &'static str {
 
 /// Lost ranges of inode `ino` as (file block, blocks).
 pub fn losses_of(s: &mut dyn NodeStore, root: &TreeRoot, ino: u64) -> Result<BTreeMap<u64, u64>> {
-    let mut out = BTreeMap::new();
+    Ok(loss_records(s, root, ino, ino)?
+        .into_iter()
+        .map(|((_, fb), l)| (fb, l))
+        .collect())
+}
+
+/// The loss records of inodes `first..=last`, in key order, checked: a
+/// record from media that is empty, overlaps the one before it (same
+/// inode) or reaches past the largest file would overflow the arithmetic of
+/// every caller.
+fn loss_records(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    first: u64,
+    last: u64,
+) -> Result<Vec<((u64, u64), u64)>> {
+    let mut out = vec![];
     if root.is_empty() {
         return Ok(out);
     }
-    // Records from media: empty, overlapping or past the largest file
-    // would overflow the arithmetic of every caller.
     let max = crate::file::MAX_FILE_SIZE / BS;
-    let (mut prev_end, mut bad) = (0u64, None);
-    loss_tree().range(s, root, &(ino, 0), &(ino, u64::MAX), &mut |k, l| {
+    let mut bad = None;
+    let mut prev = (0u64, 0u64);
+    loss_tree().range(s, root, &(first, 0), &(last, u64::MAX), &mut |k, l| {
+        let prev_end = if prev.0 == k.0 { prev.1 } else { 0 };
         if l == 0 || k.1 < prev_end || k.1.checked_add(l).is_none_or(|e| e > max) {
-            bad = Some(k.1);
+            bad = Some(k);
             return ControlFlow::Break(());
         }
-        prev_end = k.1 + l;
-        out.insert(k.1, l);
+        prev = (k.0, k.1 + l);
+        out.push((k, l));
         ControlFlow::Continue(())
     })?;
-    if let Some(fb) = bad {
+    if let Some((ino, fb)) = bad {
         return Err(FsError::Corrupt(format!(
             "loss tree: inode {ino}: record at file block {fb} is empty, overlaps or is out of range"
         )));
@@ -165,36 +181,14 @@ fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)]) -> Result<()> {
     // What the inodes had lost already, in key order: per inode when they
     // are few, else one walk over the span of their numbers.
     let mut have: Vec<((u64, u64), u64)> = vec![];
-    if root.is_empty() {
-    } else if lost.len() <= 16 {
+    if lost.len() <= 16 {
         let mut inos: Vec<u64> = lost.iter().map(|l| l.0).collect();
         inos.dedup();
         for ino in inos {
-            have.extend(
-                losses_of(tx, &root, ino)?
-                    .into_iter()
-                    .map(|(k, l)| ((ino, k), l)),
-            );
+            have.extend(loss_records(tx, &root, ino, ino)?);
         }
     } else {
-        let max = crate::file::MAX_FILE_SIZE / BS;
-        let mut bad = None;
-        let mut prev = (0u64, 0u64);
-        loss_tree().range(tx, &root, &(first, 0), &(last, u64::MAX), &mut |k, l| {
-            let prev_end = if prev.0 == k.0 { prev.1 } else { 0 };
-            if l == 0 || k.1 < prev_end || k.1.checked_add(l).is_none_or(|e| e > max) {
-                bad = Some(k);
-                return ControlFlow::Break(());
-            }
-            prev = (k.0, k.1 + l);
-            have.push((k, l));
-            ControlFlow::Continue(())
-        })?;
-        if let Some((ino, fb)) = bad {
-            return Err(FsError::Corrupt(format!(
-                "loss tree: inode {ino}: record at file block {fb} is empty, overlaps or is out of range"
-            )));
-        }
+        have = loss_records(tx, &root, first, last)?;
     }
     // Merge, per inode, the old records with the new ranges: both sorted.
     let mut inserts: Vec<((u64, u64), u64)> = Vec::with_capacity(lost.len());
