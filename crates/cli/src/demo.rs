@@ -23,8 +23,7 @@ fn step(what: &str) {
 }
 
 /// Runs the tour on `image` (created, or re-made, with `size` bytes).
-pub fn run(image: &Path, size: u64, pmem: bool) -> Result<()> {
-    let opts = daxfs_device::OpenOptions::new().assume_persistent(pmem);
+pub fn run(image: &Path, size: u64, opts: daxfs_device::OpenOptions) -> Result<()> {
     if image.exists() {
         std::fs::remove_file(image).with_context(|| format!("removing old {}", image.display()))?;
     }

@@ -24,6 +24,11 @@ struct Cli {
     /// and fences instead of msync (for pmem, CXL or /dev/shm test images).
     #[arg(long, global = true)]
     assume_pmem: bool,
+    /// Fill the page tables of the whole image when opening it
+    /// (MADV_POPULATE_WRITE, as PMDK's prefault at open), so that no access
+    /// pays a first-touch page fault. Allocates the holes of a sparse image.
+    #[arg(long, global = true)]
+    populate: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -152,14 +157,13 @@ enum Cmd {
     },
 }
 
-fn open_device(path: &Path, pmem: bool) -> Result<Arc<dyn Device>> {
-    let opts = daxfs_device::OpenOptions::new().assume_persistent(pmem);
+fn open_device(path: &Path, opts: daxfs_device::OpenOptions) -> Result<Arc<dyn Device>> {
     let dev =
         MmapDevice::open(path, opts).with_context(|| format!("opening {}", path.display()))?;
     Ok(Arc::new(dev))
 }
 
-fn mount(path: &Path, pmem: bool) -> Result<Fs> {
+fn mount(path: &Path, pmem: daxfs_device::OpenOptions) -> Result<Fs> {
     let dev = open_device(path, pmem)?;
     Fs::mount(dev, &MountOptions::default()).with_context(|| format!("mounting {}", path.display()))
 }
@@ -181,7 +185,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<i32> {
-    let pmem = cli.assume_pmem;
+    // How every command opens the device.
+    let pmem = daxfs_device::OpenOptions::new()
+        .assume_persistent(cli.assume_pmem)
+        .populate(cli.populate);
     match cli.cmd {
         Cmd::Mkfs {
             image,
@@ -200,12 +207,8 @@ fn run(cli: Cli) -> Result<i32> {
                     if progress {
                         eprintln!("creating image {} of {bytes} bytes", image.display());
                     }
-                    let d = MmapDevice::create(
-                        &image,
-                        bytes,
-                        daxfs_device::OpenOptions::new().assume_persistent(pmem),
-                    )
-                    .with_context(|| format!("creating {}", image.display()))?;
+                    let d = MmapDevice::create(&image, bytes, pmem)
+                        .with_context(|| format!("creating {}", image.display()))?;
                     Arc::new(d)
                 }
                 (Some(s), true) => {

@@ -166,6 +166,35 @@ fn info_text_and_json() {
 }
 
 #[test]
+fn populate_maps_the_whole_image_at_open() {
+    use std::os::unix::fs::MetadataExt;
+    let d = TempDir::new("populate");
+    // A sparse image: mkfs writes only its metadata.
+    let img = d.path("a.img").display().to_string();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    ok(&["mkfs", &img]);
+    let allocated = |p: &str| std::fs::metadata(p).unwrap().blocks() * 512;
+    assert!(allocated(&img) < 4 << 20, "{}", allocated(&img));
+    let out = ok(&[
+        "--populate",
+        "io",
+        &img,
+        "-c",
+        "open -c /f",
+        "-c",
+        "pwrite 0 4096",
+    ]);
+    mentions(&out, &["wrote 4096"]);
+    // Populating allocated every page of the image.
+    assert!(allocated(&img) >= 8 << 20, "{}", allocated(&img));
+    let out = ok(&["info", &img, "--populate"]);
+    mentions(&out, &["format version: 2"]);
+}
+
+#[test]
 fn io_commands_and_their_output() {
     let d = TempDir::new("io");
     let img = mkfs(&d, "a.img");

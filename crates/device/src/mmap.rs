@@ -324,6 +324,26 @@ impl Mapping {
         unsafe { mm::mprotect(self.as_ptr().add(off as usize).cast(), len as usize, prot) }
     }
 
+    /// Fills the page tables of the whole mapping now, writable
+    /// (`MADV_POPULATE_WRITE`), so that no access later pays a first-touch
+    /// page fault. On a file with holes this allocates them.
+    pub(crate) fn populate(&self) -> rustix::io::Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range is exactly our live mapping; populating page
+        // tables changes no byte of memory (the kernel allocates missing file
+        // pages zero-filled, as a first store would) and invalidates no Rust
+        // reference (none into the mapping exists).
+        unsafe {
+            mm::madvise(
+                self.as_ptr().cast(),
+                round_up(self.len, page_size()),
+                mm::Advice::LinuxPopulateWrite,
+            )
+        }
+    }
+
     /// Clamps `[off, off + len)` to the mapping; `None` when nothing is left.
     fn clamp(&self, off: u64, len: u64) -> Option<(usize, usize)> {
         let size = self.len as u64;

@@ -53,6 +53,11 @@ pub struct MediaArgs {
     /// with --quick].
     #[arg(long)]
     files: Option<usize>,
+    /// Leave the image mappings unpopulated, so that the first access to
+    /// each page pays a page fault (by default the mappings are populated at
+    /// open, as `--populate` does for every command).
+    #[arg(long)]
+    no_populate: bool,
     /// Small sizes and few repetitions: a smoke run of a few seconds.
     #[arg(long)]
     quick: bool,
@@ -68,6 +73,7 @@ struct Plan {
     rounds: usize,
     bytes: u64,
     files: usize,
+    populate: bool,
 }
 
 /// An image configuration the cost workloads run on.
@@ -100,11 +106,13 @@ const CONFIGS: [Config; 3] = [
     },
 ];
 
-fn make(scratch: &Scratch, bytes: u64, c: Config) -> Result<Fs> {
+fn make(plan: &Plan, scratch: &Scratch, bytes: u64, c: Config) -> Result<Fs> {
     let size = bytes.div_ceil(2 * MIB) * (2 * MIB);
     // Every page of the image is allocated before the run (written with
     // zeros), as the memory of a real device is: otherwise the first store
-    // to each page pays for the kernel allocating and clearing it.
+    // to each page pays for the kernel allocating and clearing it. Unless
+    // told not to, the mapping is populated too, so that the first access to
+    // a page does not pay a page fault either.
     {
         use std::io::Write;
         let mut f = std::fs::File::create_new(scratch.path())
@@ -115,8 +123,11 @@ fn make(scratch: &Scratch, bytes: u64, c: Config) -> Result<Fs> {
         }
     }
     let dev: Arc<dyn Device> = Arc::new(
-        MmapDevice::open(scratch.path(), super::dax::dev_opts())
-            .with_context(|| format!("opening {}", scratch.path().display()))?,
+        MmapDevice::open(
+            scratch.path(),
+            super::dax::dev_opts().populate(plan.populate),
+        )
+        .with_context(|| format!("opening {}", scratch.path().display()))?,
     );
     let opts = MkfsOptions {
         no_rmap: c.no_rmap,
@@ -147,7 +158,7 @@ fn handling(plan: &Plan, owners: usize, progress: &dyn Fn(&str)) -> Result<Handl
     // with its replica and their share of the trees above them; each report
     // an error-log and a loss record per owner.
     let bytes = 64 * MIB + owners as u64 * 6 * BS * (1 + plan.reports as u64 / 4);
-    let fs = make(&scratch, bytes, CONFIGS[0])?;
+    let fs = make(plan, &scratch, bytes, CONFIGS[0])?;
     let blocks = plan.reports as u64;
     let src = fs.create("/src")?;
     src.write_at(0, &vec![0x5a; (blocks * BS) as usize])?;
@@ -208,7 +219,7 @@ fn cost(plan: &Plan, c: Config) -> Result<Cost> {
     let scratch = Scratch::new(&plan.dir, &format!("media-cost-{}.img", c.name));
     let appends = plan.files;
     let bytes = 2 * plan.bytes + (plan.files + appends) as u64 * 8 * BS + 64 * MIB;
-    let fs = make(&scratch, bytes, c)?;
+    let fs = make(plan, &scratch, bytes, c)?;
     let chunk = vec![0x33u8; MIB as usize];
     let chunks = plan.bytes / MIB;
     // The first pass only warms the mapping; the best of the others counts.
@@ -289,6 +300,7 @@ pub fn run(a: &MediaArgs) -> Result<i32> {
         rounds: a.rounds.unwrap_or(if q { 1 } else { 5 }).max(1),
         bytes,
         files: a.files.unwrap_or(if q { 200 } else { 2000 }).max(10),
+        populate: !a.no_populate,
     };
     let json = a.json;
     let progress = |s: &str| {
@@ -298,8 +310,9 @@ pub fn run(a: &MediaArgs) -> Result<i32> {
     };
     let mut rep = Report::new(json, String::new());
     rep.note(&format!(
-        "daxfs bench media in {}: {} reports per sharing degree; {} rounds of {} MiB allocating writes, {} 4 KiB appends and {} small files per configuration",
+        "daxfs bench media in {} (mappings {}): {} reports per sharing degree; {} rounds of {} MiB allocating writes, {} 4 KiB appends and {} small files per configuration",
         plan.dir.display(),
+        if plan.populate { "populated at open" } else { "not populated" },
         plan.reports,
         plan.rounds,
         plan.bytes / MIB,
