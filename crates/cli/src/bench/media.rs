@@ -143,6 +143,10 @@ struct Handling {
     owners: usize,
     /// Time of each report, from the report to every owner handled.
     times: Samples,
+    /// CPU time the reporting thread spent on each report (the whole report
+    /// runs on it): less disturbed than wall time by other work on the
+    /// machine.
+    cpu: Samples,
     /// Time to name every owner by path, once, after a report.
     paths_ms: f64,
 }
@@ -180,11 +184,14 @@ fn handling(plan: &Plan, owners: usize, progress: &dyn Fn(&str)) -> Result<Handl
     drop(src);
     fs.sync()?;
     let mut ns = vec![];
+    let mut cpu_ns = vec![];
     for fb in 0..blocks {
         let p = phys(fb)?;
+        let c = thread_cpu_ns();
         let t = Instant::now();
         let ev = fs.inject_error(p, BS)?;
         ns.push(t.elapsed().as_nanos() as u64);
+        cpu_ns.push(thread_cpu_ns().saturating_sub(c));
         let lost = ev.iter().filter(|e| e.action == "data lost").count();
         if lost != owners || ev.len() != owners {
             bail!(
@@ -201,6 +208,7 @@ fn handling(plan: &Plan, owners: usize, progress: &dyn Fn(&str)) -> Result<Handl
     Ok(Handling {
         owners,
         times: Samples::new(ns),
+        cpu: Samples::new(cpu_ns),
         paths_ms,
     })
 }
@@ -263,6 +271,12 @@ fn cost(plan: &Plan, c: Config) -> Result<Cost> {
         append_4k: app.p50(),
         create_fsync: cr.p50(),
     })
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -333,6 +347,13 @@ pub fn run(a: &MediaArgs) -> Result<i32> {
             f = f.target(Target::AtMost(5.0));
         }
         rep.add(f);
+        rep.add(Figure::new(
+            format!("handle_{n}_owners_cpu_p50"),
+            "daxfs",
+            "  the same, CPU time of the reporting thread, median".to_string(),
+            h.cpu.p50_ms(),
+            "ms",
+        ));
         rep.add(Figure::new(
             format!("handle_{n}_owners_max"),
             "daxfs",
