@@ -421,7 +421,8 @@ impl FsInner {
         let event = tx.meta.sb.error_seq.get();
         let sb = tx.meta.sb;
         let recs = rmap::query(&mut tx, &sb.rmap_tree, b0, b1 - b0)?;
-        let mut events = vec![];
+        // Sized once: a block shared 10,000 ways makes 10,000 of each.
+        let mut events = Vec::with_capacity(recs.len());
         // Nodes in the range that a read met bad (before this report was
         // handled) were repaired when the transaction began.
         let repaired = std::mem::take(&mut lock(&tx.meta.reps).repaired);
@@ -437,10 +438,10 @@ impl FsInner {
                 });
             }
         }
-        let mut notices: Vec<LossNotice> = vec![];
+        let mut notices: Vec<LossNotice> = Vec::with_capacity(recs.len());
         let mut shutdown = None;
-        let mut lost = vec![];
-        let mut lost_log = vec![];
+        let mut lost = Vec::with_capacity(recs.len());
+        let mut lost_log = Vec::with_capacity(recs.len());
         for m in recs {
             let s = b0.max(m.phys);
             let t = b1.min(m.phys + m.len);
@@ -646,7 +647,7 @@ impl daxfs_device::Holder for FsHolder {
             return Ok(());
         }
         fs.media_failure(off, len, f)
-            .map(|ev| lock(&fs.recent).extend(ev))
+            .map(|ev| fs.keep_recent(ev))
             .map_err(|e| daxfs_device::NotifyError(e.to_string()))
     }
 }
@@ -657,8 +658,20 @@ impl FsInner {
         let work = std::mem::take(&mut *lock(&self.pending));
         for (off, len, f) in work {
             if let Ok(ev) = self.media_failure(off, len, f) {
-                lock(&self.recent).extend(ev);
+                self.keep_recent(ev);
             }
+        }
+    }
+
+    /// Keeps a report's events for the caller that caused it. The first
+    /// report's list is kept as it is, not copied: a block shared 10,000
+    /// ways makes about a megabyte of events.
+    fn keep_recent(&self, ev: Vec<FailureEvent>) {
+        let mut recent = lock(&self.recent);
+        if recent.is_empty() {
+            *recent = ev;
+        } else {
+            recent.extend(ev);
         }
     }
 
