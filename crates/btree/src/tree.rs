@@ -654,7 +654,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             self.owner,
             h.level,
             count,
-            Box::new(*block),
+            crate::NodeBuf::new(*block),
         );
         let i = if h.level == 0 { 0 } else { 1 };
         let key = if count > i { Some(node.key(i)?) } else { None };

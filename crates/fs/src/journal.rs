@@ -48,7 +48,7 @@ const _: () = assert!(ENTRIES_PER_DESC as u64 == daxfs_format::superblock::LOG_D
 
 /// One block of a transaction: its home, its home's replica (0: none) and
 /// the sealed image.
-pub type Image = (u64, u64, Box<Block>);
+pub type Image = (u64, u64, daxfs_btree::NodeBuf);
 
 /// Where the log lives.
 #[derive(Clone, Copy, Debug)]
@@ -328,7 +328,7 @@ fn checkpoint(
         dev.fence();
         // Copy B carries its own block number in its header (line 0); its
         // other lines are copy A's.
-        let mut b = sb.clone();
+        let mut b: Box<Block> = Box::new(**sb);
         let h = header(&b[..])?;
         seal_block(&mut b, geo.sb_copy, h.generation.get(), h.fs_id.get());
         write_lines(dev, geo.sb_copy, &b, mask | 1)?;
@@ -399,7 +399,10 @@ impl Pending {
     pub fn complete(&self) -> Option<Vec<Image>> {
         self.images
             .iter()
-            .map(|(h, r, i)| i.as_ref().map(|i| (*h, *r, i.clone())))
+            .map(|(h, r, i)| {
+                i.as_ref()
+                    .map(|i| (*h, *r, daxfs_btree::NodeBuf::from(i.clone())))
+            })
             .collect()
     }
 }
