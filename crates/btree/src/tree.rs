@@ -171,7 +171,12 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             leaf.open_gap(pos, 1)?;
             leaf.set_key(pos, &key)?;
             leaf.set_val(pos, &val)?;
-            let sum = leaf.summary()?;
+            // The leaf's summary is the one its parent holds joined with
+            // the new record's: no scan of the leaf (a root leaf has none).
+            let sum = match path.last() {
+                Some((parent, idx)) => parent.sum(*idx)?.join(A::of(&key, &val)),
+                None => A::of(&key, &val),
+            };
             self.store(s, leaf)?;
             self.propagate(s, &mut path, sum)?;
             return Ok(None);
@@ -844,11 +849,23 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
     ) -> Result<()> {
         let mut sum = sum;
         while let Some((mut parent, idx)) = path.pop() {
-            if parent.sum(idx)? == sum {
+            let old = parent.sum(idx)?;
+            if old == sum {
                 return Ok(());
             }
             parent.set_sum(idx, &sum)?;
-            sum = parent.summary()?;
+            // A child whose summary only grew (old + new = new) makes the
+            // parent's the one its own parent holds plus the new one, by
+            // associativity: the rest + old + new = the rest + new. Else
+            // (or at the root, whose summary nobody keeps) the children
+            // are joined again.
+            if let Some((gp, gi)) = path.last() {
+                sum = if old.join(sum) == sum {
+                    gp.sum(*gi)?.join(sum)
+                } else {
+                    parent.summary()?
+                };
+            }
             self.store(s, parent)?;
         }
         Ok(())
