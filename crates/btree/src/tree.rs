@@ -160,7 +160,16 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             Ok(i) => {
                 let old = leaf.val(i)?;
                 leaf.set_val(i, &val)?;
-                let sum = leaf.summary()?;
+                // A record whose summary only grew (old + new = new): the
+                // leaf's is its parent's copy plus the new one (see
+                // `propagate`); else the leaf is joined again.
+                let new = A::of(&key, &val);
+                let sum = match path.last() {
+                    Some((parent, idx)) if A::of(&key, &old).join(new) == new => {
+                        parent.sum(*idx)?.join(new)
+                    }
+                    _ => leaf.summary()?,
+                };
                 self.store(s, leaf)?;
                 self.propagate(s, &mut path, sum)?;
                 return Ok(Some(old));
