@@ -12,6 +12,7 @@
 
 use daxfs_format::records::{Key, Record};
 use daxfs_format::{Block, BlockKind, BlockNo, FormatError};
+use std::sync::Arc;
 
 mod bulk;
 pub mod fuzz;
@@ -55,10 +56,19 @@ pub enum TreeError {
 
 pub type Result<T, E = TreeError> = std::result::Result<T, E>;
 
+/// A node's bytes as the store hands them out and takes them in: shared, so
+/// a read borrows the store's copy (its node cache, its staged blocks)
+/// instead of copying 4 KiB. The tree copies a node only when it changes it
+/// (copy on write, [`Arc::make_mut`]), so a descent that changes nothing
+/// copies nothing.
+pub type NodeBuf = Arc<Block>;
+
 /// Where a tree's nodes come from and go to.
 ///
 /// Implemented by the file system's transaction. The tree calls `read_node` for
-/// every node it visits and `write_node` for every node it changes; the store
+/// every node it visits and `write_node` for every node it changes (a read
+/// shares the store's bytes; the tree copies them before changing them, so
+/// the store's copy never changes under it); the store
 /// decides when and how the bytes reach media. The tree fills in the block
 /// header's `kind`, `owner`, `level` and `count`; the store seals the rest
 /// (block number, generation, file-system id, checksum) when it writes.
@@ -66,9 +76,9 @@ pub trait NodeStore {
     /// Returns the current contents of node `b`, verified by the store to be a
     /// sealed block of `kind` owned by `owner` (or staged earlier in this
     /// transaction).
-    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<Box<Block>>;
+    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<NodeBuf>;
     /// Stages new contents for node `b`.
-    fn write_node(&mut self, b: BlockNo, node: Box<Block>) -> Result<()>;
+    fn write_node(&mut self, b: BlockNo, node: NodeBuf) -> Result<()>;
     /// Allocates a block for a new node of `kind` owned by `owner`.
     fn alloc_node(&mut self, kind: BlockKind, owner: u64) -> Result<BlockNo>;
     /// Releases a node's block.

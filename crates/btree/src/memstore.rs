@@ -7,7 +7,7 @@
 //! dangling node shows up as an error or in [`MemStore::live_nodes`].
 #![deny(clippy::indexing_slicing)]
 
-use crate::{NodeStore, Result, TreeError};
+use crate::{NodeBuf, NodeStore, Result, TreeError};
 use daxfs_format::block::{Expect, seal_block, verify_block};
 use daxfs_format::{Block, BlockKind, BlockNo};
 use std::collections::{HashMap, HashSet};
@@ -19,7 +19,7 @@ pub const MEM_FS_ID: u64 = 0x0d47_f5f5_0000_0001;
 #[derive(Clone, Debug)]
 pub struct MemStore {
     /// Sealed contents of every written block.
-    blocks: HashMap<u64, Box<Block>>,
+    blocks: HashMap<u64, NodeBuf>,
     /// Blocks allocated and not freed (written or not).
     live: HashSet<u64>,
     /// Next block number to hand out; numbers are never reused.
@@ -89,27 +89,27 @@ impl MemStore {
     /// Mutable stored bytes of block `b`, for corrupting it in tests; call
     /// [`MemStore::reseal`] afterwards to make the checksum pass again.
     pub fn raw_mut(&mut self, b: u64) -> Option<&mut Block> {
-        self.blocks.get_mut(&b).map(|x| &mut **x)
+        self.blocks.get_mut(&b).map(NodeBuf::make_mut)
     }
 
     /// Reseals block `b` after its bytes were changed behind the tree's back.
     pub fn reseal(&mut self, b: u64) {
         let (g, id) = (self.generation, self.fs_id);
         if let Some(x) = self.blocks.get_mut(&b) {
-            seal_block(x, b, g, id);
+            seal_block(NodeBuf::make_mut(x), b, g, id);
         }
     }
 
     /// Puts raw bytes in as block `b`, allocated, without sealing them.
     pub fn put_raw(&mut self, b: u64, bytes: Box<Block>) {
-        self.blocks.insert(b, bytes);
+        self.blocks.insert(b, NodeBuf::from(bytes));
         self.live.insert(b);
         self.next = self.next.max(b.saturating_add(1));
     }
 }
 
 impl NodeStore for MemStore {
-    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<Box<Block>> {
+    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<NodeBuf> {
         self.reads += 1;
         let Some(x) = self.blocks.get(&b.0).filter(|_| self.live.contains(&b.0)) else {
             return Err(TreeError::Store(format!(
@@ -128,14 +128,19 @@ impl NodeStore for MemStore {
         Ok(x.clone())
     }
 
-    fn write_node(&mut self, b: BlockNo, mut node: Box<Block>) -> Result<()> {
+    fn write_node(&mut self, b: BlockNo, mut node: NodeBuf) -> Result<()> {
         self.writes += 1;
         if !self.live.contains(&b.0) {
             return Err(TreeError::Store(format!(
                 "write of block {b}, which is not allocated"
             )));
         }
-        seal_block(&mut node, b.0, self.generation, self.fs_id);
+        seal_block(
+            NodeBuf::make_mut(&mut node),
+            b.0,
+            self.generation,
+            self.fs_id,
+        );
         self.blocks.insert(b.0, node);
         Ok(())
     }

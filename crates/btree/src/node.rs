@@ -63,10 +63,10 @@
 //! ```
 #![deny(clippy::indexing_slicing)]
 
-use crate::{Result, Summary, TreeError};
+use crate::{NodeBuf, Result, Summary, TreeError};
 use daxfs_format::block::{BlockHeader, HEADER_SIZE, write_header};
 use daxfs_format::records::{Key, Record};
-use daxfs_format::{BLOCK_SIZE, Block, BlockKind};
+use daxfs_format::{BLOCK_SIZE, BlockKind};
 use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -182,7 +182,8 @@ pub(crate) struct Node<K, V, A = ()> {
     pub(crate) owner: u64,
     pub(crate) level: u8,
     pub(crate) count: usize,
-    pub(crate) buf: Box<Block>,
+    /// Shared with the store until the node changes (copy on write).
+    pub(crate) buf: NodeBuf,
     _p: PhantomData<(K, V, A)>,
 }
 
@@ -194,7 +195,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
         owner: u64,
         level: u8,
         count: usize,
-        buf: Box<Block>,
+        buf: NodeBuf,
     ) -> Self {
         Node {
             no,
@@ -209,7 +210,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
 
     /// An empty node of `level` to be written at block `no`.
     pub(crate) fn empty(no: u64, kind: BlockKind, owner: u64, level: u8) -> Self {
-        Self::from_parts(no, kind, owner, level, 0, Box::new([0u8; BLOCK_SIZE]))
+        Self::from_parts(no, kind, owner, level, 0, NodeBuf::new([0u8; BLOCK_SIZE]))
     }
 
     pub(crate) fn is_leaf(&self) -> bool {
@@ -238,7 +239,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
 
     fn bytes_mut(&mut self, r: Range<usize>) -> Result<&mut [u8]> {
         let (kind, no, count, level) = (self.kind, self.no, self.count, self.level);
-        self.buf
+        NodeBuf::make_mut(&mut self.buf)
             .get_mut(r)
             .ok_or_else(|| out_of_range(kind, no, count, level, "write"))
     }
@@ -376,7 +377,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
             if self.buf.get(src.start..dst + src.len()).is_none() {
                 return Err(self.out_of_range("open_gap"));
             }
-            self.buf.copy_within(src, dst);
+            NodeBuf::make_mut(&mut self.buf).copy_within(src, dst);
         }
         self.count += n;
         Ok(())
@@ -395,7 +396,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
             if self.buf.get(dst..src.end).is_none() {
                 return Err(self.out_of_range("close_gap"));
             }
-            self.buf.copy_within(src, dst);
+            NodeBuf::make_mut(&mut self.buf).copy_within(src, dst);
             self.bytes_mut(slots(base, size, at + keep, n))?.fill(0);
         }
         self.count -= n;
@@ -452,11 +453,11 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
 
     /// Writes the header the tree owns (kind, owner, level, count) and hands
     /// the block over for writing; the store seals the rest.
-    pub(crate) fn into_block(mut self) -> (u64, Box<Block>) {
+    pub(crate) fn into_block(mut self) -> (u64, NodeBuf) {
         let mut h = BlockHeader::fresh(self.kind, self.owner, self.level);
         // count <= capacity <= 4032, so it always fits.
         h.count = (self.count as u32).into();
-        write_header(&mut self.buf[..], &h);
+        write_header(&mut NodeBuf::make_mut(&mut self.buf)[..], &h);
         (self.no, self.buf)
     }
 

@@ -919,10 +919,10 @@ impl NodeStore for FailingStore {
         b: BlockNo,
         kind: BlockKind,
         owner: u64,
-    ) -> crate::Result<Box<daxfs_format::Block>> {
+    ) -> crate::Result<crate::NodeBuf> {
         self.inner.read_node(b, kind, owner)
     }
-    fn write_node(&mut self, b: BlockNo, node: Box<daxfs_format::Block>) -> crate::Result<()> {
+    fn write_node(&mut self, b: BlockNo, node: crate::NodeBuf) -> crate::Result<()> {
         self.inner.write_node(b, node)
     }
     fn alloc_node(&mut self, kind: BlockKind, owner: u64) -> crate::Result<BlockNo> {
@@ -1510,4 +1510,49 @@ fn insert_sorted_appends_fill_leaves() {
         leaves <= next.div_ceil(cap) + 5,
         "{leaves} leaves for {next} records"
     );
+}
+
+/// Reads share the store's bytes and the tree copies a node before changing
+/// it: a block handed out by `read_node` keeps its bytes whatever the tree
+/// does afterwards, and a walk that changes nothing writes nothing.
+#[test]
+fn reads_share_and_changes_copy() {
+    let t = BTree::<u64, u64>::new(BlockKind::InodeTree, OWNER);
+    let mut s = MemStore::new();
+    let mut root = TreeRoot::EMPTY;
+    for i in 0..2000u64 {
+        t.insert(&mut s, &mut root, i * 2, i).unwrap();
+    }
+    let held: Vec<(u64, crate::NodeBuf)> = s
+        .live_blocks()
+        .into_iter()
+        .map(|b| {
+            let buf = s
+                .read_node(BlockNo(b), BlockKind::InodeTree, OWNER)
+                .unwrap();
+            (b, buf)
+        })
+        .collect();
+    let before: Vec<Vec<u8>> = held.iter().map(|(_, b)| b.to_vec()).collect();
+    // Read-only walks: no writes, and the store's blocks are the ones held.
+    let writes = s.writes;
+    for i in 0..2000u64 {
+        assert_eq!(t.get(&mut s, &root, &(i * 2)).unwrap(), Some(i));
+    }
+    assert_eq!(s.writes, writes);
+    for (b, buf) in &held {
+        assert!(std::ptr::eq(s.raw(*b).unwrap(), &**buf), "block {b} copied");
+    }
+    // Changes everywhere (inserts that split, removals that merge): what
+    // was handed out before is untouched.
+    for i in 0..2000u64 {
+        t.insert(&mut s, &mut root, i * 2 + 1, i).unwrap();
+        if i % 3 == 0 {
+            t.remove(&mut s, &mut root, &(i * 2)).unwrap();
+        }
+    }
+    for ((b, buf), old) in held.iter().zip(&before) {
+        assert_eq!(&buf[..], &old[..], "block {b} changed under a reader");
+    }
+    t.check(&mut s, &root).unwrap();
 }

@@ -160,7 +160,16 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             Ok(i) => {
                 let old = leaf.val(i)?;
                 leaf.set_val(i, &val)?;
-                let sum = leaf.summary()?;
+                // A record whose summary only grew (old + new = new): the
+                // leaf's is its parent's copy plus the new one (see
+                // `propagate`); else the leaf is joined again.
+                let new = A::of(&key, &val);
+                let sum = match path.last() {
+                    Some((parent, idx)) if A::of(&key, &old).join(new) == new => {
+                        parent.sum(*idx)?.join(new)
+                    }
+                    _ => leaf.summary()?,
+                };
                 self.store(s, leaf)?;
                 self.propagate(s, &mut path, sum)?;
                 return Ok(Some(old));
@@ -171,7 +180,12 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             leaf.open_gap(pos, 1)?;
             leaf.set_key(pos, &key)?;
             leaf.set_val(pos, &val)?;
-            let sum = leaf.summary()?;
+            // The leaf's summary is the one its parent holds joined with
+            // the new record's: no scan of the leaf (a root leaf has none).
+            let sum = match path.last() {
+                Some((parent, idx)) => parent.sum(*idx)?.join(A::of(&key, &val)),
+                None => A::of(&key, &val),
+            };
             self.store(s, leaf)?;
             self.propagate(s, &mut path, sum)?;
             return Ok(None);
@@ -654,7 +668,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             self.owner,
             h.level,
             count,
-            Box::new(*block),
+            crate::NodeBuf::new(*block),
         );
         let i = if h.level == 0 { 0 } else { 1 };
         let key = if count > i { Some(node.key(i)?) } else { None };
@@ -844,11 +858,23 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
     ) -> Result<()> {
         let mut sum = sum;
         while let Some((mut parent, idx)) = path.pop() {
-            if parent.sum(idx)? == sum {
+            let old = parent.sum(idx)?;
+            if old == sum {
                 return Ok(());
             }
             parent.set_sum(idx, &sum)?;
-            sum = parent.summary()?;
+            // A child whose summary only grew (old + new = new) makes the
+            // parent's the one its own parent holds plus the new one, by
+            // associativity: the rest + old + new = the rest + new. Else
+            // (or at the root, whose summary nobody keeps) the children
+            // are joined again.
+            if let Some((gp, gi)) = path.last() {
+                sum = if old.join(sum) == sum {
+                    gp.sum(*gi)?.join(sum)
+                } else {
+                    parent.summary()?
+                };
+            }
             self.store(s, parent)?;
         }
         Ok(())

@@ -37,6 +37,7 @@
 //! valid commit records recovery takes the newer (both are written after
 //! every image is durable, so either is a commit point).
 use crate::error::{FsError, Result};
+use daxfs_btree::NodeBuf;
 use daxfs_device::Device;
 use daxfs_format::block::{BlockHeader, BlockKind, Expect, header, verify_block, write_header};
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, seal_block};
@@ -48,7 +49,7 @@ const _: () = assert!(ENTRIES_PER_DESC as u64 == daxfs_format::superblock::LOG_D
 
 /// One block of a transaction: its home, its home's replica (0: none) and
 /// the sealed image.
-pub type Image = (u64, u64, Box<Block>);
+pub type Image = (u64, u64, NodeBuf);
 
 /// Where the log lives.
 #[derive(Clone, Copy, Debug)]
@@ -159,7 +160,9 @@ pub struct Known<'a> {
 /// The log's first [`LogGeometry::mirrored`] blocks (descriptors, then the
 /// superblock's image) as the last commit wrote them, in the log and in its
 /// replica region alike; `None` where unknown.
-pub type LogHead = Vec<Option<Box<Block>>>;
+/// Shared with the images and the node cache: remembering a block costs no
+/// copy.
+pub type LogHead = Vec<Option<NodeBuf>>;
 
 /// Writes log block `i` (from the log's start) to the log and, when it is
 /// one the replica region copies, there too (only the lines that differ from
@@ -168,7 +171,7 @@ fn write_log(
     dev: &dyn Device,
     geo: &LogGeometry,
     i: u64,
-    b: &Block,
+    b: &NodeBuf,
     head: &mut LogHead,
 ) -> Result<()> {
     let slot = head.get_mut(i as usize);
@@ -180,10 +183,7 @@ fn write_log(
         }
     }
     if let Some(slot) = slot {
-        match slot {
-            Some(x) => x.copy_from_slice(b),
-            None => *slot = Some(Box::new(*b)),
-        }
+        *slot = Some(b.clone());
     }
     Ok(())
 }
@@ -243,7 +243,8 @@ pub fn commit(
     }
     let mut desc0 = None;
     for di in 0..ndesc {
-        let mut b = Box::new([0u8; BLOCK_SIZE]);
+        let mut nb = NodeBuf::new([0u8; BLOCK_SIZE]);
+        let b = NodeBuf::make_mut(&mut nb);
         let chunk = logged
             .iter()
             .skip(di * ENTRIES_PER_DESC)
@@ -251,20 +252,20 @@ pub fn commit(
         let mut h = BlockHeader::fresh(BlockKind::LogDescriptor, 0, 0);
         let mut n = 0u32;
         for (j, (home, replica, _)) in chunk.enumerate() {
-            put_u64(&mut b, DESC_ENTRIES_AT + 16 * j, *home);
-            put_u64(&mut b, DESC_ENTRIES_AT + 16 * j + 8, *replica);
+            put_u64(b, DESC_ENTRIES_AT + 16 * j, *home);
+            put_u64(b, DESC_ENTRIES_AT + 16 * j + 8, *replica);
             n += 1;
         }
         h.count = n.into();
         write_header(&mut b[..], &h);
-        put_u64(&mut b, 64, seq);
-        put_u64(&mut b, 72, logged.len() as u64);
-        put_u64(&mut b, 80, di as u64);
-        seal_block(&mut b, geo.start + di as u64, seq, fs_id);
+        put_u64(b, 64, seq);
+        put_u64(b, 72, logged.len() as u64);
+        put_u64(b, 80, di as u64);
+        seal_block(b, geo.start + di as u64, seq, fs_id);
         if di == 0 {
-            desc0 = Some(b);
+            desc0 = Some(nb);
         } else {
-            write_log(dev, geo, di as u64, &b, head)?;
+            write_log(dev, geo, di as u64, &nb, head)?;
         }
     }
     dev.fence();
@@ -328,7 +329,7 @@ fn checkpoint(
         dev.fence();
         // Copy B carries its own block number in its header (line 0); its
         // other lines are copy A's.
-        let mut b = sb.clone();
+        let mut b: Box<Block> = Box::new(**sb);
         let h = header(&b[..])?;
         seal_block(&mut b, geo.sb_copy, h.generation.get(), h.fs_id.get());
         write_lines(dev, geo.sb_copy, &b, mask | 1)?;
@@ -399,7 +400,10 @@ impl Pending {
     pub fn complete(&self) -> Option<Vec<Image>> {
         self.images
             .iter()
-            .map(|(h, r, i)| i.as_ref().map(|i| (*h, *r, i.clone())))
+            .map(|(h, r, i)| {
+                i.as_ref()
+                    .map(|i| (*h, *r, daxfs_btree::NodeBuf::from(i.clone())))
+            })
             .collect()
     }
 }
@@ -591,7 +595,7 @@ pub fn recover(
         }
     }
     dev.fence();
-    let zero = Box::new([0u8; BLOCK_SIZE]);
+    let zero = NodeBuf::new([0u8; BLOCK_SIZE]);
     write_log(dev, geo, 0, &zero, &mut vec![])?;
     dev.fence();
     Ok(Recovery::RolledBack { seq: p.seq })

@@ -37,7 +37,7 @@ use crate::media::{FailureFlags, error_log, log_event, loss_tree};
 use crate::space::rmap::{self, Mapping, Owner};
 use crate::space::{badblocks, refcount};
 use crate::tx::{Meta, NodeCache, Tx, free_tree, read_verified, read_verified_as};
-use daxfs_btree::{BTree, NodeStore, TreeError};
+use daxfs_btree::{BTree, NodeBuf, NodeStore, TreeError};
 use daxfs_device::Device;
 use daxfs_format::records::{Key, Record, TreeRoot, action};
 use daxfs_format::superblock::STATE_ERRORS;
@@ -132,7 +132,7 @@ pub struct Committed<'a> {
     pub dev: &'a dyn Device,
     pub fs_id: u64,
     pub cache: Option<&'a mut NodeCache>,
-    pub overlay: Option<&'a HashMap<u64, Box<Block>>>,
+    pub overlay: Option<&'a HashMap<u64, NodeBuf>>,
     pub reps: Option<&'a Mutex<Replicas>>,
     /// Blocks whose replica is being looked for (a lookup that needs one of
     /// them again fails instead of looping).
@@ -165,7 +165,7 @@ impl<'a> Committed<'a> {
         b: u64,
         kind: BlockKind,
         owner: Option<u64>,
-    ) -> Result<Box<Block>, TreeError> {
+    ) -> Result<NodeBuf, TreeError> {
         if let Some(img) = self.overlay.and_then(|o| o.get(&b)) {
             daxfs_format::verify_block(
                 img,
@@ -182,11 +182,11 @@ impl<'a> Committed<'a> {
             if let Some(blk) = c.get(b, kind, owner) {
                 return Ok(blk);
             }
-            let blk = read_verified(self.dev, b, kind, owner, self.fs_id)?;
+            let blk = NodeBuf::from(read_verified(self.dev, b, kind, owner, self.fs_id)?);
             c.put(b, blk.clone());
             return Ok(blk);
         }
-        read_verified(self.dev, b, kind, owner, self.fs_id)
+        Ok(read_verified(self.dev, b, kind, owner, self.fs_id)?.into())
     }
 
     /// Reads committed node `b`; when it fails its checks or cannot be read,
@@ -198,7 +198,7 @@ impl<'a> Committed<'a> {
         b: u64,
         kind: BlockKind,
         owner: Option<u64>,
-    ) -> Result<Box<Block>, TreeError> {
+    ) -> Result<NodeBuf, TreeError> {
         let err = match self.direct(b, kind, owner) {
             Ok(blk) => return Ok(blk),
             Err(e) => e,
@@ -232,6 +232,7 @@ impl<'a> Committed<'a> {
         };
         match read_verified_as(self.dev, r, b, kind, owner, self.fs_id) {
             Ok(blk) => {
+                let blk = NodeBuf::from(blk);
                 if let Some(c) = self.cache.as_deref_mut() {
                     c.put(b, blk.clone());
                 }
@@ -297,15 +298,10 @@ impl<'a> Committed<'a> {
 }
 
 impl NodeStore for Committed<'_> {
-    fn read_node(
-        &mut self,
-        b: BlockNo,
-        kind: BlockKind,
-        owner: u64,
-    ) -> Result<Box<Block>, TreeError> {
+    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<NodeBuf, TreeError> {
         self.read(b.0, kind, Some(owner))
     }
-    fn write_node(&mut self, _b: BlockNo, _node: Box<Block>) -> Result<(), TreeError> {
+    fn write_node(&mut self, _b: BlockNo, _node: NodeBuf) -> Result<(), TreeError> {
         Err(TreeError::Store("read-only store".into()))
     }
     fn alloc_node(&mut self, _kind: BlockKind, _owner: u64) -> Result<BlockNo, TreeError> {
@@ -444,7 +440,7 @@ fn repair_fallback(tx: &mut Tx<'_>, p: &Fallback) -> Result<Repair> {
         Some(p.owner),
         tx.meta.fs_id,
     )?;
-    let moved = move_node(tx, p.block, p.replica, p.kind, p.owner, good, None)?;
+    let moved = move_node(tx, p.block, p.replica, p.kind, p.owner, good.into(), None)?;
     if moved != Repair::Done {
         return Ok(moved);
     }
@@ -480,7 +476,7 @@ fn move_node(
     r: u64,
     kind: BlockKind,
     owner: u64,
-    good: Box<Block>,
+    good: NodeBuf,
     avoid: Option<(u64, u64)>,
 ) -> Result<Repair> {
     // The record of an inode whose tree root moves must be free to update.
@@ -625,7 +621,7 @@ fn replace_replica(
     r: u64,
     kind: BlockKind,
     owner: u64,
-    good: Box<Block>,
+    good: NodeBuf,
     avoid: Option<(u64, u64)>,
 ) -> Result<()> {
     let r2 = tx.alloc_far(h, avoid)?;
@@ -663,13 +659,15 @@ fn replace_replica(
 
 /// The verified contents of node `at` read as a copy of node `h`: the node
 /// cache first (it holds only what was committed), then the device.
-fn good_copy(tx: &mut Tx<'_>, at: u64, h: u64, kind: BlockKind, owner: u64) -> Option<Box<Block>> {
+fn good_copy(tx: &mut Tx<'_>, at: u64, h: u64, kind: BlockKind, owner: u64) -> Option<NodeBuf> {
     if at == h
         && let Some(b) = tx.meta.cache.get(h, kind, Some(owner))
     {
         return Some(b);
     }
-    read_verified_as(tx.dev(), at, h, kind, Some(owner), tx.meta.fs_id).ok()
+    read_verified_as(tx.dev(), at, h, kind, Some(owner), tx.meta.fs_id)
+        .ok()
+        .map(NodeBuf::from)
 }
 
 /// Deals with a report of bad memory over `bad` (first block, blocks) that
@@ -891,7 +889,7 @@ impl crate::Fs {
                 (Ok(a), Ok(b)) if a[..] == b[..] => {}
                 (Ok(a), _) => {
                     let mut tx = Tx::open(&*inner.dev, &mut meta)?;
-                    replace_replica(&mut tx, m.phys, m.replica, kind, owner, a, None)?;
+                    replace_replica(&mut tx, m.phys, m.replica, kind, owner, a.into(), None)?;
                     let event = tx.meta.sb.error_seq.get();
                     let (okind, ino) = owner_codes(kind, owner);
                     log_event(

@@ -14,7 +14,7 @@ use crate::replica::{Committed, Replicas};
 use crate::space::alloc::FreeMap;
 use crate::space::rmap::{self, Mapping, Owner};
 use crate::space::{badblocks, refcount};
-use daxfs_btree::{BTree, NodeStore, TreeError};
+use daxfs_btree::{BTree, NodeBuf, NodeStore, TreeError};
 use daxfs_device::Device;
 use daxfs_format::block::{BlockKind, Expect, verify_block};
 use daxfs_format::records::TreeRoot;
@@ -149,8 +149,9 @@ pub fn geometry(sb: &Superblock) -> LogGeometry {
     }
 }
 
-/// Verified copies of committed metadata blocks, so a node read costs a copy
-/// instead of a device read and a checksum. Holds only what is on media (or
+/// Verified copies of committed metadata blocks, so a node read costs a hash
+/// lookup (the block is shared, not copied) instead of a device read and a
+/// checksum. Holds only what is on media (or
 /// what the last commit put there); freed blocks are dropped. Bounded: when
 /// full it starts over.
 ///
@@ -159,8 +160,8 @@ pub fn geometry(sb: &Superblock) -> LogGeometry {
 /// reads see them first; [`NodeCache::peek`] (what media holds) does not.
 #[derive(Debug, Default)]
 pub struct NodeCache {
-    blocks: BlockMap<Box<Block>>,
-    lazy: BlockMap<Box<Block>>,
+    blocks: BlockMap<NodeBuf>,
+    lazy: BlockMap<NodeBuf>,
 }
 
 impl NodeCache {
@@ -168,20 +169,20 @@ impl NodeCache {
     pub const CAPACITY: usize = 16384;
 
     /// A cached block, if its header says it is what the caller expects.
-    pub fn get(&self, b: u64, kind: BlockKind, owner: Option<u64>) -> Option<Box<Block>> {
+    pub fn get(&self, b: u64, kind: BlockKind, owner: Option<u64>) -> Option<NodeBuf> {
         let blk = self.lazy.get(&b).or_else(|| self.blocks.get(&b))?;
         let h = daxfs_format::block::header(&blk[..]).ok()?;
         (h.kind == kind as u8 && owner.is_none_or(|o| h.owner.get() == o)).then(|| blk.clone())
     }
 
-    pub fn put(&mut self, b: u64, blk: Box<Block>) {
+    pub fn put(&mut self, b: u64, blk: NodeBuf) {
         if self.blocks.len() >= Self::CAPACITY && !self.blocks.contains_key(&b) {
             self.blocks.clear();
         }
         self.blocks.insert(b, blk);
     }
 
-    /// A cached block, without copying it.
+    /// A cached block, as media holds it (not the lazy layer).
     pub fn peek(&self, b: u64) -> Option<&Block> {
         self.blocks.get(&b).map(|x| &**x)
     }
@@ -229,7 +230,7 @@ pub struct Tx<'a> {
     dev: &'a dyn Device,
     pub meta: &'a mut Meta,
     sb_before: Superblock,
-    dirty: BlockMap<Box<Block>>,
+    dirty: BlockMap<NodeBuf>,
     deltas: Vec<Delta>,
     rmap_deltas: Vec<RmapDelta>,
     events: Vec<crate::events::MapEvent>,
@@ -459,12 +460,12 @@ impl<'a> Tx<'a> {
     }
 
     /// Stages `blk` as the new contents of block `b` (a tree node).
-    pub(crate) fn stage(&mut self, b: u64, blk: Box<Block>) {
+    pub(crate) fn stage(&mut self, b: u64, blk: NodeBuf) {
         self.dirty.insert(b, blk);
     }
 
     /// Takes block `b`'s staged contents out of this transaction.
-    pub(crate) fn unstage(&mut self, b: u64) -> Option<Box<Block>> {
+    pub(crate) fn unstage(&mut self, b: u64) -> Option<NodeBuf> {
         self.dirty.remove(&b)
     }
 
@@ -509,7 +510,7 @@ impl<'a> Tx<'a> {
         b: u64,
         kind: BlockKind,
         owner: Option<u64>,
-    ) -> Result<Box<Block>, TreeError> {
+    ) -> Result<NodeBuf, TreeError> {
         if let Some(blk) = self.dirty.get(&b) {
             return Ok(blk.clone());
         }
@@ -788,7 +789,7 @@ impl<'a> Tx<'a> {
             }
             self.meta.lazy_txs = 0;
         }
-        let dirty: Vec<(u64, Box<Block>)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let dirty: Vec<(u64, NodeBuf)> = std::mem::take(&mut self.dirty).into_iter().collect();
         let mut images: Vec<journal::Image> = Vec::with_capacity(dirty.len() + 1);
         let replicas = self.meta.replicas();
         for (home, mut img) in dirty {
@@ -810,10 +811,12 @@ impl<'a> Tx<'a> {
                     self.replica_of(home, kind, h.owner.get())?
                 }
             };
-            seal_block(&mut img, home, seq, fs_id);
+            // Staged blocks are the tree's own copies (nothing else holds
+            // them once the tree's calls returned): no copy here.
+            seal_block(NodeBuf::make_mut(&mut img), home, seq, fs_id);
             images.push((home, r, img));
         }
-        images.push((0, 0, sbb));
+        images.push((0, 0, sbb.into()));
         images.sort_unstable_by_key(|(h, _, _)| *h);
         // Blocks this transaction allocated (with their replicas) are free
         // in the committed state: nothing there references them, so they
@@ -986,7 +989,7 @@ impl<'a> Tx<'a> {
 }
 
 /// Drops the blocks of `freed` ranges from `blocks`.
-fn drop_freed(blocks: &mut BlockMap<Box<Block>>, freed: &[(u64, u64)]) {
+fn drop_freed(blocks: &mut BlockMap<NodeBuf>, freed: &[(u64, u64)]) {
     if blocks.is_empty() || freed.is_empty() {
         return;
     }
@@ -1073,15 +1076,10 @@ pub fn read_verified_as(
 }
 
 impl NodeStore for Tx<'_> {
-    fn read_node(
-        &mut self,
-        b: BlockNo,
-        kind: BlockKind,
-        owner: u64,
-    ) -> Result<Box<Block>, TreeError> {
+    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<NodeBuf, TreeError> {
         self.read_meta(b.0, kind, Some(owner))
     }
-    fn write_node(&mut self, b: BlockNo, node: Box<Block>) -> Result<(), TreeError> {
+    fn write_node(&mut self, b: BlockNo, node: NodeBuf) -> Result<(), TreeError> {
         // An internal node of the reverse map: its routing may have changed.
         if node[4] == BlockKind::RmapTree as u8 && node[5] > 0 {
             self.rmap_shape = true;
