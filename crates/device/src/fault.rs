@@ -51,7 +51,9 @@
 //!   the device API, or register or unregister handlers;
 //! - must not panic: a panic cannot unwind out of the handler and aborts the
 //!   process;
-//! - should use little stack (the alternate stack may be as small as 64 KiB);
+//! - should use little stack, unless [`signal_stack_room`] says there is
+//!   room (the handler may run on a thread's ordinary stack, or on an
+//!   alternate stack of a few KiB given by someone else);
 //! - must make progress: answering [`FaultAction::Retry`] without having
 //!   made the access possible faults again at once, forever.
 //!
@@ -831,8 +833,11 @@ unsafe fn chain(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     }
 }
 
-/// Size of the alternate signal stacks this module allocates.
-const ALT_STACK_SIZE: usize = 64 * 1024;
+/// Size of the alternate signal stacks this module allocates, and the least
+/// a thread's alternate stack must have for [`signal_stack_room`] to count
+/// it: enough for a range handler that runs a file system transaction on
+/// the faulting thread (daxfs's views resolve faults there).
+pub const ALT_STACK_SIZE: usize = 256 * 1024;
 
 /// An alternate signal stack allocated for this thread, released when the
 /// thread exits.
@@ -845,6 +850,7 @@ struct AltStack {
 
 impl Drop for AltStack {
     fn drop(&mut self) {
+        BIG_ALT_STACK.with(|b| b.set((0, 0)));
         if self.base.is_null() {
             return;
         }
@@ -865,12 +871,20 @@ impl Drop for AltStack {
 
 thread_local! {
     static ALT_STACK: std::cell::RefCell<Option<AltStack>> = const { std::cell::RefCell::new(None) };
+    /// The range `[low, high)` of this thread's alternate signal stack when
+    /// it has at least [`ALT_STACK_SIZE`] bytes, else `(0, 0)`. `const`,
+    /// without destructor: read by the signal handler.
+    static BIG_ALT_STACK: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// Gives the calling thread an alternate signal stack if it has none, so
-/// that the handler can run even when the fault is a stack overflow. Threads
-/// started by the Rust standard library normally have one already; call this
-/// from other threads that may fault on a registered range.
+/// Gives the calling thread an alternate signal stack of at least
+/// [`ALT_STACK_SIZE`] bytes if it has a smaller one or none (the standard
+/// library's threads get a few KiB, for its stack-overflow report), so that
+/// the handler can run even when the fault is a stack overflow, and range
+/// handlers get room to work on the faulting thread. A smaller stack the
+/// thread had is left allocated (its owner frees it) but no longer used.
+/// File::map calls it for the mapping thread; call it from other threads
+/// that may fault on a registered range.
 pub fn ensure_alt_stack() -> std::io::Result<()> {
     ALT_STACK.with(|slot| {
         let mut slot = slot.borrow_mut();
@@ -884,7 +898,14 @@ pub fn ensure_alt_stack() -> std::io::Result<()> {
         }
         // SAFETY: initialised by the successful call above.
         let cur = unsafe { cur.assume_init() };
-        if cur.ss_flags & libc::SS_DISABLE == 0 {
+        if cur.ss_flags & libc::SS_ONSTACK != 0
+            || (cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= ALT_STACK_SIZE)
+        {
+            // Running on it (it cannot be changed now), or big enough.
+            if cur.ss_flags & libc::SS_ONSTACK == 0 {
+                let lo = cur.ss_sp as usize;
+                BIG_ALT_STACK.with(|b| b.set((lo, lo + cur.ss_size)));
+            }
             *slot = Some(AltStack {
                 base: std::ptr::null_mut(),
                 len: 0,
@@ -911,6 +932,8 @@ pub fn ensure_alt_stack() -> std::io::Result<()> {
         // SAFETY: the first page of our own fresh mapping becomes a guard
         // page; the rest is handed to the kernel as this thread's signal
         // stack and stays mapped until `AltStack::drop` disables it first.
+        // The thread is not running on its old alternate stack (checked
+        // above), so the kernel lets it be replaced.
         let ok = unsafe {
             libc::mprotect(base, page, libc::PROT_NONE);
             let ss = libc::stack_t {
@@ -926,9 +949,58 @@ pub fn ensure_alt_stack() -> std::io::Result<()> {
             unsafe { libc::munmap(base, len) };
             return Err(e);
         }
+        let lo = base as usize + page;
+        BIG_ALT_STACK.with(|b| b.set((lo, lo + ALT_STACK_SIZE)));
         *slot = Some(AltStack { base, len });
         Ok(())
     })
+}
+
+/// In a signal handler: the bytes of stack left below the caller when it
+/// runs on this thread's alternate stack of at least [`ALT_STACK_SIZE`]
+/// bytes (see [`ensure_alt_stack`]), else 0 (no such stack, or the handler
+/// runs on the thread's ordinary stack, whose room is unknown).
+/// Async-signal-safe: one `const` thread-local read.
+#[inline(never)]
+pub fn signal_stack_room() -> usize {
+    let here = 0u8;
+    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    let (lo, hi) = BIG_ALT_STACK.with(|b| b.get());
+    if lo < sp && sp < hi { sp - lo } else { 0 }
+}
+
+/// Runs `f` with SIGSEGV and SIGBUS unblocked on the calling thread, then
+/// blocks them again as they were. For a range handler that does work on
+/// the faulting thread which itself relies on this module catching faults
+/// (the machine-check-safe device copies): inside the handler both signals
+/// are blocked, and a fault raised while they are blocked kills the process.
+/// The dispatcher is reentrant (lock-free), so the nested fault is handled
+/// like any other, on the alternate stack below the running handler.
+///
+/// Async-signal-safe apart from what `f` does (two `pthread_sigmask` calls).
+pub fn with_faults_unblocked<R>(f: impl FnOnce() -> R) -> R {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `set` is initialised by sigemptyset before it is read; the
+    // mask calls take valid sets and write the old mask into `old`.
+    let restore = unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGSEGV);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGBUS);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), old.as_mut_ptr()) == 0
+    };
+    struct Restore(Option<libc::sigset_t>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(old) = &self.0 {
+                // SAFETY: puts back the mask read when unblocking.
+                unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+            }
+        }
+    }
+    // SAFETY: written by the successful pthread_sigmask above.
+    let _r = Restore(restore.then(|| unsafe { old.assume_init() }));
+    f()
 }
 
 #[cfg(test)]

@@ -105,8 +105,11 @@ pub enum PageState {
 /// Counters of one view.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViewStats {
-    /// Faults handed to a resolver.
+    /// Faults resolved (on the faulting thread or by a resolver thread).
     pub faults: u64,
+    /// Of those, faults resolved on the faulting thread, in its signal
+    /// handler (the others were handed to a resolver thread).
+    pub in_thread: u64,
     /// Of those, faults that gave the file a block (copy-on-write of a
     /// shared block, allocation of a hole, conversion of an unwritten
     /// extent).
@@ -209,6 +212,7 @@ pub(crate) struct ViewShared {
     notices: Mutex<Vec<LossNotice>>,
     callback: Mutex<Option<LossCallback>>,
     faults: AtomicU64,
+    in_thread: AtomicU64,
     block_faults: AtomicU64,
     remaps: AtomicU64,
     errors: AtomicU64,
@@ -515,7 +519,10 @@ impl ViewShared {
         if write && !self.writable {
             return FaultAction::NotMine;
         }
-        match resolver::submit(self as *const ViewShared as usize, f.addr, write) {
+        let (vp, addr) = (self as *const ViewShared as usize, f.addr);
+        let answer = resolver::in_thread(move || resolve_here(vp, addr, write))
+            .unwrap_or_else(|| resolver::submit(vp, addr, write));
+        match answer {
             resolver::RETRY => FaultAction::Retry,
             resolver::MEMORY_ERROR => FaultAction::Sigbus { addr: page_addr },
             resolver::BUS_ERROR => FaultAction::BusError { addr: f.addr },
@@ -558,10 +565,23 @@ impl ViewShared {
         (fb, fb + 1)
     }
 
-    /// Resolves a fault on file block `fb` (on a resolver thread).
-    fn resolve(&self, file: &File, fb: u64, write: bool) -> u32 {
+    /// Resolves a fault on file block `fb`: on a resolver thread, or on the
+    /// faulting thread (`here`), where a busy data lock hands the fault to
+    /// the resolvers instead of waiting (the thread might hold it).
+    fn resolve(&self, file: &File, fb: u64, write: bool, here: bool) -> u32 {
+        let mut d = if here {
+            match file.node.data.try_write() {
+                Ok(d) => d,
+                Err(std::sync::TryLockError::WouldBlock) => return resolver::HAND_OFF,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            }
+        } else {
+            file.data_write()
+        };
         self.faults.fetch_add(1, Ordering::Relaxed);
-        let mut d = file.data_write();
+        if here {
+            self.in_thread.fetch_add(1, Ordering::Relaxed);
+        }
         let map = match file.loaded(&mut d) {
             Ok(m) => m,
             Err(e) => return answer_for(&e),
@@ -627,17 +647,35 @@ fn answer_for(e: &FsError) -> u32 {
 
 /// The resolvers' entry point.
 fn resolve_fault(view: usize, addr: usize, write: bool) -> u32 {
+    resolve_at(view, addr, write, false)
+}
+
+/// The faulting thread's entry point (in its signal handler: see
+/// [`resolver::in_thread`]).
+fn resolve_here(view: usize, addr: usize, write: bool) -> u32 {
+    resolve_at(view, addr, write, true)
+}
+
+fn resolve_at(view: usize, addr: usize, write: bool, here: bool) -> u32 {
     // SAFETY: `view` is the `ViewShared` of a live registration: its fault
-    // callback is waiting for this answer, and a view unregisters (waiting
-    // for running callbacks) before its `ViewShared` can go away.
+    // callback is running (on this thread, or waiting for this answer), and
+    // a view unregisters (waiting for running callbacks) before its
+    // `ViewShared` can go away.
     let v = unsafe { &*(view as *const ViewShared) };
     let Some(file) = v.file.upgrade() else {
         return resolver::NOT_MINE;
     };
     let fb = v.fb0 + ((addr - v.base) / PAGE) as u64;
-    let answer = v.resolve(&file, fb, write);
+    let answer = v.resolve(&file, fb, write, here);
     drop(file);
     answer
+}
+
+/// While alive, a fault the thread takes goes to the resolver threads
+/// instead of being resolved on it: held by daxfs code that copies a
+/// caller's buffer (which may hold locks a resolution needs).
+pub(crate) fn inside() -> resolver::Inside {
+    resolver::Inside::enter()
 }
 
 /// What the resolvers need to make a file system's lazy commits durable when
@@ -1074,6 +1112,7 @@ fn map_file(f: &File, offset: u64, length: u64, access: Access) -> Result<View> 
         notices: Mutex::new(vec![]),
         callback: Mutex::new(None),
         faults: AtomicU64::new(0),
+        in_thread: AtomicU64::new(0),
         block_faults: AtomicU64::new(0),
         remaps: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -1246,11 +1285,37 @@ impl View {
         self.shared.huge_faults.store(on, Ordering::Relaxed);
     }
 
+    /// Gives the calling thread what resolving its faults on views in the
+    /// thread itself needs (an alternate signal stack of 256 KiB). The
+    /// thread that maps a view gets it; other threads that fault on views
+    /// should call this first, or their faults go to resolver threads (a
+    /// few times slower).
+    pub fn prepare_thread() -> Result<()> {
+        daxfs_device::fault::ensure_alt_stack()
+            .map_err(|e| FsError::Io(format!("alternate signal stack: {e}")))
+    }
+
+    /// Whether faults on views may be resolved on the faulting thread, in
+    /// its signal handler (process-wide; on by default). Turn it off when the
+    /// application may fault on a view while holding a lock that resolving
+    /// needs, such as a global allocator keeping its heap in a view; faults
+    /// then all go to resolver threads.
+    pub fn set_in_thread_faults(on: bool) {
+        resolver::set_enabled(on);
+    }
+
+    /// Faults resolved on their own thread and faults handed to resolver
+    /// threads since the process started (all views).
+    pub fn fault_counts() -> (u64, u64) {
+        resolver::counts()
+    }
+
     /// The view's counters.
     pub fn stats(&self) -> ViewStats {
         let s = &*self.shared;
         ViewStats {
             faults: s.faults.load(Ordering::Relaxed),
+            in_thread: s.in_thread.load(Ordering::Relaxed),
             block_faults: s.block_faults.load(Ordering::Relaxed),
             remaps: s.remaps.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
