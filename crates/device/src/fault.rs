@@ -969,6 +969,28 @@ pub fn signal_stack_room() -> usize {
     if lo < sp && sp < hi { sp - lo } else { 0 }
 }
 
+/// How many bytes of this thread's alternate signal stack (the one
+/// [`ensure_alt_stack`] allocated) have ever been touched: the deepest a
+/// handler went on it (pages the kernel has not backed yet were never
+/// used). None when the thread has no such stack of ours. For tests.
+#[doc(hidden)]
+pub fn alt_stack_high_water() -> Option<usize> {
+    let (lo, hi) = BIG_ALT_STACK.with(|b| b.get());
+    if lo == 0 {
+        return None;
+    }
+    let page = rustix::param::page_size();
+    let n = (hi - lo) / page;
+    let mut vec = vec![0u8; n];
+    // SAFETY: `[lo, hi)` is this thread's alternate stack, mapped while
+    // the thread lives; `vec` has one byte per page.
+    if unsafe { libc::mincore(lo as *mut c_void, hi - lo, vec.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let first = vec.iter().position(|b| b & 1 != 0)?;
+    Some((n - first) * page)
+}
+
 /// Runs `f` with SIGSEGV and SIGBUS unblocked on the calling thread, then
 /// blocks them again as they were. For a range handler that does work on
 /// the faulting thread which itself relies on this module catching faults

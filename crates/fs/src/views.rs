@@ -1310,6 +1310,14 @@ impl View {
         resolver::counts()
     }
 
+    /// Runs `f` as if the thread were inside daxfs (holding its locks): the
+    /// faults it takes go to the resolver threads. Not part of the API.
+    #[doc(hidden)]
+    pub fn as_if_inside_daxfs_for_test<R>(f: impl FnOnce() -> R) -> R {
+        let _inside = inside();
+        f()
+    }
+
     /// The view's counters.
     pub fn stats(&self) -> ViewStats {
         let s = &*self.shared;
