@@ -173,6 +173,9 @@ struct Slot {
     end: AtomicUsize,
     /// A `Box<Callback>` turned into a raw pointer while LIVE or DYING.
     callback: AtomicPtr<Callback>,
+    /// The range is made inaccessible in child processes (see
+    /// [`RangeRegistration::keep_out_of_children`]).
+    no_fork: AtomicBool,
 }
 
 impl Slot {
@@ -183,6 +186,7 @@ impl Slot {
             start: AtomicUsize::new(0),
             end: AtomicUsize::new(0),
             callback: AtomicPtr::new(std::ptr::null_mut()),
+            no_fork: AtomicBool::new(false),
         }
     }
 }
@@ -263,6 +267,19 @@ impl RangeRegistration {
     /// Always false: ranges are never empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// From now on until the registration ends, a child process made by
+    /// `fork` gets the whole range inaccessible (a handler installed with
+    /// `pthread_atfork` maps it `PROT_NONE` in the child), whatever the
+    /// parent had mapped there: the per-mapping `MADV_DONTFORK` this
+    /// replaces costs a system call per mapping. A child made without the
+    /// C library's `fork` (a raw `clone` without `CLONE_VM`) is not covered;
+    /// `vfork` and `posix_spawn` share the parent's memory and copy nothing.
+    pub fn keep_out_of_children(&self) -> std::io::Result<()> {
+        install_fork_handler()?;
+        self.slot.no_fork.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Unregisters the handler. Waits until no thread runs its callback; after
@@ -378,6 +395,7 @@ where
     slot.start.store(start, Ordering::Relaxed);
     slot.end.store(end, Ordering::Relaxed);
     slot.callback.store(Box::into_raw(cb), Ordering::Relaxed);
+    slot.no_fork.store(false, Ordering::Relaxed);
     slot.state.store(LIVE, Ordering::SeqCst);
     LIVE_COUNT.fetch_add(1, Ordering::SeqCst);
     Ok(RangeRegistration { slot, start, len })
@@ -496,6 +514,51 @@ fn dispatch(fault: &Fault) -> FaultAction {
         false
     });
     action
+}
+
+/// Installs [`in_forked_child`] as a `pthread_atfork` child handler (once).
+fn install_fork_handler() -> std::io::Result<()> {
+    static DONE: OnceLock<i32> = OnceLock::new();
+    // SAFETY: registers a plain `extern "C" fn()` that lives for the
+    // process; no prepare or parent handler.
+    let r =
+        *DONE.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) });
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(r))
+    }
+}
+
+/// In a child just made by `fork` (one thread, no lock usable): maps the
+/// ranges kept out of children inaccessible. Walks the registry without
+/// locks, as the signal handler does; only system calls.
+extern "C" fn in_forked_child() {
+    for_each_slot(|s| {
+        let st = s.state.load(Ordering::Acquire);
+        if (st == LIVE || st == DYING) && s.no_fork.load(Ordering::Acquire) {
+            let (a, b) = (
+                s.start.load(Ordering::Relaxed),
+                s.end.load(Ordering::Relaxed),
+            );
+            // SAFETY: replaces, in this child only, a range the parent
+            // registered (its own reservation of addresses) with an
+            // inaccessible anonymous mapping; the child never had
+            // references into it (its memory is only reached through raw
+            // pointers).
+            unsafe {
+                libc::mmap(
+                    a as *mut c_void,
+                    b - a,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+        }
+        true
+    });
 }
 
 /// A saved `sigaction`, written once before the handler is installed.

@@ -953,6 +953,15 @@ impl std::fmt::Debug for View {
 
 impl Drop for View {
     fn drop(&mut self) {
+        // No mapping changes from now on, and the pages stay out of child
+        // processes until unmapped (the registration kept them out so far).
+        // A fault meanwhile (a use of the view while it is dropped) gets
+        // SIGBUS.
+        {
+            let mut ops = lock(&self.shared.ops);
+            ops.dead = true;
+            ops.res.keep_from_children();
+        }
         // Unregistering waits for faults being resolved on this view.
         if let Some(r) = self.reg.take() {
             r.unregister();
@@ -1131,6 +1140,8 @@ fn map_file(f: &File, offset: u64, length: u64, access: Access) -> Result<View> 
         v.on_fault(fault)
     })
     .map_err(|e| FsError::Io(format!("registering the view's fault handler: {e}")))?;
+    reg.keep_out_of_children()
+        .map_err(|e| FsError::Io(format!("keeping the view out of child processes: {e}")))?;
     f.node.views.add(&shared);
     let view = View {
         reg: Some(reg),
