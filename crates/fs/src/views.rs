@@ -58,7 +58,7 @@ use crate::fs::lock;
 use crate::inode::{FileKind, Inode};
 use crate::media::{LossCallback, LossNotice};
 use crate::tx::Tx;
-use crate::write::{Src, check_space, segments, shared_blocks, unshare_range, write_range};
+use crate::write::{Src, segments, unshare_range_checked, write_range};
 use daxfs_device::fault::{Fault, FaultAction, RangeRegistration, register_range_handler};
 use daxfs_device::{Device, MapSource};
 use daxfs_format::{BLOCK_SIZE_U64, HUGE_BLOCKS};
@@ -735,18 +735,14 @@ fn give_blocks(file: &File, map: &mut ExtentMap, g0: u64, g1: u64) -> Result<boo
     // Committed in memory at once, durable at msync, fsync, sync, the next
     // ordinary transaction or when the resolvers go idle.
     let mut tx = Tx::begin_lazy(&*fs.dev, &mut meta)?;
-    let shared = shared_blocks(&mut tx, map, g0, g1)?;
     let fill: u64 = segments(map, g0, g1)
         .iter()
         .filter(|s| s.2.is_none_or(|e| e.unwritten()))
         .map(|s| s.1)
         .sum();
+    let shared = unshare_range_checked(&mut tx, map, g0, g1, fill, "a store through a view")?;
     if shared == 0 && fill == 0 {
         return Ok(false);
-    }
-    check_space(&tx, shared + fill, "a store through a view")?;
-    if shared > 0 {
-        unshare_range(&mut tx, map, g0, g1)?;
     }
     let z = zeros();
     for (s, l, e) in segments(map, g0, g1) {
