@@ -11,9 +11,13 @@
 //! - a page wholly past end of file, or lost to a media error: nothing.
 //!
 //! A store to a read-only page faults. The process-wide fault handler of the
-//! device layer calls this module's range callback, which hands the fault
-//! to a resolver thread ([`resolver`]) and waits. The resolver gives the
-//! block to the file in one lazy transaction (`Tx::begin_lazy`: in memory at
+//! device layer calls this module's range callback, which resolves the fault
+//! on the faulting thread, in the signal handler, when that is safe (the
+//! thread is not inside daxfs, runs the handler on a big enough alternate
+//! stack, and finds the file's data lock free), and otherwise hands it to a
+//! resolver thread and waits (see [`resolver`] for why resolving in a signal
+//! handler is safe here). The resolution gives the block to the file in one
+//! lazy transaction (`Tx::begin_lazy`: in memory at
 //! once, durable at msync, fsync or later) through the same machinery as
 //! `write` (copy a shared block, zero a hole or unwritten block), and the
 //! commit maps the new page into every view of the file. Loads or stores to
@@ -46,7 +50,10 @@
 //! cannot deadlock. `read` and `write` hold a data lock (and `write` the
 //! metadata lock) while copying, so when their buffer overlaps a view they
 //! copy through a bounce buffer outside the locks (`File::read_at`,
-//! `File::write_at`).
+//! `File::write_at`); while they hold the locks the thread counts as inside
+//! daxfs ([`inside`]), so a fault it took anyway would go to a resolver
+//! thread rather than be resolved on it, and an in-thread resolution only
+//! tries the data lock (a busy one hands the fault off).
 mod plan;
 mod resolver;
 mod vm;
