@@ -107,6 +107,11 @@ pub struct Fault {
     /// Whether the access was a write, when the CPU says (x86_64: the page
     /// fault error code); `None` where unknown.
     pub write: Option<bool>,
+    /// Whether the faulting code may itself be a signal handler: its stack
+    /// pointer lay in the thread's alternate signal stack (x86_64; always
+    /// true elsewhere, where the saved stack pointer is not read). Such code
+    /// may have interrupted anything, the allocator included.
+    pub in_signal_handler: bool,
 }
 
 /// What a range handler wants done about a fault.
@@ -702,6 +707,8 @@ unsafe fn handle(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
                 code,
                 // SAFETY: as above.
                 write: unsafe { write_access(ctx) },
+                // SAFETY: as above.
+                in_signal_handler: unsafe { interrupted_on_alt_stack(ctx) },
             };
             let signal = match dispatch(&fault) {
                 FaultAction::Retry => return,
@@ -790,6 +797,33 @@ unsafe fn write_access(ctx: *mut c_void) -> Option<bool> {
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn write_access(_ctx: *mut c_void) -> Option<bool> {
     None
+}
+
+/// Whether the interrupted code's stack pointer lies in this thread's
+/// alternate signal stack (then it was running a signal handler). Known only
+/// for a stack of [`ensure_alt_stack`]'s size (its range is in a `const`
+/// thread-local: no system call); true (unknown) otherwise.
+///
+/// # Safety
+///
+/// `ctx` must be the ucontext the kernel passed to the handler.
+#[cfg(target_arch = "x86_64")]
+unsafe fn interrupted_on_alt_stack(ctx: *mut c_void) -> bool {
+    let uc = ctx.cast::<libc::ucontext_t>();
+    // SAFETY: reading the saved stack pointer from the kernel's signal frame.
+    let sp = unsafe { (*uc).uc_mcontext.gregs[libc::REG_RSP as usize] } as usize;
+    let (lo, hi) = BIG_ALT_STACK.with(|b| b.get());
+    lo == 0 || (lo <= sp && sp <= hi)
+}
+
+/// Unknown elsewhere: assumed.
+///
+/// # Safety
+///
+/// None.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn interrupted_on_alt_stack(_ctx: *mut c_void) -> bool {
+    true
 }
 
 /// The leading part of Linux's `siginfo_t` for a memory-error SIGBUS.
@@ -1460,6 +1494,7 @@ pub(crate) mod tests {
             signal: libc::SIGSEGV,
             code: 2,
             write: None,
+            in_signal_handler: false,
         };
         assert_eq!(dispatch(&f), FaultAction::NotMine);
         drop(regs);

@@ -527,8 +527,9 @@ impl ViewShared {
             return FaultAction::NotMine;
         }
         let (vp, addr) = (self as *const ViewShared as usize, f.addr);
-        let answer = resolver::in_thread(move || resolve_here(vp, addr, write))
-            .unwrap_or_else(|| resolver::submit(vp, addr, write));
+        let answer =
+            resolver::in_thread(f.in_signal_handler, move || resolve_here(vp, addr, write))
+                .unwrap_or_else(|| resolver::submit(vp, addr, write));
         match answer {
             resolver::RETRY => FaultAction::Retry,
             resolver::MEMORY_ERROR => FaultAction::Sigbus { addr: page_addr },
@@ -1347,7 +1348,9 @@ impl View {
     /// Whether faults on views may be resolved on the faulting thread, in
     /// its signal handler (process-wide; on by default). Turn it off when the
     /// application may fault on a view while holding a lock that resolving
-    /// needs, such as a global allocator keeping its heap in a view; faults
+    /// needs: a global allocator keeping its heap in a view, or views
+    /// touched from the application's own signal handlers running on the
+    /// ordinary stack (which may have interrupted the allocator); faults
     /// then all go to resolver threads.
     pub fn set_in_thread_faults(on: bool) {
         resolver::set_enabled(on);

@@ -1495,3 +1495,54 @@ fn poison_met_by_an_in_thread_copy_on_write() {
         "{status:?}\n{out}"
     );
 }
+
+static USR1_STORE_AT: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn usr1_stores(_sig: libc::c_int) {
+    let p = USR1_STORE_AT.load(Ordering::SeqCst) as *mut u8;
+    // SAFETY: the address of a live view's page, set before the signal.
+    unsafe { std::ptr::write_volatile(p, 0x99) };
+}
+
+/// A fault taken inside the application's own signal handler (running on
+/// the alternate stack) is not resolved on the thread, whose interrupted
+/// code may hold the allocator's lock: a resolver thread resolves it.
+#[test]
+fn a_fault_inside_another_signal_handler_is_handed_off() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(80, BS as usize);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    let vb = b.map(0, BS, Access::ReadWrite).unwrap();
+    USR1_STORE_AT.store(addr_of(&vb, 7), Ordering::SeqCst);
+    // SAFETY: installs a handler on the alternate stack for SIGUSR1 (sent
+    // only by this test, to its own thread), then sends it.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = usr1_stores as *const () as usize;
+        act.sa_flags = libc::SA_ONSTACK;
+        libc::sigemptyset(&mut act.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut()),
+            0
+        );
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::syscall(libc::SYS_gettid),
+            libc::SIGUSR1,
+        );
+    }
+    let s = vb.stats();
+    assert_eq!((s.faults, s.in_thread, s.block_faults), (1, 0, 1), "{s:?}");
+    assert_eq!(load(&vb, 7), 0x99);
+    let mut want = data.clone();
+    want[7] = 0x99;
+    assert_eq!(read_all(&b, BS as usize), want);
+    assert_eq!(read_all(&a, BS as usize), data);
+    drop(vb);
+    drop((a, b));
+    drop(fs);
+    assert_fsck(&*dev);
+}

@@ -11,10 +11,13 @@
 //! - the thread is not inside daxfs ([`Inside`]: set while daxfs code that
 //!   may hold its locks or touch a caller's buffer runs, and while the thread
 //!   resolves a fault itself, so a fault there never recurses);
-//! - the handler runs on an alternate signal stack of at least 256 KiB
+//! - the handler runs on an alternate signal stack of 256 KiB
 //!   (`daxfs_device::fault::signal_stack_room`: the standard library gives
 //!   its threads a few KiB, too little for a transaction; `File::map` and
 //!   `View::prepare_thread` give the thread a big one);
+//! - the faulting code was not itself running on the alternate stack
+//!   (`Fault::in_signal_handler`: a signal handler, which may have
+//!   interrupted the allocator);
 //! - it is not a resolver thread, and in-thread resolution is on
 //!   ([`set_enabled`]).
 //!
@@ -27,10 +30,11 @@
 //! file's data lock (a busy lock hands the fault to the resolvers, which
 //! wait for it as before). The global allocator is not interrupted either:
 //! neither the standard allocator nor daxfs touch view memory while inside
-//! it. (An application whose own allocator keeps its heap in a view, or
-//! that faults on a view while holding a lock the resolution needs, must
-//! turn this off with [`set_enabled`]; its faults then go to the resolvers
-//! as before.) SIGSEGV and SIGBUS are blocked inside the handler, and the
+//! it. (An application whose own allocator keeps its heap in a view, that
+//! faults on a view while holding a lock the resolution needs, or that
+//! touches views from its own signal handlers running on the ordinary stack
+//! (which may have interrupted the allocator), must turn this off with
+//! [`set_enabled`]; its faults then go to the resolvers as before.) SIGSEGV and SIGBUS are blocked inside the handler, and the
 //! resolution's device copies are machine-check safe, which relies on
 //! catching a fault: it runs with both unblocked
 //! (`daxfs_device::fault::with_faults_unblocked`; the dispatcher is
@@ -180,8 +184,12 @@ pub(crate) fn counts() -> (u64, u64) {
 /// Resolves a fault on the faulting thread (in its signal handler) with
 /// `work` when that is safe (see the module documentation); None when the
 /// fault must go to the resolvers ([`submit`]).
-pub(crate) fn in_thread(work: impl FnOnce() -> u32 + std::panic::UnwindSafe) -> Option<u32> {
-    if !IN_THREAD.load(Ordering::Relaxed)
+pub(crate) fn in_thread(
+    nested: bool,
+    work: impl FnOnce() -> u32 + std::panic::UnwindSafe,
+) -> Option<u32> {
+    if nested
+        || !IN_THREAD.load(Ordering::Relaxed)
         || IS_RESOLVER.with(Cell::get)
         || DEPTH.with(Cell::get) != 0
         || daxfs_device::fault::signal_stack_room() < MIN_STACK
