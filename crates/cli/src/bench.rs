@@ -7,6 +7,7 @@
 //! directly on the device (write, cache-line write-back, fence). The targets
 //! are informational: the command succeeds whether they are met or not.
 mod dax;
+mod fault_floor;
 mod machine;
 mod media;
 mod peer;

@@ -51,7 +51,9 @@
 //!   the device API, or register or unregister handlers;
 //! - must not panic: a panic cannot unwind out of the handler and aborts the
 //!   process;
-//! - should use little stack (the alternate stack may be as small as 64 KiB);
+//! - should use little stack, unless [`signal_stack_room`] says there is
+//!   room (the handler may run on a thread's ordinary stack, or on an
+//!   alternate stack of a few KiB given by someone else);
 //! - must make progress: answering [`FaultAction::Retry`] without having
 //!   made the access possible faults again at once, forever.
 //!
@@ -105,6 +107,11 @@ pub struct Fault {
     /// Whether the access was a write, when the CPU says (x86_64: the page
     /// fault error code); `None` where unknown.
     pub write: Option<bool>,
+    /// Whether the faulting code may itself be a signal handler: its stack
+    /// pointer lay in the thread's alternate signal stack (x86_64; always
+    /// true elsewhere, where the saved stack pointer is not read). Such code
+    /// may have interrupted anything, the allocator included.
+    pub in_signal_handler: bool,
 }
 
 /// What a range handler wants done about a fault.
@@ -171,6 +178,9 @@ struct Slot {
     end: AtomicUsize,
     /// A `Box<Callback>` turned into a raw pointer while LIVE or DYING.
     callback: AtomicPtr<Callback>,
+    /// The range is made inaccessible in child processes (see
+    /// [`RangeRegistration::keep_out_of_children`]).
+    no_fork: AtomicBool,
 }
 
 impl Slot {
@@ -181,6 +191,7 @@ impl Slot {
             start: AtomicUsize::new(0),
             end: AtomicUsize::new(0),
             callback: AtomicPtr::new(std::ptr::null_mut()),
+            no_fork: AtomicBool::new(false),
         }
     }
 }
@@ -261,6 +272,19 @@ impl RangeRegistration {
     /// Always false: ranges are never empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// From now on until the registration ends, a child process made by
+    /// `fork` gets the whole range inaccessible (a handler installed with
+    /// `pthread_atfork` maps it `PROT_NONE` in the child), whatever the
+    /// parent had mapped there: the per-mapping `MADV_DONTFORK` this
+    /// replaces costs a system call per mapping. A child made without the
+    /// C library's `fork` (a raw `clone` without `CLONE_VM`) is not covered;
+    /// `vfork` and `posix_spawn` share the parent's memory and copy nothing.
+    pub fn keep_out_of_children(&self) -> std::io::Result<()> {
+        install_fork_handler()?;
+        self.slot.no_fork.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Unregisters the handler. Waits until no thread runs its callback; after
@@ -376,6 +400,7 @@ where
     slot.start.store(start, Ordering::Relaxed);
     slot.end.store(end, Ordering::Relaxed);
     slot.callback.store(Box::into_raw(cb), Ordering::Relaxed);
+    slot.no_fork.store(false, Ordering::Relaxed);
     slot.state.store(LIVE, Ordering::SeqCst);
     LIVE_COUNT.fetch_add(1, Ordering::SeqCst);
     Ok(RangeRegistration { slot, start, len })
@@ -494,6 +519,51 @@ fn dispatch(fault: &Fault) -> FaultAction {
         false
     });
     action
+}
+
+/// Installs [`in_forked_child`] as a `pthread_atfork` child handler (once).
+fn install_fork_handler() -> std::io::Result<()> {
+    static DONE: OnceLock<i32> = OnceLock::new();
+    // SAFETY: registers a plain `extern "C" fn()` that lives for the
+    // process; no prepare or parent handler.
+    let r =
+        *DONE.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) });
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(r))
+    }
+}
+
+/// In a child just made by `fork` (one thread, no lock usable): maps the
+/// ranges kept out of children inaccessible. Walks the registry without
+/// locks, as the signal handler does; only system calls.
+extern "C" fn in_forked_child() {
+    for_each_slot(|s| {
+        let st = s.state.load(Ordering::Acquire);
+        if (st == LIVE || st == DYING) && s.no_fork.load(Ordering::Acquire) {
+            let (a, b) = (
+                s.start.load(Ordering::Relaxed),
+                s.end.load(Ordering::Relaxed),
+            );
+            // SAFETY: replaces, in this child only, a range the parent
+            // registered (its own reservation of addresses) with an
+            // inaccessible anonymous mapping; the child never had
+            // references into it (its memory is only reached through raw
+            // pointers).
+            unsafe {
+                libc::mmap(
+                    a as *mut c_void,
+                    b - a,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+        }
+        true
+    });
 }
 
 /// A saved `sigaction`, written once before the handler is installed.
@@ -637,6 +707,8 @@ unsafe fn handle(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
                 code,
                 // SAFETY: as above.
                 write: unsafe { write_access(ctx) },
+                // SAFETY: as above.
+                in_signal_handler: unsafe { interrupted_on_alt_stack(ctx) },
             };
             let signal = match dispatch(&fault) {
                 FaultAction::Retry => return,
@@ -725,6 +797,33 @@ unsafe fn write_access(ctx: *mut c_void) -> Option<bool> {
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn write_access(_ctx: *mut c_void) -> Option<bool> {
     None
+}
+
+/// Whether the interrupted code's stack pointer lies in this thread's
+/// alternate signal stack (then it was running a signal handler). Known only
+/// for a stack of [`ensure_alt_stack`]'s size (its range is in a `const`
+/// thread-local: no system call); true (unknown) otherwise.
+///
+/// # Safety
+///
+/// `ctx` must be the ucontext the kernel passed to the handler.
+#[cfg(target_arch = "x86_64")]
+unsafe fn interrupted_on_alt_stack(ctx: *mut c_void) -> bool {
+    let uc = ctx.cast::<libc::ucontext_t>();
+    // SAFETY: reading the saved stack pointer from the kernel's signal frame.
+    let sp = unsafe { (*uc).uc_mcontext.gregs[libc::REG_RSP as usize] } as usize;
+    let (lo, hi) = BIG_ALT_STACK.with(|b| b.get());
+    lo == 0 || (lo <= sp && sp <= hi)
+}
+
+/// Unknown elsewhere: assumed.
+///
+/// # Safety
+///
+/// None.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn interrupted_on_alt_stack(_ctx: *mut c_void) -> bool {
+    true
 }
 
 /// The leading part of Linux's `siginfo_t` for a memory-error SIGBUS.
@@ -831,8 +930,11 @@ unsafe fn chain(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     }
 }
 
-/// Size of the alternate signal stacks this module allocates.
-const ALT_STACK_SIZE: usize = 64 * 1024;
+/// Size of the alternate signal stacks this module allocates, and the least
+/// a thread's alternate stack must have for [`signal_stack_room`] to count
+/// it: enough for a range handler that runs a file system transaction on
+/// the faulting thread (daxfs's views resolve faults there).
+pub const ALT_STACK_SIZE: usize = 256 * 1024;
 
 /// An alternate signal stack allocated for this thread, released when the
 /// thread exits.
@@ -845,6 +947,7 @@ struct AltStack {
 
 impl Drop for AltStack {
     fn drop(&mut self) {
+        BIG_ALT_STACK.with(|b| b.set((0, 0)));
         if self.base.is_null() {
             return;
         }
@@ -865,12 +968,20 @@ impl Drop for AltStack {
 
 thread_local! {
     static ALT_STACK: std::cell::RefCell<Option<AltStack>> = const { std::cell::RefCell::new(None) };
+    /// The range `[low, high)` of this thread's alternate signal stack when
+    /// it has at least [`ALT_STACK_SIZE`] bytes, else `(0, 0)`. `const`,
+    /// without destructor: read by the signal handler.
+    static BIG_ALT_STACK: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// Gives the calling thread an alternate signal stack if it has none, so
-/// that the handler can run even when the fault is a stack overflow. Threads
-/// started by the Rust standard library normally have one already; call this
-/// from other threads that may fault on a registered range.
+/// Gives the calling thread an alternate signal stack of at least
+/// [`ALT_STACK_SIZE`] bytes if it has a smaller one or none (the standard
+/// library's threads get a few KiB, for its stack-overflow report), so that
+/// the handler can run even when the fault is a stack overflow, and range
+/// handlers get room to work on the faulting thread. A smaller stack the
+/// thread had is left allocated (its owner frees it) but no longer used.
+/// File::map calls it for the mapping thread; call it from other threads
+/// that may fault on a registered range.
 pub fn ensure_alt_stack() -> std::io::Result<()> {
     ALT_STACK.with(|slot| {
         let mut slot = slot.borrow_mut();
@@ -884,7 +995,14 @@ pub fn ensure_alt_stack() -> std::io::Result<()> {
         }
         // SAFETY: initialised by the successful call above.
         let cur = unsafe { cur.assume_init() };
-        if cur.ss_flags & libc::SS_DISABLE == 0 {
+        if cur.ss_flags & libc::SS_ONSTACK != 0
+            || (cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= ALT_STACK_SIZE)
+        {
+            // Running on it (it cannot be changed now), or big enough.
+            if cur.ss_flags & libc::SS_ONSTACK == 0 {
+                let lo = cur.ss_sp as usize;
+                BIG_ALT_STACK.with(|b| b.set((lo, lo + cur.ss_size)));
+            }
             *slot = Some(AltStack {
                 base: std::ptr::null_mut(),
                 len: 0,
@@ -911,6 +1029,8 @@ pub fn ensure_alt_stack() -> std::io::Result<()> {
         // SAFETY: the first page of our own fresh mapping becomes a guard
         // page; the rest is handed to the kernel as this thread's signal
         // stack and stays mapped until `AltStack::drop` disables it first.
+        // The thread is not running on its old alternate stack (checked
+        // above), so the kernel lets it be replaced.
         let ok = unsafe {
             libc::mprotect(base, page, libc::PROT_NONE);
             let ss = libc::stack_t {
@@ -926,9 +1046,80 @@ pub fn ensure_alt_stack() -> std::io::Result<()> {
             unsafe { libc::munmap(base, len) };
             return Err(e);
         }
+        let lo = base as usize + page;
+        BIG_ALT_STACK.with(|b| b.set((lo, lo + ALT_STACK_SIZE)));
         *slot = Some(AltStack { base, len });
         Ok(())
     })
+}
+
+/// In a signal handler: the bytes of stack left below the caller when it
+/// runs on this thread's alternate stack of at least [`ALT_STACK_SIZE`]
+/// bytes (see [`ensure_alt_stack`]), else 0 (no such stack, or the handler
+/// runs on the thread's ordinary stack, whose room is unknown).
+/// Async-signal-safe: one `const` thread-local read.
+#[inline(never)]
+pub fn signal_stack_room() -> usize {
+    let here = 0u8;
+    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    let (lo, hi) = BIG_ALT_STACK.with(|b| b.get());
+    if lo < sp && sp < hi { sp - lo } else { 0 }
+}
+
+/// How many bytes of this thread's alternate signal stack (the one
+/// [`ensure_alt_stack`] allocated) have ever been touched: the deepest a
+/// handler went on it (pages the kernel has not backed yet were never
+/// used). None when the thread has no such stack of ours. For tests.
+#[doc(hidden)]
+pub fn alt_stack_high_water() -> Option<usize> {
+    let (lo, hi) = BIG_ALT_STACK.with(|b| b.get());
+    if lo == 0 {
+        return None;
+    }
+    let page = rustix::param::page_size();
+    let n = (hi - lo) / page;
+    let mut vec = vec![0u8; n];
+    // SAFETY: `[lo, hi)` is this thread's alternate stack, mapped while
+    // the thread lives; `vec` has one byte per page.
+    if unsafe { libc::mincore(lo as *mut c_void, hi - lo, vec.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let first = vec.iter().position(|b| b & 1 != 0)?;
+    Some((n - first) * page)
+}
+
+/// Runs `f` with SIGSEGV and SIGBUS unblocked on the calling thread, then
+/// blocks them again as they were. For a range handler that does work on
+/// the faulting thread which itself relies on this module catching faults
+/// (the machine-check-safe device copies): inside the handler both signals
+/// are blocked, and a fault raised while they are blocked kills the process.
+/// The dispatcher is reentrant (lock-free), so the nested fault is handled
+/// like any other, on the alternate stack below the running handler.
+///
+/// Async-signal-safe apart from what `f` does (two `pthread_sigmask` calls).
+pub fn with_faults_unblocked<R>(f: impl FnOnce() -> R) -> R {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `set` is initialised by sigemptyset before it is read; the
+    // mask calls take valid sets and write the old mask into `old`.
+    let restore = unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGSEGV);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGBUS);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), old.as_mut_ptr()) == 0
+    };
+    struct Restore(Option<libc::sigset_t>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(old) = &self.0 {
+                // SAFETY: puts back the mask read when unblocking.
+                unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+            }
+        }
+    }
+    // SAFETY: written by the successful pthread_sigmask above.
+    let _r = Restore(restore.then(|| unsafe { old.assume_init() }));
+    f()
 }
 
 #[cfg(test)]
@@ -1303,6 +1494,7 @@ pub(crate) mod tests {
             signal: libc::SIGSEGV,
             code: 2,
             write: None,
+            in_signal_handler: false,
         };
         assert_eq!(dispatch(&f), FaultAction::NotMine);
         drop(regs);

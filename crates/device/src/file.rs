@@ -721,6 +721,10 @@ impl Device for MmapDevice {
         self.media.remove()
     }
 
+    fn prefault(&self, off: u64, len: u64) {
+        self.map.prefault(off, len);
+    }
+
     fn view_source(&self) -> Option<MapSource> {
         Some(self.map_source())
     }

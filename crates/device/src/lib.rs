@@ -228,6 +228,12 @@ pub trait Device: Send + Sync + std::fmt::Debug {
     /// Starts writing back the cache lines of a range (no ordering promise).
     fn flush(&self, off: u64, len: u64);
 
+    /// A hint that the range is about to be written: devices that reach
+    /// their memory through a mapping populate its page tables now, in one
+    /// system call, instead of taking a page fault at the first store to
+    /// each page. Best effort; the default does nothing.
+    fn prefault(&self, _off: u64, _len: u64) {}
+
     /// Waits until every flushed store is durable; orders later stores after.
     fn fence(&self);
 

@@ -156,6 +156,10 @@ impl Device for MemDevice {
     fn remove(&self) -> Result<()> {
         self.media.remove()
     }
+    fn prefault(&self, off: u64, len: u64) {
+        self.map.prefault(off, len);
+    }
+
     fn view_source(&self) -> Option<crate::MapSource> {
         use rustix::fd::AsRawFd;
         Some(crate::MapSource {

@@ -338,6 +338,9 @@ impl File {
     }
 
     fn read_locked(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        // Holds locks while copying into `buf`: a fault meanwhile is never
+        // resolved on this thread (see `views::inside`).
+        let _inside = crate::views::inside();
         if !self.opts.read {
             return Err(FsError::BadHandle("file not open for reading".into()));
         }
@@ -508,6 +511,8 @@ impl File {
     }
 
     fn write_locked(&self, off: u64, data: &[u8]) -> Result<usize> {
+        // As in `read_locked`.
+        let _inside = crate::views::inside();
         self.check_write()?;
         if data.is_empty() {
             return Ok(0);

@@ -11,9 +11,13 @@
 //! - a page wholly past end of file, or lost to a media error: nothing.
 //!
 //! A store to a read-only page faults. The process-wide fault handler of the
-//! device layer calls this module's range callback, which hands the fault
-//! to a resolver thread ([`resolver`]) and waits. The resolver gives the
-//! block to the file in one lazy transaction (`Tx::begin_lazy`: in memory at
+//! device layer calls this module's range callback, which resolves the fault
+//! on the faulting thread, in the signal handler, when that is safe (the
+//! thread is not inside daxfs, runs the handler on a big enough alternate
+//! stack, and finds the file's data lock free), and otherwise hands it to a
+//! resolver thread and waits (see [`resolver`] for why resolving in a signal
+//! handler is safe here). The resolution gives the block to the file in one
+//! lazy transaction (`Tx::begin_lazy`: in memory at
 //! once, durable at msync, fsync or later) through the same machinery as
 //! `write` (copy a shared block, zero a hole or unwritten block), and the
 //! commit maps the new page into every view of the file. Loads or stores to
@@ -46,7 +50,10 @@
 //! cannot deadlock. `read` and `write` hold a data lock (and `write` the
 //! metadata lock) while copying, so when their buffer overlaps a view they
 //! copy through a bounce buffer outside the locks (`File::read_at`,
-//! `File::write_at`).
+//! `File::write_at`); while they hold the locks the thread counts as inside
+//! daxfs ([`inside`]), so a fault it took anyway would go to a resolver
+//! thread rather than be resolved on it, and an in-thread resolution only
+//! tries the data lock (a busy one hands the fault off).
 mod plan;
 mod resolver;
 mod vm;
@@ -58,7 +65,7 @@ use crate::fs::lock;
 use crate::inode::{FileKind, Inode};
 use crate::media::{LossCallback, LossNotice};
 use crate::tx::Tx;
-use crate::write::{Src, check_space, segments, shared_blocks, unshare_range, write_range};
+use crate::write::{Src, segments, unshare_range_checked, write_range};
 use daxfs_device::fault::{Fault, FaultAction, RangeRegistration, register_range_handler};
 use daxfs_device::{Device, MapSource};
 use daxfs_format::{BLOCK_SIZE_U64, HUGE_BLOCKS};
@@ -105,8 +112,11 @@ pub enum PageState {
 /// Counters of one view.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViewStats {
-    /// Faults handed to a resolver.
+    /// Faults resolved (on the faulting thread or by a resolver thread).
     pub faults: u64,
+    /// Of those, faults resolved on the faulting thread, in its signal
+    /// handler (the others were handed to a resolver thread).
+    pub in_thread: u64,
     /// Of those, faults that gave the file a block (copy-on-write of a
     /// shared block, allocation of a hole, conversion of an unwritten
     /// extent).
@@ -209,6 +219,7 @@ pub(crate) struct ViewShared {
     notices: Mutex<Vec<LossNotice>>,
     callback: Mutex<Option<LossCallback>>,
     faults: AtomicU64,
+    in_thread: AtomicU64,
     block_faults: AtomicU64,
     remaps: AtomicU64,
     errors: AtomicU64,
@@ -515,7 +526,11 @@ impl ViewShared {
         if write && !self.writable {
             return FaultAction::NotMine;
         }
-        match resolver::submit(self as *const ViewShared as usize, f.addr, write) {
+        let (vp, addr) = (self as *const ViewShared as usize, f.addr);
+        let answer =
+            resolver::in_thread(f.in_signal_handler, move || resolve_here(vp, addr, write))
+                .unwrap_or_else(|| resolver::submit(vp, addr, write));
+        match answer {
             resolver::RETRY => FaultAction::Retry,
             resolver::MEMORY_ERROR => FaultAction::Sigbus { addr: page_addr },
             resolver::BUS_ERROR => FaultAction::BusError { addr: f.addr },
@@ -558,10 +573,23 @@ impl ViewShared {
         (fb, fb + 1)
     }
 
-    /// Resolves a fault on file block `fb` (on a resolver thread).
-    fn resolve(&self, file: &File, fb: u64, write: bool) -> u32 {
+    /// Resolves a fault on file block `fb`: on a resolver thread, or on the
+    /// faulting thread (`here`), where a busy data lock hands the fault to
+    /// the resolvers instead of waiting (the thread might hold it).
+    fn resolve(&self, file: &File, fb: u64, write: bool, here: bool) -> u32 {
+        let mut d = if here {
+            match file.node.data.try_write() {
+                Ok(d) => d,
+                Err(std::sync::TryLockError::WouldBlock) => return resolver::HAND_OFF,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            }
+        } else {
+            file.data_write()
+        };
         self.faults.fetch_add(1, Ordering::Relaxed);
-        let mut d = file.data_write();
+        if here {
+            self.in_thread.fetch_add(1, Ordering::Relaxed);
+        }
         let map = match file.loaded(&mut d) {
             Ok(m) => m,
             Err(e) => return answer_for(&e),
@@ -627,17 +655,35 @@ fn answer_for(e: &FsError) -> u32 {
 
 /// The resolvers' entry point.
 fn resolve_fault(view: usize, addr: usize, write: bool) -> u32 {
+    resolve_at(view, addr, write, false)
+}
+
+/// The faulting thread's entry point (in its signal handler: see
+/// [`resolver::in_thread`]).
+fn resolve_here(view: usize, addr: usize, write: bool) -> u32 {
+    resolve_at(view, addr, write, true)
+}
+
+fn resolve_at(view: usize, addr: usize, write: bool, here: bool) -> u32 {
     // SAFETY: `view` is the `ViewShared` of a live registration: its fault
-    // callback is waiting for this answer, and a view unregisters (waiting
-    // for running callbacks) before its `ViewShared` can go away.
+    // callback is running (on this thread, or waiting for this answer), and
+    // a view unregisters (waiting for running callbacks) before its
+    // `ViewShared` can go away.
     let v = unsafe { &*(view as *const ViewShared) };
     let Some(file) = v.file.upgrade() else {
         return resolver::NOT_MINE;
     };
     let fb = v.fb0 + ((addr - v.base) / PAGE) as u64;
-    let answer = v.resolve(&file, fb, write);
+    let answer = v.resolve(&file, fb, write, here);
     drop(file);
     answer
+}
+
+/// While alive, a fault the thread takes goes to the resolver threads
+/// instead of being resolved on it: held by daxfs code that copies a
+/// caller's buffer (which may hold locks a resolution needs).
+pub(crate) fn inside() -> resolver::Inside {
+    resolver::Inside::enter()
 }
 
 /// What the resolvers need to make a file system's lazy commits durable when
@@ -697,18 +743,14 @@ fn give_blocks(file: &File, map: &mut ExtentMap, g0: u64, g1: u64) -> Result<boo
     // Committed in memory at once, durable at msync, fsync, sync, the next
     // ordinary transaction or when the resolvers go idle.
     let mut tx = Tx::begin_lazy(&*fs.dev, &mut meta)?;
-    let shared = shared_blocks(&mut tx, map, g0, g1)?;
     let fill: u64 = segments(map, g0, g1)
         .iter()
         .filter(|s| s.2.is_none_or(|e| e.unwritten()))
         .map(|s| s.1)
         .sum();
+    let shared = unshare_range_checked(&mut tx, map, g0, g1, fill, "a store through a view")?;
     if shared == 0 && fill == 0 {
         return Ok(false);
-    }
-    check_space(&tx, shared + fill, "a store through a view")?;
-    if shared > 0 {
-        unshare_range(&mut tx, map, g0, g1)?;
     }
     let z = zeros();
     for (s, l, e) in segments(map, g0, g1) {
@@ -723,8 +765,43 @@ fn give_blocks(file: &File, map: &mut ExtentMap, g0: u64, g1: u64) -> Result<boo
     fs.dev.fence();
     file.commit_rec(tx, map, |_| {})?;
     drop(meta);
+    prefault_around(&*fs.dev, map, g0, g1);
     flush_when_idle(&file.fs);
     Ok(true)
+}
+
+/// The 2 MiB device groups whose page tables in the device's own mapping
+/// were populated, by device (its address) and group.
+static PREFAULTED: Mutex<Option<std::collections::HashSet<(usize, u64)>>> = Mutex::new(None);
+
+/// After a store fault gave the file blocks: populates, once per 2 MiB
+/// device group, the device mapping's page tables around them
+/// (`Device::prefault`), so the copies and fills of the next faults, whose
+/// blocks the allocator takes nearby, take no page fault of their own on
+/// the device mapping (3-4 µs each on an image in `/dev/shm`). The first
+/// fault in a group pays one system call instead.
+fn prefault_around(dev: &dyn Device, map: &ExtentMap, g0: u64, g1: u64) {
+    let key = dev as *const dyn Device as *const u8 as usize;
+    let mut groups = vec![];
+    for (s, l, e) in segments(map, g0, g1) {
+        if let Some(e) = e {
+            let p = e.phys + (s - e.fblock);
+            groups.extend(p / HUGE_BLOCKS..=(p + l - 1) / HUGE_BLOCKS);
+        }
+    }
+    let mut todo = vec![];
+    {
+        let mut set = lock(&PREFAULTED);
+        let set = set.get_or_insert_with(Default::default);
+        for g in groups {
+            if set.insert((key, g)) {
+                todo.push(g);
+            }
+        }
+    }
+    for g in todo {
+        dev.prefault(g * HUGE_BLOCKS * BS, HUGE_BLOCKS * BS);
+    }
 }
 
 /// Maps the current state of file blocks `[b0, b1)` into every view of the
@@ -915,6 +992,15 @@ impl std::fmt::Debug for View {
 
 impl Drop for View {
     fn drop(&mut self) {
+        // No mapping changes from now on, and the pages stay out of child
+        // processes until unmapped (the registration kept them out so far).
+        // A fault meanwhile (a use of the view while it is dropped) gets
+        // SIGBUS.
+        {
+            let mut ops = lock(&self.shared.ops);
+            ops.dead = true;
+            ops.res.keep_from_children();
+        }
         // Unregistering waits for faults being resolved on this view.
         if let Some(r) = self.reg.take() {
             r.unregister();
@@ -1074,6 +1160,7 @@ fn map_file(f: &File, offset: u64, length: u64, access: Access) -> Result<View> 
         notices: Mutex::new(vec![]),
         callback: Mutex::new(None),
         faults: AtomicU64::new(0),
+        in_thread: AtomicU64::new(0),
         block_faults: AtomicU64::new(0),
         remaps: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -1092,6 +1179,8 @@ fn map_file(f: &File, offset: u64, length: u64, access: Access) -> Result<View> 
         v.on_fault(fault)
     })
     .map_err(|e| FsError::Io(format!("registering the view's fault handler: {e}")))?;
+    reg.keep_out_of_children()
+        .map_err(|e| FsError::Io(format!("keeping the view out of child processes: {e}")))?;
     f.node.views.add(&shared);
     let view = View {
         reg: Some(reg),
@@ -1246,11 +1335,47 @@ impl View {
         self.shared.huge_faults.store(on, Ordering::Relaxed);
     }
 
+    /// Gives the calling thread what resolving its faults on views in the
+    /// thread itself needs (an alternate signal stack of 256 KiB). The
+    /// thread that maps a view gets it; other threads that fault on views
+    /// should call this first, or their faults go to resolver threads (a
+    /// few times slower).
+    pub fn prepare_thread() -> Result<()> {
+        daxfs_device::fault::ensure_alt_stack()
+            .map_err(|e| FsError::Io(format!("alternate signal stack: {e}")))
+    }
+
+    /// Whether faults on views may be resolved on the faulting thread, in
+    /// its signal handler (process-wide; on by default). Turn it off when the
+    /// application may fault on a view while holding a lock that resolving
+    /// needs: a global allocator keeping its heap in a view, or views
+    /// touched from the application's own signal handlers running on the
+    /// ordinary stack (which may have interrupted the allocator); faults
+    /// then all go to resolver threads.
+    pub fn set_in_thread_faults(on: bool) {
+        resolver::set_enabled(on);
+    }
+
+    /// Faults resolved on their own thread and faults handed to resolver
+    /// threads since the process started (all views).
+    pub fn fault_counts() -> (u64, u64) {
+        resolver::counts()
+    }
+
+    /// Runs `f` as if the thread were inside daxfs (holding its locks): the
+    /// faults it takes go to the resolver threads. Not part of the API.
+    #[doc(hidden)]
+    pub fn as_if_inside_daxfs_for_test<R>(f: impl FnOnce() -> R) -> R {
+        let _inside = inside();
+        f()
+    }
+
     /// The view's counters.
     pub fn stats(&self) -> ViewStats {
         let s = &*self.shared;
         ViewStats {
             faults: s.faults.load(Ordering::Relaxed),
+            in_thread: s.in_thread.load(Ordering::Relaxed),
             block_faults: s.block_faults.load(Ordering::Relaxed),
             remaps: s.remaps.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),

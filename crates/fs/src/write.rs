@@ -409,6 +409,48 @@ pub fn unshare_range(tx: &mut Tx<'_>, map: &mut ExtentMap, b0: u64, b1: u64) -> 
     Ok(())
 }
 
+/// [`unshare_range`] that first checks there is room for the shared blocks
+/// it copies plus `extra` more (one look at the refcount tree instead of
+/// [`shared_blocks`] then [`unshare_range`]); returns how many blocks it
+/// copied.
+pub fn unshare_range_checked(
+    tx: &mut Tx<'_>,
+    map: &mut ExtentMap,
+    b0: u64,
+    b1: u64,
+    extra: u64,
+    what: &str,
+) -> Result<u64> {
+    let runs = runs(tx, map, b0, b1)?;
+    let shared: u64 = runs
+        .iter()
+        .map(|r| {
+            if let Run::Shared { len, .. } = r {
+                *len
+            } else {
+                0
+            }
+        })
+        .sum();
+    if shared + extra == 0 {
+        return Ok(0);
+    }
+    check_space(tx, shared + extra, what)?;
+    let mut goal = None;
+    for r in runs {
+        if let Run::Shared {
+            fb,
+            len,
+            phys,
+            unwritten,
+        } = r
+        {
+            cow(tx, map, fb, len, phys, unwritten, None, &mut goal)?;
+        }
+    }
+    Ok(shared)
+}
+
 /// Checks there is room for `need` more blocks plus tree headroom.
 pub fn check_space(tx: &Tx<'_>, need: u64, what: &str) -> Result<()> {
     if need + need / 64 + 16 > tx.free_blocks() {

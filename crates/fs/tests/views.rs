@@ -1323,3 +1323,226 @@ fn media_error_in_a_block_given_by_a_lazy_fault() {
     drop(fs);
     assert_fsck(&*dev);
 }
+
+/// A store fault is resolved on the faulting thread, in its signal handler,
+/// when the thread has a big enough alternate signal stack (the mapping
+/// thread gets one; others call `View::prepare_thread`), and handed to the
+/// resolver threads otherwise; both give the same result.
+#[test]
+fn faults_resolve_on_the_faulting_thread() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(77, 4 * BS as usize);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    let h = fs.create("/h").unwrap();
+    h.set_len(4 * BS).unwrap();
+    let vb = b.map(0, 4 * BS, Access::ReadWrite).unwrap();
+    let vh = h.map(0, 4 * BS, Access::ReadWrite).unwrap();
+    vb.set_huge_faults(false);
+    // On the mapping thread: a copy on write and a hole, each once.
+    store(&vb, 10, 0xa1);
+    store(&vh, 20, 0xa2);
+    for v in [&vb, &vh] {
+        let s = v.stats();
+        assert_eq!((s.faults, s.in_thread, s.block_faults), (1, 1, 1), "{s:?}");
+    }
+    // The deepest an in-thread resolution went stays well inside the
+    // alternate stack.
+    let used = daxfs_device::fault::alt_stack_high_water().expect("an alternate stack of ours");
+    assert!(
+        used <= daxfs_device::fault::ALT_STACK_SIZE / 2,
+        "{used} bytes of signal stack"
+    );
+    // A thread without a big alternate stack hands its fault off; one that
+    // prepared itself resolves it in place.
+    std::thread::scope(|s| {
+        s.spawn(|| store(&vb, BS + 10, 0xb1)).join().unwrap();
+        s.spawn(|| {
+            View::prepare_thread().unwrap();
+            store(&vb, 2 * BS + 10, 0xb2);
+        })
+        .join()
+        .unwrap();
+    });
+    let s = vb.stats();
+    assert_eq!((s.faults, s.in_thread, s.block_faults), (3, 2, 3), "{s:?}");
+    // A fault taken while the thread is inside daxfs goes to the resolvers
+    // (it never deadlocks on locks the thread might hold).
+    let handed = View::fault_counts().1;
+    View::as_if_inside_daxfs_for_test(|| store(&vb, 3 * BS + 10, 0xb3));
+    assert!(View::fault_counts().1 > handed);
+    let s = vb.stats();
+    assert_eq!((s.faults, s.in_thread, s.block_faults), (4, 2, 4), "{s:?}");
+    let mut want = data.clone();
+    for (off, v) in [
+        (10, 0xa1),
+        (BS + 10, 0xb1),
+        (2 * BS + 10, 0xb2),
+        (3 * BS + 10, 0xb3),
+    ] {
+        want[off as usize] = v;
+        assert_eq!(load(&vb, off), v);
+    }
+    assert_eq!(read_all(&b, 4 * BS as usize), want);
+    assert_eq!(read_all(&a, 4 * BS as usize), data);
+    let mut hw = vec![0u8; 4 * BS as usize];
+    hw[20] = 0xa2;
+    assert_eq!(read_all(&h, 4 * BS as usize), hw);
+    drop((vb, vh));
+    drop((a, b, h));
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// Several threads, each resolving in place, store into the same shared
+/// page: one copy, every store kept.
+#[test]
+fn concurrent_in_thread_faults_on_one_page_copy_once() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(78, BS as usize);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    let vb = b.map(0, BS, Access::ReadWrite).unwrap();
+    let threads = 4;
+    let mut in_thread = 0;
+    for round in 0..20u8 {
+        b.clone_range(&a, 0, 0, BS).unwrap();
+        let before = vb.stats();
+        let barrier = Barrier::new(threads);
+        std::thread::scope(|s| {
+            for i in 0..threads {
+                let (barrier, vb) = (&barrier, &vb);
+                s.spawn(move || {
+                    View::prepare_thread().unwrap();
+                    barrier.wait();
+                    store(vb, 8 * i as u64, round + 1);
+                });
+            }
+        });
+        let after = vb.stats();
+        assert_eq!(after.block_faults - before.block_faults, 1, "round {round}");
+        in_thread += after.in_thread - before.in_thread;
+        let page = read_all(&b, BS as usize);
+        for i in 0..threads {
+            assert_eq!(page[8 * i], round + 1, "round {round}, thread {i}");
+        }
+        assert_eq!(page[8 * threads..], data[8 * threads..]);
+    }
+    // Whoever finds the file's data lock free resolves in place.
+    assert!(in_thread >= 1);
+    assert_eq!(read_all(&a, BS as usize), data);
+    drop(vb);
+    drop((a, b));
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// Makes a page of the device's memory inaccessible behind the device's
+/// back, as an unreported hardware error would: the first guarded copy that
+/// touches it faults.
+fn poison_behind_the_back(dev: &daxfs_device::MemDevice, off: u64) {
+    // SAFETY: a page-aligned page of the device's live mapping; nothing
+    // holds a reference into it (the device copies through guarded
+    // routines only).
+    let r = unsafe { libc::mprotect(dev.as_ptr().add(off as usize).cast(), 4096, libc::PROT_NONE) };
+    assert_eq!(r, 0);
+}
+
+/// A copy on write resolved on the faulting thread meets poison in the
+/// shared source page: the device copy faults inside the signal handler
+/// (SIGSEGV is unblocked for the resolution), and the store gets SIGBUS
+/// `BUS_MCEERR_AR`; a read() into the view gets EFAULT instead.
+#[test]
+fn poison_met_by_an_in_thread_copy_on_write() {
+    let setup = || {
+        let (dev, fs) = new_fs(16);
+        let data = pattern(79, 2 * BS as usize);
+        let a = file_with(&fs, "/a", &data);
+        let b = fs.create("/b").unwrap();
+        b.clone_from(&a).unwrap();
+        let vb = b.map(0, 2 * BS, Access::ReadWrite).unwrap();
+        vb.set_huge_faults(false);
+        let bad = shared_dev(&vb, BS);
+        poison_behind_the_back(&dev, bad);
+        (dev, fs, a, b, vb)
+    };
+    if child_scenario().as_deref() == Some("store") {
+        let (_dev, _fs, _a, _b, vb) = setup();
+        install_sigbus_handler();
+        EXPECT_ADDR.store(addr_of(&vb, BS), Ordering::SeqCst);
+        store(&vb, BS + 100, 1);
+        println!("unreachable");
+        std::process::exit(0);
+    }
+    let (_dev, fs, a, _b, vb) = setup();
+    // SAFETY: only this thread touches the view's second page while the
+    // slice lives.
+    let buf = unsafe { std::slice::from_raw_parts_mut(vb.as_ptr().add(BS as usize), 64) };
+    let e = a.read_at(0, buf).unwrap_err();
+    assert_eq!(e.errno_name(), "EFAULT", "{e:?}");
+    let s = vb.stats();
+    assert!(s.in_thread >= 1 && s.block_faults == 0, "{s:?}");
+    // The other page still copies on write.
+    store(&vb, 5, 0x77);
+    assert_eq!(load(&vb, 5), 0x77);
+    drop(vb);
+    drop(fs);
+    let (status, out) = run_child("poison_met_by_an_in_thread_copy_on_write", "store");
+    assert_eq!(
+        status.code(),
+        Some(100 + BUS_MCEERR_AR),
+        "{status:?}\n{out}"
+    );
+}
+
+static USR1_STORE_AT: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn usr1_stores(_sig: libc::c_int) {
+    let p = USR1_STORE_AT.load(Ordering::SeqCst) as *mut u8;
+    // SAFETY: the address of a live view's page, set before the signal.
+    unsafe { std::ptr::write_volatile(p, 0x99) };
+}
+
+/// A fault taken inside the application's own signal handler (running on
+/// the alternate stack) is not resolved on the thread, whose interrupted
+/// code may hold the allocator's lock: a resolver thread resolves it.
+#[test]
+fn a_fault_inside_another_signal_handler_is_handed_off() {
+    let (dev, fs) = new_fs(16);
+    let data = pattern(80, BS as usize);
+    let a = file_with(&fs, "/a", &data);
+    let b = fs.create("/b").unwrap();
+    b.clone_from(&a).unwrap();
+    let vb = b.map(0, BS, Access::ReadWrite).unwrap();
+    USR1_STORE_AT.store(addr_of(&vb, 7), Ordering::SeqCst);
+    // SAFETY: installs a handler on the alternate stack for SIGUSR1 (sent
+    // only by this test, to its own thread), then sends it.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = usr1_stores as *const () as usize;
+        act.sa_flags = libc::SA_ONSTACK;
+        libc::sigemptyset(&mut act.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut()),
+            0
+        );
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::syscall(libc::SYS_gettid),
+            libc::SIGUSR1,
+        );
+    }
+    let s = vb.stats();
+    assert_eq!((s.faults, s.in_thread, s.block_faults), (1, 0, 1), "{s:?}");
+    assert_eq!(load(&vb, 7), 0x99);
+    let mut want = data.clone();
+    want[7] = 0x99;
+    assert_eq!(read_all(&b, BS as usize), want);
+    assert_eq!(read_all(&a, BS as usize), data);
+    drop(vb);
+    drop((a, b));
+    drop(fs);
+    assert_fsck(&*dev);
+}

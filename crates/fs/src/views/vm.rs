@@ -7,9 +7,15 @@
 //!   inaccessible by [`Reservation::new`], is only ever replaced in place
 //!   (`MAP_FIXED` inside it, `mprotect` of parts of it) and is unmapped once,
 //!   by [`Reservation::release`].
-//! - Every mapping made in a reservation is `MADV_DONTFORK`: a child
-//!   process gets none of a view's pages (it could not resolve their faults,
-//!   and must not store into the file behind daxfs's back).
+//! - A child process gets none of a view's pages (it could not resolve
+//!   their faults, and must not store into the file behind daxfs's back):
+//!   the reservation is `MADV_DONTFORK` when made, the view's fault
+//!   registration maps the whole range inaccessible in a forked child
+//!   (`RangeRegistration::keep_out_of_children`), and before that
+//!   registration ends the whole range is made `MADV_DONTFORK` again
+//!   ([`Reservation::keep_from_children`]), until it is unmapped. Mappings
+//!   made inside the range are not advised one by one: that was a system
+//!   call per copy-on-write fault.
 //! - No Rust reference to view memory is ever formed: applications and
 //!   other mappings of the same device pages write it at any time. Bytes move
 //!   through relaxed atomic loads and stores ([`copy_out`], [`copy_in`]).
@@ -143,7 +149,6 @@ impl Reservation {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        dont_fork(at, len);
         Ok(())
     }
 
@@ -166,8 +171,19 @@ impl Reservation {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        dont_fork(at, len);
         Ok(())
+    }
+
+    /// Keeps every mapping in the reservation out of child processes
+    /// (`MADV_DONTFORK` over the whole range), for while the view's fault
+    /// registration, which does that in children, ends.
+    pub(crate) fn keep_from_children(&self) {
+        if self.len == 0 {
+            return;
+        }
+        // SAFETY: advice on our own reservation; it changes nothing in this
+        // process.
+        unsafe { libc::madvise(self.base as *mut c_void, self.len, libc::MADV_DONTFORK) };
     }
 
     /// Changes the protection of `[off, off + len)`.
@@ -179,13 +195,6 @@ impl Reservation {
         }
         Ok(())
     }
-}
-
-/// Keeps `[at, at + len)` (a fresh mapping of ours) out of child processes.
-fn dont_fork(at: *mut c_void, len: usize) {
-    // SAFETY: advice on a mapping just made inside our reservation; it
-    // changes nothing in this process.
-    unsafe { libc::madvise(at, len, libc::MADV_DONTFORK) };
 }
 
 impl Drop for Reservation {
