@@ -66,7 +66,7 @@
 use crate::{NodeBuf, Result, Summary, TreeError};
 use daxfs_format::block::{BlockHeader, HEADER_SIZE, write_header};
 use daxfs_format::records::{Key, Record};
-use daxfs_format::{BLOCK_SIZE, BlockKind};
+use daxfs_format::{BLOCK_SIZE, Block, BlockKind};
 use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -183,8 +183,46 @@ pub(crate) struct Node<K, V, A = ()> {
     pub(crate) level: u8,
     pub(crate) count: usize,
     /// Shared with the store until the node changes (copy on write).
-    pub(crate) buf: NodeBuf,
+    buf: Buf,
     _p: PhantomData<(K, V, A)>,
+}
+
+/// A node's bytes: the store's shared block until the first change, then a
+/// private copy. Deciding once, rather than asking the `Arc` at every
+/// change (`Arc::make_mut` costs atomic operations each time), keeps record
+/// updates plain stores: a report that writes 10,000 records makes about
+/// 60,000 changes.
+enum Buf {
+    Shared(NodeBuf),
+    Owned(Box<Block>),
+}
+
+impl Buf {
+    #[inline]
+    fn get(&self) -> &Block {
+        match self {
+            Buf::Shared(a) => a,
+            Buf::Owned(b) => b,
+        }
+    }
+
+    #[inline]
+    fn get_mut(&mut self) -> &mut Block {
+        if let Buf::Shared(a) = self {
+            *self = Buf::Owned(Box::new(**a));
+        }
+        match self {
+            Buf::Owned(b) => b,
+            Buf::Shared(_) => unreachable!("made private above"),
+        }
+    }
+
+    fn into_shared(self) -> NodeBuf {
+        match self {
+            Buf::Shared(a) => a,
+            Buf::Owned(b) => NodeBuf::from(b),
+        }
+    }
 }
 
 impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
@@ -203,14 +241,22 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
             owner,
             level,
             count,
-            buf,
+            buf: Buf::Shared(buf),
             _p: PhantomData,
         }
     }
 
     /// An empty node of `level` to be written at block `no`.
     pub(crate) fn empty(no: u64, kind: BlockKind, owner: u64, level: u8) -> Self {
-        Self::from_parts(no, kind, owner, level, 0, NodeBuf::new([0u8; BLOCK_SIZE]))
+        Node {
+            no,
+            kind,
+            owner,
+            level,
+            count: 0,
+            buf: Buf::Owned(Box::new([0u8; BLOCK_SIZE])),
+            _p: PhantomData,
+        }
     }
 
     pub(crate) fn is_leaf(&self) -> bool {
@@ -231,7 +277,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
     }
 
     fn bytes(&self, r: Range<usize>) -> Result<&[u8]> {
-        match self.buf.get(r) {
+        match self.buf.get().get(r) {
             Some(b) => Ok(b),
             None => Err(self.out_of_range("read")),
         }
@@ -239,7 +285,8 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
 
     fn bytes_mut(&mut self, r: Range<usize>) -> Result<&mut [u8]> {
         let (kind, no, count, level) = (self.kind, self.no, self.count, self.level);
-        NodeBuf::make_mut(&mut self.buf)
+        self.buf
+            .get_mut()
             .get_mut(r)
             .ok_or_else(|| out_of_range(kind, no, count, level, "write"))
     }
@@ -374,10 +421,10 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
         for (base, size) in Layout::<K, V, A>::arrays(self.level) {
             let src = slots(base, size, at, self.count - at);
             let dst = src.start + n * size;
-            if self.buf.get(src.start..dst + src.len()).is_none() {
+            if self.buf.get().get(src.start..dst + src.len()).is_none() {
                 return Err(self.out_of_range("open_gap"));
             }
-            NodeBuf::make_mut(&mut self.buf).copy_within(src, dst);
+            self.buf.get_mut().copy_within(src, dst);
         }
         self.count += n;
         Ok(())
@@ -393,10 +440,10 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
         for (base, size) in Layout::<K, V, A>::arrays(self.level) {
             let src = slots(base, size, at + n, keep);
             let dst = slots(base, size, at, 0).start;
-            if self.buf.get(dst..src.end).is_none() {
+            if self.buf.get().get(dst..src.end).is_none() {
                 return Err(self.out_of_range("close_gap"));
             }
-            NodeBuf::make_mut(&mut self.buf).copy_within(src, dst);
+            self.buf.get_mut().copy_within(src, dst);
             self.bytes_mut(slots(base, size, at + keep, n))?.fill(0);
         }
         self.count -= n;
@@ -457,8 +504,8 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
         let mut h = BlockHeader::fresh(self.kind, self.owner, self.level);
         // count <= capacity <= 4032, so it always fits.
         h.count = (self.count as u32).into();
-        write_header(&mut NodeBuf::make_mut(&mut self.buf)[..], &h);
-        (self.no, self.buf)
+        write_header(&mut self.buf.get_mut()[..], &h);
+        (self.no, self.buf.into_shared())
     }
 
     /// Checks that every byte past the used slots is zero.
@@ -474,6 +521,11 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
             end..BLOCK_SIZE,
         ]
         .into_iter()
-        .all(|r| self.buf.get(r).is_some_and(|b| b.iter().all(|&x| x == 0)))
+        .all(|r| {
+            self.buf
+                .get()
+                .get(r)
+                .is_some_and(|b| b.iter().all(|&x| x == 0))
+        })
     }
 }
