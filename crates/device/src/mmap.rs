@@ -817,6 +817,10 @@ mod tests {
             let dev = MmapDevice::create(&p.0, 8 * 4096, OpenOptions::new()).unwrap();
             let raw = dev.map_raw(0, 8 * 4096).unwrap();
             dev.inject_error(5 * 4096, 1).unwrap();
+            // The child exits without running destructors (exit, or death
+            // by SIGBUS): remove its files now; the mappings stay valid.
+            let _ = std::fs::remove_file(&p.0);
+            let _ = std::fs::remove_file(crate::sidecar_path(&p.0));
             let target = raw.as_ptr() as usize + 5 * 4096 + 123;
             if s == "raw-handled" {
                 FIX_PAGE.store(raw.as_ptr() as usize + 5 * 4096, Ordering::SeqCst);
