@@ -341,12 +341,17 @@ impl ExtentMap {
                 }
             }
         }
+        // The end of the last extent: a piece added there has nothing after
+        // it in the reverse map once every change is applied.
+        let end = self.map.last_key_value().map_or(0, |(_, x)| x.end());
         for (added, e, from) in std::mem::take(&mut self.changes) {
             let owner = Owner::Data {
                 ino,
                 fblock: e.fblock,
             };
-            if added {
+            if added && e.end() >= end {
+                s.rmap_add_last(e.phys, e.len, owner, e.unwritten())?;
+            } else if added {
                 s.rmap_add(e.phys, e.len, owner, e.unwritten())?;
             } else {
                 s.rmap_remove_in(e.phys, e.len, owner, from)?;

@@ -669,6 +669,24 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// [`Tx::rmap_add`] of a mapping `owner` maps nothing after once the
+    /// transaction's changes are applied (see [`rmap::add_last`]).
+    pub fn rmap_add_last(
+        &mut self,
+        phys: u64,
+        len: u64,
+        owner: Owner,
+        unwritten: bool,
+    ) -> Result<()> {
+        if !self.rmap_enabled() {
+            return Ok(());
+        }
+        let mut root = self.meta.sb.rmap_tree;
+        rmap::add_last(self, &mut root, Mapping::new(phys, len, owner, unwritten))?;
+        self.meta.sb.rmap_tree = root;
+        Ok(())
+    }
+
     /// Records in the reverse map that `owner` no longer maps `[phys, phys+len)`.
     pub fn rmap_remove(&mut self, phys: u64, len: u64, owner: Owner) -> Result<()> {
         self.rmap_remove_in(phys, len, owner, phys)

@@ -263,10 +263,25 @@ fn mergeable(m: &Mapping) -> bool {
 /// of the same owner (contiguous on the device and in the file, same flags)
 /// on either side is merged with it.
 pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
+    add_with(s, root, m, true)
+}
+
+/// [`add`] of a data mapping the caller knows its owner maps nothing after
+/// (at file blocks from `m`'s end on, once the transaction's changes are
+/// all applied): no record can follow it, so the right neighbour is not
+/// looked up (one descent less for appends and new files). A record that
+/// follows it now is removed whole later in the same transaction, so
+/// merging with it or not ends the same.
+pub fn add_last(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
+    add_with(s, root, m, false)
+}
+
+fn add_with(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping, right: bool) -> Result<()> {
     let mut m = m;
     if mergeable(&m) {
         // The right neighbour starts where `m` ends, at a known key.
-        if let Some(end) = m.phys.checked_add(m.len)
+        if right
+            && let Some(end) = m.phys.checked_add(m.len)
             && let Some(r) = record_at(s, root, end, m.owner.shifted(m.len), false)?
             && r.unwritten == m.unwritten
             && r.replica == 0
