@@ -204,21 +204,7 @@ impl Mapping {
     /// Linux 5.14), so later stores there take no page fault. Best effort:
     /// errors (an older kernel, an inaccessible page) are ignored.
     pub(crate) fn prefault(&self, off: u64, len: u64) {
-        let end = off.saturating_add(len).min(self.len() as u64);
-        let page = 4096u64;
-        let (a, b) = (off - off % page, end);
-        if a >= b {
-            return;
-        }
-        // SAFETY: advice on pages of our own live mapping; populating them
-        // changes no byte of memory.
-        unsafe {
-            libc::madvise(
-                self.as_ptr().add(a as usize).cast(),
-                (b - a) as usize,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
+        let _ = self.populate_range(off, len);
     }
 
     /// The first byte of the mapping (dangling when the length is zero).
@@ -350,17 +336,27 @@ impl Mapping {
     /// (`MADV_POPULATE_WRITE`), so that no access later pays a first-touch
     /// page fault. On a file with holes this allocates them.
     pub(crate) fn populate(&self) -> rustix::io::Result<()> {
-        if self.len == 0 {
+        self.populate_range(0, self.len as u64)
+    }
+
+    /// `MADV_POPULATE_WRITE` over the pages overlapping `[off, off + len)`,
+    /// clipped to the mapping.
+    fn populate_range(&self, off: u64, len: u64) -> rustix::io::Result<()> {
+        let Some((off, len)) = self.clamp(off, len) else {
             return Ok(());
-        }
-        // SAFETY: the range is exactly our live mapping; populating page
-        // tables changes no byte of memory (the kernel allocates missing file
-        // pages zero-filled, as a first store would) and invalidates no Rust
-        // reference (none into the mapping exists).
+        };
+        let page = page_size();
+        let start = off / page * page;
+        let end = round_up(off + len, page);
+        // SAFETY: `[start, end)` is page aligned and within the pages of our
+        // live mapping; populating page tables changes no byte of memory
+        // (the kernel allocates missing file pages zero-filled, as a first
+        // store would) and invalidates no Rust reference (none into the
+        // mapping exists).
         unsafe {
             mm::madvise(
-                self.as_ptr().cast(),
-                round_up(self.len, page_size()),
+                self.as_ptr().add(start).cast(),
+                end - start,
                 mm::Advice::LinuxPopulateWrite,
             )
         }
