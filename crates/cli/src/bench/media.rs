@@ -7,13 +7,14 @@
 //!   make that handling possible, on the allocating-write and the
 //!   create + write + fsync workloads: the same workloads on images made
 //!   with everything, without replicas, and without the reverse map (which
-//!   implies no replicas), the three run in turn, round after round, so
-//!   that the machine's drift hits each alike.
+//!   implies no replicas), the three mounted side by side and the workloads
+//!   run on each in turn in batches of a few operations, round after round,
+//!   so that the machine's drift hits each alike.
 //!
 //! The targets (10,000 owners in 5 ms; reverse map 3% or less; replicas 10%
 //! or less) are informational and never change the exit status.
 use super::report::{Figure, Report, Target};
-use super::stats::{Samples, Scratch, sample};
+use super::stats::{Samples, Scratch};
 use anyhow::{Context, Result, bail};
 use daxfs::{Fs, MkfsOptions, MountOptions};
 use daxfs_device::{Device, MmapDevice};
@@ -227,54 +228,104 @@ struct Cost {
     create_fsync: f64,
 }
 
-fn cost(plan: &Plan, c: Config) -> Result<Cost> {
-    let scratch = Scratch::new(&plan.dir, &format!("media-cost-{}.img", c.name));
+/// Operations of one workload run on each configuration in turn before the
+/// next batch: the machine's speed drifts within a round, and batches this
+/// small spread the drift over the three configurations alike.
+const BATCH: usize = 25;
+
+/// One round of the cost workloads on every configuration (in [`CONFIGS`]
+/// order), the three file systems mounted side by side and the workloads
+/// interleaved in batches of [`BATCH`] operations.
+fn costs(plan: &Plan) -> Result<Vec<Cost>> {
     let appends = plan.files;
     let bytes = 2 * plan.bytes + (plan.files + appends) as u64 * 8 * BS + 64 * MIB;
-    let fs = make(plan, &scratch, bytes, c)?;
+    let scratch: Vec<Scratch> = CONFIGS
+        .iter()
+        .map(|c| Scratch::new(&plan.dir, &format!("media-cost-{}.img", c.name)))
+        .collect();
+    let fss = CONFIGS
+        .iter()
+        .zip(&scratch)
+        .map(|(c, s)| make(plan, s, bytes, *c))
+        .collect::<Result<Vec<Fs>>>()?;
     let chunk = vec![0x33u8; MIB as usize];
     let chunks = plan.bytes / MIB;
     // The first pass only warms the mapping; the best of the others counts.
-    let mut best = f64::MAX;
+    let mut best = vec![f64::MAX; fss.len()];
     for pass in 0..3 {
-        let f = fs.create(format!("/seq{pass}"))?;
-        let t = Instant::now();
-        for i in 0..chunks {
-            f.write_at(i * MIB, black_box(&chunk))?;
+        for (fs, best) in fss.iter().zip(&mut best) {
+            let f = fs.create(format!("/seq{pass}"))?;
+            let t = Instant::now();
+            for i in 0..chunks {
+                f.write_at(i * MIB, black_box(&chunk))?;
+            }
+            f.fsync()?;
+            let s = t.elapsed().as_secs_f64();
+            if pass > 0 {
+                *best = best.min(s);
+            }
+            drop(f);
+            fs.unlink(format!("/seq{pass}"))?;
         }
-        f.fsync()?;
-        let s = t.elapsed().as_secs_f64();
-        if pass > 0 {
-            best = best.min(s);
-        }
-        drop(f);
-        fs.unlink(format!("/seq{pass}"))?;
     }
-    let alloc_write = (chunks * MIB) as f64 / best / 1e9;
     let small = vec![0x42u8; BS as usize];
-    let f = fs.create("/append")?;
     let warm = appends / 10;
-    let app = sample(warm, appends, |i| {
-        f.write_at(i as u64 * BS, black_box(&small))?;
-        f.fsync()?;
+    let files = fss
+        .iter()
+        .map(|fs| Ok(fs.create("/append")?))
+        .collect::<Result<Vec<_>>>()?;
+    let app = interleaved(warm, appends, fss.len(), |k, i| {
+        files[k].write_at(i as u64 * BS, black_box(&small))?;
+        files[k].fsync()?;
         Ok(())
     })?;
-    drop(f);
-    fs.mkdir("/small", 0o755)?;
+    drop(files);
+    for fs in &fss {
+        fs.mkdir("/small", 0o755)?;
+    }
     let names: Vec<String> = (0..warm + plan.files)
         .map(|i| format!("/small/f{i:07}"))
         .collect();
-    let cr = sample(warm, plan.files, |i| {
-        let f = fs.create(&names[i])?;
+    let cr = interleaved(warm, plan.files, fss.len(), |k, i| {
+        let f = fss[k].create(&names[i])?;
         f.write_at(0, black_box(&small))?;
         f.fsync()?;
         Ok(())
     })?;
-    Ok(Cost {
-        alloc_write,
-        append_4k: app.p50(),
-        create_fsync: cr.p50(),
-    })
+    Ok((0..fss.len())
+        .map(|k| Cost {
+            alloc_write: (chunks * MIB) as f64 / best[k] / 1e9,
+            append_4k: app[k].p50(),
+            create_fsync: cr[k].p50(),
+        })
+        .collect())
+}
+
+/// Runs `f(k, i)` for operations `i` in `0..warm + n` on each of `configs`
+/// configurations `k`, in batches of [`BATCH`] per configuration, timing
+/// each operation after the first `warm`.
+fn interleaved(
+    warm: usize,
+    n: usize,
+    configs: usize,
+    mut f: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<Vec<Samples>> {
+    let mut ns: Vec<Vec<u64>> = vec![Vec::with_capacity(n); configs];
+    let mut i = 0;
+    while i < warm + n {
+        let end = (i + BATCH).min(warm + n);
+        for (k, ns) in ns.iter_mut().enumerate() {
+            for op in i..end {
+                let t = Instant::now();
+                f(k, op)?;
+                if op >= warm {
+                    ns.push(t.elapsed().as_nanos() as u64);
+                }
+            }
+        }
+        i = end;
+    }
+    Ok(ns.into_iter().map(Samples::new).collect())
 }
 
 /// CPU time of the calling thread, in nanoseconds.
@@ -378,12 +429,12 @@ pub fn run(a: &MediaArgs) -> Result<i32> {
         ));
         let _ = h.owners;
     }
-    // Cost workloads: every configuration once per round.
+    // Cost workloads: every configuration in every round, interleaved.
     let mut runs: Vec<Vec<Cost>> = CONFIGS.iter().map(|_| vec![]).collect();
     for r in 0..plan.rounds {
-        for (i, c) in CONFIGS.iter().enumerate() {
-            progress(&format!("round {} of {}: {}", r + 1, plan.rounds, c.label));
-            runs[i].push(cost(&plan, *c)?);
+        progress(&format!("round {} of {}", r + 1, plan.rounds));
+        for (run, c) in runs.iter_mut().zip(costs(&plan)?) {
+            run.push(c);
         }
     }
     let med = |i: usize, f: fn(&Cost) -> f64| median(runs[i].iter().map(f).collect());
