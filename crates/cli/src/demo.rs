@@ -28,7 +28,7 @@ pub fn run(image: &Path, size: u64, opts: daxfs_device::OpenOptions) -> Result<(
         std::fs::remove_file(image).with_context(|| format!("removing old {}", image.display()))?;
     }
     step(&format!("mkfs {} ({} MiB)", image.display(), size >> 20));
-    let dev: Arc<dyn Device> = Arc::new(MmapDevice::create(image, size, opts.clone())?);
+    let dev: Arc<dyn Device> = Arc::new(MmapDevice::create(image, size, opts)?);
     Fs::mkfs(
         dev.clone(),
         &MkfsOptions {

@@ -625,7 +625,7 @@ impl File {
         size: u64,
         new_size: u64,
     ) -> Result<()> {
-        if size % BS == 0 || new_size <= size {
+        if size.is_multiple_of(BS) || new_size <= size {
             return Ok(());
         }
         let end = (size - size % BS + BS).min(new_size);

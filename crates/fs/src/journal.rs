@@ -105,7 +105,7 @@ fn changed_lines(new: &Block, old: Option<&Block>) -> u64 {
     let word = |b: &[u8]| {
         let mut w = [0u8; 8];
         w.copy_from_slice(b);
-        u64::from_ne_bytes(w)
+        u64::from_le_bytes(w)
     };
     let mut mask = 0u64;
     for (i, (a, b)) in new

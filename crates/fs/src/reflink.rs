@@ -63,7 +63,7 @@ fn regular(f: &File) -> Result<()> {
 }
 
 fn aligned(off: u64, what: &str) -> Result<()> {
-    if off % BS != 0 {
+    if !off.is_multiple_of(BS) {
         return Err(FsError::Invalid(format!(
             "{what} {off} is not a multiple of the block size {BS}"
         )));

@@ -363,7 +363,7 @@ pub fn run(a: &MediaArgs) -> Result<i32> {
     } else {
         a.owners.clone().unwrap_or(vec![1, 100, 10_000])
     };
-    if owners.iter().any(|&n| n == 0) {
+    if owners.contains(&0) {
         bail!("--owners: every number of owners must be at least 1");
     }
     let plan = Plan {
@@ -474,7 +474,7 @@ pub fn run(a: &MediaArgs) -> Result<i32> {
                     med(i, pick),
                     unit,
                 );
-                let f = if i == 1 {
+                if i == 1 {
                     // Reverse-map cost: with it (no replicas) against without.
                     let f = f.ratio(&Figure::new(
                         format!("{name}_no_rmap"),
@@ -504,8 +504,7 @@ pub fn run(a: &MediaArgs) -> Result<i32> {
                     }
                 } else {
                     f
-                };
-                f
+                }
             })
             .map(|f| rep.add(f))
             .collect();
