@@ -54,7 +54,14 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             let mut full = false;
             while i < items.len() && hi.is_none_or(|h| items[i].0 < h) {
                 let (k, v) = &items[i];
-                match leaf.search(k)? {
+                // Appends (an error log, new inodes) go past the leaf's last
+                // key: no search.
+                let at = if leaf.count > 0 && leaf.key(leaf.count - 1)? < *k {
+                    Err(leaf.count)
+                } else {
+                    leaf.search(k)?
+                };
+                match at {
                     Ok(j) => {
                         leaf.set_val(j, v)?;
                         replaced += 1;
