@@ -50,13 +50,13 @@ pub struct Shell<'a> {
     pub view: Option<View>,
 }
 
+/// Flags with their values, and the other words, of a command's arguments.
+type Parsed<'w> = (Vec<(char, Option<&'w str>)>, Vec<&'w str>);
+
 /// Splits flags from positional words. `spec` lists the flags the command
 /// takes, as getopt(3) does: a letter followed by ':' takes a value
 /// (`-x VALUE`). Any other flag is an error.
-fn getopt<'w>(
-    words: &'w [String],
-    spec: &str,
-) -> Result<(Vec<(char, Option<&'w str>)>, Vec<&'w str>), CmdError> {
+fn getopt<'w>(words: &'w [String], spec: &str) -> Result<Parsed<'w>, CmdError> {
     let mut flags = vec![];
     let mut pos = vec![];
     let mut i = 0;

@@ -34,7 +34,7 @@ pub use error::{FsError, Result};
 pub use file::{FallocFlags, FiemapExtent, File, OpenOptions};
 pub use fs::{Fs, FsInfo, MkfsOptions, MountOptions};
 pub use inode::FileKind;
-pub use media::{ErrorLogEntry, FailureEvent, FailureFlags, LossNotice};
+pub use media::{ErrorLogEntry, FailureEvent, FailureFlags, Imported, LossNotice};
 pub use namespace::Stat;
 pub use reflink::{DedupeResult, DedupeStatus, OwnerKind, OwnerRecord};
 pub use replica::{ReplicaPair, ReplicaScrub};

@@ -652,6 +652,10 @@ impl daxfs_device::Holder for FsHolder {
     }
 }
 
+/// What [`Fs::import_bad_blocks`] did: the device ranges `(offset, length)`
+/// the list named, and the events of handling them.
+pub type Imported = (Vec<(u64, u64)>, Vec<FailureEvent>);
+
 impl FsInner {
     /// Handles queued reports (see [`FsHolder`]).
     pub(crate) fn process_pending(&self) {
@@ -709,11 +713,7 @@ impl Fs {
 
     /// Imports a bad-block list (sysfs `badblocks` text or ndctl JSON) into
     /// the device; returns the ranges read and what was done.
-    pub fn import_bad_blocks(
-        &self,
-        text: &str,
-        origin: &str,
-    ) -> Result<(Vec<(u64, u64)>, Vec<FailureEvent>)> {
+    pub fn import_bad_blocks(&self, text: &str, origin: &str) -> Result<Imported> {
         lock(&self.inner.recent).clear();
         let ranges = self.inner.dev.import_bad_block_list(text, origin)?;
         Ok((ranges, std::mem::take(&mut *lock(&self.inner.recent))))
