@@ -14,7 +14,7 @@
 //! The targets (10,000 owners in 5 ms; reverse map 3% or less; replicas 10%
 //! or less) are informational and never change the exit status.
 use super::report::{Figure, Report, Target};
-use super::stats::{Samples, Scratch};
+use super::stats::{Samples, Scratch, interleaved};
 use anyhow::{Context, Result, bail};
 use daxfs::{Fs, MkfsOptions, MountOptions};
 use daxfs_device::{Device, MmapDevice};
@@ -274,7 +274,7 @@ fn costs(plan: &Plan) -> Result<Vec<Cost>> {
         .iter()
         .map(|fs| Ok(fs.create("/append")?))
         .collect::<Result<Vec<_>>>()?;
-    let app = interleaved(warm, appends, fss.len(), |k, i| {
+    let app = interleaved(warm, appends, fss.len(), BATCH, |k, i| {
         files[k].write_at(i as u64 * BS, black_box(&small))?;
         files[k].fsync()?;
         Ok(())
@@ -286,7 +286,7 @@ fn costs(plan: &Plan) -> Result<Vec<Cost>> {
     let names: Vec<String> = (0..warm + plan.files)
         .map(|i| format!("/small/f{i:07}"))
         .collect();
-    let cr = interleaved(warm, plan.files, fss.len(), |k, i| {
+    let cr = interleaved(warm, plan.files, fss.len(), BATCH, |k, i| {
         let f = fss[k].create(&names[i])?;
         f.write_at(0, black_box(&small))?;
         f.fsync()?;
@@ -299,33 +299,6 @@ fn costs(plan: &Plan) -> Result<Vec<Cost>> {
             create_fsync: cr[k].p50(),
         })
         .collect())
-}
-
-/// Runs `f(k, i)` for operations `i` in `0..warm + n` on each of `configs`
-/// configurations `k`, in batches of [`BATCH`] per configuration, timing
-/// each operation after the first `warm`.
-fn interleaved(
-    warm: usize,
-    n: usize,
-    configs: usize,
-    mut f: impl FnMut(usize, usize) -> Result<()>,
-) -> Result<Vec<Samples>> {
-    let mut ns: Vec<Vec<u64>> = vec![Vec::with_capacity(n); configs];
-    let mut i = 0;
-    while i < warm + n {
-        let end = (i + BATCH).min(warm + n);
-        for (k, ns) in ns.iter_mut().enumerate() {
-            for op in i..end {
-                let t = Instant::now();
-                f(k, op)?;
-                if op >= warm {
-                    ns.push(t.elapsed().as_nanos() as u64);
-                }
-            }
-        }
-        i = end;
-    }
-    Ok(ns.into_iter().map(Samples::new).collect())
 }
 
 /// CPU time of the calling thread, in nanoseconds.

@@ -52,17 +52,38 @@ impl Samples {
 /// `f(warm..warm + n)` on its own. What `f` returns is dropped after the clock
 /// is read, so tearing down (unmounting, unmapping) is not counted.
 pub fn sample<T>(warm: usize, n: usize, mut f: impl FnMut(usize) -> Result<T>) -> Result<Samples> {
-    for i in 0..warm {
-        drop(f(i)?);
+    let mut s = interleaved(warm, n, 1, n.max(1), |_, i| f(i))?;
+    Ok(s.pop().unwrap_or_else(|| Samples::new(vec![])))
+}
+
+/// Runs `f(k, i)` for operations `i` in `0..warm + n` on each of `configs`
+/// configurations `k`, in batches of `batch` operations per configuration,
+/// timing each operation after the first `warm` (what `f` returns is
+/// dropped after the clock is read): one configuration's samples per entry.
+pub fn interleaved<T>(
+    warm: usize,
+    n: usize,
+    configs: usize,
+    batch: usize,
+    mut f: impl FnMut(usize, usize) -> Result<T>,
+) -> Result<Vec<Samples>> {
+    let mut ns: Vec<Vec<u64>> = vec![Vec::with_capacity(n); configs];
+    let mut i = 0;
+    while i < warm + n {
+        let end = (i + batch.max(1)).min(warm + n);
+        for (k, ns) in ns.iter_mut().enumerate() {
+            for op in i..end {
+                let t = Instant::now();
+                let out = f(k, op)?;
+                if op >= warm {
+                    ns.push(t.elapsed().as_nanos() as u64);
+                }
+                drop(out);
+            }
+        }
+        i = end;
     }
-    let mut ns = Vec::with_capacity(n);
-    for i in warm..warm + n {
-        let t = Instant::now();
-        let out = f(i)?;
-        ns.push(t.elapsed().as_nanos() as u64);
-        drop(out);
-    }
-    Ok(Samples::new(ns))
+    Ok(ns.into_iter().map(Samples::new).collect())
 }
 
 /// The best bandwidth in GB/s (10^9 bytes per second) over `passes` runs of
