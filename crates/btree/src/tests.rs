@@ -1556,3 +1556,68 @@ fn reads_share_and_changes_copy() {
     }
     t.check(&mut s, &root).unwrap();
 }
+
+/// `leaf_changes` against a model: random edits of a one-leaf tree, the
+/// changes found from the two leaf versions applied to the old contents give
+/// the new contents.
+#[test]
+fn leaf_changes_give_the_new_leaf_from_the_old() {
+    let t = BTree::<u64, u64>::new(BlockKind::InodeTree, OWNER);
+    let mut rng = SmallRng::seed_from_u64(0x1eaf);
+    for round in 0..300 {
+        let mut s = MemStore::new();
+        let mut root = TreeRoot::default();
+        let mut model = BTreeMap::new();
+        for _ in 0..rng.random_range(1..100) {
+            let k = rng.random_range(0..400u64);
+            t.insert(&mut s, &mut root, k, k * 3).unwrap();
+            model.insert(k, k * 3);
+        }
+        if root.height.get() != 1 {
+            continue;
+        }
+        let old = *s.raw(root.block.get()).unwrap();
+        let before = model.clone();
+        // A few edits at random places: inserts, removals, changed values.
+        for _ in 0..rng.random_range(0..4) {
+            let k = rng.random_range(0..400u64);
+            match rng.random_range(0..3) {
+                0 => {
+                    t.insert(&mut s, &mut root, k, k + round).unwrap();
+                    model.insert(k, k + round);
+                }
+                1 => {
+                    t.remove(&mut s, &mut root, &k).unwrap();
+                    model.remove(&k);
+                }
+                _ => {
+                    if let Some((&k, _)) = model.iter().nth(k as usize % model.len().max(1)) {
+                        t.insert(&mut s, &mut root, k, 7).unwrap();
+                        model.insert(k, 7);
+                    }
+                }
+            }
+        }
+        if root.height.get() != 1 || model.is_empty() {
+            continue;
+        }
+        let new = *s.raw(root.block.get()).unwrap();
+        let (mut gone, mut set) = (vec![], vec![]);
+        t.leaf_changes(&old, &new, &mut gone, &mut set).unwrap();
+        let mut got = before.clone();
+        for k in &gone {
+            assert!(got.remove(k).is_some(), "round {round}: {k} was not there");
+        }
+        for (k, v) in &set {
+            assert_ne!(before.get(k), Some(v), "round {round}: {k} unchanged");
+            got.insert(*k, *v);
+        }
+        assert_eq!(got, model, "round {round}");
+        // Only what changed is reported.
+        let changed = model
+            .iter()
+            .filter(|(k, v)| before.get(k) != Some(v))
+            .count();
+        assert_eq!(set.len(), changed, "round {round}");
+    }
+}

@@ -675,6 +675,94 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         Ok((key, u32::from(h.level)))
     }
 
+    /// The record changes from `old` to `new`, two versions of one leaf of
+    /// this tree: the keys whose record is gone go to `gone`, the records
+    /// that are new or changed to `set`. The common prefix and suffix are
+    /// compared as bytes; only the records between are decoded, so one
+    /// insertion, removal or change costs one record's decoding.
+    pub fn leaf_changes(
+        &self,
+        old: &daxfs_format::Block,
+        new: &daxfs_format::Block,
+        gone: &mut Vec<K>,
+        set: &mut Vec<(K, V)>,
+    ) -> Result<()> {
+        let cap = Layout::<K, V, A>::LEAF_CAP;
+        let count = |b: &daxfs_format::Block| -> Result<usize> {
+            let h = header(&b[..])?;
+            if h.kind != self.kind as u8 || h.level != 0 {
+                return Err(self.corrupt(h.blockno.get(), "not a leaf of this tree"));
+            }
+            let n = h.count.get() as usize;
+            if n > cap {
+                return Err(self.corrupt(
+                    h.blockno.get(),
+                    format!("count {n} exceeds the node capacity {cap}"),
+                ));
+            }
+            Ok(n)
+        };
+        let (no, nn) = (count(old)?, count(new)?);
+        fn slot(b: &daxfs_format::Block, at: usize, size: usize, i: usize) -> &[u8] {
+            b.get(at + i * size..at + (i + 1) * size).unwrap_or(&[])
+        }
+        let key = |b, i| slot(b, Layout::<K, V, A>::KEYS, K::SIZE, i);
+        let val = |b, i| slot(b, Layout::<K, V, A>::LEAF_VALS, V::SIZE, i);
+        // The common prefix: same key and same value, slot by slot.
+        let mut i = 0;
+        while i < no.min(nn) && key(old, i) == key(new, i) && val(old, i) == val(new, i) {
+            i += 1;
+        }
+        // The common suffix (records after an insertion or a removal point
+        // sit one slot over).
+        let (mut eo, mut en) = (no, nn);
+        while eo > i
+            && en > i
+            && key(old, eo - 1) == key(new, en - 1)
+            && val(old, eo - 1) == val(new, en - 1)
+        {
+            eo -= 1;
+            en -= 1;
+        }
+        // A merge of the two sorted windows between.
+        let (mut a, mut b) = (i, i);
+        while a < eo || b < en {
+            let ka = if a < eo {
+                Some(K::decode(key(old, a))?)
+            } else {
+                None
+            };
+            let kb = if b < en {
+                Some(K::decode(key(new, b))?)
+            } else {
+                None
+            };
+            match (ka, kb) {
+                (Some(x), Some(y)) if x == y => {
+                    if val(old, a) != val(new, b) {
+                        set.push((y, V::decode(val(new, b))?));
+                    }
+                    a += 1;
+                    b += 1;
+                }
+                (Some(x), Some(y)) if x < y => {
+                    gone.push(x);
+                    a += 1;
+                }
+                (Some(x), None) => {
+                    gone.push(x);
+                    a += 1;
+                }
+                (_, Some(y)) => {
+                    set.push((y, V::decode(val(new, b))?));
+                    b += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        Ok(())
+    }
+
     /// Moves the reference to node `old` (at `level`, holding `key` within
     /// its bounds: see [`BTree::node_key`]) over to `new`: its parent's child
     /// pointer, or the root when `old` is the root. The caller has staged

@@ -59,6 +59,8 @@ pub enum BlockKind {
     ErrorLog = 11,
     LossTree = 12,
     BadBlockTree = 13,
+    /// A log block holding the reverse map's pending record changes.
+    RmapIntents = 14,
 }
 
 impl BlockKind {
@@ -79,6 +81,7 @@ impl BlockKind {
             11 => ErrorLog,
             12 => LossTree,
             13 => BadBlockTree,
+            14 => RmapIntents,
             _ => return None,
         })
     }
@@ -100,6 +103,7 @@ impl BlockKind {
             ErrorLog => "error log",
             LossTree => "data-loss tree",
             BadBlockTree => "bad-block tree",
+            RmapIntents => "reverse-map intents",
         }
     }
 }

@@ -376,6 +376,75 @@ pub struct RmapRecord {
 const _: () = assert!(std::mem::size_of::<RmapRecord>() == 24);
 zerocopy_record!(RmapRecord, "reverse-map record");
 
+/// One pending change to the reverse map, kept in the log's intent area
+/// (its last `LOG_INTENT_BLOCKS` blocks, 64 entries a block, appended in
+/// order from the area's start): commits that change only reverse-map
+/// records (no node split, merged or moved) append these instead of
+/// logging the nodes, which are logged later, whole, by a commit that then
+/// starts the area over. Each entry checks itself, so appending one never
+/// puts the entries before it at risk.
+///
+/// ```text
+/// byte size field
+///    0    4 op       INTENT_PUT (the key's record is set to the value) or
+///                    INTENT_REMOVE (the key has no record)
+///    4    4 crc      CRC32C, seeded with the file-system id, of bytes 0..4
+///                    and 8..64
+///    8    8 start    the record's key: first device block,
+///   16    8 owner    owner code,
+///   24    8 offset   and offset code (as in the reverse map's keys)
+///   32    8 len      the record's value (INTENT_PUT; 0 otherwise)
+///   40    8 flags
+///   48    8 replica
+///   56    8 seq      the commit that made the change
+/// ```
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct RmapIntent {
+    pub op: U32,
+    pub crc: U32,
+    pub start: U64,
+    pub owner: U64,
+    pub offset: U64,
+    pub len: U64,
+    pub flags: U64,
+    pub replica: U64,
+    pub seq: U64,
+}
+const _: () = assert!(std::mem::size_of::<RmapIntent>() == 64);
+
+impl RmapIntent {
+    /// The checksum this entry should carry in a file system whose id is
+    /// `fs_id`.
+    pub fn checksum(&self, fs_id: u64) -> u32 {
+        let b = self.as_bytes();
+        let crc = crate::checksum_append(
+            fs_id as u32 ^ (fs_id >> 32) as u32,
+            b.get(..4).unwrap_or(&[]),
+        );
+        crate::checksum_append(crc, b.get(8..).unwrap_or(&[]))
+    }
+
+    /// Sets the checksum.
+    pub fn seal(&mut self, fs_id: u64) {
+        self.crc = self.checksum(fs_id).into();
+    }
+
+    /// True when the checksum matches.
+    pub fn verifies(&self, fs_id: u64) -> bool {
+        self.crc.get() == self.checksum(fs_id)
+    }
+}
+
+/// [`RmapIntent::op`]: the key's record is set.
+pub const INTENT_PUT: u32 = 1;
+/// [`RmapIntent::op`]: the key's record is removed.
+pub const INTENT_REMOVE: u32 = 2;
+/// Entries in one block of the intent area.
+pub const INTENTS_PER_BLOCK: usize = crate::BLOCK_SIZE / 64;
+
 /// Actions recorded in the error log.
 pub mod action {
     /// File data in the range is lost; the file records it and reads fail.

@@ -7,7 +7,7 @@
 //! byte size field
 //!    0   64 header         BlockHeader, kind Superblock, owner 0, blockno 0 or last
 //!   64    4 magic2         "DAXF": tells a daxfs superblock from other metadata
-//!   68    4 version        FORMAT_VERSION (2)
+//!   68    4 version        FORMAT_VERSION (3)
 //!   72    8 compat         compatible feature flags (ignored if unknown)
 //!   80    8 incompat       incompatible feature flags (refuse to open if unknown)
 //!   88   16 uuid
@@ -35,7 +35,10 @@
 //!  360    8 log_replica    first block of the log's replica region (0: none),
 //!                          log_mirror_blocks(log_blocks) long
 //!  368    4 anchor_count   pairs used in `anchors` (<= MAX_ANCHORS)
-//!  372    4 reserved       0
+//!  372    4 rmap_intents   reverse-map changes not yet in the reverse map's
+//!                          nodes: the first rmap_intents entries of the log's
+//!                          intent area (RmapIntent); 0: the nodes hold
+//!                          everything
 //!  376  256 anchors        MAX_ANCHORS x ReplicaPair: the reverse-map nodes on the
 //!                          path from its root to key total_blocks / 2, with their
 //!                          replicas (see ReplicaPair)
@@ -51,7 +54,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 pub const SUPERBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DAXF");
 /// The format version this build writes and reads (the only one: see
 /// FORMAT.md's version history).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Incompatible feature: every tree node has a replica, recorded in the
 /// reverse map, and the log has a replica region (`log_replica`). Needs
 /// `INCOMPAT_RMAP`.
@@ -74,10 +77,17 @@ pub fn log_desc_blocks(log_blocks: u64) -> u64 {
     log_blocks.div_ceil(LOG_DESC_ENTRIES + 1).max(1)
 }
 
-/// Blocks of the log's replica region: it copies the descriptors and the
-/// first image (the superblock's).
+/// Blocks at the end of the log that hold the reverse map's pending record
+/// changes (its intent area; see `RmapIntent`).
+pub const LOG_INTENT_BLOCKS: u64 = 2;
+
+/// Entries the intent area holds.
+pub const LOG_INTENTS: usize = LOG_INTENT_BLOCKS as usize * crate::records::INTENTS_PER_BLOCK;
+
+/// Blocks of the log's replica region: it copies the descriptors, the
+/// first image (the superblock's) and the two intent blocks, in that order.
 pub fn log_mirror_blocks(log_blocks: u64) -> u64 {
-    log_desc_blocks(log_blocks) + 1
+    log_desc_blocks(log_blocks) + 1 + LOG_INTENT_BLOCKS
 }
 
 /// A metadata block and its replica.
@@ -148,7 +158,7 @@ pub struct Superblock {
     pub error_seq: U64,
     pub log_replica: U64,
     pub anchor_count: U32,
-    pub reserved2: U32,
+    pub rmap_intents: U32,
     pub anchors: [ReplicaPair; MAX_ANCHORS],
     pub reserved: [u8; 3464],
 }
@@ -248,6 +258,14 @@ impl Superblock {
                 value: lr,
             });
         }
+        if sb.rmap_intents.get() as usize > LOG_INTENTS
+            || (sb.rmap_intents.get() != 0 && sb.incompat.get() & INCOMPAT_RMAP == 0)
+        {
+            return Err(FormatError::BadField {
+                what: "superblock rmap_intents",
+                value: sb.rmap_intents.get().into(),
+            });
+        }
         if sb.anchor_count.get() as usize > MAX_ANCHORS {
             return Err(FormatError::BadField {
                 what: "superblock anchor_count",
@@ -330,18 +348,18 @@ mod tests {
     }
 
     #[test]
-    fn rejects_version_1() {
-        // Version 1 kept a segment-aligned reverse map without summaries.
+    fn rejects_version_2() {
+        // Version 2 logged every changed reverse-map node, with no intents.
         let mut b = good();
         let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
-        sb.version = 1.into();
+        sb.version = 2.into();
         b.copy_from_slice(sb.as_bytes());
         seal_block(&mut b, 0, 1, sb.fs_id());
         assert!(matches!(
             Superblock::decode(&b, 0, 4096),
             Err(FormatError::OlderVersion {
-                found: 1,
-                supported: 2
+                found: 2,
+                supported: 3
             })
         ));
     }
@@ -349,7 +367,7 @@ mod tests {
     #[test]
     fn checks_the_log_replica_region() {
         let mut sb = Superblock::read_from_bytes(good().as_slice()).expect("size");
-        for (lr, ok) in [(4093, true), (4094, false), (64, false), (65, true)] {
+        for (lr, ok) in [(4091, true), (4092, false), (64, false), (65, true)] {
             sb.log_replica = lr.into();
             let mut b = sb.to_block();
             seal_block(&mut b, 0, 1, sb.fs_id());
@@ -359,8 +377,29 @@ mod tests {
                 "log replica at {lr}"
             );
         }
-        assert_eq!(log_mirror_blocks(64), 2);
-        assert_eq!(log_mirror_blocks(16384), 67);
+        assert_eq!(log_mirror_blocks(64), 4);
+        assert_eq!(log_mirror_blocks(16384), 69);
+    }
+
+    #[test]
+    fn checks_the_count_of_reverse_map_intents() {
+        let mut sb = Superblock::read_from_bytes(good().as_slice()).expect("size");
+        for (n, rmap, ok) in [
+            (0, false, true),
+            (LOG_INTENTS as u32, true, true),
+            (LOG_INTENTS as u32 + 1, true, false),
+            (1, false, false),
+        ] {
+            sb.rmap_intents = n.into();
+            sb.incompat = if rmap { INCOMPAT_RMAP } else { 0 }.into();
+            let mut b = sb.to_block();
+            seal_block(&mut b, 0, 1, sb.fs_id());
+            assert_eq!(
+                Superblock::decode(&b, 0, 4096).is_ok(),
+                ok,
+                "{n} intents, reverse map {rmap}"
+            );
+        }
     }
 
     #[test]

@@ -306,6 +306,14 @@ impl Fs {
             read_superblocks(&*dev)?
         };
         let seq = sb.header.generation.get() + 1;
+        // The reverse map's changes that its nodes did not hold yet.
+        let intents = journal::read_intents(
+            &*dev,
+            &geometry(&sb),
+            fs_id,
+            sb.header.generation.get(),
+            sb.rmap_intents.get() as usize,
+        )?;
         let root_ino = sb.root_ino.get();
         let icache: Arc<Mutex<HashMap<u64, Arc<Inode>>>> = Default::default();
         let meta = Meta::new(sb, seq, Some(icache.clone()));
@@ -325,6 +333,7 @@ impl Fs {
                 notice_handles: Mutex::new(HashMap::new()),
             }),
         };
+        fs.replay_intents(intents)?;
         fs.free_orphans()?;
         // After anything that can fail: a mount that fails writes nothing
         // (but a replay). A repair that fails leaves the copy to fsck.
@@ -367,6 +376,21 @@ impl Fs {
                 Default::default(),
             )?;
         }
+        tx.commit()
+    }
+
+    /// Puts the reverse map's pending changes (from the log's intent block)
+    /// into its nodes, and logs them: one transaction.
+    fn replay_intents(&self, intents: Vec<daxfs_format::records::RmapIntent>) -> Result<()> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::open(&*inner.dev, &mut meta)?;
+        let mut root = tx.meta.sb.rmap_tree;
+        crate::space::rmap::apply_intents(&mut tx, &mut root, &intents)?;
+        tx.meta.sb.rmap_tree = root;
         tx.commit()
     }
 
@@ -470,6 +494,9 @@ impl FsInner {
         // not left for the next change.
         crate::replica::run_pending(&*self.dev, &mut lock(&self.meta));
         self.flush_lazy()?;
+        // The reverse map's nodes are logged too: after a sync, its nodes
+        // on media hold every change (and an unmounted image has no intents).
+        crate::tx::flush_deferred(&*self.dev, &mut lock(&self.meta))?;
         let inodes: Vec<Arc<Inode>> = lock(&self.icache).values().cloned().collect();
         let mut dirty: Vec<Arc<Inode>> = inodes.into_iter().filter(|i| i.rec().dirty).collect();
         if dirty.is_empty() {

@@ -186,6 +186,24 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             });
         }
     }
+    // The reverse map's changes that its nodes do not hold yet.
+    let intents = match journal::read_intents(
+        dev,
+        &geometry(&sb),
+        fs_id,
+        sb.header.generation.get(),
+        sb.rmap_intents.get() as usize,
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            p.push(Problem {
+                structure: "log".into(),
+                block: Some(geo.start),
+                message: e.to_string(),
+            });
+            vec![]
+        }
+    };
     let reps = std::sync::Mutex::new(Replicas::new(&sb));
     let mut s = Committed::new(dev, fs_id, None, Some(&reps));
     s.overlay = Some(&overlay);
@@ -545,7 +563,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     }
     check_parents(p, &mut s, &sb, &mut usage, parent_links);
     check_media_trees(p, &mut s, &sb, &mut usage, &inodes);
-    rep.data_blocks = check_sharing(p, &mut s, &sb, &mut usage);
+    rep.data_blocks = check_sharing(p, &mut s, &sb, &mut usage, &intents);
     check_quarantine(p, &mut s, &sb, &mut usage);
     if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
         // No reverse map: the nodes are accounted for above.
@@ -635,6 +653,7 @@ fn check_sharing(
     s: &mut CheckStore<'_>,
     sb: &daxfs_format::Superblock,
     usage: &mut Usage,
+    intents: &[daxfs_format::records::RmapIntent],
 ) -> u64 {
     let rroot = sb.refcount_tree;
     let r = refcount::tree().check(s, &rroot);
@@ -746,29 +765,58 @@ fn check_sharing(
     if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
         return distinct;
     }
-    // The reverse map must be exactly the inverse of everything found.
-    let mut actual = vec![];
-    let mut err = None;
-    let mut bad_len = vec![];
-    let total = sb.total_blocks.get();
+    // The reverse map must be exactly the inverse of everything found: its
+    // records, with the changes its nodes do not hold yet (the log's
+    // intents) applied.
+    let mut records = std::collections::BTreeMap::new();
     let r = rmap::tree().range(
         s,
         &mroot,
         &(0, 0, 0),
         &(u64::MAX, u64::MAX, u64::MAX),
         &mut |k, v| {
-            let len = v.len.get();
-            if len == 0 || k.0.checked_add(len).is_none_or(|e| e > total) {
-                bad_len.push((k.0, len));
-                return ControlFlow::Continue(());
-            }
-            match Mapping::from_kv(k, v) {
-                Ok(m) => actual.push(m),
-                Err(_) => err = Some(k.0),
-            }
+            records.insert(k, v);
             ControlFlow::Continue(())
         },
     );
+    for it in intents {
+        let k = (it.start.get(), it.owner.get(), it.offset.get());
+        match it.op.get() {
+            daxfs_format::records::INTENT_PUT => {
+                records.insert(
+                    k,
+                    daxfs_format::records::RmapRecord {
+                        len: it.len,
+                        flags: it.flags,
+                        replica: it.replica,
+                    },
+                );
+            }
+            daxfs_format::records::INTENT_REMOVE => {
+                records.remove(&k);
+            }
+            op => p.push(Problem {
+                structure: "log".into(),
+                block: Some(k.0),
+                message: format!("reverse-map intent with unknown operation {op}"),
+            }),
+        }
+    }
+    let mut actual = vec![];
+    let mut err = None;
+    let mut bad_len = vec![];
+    let total = sb.total_blocks.get();
+    for (k, v) in records {
+        let len = v.len.get();
+        if len == 0 || k.0.checked_add(len).is_none_or(|e| e > total) {
+            bad_len.push((k.0, len));
+            continue;
+        }
+        match Mapping::from_kv(k, v) {
+            Ok(m) => actual.push(m),
+            Err(_) => err = Some(k.0),
+        }
+    }
     check_tree(p, "reverse-map tree", r);
     for (b, len) in bad_len {
         p.push(Problem {

@@ -40,11 +40,14 @@ use crate::{FallocFlags, Fs, MkfsOptions, MountOptions, OpenOptions};
 use daxfs_btree::NodeStore;
 use daxfs_device::{Device, MemDevice};
 use daxfs_format::block::{BLOCK_MAGIC, header};
+use daxfs_format::records::RmapIntent;
+use daxfs_format::superblock::LOG_INTENT_BLOCKS;
 use daxfs_format::superblock::MIN_BLOCKS;
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, BlockKind, seal_block};
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
+use zerocopy::FromBytes;
 
 /// Flag: start from the image whose log holds a transaction to replay.
 pub const FLAG_PENDING: u8 = 1;
@@ -156,6 +159,32 @@ fn normalize(img: &mut [u8], old_fs_id: u64) {
             b[296..304].fill(0);
         }
         seal_block(b, h.blockno.get(), h.generation.get(), FUZZ_FS_ID);
+    }
+    // The reverse map's intents check themselves against the id too: every
+    // entry of the intent area (and of its copy) that verifies is resealed.
+    let Ok(sb) = daxfs_format::Superblock::read_from_bytes(&img[..BLOCK_SIZE]) else {
+        return;
+    };
+    let geo = geometry(&sb);
+    let area = [
+        sb.log_start.get() + sb.log_blocks.get() - LOG_INTENT_BLOCKS,
+        match sb.log_replica.get() {
+            0 => 0,
+            r => r + geo.desc_blocks() + 1,
+        },
+    ];
+    for first in area.into_iter().filter(|&b| b != 0) {
+        let at = first as usize * BLOCK_SIZE;
+        let Some(bytes) = img.get_mut(at..at + LOG_INTENT_BLOCKS as usize * BLOCK_SIZE) else {
+            continue;
+        };
+        for e in bytes.chunks_exact_mut(64) {
+            if let Ok(x) = RmapIntent::mut_from_bytes(e)
+                && x.verifies(old_fs_id)
+            {
+                x.seal(FUZZ_FS_ID);
+            }
+        }
     }
 }
 
@@ -531,14 +560,17 @@ fn exercise(fs: &Fs) {
 pub fn fuzz_mount(data: &[u8]) {
     with_damaged(data, &template().targets, |dev, img, buf| {
         let before = run_fsck(&**dev);
+        // Recovery writes: replaying the log's transaction, or the reverse
+        // map's pending changes (intents).
         let replays = read_superblock(&**dev).is_ok_and(|sb| {
-            journal::pending(
-                &**dev,
-                &geometry(&sb),
-                sb.fs_id(),
-                sb.header.generation.get(),
-            )
-            .is_ok_and(|p| p.is_some())
+            sb.rmap_intents.get() > 0
+                || journal::pending(
+                    &**dev,
+                    &geometry(&sb),
+                    sb.fs_id(),
+                    sb.header.generation.get(),
+                )
+                .is_ok_and(|p| p.is_some())
         });
         match Fs::mount(dev.clone(), &MountOptions::default()) {
             Ok(fs) => {

@@ -40,7 +40,10 @@ use crate::error::{FsError, Result};
 use daxfs_btree::NodeBuf;
 use daxfs_device::Device;
 use daxfs_format::block::{BlockHeader, BlockKind, Expect, header, verify_block, write_header};
+use daxfs_format::records::{INTENTS_PER_BLOCK, RmapIntent};
+use daxfs_format::superblock::{LOG_INTENT_BLOCKS, LOG_INTENTS};
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, seal_block};
+use zerocopy::FromBytes;
 
 /// Entries (home, replica) per descriptor block.
 pub const ENTRIES_PER_DESC: usize = (BLOCK_SIZE - DESC_ENTRIES_AT) / 16;
@@ -68,14 +71,43 @@ impl LogGeometry {
     pub fn desc_blocks(&self) -> u64 {
         daxfs_format::superblock::log_desc_blocks(self.blocks)
     }
-    /// The most block images one transaction can hold.
+    /// The most block images one transaction can hold (the log's last
+    /// blocks hold the reverse map's pending changes).
     pub fn capacity(&self) -> usize {
-        (self.blocks - self.desc_blocks()) as usize
+        (self.blocks - self.desc_blocks() - LOG_INTENT_BLOCKS) as usize
     }
-    /// The log blocks that the replica region copies: the descriptors and
-    /// the first image (the superblock's, which sorts first).
+    /// Blocks of the log's replica region: copies of the descriptors, the
+    /// first image (the superblock's, which sorts first) and the intent
+    /// blocks.
     pub fn mirrored(&self) -> u64 {
         daxfs_format::superblock::log_mirror_blocks(self.blocks)
+    }
+    /// Where log block `i` (from the log's start) is copied in the replica
+    /// region (also its slot in [`LogHead`]), if it is.
+    pub fn mirror_slot(&self, i: u64) -> Option<u64> {
+        let d = self.desc_blocks();
+        let intents = self.blocks - LOG_INTENT_BLOCKS;
+        if i <= d {
+            Some(i)
+        } else if i >= intents && i < self.blocks {
+            Some(d + 1 + (i - intents))
+        } else {
+            None
+        }
+    }
+    /// The device byte offsets of intent entry `i` in the log and in the
+    /// replica region (0: none).
+    fn intent_at(&self, i: usize) -> [u64; 2] {
+        let per = INTENTS_PER_BLOCK;
+        let b = self.blocks - LOG_INTENT_BLOCKS + (i / per) as u64;
+        let within = ((i % per) * 64) as u64;
+        log_copies(self, b).map(|at| {
+            if at == 0 {
+                0
+            } else {
+                at * BLOCK_SIZE_U64 + within
+            }
+        })
     }
 }
 
@@ -186,13 +218,14 @@ fn write_log(
     b: &NodeBuf,
     head: &mut LogHead,
 ) -> Result<()> {
-    let slot = head.get_mut(i as usize);
+    let m = geo.mirror_slot(i);
+    let slot = m.and_then(|m| head.get_mut(m as usize));
     let mask = changed_lines(b, slot.as_ref().and_then(|x| x.as_deref()));
-    let mirror = geo.replica != 0 && i < geo.mirrored();
-    for base in [geo.start, if mirror { geo.replica } else { 0 }] {
-        if base != 0 {
-            write_lines(dev, base + i, b, mask)?;
-        }
+    write_lines(dev, geo.start + i, b, mask)?;
+    if let Some(m) = m
+        && geo.replica != 0
+    {
+        write_lines(dev, geo.replica + m, b, mask)?;
     }
     if let Some(slot) = slot {
         *slot = Some(b.clone());
@@ -207,7 +240,9 @@ fn write_log(
 /// home and to its replica before the commit record instead of being
 /// logged (missing entries: false). `known` and `head` say what the blocks
 /// written hold now (`head` is brought up to date); with neither, whole
-/// blocks are written.
+/// blocks are written. `intents` are the reverse-map intents this commit
+/// appends (sealed), and the index of the first in the intent area: they
+/// are written with the images.
 #[allow(clippy::too_many_arguments)]
 pub fn commit(
     dev: &dyn Device,
@@ -218,6 +253,7 @@ pub fn commit(
     fresh: &[bool],
     known: &Known<'_>,
     head: &mut LogHead,
+    intents: (usize, &[RmapIntent]),
 ) -> Result<()> {
     let is_fresh = |i: usize| fresh.get(i).copied().unwrap_or(false) && images[i].0 != 0;
     let logged: Vec<&Image> = (0..images.len())
@@ -245,6 +281,7 @@ pub fn commit(
     for (i, (_, _, img)) in logged.iter().enumerate() {
         write_log(dev, geo, d + i as u64, img, head)?;
     }
+    write_intents(dev, geo, intents.0, intents.1)?;
     for (i, (home, replica, img)) in images.iter().enumerate() {
         if is_fresh(i) {
             if *replica != 0 {
@@ -434,10 +471,7 @@ pub fn pending(
         owner: Some(0),
         fs_id,
     };
-    let log_copies = |i: u64| -> [u64; 2] {
-        let mirror = geo.replica != 0 && i < geo.mirrored();
-        [geo.start + i, if mirror { geo.replica + i } else { 0 }]
-    };
+    let log_copies = |i: u64| log_copies(geo, i);
     // The commit record: the newer of the valid copies.
     let mut d0: Option<(Box<Block>, u64)> = None;
     for at in log_copies(0).into_iter().filter(|&b| b != 0) {
@@ -568,6 +602,83 @@ pub fn pending(
         homes_untouched,
         why,
     }))
+}
+
+/// Where log block `i` is: in the log, and in the replica region (0: not
+/// copied there).
+fn log_copies(geo: &LogGeometry, i: u64) -> [u64; 2] {
+    let mirror = match geo.mirror_slot(i) {
+        Some(m) if geo.replica != 0 => geo.replica + m,
+        _ => 0,
+    };
+    [geo.start + i, mirror]
+}
+
+/// Writes sealed intents `v` at entries `from..` of the intent area (and of
+/// its copy in the replica region), and starts writing them back.
+fn write_intents(dev: &dyn Device, geo: &LogGeometry, from: usize, v: &[RmapIntent]) -> Result<()> {
+    if from + v.len() > LOG_INTENTS {
+        return Err(FsError::Corrupt(format!(
+            "{} reverse-map intents past the log's {LOG_INTENTS}",
+            from + v.len()
+        )));
+    }
+    // Runs of entries within one block are one write.
+    let mut i = 0;
+    while i < v.len() {
+        let at = from + i;
+        let n = (INTENTS_PER_BLOCK - at % INTENTS_PER_BLOCK).min(v.len() - i);
+        let bytes = zerocopy::IntoBytes::as_bytes(v.get(i..i + n).unwrap_or(&[]));
+        for off in geo.intent_at(at).into_iter().filter(|&o| o != 0) {
+            dev.write(off, bytes)?;
+            dev.flush(off, bytes.len() as u64);
+        }
+        i += n;
+    }
+    Ok(())
+}
+
+/// The reverse map's pending changes as of the commit of generation `seq`:
+/// the first `n` entries of the log's intent area (each from the log, else
+/// from the log's replica region).
+pub fn read_intents(
+    dev: &dyn Device,
+    geo: &LogGeometry,
+    fs_id: u64,
+    seq: u64,
+    n: usize,
+) -> Result<Vec<RmapIntent>> {
+    if n > LOG_INTENTS {
+        return Err(FsError::Corrupt(format!(
+            "the superblock counts {n} reverse-map intents, more than the log's {LOG_INTENTS}"
+        )));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut found = None;
+        for off in geo.intent_at(i).into_iter().filter(|&o| o != 0) {
+            let mut b = [0u8; 64];
+            if dev.read(off, &mut b).is_err() {
+                continue;
+            }
+            if let Ok(e) = RmapIntent::read_from_bytes(&b[..])
+                && e.verifies(fs_id)
+                && e.seq.get() <= seq
+            {
+                found = Some(e);
+                break;
+            }
+        }
+        let Some(e) = found else {
+            return Err(FsError::Corrupt(format!(
+                "the reverse map's pending changes cannot be read: intent {i} of {n} in the log \
+                 (block {}) is damaged in both copies",
+                geo.start + geo.blocks - LOG_INTENT_BLOCKS + (i / INTENTS_PER_BLOCK) as u64
+            )));
+        };
+        out.push(e);
+    }
+    Ok(out)
 }
 
 /// Replays the committed transaction in the log if it was not checkpointed

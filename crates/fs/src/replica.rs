@@ -504,9 +504,13 @@ fn move_node(
         return Ok(Repair::Later);
     }
     let new = tx.alloc_far(r, avoid)?;
-    // Changed earlier in this transaction: the staged contents are the
-    // newest, and the bad block is not written.
-    let good = tx.unstage(h).unwrap_or(good);
+    // Changed earlier in this transaction (or a reverse-map node whose
+    // changes were deferred): the staged contents are the newest, and the
+    // bad block is not written.
+    let good = tx
+        .unstage(h)
+        .or_else(|| tx.take_deferred(h))
+        .unwrap_or(good);
     tx.stage(new, good.clone());
     let moved = match inode {
         Some(mut rec) => {

@@ -17,7 +17,8 @@ use crate::space::{badblocks, refcount};
 use daxfs_btree::{BTree, NodeBuf, NodeStore, TreeError};
 use daxfs_device::Device;
 use daxfs_format::block::{BlockKind, Expect, verify_block};
-use daxfs_format::records::TreeRoot;
+use daxfs_format::records::{INTENT_PUT, INTENT_REMOVE, RmapIntent, RmapRecord, TreeRoot};
+use daxfs_format::superblock::LOG_INTENTS;
 use daxfs_format::superblock::{INCOMPAT_RMAP, MAX_ANCHORS, ReplicaPair};
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, BlockNo, Superblock, seal_block};
 use std::collections::HashMap;
@@ -86,6 +87,11 @@ pub struct Meta {
     pub lazy_freed: Vec<(u64, u64)>,
     /// Node -> replica pairs those lazy transactions made.
     pub lazy_pairs: BlockMap<u64>,
+    /// The reverse map's record changes that its nodes on media do not
+    /// hold yet, in order: durable in the log's intent block of the last
+    /// commit (the superblock's `rmap_intents` counts them); the nodes that
+    /// hold them are in the node cache's deferred layer.
+    pub intents: Vec<RmapIntent>,
 }
 
 impl Meta {
@@ -109,6 +115,7 @@ impl Meta {
             lazy_txs: 0,
             lazy_freed: vec![],
             lazy_pairs: BlockMap::default(),
+            intents: vec![],
         }
     }
 
@@ -156,12 +163,15 @@ pub fn geometry(sb: &Superblock) -> LogGeometry {
 /// full it starts over.
 ///
 /// On top of it, the lazy layer holds the blocks that lazy transactions
-/// committed in memory and that are not durable yet (see [`Tx::begin_lazy`]):
-/// reads see them first; [`NodeCache::peek`] (what media holds) does not.
+/// committed in memory and that are not durable yet (see [`Tx::begin_lazy`]),
+/// and the deferred layer the reverse-map nodes whose changes are durable as
+/// intents only (see [`Tx::commit`]): reads see them first (lazy, then
+/// deferred); [`NodeCache::peek`] (what media holds) does not.
 #[derive(Debug, Default)]
 pub struct NodeCache {
     blocks: BlockMap<NodeBuf>,
     lazy: BlockMap<NodeBuf>,
+    deferred: BlockMap<NodeBuf>,
 }
 
 impl NodeCache {
@@ -170,7 +180,11 @@ impl NodeCache {
 
     /// A cached block, if its header says it is what the caller expects.
     pub fn get(&self, b: u64, kind: BlockKind, owner: Option<u64>) -> Option<NodeBuf> {
-        let blk = self.lazy.get(&b).or_else(|| self.blocks.get(&b))?;
+        let blk = self
+            .lazy
+            .get(&b)
+            .or_else(|| self.deferred.get(&b))
+            .or_else(|| self.blocks.get(&b))?;
         let h = daxfs_format::block::header(&blk[..]).ok()?;
         (h.kind == kind as u8 && owner.is_none_or(|o| h.owner.get() == o)).then(|| blk.clone())
     }
@@ -206,6 +220,11 @@ impl NodeCache {
     /// Blocks in the lazy layer.
     pub fn lazy_len(&self) -> usize {
         self.lazy.len()
+    }
+
+    /// Blocks in the deferred layer.
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.len()
     }
 }
 
@@ -248,6 +267,12 @@ pub struct Tx<'a> {
     pub(crate) new_pairs: BlockMap<u64>,
     /// Committed in memory only (see [`Tx::begin_lazy`]).
     lazy: bool,
+    /// The commit may log the reverse map's record changes as intents
+    /// instead of its nodes (ordinary transactions; not repairs).
+    may_defer: bool,
+    /// Deferred reverse-map nodes this transaction moved elsewhere: not
+    /// written home when the deferred layer is logged.
+    undeferred: Vec<u64>,
     done: bool,
 }
 
@@ -264,7 +289,12 @@ impl<'a> Tx<'a> {
     /// commit that would change anything fails.
     pub fn begin(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
         crate::replica::run_pending(dev, meta);
-        Tx::open(dev, meta)
+        if meta.shutdown.is_none() {
+            flush_lazy(dev, meta)?;
+        }
+        let mut tx = Tx::open_inner(dev, meta, false)?;
+        tx.may_defer = true;
+        Ok(tx)
     }
 
     /// Starts a lazy transaction: its commit makes its changes visible in
@@ -280,14 +310,17 @@ impl<'a> Tx<'a> {
         Tx::open_inner(dev, meta, true)
     }
 
-    /// Starts a transaction without running repairs first. Lazy
-    /// transactions committed before are made durable first, so ordinary
-    /// transactions (and repairs) only ever build on durable state.
+    /// Starts a transaction without running repairs first (repairs use
+    /// it). Lazy transactions committed before are made durable first, so
+    /// ordinary transactions (and repairs) only ever build on durable state;
+    /// and the reverse map's deferred nodes are logged, so a repair only
+    /// ever meets reverse-map nodes whose media copy is current.
     pub(crate) fn open(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
         // A shut-down file system cannot flush; its transactions that only
         // read see the lazy state in memory, and any commit fails.
         if meta.shutdown.is_none() {
             flush_lazy(dev, meta)?;
+            flush_deferred(dev, meta)?;
         }
         Tx::open_inner(dev, meta, false)
     }
@@ -309,6 +342,8 @@ impl<'a> Tx<'a> {
             root_moves: vec![],
             new_pairs: BlockMap::default(),
             lazy,
+            may_defer: false,
+            undeferred: vec![],
             done: false,
         };
         if !tx.meta.free_loaded && !shut {
@@ -467,6 +502,15 @@ impl<'a> Tx<'a> {
     /// Takes block `b`'s staged contents out of this transaction.
     pub(crate) fn unstage(&mut self, b: u64) -> Option<NodeBuf> {
         self.dirty.remove(&b)
+    }
+
+    /// The contents of reverse-map node `b` when its newest changes are in
+    /// the deferred layer only; the node is then not written home when the
+    /// layer is logged (the caller moves it).
+    pub(crate) fn take_deferred(&mut self, b: u64) -> Option<NodeBuf> {
+        let blk = self.meta.cache.deferred.get(&b)?.clone();
+        self.undeferred.push(b);
+        Some(blk)
     }
 
     /// True when this transaction has staged block `b`.
@@ -788,11 +832,48 @@ impl<'a> Tx<'a> {
         }
         let seq = self.meta.seq;
         let fs_id = self.meta.fs_id;
+        let had_lazy = self.meta.lazy_txs > 0;
+        // The reverse map: a commit that changed only its records (no node
+        // split, merged, moved or made) logs the record changes as intents
+        // and keeps the nodes in memory, deferred; any other commit logs the
+        // nodes, with every deferred one, and drops the intents.
+        let intents_before = self.meta.intents.len();
+        let mut deferred_now: Vec<(u64, NodeBuf)> = vec![];
+        let defer = self.may_defer
+            && !had_lazy
+            && !self.rmap_shape
+            && self.meta.sb.rmap_tree == self.sb_before.rmap_tree
+            && self.rmap_enabled()
+            // The intents live in the log: a commit that moves it logs
+            // the nodes instead.
+            && self.meta.sb.log_start == self.sb_before.log_start
+            && self.meta.sb.log_replica == self.sb_before.log_replica
+            && match self.rmap_intents(seq) {
+                Some(new) if intents_before + new.len() <= LOG_INTENTS => {
+                    self.meta.intents.extend(new);
+                    true
+                }
+                _ => false,
+            };
+        if defer {
+            let rmap_nodes: Vec<u64> = self
+                .dirty
+                .iter()
+                .filter(|(_, img)| img[4] == BlockKind::RmapTree as u8)
+                .map(|(b, _)| *b)
+                .collect();
+            for b in rmap_nodes {
+                if let Some(img) = self.dirty.remove(&b) {
+                    deferred_now.push((b, img));
+                }
+            }
+        }
+        let pending = if defer { self.meta.intents.len() } else { 0 };
+        self.meta.sb.rmap_intents = (pending as u32).into();
         let mut sbb = self.meta.sb.to_block();
         seal_block(&mut sbb, 0, seq, fs_id);
         // The lazy transactions before this one commit with it (the blocks
         // this one freed are left out; its own images win).
-        let had_lazy = self.meta.lazy_txs > 0;
         if had_lazy {
             let freed = std::mem::take(&mut self.freed);
             let mut lazy = std::mem::take(&mut self.meta.cache.lazy);
@@ -807,6 +888,22 @@ impl<'a> Tx<'a> {
             }
             self.meta.lazy_txs = 0;
         }
+        // Logging the reverse map's nodes: the deferred ones join (newer
+        // copies, this transaction's or the lazy ones', win).
+        let flushed = if defer || self.meta.cache.deferred.is_empty() {
+            None
+        } else {
+            let deferred = std::mem::take(&mut self.meta.cache.deferred);
+            let mut kept = deferred.clone();
+            drop_freed(&mut kept, &self.freed);
+            for b in &self.undeferred {
+                kept.remove(b);
+            }
+            for (b, img) in kept {
+                self.dirty.entry(b).or_insert(img);
+            }
+            Some(deferred)
+        };
         let dirty: Vec<(u64, NodeBuf)> = std::mem::take(&mut self.dirty).into_iter().collect();
         let mut images: Vec<journal::Image> = Vec::with_capacity(dirty.len() + 1);
         let replicas = self.meta.replicas();
@@ -873,8 +970,22 @@ impl<'a> Tx<'a> {
                 &fresh,
                 &known,
                 &mut m.log_head,
+                (
+                    intents_before,
+                    if defer {
+                        m.intents.get(intents_before..).unwrap_or(&[])
+                    } else {
+                        &[]
+                    },
+                ),
             );
             if let Err(e) = r {
+                // The reverse map's deferred nodes and intents stay as they
+                // were: this transaction's changes are gone.
+                m.intents.truncate(intents_before);
+                if let Some(d) = flushed {
+                    m.cache.deferred = d;
+                }
                 // Lazy transactions taken into this one cannot become
                 // durable: shut down, whatever the error.
                 if had_lazy || !matches!(e, FsError::NoSpace(_)) {
@@ -901,6 +1012,13 @@ impl<'a> Tx<'a> {
         }
         self.meta.sb.header.generation = seq.into();
         self.meta.seq += 1;
+        if defer {
+            for (b, img) in deferred_now {
+                self.meta.cache.deferred.insert(b, img);
+            }
+        } else {
+            self.meta.intents.clear();
+        }
         if self.meta.sb.log_start != self.sb_before.log_start
             || self.meta.sb.log_replica != self.sb_before.log_replica
         {
@@ -970,6 +1088,68 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// The reverse map's record changes in this transaction's staged leaves
+    /// (against what reads saw before it: the deferred layer, else media),
+    /// as intents of commit `seq`: removals first, then new and changed
+    /// records. `None` when they cannot be told (an internal node changed, a
+    /// leaf's earlier copy cannot be read).
+    fn rmap_intents(&self, seq: u64) -> Option<Vec<RmapIntent>> {
+        let t = rmap::tree();
+        let (mut gone, mut set) = (vec![], vec![]);
+        for (&b, img) in &self.dirty {
+            if img[4] != BlockKind::RmapTree as u8 {
+                continue;
+            }
+            if img[5] != 0 {
+                return None;
+            }
+            let media;
+            let old: &Block = match self.meta.cache.deferred.get(&b) {
+                Some(x) => x,
+                None => match self.meta.cache.peek(b) {
+                    Some(x) => x,
+                    None => {
+                        media = read_verified(
+                            self.dev,
+                            b,
+                            BlockKind::RmapTree,
+                            Some(0),
+                            self.meta.fs_id,
+                        )
+                        .ok()?;
+                        &media
+                    }
+                },
+            };
+            t.leaf_changes(old, img, &mut gone, &mut set).ok()?;
+        }
+        let fs_id = self.meta.fs_id;
+        let intent = |op: u32, k: rmap::Key, v: Option<RmapRecord>| {
+            let v = v.unwrap_or(RmapRecord {
+                len: 0.into(),
+                flags: 0.into(),
+                replica: 0.into(),
+            });
+            let mut e = RmapIntent {
+                op: op.into(),
+                crc: 0.into(),
+                start: k.0.into(),
+                owner: k.1.into(),
+                offset: k.2.into(),
+                len: v.len,
+                flags: v.flags,
+                replica: v.replica,
+                seq: seq.into(),
+            };
+            e.seal(fs_id);
+            e
+        };
+        let mut v = Vec::with_capacity(gone.len() + set.len());
+        v.extend(gone.into_iter().map(|k| intent(INTENT_REMOVE, k, None)));
+        v.extend(set.into_iter().map(|(k, r)| intent(INTENT_PUT, k, Some(r))));
+        Some(v)
+    }
+
     /// Whether this transaction is lazy (see [`Tx::begin_lazy`]).
     pub(crate) fn is_lazy(&self) -> bool {
         self.lazy
@@ -1018,6 +1198,15 @@ fn drop_freed(blocks: &mut BlockMap<NodeBuf>, freed: &[(u64, u64)]) {
 /// commit (nothing to do when there are none).
 pub fn flush_lazy(dev: &dyn Device, meta: &mut Meta) -> Result<()> {
     if meta.lazy_txs == 0 {
+        return Ok(());
+    }
+    Tx::open_inner(dev, meta, false)?.commit()
+}
+
+/// Logs the reverse map's deferred nodes (one journal commit; nothing to do
+/// when there are none), so that its nodes on media hold every change.
+pub fn flush_deferred(dev: &dyn Device, meta: &mut Meta) -> Result<()> {
+    if meta.cache.deferred.is_empty() && meta.intents.is_empty() {
         return Ok(());
     }
     Tx::open_inner(dev, meta, false)?.commit()
@@ -1166,3 +1355,6 @@ pub type ReadStore<'a> = Committed<'a>;
 
 /// Keeps `TreeRoot` in scope for users of this module.
 pub type Root = TreeRoot;
+
+pub static PROF: [std::sync::atomic::AtomicU64; 16] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 16];

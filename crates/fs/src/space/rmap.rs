@@ -26,7 +26,7 @@ use daxfs_format::records::{
 };
 use std::ops::ControlFlow;
 
-type Key = (u64, u64, u64);
+pub type Key = (u64, u64, u64);
 
 /// The summary kept beside every child pointer of the reverse map's internal
 /// nodes: the largest end (first block + length) of the records below.
@@ -568,6 +568,41 @@ pub fn scan_pairs(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Applies the reverse map's pending record changes (intents read from the
+/// log, in order: each sets or removes one key's record) to the tree.
+/// Replaying a change already applied is harmless: the last change to each
+/// key decides.
+pub fn apply_intents(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    intents: &[daxfs_format::records::RmapIntent],
+) -> Result<()> {
+    use daxfs_format::records::{INTENT_PUT, INTENT_REMOVE};
+    for it in intents {
+        let key = (it.start.get(), it.owner.get(), it.offset.get());
+        match it.op.get() {
+            INTENT_PUT => {
+                let val = RmapRecord {
+                    len: it.len,
+                    flags: it.flags,
+                    replica: it.replica,
+                };
+                tree().insert(s, root, key, val)?;
+            }
+            INTENT_REMOVE => {
+                tree().remove(s, root, &key)?;
+            }
+            op => {
+                return Err(FsError::Corrupt(format!(
+                    "reverse-map intent for block {} has unknown operation {op}",
+                    key.0
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every record overlapping `[p, p+l)`, in key (physical) order. Reads

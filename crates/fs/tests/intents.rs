@@ -1,0 +1,179 @@
+//! The reverse map's deferred changes: commits that change only its records
+//! append intents to the log instead of logging its nodes. These tests take
+//! the device as a crash would leave it (the file system still mounted, so
+//! the deferred nodes never reached media) and check that fsck and mount
+//! see every change, that a damaged copy of the intent area is read from
+//! the other, and that losing both is a clear error.
+mod common;
+use common::{assert_fsck, pattern};
+use daxfs::{Fs, MkfsOptions, MountOptions, OwnerKind};
+use daxfs_device::{Device, MemDevice};
+use daxfs_format::superblock::{LOG_INTENT_BLOCKS, LOG_INTENTS};
+use daxfs_format::{BLOCK_SIZE, Superblock};
+use std::sync::Arc;
+use zerocopy::FromBytes;
+
+const BS: u64 = BLOCK_SIZE as u64;
+
+fn superblock(dev: &dyn Device) -> Superblock {
+    let mut b = vec![0u8; BLOCK_SIZE];
+    dev.read(0, &mut b).unwrap();
+    Superblock::read_from_bytes(&b[..]).unwrap()
+}
+
+/// Files written after a sync: their data records are intents only. Returns
+/// the image a crash leaves, and each file's first device block.
+fn crashed_image(files: u64) -> (Vec<u8>, Vec<(String, u64)>) {
+    let dev = Arc::new(MemDevice::new(16 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    fs.mkdir("/d", 0o755).unwrap();
+    fs.sync().unwrap();
+    assert_eq!(superblock(&*dev).rmap_intents.get(), 0, "sync leaves none");
+    let mut placed = vec![];
+    for i in 0..files {
+        let p = format!("/d/f{i}");
+        let f = fs.create(&p).unwrap();
+        f.write_at(0, &pattern(i, 5000)).unwrap();
+        f.fsync().unwrap();
+        placed.push((p, f.fiemap().unwrap()[0].physical / BS));
+    }
+    let img = dev.image();
+    std::mem::forget(fs); // a crash: no unmount
+    (img, placed)
+}
+
+/// Every file's first block is owned by it, by the reverse map.
+fn owners_hold(fs: &Fs, placed: &[(String, u64)]) {
+    for (p, b) in placed {
+        let ino = fs.stat(p).unwrap().ino;
+        let owners = fs.owners_by_inode(*b, 1).unwrap();
+        assert!(
+            owners
+                .iter()
+                .any(|o| matches!(o.owner, OwnerKind::File { ino: i, .. } if i == ino)),
+            "{p} (block {b}) not in the reverse map: {owners:?}"
+        );
+    }
+}
+
+#[test]
+fn deferred_changes_survive_a_crash() {
+    let (img, placed) = crashed_image(5);
+    let dev = Arc::new(MemDevice::from_image(img));
+    let sb = superblock(&*dev);
+    assert!(
+        sb.rmap_intents.get() > 0,
+        "the writes were deferred: nothing pending"
+    );
+    // fsck applies the intents to what the nodes hold, and finds it exact.
+    assert_fsck(&*dev);
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    owners_hold(&fs, &placed);
+    // Mount put them into the nodes and logged those.
+    assert_eq!(superblock(&*dev).rmap_intents.get(), 0);
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn the_intent_area_fills_and_starts_over() {
+    // More changes than the area holds: commits log the nodes when it is
+    // full, and the count never passes it.
+    let dev = Arc::new(MemDevice::new(16 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let f = fs.create("/a").unwrap();
+    let mut seen_max = 0;
+    for i in 0..(3 * LOG_INTENTS as u64) {
+        // Appends at a gap: a new record each time, never merged.
+        f.write_at(2 * i * BS, &pattern(i, 100)).unwrap();
+        f.fsync().unwrap();
+        let n = superblock(&*dev).rmap_intents.get() as usize;
+        assert!(n <= LOG_INTENTS);
+        seen_max = seen_max.max(n);
+    }
+    assert!(
+        seen_max > LOG_INTENTS / 2,
+        "the area never filled: {seen_max}"
+    );
+    let img = dev.image();
+    std::mem::forget(fs);
+    let dev = Arc::new(MemDevice::from_image(img));
+    assert_fsck(&*dev);
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let f = fs.open("/a", &daxfs::OpenOptions::read_only()).unwrap();
+    for e in f.fiemap().unwrap() {
+        assert_eq!(fs.owners_by_inode(e.physical / BS, 1).unwrap().len(), 1);
+    }
+}
+
+/// Overwrites the intent area's log copy (or its replica-region copy).
+fn garbage_intents(dev: &dyn Device, replica: bool) {
+    let sb = superblock(dev);
+    let lb = sb.log_blocks.get();
+    let first = if replica {
+        let d = daxfs_format::superblock::log_desc_blocks(lb);
+        sb.log_replica.get() + d + 1
+    } else {
+        sb.log_start.get() + lb - LOG_INTENT_BLOCKS
+    };
+    dev.write(first * BS, &vec![0x5a; (LOG_INTENT_BLOCKS * BS) as usize])
+        .unwrap();
+}
+
+#[test]
+fn a_damaged_copy_of_the_intents_is_read_from_the_other() {
+    for replica in [false, true] {
+        let (img, placed) = crashed_image(4);
+        let dev = Arc::new(MemDevice::from_image(img));
+        garbage_intents(&*dev, replica);
+        assert_fsck(&*dev);
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        owners_hold(&fs, &placed);
+    }
+}
+
+#[test]
+fn both_copies_of_the_intents_damaged_is_a_clear_error() {
+    let (img, _) = crashed_image(4);
+    let dev = Arc::new(MemDevice::from_image(img));
+    garbage_intents(&*dev, false);
+    garbage_intents(&*dev, true);
+    let before = dev.image();
+    let e = Fs::mount(dev.clone(), &MountOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("the reverse map's pending changes cannot be read"),
+        "{msg}"
+    );
+    assert!(dev.image() == before, "a failed mount wrote to the device");
+    let rep = daxfs::fsck::fsck(&*dev, &mut |_, _, _| {}).unwrap();
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.message.contains("pending changes cannot be read")),
+        "{:#?}",
+        rep.problems
+    );
+}
+
+#[test]
+fn a_media_error_finds_owners_known_only_by_intents() {
+    // The records are in memory (deferred nodes) and in the log, not in the
+    // nodes on media: the report still finds the owner.
+    let dev = Arc::new(MemDevice::new(16 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    fs.sync().unwrap();
+    let f = fs.create("/x").unwrap();
+    f.write_at(0, &pattern(1, 4096)).unwrap();
+    f.fsync().unwrap();
+    assert!(superblock(&*dev).rmap_intents.get() > 0);
+    let b = f.fiemap().unwrap()[0].physical;
+    let ev = fs.inject_error(b, BS).unwrap();
+    assert!(ev.iter().any(|e| e.action == "data lost"), "{ev:?}");
+    drop(f);
+    drop(fs);
+    assert_fsck(&*dev);
+}
