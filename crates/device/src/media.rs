@@ -68,7 +68,7 @@ use crate::raw::RawShared;
 use crate::{DeviceError, Result, check_range};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// The unit of media errors: a bad range always covers whole 4 KiB pages.
@@ -257,11 +257,56 @@ struct State {
     bad: RangeSet,
 }
 
+/// One bit per page of the device, set while the page is bad: the check
+/// before every access tests a few bits instead of taking the lock and
+/// searching the set. Made at the first bad page; bits change only with
+/// `state` locked (a stale set bit only sends a check to the set).
+struct PageBits(Box<[AtomicU64]>);
+
+impl PageBits {
+    fn new(len: u64) -> PageBits {
+        let pages = len.div_ceil(BAD_BLOCK_SIZE);
+        PageBits((0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Sets (or clears) the bits of pages `[a, b)` (byte offsets, page aligned).
+    fn set(&self, a: u64, b: u64, bad: bool) {
+        for p in a / BAD_BLOCK_SIZE..b.div_ceil(BAD_BLOCK_SIZE) {
+            if let Some(w) = self.0.get((p / 64) as usize) {
+                let bit = 1u64 << (p % 64);
+                if bad {
+                    w.fetch_or(bit, Ordering::Release);
+                } else {
+                    w.fetch_and(!bit, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// True when a page of `[a, b)` (byte offsets, page aligned) may be bad.
+    fn any(&self, a: u64, b: u64) -> bool {
+        let (p0, p1) = (a / BAD_BLOCK_SIZE, b.div_ceil(BAD_BLOCK_SIZE));
+        if p0 >= p1 {
+            return false;
+        }
+        let (w0, w1) = (p0 / 64, (p1 - 1) / 64);
+        (w0..=w1).any(|w| {
+            let lo = if w == w0 { p0 % 64 } else { 0 };
+            let hi = if w == w1 { (p1 - 1) % 64 } else { 63 };
+            let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+            self.0
+                .get(w as usize)
+                .is_some_and(|x| x.load(Ordering::Acquire) & mask != 0)
+        })
+    }
+}
+
 /// The media-error state of one device. See the module documentation.
 pub(crate) struct Media {
     len: u64,
     state: Mutex<State>,
     any_bad: AtomicBool,
+    bits: std::sync::OnceLock<PageBits>,
     checked: AtomicBool,
     holder: Mutex<Option<Arc<dyn Holder>>>,
     raw: Mutex<Vec<Weak<RawShared>>>,
@@ -297,6 +342,7 @@ impl Media {
                 bad: RangeSet::default(),
             }),
             any_bad: AtomicBool::new(false),
+            bits: std::sync::OnceLock::new(),
             checked: AtomicBool::new(!crate::mcsafe::RECOVERS),
             holder: Mutex::new(None),
             raw: Mutex::new(Vec::new()),
@@ -352,6 +398,10 @@ impl Media {
     #[inline(never)]
     fn check_slow(&self, off: u64, len: u64) -> Result<()> {
         check_range(off, len, self.len)?;
+        let (a, b) = round_out(off, len);
+        if self.bits.get().is_some_and(|bits| !bits.any(a, b)) {
+            return Ok(());
+        }
         self.first_bad(off, len)
     }
 
@@ -383,6 +433,10 @@ impl Media {
     /// locked.
     fn mark(&self, s: &mut State, m: &dyn Medium, a: u64, b: u64) -> Vec<(u64, u64)> {
         let fresh = s.bad.insert(a, b);
+        let bits = self.bits.get_or_init(|| PageBits::new(self.len));
+        for &(x, y) in &fresh {
+            bits.set(x, y, true);
+        }
         self.any_bad.store(true, Ordering::Release);
         for &(x, y) in &fresh {
             if !crate::mcsafe::RECOVERS || !m.set_access(x, y - x, false) {
@@ -560,6 +614,9 @@ impl Media {
             m.persist_range(off, len);
             for &(x, y) in &cleared {
                 s.bad.remove(x, y);
+                if let Some(bits) = self.bits.get() {
+                    bits.set(x, y, false);
+                }
             }
             self.any_bad.store(!s.bad.is_empty(), Ordering::Release);
             if !cleared.is_empty() {
@@ -650,6 +707,35 @@ impl Media {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn page_bits_match_a_model() {
+        let pages = 300u64;
+        let bits = PageBits::new(pages * BAD_BLOCK_SIZE);
+        let mut model = vec![false; pages as usize];
+        let mut x = 12345u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let a = x % pages;
+            let b = (a + 1 + (x >> 20) % 70).min(pages);
+            if x & (1 << 40) != 0 {
+                let bad = x & (1 << 41) != 0;
+                bits.set(a * BAD_BLOCK_SIZE, b * BAD_BLOCK_SIZE, bad);
+                model[a as usize..b as usize].fill(bad);
+            } else {
+                let want = model[a as usize..b as usize].iter().any(|&m| m);
+                assert_eq!(
+                    bits.any(a * BAD_BLOCK_SIZE, b * BAD_BLOCK_SIZE),
+                    want,
+                    "[{a}, {b})"
+                );
+            }
+        }
+        assert!(!bits.any(5 * BAD_BLOCK_SIZE, 5 * BAD_BLOCK_SIZE));
+    }
+
     use super::*;
 
     #[test]

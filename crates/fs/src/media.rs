@@ -142,8 +142,20 @@ fn loss_records(
     last: u64,
 ) -> Result<Vec<((u64, u64), u64)>> {
     let mut out = vec![];
+    loss_records_into(s, root, first, last, &mut out)?;
+    Ok(out)
+}
+
+/// [`loss_records`], appended to `out`.
+fn loss_records_into(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    first: u64,
+    last: u64,
+    out: &mut Vec<((u64, u64), u64)>,
+) -> Result<()> {
     if root.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
     let max = crate::file::MAX_FILE_SIZE / BS;
     let mut bad = None;
@@ -163,7 +175,7 @@ fn loss_records(
             "loss tree: inode {ino}: record at file block {fb} is empty, overlaps or is out of range"
         )));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Records that each `(ino, fb, n)` of `lost` lost file blocks
@@ -171,7 +183,7 @@ fn loss_records(
 /// all the inodes go in at once (a block shared by thousands of files gives
 /// thousands of records): one scan of the loss tree over the inodes' span,
 /// one sorted insert.
-fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)]) -> Result<()> {
+fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)], bufs: &mut LossBufs) -> Result<()> {
     if lost.is_empty() {
         return Ok(());
     }
@@ -180,18 +192,21 @@ fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)]) -> Result<()> {
     let (first, last) = (lost[0].0, lost[lost.len() - 1].0);
     // What the inodes had lost already, in key order: per inode when they
     // are few, else one walk over the span of their numbers.
-    let mut have: Vec<((u64, u64), u64)> = vec![];
+    let have = &mut bufs.have;
+    have.clear();
     if lost.len() <= 16 {
         let mut inos: Vec<u64> = lost.iter().map(|l| l.0).collect();
         inos.dedup();
         for ino in inos {
-            have.extend(loss_records(tx, &root, ino, ino)?);
+            loss_records_into(tx, &root, ino, ino, have)?;
         }
     } else {
-        have = loss_records(tx, &root, first, last)?;
+        loss_records_into(tx, &root, first, last, have)?;
     }
     // Merge, per inode, the old records with the new ranges: both sorted.
-    let mut inserts: Vec<((u64, u64), u64)> = Vec::with_capacity(lost.len());
+    let inserts = &mut bufs.inserts;
+    inserts.clear();
+    inserts.reserve(lost.len());
     let mut removes: Vec<(u64, u64)> = vec![];
     let (mut i, mut h) = (0, 0);
     let mut now: Vec<(u64, u64)> = vec![];
@@ -256,9 +271,28 @@ fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)]) -> Result<()> {
     for k in removes {
         loss_tree().remove(tx, &mut root, &k)?;
     }
-    loss_tree().insert_sorted(tx, &mut root, &inserts)?;
+    loss_tree().insert_sorted(tx, &mut root, inserts)?;
     tx.meta.sb.loss_tree = root;
     Ok(())
+}
+
+/// Buffers a report fills, kept from one report to the next: a block
+/// shared 10,000 ways fills about 2 MB of them, and fresh memory costs the
+/// kernel clearing each page at its first touch.
+#[derive(Debug, Default)]
+pub(crate) struct ReportBufs {
+    recs: Vec<rmap::Mapping>,
+    lost: Vec<(u64, u64, u64)>,
+    lost_log: Vec<PendingLog>,
+    log_items: Vec<(u64, ErrorLogRecord)>,
+    loss: LossBufs,
+}
+
+/// The loss tree's part of [`ReportBufs`].
+#[derive(Debug, Default)]
+pub(crate) struct LossBufs {
+    have: Vec<((u64, u64), u64)>,
+    inserts: Vec<((u64, u64), u64)>,
 }
 
 /// Ends inode `ino`'s loss over file blocks `[fb, fb+n)`. Returns the blocks
@@ -316,6 +350,7 @@ pub(crate) fn log_event(
 }
 
 /// An error-log entry waiting to be appended by [`log_events`].
+#[derive(Debug)]
 pub(crate) struct PendingLog {
     pub event: u64,
     pub phys: u64,
@@ -328,33 +363,41 @@ pub(crate) struct PendingLog {
 
 /// Appends error-log entries, in order, in one sorted insert.
 pub(crate) fn log_events(tx: &mut Tx<'_>, logs: &[PendingLog], flags: FailureFlags) -> Result<()> {
+    log_events_with(tx, logs, flags, &mut vec![])
+}
+
+/// [`log_events`], building the records in `items` (a buffer kept by the
+/// caller).
+fn log_events_with(
+    tx: &mut Tx<'_>,
+    logs: &[PendingLog],
+    flags: FailureFlags,
+    items: &mut Vec<(u64, ErrorLogRecord)>,
+) -> Result<()> {
     if logs.is_empty() {
         return Ok(());
     }
     let seq = tx.meta.sb.error_seq.get();
     let time = (crate::inode::now().sec.get() as u64).into();
     let flags = (u64::from(flags.action_required) | (u64::from(flags.pre_remove) << 1)).into();
-    let items: Vec<(u64, ErrorLogRecord)> = logs
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let rec = ErrorLogRecord {
-                time_sec: time,
-                dev_off: (l.phys * BS).into(),
-                dev_len: (l.len * BS).into(),
-                action: l.act.into(),
-                owner_kind: l.owner_kind.into(),
-                ino: l.ino.into(),
-                file_off: l.file_off.into(),
-                flags,
-                event: l.event.into(),
-            };
-            (seq + i as u64, rec)
-        })
-        .collect();
+    items.clear();
+    items.extend(logs.iter().enumerate().map(|(i, l)| {
+        let rec = ErrorLogRecord {
+            time_sec: time,
+            dev_off: (l.phys * BS).into(),
+            dev_len: (l.len * BS).into(),
+            action: l.act.into(),
+            owner_kind: l.owner_kind.into(),
+            ino: l.ino.into(),
+            file_off: l.file_off.into(),
+            flags,
+            event: l.event.into(),
+        };
+        (seq + i as u64, rec)
+    }));
     tx.meta.sb.error_seq = (seq + logs.len() as u64).into();
     let mut root = tx.meta.sb.error_log;
-    error_log().insert_sorted(tx, &mut root, &items)?;
+    error_log().insert_sorted(tx, &mut root, items)?;
     tx.meta.sb.error_log = root;
     Ok(())
 }
@@ -420,7 +463,10 @@ impl FsInner {
         let mut tx = Tx::begin(&*self.dev, &mut meta)?;
         let event = tx.meta.sb.error_seq.get();
         let sb = tx.meta.sb;
-        let recs = rmap::query(&mut tx, &sb.rmap_tree, b0, b1 - b0)?;
+        let mut bufs = std::mem::take(&mut tx.meta.report_bufs);
+        bufs.recs.clear();
+        rmap::query_into(&mut tx, &sb.rmap_tree, b0, b1 - b0, &mut bufs.recs)?;
+        let recs = std::mem::take(&mut bufs.recs);
         // Sized once: a block shared 10,000 ways makes 10,000 of each.
         let mut events = Vec::with_capacity(recs.len());
         // Nodes in the range that a read met bad (before this report was
@@ -440,9 +486,13 @@ impl FsInner {
         }
         let mut notices: Vec<LossNotice> = Vec::with_capacity(recs.len());
         let mut shutdown = None;
-        let mut lost = Vec::with_capacity(recs.len());
-        let mut lost_log = Vec::with_capacity(recs.len());
-        for m in recs {
+        let mut lost = std::mem::take(&mut bufs.lost);
+        let mut lost_log = std::mem::take(&mut bufs.lost_log);
+        lost.clear();
+        lost_log.clear();
+        lost.reserve(recs.len());
+        lost_log.reserve(recs.len());
+        for &m in &recs {
             let s = b0.max(m.phys);
             let t = b1.min(m.phys + m.len);
             let owner = self.owner_kind(m.owner);
@@ -549,8 +599,11 @@ impl FsInner {
                 }
             }
         }
-        add_losses(&mut tx, &mut lost)?;
-        log_events(&mut tx, &lost_log, flags)?;
+        add_losses(&mut tx, &mut lost, &mut bufs.loss)?;
+        log_events_with(&mut tx, &lost_log, flags, &mut bufs.log_items)?;
+        bufs.recs = recs;
+        bufs.lost = lost;
+        bufs.lost_log = lost_log;
         // Free space in the range goes into quarantine.
         for (s, l) in tx.quarantine_free(b0, b1 - b0)? {
             log_event(&mut tx, event, s, l, action::QUARANTINED, 4, 0, 0, flags)?;
@@ -569,6 +622,7 @@ impl FsInner {
             tx.meta.sb.state = (tx.meta.sb.state.get() | STATE_ERRORS).into();
         }
         tx.commit()?;
+        meta.report_bufs = bufs;
         if !notices.is_empty() {
             // Under the metadata lock, so that a reader that sees the new
             // count reads the committed loss tree.

@@ -92,6 +92,8 @@ pub struct Meta {
     /// commit (the superblock's `rmap_intents` counts them); the nodes that
     /// hold them are in the node cache's deferred layer.
     pub intents: Vec<RmapIntent>,
+    /// Buffers media-error reports fill, kept for the next report.
+    pub(crate) report_bufs: crate::media::ReportBufs,
 }
 
 impl Meta {
@@ -116,6 +118,7 @@ impl Meta {
             lazy_freed: vec![],
             lazy_pairs: BlockMap::default(),
             intents: vec![],
+            report_bufs: Default::default(),
         }
     }
 

@@ -608,15 +608,26 @@ pub fn apply_intents(
 /// Every record overlapping `[p, p+l)`, in key (physical) order. Reads
 /// the nodes on the paths to the k records found: O((k + 1) log n).
 pub fn query(s: &mut dyn NodeStore, root: &TreeRoot, p: u64, l: u64) -> Result<Vec<Mapping>> {
-    if l == 0 {
-        return Ok(vec![]);
-    }
     let mut out = vec![];
+    query_into(s, root, p, l, &mut out)?;
+    Ok(out)
+}
+
+/// [`query`], appended to `out`.
+pub fn query_into(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    p: u64,
+    l: u64,
+    out: &mut Vec<Mapping>,
+) -> Result<()> {
+    if l == 0 {
+        return Ok(());
+    }
     overlapping(s, root, p, p.saturating_add(l - 1), &mut |m| {
         out.push(m);
         ControlFlow::Continue(())
-    })?;
-    Ok(out)
+    })
 }
 
 /// Census of the reverse map, by walking every record.
