@@ -7,7 +7,7 @@
 //! byte size field
 //!    0   64 header         BlockHeader, kind Superblock, owner 0, blockno 0 or last
 //!   64    4 magic2         "DAXF": tells a daxfs superblock from other metadata
-//!   68    4 version        FORMAT_VERSION (2)
+//!   68    4 version        FORMAT_VERSION (3)
 //!   72    8 compat         compatible feature flags (ignored if unknown)
 //!   80    8 incompat       incompatible feature flags (refuse to open if unknown)
 //!   88   16 uuid
@@ -51,7 +51,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 pub const SUPERBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DAXF");
 /// The format version this build writes and reads (the only one: see
 /// FORMAT.md's version history).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Incompatible feature: every tree node has a replica, recorded in the
 /// reverse map, and the log has a replica region (`log_replica`). Needs
 /// `INCOMPAT_RMAP`.
@@ -330,20 +330,23 @@ mod tests {
     }
 
     #[test]
-    fn rejects_version_1() {
-        // Version 1 kept a segment-aligned reverse map without summaries.
-        let mut b = good();
-        let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
-        sb.version = 1.into();
-        b.copy_from_slice(sb.as_bytes());
-        seal_block(&mut b, 0, 1, sb.fs_id());
-        assert!(matches!(
-            Superblock::decode(&b, 0, 4096),
-            Err(FormatError::OlderVersion {
-                found: 1,
-                supported: 2
-            })
-        ));
+    fn rejects_older_versions() {
+        // Version 1 kept a segment-aligned reverse map without summaries;
+        // version 2 kept every file's extents in a tree, none inline.
+        for v in [1u32, 2] {
+            let mut b = good();
+            let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
+            sb.version = v.into();
+            b.copy_from_slice(sb.as_bytes());
+            seal_block(&mut b, 0, 1, sb.fs_id());
+            assert!(matches!(
+                Superblock::decode(&b, 0, 4096),
+                Err(FormatError::OlderVersion {
+                    found,
+                    supported: 3
+                }) if found == v
+            ));
+        }
     }
 
     #[test]

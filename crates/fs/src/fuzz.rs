@@ -191,8 +191,7 @@ fn blocks_of(img: &[u8]) -> Result<BTreeSet<u64>> {
             Some(FileKind::Dir) => crate::dir::tree(ino).visit_nodes(&mut s, &r.tree, &mut add)?,
             Some(kind) => {
                 crate::extents::tree(ino).visit_nodes(&mut s, &r.tree, &mut add)?;
-                let map =
-                    crate::extents::ExtentMap::load(&mut s as &mut dyn NodeStore, ino, &r.tree)?;
+                let map = crate::extents::ExtentMap::load(&mut s as &mut dyn NodeStore, ino, &r)?;
                 let n = if kind == FileKind::Symlink {
                     usize::MAX
                 } else {
@@ -821,7 +820,9 @@ mod tests {
         crate::extents::tree(5)
             .insert(&mut s, &mut root, 0, rec)
             .unwrap();
-        let e = crate::extents::ExtentMap::load(&mut s, 5, &root).unwrap_err();
+        let mut r = crate::inode::new_record(5, FileKind::Symlink, 0o777, 0, 0, 1);
+        r.tree = root;
+        let e = crate::extents::ExtentMap::load(&mut s, 5, &r).unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
     }
 

@@ -139,18 +139,24 @@ fn wrong_magic() {
 #[test]
 fn newer_format_version() {
     let mut img = image(4);
-    edit_superblocks(&mut img, |sb| sb.version = 3.into());
+    edit_superblocks(&mut img, |sb| sb.version = 4.into());
     let msg = mount_fails(img);
-    assert_mentions(&msg, &["format version 3 is newer", "supports (2)"]);
+    assert_mentions(&msg, &["format version 4 is newer", "supports (3)"]);
 }
 
 #[test]
 fn older_format_version() {
-    // Version 1 kept a segment-aligned reverse map without summaries.
-    let mut img = image(4);
-    edit_superblocks(&mut img, |sb| sb.version = 1.into());
-    let msg = mount_fails(img);
-    assert_mentions(&msg, &["format version 1 is older", "reads (2)"]);
+    // Version 1 kept a segment-aligned reverse map without summaries;
+    // version 2 kept no extents inline.
+    for v in [1u32, 2] {
+        let mut img = image(4);
+        edit_superblocks(&mut img, |sb| sb.version = v.into());
+        let msg = mount_fails(img);
+        assert_mentions(
+            &msg,
+            &[&format!("format version {v} is older"), "reads (3)"],
+        );
+    }
 }
 
 #[test]
