@@ -487,6 +487,16 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                     Ok(map) => {
                         let size_blocks = rec.size.get().div_ceil(BLOCK_SIZE_U64);
                         for e in map.iter() {
+                            if e.phys + e.len > total {
+                                p.push(Problem {
+                                    structure: who.clone(),
+                                    block: Some(e.phys),
+                                    message: format!(
+                                        "extent at file block {} maps {} blocks past the end of the file system",
+                                        e.fblock, e.len
+                                    ),
+                                });
+                            }
                             usage.data.push((e.phys, e.len));
                             usage.expected.push(Mapping::new(
                                 e.phys,
