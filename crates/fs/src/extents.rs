@@ -504,6 +504,103 @@ mod tests {
         assert_eq!(m.find(3), None);
     }
 
+    fn inline_record(ino: u64, ex: &[InlineExtent]) -> InodeRecord {
+        let mut r = crate::inode::new_record(ino, FileKind::File, 0o644, 0, 0, 1);
+        assert!(r.extents_inline(), "a new regular file is inline");
+        r.set_inline_extents(ex).unwrap();
+        r
+    }
+
+    fn loaded(r: &InodeRecord) -> Result<Vec<Extent>> {
+        let mut s = daxfs_btree::MemStore::new();
+        Ok(ExtentMap::load(&mut s, r.ino.get(), r)?
+            .iter()
+            .copied()
+            .collect())
+    }
+
+    #[test]
+    fn inline_extents_load_as_a_map() {
+        let ex = [
+            InlineExtent::new(0, 100, 2, 0),
+            InlineExtent::new(2, 300, 1, EXTENT_UNWRITTEN),
+            InlineExtent::new(10, 50, 5, 0),
+        ];
+        let r = inline_record(7, &ex);
+        let m = loaded(&r).unwrap();
+        assert_eq!(
+            m,
+            vec![
+                ext(0, 100, 2),
+                Extent {
+                    flags: EXTENT_UNWRITTEN,
+                    ..ext(2, 300, 1)
+                },
+                ext(10, 50, 5)
+            ]
+        );
+        let mut s = daxfs_btree::MemStore::new();
+        assert_eq!(ExtentMap::load(&mut s, 7, &r).unwrap().blocks(), 8);
+        // No extents at all: an empty map.
+        assert!(loaded(&inline_record(7, &[])).unwrap().is_empty());
+        // Without the flag the tree is read (here: empty).
+        let mut r = r;
+        r.clear_inline_extents();
+        assert!(loaded(&r).unwrap().is_empty());
+        assert_eq!(inline_extents(7, &r).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_inline_areas_are_corrupt_naming_the_inode() {
+        let ok = [
+            InlineExtent::new(0, 100, 2, 0),
+            InlineExtent::new(4, 200, 1, 0),
+        ];
+        let mut cases: Vec<(&str, InodeRecord)> = vec![];
+        let mut r = inline_record(9, &ok);
+        r.inline_count = 5.into();
+        cases.push(("count 5", r));
+        let mut r = inline_record(9, &ok);
+        r.inline_count = u32::MAX.into();
+        cases.push(("count 2^32 - 1", r));
+        let mut r = inline_record(9, &ok);
+        r.flags = 0.into();
+        cases.push(("a count without the flag", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[1].len = 0.into();
+        cases.push(("zero length", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[1].fblock = 1.into();
+        cases.push(("overlapping", r));
+        let mut r = inline_record(9, &ok);
+        r.inline = [ok[1], ok[0], InlineExtent::ZERO, InlineExtent::ZERO];
+        cases.push(("out of order", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[0].phys = 0.into();
+        cases.push(("device block 0", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[1].phys = (u64::MAX - 1).into();
+        cases.push(("past the largest device", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[1].fblock = (crate::file::MAX_FILE_SIZE / 4096).into();
+        cases.push(("past the largest file", r));
+        let mut r = inline_record(9, &ok);
+        r.tree = TreeRoot::new(77, 1);
+        cases.push(("with a tree", r));
+        for kind in [FileKind::Dir, FileKind::Symlink] {
+            let mut r = inline_record(9, &ok);
+            r.mode = (kind.mode_bits() | 0o755).into();
+            cases.push((kind.name(), r));
+        }
+        for (what, r) in cases {
+            let e = loaded(&r).unwrap_err();
+            assert!(
+                matches!(&e, FsError::Corrupt(m) if m.starts_with("inode 9:")),
+                "{what}: {e:?}"
+            );
+        }
+    }
+
     #[test]
     fn set_flags_converts_middle() {
         let mut m = ExtentMap::default();
