@@ -960,7 +960,10 @@ mod tests {
         // len, flags), inline_count at 248.
         let e = |i: u16, field: u16| 152 + 24 * i + field;
         let past = IMAGE_BLOCKS + 10;
-        let cases: Vec<(&str, u64, u16, Vec<u8>, &str, bool)> = vec![
+        // (what, inode, field, bytes written there, what fsck says, whether
+        // the file's reads fail)
+        type Case<'a> = (&'a str, u64, u16, Vec<u8>, &'a str, bool);
+        let cases: Vec<Case> = vec![
             (
                 "count past the array",
                 four,
