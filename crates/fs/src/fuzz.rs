@@ -1063,6 +1063,28 @@ mod tests {
             ),
             ("an unknown flag", f3, 129, vec![4], "unknown flags", false),
         ];
+        // A regular file with neither inline extents nor a tree (flag, count
+        // and its one entry cleared): its data block is leaked.
+        let (leaf, rec) = record_at(&t.clean, f3);
+        let d = patches(
+            FLAG_RESEAL,
+            &t.targets,
+            &[
+                (leaf, rec + 128, &[0]),
+                (leaf, rec + 248, &[0]),
+                (leaf, rec + e(0, 0), &[0; 24]),
+            ],
+        );
+        run(fuzz_fsck, &d);
+        run(fuzz_mount, &d);
+        let (_, img) = damaged_image(&d, &t.targets);
+        let all = problems(&run_fsck(&MemDevice::from_image(img)));
+        assert!(
+            all.contains(&format!(
+                "inode {f3}: regular file has an empty extent tree but is not marked inline"
+            )),
+            "{all}"
+        );
         for (what, ino, field, bytes, says, unreadable) in cases {
             let (leaf, rec) = record_at(&t.clean, ino);
             let d = patches(FLAG_RESEAL, &t.targets, &[(leaf, rec + field, &bytes)]);
