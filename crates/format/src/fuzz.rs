@@ -11,8 +11,8 @@ use crate::block::{
     BLOCK_MAGIC, BlockHeader, BlockKind, Expect, header, verify_block, write_header,
 };
 use crate::records::{
-    DirentRecord, ErrorLogRecord, ExtentRecord, InodeRecord, NAME_MAX, Record, RefcountRecord,
-    RmapRecord, TreeRoot,
+    DirentRecord, ErrorLogRecord, ExtentRecord, INLINE_EXTENTS, InlineExtent, InodeRecord,
+    NAME_MAX, Record, RefcountRecord, RmapRecord, TreeRoot,
 };
 use crate::superblock::{FORMAT_VERSION, INCOMPAT_KNOWN, MIN_BLOCKS, fs_id_of};
 use crate::{BLOCK_SIZE, Block, Superblock, seal_block};
@@ -235,7 +235,8 @@ fn roundtrip<R: Record + PartialEq>(bytes: &[u8]) -> Option<R> {
     Some(r)
 }
 
-/// Every record and key decoder (inode, dirent and its name, extent,
+/// Every record and key decoder (inode and its inline extents, dirent and
+/// its name, extent,
 /// refcount, reverse map, error log, tree root, integer and tuple keys),
 /// over windows of the input of every size around the record sizes.
 ///
@@ -278,6 +279,23 @@ pub fn fuzz_records(data: &[u8]) {
         }
         if let Some(i) = roundtrip::<InodeRecord>(s) {
             let _ = (i.ino.get(), i.tree.is_empty(), i.loss.is_empty());
+            // The inline area: a count past the array, or one without the
+            // flag, is an error; otherwise the entries in use.
+            match i.inline_extents() {
+                Ok(ex) => {
+                    assert!(ex.len() <= INLINE_EXTENTS);
+                    assert!(i.extents_inline() || ex.is_empty());
+                    assert_eq!(ex.len(), i.inline_count.get() as usize);
+                    let _ = i.inline_tail_clean();
+                }
+                Err(_) => assert!(
+                    i.inline_count.get() as usize > INLINE_EXTENTS
+                        || (!i.extents_inline() && i.inline_count.get() != 0)
+                ),
+            }
+        }
+        if let Some(e) = roundtrip::<InlineExtent>(s) {
+            let _ = (e.fblock.get(), e.phys.get(), e.len.get(), e.flags.get());
         }
         if let Some(r) = roundtrip::<RefcountRecord>(s) {
             let _ = (r.len.get(), r.count.get());
@@ -430,6 +448,13 @@ mod tests {
                 // Plausible dirents: a name length in range, at the right place.
                 let at = 1 + 9;
                 d[at] = rng.below(260) as u8;
+            }
+            if i % 4 == 1 && d.len() > 1 + 256 {
+                // Plausible inodes: the inline flag and a count around the
+                // array's length, in a window from the start.
+                d[0] = 0;
+                d[1 + 128] = rng.below(4) as u8;
+                d[1 + 248..1 + 252].copy_from_slice(&(rng.below(7) as u32).to_le_bytes());
             }
             fuzz_records(&d);
         }

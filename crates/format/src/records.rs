@@ -212,13 +212,24 @@ pub mod mode {
 ///   64   12 ctime
 ///   76   12 btime        creation time
 ///   88    8 parent       parent directory (directories; first link for files)
-///   96   16 tree         extent tree (files, symlinks) or directory tree (dirs)
+///   96   16 tree         extent tree (files, symlinks) or directory tree (dirs);
+///                        empty while a file's extents are inline
 ///  112   16 loss         tree of byte ranges whose data was lost to media errors
-///  128    8 flags        INODE_FLAG_*
+///  128    8 flags        INODE_FLAG_* (bit 0: INODE_FLAG_INLINE_EXTENTS)
 ///  136    8 generation   bumped when the number is reused (never, in v1)
 ///  144    8 lost_bytes   total bytes currently recorded as lost
-///  152  104 reserved     0
+///  152   96 inline       InlineExtent[4]: a regular file's extents while
+///                        INODE_FLAG_INLINE_EXTENTS is set (`tree` is then
+///                        empty): the first inline_count, by increasing file
+///                        block, not overlapping; unused entries zero
+///  248    4 inline_count 0..=4; 0 without INODE_FLAG_INLINE_EXTENTS
+///  252    4 reserved     0
 /// ```
+///
+/// A regular file starts with its extents inline and keeps them there while
+/// it has at most [`INLINE_EXTENTS`]; past that they move to an extent tree
+/// in `tree` (the flag cleared), which the file keeps until it maps nothing
+/// again. Directories and symbolic links never set the flag.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
@@ -241,10 +252,130 @@ pub struct InodeRecord {
     pub flags: U64,
     pub generation: U64,
     pub lost_bytes: U64,
-    pub reserved: [u8; 104],
+    pub inline: [InlineExtent; INLINE_EXTENTS],
+    pub inline_count: U32,
+    pub reserved: [u8; 4],
 }
 const _: () = assert!(std::mem::size_of::<InodeRecord>() == 256);
+const _: () = assert!(std::mem::offset_of!(InodeRecord, inline) == 152);
+const _: () = assert!(std::mem::offset_of!(InodeRecord, inline_count) == 248);
 zerocopy_record!(InodeRecord, "inode record");
+
+/// Inode flag: the regular file's extents are in the record's `inline`
+/// array (`inline_count` of them) and its `tree` is empty.
+pub const INODE_FLAG_INLINE_EXTENTS: u64 = 1;
+/// Every inode flag this version knows.
+pub const INODE_FLAGS_KNOWN: u64 = INODE_FLAG_INLINE_EXTENTS;
+/// Extents an inode record holds inline.
+pub const INLINE_EXTENTS: usize = 4;
+
+/// An extent kept in an inode record: the extent tree's key (the first file
+/// block) and its [`ExtentRecord`] side by side.
+///
+/// ```text
+/// byte size field
+///    0    8 fblock  first file block
+///    8    8 phys    first device block
+///   16    4 len     blocks, >= 1
+///   20    4 flags   EXTENT_*
+/// ```
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct InlineExtent {
+    pub fblock: U64,
+    pub phys: U64,
+    pub len: U32,
+    pub flags: U32,
+}
+const _: () = assert!(std::mem::size_of::<InlineExtent>() == 24);
+zerocopy_record!(InlineExtent, "inline extent");
+
+impl InlineExtent {
+    /// The unused entry.
+    pub const ZERO: InlineExtent = InlineExtent {
+        fblock: U64::ZERO,
+        phys: U64::ZERO,
+        len: U32::ZERO,
+        flags: U32::ZERO,
+    };
+    pub fn new(fblock: u64, phys: u64, len: u32, flags: u32) -> Self {
+        InlineExtent {
+            fblock: fblock.into(),
+            phys: phys.into(),
+            len: len.into(),
+            flags: flags.into(),
+        }
+    }
+}
+
+impl InodeRecord {
+    /// Whether the record says its extents are inline.
+    pub fn extents_inline(&self) -> bool {
+        self.flags.get() & INODE_FLAG_INLINE_EXTENTS != 0
+    }
+
+    /// The inline extents in use (none without the flag). Refuses a count
+    /// above [`INLINE_EXTENTS`], and a count without the flag. The entries
+    /// themselves are the caller's to check (lengths, order, ranges).
+    pub fn inline_extents(&self) -> Result<&[InlineExtent], FormatError> {
+        let n = self.inline_count.get();
+        if !self.extents_inline() && n != 0 {
+            return Err(FormatError::BadField {
+                what: "inode inline_count without INODE_FLAG_INLINE_EXTENTS",
+                value: n.into(),
+            });
+        }
+        self.inline.get(..n as usize).ok_or(FormatError::BadField {
+            what: "inode inline_count",
+            value: n.into(),
+        })
+    }
+
+    /// Keeps `extents` inline: sets the flag and the count, zeroes the
+    /// unused entries. More than [`INLINE_EXTENTS`] is refused (the record
+    /// is left as it was). `tree` is the caller's to empty.
+    pub fn set_inline_extents(&mut self, extents: &[InlineExtent]) -> Result<(), FormatError> {
+        if extents.len() > INLINE_EXTENTS {
+            return Err(FormatError::BadField {
+                what: "inline extents",
+                value: extents.len() as u64,
+            });
+        }
+        for (i, slot) in self.inline.iter_mut().enumerate() {
+            *slot = extents.get(i).copied().unwrap_or(InlineExtent::ZERO);
+        }
+        self.inline_count = (extents.len() as u32).into();
+        self.flags = (self.flags.get() | INODE_FLAG_INLINE_EXTENTS).into();
+        Ok(())
+    }
+
+    /// The extents are no longer inline (they moved to `tree`): clears the
+    /// flag, the count and every entry.
+    pub fn clear_inline_extents(&mut self) {
+        self.inline = [InlineExtent::ZERO; INLINE_EXTENTS];
+        self.inline_count = 0.into();
+        self.flags = (self.flags.get() & !INODE_FLAG_INLINE_EXTENTS).into();
+    }
+
+    /// Whether the inline area (entries past the count, the reserved tail)
+    /// holds nothing it should not: unused entries are zero.
+    pub fn inline_tail_clean(&self) -> bool {
+        let n = (self.inline_count.get() as usize).min(INLINE_EXTENTS);
+        self.inline.iter().skip(n).all(|e| *e == InlineExtent::ZERO) && self.reserved == [0; 4]
+    }
+}
 
 /// Longest name in a directory, in bytes.
 pub const NAME_MAX: usize = 255;
@@ -495,3 +626,94 @@ pub struct ErrorLogRecord {
 }
 const _: () = assert!(std::mem::size_of::<ErrorLogRecord>() == 64);
 zerocopy_record!(ErrorLogRecord, "error log record");
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use zerocopy::FromZeros;
+
+    fn file_record() -> InodeRecord {
+        let mut r = InodeRecord::new_zeroed();
+        r.ino = 9.into();
+        r.mode = (mode::S_IFREG | 0o644).into();
+        r
+    }
+
+    #[test]
+    fn inline_extents_round_trip_at_their_bytes() {
+        let mut r = file_record();
+        assert_eq!(r.inline_extents().unwrap(), &[]);
+        let ex = [
+            InlineExtent::new(0, 100, 3, 0),
+            InlineExtent::new(7, 0x0102_0304_0506, 1, EXTENT_UNWRITTEN),
+            InlineExtent::new(u64::from(u32::MAX), 200, u32::MAX, 0),
+        ];
+        r.set_inline_extents(&ex).unwrap();
+        assert!(r.extents_inline());
+        let mut bytes = [0u8; 256];
+        r.encode(&mut bytes);
+        // The flag, the count, and the second entry where the byte map says.
+        assert_eq!(u64::from_le_bytes(bytes[128..136].try_into().unwrap()), 1);
+        assert_eq!(u32::from_le_bytes(bytes[248..252].try_into().unwrap()), 3);
+        assert_eq!(
+            u64::from_le_bytes(bytes[176..184].try_into().unwrap()),
+            7,
+            "entry 1's fblock"
+        );
+        assert_eq!(
+            u64::from_le_bytes(bytes[184..192].try_into().unwrap()),
+            0x0102_0304_0506
+        );
+        assert_eq!(u32::from_le_bytes(bytes[192..196].try_into().unwrap()), 1);
+        assert_eq!(u32::from_le_bytes(bytes[196..200].try_into().unwrap()), 1);
+        assert!(bytes[224..248].iter().all(|&b| b == 0), "unused entry");
+        let back = InodeRecord::decode(&bytes).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.inline_extents().unwrap(), &ex);
+        assert!(back.inline_tail_clean());
+        // Fewer extents zero the entries no longer used.
+        r.set_inline_extents(&ex[..1]).unwrap();
+        assert_eq!(r.inline_extents().unwrap(), &ex[..1]);
+        assert_eq!(r.inline[1], InlineExtent::ZERO);
+        r.set_inline_extents(&[]).unwrap();
+        assert!(r.extents_inline() && r.inline_extents().unwrap().is_empty());
+        // Clearing keeps other flags and leaves nothing inline.
+        r.set_inline_extents(&ex).unwrap();
+        r.flags = (r.flags.get() | 0x80).into();
+        r.clear_inline_extents();
+        assert_eq!(r.flags.get(), 0x80);
+        assert_eq!(r.inline_count.get(), 0);
+        assert!(r.inline.iter().all(|e| *e == InlineExtent::ZERO));
+        assert_eq!(r.inline_extents().unwrap(), &[]);
+    }
+
+    #[test]
+    fn inline_extents_bad_counts_are_errors() {
+        let mut r = file_record();
+        let five = [InlineExtent::new(0, 1, 1, 0); 5];
+        let before = r;
+        assert!(r.set_inline_extents(&five).is_err());
+        assert_eq!(r, before, "a refused set changes nothing");
+        r.set_inline_extents(&five[..4]).unwrap();
+        for n in [5u32, 6, 255, u32::MAX] {
+            r.inline_count = n.into();
+            let e = r.inline_extents().unwrap_err();
+            assert!(e.to_string().contains("inline_count"), "{e}");
+        }
+        // A count without the flag.
+        r.inline_count = 2.into();
+        r.flags = 0.into();
+        let e = r.inline_extents().unwrap_err();
+        assert!(e.to_string().contains("without"), "{e}");
+        // Bytes past the count, or in the reserved tail, are not clean.
+        let mut r = file_record();
+        r.set_inline_extents(&five[..2]).unwrap();
+        assert!(r.inline_tail_clean());
+        r.inline[3].len = 1.into();
+        assert!(!r.inline_tail_clean());
+        r.inline[3] = InlineExtent::ZERO;
+        r.reserved[2] = 1;
+        assert!(!r.inline_tail_clean());
+    }
+}

@@ -348,20 +348,24 @@ mod tests {
     }
 
     #[test]
-    fn rejects_version_2() {
-        // Version 2 logged every changed reverse-map node, with no intents.
-        let mut b = good();
-        let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
-        sb.version = 2.into();
-        b.copy_from_slice(sb.as_bytes());
-        seal_block(&mut b, 0, 1, sb.fs_id());
-        assert!(matches!(
-            Superblock::decode(&b, 0, 4096),
-            Err(FormatError::OlderVersion {
-                found: 2,
-                supported: 3
-            })
-        ));
+    fn rejects_older_versions() {
+        // Version 1 kept a segment-aligned reverse map without summaries;
+        // version 2 kept every file's extents in a tree, none inline, and
+        // logged every changed reverse-map node (no intents).
+        for v in [1u32, 2] {
+            let mut b = good();
+            let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
+            sb.version = v.into();
+            b.copy_from_slice(sb.as_bytes());
+            seal_block(&mut b, 0, 1, sb.fs_id());
+            assert!(matches!(
+                Superblock::decode(&b, 0, 4096),
+                Err(FormatError::OlderVersion {
+                    found,
+                    supported: 3
+                }) if found == v
+            ));
+        }
     }
 
     #[test]

@@ -1,16 +1,26 @@
-//! Per-file extent maps: the B+tree on media (file block -> device extent) and
-//! the in-memory copy the data path uses.
+//! Per-file extent maps: where a file's extents live on media (inline in its
+//! inode record, or a B+tree), and the in-memory copy the data path uses.
+//!
+//! A regular file keeps up to [`INLINE_EXTENTS`] extents in its inode record
+//! (FORMAT.md, *InodeRecord*): a small file costs no tree node, no replica of
+//! one and no reverse-map records for them. A file that grows past that gets
+//! an extent tree, built from its whole map at once, and keeps it until it
+//! maps nothing again; then the tree is freed and the file is inline again.
+//! Directories never use this; symbolic links always have a tree.
 //!
 //! Every change is made to the in-memory map first, which records the tree
-//! edits it implies; the caller applies those edits inside its transaction.
-//! If the transaction aborts, the caller drops the in-memory map so it is
-//! read again from the committed tree.
+//! edits it implies; the caller applies those edits (or writes the inline
+//! extents) inside its transaction. If the transaction aborts, the caller
+//! drops the in-memory map so it is read again from the committed record.
 use crate::error::{FsError, Result};
+use crate::inode::FileKind;
 use crate::space::rmap::Owner;
 use crate::tx::Tx;
 use daxfs_btree::{BTree, NodeStore};
 use daxfs_format::BlockKind;
-use daxfs_format::records::{EXTENT_UNWRITTEN, ExtentRecord, TreeRoot};
+use daxfs_format::records::{
+    EXTENT_UNWRITTEN, ExtentRecord, INLINE_EXTENTS, InlineExtent, InodeRecord, TreeRoot,
+};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
@@ -39,6 +49,53 @@ pub const MAX_EXTENT_LEN: u64 = u32::MAX as u64;
 /// The extent tree of inode `ino`.
 pub fn tree(ino: u64) -> BTree<u64, ExtentRecord> {
     BTree::new(BlockKind::ExtentTree, ino)
+}
+
+/// A record's inline extents, in order, when it keeps them inline (`None`:
+/// its extents are in `tree`). Only the inline area's own rules are checked
+/// here: the flag only on a regular file and only with an empty tree, a
+/// count the array holds. The extents themselves are checked by
+/// [`ExtentMap::load`] as a tree's are.
+pub fn inline_extents(ino: u64, rec: &InodeRecord) -> Result<Option<Vec<Extent>>> {
+    let ex = rec
+        .inline_extents()
+        .map_err(|e| FsError::Corrupt(format!("inode {ino}: {e}")))?;
+    if !rec.extents_inline() {
+        return Ok(None);
+    }
+    let kind = FileKind::of_mode(rec.mode.get());
+    if kind != Some(FileKind::File) {
+        return Err(FsError::Corrupt(format!(
+            "inode {ino}: inline extents on a {}",
+            kind.map_or("file of unknown type", |k| k.name())
+        )));
+    }
+    if rec.tree.block.get() != 0 || rec.tree.height.get() != 0 {
+        return Err(FsError::Corrupt(format!(
+            "inode {ino}: extents marked inline but the extent tree at block {} is not empty",
+            rec.tree.block.get()
+        )));
+    }
+    Ok(Some(
+        ex.iter()
+            .map(|x| Extent {
+                fblock: x.fblock.get(),
+                phys: x.phys.get(),
+                len: x.len.get().into(),
+                flags: x.flags.get(),
+            })
+            .collect(),
+    ))
+}
+
+/// An extent as an extent-tree value.
+fn tree_record(e: &Extent) -> Result<ExtentRecord> {
+    let len = u32::try_from(e.len).map_err(|_| FsError::Invalid("extent too long".into()))?;
+    Ok(ExtentRecord {
+        phys: e.phys.into(),
+        len: len.into(),
+        flags: e.flags.into(),
+    })
 }
 
 /// An edit of the on-media tree.
@@ -73,29 +130,44 @@ pub struct ExtentMap {
 }
 
 impl ExtentMap {
-    /// Reads a file's whole extent tree.
-    pub fn load(s: &mut dyn NodeStore, ino: u64, root: &TreeRoot) -> Result<ExtentMap> {
+    /// Reads a file's whole extent map: its inline extents or its tree.
+    /// A record whose inline area or extents are impossible is
+    /// [`FsError::Corrupt`], naming the inode.
+    pub fn load(s: &mut dyn NodeStore, ino: u64, rec: &InodeRecord) -> Result<ExtentMap> {
         let mut map = BTreeMap::new();
         let mut bad = None;
         let mut prev_end = 0u64;
-        tree(ino).range(s, root, &0, &u64::MAX, &mut |fb, r| {
-            let e = Extent {
-                fblock: fb,
-                phys: r.phys.get(),
-                len: r.len.get().into(),
-                flags: r.flags.get(),
-            };
-            // Ends past the largest file or device overflow byte offsets.
-            let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+        // Ends past the largest file or device overflow byte offsets.
+        let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+        let mut add = |e: Extent| {
             let past = |a: u64| a.checked_add(e.len).is_none_or(|end| end > max);
-            if e.len == 0 || fb < prev_end || e.phys == 0 || past(fb) || past(e.phys) {
-                bad = Some(fb);
+            if e.len == 0 || e.fblock < prev_end || e.phys == 0 || past(e.fblock) || past(e.phys) {
+                bad = Some(e.fblock);
                 return ControlFlow::Break(());
             }
             prev_end = e.end();
-            map.insert(fb, e);
+            map.insert(e.fblock, e);
             ControlFlow::Continue(())
-        })?;
+        };
+        match inline_extents(ino, rec)? {
+            Some(ex) => {
+                for e in ex {
+                    if add(e).is_break() {
+                        break;
+                    }
+                }
+            }
+            None => {
+                tree(ino).range(s, &rec.tree, &0, &u64::MAX, &mut |fb, r| {
+                    add(Extent {
+                        fblock: fb,
+                        phys: r.phys.get(),
+                        len: r.len.get().into(),
+                        flags: r.flags.get(),
+                    })
+                })?;
+            }
+        }
         if let Some(fb) = bad {
             return Err(FsError::Corrupt(format!(
                 "inode {ino}: extent at file block {fb} is empty, overlaps or is out of range"
@@ -311,35 +383,77 @@ impl ExtentMap {
         !self.edits.is_empty()
     }
 
-    /// Applies the pending edits to the on-media tree, and the mapping
-    /// changes to the reverse map.
-    pub fn apply(&mut self, s: &mut Tx<'_>, ino: u64, root: &mut TreeRoot) -> Result<()> {
+    /// Writes the map to the file's record (`rec`, the committed record the
+    /// map was loaded from, changed by earlier applies of this map): inline
+    /// while the file is inline and the map has at most [`INLINE_EXTENTS`];
+    /// a tree built from the whole map when an inline file grows past that;
+    /// the pending edits applied to the tree of a file that has one, except
+    /// that a regular file left mapping nothing frees its tree and is inline
+    /// again. Then applies the mapping changes to the reverse map.
+    pub fn apply(&mut self, s: &mut Tx<'_>, rec: &mut InodeRecord) -> Result<()> {
+        let ino = rec.ino.get();
         let t = tree(ino);
-        // Collapse to the final state of each touched key, so an extent
-        // put and later removed costs nothing.
-        let mut last: BTreeMap<u64, Option<Extent>> = BTreeMap::new();
-        for ed in self.edits.drain(..) {
-            match ed {
-                Edit::Remove(k) => last.insert(k, None),
-                Edit::Put(e) => last.insert(e.fblock, Some(e)),
-            };
-        }
-        for (k, v) in last {
-            match v {
-                None => {
-                    t.remove(s, root, &k)?;
-                }
-                Some(e) => {
-                    let len = u32::try_from(e.len)
-                        .map_err(|_| FsError::Invalid("extent too long".into()))?;
-                    let rec = ExtentRecord {
-                        phys: e.phys.into(),
-                        len: len.into(),
-                        flags: e.flags.into(),
-                    };
-                    t.insert(s, root, k, rec)?;
+        let regular = FileKind::of_mode(rec.mode.get()) == Some(FileKind::File);
+        if rec.extents_inline() && self.map.len() <= INLINE_EXTENTS {
+            self.edits.clear();
+            let ex = self
+                .map
+                .values()
+                .map(|e| {
+                    let r = tree_record(e)?;
+                    Ok(InlineExtent::new(
+                        e.fblock,
+                        e.phys,
+                        r.len.get(),
+                        r.flags.get(),
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            rec.set_inline_extents(&ex)
+                .map_err(|e| FsError::Invalid(format!("inode {ino}: {e}")))?;
+        } else if rec.extents_inline() {
+            // Grown past the record: the whole map goes into a new tree.
+            self.edits.clear();
+            let items = self
+                .map
+                .values()
+                .map(|e| Ok((e.fblock, tree_record(e)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let mut root = TreeRoot::EMPTY;
+            t.insert_sorted(s, &mut root, &items)?;
+            rec.tree = root;
+            rec.clear_inline_extents();
+        } else if regular && self.map.is_empty() {
+            // Maps nothing: the tree's nodes are freed (their reverse-map
+            // records and replicas go with them) and the file is inline.
+            self.edits.clear();
+            let mut root = rec.tree;
+            t.destroy(s, &mut root)?;
+            rec.tree = root;
+            rec.set_inline_extents(&[])
+                .map_err(|e| FsError::Invalid(format!("inode {ino}: {e}")))?;
+        } else {
+            let mut root = rec.tree;
+            // Collapse to the final state of each touched key, so an extent
+            // put and later removed costs nothing.
+            let mut last: BTreeMap<u64, Option<Extent>> = BTreeMap::new();
+            for ed in self.edits.drain(..) {
+                match ed {
+                    Edit::Remove(k) => last.insert(k, None),
+                    Edit::Put(e) => last.insert(e.fblock, Some(e)),
+                };
+            }
+            for (k, v) in last {
+                match v {
+                    None => {
+                        t.remove(s, &mut root, &k)?;
+                    }
+                    Some(e) => {
+                        t.insert(s, &mut root, k, tree_record(&e)?)?;
+                    }
                 }
             }
+            rec.tree = root;
         }
         // The end of the last extent: a piece added there has nothing after
         // it in the reverse map once every change is applied.
@@ -388,6 +502,103 @@ mod tests {
         );
         assert_eq!(m.find(6), Some(ext(5, 105, 3)));
         assert_eq!(m.find(3), None);
+    }
+
+    fn inline_record(ino: u64, ex: &[InlineExtent]) -> InodeRecord {
+        let mut r = crate::inode::new_record(ino, FileKind::File, 0o644, 0, 0, 1);
+        assert!(r.extents_inline(), "a new regular file is inline");
+        r.set_inline_extents(ex).unwrap();
+        r
+    }
+
+    fn loaded(r: &InodeRecord) -> Result<Vec<Extent>> {
+        let mut s = daxfs_btree::MemStore::new();
+        Ok(ExtentMap::load(&mut s, r.ino.get(), r)?
+            .iter()
+            .copied()
+            .collect())
+    }
+
+    #[test]
+    fn inline_extents_load_as_a_map() {
+        let ex = [
+            InlineExtent::new(0, 100, 2, 0),
+            InlineExtent::new(2, 300, 1, EXTENT_UNWRITTEN),
+            InlineExtent::new(10, 50, 5, 0),
+        ];
+        let r = inline_record(7, &ex);
+        let m = loaded(&r).unwrap();
+        assert_eq!(
+            m,
+            vec![
+                ext(0, 100, 2),
+                Extent {
+                    flags: EXTENT_UNWRITTEN,
+                    ..ext(2, 300, 1)
+                },
+                ext(10, 50, 5)
+            ]
+        );
+        let mut s = daxfs_btree::MemStore::new();
+        assert_eq!(ExtentMap::load(&mut s, 7, &r).unwrap().blocks(), 8);
+        // No extents at all: an empty map.
+        assert!(loaded(&inline_record(7, &[])).unwrap().is_empty());
+        // Without the flag the tree is read (here: empty).
+        let mut r = r;
+        r.clear_inline_extents();
+        assert!(loaded(&r).unwrap().is_empty());
+        assert_eq!(inline_extents(7, &r).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_inline_areas_are_corrupt_naming_the_inode() {
+        let ok = [
+            InlineExtent::new(0, 100, 2, 0),
+            InlineExtent::new(4, 200, 1, 0),
+        ];
+        let mut cases: Vec<(&str, InodeRecord)> = vec![];
+        let mut r = inline_record(9, &ok);
+        r.inline_count = 5.into();
+        cases.push(("count 5", r));
+        let mut r = inline_record(9, &ok);
+        r.inline_count = u32::MAX.into();
+        cases.push(("count 2^32 - 1", r));
+        let mut r = inline_record(9, &ok);
+        r.flags = 0.into();
+        cases.push(("a count without the flag", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[1].len = 0.into();
+        cases.push(("zero length", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[1].fblock = 1.into();
+        cases.push(("overlapping", r));
+        let mut r = inline_record(9, &ok);
+        r.inline = [ok[1], ok[0], InlineExtent::ZERO, InlineExtent::ZERO];
+        cases.push(("out of order", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[0].phys = 0.into();
+        cases.push(("device block 0", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[1].phys = (u64::MAX - 1).into();
+        cases.push(("past the largest device", r));
+        let mut r = inline_record(9, &ok);
+        r.inline[1].fblock = (crate::file::MAX_FILE_SIZE / 4096).into();
+        cases.push(("past the largest file", r));
+        let mut r = inline_record(9, &ok);
+        r.tree = TreeRoot::new(77, 1);
+        cases.push(("with a tree", r));
+        for kind in [FileKind::Dir, FileKind::Symlink] {
+            let mut r = inline_record(9, &ok);
+            r.mode = (kind.mode_bits() | 0o755).into();
+            cases.push((kind.name(), r));
+        }
+        for (what, r) in cases {
+            let e = loaded(&r).unwrap_err();
+            assert!(
+                matches!(&e, FsError::Corrupt(m) if m.starts_with("inode 9:")),
+                "{what}: {e:?}"
+            );
+        }
     }
 
     #[test]

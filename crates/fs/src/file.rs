@@ -208,9 +208,7 @@ pub(crate) fn write_new_data(
         fb += l;
     }
     dev.fence();
-    let mut root = rec.tree;
-    map.apply(tx, ino, &mut root)?;
-    rec.tree = root;
+    map.apply(tx, rec)?;
     rec.size = (data.len() as u64).into();
     rec.blocks = nblocks.into();
     Ok(())
@@ -298,9 +296,9 @@ impl File {
             // Under the metadata lock, so the refcount tree is read whole.
             let mut meta = lock(&self.fs.meta);
             let rroot = meta.sb.refcount_tree;
-            let root = self.node.rec().rec.tree;
+            let rec = self.node.rec().rec;
             let mut rs = self.fs.cached_reader(&mut meta);
-            let mut map = ExtentMap::load(&mut rs, self.node.ino, &root)?;
+            let mut map = ExtentMap::load(&mut rs, self.node.ino, &rec)?;
             if !rroot.is_empty() {
                 for e in map.iter() {
                     if crate::space::refcount::any_shared(&mut rs, &rroot, e.phys, e.len)? {
@@ -724,9 +722,7 @@ impl File {
         let mut recs = Recs::lock(&[&self.node]);
         let r = recs.get(self.node.ino);
         let view_span = crate::views::span(&self.node, map, r.size.get()); // views
-        let mut root = r.tree;
-        map.apply(&mut tx, self.node.ino, &mut root)?;
-        r.tree = root;
+        map.apply(&mut tx, r)?;
         r.blocks = map.blocks().into();
         f(r);
         let t = inode::now();

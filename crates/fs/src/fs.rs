@@ -334,7 +334,16 @@ impl Fs {
             }),
         };
         fs.replay_intents(intents)?;
-        fs.free_orphans()?;
+        if let Err(e) = fs.free_orphans() {
+            // A mount that fails writes nothing (but a replay): the repairs
+            // and the shut-down its reads queued are not run when the file
+            // system is dropped; fsck and the next mount meet them again.
+            let meta = lock(&fs.inner.meta);
+            let mut g = lock(&meta.reps);
+            g.pending.clear();
+            g.failed.clear();
+            return Err(e);
+        }
         // After anything that can fail: a mount that fails writes nothing
         // (but a replay). A repair that fails leaves the copy to fsck.
         if !bad_copies.is_empty() && sb.has_replicas() {
@@ -583,7 +592,9 @@ impl FsInner {
         if kind == Some(FileKind::Dir) {
             crate::dir::tree(ino).destroy(tx, &mut troot)?;
         } else {
-            let map = crate::extents::ExtentMap::load(tx, ino, &troot)?;
+            // Inline extents or a tree: every extent's blocks are released,
+            // then the tree, if any, is freed.
+            let map = crate::extents::ExtentMap::load(tx, ino, &rec)?;
             for e in map.iter() {
                 tx.record(crate::events::MapEvent::Unmap {
                     ino,

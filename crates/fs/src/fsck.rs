@@ -27,7 +27,7 @@ use crate::space::rmap::{self, Mapping, Owner};
 use crate::tx::{free_tree, geometry, read_verified, read_verified_as};
 use daxfs_btree::TreeError;
 use daxfs_device::Device;
-use daxfs_format::records::{EXTENT_UNWRITTEN, InodeRecord};
+use daxfs_format::records::{EXTENT_UNWRITTEN, INODE_FLAGS_KNOWN, InodeRecord};
 use daxfs_format::{BLOCK_SIZE_U64, BlockKind, BlockNo};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -364,9 +364,37 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             continue;
         };
         let troot = rec.tree;
+        if rec.flags.get() & !INODE_FLAGS_KNOWN != 0 {
+            p.push(Problem {
+                structure: who.clone(),
+                block: None,
+                message: format!("unknown flags {:#x}", rec.flags.get()),
+            });
+        }
+        if !rec.inline_tail_clean() {
+            p.push(Problem {
+                structure: who.clone(),
+                block: None,
+                message: format!(
+                    "inline extent area holds bytes past its {} extents",
+                    rec.inline_count.get()
+                ),
+            });
+        }
         match kind {
             FileKind::Dir => {
                 rep.directories += 1;
+                if rec.extents_inline() || rec.inline_count.get() != 0 {
+                    p.push(Problem {
+                        structure: who.clone(),
+                        block: None,
+                        message: format!(
+                            "directory has inline extents (flags {:#x}, count {})",
+                            rec.flags.get(),
+                            rec.inline_count.get()
+                        ),
+                    });
+                }
                 let t = dir::tree(ino);
                 check_tree(p, &format!("directory {ino}"), t.check(&mut s, &troot));
                 mark_nodes(
@@ -444,6 +472,16 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                 } else {
                     rep.symlinks += 1;
                 }
+                if kind == FileKind::File && !rec.extents_inline() && troot.is_empty() {
+                    p.push(Problem {
+                        structure: who.clone(),
+                        block: None,
+                        message: "regular file has an empty extent tree but is not marked inline"
+                            .into(),
+                    });
+                }
+                // An inline file's tree is empty (load says so otherwise):
+                // these find no nodes.
                 let t = extents::tree(ino);
                 check_tree(
                     p,
@@ -458,7 +496,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                     Owner::ExtentTree { ino },
                     |s, f| t.visit_nodes(s, &troot, f),
                 );
-                match extents::ExtentMap::load(&mut s, ino, &troot) {
+                match extents::ExtentMap::load(&mut s, ino, rec) {
                     Err(e) => p.push(Problem {
                         structure: who.clone(),
                         block: None,
@@ -467,6 +505,16 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                     Ok(map) => {
                         let size_blocks = rec.size.get().div_ceil(BLOCK_SIZE_U64);
                         for e in map.iter() {
+                            if e.phys + e.len > total {
+                                p.push(Problem {
+                                    structure: who.clone(),
+                                    block: Some(e.phys),
+                                    message: format!(
+                                        "extent at file block {} maps {} blocks past the end of the file system",
+                                        e.fblock, e.len
+                                    ),
+                                });
+                            }
                             usage.data.push((e.phys, e.len));
                             usage.expected.push(Mapping::new(
                                 e.phys,

@@ -101,7 +101,8 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Files and directories whose trees have more than one level.
+/// Files and directories whose trees have more than one level, and small
+/// files whose extents are inline in their inode records.
 fn populate(fs: &Fs) -> Result<()> {
     fs.mkdir("/d", 0o755)?;
     for i in 0..20 {
@@ -114,6 +115,11 @@ fn populate(fs: &Fs) -> Result<()> {
     let f = fs.create("/frag")?;
     for i in 0..200u64 {
         f.write_at(2 * i * BLOCK_SIZE_U64, &pattern(1000 + i, 100))?;
+    }
+    // Four extents: a full inline array.
+    let f = fs.create("/four")?;
+    for i in 0..4u64 {
+        f.write_at(2 * i * BLOCK_SIZE_U64, &pattern(2000 + i, 300))?;
     }
     let f = fs.create("/big")?;
     f.write_at(0, &pattern(7, 100_000))?;
@@ -220,8 +226,7 @@ fn blocks_of(img: &[u8]) -> Result<BTreeSet<u64>> {
             Some(FileKind::Dir) => crate::dir::tree(ino).visit_nodes(&mut s, &r.tree, &mut add)?,
             Some(kind) => {
                 crate::extents::tree(ino).visit_nodes(&mut s, &r.tree, &mut add)?;
-                let map =
-                    crate::extents::ExtentMap::load(&mut s as &mut dyn NodeStore, ino, &r.tree)?;
+                let map = crate::extents::ExtentMap::load(&mut s as &mut dyn NodeStore, ino, &r)?;
                 let n = if kind == FileKind::Symlink {
                     usize::MAX
                 } else {
@@ -523,6 +528,13 @@ fn exercise(fs: &Fs) {
     }
     if let Ok(f) = fs.create("/new") {
         let _ = f.write_at(0, &[6u8; 10_000]);
+    }
+    // Inline extents: past four (a tree), then nothing (inline again).
+    if let Ok(f) = fs.open("/four", &OpenOptions::read_write()) {
+        let _ = f.write_at(9 * bs, &[8u8; 10]);
+        let _ = f.fsync();
+        let _ = f.set_len(0);
+        let _ = f.write_at(bs, &[9u8; 10]);
     }
     if let (Ok(a), Ok(b)) = (
         fs.open("/big", &OpenOptions::read_only()),
@@ -853,7 +865,9 @@ mod tests {
         crate::extents::tree(5)
             .insert(&mut s, &mut root, 0, rec)
             .unwrap();
-        let e = crate::extents::ExtentMap::load(&mut s, 5, &root).unwrap_err();
+        let mut r = crate::inode::new_record(5, FileKind::Symlink, 0o777, 0, 0, 1);
+        r.tree = root;
+        let e = crate::extents::ExtentMap::load(&mut s, 5, &r).unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
     }
 
@@ -922,6 +936,265 @@ mod tests {
             })
             .unwrap();
         leaves[0]
+    }
+
+    /// Every leaf of the inode tree.
+    fn inode_leaves(img: &[u8]) -> Vec<u64> {
+        let dev = MemDevice::from_image(img.to_vec());
+        let sb = read_superblock(&dev).unwrap();
+        let mut s = ReadStore::new(&dev, sb.fs_id(), None, None);
+        let mut leaves = vec![];
+        inode_tree()
+            .visit_nodes(&mut s, &sb.inode_tree, &mut |b, level| {
+                if level == 0 {
+                    leaves.push(b.0)
+                }
+            })
+            .unwrap();
+        leaves
+    }
+
+    /// The inode-tree leaf holding inode `ino`'s record, and the record's
+    /// byte offset in it (15 keys of 8 bytes, then the 256-byte records).
+    fn record_at(img: &[u8], ino: u64) -> (u64, u16) {
+        for leaf in inode_leaves(img) {
+            let blk = &img[leaf as usize * BLOCK_SIZE..][..BLOCK_SIZE];
+            let count = header(blk).unwrap().count.get() as usize;
+            for i in 0..count {
+                let at = 64 + 8 * i;
+                if u64::from_le_bytes(blk[at..at + 8].try_into().unwrap()) == ino {
+                    return (leaf, (64 + 15 * 8 + 256 * i) as u16);
+                }
+            }
+        }
+        panic!("inode {ino} not found");
+    }
+
+    /// The template's inode numbers of `paths`.
+    fn inos(paths: &[&str]) -> Vec<u64> {
+        let dev = Arc::new(MemDevice::from_image(template().clean.clone()));
+        let fs = Fs::mount(dev, &MountOptions::default()).unwrap();
+        paths.iter().map(|p| fs.lstat(p).unwrap().ino).collect()
+    }
+
+    /// Damage to an inode record's inline extent area: each impossible
+    /// value is a problem fsck names the inode for, and an error, never a
+    /// panic, for mount and the file's users (a file whose map cannot be
+    /// read fails its reads).
+    #[test]
+    fn inline_area_damage_is_reported() {
+        let t = template();
+        let [f3, four, frag, dir, link] = inos(&["/d/f3", "/four", "/frag", "/d", "/link"])[..]
+        else {
+            unreachable!()
+        };
+        // Record fields: flags at 128, entry i at 152 + 24 i (fblock, phys,
+        // len, flags), inline_count at 248.
+        let e = |i: u16, field: u16| 152 + 24 * i + field;
+        let past = IMAGE_BLOCKS + 10;
+        // (what, inode, field, bytes written there, what fsck says, whether
+        // the file's reads fail)
+        type Case<'a> = (&'a str, u64, u16, Vec<u8>, &'a str, bool);
+        let cases: Vec<Case> = vec![
+            (
+                "count past the array",
+                four,
+                248,
+                5u32.to_le_bytes().into(),
+                "inline_count",
+                true,
+            ),
+            (
+                "count of 255",
+                f3,
+                248,
+                255u32.to_le_bytes().into(),
+                "inline_count",
+                true,
+            ),
+            (
+                "count without the flag",
+                four,
+                128,
+                vec![0],
+                "without",
+                true,
+            ),
+            (
+                "zero length",
+                four,
+                e(2, 16),
+                0u32.to_le_bytes().into(),
+                "empty, overlaps",
+                true,
+            ),
+            (
+                "overlapping",
+                four,
+                e(1, 16),
+                3u32.to_le_bytes().into(),
+                "overlaps",
+                true,
+            ),
+            (
+                "out of order",
+                four,
+                e(3, 0),
+                1u64.to_le_bytes().into(),
+                "overlaps",
+                true,
+            ),
+            (
+                "device block 0",
+                f3,
+                e(0, 8),
+                0u64.to_le_bytes().into(),
+                "out of range",
+                true,
+            ),
+            (
+                "past the largest file",
+                four,
+                e(1, 8),
+                (u64::MAX / 2).to_le_bytes().into(),
+                "out of range",
+                true,
+            ),
+            (
+                "past the device",
+                four,
+                e(3, 8),
+                past.to_le_bytes().into(),
+                "past the end of the file system",
+                false,
+            ),
+            (
+                "flag on a directory",
+                dir,
+                128,
+                vec![1],
+                "directory has inline extents",
+                false,
+            ),
+            (
+                "flag on a symlink",
+                link,
+                128,
+                vec![1],
+                "inline extents on a symbolic link",
+                true,
+            ),
+            ("flag with a tree", frag, 128, vec![1], "is not empty", true),
+            (
+                "bytes past the count",
+                f3,
+                e(2, 16),
+                vec![1],
+                "past its 1 extents",
+                false,
+            ),
+            ("an unknown flag", f3, 129, vec![4], "unknown flags", false),
+        ];
+        // A regular file with neither inline extents nor a tree (flag, count
+        // and its one entry cleared): its data block is leaked.
+        let (leaf, rec) = record_at(&t.clean, f3);
+        let d = patches(
+            FLAG_RESEAL,
+            &t.targets,
+            &[
+                (leaf, rec + 128, &[0]),
+                (leaf, rec + 248, &[0]),
+                (leaf, rec + e(0, 0), &[0; 24]),
+            ],
+        );
+        run(fuzz_fsck, &d);
+        run(fuzz_mount, &d);
+        let (_, img) = damaged_image(&d, &t.targets);
+        let all = problems(&run_fsck(&MemDevice::from_image(img)));
+        assert!(
+            all.contains(&format!(
+                "inode {f3}: regular file has an empty extent tree but is not marked inline"
+            )),
+            "{all}"
+        );
+        for (what, ino, field, bytes, says, unreadable) in cases {
+            let (leaf, rec) = record_at(&t.clean, ino);
+            let d = patches(FLAG_RESEAL, &t.targets, &[(leaf, rec + field, &bytes)]);
+            run(fuzz_fsck, &d);
+            run(fuzz_mount, &d);
+            let (_, img) = damaged_image(&d, &t.targets);
+            let r = run_fsck(&MemDevice::from_image(img.clone()));
+            let all = problems(&r);
+            assert!(
+                r.as_ref().is_ok_and(|rep| rep.problems.iter().any(|p| {
+                    p.to_string().contains(says)
+                        && (p.structure == format!("inode {ino}")
+                            || p.message.contains(&format!("inode {ino}")))
+                })),
+                "{what}: fsck does not say {says:?} for inode {ino}: {all}"
+            );
+            let fs = Fs::mount(
+                Arc::new(MemDevice::from_image(img)),
+                &MountOptions::default(),
+            )
+            .unwrap();
+            if unreadable {
+                let path = [
+                    (f3, "/d/f3"),
+                    (four, "/four"),
+                    (frag, "/frag"),
+                    (link, "/link"),
+                ]
+                .iter()
+                .find(|(i, _)| *i == ino)
+                .unwrap()
+                .1;
+                let e = match fs.open(path, &OpenOptions::read_only()) {
+                    Ok(f) => f.read_at(0, &mut [0u8; 100]).unwrap_err(),
+                    Err(e) => e,
+                };
+                let e = if ino == link {
+                    fs.readlink(path).unwrap_err()
+                } else {
+                    e
+                };
+                assert_eq!(e.errno_name(), "EIO", "{what}: {e}");
+                assert!(
+                    e.to_string().contains(&format!("inode {ino}")),
+                    "{what}: {e}"
+                );
+            }
+        }
+    }
+
+    /// Random damage aimed at the inline extent areas (and flags) of inode
+    /// records, resealed so the record decoders are reached.
+    #[test]
+    fn inline_area_inputs() {
+        let t = template();
+        let leaves = inode_leaves(&t.clean);
+        let mut rng = SmallRng::seed_from_u64(0x696e_6c6e);
+        for _ in 0..300 {
+            let leaf = leaves[rng.random_range(0..leaves.len())];
+            let rec = 64 + 15 * 8 + 256 * rng.random_range(0..15u16);
+            let field = match rng.random_range(0..4) {
+                0 => 128,
+                1 => 248,
+                _ => rng.random_range(152..248),
+            };
+            let n = rng.random_range(1..9);
+            let bytes: Vec<u8> = (0..n)
+                .map(|_| match rng.random_range(0..4) {
+                    0 => 0,
+                    1 => rng.random_range(1..6),
+                    2 => 1 << rng.random_range(0..8),
+                    _ => rng.random(),
+                })
+                .collect();
+            let d = patches(FLAG_RESEAL, &t.targets, &[(leaf, rec + field, &bytes)]);
+            run(fuzz_mount, &d);
+            run(fuzz_fsck, &d);
+        }
     }
 
     /// Found by reading fsck: a free-space extent of 2^64 - 1 blocks

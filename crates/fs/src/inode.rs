@@ -9,7 +9,7 @@ use crate::extents::ExtentMap;
 use crate::fs::lock;
 use daxfs_btree::{BTree, NodeStore};
 use daxfs_format::BlockKind;
-use daxfs_format::records::{InodeRecord, Timestamp, TreeRoot, mode};
+use daxfs_format::records::{INODE_FLAG_INLINE_EXTENTS, InodeRecord, Timestamp, TreeRoot, mode};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use zerocopy::FromZeros;
@@ -46,6 +46,14 @@ impl FileKind {
             FileKind::File => mode::S_IFREG,
             FileKind::Dir => mode::S_IFDIR,
             FileKind::Symlink => mode::S_IFLNK,
+        }
+    }
+    /// What it is called in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::File => "regular file",
+            FileKind::Dir => "directory",
+            FileKind::Symlink => "symbolic link",
         }
     }
     /// The directory-entry type byte (as DT_REG, DT_DIR, DT_LNK).
@@ -100,6 +108,10 @@ pub fn new_record(
     r.parent = parent.into();
     r.tree = TreeRoot::EMPTY;
     r.loss = TreeRoot::EMPTY;
+    if kind == FileKind::File {
+        // A regular file starts with its (no) extents inline.
+        r.flags = INODE_FLAG_INLINE_EXTENTS.into();
+    }
     r
 }
 

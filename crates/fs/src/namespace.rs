@@ -146,7 +146,7 @@ impl FsInner {
                 ino.ino
             )));
         }
-        let map = crate::extents::ExtentMap::load(tx, ino.ino, &rec.tree)?;
+        let map = crate::extents::ExtentMap::load(tx, ino.ino, &rec)?;
         let mut buf = vec![0u8; size];
         crate::file::read_mapped(&*self.dev, &map, 0, &mut buf)?;
         Ok(buf)

@@ -146,11 +146,17 @@ fn newer_format_version() {
 
 #[test]
 fn older_format_version() {
-    // Version 2 logged every changed reverse-map node, with no intents.
-    let mut img = image(4);
-    edit_superblocks(&mut img, |sb| sb.version = 2.into());
-    let msg = mount_fails(img);
-    assert_mentions(&msg, &["format version 2 is older", "reads (3)"]);
+    // Version 1 kept a segment-aligned reverse map without summaries;
+    // version 2 kept no extents inline and logged no reverse-map intents.
+    for v in [1u32, 2] {
+        let mut img = image(4);
+        edit_superblocks(&mut img, |sb| sb.version = v.into());
+        let msg = mount_fails(img);
+        assert_mentions(
+            &msg,
+            &[&format!("format version {v} is older"), "reads (3)"],
+        );
+    }
 }
 
 #[test]

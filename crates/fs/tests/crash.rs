@@ -75,6 +75,8 @@ enum Op {
     Dedupe(&'static str, &'static str, u64, u64),
     /// Unshare (and allocate) a range: path, offset, len.
     Unshare(&'static str, u64, u64),
+    /// Punch a hole, keeping the size: path, offset, len.
+    Punch(&'static str, u64, u64),
 }
 
 fn apply(fs: &Fs, op: &Op) {
@@ -106,6 +108,19 @@ fn apply(fs: &Fs, op: &Op) {
             let d = fs.open(b, &OpenOptions::read_write()).unwrap();
             let r = s.dedupe_range(*off, *len, &[(&d, *off)]).unwrap();
             assert_eq!(r[0].status, daxfs::DedupeStatus::Same);
+        }
+        Op::Punch(p, off, len) => {
+            let f = fs.open(p, &OpenOptions::read_write()).unwrap();
+            f.fallocate(
+                daxfs::FallocFlags {
+                    punch_hole: true,
+                    keep_size: true,
+                    ..Default::default()
+                },
+                *off,
+                *len,
+            )
+            .unwrap();
         }
         Op::Unshare(p, off, len) => {
             let f = fs.open(p, &OpenOptions::read_write()).unwrap();
@@ -490,4 +505,112 @@ fn crash_large_media_report() {
         }
     }
     assert!(before > 0 && after > 0, "before {before}, after {after}");
+}
+
+/// Blocks of every extent tree (nodes and replicas) once `ops` have run on
+/// a fresh file system: tells the workloads below do what they say.
+fn tree_blocks_after(ops: &[Op]) -> u64 {
+    let dev = Arc::new(MemDevice::new(4 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev, &MountOptions::default()).unwrap();
+    for op in ops {
+        apply(&fs, op);
+    }
+    fs.fsmap(0, u64::MAX)
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            matches!(
+                &r.owner,
+                daxfs::OwnerKind::File {
+                    fork: "extent tree",
+                    ..
+                }
+            )
+        })
+        .map(|r| r.length / 4096)
+        .sum()
+}
+
+const B: u64 = 4096;
+
+/// Files created and written whose extents go into their inode records:
+/// one block, two extents, a full inline array of four, several blocks in
+/// one extent; no extent tree anywhere.
+#[test]
+fn crash_inline_create_and_write() {
+    let ops = [
+        Op::Create("/a"),
+        Op::Write("/a", 0, 4096, 1),
+        Op::Create("/b"),
+        Op::Write("/b", 0, 100, 2),
+        Op::Write("/b", 2 * B, 5000, 3),
+        Op::Write("/b", 5 * B, 10, 4),
+        Op::Write("/b", 7 * B, 4096, 5),
+        Op::Create("/c"),
+        Op::Write("/c", 0, 50_000, 6),
+        Op::Write("/a", 100, 200, 7),
+    ];
+    assert_eq!(tree_blocks_after(&ops), 0);
+    run_workload("inline create and write", &[], &ops, 2);
+}
+
+/// A file with four inline extents gets a fifth: the tree is built from
+/// the whole map and the inline area cleared in one transaction. Then the
+/// tree takes ordinary edits, and a clone of it gets a tree of its own.
+#[test]
+fn crash_inline_to_tree() {
+    let setup = [
+        Op::Create("/x"),
+        Op::Write("/x", 0, 4096, 1),
+        Op::Write("/x", 2 * B, 4096, 2),
+        Op::Write("/x", 4 * B, 4096, 3),
+        Op::Write("/x", 6 * B, 4096, 4),
+        Op::Create("/y"),
+    ];
+    let ops = [
+        Op::Write("/x", 8 * B, 4096, 5),
+        Op::Write("/x", 10 * B, 300, 6),
+        Op::Write("/x", 3 * B, 10, 7),
+        Op::Clone("/x", "/y"),
+    ];
+    assert_eq!(tree_blocks_after(&setup), 0);
+    let all: Vec<Op> = setup.iter().chain(ops.iter()).cloned().collect();
+    assert_eq!(
+        tree_blocks_after(&all),
+        4,
+        "two trees of one node, with replicas"
+    );
+    run_workload("inline to tree", &setup, &ops, 2);
+}
+
+/// A file with an extent tree truncated to nothing: the tree's nodes are
+/// freed and the file is inline again, in one transaction; then it is
+/// written inline. A shorter file that still maps a block keeps its tree;
+/// punching every block of a tree file frees the tree too.
+#[test]
+fn crash_tree_to_inline_on_truncate() {
+    let mut setup = vec![Op::Create("/x"), Op::Create("/z")];
+    for i in 0..6 {
+        setup.push(Op::Write("/x", 2 * i * B, 4096, i));
+        setup.push(Op::Write("/z", 3 * i * B, 4096, 10 + i));
+    }
+    let ops = [
+        Op::Truncate("/x", 0),
+        Op::Write("/x", B, 4096, 20),
+        Op::Truncate("/z", 2 * B),
+        Op::Truncate("/z", 0),
+        Op::Truncate("/z", 3 * B),
+        Op::Create("/p"),
+        Op::Write("/p", 0, 4096, 30),
+        Op::Write("/p", 2 * B, 4096, 31),
+        Op::Write("/p", 4 * B, 4096, 32),
+        Op::Write("/p", 6 * B, 4096, 33),
+        Op::Write("/p", 8 * B, 4096, 34),
+        Op::Punch("/p", 0, 9 * B),
+    ];
+    assert_eq!(tree_blocks_after(&setup), 4);
+    let all: Vec<Op> = setup.iter().chain(ops.iter()).cloned().collect();
+    assert_eq!(tree_blocks_after(&all), 0);
+    run_workload("tree to inline", &setup, &ops, 2);
 }
