@@ -708,22 +708,35 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         }
         let key = |b, i| slot(b, Layout::<K, V, A>::KEYS, K::SIZE, i);
         let val = |b, i| slot(b, Layout::<K, V, A>::LEAF_VALS, V::SIZE, i);
-        // The common prefix: same key and same value, slot by slot.
-        let mut i = 0;
-        while i < no.min(nn) && key(old, i) == key(new, i) && val(old, i) == val(new, i) {
-            i += 1;
+        // The common prefix and suffix (records after an insertion or a
+        // removal point sit one slot over), found by comparing the key and
+        // value arrays as bytes, 64 at a time.
+        let (kb, vb) = (Layout::<K, V, A>::KEYS, Layout::<K, V, A>::LEAF_VALS);
+        fn arr(b: &daxfs_format::Block, at: usize, size: usize, n: usize) -> &[u8] {
+            b.get(at..at + n * size).unwrap_or(&[])
         }
-        // The common suffix (records after an insertion or a removal point
-        // sit one slot over).
-        let (mut eo, mut en) = (no, nn);
-        while eo > i
-            && en > i
-            && key(old, eo - 1) == key(new, en - 1)
-            && val(old, eo - 1) == val(new, en - 1)
+        let (ko, kn) = (arr(old, kb, K::SIZE, no), arr(new, kb, K::SIZE, nn));
+        let (vo, vn) = (arr(old, vb, V::SIZE, no), arr(new, vb, V::SIZE, nn));
+        let m = no.min(nn);
+        // Whole slots only (a value type of size 0 bounds nothing).
+        let slots = |bytes: usize, size: usize| bytes.checked_div(size).unwrap_or(m);
+        let mut i = slots(common_prefix(ko, kn), K::SIZE)
+            .min(slots(common_prefix(vo, vn), V::SIZE))
+            .min(m);
+        let mut t = slots(common_suffix(ko, kn), K::SIZE)
+            .min(slots(common_suffix(vo, vn), V::SIZE))
+            .min(m - i);
+        // Confirm the slots at the edges (whole equal slots of both arrays
+        // are equal records; this only guards the arithmetic).
+        while i > 0 && (key(old, i - 1) != key(new, i - 1) || val(old, i - 1) != val(new, i - 1)) {
+            i -= 1;
+        }
+        while t > 0
+            && (key(old, no - t) != key(new, nn - t) || val(old, no - t) != val(new, nn - t))
         {
-            eo -= 1;
-            en -= 1;
+            t -= 1;
         }
+        let (eo, en) = (no - t, nn - t);
         // A merge of the two sorted windows between.
         let (mut a, mut b) = (i, i);
         while a < eo || b < en {
@@ -1224,4 +1237,40 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         }
         Ok(height)
     }
+}
+
+/// Bytes at the start of `a` and `b` that are equal.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (a.get(..n).unwrap_or(&[]), b.get(..n).unwrap_or(&[]));
+    let mut i = 0;
+    for (x, y) in a.chunks(64).zip(b.chunks(64)) {
+        if x != y {
+            return i + x.iter().zip(y).take_while(|(p, q)| p == q).count();
+        }
+        i += x.len();
+    }
+    i
+}
+
+/// Bytes at the end of `a` and `b` that are equal.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (
+        a.get(a.len() - n..).unwrap_or(&[]),
+        b.get(b.len() - n..).unwrap_or(&[]),
+    );
+    let mut i = 0;
+    for (x, y) in a.rchunks(64).zip(b.rchunks(64)) {
+        if x != y {
+            return i + x
+                .iter()
+                .rev()
+                .zip(y.iter().rev())
+                .take_while(|(p, q)| p == q)
+                .count();
+        }
+        i += x.len();
+    }
+    i
 }

@@ -112,7 +112,8 @@ pub struct ExtentMap {
     edits: Vec<Edit>,
     /// Mapping changes (added or removed pieces) for the reverse map, in
     /// order, each with the first device block of the extent it came from
-    /// (where the reverse-map record holding a removed piece likely starts).
+    /// or joined (where the reverse-map record holding a removed piece, or
+    /// continued by an added one, likely starts).
     changes: Vec<(bool, Extent, u64)>,
     /// True when some extent may be shared with another file (set by clones;
     /// computed from the refcount tree when the map is loaded). While false,
@@ -336,6 +337,7 @@ impl ExtentMap {
     /// Maps `[fb, fb+len)` (which must be unmapped) to `phys`, merging with a
     /// neighbour that continues both the file and the device range.
     pub fn map(&mut self, mut e: Extent) {
+        let at = self.changes.len();
         self.changes.push((true, e, e.phys));
         if let Some((_, l)) = self.map.range(..e.fblock).next_back()
             && l.end() == e.fblock
@@ -344,6 +346,9 @@ impl ExtentMap {
             && l.len + e.len <= MAX_EXTENT_LEN
         {
             let l = *l;
+            if let Some(c) = self.changes.get_mut(at) {
+                c.2 = l.phys;
+            }
             self.remove_key(l.fblock);
             e = Extent {
                 fblock: l.fblock,
@@ -464,7 +469,7 @@ impl ExtentMap {
                 fblock: e.fblock,
             };
             if added && e.end() >= end {
-                s.rmap_add_last(e.phys, e.len, owner, e.unwritten())?;
+                s.rmap_add_last(e.phys, e.len, owner, e.unwritten(), from)?;
             } else if added {
                 s.rmap_add(e.phys, e.len, owner, e.unwritten())?;
             } else {

@@ -718,18 +718,26 @@ impl<'a> Tx<'a> {
 
     /// [`Tx::rmap_add`] of a mapping `owner` maps nothing after once the
     /// transaction's changes are applied (see [`rmap::add_last`]).
+    /// `from`: where the record it likely continues starts (the device
+    /// block of the extent it joined; `phys` for none).
     pub fn rmap_add_last(
         &mut self,
         phys: u64,
         len: u64,
         owner: Owner,
         unwritten: bool,
+        from: u64,
     ) -> Result<()> {
         if !self.rmap_enabled() {
             return Ok(());
         }
         let mut root = self.meta.sb.rmap_tree;
-        rmap::add_last(self, &mut root, Mapping::new(phys, len, owner, unwritten))?;
+        rmap::add_last(
+            self,
+            &mut root,
+            Mapping::new(phys, len, owner, unwritten),
+            from,
+        )?;
         self.meta.sb.rmap_tree = root;
         Ok(())
     }

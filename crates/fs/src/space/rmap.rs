@@ -263,7 +263,7 @@ fn mergeable(m: &Mapping) -> bool {
 /// of the same owner (contiguous on the device and in the file, same flags)
 /// on either side is merged with it.
 pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
-    add_with(s, root, m, true)
+    add_with(s, root, m, true, m.phys)
 }
 
 /// [`add`] of a data mapping the caller knows its owner maps nothing after
@@ -271,12 +271,21 @@ pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()>
 /// all applied): no record can follow it, so the right neighbour is not
 /// looked up (one descent less for appends and new files). A record that
 /// follows it now is removed whole later in the same transaction, so
-/// merging with it or not ends the same.
-pub fn add_last(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
-    add_with(s, root, m, false)
+/// merging with it or not ends the same. `from` is where the record `m`
+/// likely continues starts (the first device block of the extent `m` joined
+/// in the file's map): looked up by its key first, which for an append saves
+/// the walk over the records covering the block before.
+pub fn add_last(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping, from: u64) -> Result<()> {
+    add_with(s, root, m, false, from)
 }
 
-fn add_with(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping, right: bool) -> Result<()> {
+fn add_with(
+    s: &mut dyn NodeStore,
+    root: &mut TreeRoot,
+    m: Mapping,
+    right: bool,
+    from: u64,
+) -> Result<()> {
     let mut m = m;
     if mergeable(&m) {
         // The right neighbour starts where `m` ends, at a known key.
@@ -289,7 +298,7 @@ fn add_with(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping, right: bool)
             tree().remove(s, root, &r.key())?;
             m.len += r.len;
         }
-        if let Some(l) = left_neighbour(s, root, &m)? {
+        if let Some(l) = left_neighbour(s, root, &m, from)? {
             let grown = Mapping {
                 len: l.len + m.len,
                 ..l
@@ -305,7 +314,12 @@ fn add_with(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping, right: bool)
 /// The record that `m` continues: same owner, ending where `m` starts on
 /// the device and in the file, same flags. Looks at the records that cover
 /// the block before `m` (one per owner of that block).
-fn left_neighbour(s: &mut dyn NodeStore, root: &TreeRoot, m: &Mapping) -> Result<Option<Mapping>> {
+fn left_neighbour(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    m: &Mapping,
+    from: u64,
+) -> Result<Option<Mapping>> {
     let Some(before) = m.phys.checked_sub(1) else {
         return Ok(None);
     };
@@ -314,13 +328,23 @@ fn left_neighbour(s: &mut dyn NodeStore, root: &TreeRoot, m: &Mapping) -> Result
     if let Owner::Data { fblock: 0, .. } = m.owner {
         return Ok(None);
     }
-    let mut found = None;
-    overlapping(s, root, before, before, &mut |r| {
-        if r.phys + r.len == m.phys
-            && mergeable(&r)
+    let continues = |r: &Mapping| {
+        r.phys + r.len == m.phys
+            && mergeable(r)
             && r.unwritten == m.unwritten
             && r.owner.shifted(r.len) == m.owner
-        {
+    };
+    // The record starting where the caller says, by its key.
+    if from < m.phys
+        && let Some(o) = m.owner.shifted_back(m.phys - from)
+        && let Some(r) = record_at(s, root, from, o, false)?
+        && continues(&r)
+    {
+        return Ok(Some(r));
+    }
+    let mut found = None;
+    overlapping(s, root, before, before, &mut |r| {
+        if continues(&r) {
             found = Some(r);
             ControlFlow::Break(())
         } else {
