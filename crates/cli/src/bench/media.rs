@@ -228,6 +228,9 @@ struct Cost {
     create_fsync: f64,
 }
 
+/// Passes of the allocating-write workload per round, the first a warm-up.
+const ALLOC_PASSES: usize = 6;
+
 /// Operations of one workload run on each configuration in turn before the
 /// next batch: the machine's speed drifts within a round, and batches this
 /// small spread the drift over the three configurations alike.
@@ -250,9 +253,11 @@ fn costs(plan: &Plan) -> Result<Vec<Cost>> {
         .collect::<Result<Vec<Fs>>>()?;
     let chunk = vec![0x33u8; MIB as usize];
     let chunks = plan.bytes / MIB;
-    // The first pass only warms the mapping; the best of the others counts.
+    // The first pass only warms the mapping; the best of the others counts
+    // (a pass takes tens of milliseconds: several, so that a burst of other
+    // work on the machine does not decide the ratio).
     let mut best = vec![f64::MAX; fss.len()];
-    for pass in 0..3 {
+    for pass in 0..ALLOC_PASSES {
         for (fs, best) in fss.iter().zip(&mut best) {
             let f = fs.create(format!("/seq{pass}"))?;
             let t = Instant::now();
