@@ -1621,3 +1621,25 @@ fn leaf_changes_give_the_new_leaf_from_the_old() {
         assert_eq!(set.len(), changed, "round {round}");
     }
 }
+
+/// The byte comparisons `leaf_changes` starts with, against a byte loop.
+#[test]
+fn common_prefix_and_suffix_match_a_byte_loop() {
+    let mut rng = SmallRng::seed_from_u64(0xc0de);
+    for _ in 0..2000 {
+        let n = rng.random_range(0..200);
+        let a: Vec<u8> = (0..n).map(|_| rng.random_range(0..2)).collect();
+        let mut b = a.clone();
+        if !b.is_empty() && rng.random_bool(0.8) {
+            let i = rng.random_range(0..b.len());
+            b[i] ^= 1;
+        }
+        if rng.random_bool(0.3) {
+            b.insert(rng.random_range(0..=b.len()), 7);
+        }
+        let p = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let s = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+        assert_eq!(crate::tree::common_prefix(&a, &b), p, "{a:?} {b:?}");
+        assert_eq!(crate::tree::common_suffix(&a, &b), s, "{a:?} {b:?}");
+    }
+}

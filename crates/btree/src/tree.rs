@@ -1239,38 +1239,49 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
     }
 }
 
-/// Bytes at the start of `a` and `b` that are equal.
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+/// An 8-byte word of `b` (from a chunk of exactly 8 bytes).
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
+/// Bytes at the start of `a` and `b` that are equal (compared a word at a
+/// time, then byte by byte within the first word that differs).
+pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let (a, b) = (a.get(..n).unwrap_or(&[]), b.get(..n).unwrap_or(&[]));
-    let mut i = 0;
-    for (x, y) in a.chunks(64).zip(b.chunks(64)) {
-        if x != y {
-            return i + x.iter().zip(y).take_while(|(p, q)| p == q).count();
-        }
-        i += x.len();
-    }
-    i
+    let words = a
+        .chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .take_while(|(x, y)| word(x) == word(y))
+        .count();
+    let at = words * 8;
+    let rest = a.get(at..).unwrap_or(&[]).iter();
+    at + rest
+        .zip(b.get(at..).unwrap_or(&[]))
+        .take_while(|(p, q)| p == q)
+        .count()
 }
 
 /// Bytes at the end of `a` and `b` that are equal.
-fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+pub(crate) fn common_suffix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let (a, b) = (
         a.get(a.len() - n..).unwrap_or(&[]),
         b.get(b.len() - n..).unwrap_or(&[]),
     );
-    let mut i = 0;
-    for (x, y) in a.rchunks(64).zip(b.rchunks(64)) {
-        if x != y {
-            return i + x
-                .iter()
-                .rev()
-                .zip(y.iter().rev())
-                .take_while(|(p, q)| p == q)
-                .count();
-        }
-        i += x.len();
-    }
-    i
+    let words = a
+        .rchunks_exact(8)
+        .zip(b.rchunks_exact(8))
+        .take_while(|(x, y)| word(x) == word(y))
+        .count();
+    let at = n - words * 8;
+    let (ra, rb) = (a.get(..at).unwrap_or(&[]), b.get(..at).unwrap_or(&[]));
+    words * 8
+        + ra.iter()
+            .rev()
+            .zip(rb.iter().rev())
+            .take_while(|(p, q)| p == q)
+            .count()
 }
