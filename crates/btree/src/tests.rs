@@ -1638,7 +1638,12 @@ fn common_prefix_and_suffix_match_a_byte_loop() {
             b.insert(rng.random_range(0..=b.len()), 7);
         }
         let p = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-        let s = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+        let s = a
+            .iter()
+            .rev()
+            .zip(b.iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count();
         assert_eq!(crate::tree::common_prefix(&a, &b), p, "{a:?} {b:?}");
         assert_eq!(crate::tree::common_suffix(&a, &b), s, "{a:?} {b:?}");
     }

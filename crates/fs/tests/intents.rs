@@ -24,8 +24,12 @@ fn superblock(dev: &dyn Device) -> Superblock {
 /// Files written after a sync: their data records are intents only. Returns
 /// the image a crash leaves, and each file's first device block.
 fn crashed_image(files: u64) -> (Vec<u8>, Vec<(String, u64)>) {
+    crashed_image_with(files, &MkfsOptions::default())
+}
+
+fn crashed_image_with(files: u64, opts: &MkfsOptions) -> (Vec<u8>, Vec<(String, u64)>) {
     let dev = Arc::new(MemDevice::new(16 << 20));
-    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    Fs::mkfs(dev.clone(), opts).unwrap();
     let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
     fs.mkdir("/d", 0o755).unwrap();
     fs.sync().unwrap();
@@ -72,6 +76,24 @@ fn deferred_changes_survive_a_crash() {
     owners_hold(&fs, &placed);
     // Mount put them into the nodes and logged those.
     assert_eq!(superblock(&*dev).rmap_intents.get(), 0);
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+#[test]
+fn deferred_changes_survive_a_crash_without_replicas() {
+    // No replica region: the intents have one copy, in the log.
+    let opts = MkfsOptions {
+        no_replicas: true,
+        ..Default::default()
+    };
+    let (img, placed) = crashed_image_with(5, &opts);
+    let dev = Arc::new(MemDevice::from_image(img));
+    assert!(superblock(&*dev).rmap_intents.get() > 0);
+    assert_eq!(superblock(&*dev).log_replica.get(), 0);
+    assert_fsck(&*dev);
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    owners_hold(&fs, &placed);
     drop(fs);
     assert_fsck(&*dev);
 }
