@@ -212,6 +212,7 @@ impl BlockHeader {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

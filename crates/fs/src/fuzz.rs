@@ -924,18 +924,7 @@ mod tests {
 
     /// The leftmost leaf of the inode tree: it holds the root directory.
     fn first_inode_leaf(img: &[u8]) -> u64 {
-        let dev = MemDevice::from_image(img.to_vec());
-        let sb = read_superblock(&dev).unwrap();
-        let mut s = ReadStore::new(&dev, sb.fs_id(), None, None);
-        let mut leaves = vec![];
-        inode_tree()
-            .visit_nodes(&mut s, &sb.inode_tree, &mut |b, level| {
-                if level == 0 {
-                    leaves.push(b.0)
-                }
-            })
-            .unwrap();
-        leaves[0]
+        inode_leaves(img)[0]
     }
 
     /// Every leaf of the inode tree.

@@ -516,20 +516,7 @@ fn tree_blocks_after(ops: &[Op]) -> u64 {
     for op in ops {
         apply(&fs, op);
     }
-    fs.fsmap(0, u64::MAX)
-        .unwrap()
-        .iter()
-        .filter(|r| {
-            matches!(
-                &r.owner,
-                daxfs::OwnerKind::File {
-                    fork: "extent tree",
-                    ..
-                }
-            )
-        })
-        .map(|r| r.length / 4096)
-        .sum()
+    common::all_tree_blocks(&fs)
 }
 
 const B: u64 = 4096;

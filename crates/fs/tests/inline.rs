@@ -19,24 +19,6 @@ fn tree_blocks(fs: &Fs, ino: u64) -> u64 {
         .sum()
 }
 
-/// Blocks of every extent tree.
-fn all_tree_blocks(fs: &Fs) -> u64 {
-    fs.fsmap(0, u64::MAX)
-        .unwrap()
-        .iter()
-        .filter(|r| {
-            matches!(
-                &r.owner,
-                OwnerKind::File {
-                    fork: "extent tree",
-                    ..
-                }
-            )
-        })
-        .map(|r| r.length / BS)
-        .sum()
-}
-
 /// Blocks holding metadata of any kind (trees, their replicas, the log).
 fn metadata_blocks(fs: &Fs) -> u64 {
     fs.fsmap(0, u64::MAX)

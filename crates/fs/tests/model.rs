@@ -228,7 +228,7 @@ impl Model {
     ) -> Result<u64, &'static str> {
         let (si, sd) = self.file(src).ok_or("skip")?;
         let (di, mut dd) = self.file(dst).ok_or("skip")?;
-        if so % BS != 0 || doff % BS != 0 {
+        if !so.is_multiple_of(BS) || !doff.is_multiple_of(BS) {
             return Err("EINVAL");
         }
         let (ss, ds) = (sd.len() as u64, dd.len() as u64);
@@ -282,10 +282,10 @@ impl Model {
         if len == 0 {
             return Ok(Ok(true));
         }
-        if so % BS != 0 || so + len > sd.len() as u64 {
+        if !so.is_multiple_of(BS) || so + len > sd.len() as u64 {
             return Err("EINVAL");
         }
-        if doff % BS != 0 || doff + len > dd.len() as u64 {
+        if !doff.is_multiple_of(BS) || doff + len > dd.len() as u64 {
             return Ok(Err(22));
         }
         let count = if so + len == sd.len() as u64 && doff + len == dd.len() as u64 {
@@ -451,7 +451,7 @@ fn run(seed: u64, steps: usize) {
             .copied()
             .filter(|x| matches!(m.kind(x), Some(Node::File(_))))
             .collect();
-        let (p, q) = if op >= 100 && op <= 126 && !files.is_empty() {
+        let (p, q) = if (100..=126).contains(&op) && !files.is_empty() {
             let a = files[rng.random_range(0..files.len())];
             let b = if rng.random_bool(0.2) {
                 a

@@ -36,3 +36,21 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Blocks of every extent tree (nodes and replicas), by fsmap.
+pub fn all_tree_blocks(fs: &Fs) -> u64 {
+    fs.fsmap(0, u64::MAX)
+        .expect("fsmap")
+        .iter()
+        .filter(|r| {
+            matches!(
+                &r.owner,
+                daxfs::OwnerKind::File {
+                    fork: "extent tree",
+                    ..
+                }
+            )
+        })
+        .map(|r| r.length / 4096)
+        .sum()
+}
