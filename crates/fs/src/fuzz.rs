@@ -171,14 +171,7 @@ fn normalize(img: &mut [u8], old_fs_id: u64) {
     let Ok(sb) = daxfs_format::Superblock::read_from_bytes(&img[..BLOCK_SIZE]) else {
         return;
     };
-    let geo = geometry(&sb);
-    let area = [
-        sb.log_start.get() + sb.log_blocks.get() - LOG_INTENT_BLOCKS,
-        match sb.log_replica.get() {
-            0 => 0,
-            r => r + geo.desc_blocks() + 1,
-        },
-    ];
+    let area = geometry(&sb).intent_area();
     for first in area.into_iter().filter(|&b| b != 0) {
         let at = first as usize * BLOCK_SIZE;
         let Some(bytes) = img.get_mut(at..at + LOG_INTENT_BLOCKS as usize * BLOCK_SIZE) else {

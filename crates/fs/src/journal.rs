@@ -95,17 +95,22 @@ impl LogGeometry {
             None
         }
     }
+    /// The first block of the reverse-map intent area ([`LOG_INTENT_BLOCKS`]
+    /// long, contiguous in both places) in the log and in the replica region
+    /// (0: none).
+    pub fn intent_area(&self) -> [u64; 2] {
+        log_copies(self, self.blocks - LOG_INTENT_BLOCKS)
+    }
+
     /// The device byte offsets of intent entry `i` in the log and in the
     /// replica region (0: none).
     fn intent_at(&self, i: usize) -> [u64; 2] {
-        let per = INTENTS_PER_BLOCK;
-        let b = self.blocks - LOG_INTENT_BLOCKS + (i / per) as u64;
-        let within = ((i % per) * 64) as u64;
-        log_copies(self, b).map(|at| {
-            if at == 0 {
+        let within = (i * 64) as u64;
+        self.intent_area().map(|b| {
+            if b == 0 {
                 0
             } else {
-                at * BLOCK_SIZE_U64 + within
+                b * BLOCK_SIZE_U64 + within
             }
         })
     }
@@ -673,7 +678,7 @@ pub fn read_intents(
             return Err(FsError::Corrupt(format!(
                 "the reverse map's pending changes cannot be read: intent {i} of {n} in the log \
                  (block {}) is damaged in both copies",
-                geo.start + geo.blocks - LOG_INTENT_BLOCKS + (i / INTENTS_PER_BLOCK) as u64
+                geo.intent_area()[0] + (i / INTENTS_PER_BLOCK) as u64
             )));
         };
         out.push(e);

@@ -394,8 +394,14 @@ pub fn write_range(
 /// copied (unwritten ones re-allocated unwritten); holes stay holes. After
 /// this, writes to the range need no allocation.
 pub fn unshare_range(tx: &mut Tx<'_>, map: &mut ExtentMap, b0: u64, b1: u64) -> Result<()> {
+    let runs = runs(tx, map, b0, b1)?;
+    copy_shared(tx, map, runs)
+}
+
+/// Copies the shared runs of `runs` to blocks of the file's own.
+fn copy_shared(tx: &mut Tx<'_>, map: &mut ExtentMap, runs: Vec<Run>) -> Result<()> {
     let mut goal = None;
-    for r in runs(tx, map, b0, b1)? {
+    for r in runs {
         if let Run::Shared {
             fb,
             len,
@@ -436,18 +442,7 @@ pub fn unshare_range_checked(
         return Ok(0);
     }
     check_space(tx, shared + extra, what)?;
-    let mut goal = None;
-    for r in runs {
-        if let Run::Shared {
-            fb,
-            len,
-            phys,
-            unwritten,
-        } = r
-        {
-            cow(tx, map, fb, len, phys, unwritten, None, &mut goal)?;
-        }
-    }
+    copy_shared(tx, map, runs)?;
     Ok(shared)
 }
 

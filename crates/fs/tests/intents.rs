@@ -132,14 +132,8 @@ fn the_intent_area_fills_and_starts_over() {
 
 /// Overwrites the intent area's log copy (or its replica-region copy).
 fn garbage_intents(dev: &dyn Device, replica: bool) {
-    let sb = superblock(dev);
-    let lb = sb.log_blocks.get();
-    let first = if replica {
-        let d = daxfs_format::superblock::log_desc_blocks(lb);
-        sb.log_replica.get() + d + 1
-    } else {
-        sb.log_start.get() + lb - LOG_INTENT_BLOCKS
-    };
+    let first = daxfs::tx::geometry(&superblock(dev)).intent_area()[usize::from(replica)];
+    assert_ne!(first, 0);
     dev.write(first * BS, &vec![0x5a; (LOG_INTENT_BLOCKS * BS) as usize])
         .unwrap();
 }
