@@ -1366,6 +1366,3 @@ pub type ReadStore<'a> = Committed<'a>;
 
 /// Keeps `TreeRoot` in scope for users of this module.
 pub type Root = TreeRoot;
-
-pub static PROF: [std::sync::atomic::AtomicU64; 16] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 16];
