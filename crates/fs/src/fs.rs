@@ -236,7 +236,8 @@ impl Fs {
         let mut meta = Meta::new(sb, 1, None);
         meta.free = free;
         meta.free_loaded = true;
-        let mut tx = Tx::begin(&*dev, &mut meta)?;
+        // Not deferring: the new image's reverse map holds every record.
+        let mut tx = Tx::open(&*dev, &mut meta)?;
         let mut root = TreeRoot::EMPTY;
         BTree::<u64, u64>::new(BlockKind::FreeTree, 0)
             .insert(&mut tx, &mut root, data_start, data_len)?;
@@ -250,10 +251,8 @@ impl Fs {
         tx.rmap_add(total - 1, 1, sb_owner, false)?;
         let log_owner = Owner::Meta(BlockKind::LogDescriptor);
         if tx.rmap_enabled() {
-            let mut root = tx.meta.sb.rmap_tree;
             crate::space::rmap::add(
                 &mut tx,
-                &mut root,
                 Mapping {
                     replica: log_replica,
                     ..Mapping::new(1, log_blocks, log_owner, false)
@@ -262,7 +261,6 @@ impl Fs {
             if replicas {
                 crate::space::rmap::add(
                     &mut tx,
-                    &mut root,
                     Mapping {
                         replica: 1,
                         is_replica: true,
@@ -270,7 +268,6 @@ impl Fs {
                     },
                 )?;
             }
-            tx.meta.sb.rmap_tree = root;
         }
         tx.commit()?;
         Ok(())
@@ -316,7 +313,12 @@ impl Fs {
         )?;
         let root_ino = sb.root_ino.get();
         let icache: Arc<Mutex<HashMap<u64, Arc<Inode>>>> = Default::default();
-        let meta = Meta::new(sb, seq, Some(icache.clone()));
+        let mut meta = Meta::new(sb, seq, Some(icache.clone()));
+        // Memory holds them as the commit that logged them left them: reads
+        // see them at once; the first commit that cannot log more puts them
+        // in the tree.
+        meta.cache.rmap_pending = Arc::new(crate::space::rmap::pending_of(&intents)?);
+        meta.intents = intents;
         let reps = meta.reps.clone();
         let fs = Fs {
             inner: Arc::new(FsInner {
@@ -333,7 +335,7 @@ impl Fs {
                 notice_handles: Mutex::new(HashMap::new()),
             }),
         };
-        fs.replay_intents(intents)?;
+        fs.replay_intents()?;
         if let Err(e) = fs.free_orphans() {
             // A mount that fails writes nothing (but a replay): the repairs
             // and the shut-down its reads queued are not run when the file
@@ -388,19 +390,10 @@ impl Fs {
         tx.commit()
     }
 
-    /// Puts the reverse map's pending changes (from the log's intent block)
+    /// Puts the reverse map's pending changes (from the log's intent area)
     /// into its nodes, and logs them: one transaction.
-    fn replay_intents(&self, intents: Vec<daxfs_format::records::RmapIntent>) -> Result<()> {
-        if intents.is_empty() {
-            return Ok(());
-        }
-        let inner = &*self.inner;
-        let mut meta = lock(&inner.meta);
-        let mut tx = Tx::open(&*inner.dev, &mut meta)?;
-        let mut root = tx.meta.sb.rmap_tree;
-        crate::space::rmap::apply_intents(&mut tx, &mut root, &intents)?;
-        tx.meta.sb.rmap_tree = root;
-        tx.commit()
+    fn replay_intents(&self) -> Result<()> {
+        crate::tx::flush_intents(&*self.inner.dev, &mut lock(&self.inner.meta))
     }
 
     /// Frees every inode on the orphan list (unlinked while open before a crash).
@@ -503,9 +496,10 @@ impl FsInner {
         // not left for the next change.
         crate::replica::run_pending(&*self.dev, &mut lock(&self.meta));
         self.flush_lazy()?;
-        // The reverse map's nodes are logged too: after a sync, its nodes
-        // on media hold every change (and an unmounted image has no intents).
-        crate::tx::flush_deferred(&*self.dev, &mut lock(&self.meta))?;
+        // The reverse map's pending changes go into its nodes too: after a
+        // sync, its nodes on media hold every record (and an unmounted image
+        // has no intents).
+        crate::tx::flush_intents(&*self.dev, &mut lock(&self.meta))?;
         let inodes: Vec<Arc<Inode>> = lock(&self.icache).values().cloned().collect();
         let mut dirty: Vec<Arc<Inode>> = inodes.into_iter().filter(|i| i.rec().dirty).collect();
         if dirty.is_empty() {

@@ -462,10 +462,9 @@ impl FsInner {
         let was_shut = meta.shutdown.take();
         let mut tx = Tx::begin(&*self.dev, &mut meta)?;
         let event = tx.meta.sb.error_seq.get();
-        let sb = tx.meta.sb;
         let mut bufs = std::mem::take(&mut tx.meta.report_bufs);
         bufs.recs.clear();
-        rmap::query_into(&mut tx, &sb.rmap_tree, b0, b1 - b0, &mut bufs.recs)?;
+        rmap::query_into(&mut tx, b0, b1 - b0, &mut bufs.recs)?;
         let recs = std::mem::take(&mut bufs.recs);
         // Sized once: a block shared 10,000 ways makes 10,000 of each.
         let mut events = Vec::with_capacity(recs.len());
@@ -908,9 +907,8 @@ impl Fs {
             return Ok(());
         }
         let event = tx.meta.sb.error_seq.get();
-        let rroot = tx.meta.sb.rmap_tree;
         for &(s, l) in &bad {
-            if let Some(m) = rmap::query(&mut tx, &rroot, s, l)?
+            if let Some(m) = rmap::query(&mut tx, s, l)?
                 .into_iter()
                 .find(|m| !matches!(m.owner, Owner::Data { .. }))
             {
@@ -926,7 +924,7 @@ impl Fs {
             inner.dev.clear_error(s * BS, &zeros)?;
         }
         for (s, l) in bad {
-            let owned = rmap::query(&mut tx, &rroot, s, l)?;
+            let owned = rmap::query(&mut tx, s, l)?;
             let mut at = s;
             let mut covered: Vec<(u64, u64)> = owned
                 .iter()
@@ -1013,7 +1011,7 @@ impl Fs {
                 let sb = meta.sb;
                 let mut rs = self.inner.cached_reader(&mut meta);
                 let mut v: Vec<(u64, u64)> =
-                    rmap::query(&mut rs, &sb.rmap_tree, 0, sb.total_blocks.get())?
+                    rmap::query(&mut rs.rmap(sb.rmap_tree), 0, sb.total_blocks.get())?
                         .into_iter()
                         .filter(|m| matches!(m.owner, Owner::Data { .. }) && !m.unwritten)
                         .map(|m| (m.phys, m.len))

@@ -628,8 +628,9 @@ impl Fs {
     pub fn rmap_census(&self) -> Result<rmap::Census> {
         let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
+        let pending = meta.cache.rmap_pending.clone();
         let mut rs = self.inner.cached_reader(&mut meta);
-        rmap::census(&mut rs, &sb.rmap_tree)
+        rmap::census(&mut rs, &sb.rmap_tree, &[&pending])
     }
 
     /// Every owner record overlapping device blocks `[block, block+blocks)`,
@@ -677,7 +678,7 @@ impl Fs {
         let total = sb.total_blocks.get();
         let blocks = blocks.min(total.saturating_sub(block));
         let mut rs = self.inner.cached_reader(&mut meta);
-        let recs = rmap::query(&mut rs, &sb.rmap_tree, block, blocks)?;
+        let recs = rmap::query(&mut rs.rmap(sb.rmap_tree), block, blocks)?;
         let shared_recs = shared_in(&recs, block, block.saturating_add(blocks));
         let mut paths: HashMap<u64, Vec<String>> = HashMap::new();
         let mut out = vec![];

@@ -270,7 +270,7 @@ impl<'a> Committed<'a> {
         let o = Owner::of_node(kind, owner);
         // A replica lies on the device and is not the node itself.
         let usable = |r: u64| r != 0 && r != h && r < total.saturating_sub(1);
-        let mut found = match rmap::record_at(self, &root, h, o, false) {
+        let mut found = match rmap::record_at(&mut self.rmap(root), h, o, false) {
             Ok(Some(m)) if usable(m.replica) => Some(m.replica),
             _ => None,
         };
@@ -281,7 +281,7 @@ impl<'a> Committed<'a> {
             } else {
                 (0, half.saturating_sub(1))
             };
-            let _ = rmap::scan_pairs(self, &root, lo, hi, &mut |m| {
+            let _ = rmap::scan_pairs(&mut self.rmap(root), lo, hi, &mut |m| {
                 if m.is_replica && m.owner == o && m.replica == h && usable(m.phys) {
                     found = Some(m.phys);
                     ControlFlow::Break(())
@@ -295,6 +295,53 @@ impl<'a> Committed<'a> {
         }
         found
     }
+}
+
+/// The reverse map as committed, with root `root`: the tree under the node
+/// cache's pending changes (when there is a cache). Read only.
+pub struct CommittedRecords<'c, 'a> {
+    c: &'c mut Committed<'a>,
+    root: TreeRoot,
+}
+
+impl<'a> Committed<'a> {
+    /// The reverse map with root `root`, as committed.
+    pub fn rmap(&mut self, root: TreeRoot) -> CommittedRecords<'_, 'a> {
+        CommittedRecords { c: self, root }
+    }
+}
+
+impl rmap::Records for CommittedRecords<'_, '_> {
+    fn get(&mut self, k: &rmap::Key) -> Result<Option<daxfs_format::records::RmapRecord>> {
+        if let Some(v) = self.c.cache.as_ref().and_then(|c| c.rmap_pending.get(k)) {
+            return Ok(*v);
+        }
+        Ok(rmap::tree().get(self.c, &self.root, k)?)
+    }
+    fn put(&mut self, k: rmap::Key, _: daxfs_format::records::RmapRecord) -> Result<()> {
+        Err(read_only(k))
+    }
+    fn del(&mut self, k: &rmap::Key) -> Result<()> {
+        Err(read_only(*k))
+    }
+    fn walk(
+        &mut self,
+        lo: &rmap::Key,
+        hi: &rmap::Key,
+        after: Option<u64>,
+        f: &mut dyn FnMut(rmap::Key, daxfs_format::records::RmapRecord) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let pending = self.c.cache.as_ref().map(|c| c.rmap_pending.clone());
+        let layers: Vec<&rmap::Pending> = pending.iter().map(|p| &**p).collect();
+        rmap::walk_layered(self.c, &self.root, &layers, lo, hi, after, f)
+    }
+}
+
+fn read_only(k: rmap::Key) -> FsError {
+    FsError::NotSupported(format!(
+        "reverse map: changing the record at block {} through a read-only view",
+        k.0
+    ))
 }
 
 impl NodeStore for Committed<'_> {
@@ -427,8 +474,7 @@ enum Repair {
 /// Repairs a node that a read found bad (its replica was good then).
 fn repair_fallback(tx: &mut Tx<'_>, p: &Fallback) -> Result<Repair> {
     let o = Owner::of_node(p.kind, p.owner);
-    let root = tx.meta.sb.rmap_tree;
-    match rmap::record_at(tx, &root, p.block, o, false)? {
+    match rmap::record_at(tx, p.block, o, false)? {
         Some(m) if m.replica == p.replica => {}
         _ => return Ok(Repair::Moot),
     }
@@ -504,13 +550,9 @@ fn move_node(
         return Ok(Repair::Later);
     }
     let new = tx.alloc_far(r, avoid)?;
-    // Changed earlier in this transaction (or a reverse-map node whose
-    // changes were deferred): the staged contents are the newest, and the
-    // bad block is not written.
-    let good = tx
-        .unstage(h)
-        .or_else(|| tx.take_deferred(h))
-        .unwrap_or(good);
+    // Changed earlier in this transaction: the staged contents are the
+    // newest, and the bad block is not written.
+    let good = tx.unstage(h).unwrap_or(good);
     tx.stage(new, good.clone());
     let moved = match inode {
         Some(mut rec) => {
@@ -535,21 +577,18 @@ fn move_node(
         )));
     }
     let o = Owner::of_node(kind, owner);
-    let mut root = tx.meta.sb.rmap_tree;
-    rmap::remove(tx, &mut root, h, 1, o)?;
+    rmap::remove(tx, h, 1, o)?;
     rmap::add(
         tx,
-        &mut root,
         Mapping {
             replica: r,
             ..Mapping::new(new, 1, o, false)
         },
     )?;
-    match rmap::record_at(tx, &root, r, o, true)? {
-        Some(m) => rmap::set_replica(tx, &mut root, &m, new)?,
+    match rmap::record_at(tx, r, o, true)? {
+        Some(m) => rmap::set_replica(tx, &m, new)?,
         None => rmap::add(
             tx,
-            &mut root,
             Mapping {
                 replica: new,
                 is_replica: true,
@@ -557,7 +596,6 @@ fn move_node(
             },
         )?,
     }
-    tx.meta.sb.rmap_tree = root;
     if kind == BlockKind::RmapTree {
         tx.rmap_shape = true;
     }
@@ -635,21 +673,18 @@ fn replace_replica(
         tx.stage(h, good);
     }
     let o = Owner::of_node(kind, owner);
-    let mut root = tx.meta.sb.rmap_tree;
-    rmap::remove_as(tx, &mut root, r, 1, o, true)?;
+    rmap::remove_as(tx, r, 1, o, true)?;
     rmap::add(
         tx,
-        &mut root,
         Mapping {
             replica: h,
             is_replica: true,
             ..Mapping::new(r2, 1, o, false)
         },
     )?;
-    if let Some(m) = rmap::record_at(tx, &root, h, o, false)? {
-        rmap::set_replica(tx, &mut root, &m, r2)?;
+    if let Some(m) = rmap::record_at(tx, h, o, false)? {
+        rmap::set_replica(tx, &m, r2)?;
     }
-    tx.meta.sb.rmap_tree = root;
     tx.new_pairs.insert(h, r2);
     // The old replica is never used again.
     let mut broot = tx.meta.sb.badblock_tree;
@@ -746,7 +781,6 @@ fn move_log(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Result<bool> {
         return Ok(false);
     }
     let o = Owner::Meta(BlockKind::LogDescriptor);
-    let mut root = tx.meta.sb.rmap_tree;
     let (old, old_len, new_start, new_rep) = if m.is_replica {
         let fresh = tx.alloc_run_far(mlen, start, bad)?;
         (rep, mlen, start, fresh.unwrap_or(0))
@@ -756,11 +790,10 @@ fn move_log(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Result<bool> {
         };
         (start, len, fresh, rep)
     };
-    rmap::remove_as(tx, &mut root, start, len, o, false)?;
-    rmap::remove_as(tx, &mut root, rep, mlen, o, true)?;
+    rmap::remove_as(tx, start, len, o, false)?;
+    rmap::remove_as(tx, rep, mlen, o, true)?;
     rmap::add(
         tx,
-        &mut root,
         Mapping {
             replica: new_rep,
             ..Mapping::new(new_start, len, o, false)
@@ -769,7 +802,6 @@ fn move_log(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Result<bool> {
     if new_rep != 0 {
         rmap::add(
             tx,
-            &mut root,
             Mapping {
                 replica: new_start,
                 is_replica: true,
@@ -777,7 +809,6 @@ fn move_log(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Result<bool> {
             },
         )?;
     }
-    tx.meta.sb.rmap_tree = root;
     tx.meta.sb.log_start = new_start.into();
     tx.meta.sb.log_replica = new_rep.into();
     // The old region's good blocks go back to free space (once this
@@ -830,7 +861,7 @@ impl crate::Fs {
         let root = meta.sb.rmap_tree;
         let mut rs = inner.cached_reader(&mut meta);
         let mut out = vec![];
-        rmap::scan_pairs(&mut rs, &root, 0, u64::MAX, &mut |m| {
+        rmap::scan_pairs(&mut rs.rmap(root), 0, u64::MAX, &mut |m| {
             if !m.is_replica {
                 let (kind, ino) = match m.owner {
                     Owner::Meta(k) => (k.name(), 0),
@@ -866,7 +897,7 @@ impl crate::Fs {
         let mut pairs = vec![];
         {
             let mut rs = inner.cached_reader(&mut meta);
-            rmap::scan_pairs(&mut rs, &root, 0, u64::MAX, &mut |m| {
+            rmap::scan_pairs(&mut rs.rmap(root), 0, u64::MAX, &mut |m| {
                 let node = match m.owner {
                     Owner::Meta(k) => k != BlockKind::Superblock && k != BlockKind::LogDescriptor,
                     Owner::Data { .. } => false,

@@ -12,7 +12,7 @@ use crate::error::{FsError, Result};
 use crate::journal::{self, LogGeometry};
 use crate::replica::{Committed, Replicas};
 use crate::space::alloc::FreeMap;
-use crate::space::rmap::{self, Mapping, Owner};
+use crate::space::rmap::{self, Mapping, Owner, Records};
 use crate::space::{badblocks, refcount};
 use daxfs_btree::{BTree, NodeBuf, NodeStore, TreeError};
 use daxfs_device::Device;
@@ -87,10 +87,10 @@ pub struct Meta {
     pub lazy_freed: Vec<(u64, u64)>,
     /// Node -> replica pairs those lazy transactions made.
     pub lazy_pairs: BlockMap<u64>,
-    /// The reverse map's record changes that its nodes on media do not
-    /// hold yet, in order: durable in the log's intent block of the last
-    /// commit (the superblock's `rmap_intents` counts them); the nodes that
-    /// hold them are in the node cache's deferred layer.
+    /// The reverse map's record changes that its nodes do not hold yet, in
+    /// order: durable in the log's intent area (the superblock's
+    /// `rmap_intents` counts them). Reads see them through the node cache's
+    /// pending records ([`NodeCache::rmap_pending`]).
     pub intents: Vec<RmapIntent>,
     /// Buffers media-error reports fill, kept for the next report.
     pub(crate) report_bufs: crate::media::ReportBufs,
@@ -167,14 +167,19 @@ pub fn geometry(sb: &Superblock) -> LogGeometry {
 ///
 /// On top of it, the lazy layer holds the blocks that lazy transactions
 /// committed in memory and that are not durable yet (see [`Tx::begin_lazy`]),
-/// and the deferred layer the reverse-map nodes whose changes are durable as
-/// intents only (see [`Tx::commit`]): reads see them first (lazy, then
-/// deferred); [`NodeCache::peek`] (what media holds) does not.
+/// and reads see them first; [`NodeCache::peek`] (what media holds) does not.
+///
+/// Beside the blocks, the reverse map's committed record changes that its
+/// nodes do not hold yet (see [`Tx::commit`]): every reverse-map read looks
+/// at them before the tree.
 #[derive(Debug, Default)]
 pub struct NodeCache {
     blocks: BlockMap<NodeBuf>,
     lazy: BlockMap<NodeBuf>,
-    deferred: BlockMap<NodeBuf>,
+    /// Reverse-map record changes committed but not in the tree's nodes:
+    /// durable as the log's intents, or (after lazy transactions) in memory
+    /// only until the next durable commit puts them in the tree.
+    pub rmap_pending: Arc<rmap::Pending>,
 }
 
 impl NodeCache {
@@ -183,11 +188,7 @@ impl NodeCache {
 
     /// A cached block, if its header says it is what the caller expects.
     pub fn get(&self, b: u64, kind: BlockKind, owner: Option<u64>) -> Option<NodeBuf> {
-        let blk = self
-            .lazy
-            .get(&b)
-            .or_else(|| self.deferred.get(&b))
-            .or_else(|| self.blocks.get(&b))?;
+        let blk = self.lazy.get(&b).or_else(|| self.blocks.get(&b))?;
         let h = daxfs_format::block::header(&blk[..]).ok()?;
         (h.kind == kind as u8 && owner.is_none_or(|o| h.owner.get() == o)).then(|| blk.clone())
     }
@@ -225,9 +226,9 @@ impl NodeCache {
         self.lazy.len()
     }
 
-    /// Blocks in the deferred layer.
-    pub fn deferred_len(&self) -> usize {
-        self.deferred.len()
+    /// Reverse-map record changes the tree's nodes do not hold yet.
+    pub fn rmap_pending_len(&self) -> usize {
+        self.rmap_pending.len()
     }
 }
 
@@ -271,11 +272,15 @@ pub struct Tx<'a> {
     /// Committed in memory only (see [`Tx::begin_lazy`]).
     lazy: bool,
     /// The commit may log the reverse map's record changes as intents
-    /// instead of its nodes (ordinary transactions; not repairs).
+    /// instead of putting them in its nodes (ordinary transactions; not
+    /// repairs).
     may_defer: bool,
-    /// Deferred reverse-map nodes this transaction moved elsewhere: not
-    /// written home when the deferred layer is logged.
-    undeferred: Vec<u64>,
+    /// This transaction's reverse-map record changes, not in the tree (see
+    /// [`rmap::Records`] for `Tx`): reads see them first.
+    rmap_top: rmap::Pending,
+    /// Reverse-map changes go straight into the tree (set once the commit
+    /// has put the pending ones there).
+    rmap_direct: bool,
     done: bool,
 }
 
@@ -316,14 +321,15 @@ impl<'a> Tx<'a> {
     /// Starts a transaction without running repairs first (repairs use
     /// it). Lazy transactions committed before are made durable first, so
     /// ordinary transactions (and repairs) only ever build on durable state;
-    /// and the reverse map's deferred nodes are logged, so a repair only
-    /// ever meets reverse-map nodes whose media copy is current.
+    /// and the reverse map's pending changes are put into its nodes and
+    /// logged, so a repair only ever meets reverse-map nodes that hold
+    /// every record.
     pub(crate) fn open(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
         // A shut-down file system cannot flush; its transactions that only
         // read see the lazy state in memory, and any commit fails.
         if meta.shutdown.is_none() {
             flush_lazy(dev, meta)?;
-            flush_deferred(dev, meta)?;
+            flush_intents(dev, meta)?;
         }
         Tx::open_inner(dev, meta, false)
     }
@@ -346,7 +352,8 @@ impl<'a> Tx<'a> {
             new_pairs: BlockMap::default(),
             lazy,
             may_defer: false,
-            undeferred: vec![],
+            rmap_top: rmap::Pending::new(),
+            rmap_direct: false,
             done: false,
         };
         if !tx.meta.free_loaded && !shut {
@@ -507,15 +514,6 @@ impl<'a> Tx<'a> {
         self.dirty.remove(&b)
     }
 
-    /// The contents of reverse-map node `b` when its newest changes are in
-    /// the deferred layer only; the node is then not written home when the
-    /// layer is logged (the caller moves it).
-    pub(crate) fn take_deferred(&mut self, b: u64) -> Option<NodeBuf> {
-        let blk = self.meta.cache.deferred.get(&b)?.clone();
-        self.undeferred.push(b);
-        Some(blk)
-    }
-
     /// True when this transaction has staged block `b`.
     pub(crate) fn is_staged(&self, b: u64) -> bool {
         self.dirty.contains_key(&b)
@@ -668,18 +666,14 @@ impl<'a> Tx<'a> {
                 }
             }
             if !adds.is_empty() {
-                let mut root = self.meta.sb.rmap_tree;
-                rmap::add_fresh_all(self, &mut root, &adds)?;
-                self.meta.sb.rmap_tree = root;
+                rmap::add_fresh_all(self, &adds)?;
             }
             for d in rds {
                 if let RmapDelta::Remove(b, owner, r) = d {
-                    let mut root = self.meta.sb.rmap_tree;
-                    rmap::remove_exact(self, &mut root, b, owner, false)?;
+                    rmap::remove_exact(self, b, owner, false)?;
                     if r != 0 {
-                        rmap::remove_exact(self, &mut root, r, owner, true)?;
+                        rmap::remove_exact(self, r, owner, true)?;
                     }
-                    self.meta.sb.rmap_tree = root;
                 }
             }
             let ds = std::mem::take(&mut self.deltas);
@@ -710,10 +704,7 @@ impl<'a> Tx<'a> {
         if !self.rmap_enabled() {
             return Ok(());
         }
-        let mut root = self.meta.sb.rmap_tree;
-        rmap::add(self, &mut root, Mapping::new(phys, len, owner, unwritten))?;
-        self.meta.sb.rmap_tree = root;
-        Ok(())
+        rmap::add(self, Mapping::new(phys, len, owner, unwritten))
     }
 
     /// [`Tx::rmap_add`] of a mapping `owner` maps nothing after once the
@@ -731,15 +722,7 @@ impl<'a> Tx<'a> {
         if !self.rmap_enabled() {
             return Ok(());
         }
-        let mut root = self.meta.sb.rmap_tree;
-        rmap::add_last(
-            self,
-            &mut root,
-            Mapping::new(phys, len, owner, unwritten),
-            from,
-        )?;
-        self.meta.sb.rmap_tree = root;
-        Ok(())
+        rmap::add_last(self, Mapping::new(phys, len, owner, unwritten), from)
     }
 
     /// Records in the reverse map that `owner` no longer maps `[phys, phys+len)`.
@@ -753,10 +736,7 @@ impl<'a> Tx<'a> {
         if !self.rmap_enabled() {
             return Ok(());
         }
-        let mut root = self.meta.sb.rmap_tree;
-        rmap::remove_in(self, &mut root, phys, len, owner, from)?;
-        self.meta.sb.rmap_tree = root;
-        Ok(())
+        rmap::remove_in(self, phys, len, owner, from)
     }
 
     /// Adds one owner to every block of `[p, p+l)` (a clone shares it).
@@ -833,51 +813,37 @@ impl<'a> Tx<'a> {
             return Err(FsError::Shutdown(why.clone()));
         }
         self.sync_free_tree()?;
-        if self.meta.replicas()
-            && (self.rmap_shape || self.meta.sb.rmap_tree != self.sb_before.rmap_tree)
-        {
-            self.set_anchors()?;
-        }
         if self.lazy {
             return self.commit_in_memory();
         }
         let seq = self.meta.seq;
         let fs_id = self.meta.fs_id;
         let had_lazy = self.meta.lazy_txs > 0;
-        // The reverse map: a commit that changed only its records (no node
-        // split, merged, moved or made) logs the record changes as intents
-        // and keeps the nodes in memory, deferred; any other commit logs the
-        // nodes, with every deferred one, and drops the intents.
+        // The reverse map: this transaction's record changes are logged as
+        // intents, and join the pending ones that reads see in memory; the
+        // tree's nodes are not touched. A commit that cannot (a repair, lazy
+        // transactions to take in, the log moving, the intent area full)
+        // puts every pending change into the tree and logs its nodes, and
+        // the intents start over.
         let intents_before = self.meta.intents.len();
-        let mut deferred_now: Vec<(u64, NodeBuf)> = vec![];
         let defer = self.may_defer
             && !had_lazy
-            && !self.rmap_shape
-            && self.meta.sb.rmap_tree == self.sb_before.rmap_tree
             && self.rmap_enabled()
             // The intents live in the log: a commit that moves it logs
             // the nodes instead.
             && self.meta.sb.log_start == self.sb_before.log_start
             && self.meta.sb.log_replica == self.sb_before.log_replica
-            && match self.rmap_intents(seq) {
-                Some(new) if intents_before + new.len() <= LOG_INTENTS => {
-                    self.meta.intents.extend(new);
-                    true
-                }
-                _ => false,
-            };
+            && intents_before + self.rmap_top.len() <= LOG_INTENTS;
         if defer {
-            let rmap_nodes: Vec<u64> = self
-                .dirty
-                .iter()
-                .filter(|(_, img)| img[4] == BlockKind::RmapTree as u8)
-                .map(|(b, _)| *b)
-                .collect();
-            for b in rmap_nodes {
-                if let Some(img) = self.dirty.remove(&b) {
-                    deferred_now.push((b, img));
-                }
-            }
+            let new = self.rmap_intents(seq);
+            self.meta.intents.extend(new);
+        } else {
+            self.flush_rmap()?;
+        }
+        if self.meta.replicas()
+            && (self.rmap_shape || self.meta.sb.rmap_tree != self.sb_before.rmap_tree)
+        {
+            self.set_anchors()?;
         }
         let pending = if defer { self.meta.intents.len() } else { 0 };
         self.meta.sb.rmap_intents = (pending as u32).into();
@@ -899,22 +865,6 @@ impl<'a> Tx<'a> {
             }
             self.meta.lazy_txs = 0;
         }
-        // Logging the reverse map's nodes: the deferred ones join (newer
-        // copies, this transaction's or the lazy ones', win).
-        let flushed = if defer || self.meta.cache.deferred.is_empty() {
-            None
-        } else {
-            let deferred = std::mem::take(&mut self.meta.cache.deferred);
-            let mut kept = deferred.clone();
-            drop_freed(&mut kept, &self.freed);
-            for b in &self.undeferred {
-                kept.remove(b);
-            }
-            for (b, img) in kept {
-                self.dirty.entry(b).or_insert(img);
-            }
-            Some(deferred)
-        };
         let dirty: Vec<(u64, NodeBuf)> = std::mem::take(&mut self.dirty).into_iter().collect();
         let mut images: Vec<journal::Image> = Vec::with_capacity(dirty.len() + 1);
         let replicas = self.meta.replicas();
@@ -991,12 +941,10 @@ impl<'a> Tx<'a> {
                 ),
             );
             if let Err(e) = r {
-                // The reverse map's deferred nodes and intents stay as they
-                // were: this transaction's changes are gone.
+                // The reverse map's intents stay as they were (and its
+                // pending changes, when the transaction is dropped): this
+                // transaction's changes are gone.
                 m.intents.truncate(intents_before);
-                if let Some(d) = flushed {
-                    m.cache.deferred = d;
-                }
                 // Lazy transactions taken into this one cannot become
                 // durable: shut down, whatever the error.
                 if had_lazy || !matches!(e, FsError::NoSpace(_)) {
@@ -1024,11 +972,13 @@ impl<'a> Tx<'a> {
         self.meta.sb.header.generation = seq.into();
         self.meta.seq += 1;
         if defer {
-            for (b, img) in deferred_now {
-                self.meta.cache.deferred.insert(b, img);
+            let top = std::mem::take(&mut self.rmap_top);
+            if !top.is_empty() {
+                Arc::make_mut(&mut self.meta.cache.rmap_pending).extend(top);
             }
         } else {
             self.meta.intents.clear();
+            self.meta.cache.rmap_pending = Arc::default();
         }
         if self.meta.sb.log_start != self.sb_before.log_start
             || self.meta.sb.log_replica != self.sb_before.log_replica
@@ -1083,6 +1033,10 @@ impl<'a> Tx<'a> {
         m.lazy_freed.extend(freed);
         m.lazy_pairs.extend(self.new_pairs.drain());
         m.lazy_txs += 1;
+        let top = std::mem::take(&mut self.rmap_top);
+        if !top.is_empty() {
+            Arc::make_mut(&mut m.cache.rmap_pending).extend(top);
+        }
         if let Some(ev) = &mut m.events {
             ev.append(&mut self.events);
         }
@@ -1099,66 +1053,65 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// The reverse map's record changes in this transaction's staged leaves
-    /// (against what reads saw before it: the deferred layer, else media),
-    /// as intents of commit `seq`: removals first, then new and changed
-    /// records. `None` when they cannot be told (an internal node changed, a
-    /// leaf's earlier copy cannot be read).
-    fn rmap_intents(&self, seq: u64) -> Option<Vec<RmapIntent>> {
-        let t = rmap::tree();
-        let (mut gone, mut set) = (vec![], vec![]);
-        for (&b, img) in &self.dirty {
-            if img[4] != BlockKind::RmapTree as u8 {
-                continue;
-            }
-            if img[5] != 0 {
-                return None;
-            }
-            let media;
-            let old: &Block = match self.meta.cache.deferred.get(&b) {
-                Some(x) => x,
-                None => match self.meta.cache.peek(b) {
-                    Some(x) => x,
-                    None => {
-                        media = read_verified(
-                            self.dev,
-                            b,
-                            BlockKind::RmapTree,
-                            Some(0),
-                            self.meta.fs_id,
-                        )
-                        .ok()?;
-                        &media
-                    }
-                },
-            };
-            t.leaf_changes(old, img, &mut gone, &mut set).ok()?;
-        }
+    /// This transaction's reverse-map record changes, as intents of commit
+    /// `seq` (one per key: the last change to it).
+    fn rmap_intents(&self, seq: u64) -> Vec<RmapIntent> {
         let fs_id = self.meta.fs_id;
-        let intent = |op: u32, k: rmap::Key, v: Option<RmapRecord>| {
-            let v = v.unwrap_or(RmapRecord {
-                len: 0.into(),
-                flags: 0.into(),
-                replica: 0.into(),
-            });
-            let mut e = RmapIntent {
-                op: op.into(),
-                crc: 0.into(),
-                start: k.0.into(),
-                owner: k.1.into(),
-                offset: k.2.into(),
-                len: v.len,
-                flags: v.flags,
-                replica: v.replica,
-                seq: seq.into(),
-            };
-            e.seal(fs_id);
-            e
+        let none = RmapRecord {
+            len: 0.into(),
+            flags: 0.into(),
+            replica: 0.into(),
         };
-        let mut v = Vec::with_capacity(gone.len() + set.len());
-        v.extend(gone.into_iter().map(|k| intent(INTENT_REMOVE, k, None)));
-        v.extend(set.into_iter().map(|(k, r)| intent(INTENT_PUT, k, Some(r))));
-        Some(v)
+        self.rmap_top
+            .iter()
+            .map(|(k, v)| {
+                let (op, v) = match v {
+                    Some(v) => (INTENT_PUT, *v),
+                    None => (INTENT_REMOVE, none),
+                };
+                let mut e = RmapIntent {
+                    op: op.into(),
+                    crc: 0.into(),
+                    start: k.0.into(),
+                    owner: k.1.into(),
+                    offset: k.2.into(),
+                    len: v.len,
+                    flags: v.flags,
+                    replica: v.replica,
+                    seq: seq.into(),
+                };
+                e.seal(fs_id);
+                e
+            })
+            .collect()
+    }
+
+    /// Puts the reverse map's pending record changes (the committed ones,
+    /// then this transaction's) into its tree; reads and changes after go
+    /// straight to the tree. The committed ones stay in the node cache until
+    /// the commit is durable: committed reads (replica lookups) see them.
+    fn flush_rmap(&mut self) -> Result<()> {
+        self.rmap_direct = true;
+        let top = std::mem::take(&mut self.rmap_top);
+        let pending = self.meta.cache.rmap_pending.clone();
+        if !pending.is_empty() || !top.is_empty() {
+            let mut root = self.meta.sb.rmap_tree;
+            let mut tr = rmap::TreeRecords {
+                store: self,
+                root: &mut root,
+            };
+            for layer in [&*pending, &top] {
+                for (k, v) in layer {
+                    match v {
+                        Some(v) => tr.put(*k, *v)?,
+                        None => tr.del(k)?,
+                    }
+                }
+            }
+            self.meta.sb.rmap_tree = root;
+        }
+        // The records of nodes the tree gained or lost go straight in.
+        self.sync_free_tree()
     }
 
     /// Whether this transaction is lazy (see [`Tx::begin_lazy`]).
@@ -1193,6 +1146,7 @@ impl<'a> Tx<'a> {
         self.dirty.is_empty()
             && self.deltas.is_empty()
             && self.rmap_deltas.is_empty()
+            && self.rmap_top.is_empty()
             && self.meta.sb.as_bytes_eq(&self.sb_before)
     }
 }
@@ -1214,10 +1168,11 @@ pub fn flush_lazy(dev: &dyn Device, meta: &mut Meta) -> Result<()> {
     Tx::open_inner(dev, meta, false)?.commit()
 }
 
-/// Logs the reverse map's deferred nodes (one journal commit; nothing to do
-/// when there are none), so that its nodes on media hold every change.
-pub fn flush_deferred(dev: &dyn Device, meta: &mut Meta) -> Result<()> {
-    if meta.cache.deferred.is_empty() && meta.intents.is_empty() {
+/// Puts the reverse map's pending changes into its nodes and logs them (one
+/// journal commit; nothing to do when there are none), so that its nodes
+/// on media hold every record and the log no intents.
+pub fn flush_intents(dev: &dyn Device, meta: &mut Meta) -> Result<()> {
+    if meta.cache.rmap_pending.is_empty() && meta.intents.is_empty() {
         return Ok(());
     }
     Tx::open_inner(dev, meta, false)?.commit()
@@ -1366,3 +1321,73 @@ pub type ReadStore<'a> = Committed<'a>;
 
 /// Keeps `TreeRoot` in scope for users of this module.
 pub type Root = TreeRoot;
+
+/// A transaction's reverse map: its own changes, over the committed pending
+/// ones, over the tree (see [`Tx::commit`]). Changes stay in the
+/// transaction until its commit, unless the commit is putting them in the
+/// tree.
+impl rmap::Records for Tx<'_> {
+    fn get(&mut self, k: &rmap::Key) -> Result<Option<RmapRecord>> {
+        if !self.rmap_direct {
+            if let Some(v) = self.rmap_top.get(k) {
+                return Ok(*v);
+            }
+            if let Some(v) = self.meta.cache.rmap_pending.get(k) {
+                return Ok(*v);
+            }
+        }
+        let root = self.meta.sb.rmap_tree;
+        Ok(rmap::tree().get(self, &root, k)?)
+    }
+    fn put(&mut self, k: rmap::Key, v: RmapRecord) -> Result<()> {
+        if self.rmap_direct {
+            let mut root = self.meta.sb.rmap_tree;
+            rmap::tree().insert(self, &mut root, k, v)?;
+            self.meta.sb.rmap_tree = root;
+        } else {
+            self.rmap_top.insert(k, Some(v));
+        }
+        Ok(())
+    }
+    fn del(&mut self, k: &rmap::Key) -> Result<()> {
+        if self.rmap_direct {
+            let mut root = self.meta.sb.rmap_tree;
+            rmap::tree().remove(self, &mut root, k)?;
+            self.meta.sb.rmap_tree = root;
+        } else {
+            self.rmap_top.insert(*k, None);
+        }
+        Ok(())
+    }
+    fn walk(
+        &mut self,
+        lo: &rmap::Key,
+        hi: &rmap::Key,
+        after: Option<u64>,
+        f: &mut dyn FnMut(rmap::Key, RmapRecord) -> std::ops::ControlFlow<()>,
+    ) -> Result<()> {
+        let root = self.meta.sb.rmap_tree;
+        if self.rmap_direct {
+            return rmap::walk_layered(self, &root, &[], lo, hi, after, f);
+        }
+        let top = std::mem::take(&mut self.rmap_top);
+        let pending = self.meta.cache.rmap_pending.clone();
+        let r = rmap::walk_layered(self, &root, &[&top, &pending], lo, hi, after, f);
+        self.rmap_top = top;
+        r
+    }
+    fn put_sorted(&mut self, items: &[(rmap::Key, RmapRecord)]) -> Result<usize> {
+        if self.rmap_direct {
+            let mut root = self.meta.sb.rmap_tree;
+            let n = rmap::tree().insert_sorted(self, &mut root, items)?;
+            self.meta.sb.rmap_tree = root;
+            return Ok(n);
+        }
+        let mut replaced = 0;
+        for &(k, v) in items {
+            replaced += usize::from(self.get(&k)?.is_some());
+            self.rmap_top.insert(k, Some(v));
+        }
+        Ok(replaced)
+    }
+}

@@ -31,6 +31,14 @@ impl Samples {
         self.pct_us(0.99)
     }
 
+    /// The mean in microseconds.
+    pub fn mean_us(&self) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.iter().sum::<u64>() as f64 / self.0.len() as f64 / 1e3
+    }
+
     /// The sum of all samples in milliseconds.
     pub fn total_ms(&self) -> f64 {
         self.0.iter().sum::<u64>() as f64 / 1e6

@@ -24,6 +24,7 @@ use daxfs_format::records::{
     RMAP_OFF_DIR_TREE, RMAP_OFF_EXTENT_TREE, RMAP_OFF_REPLICA, RMAP_OWNER_META, RMAP_UNWRITTEN,
     Record, RmapRecord, TreeRoot,
 };
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 pub type Key = (u64, u64, u64);
@@ -217,24 +218,177 @@ impl Mapping {
     }
 }
 
+/// Reverse-map record changes that the tree does not hold yet: key -> the
+/// record's new value (`None`: removed). A transaction's own changes, and
+/// the committed ones whose only durable copy is the log's intents.
+pub type Pending = BTreeMap<Key, Option<RmapRecord>>;
+
+/// Where reverse-map records are read and changed: the tree itself
+/// ([`TreeRecords`]), or the tree under layers of pending changes (a
+/// transaction, a committed view through the node cache). Every function of
+/// this module works on either.
+pub trait Records {
+    /// The record with key `k`.
+    fn get(&mut self, k: &Key) -> Result<Option<RmapRecord>>;
+    /// Sets the record with key `k`.
+    fn put(&mut self, k: Key, v: RmapRecord) -> Result<()>;
+    /// Removes the record with key `k`, if any.
+    fn del(&mut self, k: &Key) -> Result<()>;
+    /// Calls `f` on the records with `lo <= key <= hi`, in key order, until
+    /// it breaks. With `after`, subtrees whose records all end at or before
+    /// block `after` may be skipped (`f` still filters what it is offered).
+    fn walk(
+        &mut self,
+        lo: &Key,
+        hi: &Key,
+        after: Option<u64>,
+        f: &mut dyn FnMut(Key, RmapRecord) -> ControlFlow<()>,
+    ) -> Result<()>;
+    /// Sets every record of `items` (strictly increasing keys); returns how
+    /// many keys had a record already.
+    fn put_sorted(&mut self, items: &[(Key, RmapRecord)]) -> Result<usize> {
+        let mut replaced = 0;
+        for &(k, v) in items {
+            replaced += usize::from(self.get(&k)?.is_some());
+            self.put(k, v)?;
+        }
+        Ok(replaced)
+    }
+}
+
+/// The tree itself: changes go straight into its nodes.
+pub struct TreeRecords<'a> {
+    pub store: &'a mut dyn NodeStore,
+    pub root: &'a mut TreeRoot,
+}
+
+impl Records for TreeRecords<'_> {
+    fn get(&mut self, k: &Key) -> Result<Option<RmapRecord>> {
+        Ok(tree().get(self.store, self.root, k)?)
+    }
+    fn put(&mut self, k: Key, v: RmapRecord) -> Result<()> {
+        tree().insert(self.store, self.root, k, v)?;
+        Ok(())
+    }
+    fn del(&mut self, k: &Key) -> Result<()> {
+        tree().remove(self.store, self.root, k)?;
+        Ok(())
+    }
+    fn walk(
+        &mut self,
+        lo: &Key,
+        hi: &Key,
+        after: Option<u64>,
+        f: &mut dyn FnMut(Key, RmapRecord) -> ControlFlow<()>,
+    ) -> Result<()> {
+        walk_layered(self.store, self.root, &[], lo, hi, after, f)
+    }
+    fn put_sorted(&mut self, items: &[(Key, RmapRecord)]) -> Result<usize> {
+        Ok(tree().insert_sorted(self.store, self.root, items)?)
+    }
+}
+
+/// The record with key `k` in `layers` (newest first), else in the tree.
+pub fn get_layered(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    layers: &[&Pending],
+    k: &Key,
+) -> Result<Option<RmapRecord>> {
+    for l in layers {
+        if let Some(v) = l.get(k) {
+            return Ok(*v);
+        }
+    }
+    Ok(tree().get(s, root, k)?)
+}
+
+/// [`Records::walk`] over the tree under `layers` (newest first): the
+/// pending changes in `[lo, hi]` are merged into the tree's records in key
+/// order, a pending value hiding the tree's record of its key.
+pub fn walk_layered(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    layers: &[&Pending],
+    lo: &Key,
+    hi: &Key,
+    after: Option<u64>,
+    f: &mut dyn FnMut(Key, RmapRecord) -> ControlFlow<()>,
+) -> Result<()> {
+    if lo > hi {
+        return Ok(());
+    }
+    // The pending changes in range, newest winning (few: at most what the
+    // log's intent area holds, plus one transaction's).
+    let mut over: Vec<(Key, Option<RmapRecord>)> = vec![];
+    for (i, l) in layers.iter().enumerate() {
+        for (k, v) in l.range(*lo..=*hi) {
+            if !layers[..i].iter().any(|n| n.contains_key(k)) {
+                over.push((*k, *v));
+            }
+        }
+    }
+    if layers.len() > 1 {
+        over.sort_unstable_by_key(|(k, _)| *k);
+    }
+    let mut next = 0;
+    let mut stopped = false;
+    let first = after.unwrap_or(0);
+    let skip = |a: &MaxEnd| after.is_some() && a.0 <= first;
+    tree().range_pruned(s, root, lo, hi, &skip, &mut |k, v| {
+        while next < over.len() && over[next].0 < k {
+            let (ok, ov) = over[next];
+            next += 1;
+            if let Some(ov) = ov
+                && f(ok, ov).is_break()
+            {
+                stopped = true;
+                return ControlFlow::Break(());
+            }
+        }
+        if next < over.len() && over[next].0 == k {
+            let ov = over[next].1;
+            next += 1;
+            return match ov {
+                Some(ov) => {
+                    let r = f(k, ov);
+                    stopped = r.is_break();
+                    r
+                }
+                None => ControlFlow::Continue(()),
+            };
+        }
+        let r = f(k, v);
+        stopped = r.is_break();
+        r
+    })?;
+    if !stopped {
+        for &(k, v) in &over[next..] {
+            if let Some(v) = v
+                && f(k, v).is_break()
+            {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Calls `f` on every record overlapping blocks `[first, last]`, in key
 /// order, until it breaks: subtrees whose records all end at or before
 /// `first` are skipped by their summary, so the walk reads the paths to the
 /// records found, not every record that starts before `last`.
 fn overlapping(
-    s: &mut dyn NodeStore,
-    root: &TreeRoot,
+    r: &mut dyn Records,
     first: u64,
     last: u64,
     f: &mut dyn FnMut(Mapping) -> ControlFlow<()>,
 ) -> Result<()> {
     let mut err = None;
-    tree().range_pruned(
-        s,
-        root,
+    r.walk(
         &(0, 0, 0),
         &(last, u64::MAX, u64::MAX),
-        &|a: &MaxEnd| a.0 <= first,
+        Some(first),
         &mut |k, v| {
             if k.0.saturating_add(v.len.get()) <= first {
                 return ControlFlow::Continue(());
@@ -262,8 +416,8 @@ fn mergeable(m: &Mapping) -> bool {
 /// Records that `m` is mapped. A file-data mapping that continues a record
 /// of the same owner (contiguous on the device and in the file, same flags)
 /// on either side is merged with it.
-pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
-    add_with(s, root, m, true, m.phys)
+pub fn add(rs: &mut dyn Records, m: Mapping) -> Result<()> {
+    add_with(rs, m, true, m.phys)
 }
 
 /// [`add`] of a data mapping the caller knows its owner maps nothing after
@@ -275,51 +429,40 @@ pub fn add(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()>
 /// likely continues starts (the first device block of the extent `m` joined
 /// in the file's map): looked up by its key first, which for an append saves
 /// the walk over the records covering the block before.
-pub fn add_last(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping, from: u64) -> Result<()> {
-    add_with(s, root, m, false, from)
+pub fn add_last(rs: &mut dyn Records, m: Mapping, from: u64) -> Result<()> {
+    add_with(rs, m, false, from)
 }
 
-fn add_with(
-    s: &mut dyn NodeStore,
-    root: &mut TreeRoot,
-    m: Mapping,
-    right: bool,
-    from: u64,
-) -> Result<()> {
+fn add_with(rs: &mut dyn Records, m: Mapping, right: bool, from: u64) -> Result<()> {
     let mut m = m;
     if mergeable(&m) {
         // The right neighbour starts where `m` ends, at a known key.
         if right
             && let Some(end) = m.phys.checked_add(m.len)
-            && let Some(r) = record_at(s, root, end, m.owner.shifted(m.len), false)?
+            && let Some(r) = record_at(rs, end, m.owner.shifted(m.len), false)?
             && r.unwritten == m.unwritten
             && r.replica == 0
         {
-            tree().remove(s, root, &r.key())?;
+            rs.del(&r.key())?;
             m.len += r.len;
         }
-        if let Some(l) = left_neighbour(s, root, &m, from)? {
+        if let Some(l) = left_neighbour(rs, &m, from)? {
             let grown = Mapping {
                 len: l.len + m.len,
                 ..l
             };
-            tree().insert(s, root, grown.key(), grown.val())?;
+            rs.put(grown.key(), grown.val())?;
             return Ok(());
         }
     }
-    tree().insert(s, root, m.key(), m.val())?;
+    rs.put(m.key(), m.val())?;
     Ok(())
 }
 
 /// The record that `m` continues: same owner, ending where `m` starts on
 /// the device and in the file, same flags. Looks at the records that cover
 /// the block before `m` (one per owner of that block).
-fn left_neighbour(
-    s: &mut dyn NodeStore,
-    root: &TreeRoot,
-    m: &Mapping,
-    from: u64,
-) -> Result<Option<Mapping>> {
+fn left_neighbour(rs: &mut dyn Records, m: &Mapping, from: u64) -> Result<Option<Mapping>> {
     let Some(before) = m.phys.checked_sub(1) else {
         return Ok(None);
     };
@@ -337,13 +480,13 @@ fn left_neighbour(
     // The record starting where the caller says, by its key.
     if from < m.phys
         && let Some(o) = m.owner.shifted_back(m.phys - from)
-        && let Some(r) = record_at(s, root, from, o, false)?
+        && let Some(r) = record_at(rs, from, o, false)?
         && continues(&r)
     {
         return Ok(Some(r));
     }
     let mut found = None;
-    overlapping(s, root, before, before, &mut |r| {
+    overlapping(rs, before, before, &mut |r| {
         if continues(&r) {
             found = Some(r);
             ControlFlow::Break(())
@@ -356,47 +499,32 @@ fn left_neighbour(
 
 /// Records that `owner` no longer maps `[phys, phys+len)` (its own records,
 /// not those of replicas it has).
-pub fn remove(
-    s: &mut dyn NodeStore,
-    root: &mut TreeRoot,
-    phys: u64,
-    len: u64,
-    owner: Owner,
-) -> Result<()> {
-    remove_as(s, root, phys, len, owner, false)
+pub fn remove(rs: &mut dyn Records, phys: u64, len: u64, owner: Owner) -> Result<()> {
+    remove_as(rs, phys, len, owner, false)
 }
 
 /// [`remove`], where the owner's record covering the range likely starts at
 /// block `from` (the start of the file extent the range is cut from): one
 /// lookup finds it there, instead of a look at every record covering the
 /// range (one per owner of a shared block). Any `from` gives the same result.
-pub fn remove_in(
-    s: &mut dyn NodeStore,
-    root: &mut TreeRoot,
-    phys: u64,
-    len: u64,
-    owner: Owner,
-    from: u64,
-) -> Result<()> {
-    remove_hinted(s, root, phys, len, owner, false, from)
+pub fn remove_in(rs: &mut dyn Records, phys: u64, len: u64, owner: Owner, from: u64) -> Result<()> {
+    remove_hinted(rs, phys, len, owner, false, from)
 }
 
 /// Removes the records of `owner` over `[phys, phys+len)` that are
 /// replicas (`is_replica`) or not.
 pub fn remove_as(
-    s: &mut dyn NodeStore,
-    root: &mut TreeRoot,
+    rs: &mut dyn Records,
     phys: u64,
     len: u64,
     owner: Owner,
     is_replica: bool,
 ) -> Result<()> {
-    remove_hinted(s, root, phys, len, owner, is_replica, phys)
+    remove_hinted(rs, phys, len, owner, is_replica, phys)
 }
 
 fn remove_hinted(
-    s: &mut dyn NodeStore,
-    root: &mut TreeRoot,
+    rs: &mut dyn Records,
     phys: u64,
     len: u64,
     owner: Owner,
@@ -415,12 +543,12 @@ fn remove_hinted(
     // covers the whole range is the only one.
     if let Some(back) = phys.checked_sub(from)
         && let Some(at_from) = owner.shifted_back(back)
-        && let Some(r) = record_at(s, root, from, at_from, is_replica)?
+        && let Some(r) = record_at(rs, from, at_from, is_replica)?
         && r.phys + r.len >= end
     {
         hits.push(r);
     } else {
-        overlapping(s, root, phys, end - 1, &mut |r| {
+        overlapping(rs, phys, end - 1, &mut |r| {
             let same = if r.phys <= phys {
                 r.owner.shifted(phys - r.phys) == owner
             } else {
@@ -442,9 +570,9 @@ fn remove_hinted(
                 len: phys - r.phys,
                 ..r
             };
-            tree().insert(s, root, left.key(), left.val())?;
+            rs.put(left.key(), left.val())?;
         } else {
-            tree().remove(s, root, &r.key())?;
+            rs.del(&r.key())?;
         }
         if r_end > end {
             let cut = end - r.phys;
@@ -459,12 +587,13 @@ fn remove_hinted(
                 },
                 ..r
             };
-            if tree().insert(s, root, right.key(), right.val())?.is_some() {
+            if rs.get(&right.key())?.is_some() {
                 return Err(FsError::Corrupt(format!(
                     "reverse map: records of {:?} overlap at block {end}",
                     r.owner
                 )));
             }
+            rs.put(right.key(), right.val())?;
         }
     }
     if removed != len {
@@ -478,19 +607,20 @@ fn remove_hinted(
 /// Records `m`, a mapping of blocks that were free: no record can overlap
 /// them, so nothing is split or merged (one descent, where [`add`] makes
 /// several).
-pub fn add_fresh(s: &mut dyn NodeStore, root: &mut TreeRoot, m: Mapping) -> Result<()> {
-    if tree().insert(s, root, m.key(), m.val())?.is_some() {
+pub fn add_fresh(rs: &mut dyn Records, m: Mapping) -> Result<()> {
+    if rs.get(&m.key())?.is_some() {
         return Err(FsError::Corrupt(format!(
             "reverse map: block {} was free but has a record of {:?}",
             m.phys, m.owner
         )));
     }
+    rs.put(m.key(), m.val())?;
     Ok(())
 }
 
 /// [`add_fresh`] of every mapping of `ms`, in one sorted insert (each leaf
 /// read and written once per run of records in it).
-pub fn add_fresh_all(s: &mut dyn NodeStore, root: &mut TreeRoot, ms: &[Mapping]) -> Result<()> {
+pub fn add_fresh_all(rs: &mut dyn Records, ms: &[Mapping]) -> Result<()> {
     let mut items: Vec<(Key, RmapRecord)> = ms.iter().map(|m| (m.key(), m.val())).collect();
     items.sort_unstable_by_key(|(k, _)| *k);
     if let Some(w) = items.windows(2).find(|w| w[0].0 == w[1].0) {
@@ -499,7 +629,7 @@ pub fn add_fresh_all(s: &mut dyn NodeStore, root: &mut TreeRoot, ms: &[Mapping])
             w[0].0.0
         )));
     }
-    let replaced = tree().insert_sorted(s, root, &items)?;
+    let replaced = rs.put_sorted(&items)?;
     if replaced > 0 {
         return Err(FsError::Corrupt(format!(
             "reverse map: {replaced} blocks were free but had a record"
@@ -510,20 +640,14 @@ pub fn add_fresh_all(s: &mut dyn NodeStore, root: &mut TreeRoot, ms: &[Mapping])
 
 /// Removes the record of `owner` (a replica's or not) that starts at
 /// `phys`, as [`add_fresh`] made it.
-pub fn remove_exact(
-    s: &mut dyn NodeStore,
-    root: &mut TreeRoot,
-    phys: u64,
-    owner: Owner,
-    is_replica: bool,
-) -> Result<()> {
+pub fn remove_exact(rs: &mut dyn Records, phys: u64, owner: Owner, is_replica: bool) -> Result<()> {
     let key = Mapping {
         is_replica,
         ..Mapping::new(phys, 1, owner, false)
     }
     .key();
-    match tree().remove(s, root, &key)? {
-        Some(v) if v.len.get() == 1 => Ok(()),
+    match rs.get(&key)? {
+        Some(v) if v.len.get() == 1 => rs.del(&key),
         _ => Err(FsError::Corrupt(format!(
             "reverse map: no one-block record of {owner:?} at block {phys}"
         ))),
@@ -532,8 +656,7 @@ pub fn remove_exact(
 
 /// The record of `owner` (a replica's or not) starting at `phys`.
 pub fn record_at(
-    s: &mut dyn NodeStore,
-    root: &TreeRoot,
+    rs: &mut dyn Records,
     phys: u64,
     owner: Owner,
     is_replica: bool,
@@ -542,113 +665,86 @@ pub fn record_at(
         is_replica,
         ..Mapping::new(phys, 1, owner, false)
     };
-    match tree().get(s, root, &probe.key())? {
+    match rs.get(&probe.key())? {
         Some(v) => Ok(Some(Mapping::from_kv(probe.key(), v)?)),
         None => Ok(None),
     }
 }
 
 /// Rewrites the `replica` field of an existing record.
-pub fn set_replica(
-    s: &mut dyn NodeStore,
-    root: &mut TreeRoot,
-    m: &Mapping,
-    replica: u64,
-) -> Result<()> {
+pub fn set_replica(rs: &mut dyn Records, m: &Mapping, replica: u64) -> Result<()> {
     let m = Mapping { replica, ..*m };
-    tree().insert(s, root, m.key(), m.val())?;
-    Ok(())
+    rs.put(m.key(), m.val())
 }
 
 /// Every record of a replicated pair, in key order from `lo` to `hi`
 /// (physical blocks, inclusive): `f` sees each and may stop the walk.
 pub fn scan_pairs(
-    s: &mut dyn NodeStore,
-    root: &TreeRoot,
+    rs: &mut dyn Records,
     lo: u64,
     hi: u64,
     f: &mut dyn FnMut(&Mapping) -> ControlFlow<()>,
 ) -> Result<()> {
     let mut err = None;
-    tree().range(
-        s,
-        root,
-        &(lo, 0, 0),
-        &(hi, u64::MAX, u64::MAX),
-        &mut |k, v| {
-            if v.replica.get() == 0 {
-                return ControlFlow::Continue(());
+    rs.walk(&(lo, 0, 0), &(hi, u64::MAX, u64::MAX), None, &mut |k, v| {
+        if v.replica.get() == 0 {
+            return ControlFlow::Continue(());
+        }
+        match Mapping::from_kv(k, v) {
+            Ok(m) => f(&m),
+            Err(e) => {
+                err = Some(e);
+                ControlFlow::Break(())
             }
-            match Mapping::from_kv(k, v) {
-                Ok(m) => f(&m),
-                Err(e) => {
-                    err = Some(e);
-                    ControlFlow::Break(())
-                }
-            }
-        },
-    )?;
+        }
+    })?;
     match err {
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
 
-/// Applies the reverse map's pending record changes (intents read from the
-/// log, in order: each sets or removes one key's record) to the tree.
-/// Replaying a change already applied is harmless: the last change to each
-/// key decides.
-pub fn apply_intents(
-    s: &mut dyn NodeStore,
-    root: &mut TreeRoot,
-    intents: &[daxfs_format::records::RmapIntent],
-) -> Result<()> {
+/// The reverse map's pending record changes that intents read from the log
+/// make (in order: each sets or removes one key's record; the last change
+/// to a key decides).
+pub fn pending_of(intents: &[daxfs_format::records::RmapIntent]) -> Result<Pending> {
     use daxfs_format::records::{INTENT_PUT, INTENT_REMOVE};
+    let mut p = Pending::new();
     for it in intents {
         let key = (it.start.get(), it.owner.get(), it.offset.get());
-        match it.op.get() {
-            INTENT_PUT => {
-                let val = RmapRecord {
-                    len: it.len,
-                    flags: it.flags,
-                    replica: it.replica,
-                };
-                tree().insert(s, root, key, val)?;
-            }
-            INTENT_REMOVE => {
-                tree().remove(s, root, &key)?;
-            }
+        let v = match it.op.get() {
+            INTENT_PUT => Some(RmapRecord {
+                len: it.len,
+                flags: it.flags,
+                replica: it.replica,
+            }),
+            INTENT_REMOVE => None,
             op => {
                 return Err(FsError::Corrupt(format!(
                     "reverse-map intent for block {} has unknown operation {op}",
                     key.0
                 )));
             }
-        }
+        };
+        p.insert(key, v);
     }
-    Ok(())
+    Ok(p)
 }
 
 /// Every record overlapping `[p, p+l)`, in key (physical) order. Reads
 /// the nodes on the paths to the k records found: O((k + 1) log n).
-pub fn query(s: &mut dyn NodeStore, root: &TreeRoot, p: u64, l: u64) -> Result<Vec<Mapping>> {
+pub fn query(rs: &mut dyn Records, p: u64, l: u64) -> Result<Vec<Mapping>> {
     let mut out = vec![];
-    query_into(s, root, p, l, &mut out)?;
+    query_into(rs, p, l, &mut out)?;
     Ok(out)
 }
 
 /// [`query`], appended to `out`.
-pub fn query_into(
-    s: &mut dyn NodeStore,
-    root: &TreeRoot,
-    p: u64,
-    l: u64,
-    out: &mut Vec<Mapping>,
-) -> Result<()> {
+pub fn query_into(rs: &mut dyn Records, p: u64, l: u64, out: &mut Vec<Mapping>) -> Result<()> {
     if l == 0 {
         return Ok(());
     }
-    overlapping(s, root, p, p.saturating_add(l - 1), &mut |m| {
+    overlapping(rs, p, p.saturating_add(l - 1), &mut |m| {
         out.push(m);
         ControlFlow::Continue(())
     })
@@ -665,14 +761,17 @@ pub struct Census {
     pub nodes: u64,
 }
 
-/// Counts the records (and nodes) of the reverse map.
-pub fn census(s: &mut dyn NodeStore, root: &TreeRoot) -> Result<Census> {
+/// Counts the records (and nodes) of the reverse map: the tree's under
+/// `layers` of pending changes (newest first).
+pub fn census(s: &mut dyn NodeStore, root: &TreeRoot, layers: &[&Pending]) -> Result<Census> {
     let mut c = Census::default();
-    tree().range(
+    walk_layered(
         s,
         root,
+        layers,
         &(0, 0, 0),
         &(u64::MAX, u64::MAX, u64::MAX),
+        None,
         &mut |k, _| {
             c.records += 1;
             if k.1 & RMAP_OWNER_META == 0 && k.2 & (RMAP_OFF_EXTENT_TREE | RMAP_OFF_DIR_TREE) == 0 {
@@ -683,4 +782,120 @@ pub fn census(s: &mut dyn NodeStore, root: &TreeRoot) -> Result<Census> {
     )?;
     tree().visit_nodes(s, root, &mut |_, _| c.nodes += 1)?;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daxfs_btree::MemStore;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    fn rec(len: u64) -> RmapRecord {
+        RmapRecord {
+            len: len.into(),
+            flags: 0.into(),
+            replica: 0.into(),
+        }
+    }
+
+    /// Reads through layers of pending changes over a tree see what applying
+    /// the layers, oldest first, to the tree's records gives: random trees,
+    /// random layers, random gets and walks (with and without pruning, with
+    /// early stops).
+    #[test]
+    fn layered_reads_match_the_layers_applied() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        for round in 0..40 {
+            let mut s = MemStore::new();
+            let mut root = TreeRoot::EMPTY;
+            let mut model: BTreeMap<Key, u64> = BTreeMap::new();
+            let key =
+                |rng: &mut SmallRng| (rng.random_range(0..400u64), rng.random_range(0..3u64), 0);
+            for _ in 0..rng.random_range(0..600) {
+                let (k, l) = (key(&mut rng), rng.random_range(1..20u64));
+                tree().insert(&mut s, &mut root, k, rec(l)).unwrap();
+                model.insert(k, l);
+            }
+            // Two layers (older, newer) of sets and removals, some of keys
+            // the tree holds.
+            let mut layers = [Pending::new(), Pending::new()];
+            for layer in &mut layers {
+                for _ in 0..rng.random_range(0..60) {
+                    let k = if rng.random_bool(0.5) && !model.is_empty() {
+                        *model.keys().nth(rng.random_range(0..model.len())).unwrap()
+                    } else {
+                        key(&mut rng)
+                    };
+                    let v = rng
+                        .random_bool(0.6)
+                        .then(|| rec(rng.random_range(1..20u64)));
+                    layer.insert(k, v);
+                }
+            }
+            let mut want = model.clone();
+            for layer in &layers {
+                for (k, v) in layer {
+                    match v {
+                        Some(v) => want.insert(*k, v.len.get()),
+                        None => want.remove(k),
+                    };
+                }
+            }
+            let newest_first = [&layers[1], &layers[0]];
+            for _ in 0..50 {
+                let k = key(&mut rng);
+                let got = get_layered(&mut s, &root, &newest_first, &k).unwrap();
+                assert_eq!(
+                    got.map(|v| v.len.get()),
+                    want.get(&k).copied(),
+                    "round {round} key {k:?}"
+                );
+                let (a, b) = (rng.random_range(0..420u64), rng.random_range(0..420u64));
+                let (lo, hi) = ((a.min(b), 0, 0), (a.max(b), u64::MAX, u64::MAX));
+                let after = rng.random_bool(0.5).then(|| rng.random_range(0..420u64));
+                let stop = rng.random_range(1..40usize);
+                let mut seen = vec![];
+                walk_layered(
+                    &mut s,
+                    &root,
+                    &newest_first,
+                    &lo,
+                    &hi,
+                    after,
+                    &mut |k, v| {
+                        seen.push((k, v.len.get()));
+                        if seen.len() == stop {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    },
+                )
+                .unwrap();
+                // Pruning may leave out records that end at or before
+                // `after`; compare the ones that end after it.
+                let keep = |&(k, l): &(Key, u64)| after.is_none_or(|f| k.0 + l > f);
+                let all: Vec<(Key, u64)> = want
+                    .range(lo..=hi)
+                    .map(|(k, l)| (*k, *l))
+                    .filter(keep)
+                    .collect();
+                let seen_kept: Vec<(Key, u64)> = seen.iter().copied().filter(keep).collect();
+                assert!(
+                    seen.windows(2).all(|w| w[0].0 < w[1].0),
+                    "round {round}: out of order"
+                );
+                if seen.len() < stop {
+                    assert_eq!(
+                        seen_kept, all,
+                        "round {round} {lo:?}..={hi:?} after {after:?}"
+                    );
+                } else {
+                    // Stopped early: what was seen is a prefix.
+                    assert_eq!(seen_kept[..], all[..seen_kept.len()], "round {round}");
+                }
+            }
+        }
+    }
 }
