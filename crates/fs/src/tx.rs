@@ -1022,7 +1022,8 @@ impl<'a> Tx<'a> {
     /// The end of a lazy transaction's commit: its blocks join the node
     /// cache's lazy layer, its frees and replica pairs wait for the durable
     /// commit, everything else is in memory already. When the lazy blocks
-    /// fill a quarter of the log they are made durable now.
+    /// (or the reverse-map changes pending) fill a quarter of the log they
+    /// are made durable now.
     fn commit_in_memory(mut self) -> Result<()> {
         let freed = std::mem::take(&mut self.freed);
         let m = &mut *self.meta;
@@ -1047,7 +1048,10 @@ impl<'a> Tx<'a> {
                 g.rec.tree.block = new.into();
             }
         }
-        if m.cache.lazy.len() >= m.geo.capacity() / 4 {
+        // The reverse-map changes they made are pending in memory only, and
+        // the durable commit puts them in the tree: each may change a leaf.
+        let quarter = m.geo.capacity() / 4;
+        if m.cache.lazy.len() >= quarter || m.cache.rmap_pending.len() >= quarter {
             flush_lazy(self.dev, m)?;
         }
         Ok(())
