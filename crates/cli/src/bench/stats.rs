@@ -164,6 +164,9 @@ impl Drop for Scratch {
             }
             Err(_) => {}
         }
+        // An image's bad-block list, written beside it when a bench injects
+        // media errors.
+        let _ = std::fs::remove_file(daxfs_device::sidecar_path(&self.path));
     }
 }
 
@@ -200,5 +203,26 @@ mod tests {
             p = s.path().to_path_buf();
         }
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn scratch_image_goes_with_its_bad_block_list() {
+        let dir = std::env::temp_dir();
+        let (img, side);
+        {
+            let s = Scratch::new(&dir, "guard-test.img");
+            std::fs::write(s.path(), b"image").unwrap();
+            side = daxfs_device::sidecar_path(s.path());
+            std::fs::write(&side, b"8 8\n").unwrap();
+            img = s.path().to_path_buf();
+        }
+        assert!(!img.exists());
+        assert!(!side.exists());
+    }
+
+    #[test]
+    fn mean_of_samples() {
+        assert_eq!(Samples::new(vec![1000, 2000, 6000]).mean_us(), 3.0);
+        assert_eq!(Samples::new(vec![]).mean_us(), 0.0);
     }
 }
