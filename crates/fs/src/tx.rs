@@ -12,7 +12,7 @@ use crate::error::{FsError, Result};
 use crate::journal::{self, LogGeometry};
 use crate::replica::{Committed, Replicas};
 use crate::space::alloc::FreeMap;
-use crate::space::rmap::{self, Mapping, Owner, Records};
+use crate::space::rmap::{self, Mapping, Owner};
 use crate::space::{badblocks, refcount};
 use daxfs_btree::{BTree, NodeBuf, NodeStore, TreeError};
 use daxfs_device::Device;
@@ -1104,14 +1104,7 @@ impl<'a> Tx<'a> {
                 store: self,
                 root: &mut root,
             };
-            for layer in [&*pending, &top] {
-                for (k, v) in layer {
-                    match v {
-                        Some(v) => tr.put(*k, *v)?,
-                        None => tr.del(k)?,
-                    }
-                }
-            }
+            rmap::apply_pending(&mut tr, &[&top, &pending])?;
             self.meta.sb.rmap_tree = root;
         }
         // The records of nodes the tree gained or lost go straight in.
