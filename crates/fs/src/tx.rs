@@ -827,6 +827,7 @@ impl<'a> Tx<'a> {
         // the intents start over.
         let intents_before = self.meta.intents.len();
         let defer = self.may_defer
+            && !self.rmap_direct
             && !had_lazy
             && self.rmap_enabled()
             // The intents live in the log: a commit that moves it logs
@@ -1095,6 +1096,20 @@ impl<'a> Tx<'a> {
     /// straight to the tree. The committed ones stay in the node cache until
     /// the commit is durable: committed reads (replica lookups) see them.
     fn flush_rmap(&mut self) -> Result<()> {
+        self.rmap_go_direct()?;
+        // The records of nodes the tree gained or lost go straight in.
+        self.sync_free_tree()
+    }
+
+    /// The first half of [`Tx::flush_rmap`]: the pending changes into the
+    /// tree, and this transaction's reverse-map reads and changes straight
+    /// to it from now on. Done as soon as this transaction's changes could
+    /// not be logged as intents any more (see [`Tx::rmap_overflows`]), so
+    /// that a large transaction does not first collect them all in memory.
+    fn rmap_go_direct(&mut self) -> Result<()> {
+        if self.rmap_direct {
+            return Ok(());
+        }
         self.rmap_direct = true;
         let top = std::mem::take(&mut self.rmap_top);
         let pending = self.meta.cache.rmap_pending.clone();
@@ -1107,8 +1122,14 @@ impl<'a> Tx<'a> {
             rmap::apply_pending(&mut tr, &[&top, &pending])?;
             self.meta.sb.rmap_tree = root;
         }
-        // The records of nodes the tree gained or lost go straight in.
-        self.sync_free_tree()
+        Ok(())
+    }
+
+    /// True when this transaction's reverse-map changes, with `more`
+    /// others, could not be logged as intents: its commit puts them in the
+    /// tree. (Lazy transactions never do before their durable commit.)
+    fn rmap_overflows(&self, more: usize) -> bool {
+        !self.lazy && self.meta.intents.len() + self.rmap_top.len() + more > LOG_INTENTS
     }
 
     /// Whether this transaction is lazy (see [`Tx::begin_lazy`]).
@@ -1343,6 +1364,9 @@ impl rmap::Records for Tx<'_> {
             self.meta.sb.rmap_tree = root;
         } else {
             self.rmap_top.insert(k, Some(v));
+            if self.rmap_overflows(0) {
+                self.rmap_go_direct()?;
+            }
         }
         Ok(())
     }
@@ -1353,6 +1377,9 @@ impl rmap::Records for Tx<'_> {
             self.meta.sb.rmap_tree = root;
         } else {
             self.rmap_top.insert(*k, None);
+            if self.rmap_overflows(0) {
+                self.rmap_go_direct()?;
+            }
         }
         Ok(())
     }
@@ -1374,6 +1401,9 @@ impl rmap::Records for Tx<'_> {
         r
     }
     fn put_sorted(&mut self, items: &[(rmap::Key, RmapRecord)]) -> Result<usize> {
+        if !self.rmap_direct && self.rmap_overflows(items.len()) {
+            self.rmap_go_direct()?;
+        }
         if self.rmap_direct {
             let mut root = self.meta.sb.rmap_tree;
             let n = rmap::tree().insert_sorted(self, &mut root, items)?;

@@ -1,9 +1,11 @@
-//! The reverse map's deferred changes: commits that change only its records
-//! append intents to the log instead of logging its nodes. These tests take
-//! the device as a crash would leave it (the file system still mounted, so
-//! the deferred nodes never reached media) and check that fsck and mount
-//! see every change, that a damaged copy of the intent area is read from
-//! the other, and that losing both is a clear error.
+//! The reverse map's pending changes: commits log a transaction's record
+//! changes as intents in the log and keep them in memory, not in the
+//! tree's nodes. These tests take the device as a crash would leave it (the
+//! file system still mounted, so the tree's nodes on media lack the pending
+//! records) and check that fsck and mount see every change, that a damaged
+//! copy of the intent area is read from the other, that losing both is a
+//! clear error, and that a transaction too large for the area puts
+//! everything in the tree.
 mod common;
 use common::{assert_fsck, pattern};
 use daxfs::{Fs, MkfsOptions, MountOptions, OwnerKind};
@@ -192,4 +194,74 @@ fn a_media_error_finds_owners_known_only_by_intents() {
     drop(f);
     drop(fs);
     assert_fsck(&*dev);
+}
+
+/// One transaction with more reverse-map changes than the intent area
+/// holds (removing a file of 300 extents, with changes of earlier commits
+/// still pending) puts them all in the tree as it goes and logs its nodes:
+/// the count of intents goes back to 0, the other file keeps every record,
+/// the removed file's blocks have no owner left, and both a crash image and
+/// the unmounted image check clean.
+#[test]
+fn a_transaction_larger_than_the_intent_area() {
+    let dev = Arc::new(MemDevice::new(16 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let (a, b) = (fs.create("/a").unwrap(), fs.create("/b").unwrap());
+    // Interleaved allocations: every block of each file is an extent.
+    for i in 0..300u64 {
+        a.write_at(2 * i * BS, &pattern(i, 100)).unwrap();
+        b.write_at(2 * i * BS, &pattern(1000 + i, 100)).unwrap();
+    }
+    a.fsync().unwrap();
+    b.fsync().unwrap();
+    let a_blocks: Vec<u64> = a
+        .fiemap()
+        .unwrap()
+        .iter()
+        .map(|e| e.physical / BS)
+        .collect();
+    let b_blocks: Vec<u64> = b
+        .fiemap()
+        .unwrap()
+        .iter()
+        .map(|e| e.physical / BS)
+        .collect();
+    assert_eq!(a_blocks.len(), 300, "one extent per block");
+    assert!(
+        superblock(&*dev).rmap_intents.get() > 0,
+        "changes pending before"
+    );
+    drop(a);
+    fs.unlink("/a").unwrap();
+    assert_eq!(superblock(&*dev).rmap_intents.get(), 0, "all in the tree");
+    let b_ino = fs.stat("/b").unwrap().ino;
+    let check = |fs: &Fs| {
+        for &p in &b_blocks {
+            let o = fs.owners_by_inode(p, 1).unwrap();
+            assert!(
+                o.iter()
+                    .any(|o| matches!(o.owner, OwnerKind::File { ino, .. } if ino == b_ino)),
+                "block {p} of /b lost its owner: {o:?}"
+            );
+        }
+        for &p in &a_blocks {
+            let o = fs.owners_by_inode(p, 1).unwrap();
+            assert!(
+                o.is_empty(),
+                "block {p} of the removed /a still owned: {o:?}"
+            );
+        }
+    };
+    check(&fs);
+    let img = dev.image();
+    drop(b);
+    drop(fs);
+    assert_fsck(&*dev);
+    let crashed = Arc::new(MemDevice::from_image(img));
+    assert_fsck(&*crashed);
+    let fs = Fs::mount(crashed.clone(), &MountOptions::default()).unwrap();
+    check(&fs);
+    drop(fs);
+    assert_fsck(&*crashed);
 }
