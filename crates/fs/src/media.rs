@@ -194,29 +194,37 @@ fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)], bufs: &mut LossBufs
     if lost.is_empty() {
         return Ok(());
     }
-    lost.sort_unstable();
+    // The reverse map gives one block's owners in inode order already.
+    if !lost.is_sorted() {
+        lost.sort_unstable();
+    }
     let mut root = tx.meta.sb.loss_tree;
     let (first, last) = (lost[0].0, lost[lost.len() - 1].0);
     // What the inodes had lost already, in key order: per inode when they
     // are few, else one walk over the span of their numbers.
-    let have = &mut bufs.have;
+    let LossBufs {
+        have,
+        inserts,
+        removes,
+        now,
+    } = bufs;
     have.clear();
     if lost.len() <= 16 {
-        let mut inos: Vec<u64> = lost.iter().map(|l| l.0).collect();
-        inos.dedup();
-        for ino in inos {
-            loss_records_into(tx, &root, ino, ino, have)?;
+        let mut prev = None;
+        for &(ino, _, _) in lost.iter() {
+            if prev != Some(ino) {
+                loss_records_into(tx, &root, ino, ino, have)?;
+                prev = Some(ino);
+            }
         }
     } else {
         loss_records_into(tx, &root, first, last, have)?;
     }
     // Merge, per inode, the old records with the new ranges: both sorted.
-    let inserts = &mut bufs.inserts;
     inserts.clear();
     inserts.reserve(lost.len());
-    let mut removes: Vec<(u64, u64)> = vec![];
+    removes.clear();
     let (mut i, mut h) = (0, 0);
-    let mut now: Vec<(u64, u64)> = vec![];
     while i < lost.len() {
         let ino = lost[i].0;
         while h < have.len() && have[h].0.0 < ino {
@@ -227,56 +235,63 @@ fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)], bufs: &mut LossBufs
             h += 1;
         }
         let old = &have[h0..h];
-        if old.is_empty() {
-            // The common case: a file with no loss yet. Its new ranges are
-            // sorted; touching or overlapping ones join.
-            let mut cur: Option<(u64, u64)> = None;
-            while i < lost.len() && lost[i].0 == ino {
-                let (_, fb, n) = lost[i];
-                cur = match cur {
-                    Some((s, e)) if fb <= e => Some((s, e.max(fb + n))),
-                    Some((s, e)) => {
-                        inserts.push(((ino, s), e - s));
-                        Some((fb, fb + n))
-                    }
-                    None => Some((fb, fb + n)),
-                };
-                i += 1;
-            }
-            if let Some((s, e)) = cur {
-                inserts.push(((ino, s), e - s));
-            }
-            continue;
-        }
-        // Old and new ranges together, sorted by start, joined where they
-        // touch or overlap.
+        // Old and new ranges together, sorted by start (the old ones are;
+        // the new ones are when the report found them in order), joined
+        // where they touch or overlap.
         now.clear();
         now.extend(old.iter().map(|((_, k), l)| (*k, k + l)));
+        let i0 = i;
         while i < lost.len() && lost[i].0 == ino {
-            now.push((lost[i].1, lost[i].1 + lost[i].2));
             i += 1;
         }
-        now.sort_unstable();
-        let mut joined: Vec<(u64, u64)> = vec![];
-        for &(s, e) in &now {
-            match joined.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => joined.push((s, e)),
+        let new = &lost[i0..i];
+        if old.is_empty() {
+            now.extend(new.iter().map(|&(_, fb, n)| (fb, fb + n)));
+        } else {
+            // A merge of the two sorted runs (a file's old records are
+            // few, its new ranges fewer).
+            let at = now.len();
+            now.extend(new.iter().map(|&(_, fb, n)| (fb, fb + n)));
+            if !now[..at].is_empty() && now[at - 1].0 > now[at].0 || !now[at..].is_sorted() {
+                now.sort_unstable();
             }
         }
-        for &(s, e) in &joined {
-            if !old.iter().any(|((_, k), l)| *k == s && *l == e - s) {
+        // Join in place: `w` ranges kept so far.
+        let mut w = 0;
+        for r in 0..now.len() {
+            let (s, e) = now[r];
+            if w > 0 && s <= now[w - 1].1 {
+                now[w - 1].1 = now[w - 1].1.max(e);
+            } else {
+                now[w] = (s, e);
+                w += 1;
+            }
+        }
+        let joined = &now[..w];
+        // Records to write: the joined ranges that are not already there;
+        // records to remove: old ones no joined range starts at. Both lists
+        // are sorted, so one pass each.
+        let mut o = 0;
+        for &(s, e) in joined {
+            while o < old.len() && old[o].0.1 < s {
+                o += 1;
+            }
+            if !old.get(o).is_some_and(|((_, k), l)| *k == s && *l == e - s) {
                 inserts.push(((ino, s), e - s));
             }
         }
+        let mut j = 0;
         for ((_, k), _) in old {
-            if !joined.iter().any(|(s, _)| s == k) {
+            while j < joined.len() && joined[j].0 < *k {
+                j += 1;
+            }
+            if joined.get(j).is_none_or(|(s, _)| s != k) {
                 removes.push((ino, *k));
             }
         }
     }
-    for k in removes {
-        loss_tree().remove(tx, &mut root, &k)?;
+    for k in removes.iter() {
+        loss_tree().remove(tx, &mut root, k)?;
     }
     loss_tree().insert_sorted(tx, &mut root, inserts)?;
     tx.meta.sb.loss_tree = root;
@@ -298,8 +313,13 @@ pub(crate) struct ReportBufs {
 /// The loss tree's part of [`ReportBufs`].
 #[derive(Debug, Default)]
 pub(crate) struct LossBufs {
+    /// The owners' records before the report.
     have: Vec<((u64, u64), u64)>,
+    /// Records to write and keys to remove.
     inserts: Vec<((u64, u64), u64)>,
+    removes: Vec<(u64, u64)>,
+    /// One inode's ranges, old and new, as they are joined.
+    now: Vec<(u64, u64)>,
 }
 
 /// Ends inode `ino`'s loss over file blocks `[fb, fb+n)`. Returns the blocks
@@ -1417,6 +1437,61 @@ mod tests {
                 (seq + 4, 101, 25, "repaired", 0),
             ]
         );
+    }
+
+    /// Losses added in batches of every shape (few owners or many, several
+    /// ranges per file, out of order, overlapping, bridging or touching
+    /// earlier ones) leave the loss tree holding each file's lost blocks as
+    /// maximal runs, as a model of lost block sets says.
+    #[test]
+    fn added_losses_match_a_model() {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        use std::collections::BTreeSet;
+        let (_dev, fs) = new_fs();
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut model: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+        let mut bufs = LossBufs::default();
+        for round in 0..300 {
+            let n = if round % 3 == 0 {
+                rng.random_range(17..200)
+            } else {
+                rng.random_range(1..17)
+            };
+            let mut lost: Vec<(u64, u64, u64)> = (0..n)
+                .map(|_| {
+                    let ino = rng.random_range(2..40u64);
+                    (ino, rng.random_range(0..80u64), rng.random_range(1..5u64))
+                })
+                .collect();
+            for &(ino, fb, l) in &lost {
+                model.entry(ino).or_default().extend(fb..fb + l);
+            }
+            let inner = &*fs.inner;
+            let mut meta = lock(&inner.meta);
+            let mut tx = Tx::begin(&*inner.dev, &mut meta).unwrap();
+            add_losses(&mut tx, &mut lost, &mut bufs).unwrap();
+            tx.commit().unwrap();
+            drop(meta);
+            let mut want = vec![];
+            for (&ino, blocks) in &model {
+                let mut run: Option<(u64, u64)> = None;
+                for &b in blocks {
+                    run = match run {
+                        Some((s, e)) if e == b => Some((s, b + 1)),
+                        Some((s, e)) => {
+                            want.push((ino, s * BS, (e - s) * BS));
+                            Some((b, b + 1))
+                        }
+                        None => Some((b, b + 1)),
+                    };
+                }
+                if let Some((s, e)) = run {
+                    want.push((ino, s * BS, (e - s) * BS));
+                }
+            }
+            assert_eq!(fs.all_losses().unwrap(), want, "round {round}");
+        }
     }
 
     /// Records that do not make whole entries are refused by the reader
