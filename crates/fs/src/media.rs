@@ -245,6 +245,23 @@ fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)], bufs: &mut LossBufs
             i += 1;
         }
         let new = &lost[i0..i];
+        // The common case of a file losing one more range next to or away
+        // from the one it had: no buffer.
+        if let ([((_, k), l)], [(_, fb, n)]) = (old, new) {
+            let (k, e, fb, fe) = (*k, k + l, *fb, fb + n);
+            if fb <= e && k <= fe {
+                let (s, t) = (k.min(fb), e.max(fe));
+                if (s, t) != (k, e) {
+                    if s != k {
+                        removes.push((ino, k));
+                    }
+                    inserts.push(((ino, s), t - s));
+                }
+            } else {
+                inserts.push(((ino, fb), fe - fb));
+            }
+            continue;
+        }
         if old.is_empty() {
             now.extend(new.iter().map(|&(_, fb, n)| (fb, fb + n)));
         } else {
@@ -1452,18 +1469,38 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(11);
         let mut model: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
         let mut bufs = LossBufs::default();
+        // First a range (10, +4), then one touching it from below or above,
+        // overlapping, inside, around, before or after it: for 21 files at
+        // once (a walk over their span) and for 7 (file by file).
+        let second = [(6, 4), (14, 2), (8, 4), (11, 1), (9, 6), (2, 3), (20, 1)];
+        let mut fixed = vec![];
+        for (base, copies) in [(100u64, 3u64), (200, 1)] {
+            let inos = || (0..7 * copies).map(move |j| base + j);
+            fixed.push(inos().map(|ino| (ino, 10, 4)).collect::<Vec<_>>());
+            fixed.push(
+                inos()
+                    .map(|ino| {
+                        let (fb, n) = second[((ino - base) % 7) as usize];
+                        (ino, fb, n)
+                    })
+                    .collect(),
+            );
+        }
         for round in 0..300 {
             let n = if round % 3 == 0 {
                 rng.random_range(17..200)
             } else {
                 rng.random_range(1..17)
             };
-            let mut lost: Vec<(u64, u64, u64)> = (0..n)
-                .map(|_| {
-                    let ino = rng.random_range(2..40u64);
-                    (ino, rng.random_range(0..80u64), rng.random_range(1..5u64))
-                })
-                .collect();
+            let mut lost: Vec<(u64, u64, u64)> = match fixed.get(round) {
+                Some(l) => l.clone(),
+                None => (0..n)
+                    .map(|_| {
+                        let ino = rng.random_range(2..40u64);
+                        (ino, rng.random_range(0..80u64), rng.random_range(1..5u64))
+                    })
+                    .collect(),
+            };
             for &(ino, fb, l) in &lost {
                 model.entry(ino).or_default().extend(fb..fb + l);
             }
