@@ -716,17 +716,17 @@ impl FsInner {
                 Owner::Data { ino, fblock } => {
                     let fb = fblock + (s - m.phys);
                     if m.unwritten {
-                        log_event(
-                            &mut tx,
+                        // Logged with the losses, in one insert: owners of
+                        // one range and action make one entry.
+                        lost_log.push(PendingLog {
                             event,
-                            s,
-                            t - s,
-                            action::NO_DATA,
-                            1,
+                            phys: s,
+                            len: t - s,
+                            act: action::NO_DATA,
+                            owner_kind: 1,
                             ino,
-                            fb * BS,
-                            flags,
-                        )?;
+                            file_off: fb * BS,
+                        });
                         events.push(FailureEvent {
                             physical: s * BS,
                             length: (t - s) * BS,
@@ -1529,6 +1529,35 @@ mod tests {
             }
             assert_eq!(fs.all_losses().unwrap(), want, "round {round}");
         }
+    }
+
+    /// An unwritten block (preallocated) loses nothing: its owner is
+    /// logged "no data", with the report's other entries.
+    #[test]
+    fn unwritten_owner_is_logged_no_data() {
+        let (dev, fs) = new_fs();
+        let src = fs.create("/src").unwrap();
+        let keep = crate::FallocFlags {
+            keep_size: true,
+            ..Default::default()
+        };
+        src.fallocate(keep, 0, 2 * BS).unwrap();
+        let bad = src.fiemap().unwrap()[0].physical;
+        let ev = fs.media_failure(bad, BS, FailureFlags::default()).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].action, "no data");
+        assert!(fs.all_losses().unwrap().is_empty());
+        let recs = records(&fs);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(
+            (recs[0].1.owners.get(), recs[0].1.ino.get()),
+            (1, src.ino())
+        );
+        let log = fs.error_log().unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].action, log[0].offset), ("no data", 0));
+        drop((src, fs));
+        assert_eq!(fsck_problems(&dev), Vec::<String>::new());
     }
 
     /// Records that do not make whole entries are refused by the reader
