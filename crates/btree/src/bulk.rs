@@ -52,19 +52,35 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             }
             let mut changed = false;
             let mut full = false;
+            // Every key of the leaf before `from` is below the next item's.
+            let mut from = 0;
             while i < items.len() && hi.is_none_or(|h| items[i].0 < h) {
                 let (k, v) = &items[i];
                 // Appends (an error log, new inodes) go past the leaf's last
-                // key: no search.
-                let at = if leaf.count > 0 && leaf.key(leaf.count - 1)? < *k {
-                    Err(leaf.count)
-                } else {
-                    leaf.search(k)?
-                };
-                match at {
+                // key: no search, and every item up to the leaf's bound or
+                // its room goes in at once.
+                if leaf.count > 0 && leaf.key(leaf.count - 1)? < *k {
+                    let room = leaf.cap().saturating_sub(leaf.count);
+                    let run = items[i..]
+                        .iter()
+                        .take(room)
+                        .take_while(|(k, _)| hi.is_none_or(|h| *k < h))
+                        .count();
+                    if run == 0 {
+                        full = true;
+                        break;
+                    }
+                    leaf.append(&items[i..i + run])?;
+                    i += run;
+                    from = leaf.count;
+                    changed = true;
+                    continue;
+                }
+                match leaf.search_from(from, k)? {
                     Ok(j) => {
                         leaf.set_val(j, v)?;
                         replaced += 1;
+                        from = j + 1;
                     }
                     Err(pos) => {
                         if leaf.count >= leaf.cap() {
@@ -74,6 +90,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                         leaf.open_gap(pos, 1)?;
                         leaf.set_key(pos, k)?;
                         leaf.set_val(pos, v)?;
+                        from = pos + 1;
                     }
                 }
                 changed = true;

@@ -407,6 +407,54 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
         Ok(lo)
     }
 
+    /// [`Node::search`] among slots `from..count`, for a caller that knows
+    /// every key before `from` is below `key`. The slot at `from` is tried
+    /// first: a run of sorted keys that replace records, or go in one after
+    /// another, finds each there without a search.
+    #[inline]
+    pub(crate) fn search_from(&self, from: usize, key: &K) -> Result<Result<usize, usize>> {
+        let from = from.min(self.count);
+        if from < self.count {
+            match self.key(from)?.cmp(key) {
+                Ordering::Equal => return Ok(Ok(from)),
+                Ordering::Greater => return Ok(Err(from)),
+                Ordering::Less => {}
+            }
+        }
+        let (mut lo, mut hi) = ((from + 1).min(self.count), self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid)?.cmp(key) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Ok(Ok(mid)),
+            }
+        }
+        Ok(Err(lo))
+    }
+
+    /// Appends `items` to a leaf after its last slot (their keys in order,
+    /// above every key it holds: the caller's to ensure), keys and values
+    /// each written in one pass.
+    pub(crate) fn append(&mut self, items: &[(K, V)]) -> Result<()> {
+        let (at, n) = (self.count, items.len());
+        if !self.is_leaf() || at + n > self.cap() {
+            return Err(self.out_of_range("append"));
+        }
+        let keys = self.bytes_mut(slots(Layout::<K, V, A>::KEYS, K::SIZE, at, n))?;
+        for ((k, _), out) in items.iter().zip(keys.chunks_exact_mut(K::SIZE.max(1))) {
+            k.encode(out);
+        }
+        if V::SIZE > 0 {
+            let vals = self.bytes_mut(slots(Layout::<K, V, A>::LEAF_VALS, V::SIZE, at, n))?;
+            for ((_, v), out) in items.iter().zip(vals.chunks_exact_mut(V::SIZE)) {
+                v.encode(out);
+            }
+        }
+        self.count += n;
+        Ok(())
+    }
+
     /// The child slot of an internal node whose range holds `key`.
     #[inline]
     pub(crate) fn route(&self, key: &K) -> Result<usize> {

@@ -28,6 +28,11 @@ impl TestKey for u64 {
         x
     }
 }
+impl TestKey for (u64, u64) {
+    fn make(x: u64) -> Self {
+        (x / 3, x % 3)
+    }
+}
 impl TestKey for (u64, u64, u64) {
     fn make(x: u64) -> Self {
         // Varied so that all three components take part in comparisons.
@@ -845,6 +850,68 @@ fn insert_sorted_matches_one_insert_each() {
         bulk_run::<u64, ExtentRecord, ()>(BlockKind::ExtentTree, seed, 60, 50_000);
         bulk_run::<AugKey, u64, MaxEnd>(BlockKind::FreeTree, seed, 40, 5_000);
         bulk_run::<(u64, u64, u64), u64, MaxEnd>(BlockKind::RmapTree, seed, 60, 50_000);
+    }
+}
+
+#[test]
+fn insert_sorted_replaces_runs_and_fills_gaps() {
+    // Every record replaced in one batch (a loss tree whose every file lost
+    // one more block), then batches that replace some and insert others
+    // between them, splitting leaves: as one insert each.
+    let mut f = Fixture::<(u64, u64), u64>::new(BlockKind::LossTree);
+    let mut m = BTreeMap::new();
+    let evens: Vec<((u64, u64), u64)> = (0..3000u64).map(|i| ((i * 2, 0), i)).collect();
+    assert_eq!(f.t.insert_sorted(&mut f.s, &mut f.root, &evens).unwrap(), 0);
+    m.extend(evens.iter().copied());
+    for round in 1..4u64 {
+        let all: Vec<((u64, u64), u64)> = m.keys().map(|k| (*k, k.0 + round)).collect();
+        assert_eq!(
+            f.t.insert_sorted(&mut f.s, &mut f.root, &all).unwrap(),
+            all.len()
+        );
+        m.extend(all);
+        f.verify(&m);
+        // Odd keys and a second record per key, among the old ones.
+        let mixed: Vec<((u64, u64), u64)> = (0..6000u64 / round)
+            .map(|k| ((k, round % 2), k * 7 + round))
+            .collect();
+        let had = mixed.iter().filter(|(k, _)| m.contains_key(k)).count();
+        assert_eq!(
+            f.t.insert_sorted(&mut f.s, &mut f.root, &mixed).unwrap(),
+            had
+        );
+        m.extend(mixed);
+        f.verify(&m);
+    }
+}
+
+#[test]
+fn search_from_finds_what_search_finds() {
+    use crate::node::Node;
+    let mut n = Node::<u64, u64>::empty(9, BlockKind::FreeTree, 0, 0);
+    let items: Vec<(u64, u64)> = (0..40u64).map(|i| (10 + 3 * i, i)).collect();
+    n.append(&items[..25]).unwrap();
+    n.append(&items[25..]).unwrap();
+    assert_eq!(n.count, 40);
+    for (i, (k, v)) in items.iter().enumerate() {
+        assert_eq!((n.key(i).unwrap(), n.val(i).unwrap()), (*k, *v));
+    }
+    // A full leaf takes no more.
+    let cap = Layout::<u64, u64>::LEAF_CAP;
+    let more: Vec<(u64, u64)> = (0..cap as u64 - 39).map(|i| (1000 + i, 0)).collect();
+    assert!(n.append(&more).is_err());
+    assert_eq!(n.count, 40);
+    for key in 0..140u64 {
+        let want = n.search(&key).unwrap();
+        // Any start whose slots before it hold smaller keys.
+        let below = items.iter().take_while(|(k, _)| *k < key).count();
+        for from in 0..=below {
+            assert_eq!(
+                n.search_from(from, &key).unwrap(),
+                want,
+                "{key} from {from}"
+            );
+        }
     }
 }
 

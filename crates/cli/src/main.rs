@@ -634,7 +634,15 @@ fn run(cli: Cli) -> Result<i32> {
                         );
                     }
                 }
-                println!("error log ({} entries):", log.len());
+                // One entry names every owner of one range and action: its
+                // owners share its sequence number, one line each.
+                let entries = 1 + log.windows(2).filter(|w| w[0].seq != w[1].seq).count();
+                let entries = if log.is_empty() { 0 } else { entries };
+                println!(
+                    "error log ({entries} {}, {} owners):",
+                    if entries == 1 { "entry" } else { "entries" },
+                    log.len()
+                );
                 for e in &log {
                     println!(
                         "  #{} event {} at {}: device [{:#x}, +{:#x}) {}: {}{}",

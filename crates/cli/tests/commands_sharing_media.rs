@@ -217,13 +217,14 @@ fn media_errors_from_injection_to_clearing() {
         out.contains("/a (inode") && out.contains("/b (inode"),
         "{out}"
     );
+    // The block's two owners are one entry of the log, a line each.
+    assert!(out.contains("error log (1 entry, 2 owners):"), "{out}");
+    assert_eq!(out.matches("  #0 event 0 ").count(), 2, "{out}");
     let j: serde_json::Value = serde_json::from_str(&ok(&["errors", &im, "--json"])).unwrap();
     assert_eq!(j["lost"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        j["log"].as_array().unwrap().len(),
-        2,
-        "remounts do not repeat the event"
-    );
+    let log = j["log"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "remounts do not repeat the event");
+    assert!(log.iter().all(|e| e["seq"] == 0), "{log:?}");
     // badblocks lists the range with its owners.
     let j: serde_json::Value = serde_json::from_str(&ok(&["badblocks", &im, "--json"])).unwrap();
     assert_eq!(j["badblocks"][0]["offset"].as_u64().unwrap(), p);

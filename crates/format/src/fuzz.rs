@@ -11,8 +11,8 @@ use crate::block::{
     BLOCK_MAGIC, BlockHeader, BlockKind, Expect, header, verify_block, write_header,
 };
 use crate::records::{
-    DirentRecord, ErrorLogRecord, ExtentRecord, INLINE_EXTENTS, InlineExtent, InodeRecord,
-    NAME_MAX, Record, RefcountRecord, RmapRecord, TreeRoot,
+    DirentRecord, ErrorLogOwners, ErrorLogRecord, ExtentRecord, INLINE_EXTENTS, InlineExtent,
+    InodeRecord, NAME_MAX, Record, RefcountRecord, RmapRecord, TreeRoot,
 };
 use crate::superblock::{FORMAT_VERSION, INCOMPAT_KNOWN, MIN_BLOCKS, fs_id_of};
 use crate::{BLOCK_SIZE, Block, Superblock, seal_block};
@@ -305,6 +305,11 @@ pub fn fuzz_records(data: &[u8]) {
         }
         if let Some(r) = roundtrip::<ErrorLogRecord>(s) {
             let _ = (r.dev_off.get(), r.action.get(), r.owner_kind.get());
+            let _ = (r.flags.get(), r.owners.get());
+            // The same 64 bytes read as an owners record, and back.
+            let o = ErrorLogOwners::from_record(r);
+            assert_eq!(o.into_record(), r);
+            assert_eq!(o.owners[0].ino, r.time_sec);
         }
         if let Some(d) = roundtrip::<DirentRecord>(s) {
             match d.name() {

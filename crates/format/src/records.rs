@@ -594,20 +594,27 @@ pub mod action {
     pub const NO_DATA: u32 = 7;
 }
 
-/// One entry of the persistent error log, keyed by a sequence number. One
-/// event (a report of a bad range) gives one entry per owner it touched.
+/// The head of an entry of the persistent error log: the record at key
+/// `(seq, 0)`. One entry names one device range, one action and one owner
+/// kind, and every owner they apply to: the first here, the others in the
+/// [`ErrorLogOwners`] records at keys `(seq, 1)`, `(seq, 2)`, ... (four to
+/// a record). A report of a block shared by 10,000 files is one entry.
 ///
 /// ```text
 /// byte size field
 ///    0    8 time_sec    when it happened (seconds since the epoch)
 ///    8    8 dev_off     device byte offset of the affected range
 ///   16    8 dev_len     bytes
-///   24    4 action      action::*
+///   24    4 action      1 data lost, 2 repaired (rebuilt from its replica),
+///                       3 quarantined, 4 shut down (both copies bad, or no
+///                       replica), 5 cleared, 6 loss ended, 7 no data
 ///   28    4 owner_kind  0 none, 1 file data, 2 file metadata, 3 file-system metadata, 4 free space
-///   32    8 ino         file inode (owner_kind 1 or 2), or the BlockKind (3)
-///   40    8 file_off    byte offset in the file (owner_kind 1)
-///   48    8 flags       bit 0: a reader was waiting (action required); bit 1: device removal
-///   56    8 event       sequence number of the event (entries of one report share it)
+///   32    8 ino         the first owner: file inode (owner_kind 1 or 2), or the BlockKind (3)
+///   40    8 file_off    the first owner's byte offset in the file (owner_kind 1)
+///   48    4 flags       bit 0: a reader was waiting (action required); bit 1: device removal
+///   52    4 owners      owners the entry names (>= 1): this record's, then (owners - 1)
+///                       in ceil((owners - 1) / 4) ErrorLogOwners records
+///   56    8 event       sequence number of the report's first entry (entries of one report share it)
 /// ```
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
@@ -621,11 +628,75 @@ pub struct ErrorLogRecord {
     pub owner_kind: U32,
     pub ino: U64,
     pub file_off: U64,
-    pub flags: U64,
+    pub flags: U32,
+    pub owners: U32,
     pub event: U64,
 }
 const _: () = assert!(std::mem::size_of::<ErrorLogRecord>() == 64);
 zerocopy_record!(ErrorLogRecord, "error log record");
+
+/// Owners an [`ErrorLogOwners`] record holds.
+pub const ERROR_LOG_OWNERS_PER_RECORD: usize = 4;
+
+/// One owner of an error-log entry.
+///
+/// ```text
+/// byte size field
+///    0    8 ino         as ErrorLogRecord.ino
+///    8    8 file_off    as ErrorLogRecord.file_off
+/// ```
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct ErrorLogOwner {
+    pub ino: U64,
+    pub file_off: U64,
+}
+const _: () = assert!(std::mem::size_of::<ErrorLogOwner>() == 16);
+
+/// The owners after the first of an error-log entry: the record at key
+/// `(seq, i)`, `i >= 1`, holds owners `1 + 4(i-1) ..` of entry `seq` (the
+/// tree's value type is [`ErrorLogRecord`]; these are its 64 bytes read
+/// another way: [`ErrorLogOwners::from_record`]).
+///
+/// ```text
+/// byte size field
+///    0   16 owner 0     ErrorLogOwner
+///   16   16 owner 1
+///   32   16 owner 2
+///   48   16 owner 3     slots past the entry's last owner: zero
+/// ```
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct ErrorLogOwners {
+    pub owners: [ErrorLogOwner; ERROR_LOG_OWNERS_PER_RECORD],
+}
+const _: () = assert!(std::mem::size_of::<ErrorLogOwners>() == 64);
+
+impl ErrorLogOwners {
+    /// The owners record stored in the tree's value `r`.
+    pub fn from_record(r: ErrorLogRecord) -> Self {
+        zerocopy::transmute!(r)
+    }
+
+    /// This record as the tree's value type.
+    pub fn into_record(self) -> ErrorLogRecord {
+        zerocopy::transmute!(self)
+    }
+}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]

@@ -7,7 +7,7 @@
 //! byte size field
 //!    0   64 header         BlockHeader, kind Superblock, owner 0, blockno 0 or last
 //!   64    4 magic2         "DAXF": tells a daxfs superblock from other metadata
-//!   68    4 version        FORMAT_VERSION (3)
+//!   68    4 version        FORMAT_VERSION (4)
 //!   72    8 compat         compatible feature flags (ignored if unknown)
 //!   80    8 incompat       incompatible feature flags (refuse to open if unknown)
 //!   88   16 uuid
@@ -24,14 +24,14 @@
 //!  208   16 refcount_tree
 //!  224   16 rmap_tree
 //!  240   16 parent_tree
-//!  256   16 error_log
+//!  256   16 error_log      (entry sequence number, part) -> ErrorLogRecord (part 0) or ErrorLogOwners
 //!  272   16 badblock_tree
 //!  288    4 state          STATE_* flags
 //!  292    4 block_size     4096
 //!  296    8 mkfs_time      seconds since the epoch
 //!  304   32 label          zero-padded
 //!  336   16 loss_tree      (inode, file block) -> blocks of file data lost to media errors
-//!  352    8 error_seq      next error-log sequence number
+//!  352    8 error_seq      next error-log entry sequence number
 //!  360    8 log_replica    first block of the log's replica region (0: none),
 //!                          log_mirror_blocks(log_blocks) long
 //!  368    4 anchor_count   pairs used in `anchors` (<= MAX_ANCHORS)
@@ -54,7 +54,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 pub const SUPERBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DAXF");
 /// The format version this build writes and reads (the only one: see
 /// FORMAT.md's version history).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Incompatible feature: every tree node has a replica, recorded in the
 /// reverse map, and the log has a replica region (`log_replica`). Needs
 /// `INCOMPAT_RMAP`.
@@ -351,8 +351,9 @@ mod tests {
     fn rejects_older_versions() {
         // Version 1 kept a segment-aligned reverse map without summaries;
         // version 2 kept every file's extents in a tree, none inline, and
-        // logged every changed reverse-map node (no intents).
-        for v in [1u32, 2] {
+        // logged every changed reverse-map node (no intents); version 3 kept
+        // one error-log record per owner, keyed by a plain sequence number.
+        for v in [1u32, 2, 3] {
             let mut b = good();
             let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
             sb.version = v.into();
@@ -362,7 +363,7 @@ mod tests {
                 Superblock::decode(&b, 0, 4096),
                 Err(FormatError::OlderVersion {
                     found,
-                    supported: 3
+                    supported: 4
                 }) if found == v
             ));
         }

@@ -145,6 +145,16 @@ fn populate(fs: &Fs) -> Result<()> {
     }
     let last_free = (IMAGE_BLOCKS - 8) * BLOCK_SIZE_U64;
     fs.media_failure(last_free, 2 * BLOCK_SIZE_U64, Default::default())?;
+    // A block shared by six files: an error-log entry whose other five
+    // owners take two owner records, the second partly used.
+    let s = fs.create("/shared")?;
+    s.write_at(0, &pattern(3000, 500))?;
+    for i in 0..5 {
+        fs.create(format!("/shared{i}"))?.clone_from(&s)?;
+    }
+    if let Some(e) = s.fiemap()?.first() {
+        fs.media_failure(e.physical, BLOCK_SIZE_U64, Default::default())?;
+    }
     fs.sync()
 }
 
@@ -1287,6 +1297,63 @@ mod tests {
         let d = patches(FLAG_RESEAL, &t.targets, &[(b, 64 + 252 * 8, &[0xff; 8])]);
         run(fuzz_mount, &d);
         run(fuzz_fsck, &d);
+    }
+
+    /// The template's error log: its leaf, and the slot of the head of the
+    /// entry with six owners.
+    fn error_log_head(img: &[u8]) -> (u64, usize) {
+        let b = template_sb(img).error_log.block.get();
+        let leaf = &img[(b * BLOCK_SIZE_U64) as usize..][..BLOCK_SIZE];
+        assert_eq!(leaf[5], 0, "the error log is one leaf");
+        let count = u32::from_le_bytes(leaf[12..16].try_into().unwrap()) as usize;
+        // (u64, u64) keys, 50 to a leaf, then the 64-byte values.
+        let slot = (0..count)
+            .find(|&i| {
+                let v = 64 + 50 * 16 + i * 64;
+                leaf[64 + i * 16 + 8] == 0 && leaf[v + 52] == 6
+            })
+            .expect("an entry of six owners");
+        (b, slot)
+    }
+
+    /// An error-log entry whose head names more or fewer owners than its
+    /// records hold, or whose owner record has data past its last owner:
+    /// mount and fsck refuse it with a clear error, nothing panics.
+    #[test]
+    fn error_log_entries_that_do_not_add_up_are_refused() {
+        let t = template();
+        let (b, slot) = error_log_head(&t.clean);
+        let head = 64 + 50 * 16 + slot * 64;
+        // The second owner record holds one owner: slot 1 must be zero.
+        let spare = head + 2 * 64 + 16;
+        for (off, bytes, want) in [
+            // Zeros read as owners name no file.
+            (
+                head + 52,
+                9u32.to_le_bytes(),
+                "is not one owner kind 1 names",
+            ),
+            (
+                head + 52,
+                14u32.to_le_bytes(),
+                "is not one owner kind 1 names",
+            ),
+            (head + 52, 5u32.to_le_bytes(), "belongs to no entry"),
+            (head + 52, 2u32.to_le_bytes(), "past the entry's last owner"),
+            (head + 52, 0u32.to_le_bytes(), "names no owner"),
+            (spare, 5u32.to_le_bytes(), "past the entry's last owner"),
+        ] {
+            let d = patches(FLAG_RESEAL, &t.targets, &[(b, off as u16, &bytes)]);
+            run(fuzz_mount, &d);
+            run(fuzz_fsck, &d);
+            let (_, img) = damaged_image(&d, &t.targets);
+            let dev = MemDevice::from_image(img);
+            let r = run_fsck(&dev);
+            assert!(problems(&r).contains(want), "{want}: {}", problems(&r));
+            let fs = Fs::mount(Arc::new(dev), &MountOptions::default()).unwrap();
+            let e = fs.error_log().unwrap_err().to_string();
+            assert!(e.contains("error log") && e.contains(want), "{e}");
+        }
     }
 
     /// Found by reading media (the fuzzer found the neighbouring bad-block

@@ -22,13 +22,16 @@ use crate::space::badblocks;
 use crate::space::rmap::{self, Owner};
 use crate::tx::Tx;
 use daxfs_btree::{BTree, NodeStore};
-use daxfs_format::records::{ErrorLogRecord, TreeRoot, action};
+use daxfs_format::records::{
+    ERROR_LOG_OWNERS_PER_RECORD, ErrorLogOwner, ErrorLogOwners, ErrorLogRecord, TreeRoot, action,
+};
 use daxfs_format::superblock::STATE_ERRORS;
 use daxfs_format::{BLOCK_SIZE_U64, BlockKind};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use zerocopy::FromZeros;
 
 const BS: u64 = BLOCK_SIZE_U64;
 
@@ -37,8 +40,9 @@ pub fn loss_tree() -> BTree<(u64, u64), u64> {
     BTree::new(BlockKind::LossTree, 0)
 }
 
-/// The error log: sequence number -> entry.
-pub fn error_log() -> BTree<u64, ErrorLogRecord> {
+/// The error log: (entry sequence number, part) -> the entry's head (part
+/// 0) or a record of its further owners ([`ErrorLogOwners`], parts 1..).
+pub fn error_log() -> BTree<(u64, u64), ErrorLogRecord> {
     BTree::new(BlockKind::ErrorLog, 0)
 }
 
@@ -95,9 +99,12 @@ impl std::fmt::Debug for HandleNotices {
     }
 }
 
-/// An error-log entry as read back.
+/// One owner of an error-log entry, as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorLogEntry {
+    /// The entry's sequence number: one entry names one device range,
+    /// action and owner kind, and every owner they apply to, so the owners
+    /// of one entry share it.
     pub seq: u64,
     pub event: u64,
     pub time_sec: u64,
@@ -187,29 +194,37 @@ fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)], bufs: &mut LossBufs
     if lost.is_empty() {
         return Ok(());
     }
-    lost.sort_unstable();
+    // The reverse map gives one block's owners in inode order already.
+    if !lost.is_sorted() {
+        lost.sort_unstable();
+    }
     let mut root = tx.meta.sb.loss_tree;
     let (first, last) = (lost[0].0, lost[lost.len() - 1].0);
     // What the inodes had lost already, in key order: per inode when they
     // are few, else one walk over the span of their numbers.
-    let have = &mut bufs.have;
+    let LossBufs {
+        have,
+        inserts,
+        removes,
+        now,
+    } = bufs;
     have.clear();
     if lost.len() <= 16 {
-        let mut inos: Vec<u64> = lost.iter().map(|l| l.0).collect();
-        inos.dedup();
-        for ino in inos {
-            loss_records_into(tx, &root, ino, ino, have)?;
+        let mut prev = None;
+        for &(ino, _, _) in lost.iter() {
+            if prev != Some(ino) {
+                loss_records_into(tx, &root, ino, ino, have)?;
+                prev = Some(ino);
+            }
         }
     } else {
         loss_records_into(tx, &root, first, last, have)?;
     }
     // Merge, per inode, the old records with the new ranges: both sorted.
-    let inserts = &mut bufs.inserts;
     inserts.clear();
     inserts.reserve(lost.len());
-    let mut removes: Vec<(u64, u64)> = vec![];
+    removes.clear();
     let (mut i, mut h) = (0, 0);
-    let mut now: Vec<(u64, u64)> = vec![];
     while i < lost.len() {
         let ino = lost[i].0;
         while h < have.len() && have[h].0.0 < ino {
@@ -220,56 +235,80 @@ fn add_losses(tx: &mut Tx<'_>, lost: &mut [(u64, u64, u64)], bufs: &mut LossBufs
             h += 1;
         }
         let old = &have[h0..h];
-        if old.is_empty() {
-            // The common case: a file with no loss yet. Its new ranges are
-            // sorted; touching or overlapping ones join.
-            let mut cur: Option<(u64, u64)> = None;
-            while i < lost.len() && lost[i].0 == ino {
-                let (_, fb, n) = lost[i];
-                cur = match cur {
-                    Some((s, e)) if fb <= e => Some((s, e.max(fb + n))),
-                    Some((s, e)) => {
-                        inserts.push(((ino, s), e - s));
-                        Some((fb, fb + n))
+        // Old and new ranges together, sorted by start (the old ones are;
+        // the new ones are when the report found them in order), joined
+        // where they touch or overlap.
+        now.clear();
+        now.extend(old.iter().map(|((_, k), l)| (*k, k + l)));
+        let i0 = i;
+        while i < lost.len() && lost[i].0 == ino {
+            i += 1;
+        }
+        let new = &lost[i0..i];
+        // The common case of a file losing one more range next to or away
+        // from the one it had: no buffer.
+        if let ([((_, k), l)], [(_, fb, n)]) = (old, new) {
+            let (k, e, fb, fe) = (*k, k + l, *fb, fb + n);
+            if fb <= e && k <= fe {
+                let (s, t) = (k.min(fb), e.max(fe));
+                if (s, t) != (k, e) {
+                    if s != k {
+                        removes.push((ino, k));
                     }
-                    None => Some((fb, fb + n)),
-                };
-                i += 1;
-            }
-            if let Some((s, e)) = cur {
-                inserts.push(((ino, s), e - s));
+                    inserts.push(((ino, s), t - s));
+                }
+            } else {
+                inserts.push(((ino, fb), fe - fb));
             }
             continue;
         }
-        // Old and new ranges together, sorted by start, joined where they
-        // touch or overlap.
-        now.clear();
-        now.extend(old.iter().map(|((_, k), l)| (*k, k + l)));
-        while i < lost.len() && lost[i].0 == ino {
-            now.push((lost[i].1, lost[i].1 + lost[i].2));
-            i += 1;
-        }
-        now.sort_unstable();
-        let mut joined: Vec<(u64, u64)> = vec![];
-        for &(s, e) in &now {
-            match joined.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => joined.push((s, e)),
+        if old.is_empty() {
+            now.extend(new.iter().map(|&(_, fb, n)| (fb, fb + n)));
+        } else {
+            // A merge of the two sorted runs (a file's old records are
+            // few, its new ranges fewer).
+            let at = now.len();
+            now.extend(new.iter().map(|&(_, fb, n)| (fb, fb + n)));
+            if !now[..at].is_empty() && now[at - 1].0 > now[at].0 || !now[at..].is_sorted() {
+                now.sort_unstable();
             }
         }
-        for &(s, e) in &joined {
-            if !old.iter().any(|((_, k), l)| *k == s && *l == e - s) {
+        // Join in place: `w` ranges kept so far.
+        let mut w = 0;
+        for r in 0..now.len() {
+            let (s, e) = now[r];
+            if w > 0 && s <= now[w - 1].1 {
+                now[w - 1].1 = now[w - 1].1.max(e);
+            } else {
+                now[w] = (s, e);
+                w += 1;
+            }
+        }
+        let joined = &now[..w];
+        // Records to write: the joined ranges that are not already there;
+        // records to remove: old ones no joined range starts at. Both lists
+        // are sorted, so one pass each.
+        let mut o = 0;
+        for &(s, e) in joined {
+            while o < old.len() && old[o].0.1 < s {
+                o += 1;
+            }
+            if !old.get(o).is_some_and(|((_, k), l)| *k == s && *l == e - s) {
                 inserts.push(((ino, s), e - s));
             }
         }
+        let mut j = 0;
         for ((_, k), _) in old {
-            if !joined.iter().any(|(s, _)| s == k) {
+            while j < joined.len() && joined[j].0 < *k {
+                j += 1;
+            }
+            if joined.get(j).is_none_or(|(s, _)| s != k) {
                 removes.push((ino, *k));
             }
         }
     }
-    for k in removes {
-        loss_tree().remove(tx, &mut root, &k)?;
+    for k in removes.iter() {
+        loss_tree().remove(tx, &mut root, k)?;
     }
     loss_tree().insert_sorted(tx, &mut root, inserts)?;
     tx.meta.sb.loss_tree = root;
@@ -284,15 +323,20 @@ pub(crate) struct ReportBufs {
     recs: Vec<rmap::Mapping>,
     lost: Vec<(u64, u64, u64)>,
     lost_log: Vec<PendingLog>,
-    log_items: Vec<(u64, ErrorLogRecord)>,
+    log_items: Vec<((u64, u64), ErrorLogRecord)>,
     loss: LossBufs,
 }
 
 /// The loss tree's part of [`ReportBufs`].
 #[derive(Debug, Default)]
 pub(crate) struct LossBufs {
+    /// The owners' records before the report.
     have: Vec<((u64, u64), u64)>,
+    /// Records to write and keys to remove.
     inserts: Vec<((u64, u64), u64)>,
+    removes: Vec<(u64, u64)>,
+    /// One inode's ranges, old and new, as they are joined.
+    now: Vec<(u64, u64)>,
 }
 
 /// Ends inode `ino`'s loss over file blocks `[fb, fb+n)`. Returns the blocks
@@ -367,22 +411,36 @@ pub(crate) fn log_events(tx: &mut Tx<'_>, logs: &[PendingLog], flags: FailureFla
 }
 
 /// [`log_events`], building the records in `items` (a buffer kept by the
-/// caller).
+/// caller). Consecutive `logs` of one report, device range, action and
+/// owner kind make one entry: a head naming the first owner, then the
+/// others four to a record (a block shared by 10,000 files is one entry of
+/// 2,501 records).
 fn log_events_with(
     tx: &mut Tx<'_>,
     logs: &[PendingLog],
     flags: FailureFlags,
-    items: &mut Vec<(u64, ErrorLogRecord)>,
+    items: &mut Vec<((u64, u64), ErrorLogRecord)>,
 ) -> Result<()> {
     if logs.is_empty() {
         return Ok(());
     }
-    let seq = tx.meta.sb.error_seq.get();
+    let mut seq = tx.meta.sb.error_seq.get();
     let time = (crate::inode::now().sec.get() as u64).into();
-    let flags = (u64::from(flags.action_required) | (u64::from(flags.pre_remove) << 1)).into();
+    let flags = (u32::from(flags.action_required) | (u32::from(flags.pre_remove) << 1)).into();
     items.clear();
-    items.extend(logs.iter().enumerate().map(|(i, l)| {
-        let rec = ErrorLogRecord {
+    items.reserve(1 + logs.len() / ERROR_LOG_OWNERS_PER_RECORD + logs.len() / 64);
+    let same = |a: &PendingLog, b: &PendingLog| {
+        (a.event, a.phys, a.len, a.act, a.owner_kind)
+            == (b.event, b.phys, b.len, b.act, b.owner_kind)
+    };
+    let mut at = 0;
+    while let Some(l) = logs.get(at) {
+        let n = logs[at..]
+            .iter()
+            .take(u32::MAX as usize)
+            .take_while(|m| same(l, m))
+            .count();
+        let head = ErrorLogRecord {
             time_sec: time,
             dev_off: (l.phys * BS).into(),
             dev_len: (l.len * BS).into(),
@@ -391,15 +449,173 @@ fn log_events_with(
             ino: l.ino.into(),
             file_off: l.file_off.into(),
             flags,
+            owners: (n as u32).into(),
             event: l.event.into(),
         };
-        (seq + i as u64, rec)
-    }));
-    tx.meta.sb.error_seq = (seq + logs.len() as u64).into();
+        items.push(((seq, 0), head));
+        for (part, chunk) in logs[at + 1..at + n]
+            .chunks(ERROR_LOG_OWNERS_PER_RECORD)
+            .enumerate()
+        {
+            let mut o = ErrorLogOwners::new_zeroed();
+            for (slot, m) in o.owners.iter_mut().zip(chunk) {
+                *slot = ErrorLogOwner {
+                    ino: m.ino.into(),
+                    file_off: m.file_off.into(),
+                };
+            }
+            items.push(((seq, part as u64 + 1), o.into_record()));
+        }
+        at += n;
+        seq = seq.checked_add(1).ok_or_else(|| {
+            FsError::Corrupt("superblock: error-log sequence number overflows".into())
+        })?;
+    }
+    tx.meta.sb.error_seq = seq.into();
     let mut root = tx.meta.sb.error_log;
     error_log().insert_sorted(tx, &mut root, items)?;
     tx.meta.sb.error_log = root;
     Ok(())
+}
+
+/// Reads the error log, checking how its records make entries: each entry
+/// is a head at `(seq, 0)` and exactly the owner records its count needs at
+/// `(seq, 1..)`, unused owner slots zero, its fields and owners in range,
+/// and `seq` below `next_seq` (the superblock's `error_seq`). `f` gets
+/// every owner of every entry, in order: `(seq, head, ino, file offset)`.
+pub(crate) fn read_error_log(
+    s: &mut dyn NodeStore,
+    root: &TreeRoot,
+    next_seq: u64,
+    f: &mut dyn FnMut(u64, &ErrorLogRecord, u64, u64),
+) -> Result<()> {
+    // The entry being read: its sequence number, head, owners read so far,
+    // and the part that holds the next of them.
+    let mut cur: Option<(u64, ErrorLogRecord, u64, u64)> = None;
+    let mut bad: Option<String> = None;
+    let missing = |c: u64, h: &ErrorLogRecord, done: u64| {
+        let owners = u64::from(h.owners.get());
+        (done < owners).then(|| {
+            format!(
+                "entry {c} names {owners} owners but {} have no record",
+                owners - done
+            )
+        })
+    };
+    error_log().range(s, root, &(0, 0), &(u64::MAX, u64::MAX), &mut |(seq, part), r| {
+        let problem = if part == 0 {
+            match cur.as_ref().and_then(|(c, h, done, _)| missing(*c, h, *done)) {
+                Some(p) => Some(p),
+                None => match check_head(seq, &r, next_seq) {
+                    Ok(()) => {
+                        f(seq, &r, r.ino.get(), r.file_off.get());
+                        cur = Some((seq, r, 1, 1));
+                        None
+                    }
+                    Err(p) => Some(p),
+                },
+            }
+        } else {
+            match &mut cur {
+                Some((c, h, done, next))
+                    if *c == seq && *next == part && *done < u64::from(h.owners.get()) =>
+                {
+                    let o = ErrorLogOwners::from_record(r);
+                    let left = u64::from(h.owners.get()) - *done;
+                    let n = left.min(ERROR_LOG_OWNERS_PER_RECORD as u64) as usize;
+                    let (used, unused) = o.owners.split_at(n);
+                    let mut problem = None;
+                    if unused.iter().any(|x| *x != ErrorLogOwner::default()) {
+                        problem = Some(format!(
+                            "entry {seq}: owner record {part} has data past the entry's last owner"
+                        ));
+                    }
+                    for x in used {
+                        if problem.is_some() {
+                            break;
+                        }
+                        problem = check_owner(seq, *done, h, x.ino.get(), x.file_off.get()).err();
+                        if problem.is_none() {
+                            f(seq, h, x.ino.get(), x.file_off.get());
+                            *done += 1;
+                        }
+                    }
+                    *next += 1;
+                    problem
+                }
+                _ => Some(format!(
+                    "owner record ({seq}, {part}) belongs to no entry (or is past its last owner)"
+                )),
+            }
+        };
+        match problem {
+            Some(p) => {
+                bad = Some(p);
+                ControlFlow::Break(())
+            }
+            None => ControlFlow::Continue(()),
+        }
+    })?;
+    if bad.is_none() {
+        bad = cur.and_then(|(c, h, done, _)| missing(c, &h, done));
+    }
+    match bad {
+        Some(p) => Err(FsError::Corrupt(format!("error log: {p}"))),
+        None => Ok(()),
+    }
+}
+
+/// The fields of an error-log entry's head that must be in range, and its
+/// first owner.
+fn check_head(seq: u64, r: &ErrorLogRecord, next_seq: u64) -> std::result::Result<(), String> {
+    let what = if seq >= next_seq {
+        format!("is at or past the next sequence number {next_seq}")
+    } else if r.owners.get() == 0 {
+        "names no owner".into()
+    } else if r.event.get() > seq {
+        format!("belongs to a later report ({})", r.event.get())
+    } else if !(action::DATA_LOST..=action::NO_DATA).contains(&r.action.get()) {
+        format!("has action {}", r.action.get())
+    } else if r.owner_kind.get() > 4 {
+        format!("has owner kind {}", r.owner_kind.get())
+    } else if r.flags.get() & !3 != 0 {
+        format!("has flags {:#x}", r.flags.get())
+    } else {
+        return check_owner(seq, 0, r, r.ino.get(), r.file_off.get());
+    };
+    Err(format!("entry {seq} {what}"))
+}
+
+/// Owner `i` of entry `seq` (head `h`) is one its owner kind can name: a
+/// file by a nonzero inode (file data at a block-aligned offset), a
+/// metadata structure by its block kind, nothing by zeros.
+fn check_owner(
+    seq: u64,
+    i: u64,
+    h: &ErrorLogRecord,
+    ino: u64,
+    off: u64,
+) -> std::result::Result<(), String> {
+    let kind = h.owner_kind.get();
+    let ok = match kind {
+        1 => ino != 0 && off.is_multiple_of(BS),
+        2 => ino != 0 && off == 0,
+        3 => {
+            u8::try_from(ino)
+                .ok()
+                .and_then(BlockKind::from_u8)
+                .is_some()
+                && off == 0
+        }
+        _ => ino == 0 && off == 0,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "entry {seq}: owner {i} (inode {ino}, offset {off}) is not one owner kind {kind} names"
+        ))
+    }
 }
 
 impl FsInner {
@@ -499,17 +715,17 @@ impl FsInner {
                 Owner::Data { ino, fblock } => {
                     let fb = fblock + (s - m.phys);
                     if m.unwritten {
-                        log_event(
-                            &mut tx,
+                        // Logged with the losses, in one insert: owners of
+                        // one range and action make one entry.
+                        lost_log.push(PendingLog {
                             event,
-                            s,
-                            t - s,
-                            action::NO_DATA,
-                            1,
+                            phys: s,
+                            len: t - s,
+                            act: action::NO_DATA,
+                            owner_kind: 1,
                             ino,
-                            fb * BS,
-                            flags,
-                        )?;
+                            file_off: fb * BS,
+                        });
                         events.push(FailureEvent {
                             physical: s * BS,
                             length: (t - s) * BS,
@@ -811,22 +1027,29 @@ impl Fs {
         self.inner.media_failure(off, len, flags)
     }
 
-    /// The persistent error log, oldest first.
+    /// The persistent error log, oldest first: one item per owner of each
+    /// entry (the owners of one entry share its sequence number).
     pub fn error_log(&self) -> Result<Vec<ErrorLogEntry>> {
         let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
         let mut rs = self.inner.cached_reader(&mut meta);
         let mut recs = vec![];
-        error_log().range(&mut rs, &sb.error_log, &0, &u64::MAX, &mut |k, r| {
-            recs.push((k, r));
-            ControlFlow::Continue(())
-        })?;
-        let mut out = vec![];
-        for (seq, r) in recs {
+        read_error_log(
+            &mut rs,
+            &sb.error_log,
+            sb.error_seq.get(),
+            &mut |seq, h, ino, off| recs.push((seq, *h, ino, off)),
+        )?;
+        let mut paths: HashMap<u64, Vec<String>> = HashMap::new();
+        let mut out = Vec::with_capacity(recs.len());
+        for (seq, r, ino, file_off) in recs {
             let owner = match r.owner_kind.get() {
                 1 | 2 => OwnerKind::File {
-                    ino: r.ino.get(),
-                    paths: crate::dir::paths(&mut rs, &sb, r.ino.get()).unwrap_or_default(),
+                    ino,
+                    paths: paths
+                        .entry(ino)
+                        .or_insert_with(|| crate::dir::paths(&mut rs, &sb, ino).unwrap_or_default())
+                        .clone(),
                     fork: if r.owner_kind.get() == 1 {
                         "data"
                     } else {
@@ -834,7 +1057,7 @@ impl Fs {
                     },
                 },
                 3 => OwnerKind::Metadata(
-                    u8::try_from(r.ino.get())
+                    u8::try_from(ino)
                         .ok()
                         .and_then(BlockKind::from_u8)
                         .map_or("metadata", |k| k.name()),
@@ -850,7 +1073,7 @@ impl Fs {
                 length: r.dev_len.get(),
                 action: action_name(r.action.get()),
                 owner,
-                offset: r.file_off.get(),
+                offset: file_off,
                 action_required: f & 1 != 0,
                 pre_remove: f & 2 != 0,
             });
@@ -1059,5 +1282,356 @@ impl Fs {
         out.events = self.take_failure_events();
         out.lost = self.all_losses()?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::{MkfsOptions, MountOptions};
+    use daxfs_device::MemDevice;
+
+    fn new_fs() -> (Arc<MemDevice>, Fs) {
+        let dev = Arc::new(MemDevice::new(16 << 20));
+        Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        (dev, fs)
+    }
+
+    /// A block of `/src` shared by `n` files: its device offset and the
+    /// owners' inodes, in order.
+    fn shared(fs: &Fs, n: usize) -> (u64, Vec<u64>) {
+        let src = fs.create("/src").unwrap();
+        src.write_at(0, &[7u8; 8192]).unwrap();
+        let mut inos = vec![src.ino()];
+        for i in 1..n {
+            let c = fs.create(format!("/c{i}")).unwrap();
+            c.clone_from(&src).unwrap();
+            inos.push(c.ino());
+        }
+        (src.fiemap().unwrap()[0].physical, inos)
+    }
+
+    /// The error log's records as stored.
+    fn records(fs: &Fs) -> Vec<((u64, u64), ErrorLogRecord)> {
+        let mut meta = lock(&fs.inner.meta);
+        let root = meta.sb.error_log;
+        let mut out = vec![];
+        error_log()
+            .range(
+                &mut fs.inner.cached_reader(&mut meta),
+                &root,
+                &(0, 0),
+                &(u64::MAX, u64::MAX),
+                &mut |k, r| {
+                    out.push((k, r));
+                    ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+        out
+    }
+
+    /// Applies `change` to the error log's records in one committed
+    /// transaction, as a damaged (but well-formed) tree would hold them.
+    fn rewrite(fs: &Fs, change: impl FnOnce(&mut Vec<((u64, u64), ErrorLogRecord)>)) {
+        let mut recs = records(fs);
+        change(&mut recs);
+        let inner = &*fs.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta).unwrap();
+        let mut root = tx.meta.sb.error_log;
+        error_log().destroy(&mut tx, &mut root).unwrap();
+        recs.sort_unstable_by_key(|r| r.0);
+        error_log()
+            .insert_sorted(&mut tx, &mut root, &recs)
+            .unwrap();
+        tx.meta.sb.error_log = root;
+        tx.commit().unwrap();
+    }
+
+    fn fsck_problems(dev: &MemDevice) -> Vec<String> {
+        crate::fsck::fsck(dev, &mut |_, _, _| {})
+            .unwrap()
+            .problems
+            .into_iter()
+            .map(|p| format!("{}: {}", p.structure, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn one_entry_per_report_owners_four_to_a_record() {
+        for n in [1, 2, 4, 5, 6, 9, 13] {
+            let (dev, fs) = new_fs();
+            let (bad, inos) = shared(&fs, n);
+            let seq = lock(&fs.inner.meta).sb.error_seq.get();
+            let ev = fs.media_failure(bad, BS, FailureFlags::default()).unwrap();
+            assert_eq!(ev.len(), n);
+            let recs = records(&fs);
+            // A head, then ceil((n - 1) / 4) owner records.
+            assert_eq!(recs.len(), 1 + (n - 1).div_ceil(4), "{n} owners");
+            let keys: Vec<(u64, u64)> = recs.iter().map(|r| r.0).collect();
+            let want: Vec<(u64, u64)> = (0..recs.len() as u64).map(|p| (seq, p)).collect();
+            assert_eq!(keys, want);
+            let head = recs[0].1;
+            assert_eq!(head.owners.get() as usize, n);
+            assert_eq!(
+                (head.action.get(), head.owner_kind.get(), head.ino.get()),
+                (action::DATA_LOST, 1, inos[0])
+            );
+            assert_eq!((head.dev_off.get(), head.dev_len.get()), (bad, BS));
+            let mut stored = vec![head.ino.get()];
+            for (_, r) in &recs[1..] {
+                let o = ErrorLogOwners::from_record(*r);
+                for x in o.owners {
+                    if x != ErrorLogOwner::default() {
+                        stored.push(x.ino.get());
+                    }
+                }
+            }
+            assert_eq!(stored, inos, "{n} owners");
+            assert_eq!(lock(&fs.inner.meta).sb.error_seq.get(), seq + 1);
+            // Read back: one item per owner, all of the one entry.
+            let log = fs.error_log().unwrap();
+            assert_eq!(log.len(), n);
+            assert!(log.iter().all(|e| e.seq == seq && e.action == "data lost"));
+            drop(fs);
+            assert_eq!(fsck_problems(&dev), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn entries_split_where_range_action_or_kind_changes() {
+        let (_dev, fs) = new_fs();
+        let inner = &*fs.inner;
+        let mut meta = lock(&inner.meta);
+        let seq = meta.sb.error_seq.get();
+        let mut tx = Tx::begin(&*inner.dev, &mut meta).unwrap();
+        let log = |act, phys, owner_kind, ino| PendingLog {
+            event: seq,
+            phys,
+            len: 1,
+            act,
+            owner_kind,
+            ino,
+            file_off: if owner_kind == 1 { ino * BS } else { 0 },
+        };
+        let logs = [
+            log(action::DATA_LOST, 100, 1, 20),
+            log(action::DATA_LOST, 100, 1, 21),
+            log(action::NO_DATA, 100, 1, 22),
+            log(action::DATA_LOST, 100, 1, 23),
+            log(action::DATA_LOST, 101, 1, 24),
+            log(action::REPAIRED, 101, 2, 25),
+        ];
+        log_events(&mut tx, &logs, FailureFlags::default()).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(meta.sb.error_seq.get(), seq + 5);
+        drop(meta);
+        let got: Vec<(u64, u64, u64, &str, u64)> = fs
+            .error_log()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let ino = match e.owner {
+                    OwnerKind::File { ino, .. } => ino,
+                    _ => 0,
+                };
+                (e.seq, e.physical / BS, ino, e.action, e.offset / BS)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (seq, 100, 20, "data lost", 20),
+                (seq, 100, 21, "data lost", 21),
+                (seq + 1, 100, 22, "no data", 22),
+                (seq + 2, 100, 23, "data lost", 23),
+                (seq + 3, 101, 24, "data lost", 24),
+                (seq + 4, 101, 25, "repaired", 0),
+            ]
+        );
+    }
+
+    /// Losses added in batches of every shape (few owners or many, several
+    /// ranges per file, out of order, overlapping, bridging or touching
+    /// earlier ones) leave the loss tree holding each file's lost blocks as
+    /// maximal runs, as a model of lost block sets says.
+    #[test]
+    fn added_losses_match_a_model() {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        use std::collections::BTreeSet;
+        let (_dev, fs) = new_fs();
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut model: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+        let mut bufs = LossBufs::default();
+        // First a range (10, +4), then one touching it from below or above,
+        // overlapping, inside, around, before or after it: for 21 files at
+        // once (a walk over their span) and for 7 (file by file).
+        let second = [(6, 4), (14, 2), (8, 4), (11, 1), (9, 6), (2, 3), (20, 1)];
+        let mut fixed = vec![];
+        for (base, copies) in [(100u64, 3u64), (200, 1)] {
+            let inos = || (0..7 * copies).map(move |j| base + j);
+            fixed.push(inos().map(|ino| (ino, 10, 4)).collect::<Vec<_>>());
+            fixed.push(
+                inos()
+                    .map(|ino| {
+                        let (fb, n) = second[((ino - base) % 7) as usize];
+                        (ino, fb, n)
+                    })
+                    .collect(),
+            );
+        }
+        for round in 0..300 {
+            let n = if round % 3 == 0 {
+                rng.random_range(17..200)
+            } else {
+                rng.random_range(1..17)
+            };
+            let mut lost: Vec<(u64, u64, u64)> = match fixed.get(round) {
+                Some(l) => l.clone(),
+                None => (0..n)
+                    .map(|_| {
+                        let ino = rng.random_range(2..40u64);
+                        (ino, rng.random_range(0..80u64), rng.random_range(1..5u64))
+                    })
+                    .collect(),
+            };
+            for &(ino, fb, l) in &lost {
+                model.entry(ino).or_default().extend(fb..fb + l);
+            }
+            let inner = &*fs.inner;
+            let mut meta = lock(&inner.meta);
+            let mut tx = Tx::begin(&*inner.dev, &mut meta).unwrap();
+            add_losses(&mut tx, &mut lost, &mut bufs).unwrap();
+            tx.commit().unwrap();
+            drop(meta);
+            let mut want = vec![];
+            for (&ino, blocks) in &model {
+                let mut run: Option<(u64, u64)> = None;
+                for &b in blocks {
+                    run = match run {
+                        Some((s, e)) if e == b => Some((s, b + 1)),
+                        Some((s, e)) => {
+                            want.push((ino, s * BS, (e - s) * BS));
+                            Some((b, b + 1))
+                        }
+                        None => Some((b, b + 1)),
+                    };
+                }
+                if let Some((s, e)) = run {
+                    want.push((ino, s * BS, (e - s) * BS));
+                }
+            }
+            assert_eq!(fs.all_losses().unwrap(), want, "round {round}");
+        }
+    }
+
+    /// An unwritten block (preallocated) loses nothing: its owner is
+    /// logged "no data", with the report's other entries.
+    #[test]
+    fn unwritten_owner_is_logged_no_data() {
+        let (dev, fs) = new_fs();
+        let src = fs.create("/src").unwrap();
+        let keep = crate::FallocFlags {
+            keep_size: true,
+            ..Default::default()
+        };
+        src.fallocate(keep, 0, 2 * BS).unwrap();
+        let bad = src.fiemap().unwrap()[0].physical;
+        let ev = fs.media_failure(bad, BS, FailureFlags::default()).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].action, "no data");
+        assert!(fs.all_losses().unwrap().is_empty());
+        let recs = records(&fs);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(
+            (recs[0].1.owners.get(), recs[0].1.ino.get()),
+            (1, src.ino())
+        );
+        let log = fs.error_log().unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].action, log[0].offset), ("no data", 0));
+        drop((src, fs));
+        assert_eq!(fsck_problems(&dev), Vec::<String>::new());
+    }
+
+    /// Records that do not make whole entries are refused by the reader
+    /// and reported by fsck, each naming what is wrong.
+    #[test]
+    fn records_that_do_not_make_entries_are_refused() {
+        type Damage = fn(&mut Vec<((u64, u64), ErrorLogRecord)>);
+        let cases: [(Damage, &str); 10] = [
+            // An owner record missing: the head names more owners.
+            (
+                |r| {
+                    r.pop();
+                },
+                "have no record",
+            ),
+            // The head missing.
+            (
+                |r| {
+                    r.remove(0);
+                },
+                "belongs to no entry",
+            ),
+            // An owner record past the entry's last.
+            (
+                |r| {
+                    let (k, v) = *r.last().unwrap();
+                    r.push(((k.0, k.1 + 1), v));
+                },
+                "belongs to no entry",
+            ),
+            // A gap in the parts.
+            (
+                |r| {
+                    let last = r.last_mut().unwrap();
+                    last.0.1 += 1;
+                },
+                "belongs to no entry",
+            ),
+            // Data in an unused owner slot (6 owners: the second owner
+            // record holds one).
+            (
+                |r| {
+                    let mut o = ErrorLogOwners::from_record(r[2].1);
+                    o.owners[3].ino = 99.into();
+                    r[2].1 = o.into_record();
+                },
+                "past the entry's last owner",
+            ),
+            (|r| r[0].1.owners = 0.into(), "names no owner"),
+            (|r| r[0].1.action = 99.into(), "has action 99"),
+            (|r| r[0].1.flags = 4.into(), "has flags 0x4"),
+            (|r| r[0].1.ino = 0.into(), "owner 0 (inode 0, offset 0)"),
+            // A sequence number the next report would take.
+            (
+                |r| {
+                    for x in r.iter_mut() {
+                        x.0.0 += 1;
+                    }
+                },
+                "past the next sequence number",
+            ),
+        ];
+        for (damage, want) in cases {
+            let (dev, fs) = new_fs();
+            let (bad, _) = shared(&fs, 6);
+            fs.media_failure(bad, BS, FailureFlags::default()).unwrap();
+            rewrite(&fs, damage);
+            let e = fs.error_log().unwrap_err().to_string();
+            assert!(e.contains("error log") && e.contains(want), "{want}: {e}");
+            drop(fs);
+            let p = fsck_problems(&dev);
+            assert!(
+                p.iter()
+                    .any(|p| p.starts_with("error log:") && p.contains(want)),
+                "{want}: {p:?}"
+            );
+        }
     }
 }

@@ -660,15 +660,35 @@ fn many_owners_losses_merge_with_earlier_ones() {
     let mut got = fs.all_losses().unwrap();
     got.sort_unstable();
     assert_eq!(got, want);
-    // The error log has one entry per owner per report.
-    let lost = fs
-        .error_log()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.action == "data lost")
-        .count();
-    assert_eq!(lost, 4 * inos.len());
+    // The error log names every owner of every report once, and each
+    // report's owners make one entry (they share its sequence number), in
+    // the reverse map's order (by inode), before and after a remount.
+    let check = |fs: &Fs| {
+        let log = fs.error_log().unwrap();
+        assert!(log.iter().all(|e| e.action == "data lost"), "{log:?}");
+        assert_eq!(log.len(), 4 * inos.len());
+        for (r, (entry, fb)) in log.chunks(inos.len()).zip([3, 1, 2, 5]).enumerate() {
+            assert!(
+                entry
+                    .iter()
+                    .all(|e| e.seq == r as u64 && e.event == r as u64)
+            );
+            assert!(entry.iter().all(|e| e.offset == fb * BS && e.length == BS));
+            let owners: Vec<u64> = entry
+                .iter()
+                .map(|e| match e.owner {
+                    OwnerKind::File { ino, .. } => ino,
+                    _ => panic!("{e:?}"),
+                })
+                .collect();
+            assert_eq!(owners, inos);
+        }
+    };
+    check(&fs);
     drop(src);
+    let fs = remount(&dev, fs);
+    check(&fs);
+    drop(fs);
     assert_fsck(&*dev);
 }
 
