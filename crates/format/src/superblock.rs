@@ -14,7 +14,12 @@
 //!  104    8 total_blocks   device blocks covered by the file system
 //!  112    8 log_start      first block of the metadata log
 //!  120    8 log_blocks     blocks in the log
-//!  128    8 root_ino       inode number of the root directory
+//!  128    4 anchor_count   pairs used in `anchors` (<= MAX_ANCHORS)
+//!  132    4 rmap_intents   reverse-map changes not yet in the reverse map's
+//!                          nodes: the first rmap_intents entries of the log's
+//!                          intent area (RmapIntent); 0: the nodes hold
+//!                          everything. On the cache line of the fields an
+//!                          allocating commit changes anyway.
 //!  136    8 next_ino       next inode number to hand out
 //!  144    8 free_blocks    blocks in the free-space tree
 //!  152    8 inodes         live inodes
@@ -34,11 +39,7 @@
 //!  352    8 error_seq      next error-log entry sequence number
 //!  360    8 log_replica    first block of the log's replica region (0: none),
 //!                          log_mirror_blocks(log_blocks) long
-//!  368    4 anchor_count   pairs used in `anchors` (<= MAX_ANCHORS)
-//!  372    4 rmap_intents   reverse-map changes not yet in the reverse map's
-//!                          nodes: the first rmap_intents entries of the log's
-//!                          intent area (RmapIntent); 0: the nodes hold
-//!                          everything
+//!  368    8 root_ino       inode number of the root directory
 //!  376  256 anchors        MAX_ANCHORS x ReplicaPair: the reverse-map nodes on the
 //!                          path from its root to key total_blocks / 2, with their
 //!                          replicas (see ReplicaPair)
@@ -138,7 +139,8 @@ pub struct Superblock {
     pub total_blocks: U64,
     pub log_start: U64,
     pub log_blocks: U64,
-    pub root_ino: U64,
+    pub anchor_count: U32,
+    pub rmap_intents: U32,
     pub next_ino: U64,
     pub free_blocks: U64,
     pub inodes: U64,
@@ -157,8 +159,7 @@ pub struct Superblock {
     pub loss_tree: TreeRoot,
     pub error_seq: U64,
     pub log_replica: U64,
-    pub anchor_count: U32,
-    pub rmap_intents: U32,
+    pub root_ino: U64,
     pub anchors: [ReplicaPair; MAX_ANCHORS],
     pub reserved: [u8; 3464],
 }

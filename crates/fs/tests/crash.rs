@@ -627,7 +627,10 @@ fn crash_reverse_map_intents() {
         let pending = || {
             let mut b = vec![0u8; 4096];
             dev.read(0, &mut b).unwrap();
-            u32::from_le_bytes(b[372..376].try_into().unwrap())
+            <daxfs_format::Superblock as zerocopy::FromBytes>::read_from_bytes(&b[..])
+                .unwrap()
+                .rmap_intents
+                .get()
         };
         let (mut deferred, mut restarted) = (false, false);
         for op in &ops {
