@@ -288,21 +288,6 @@ impl Records for TreeRecords<'_> {
     }
 }
 
-/// The record with key `k` in `layers` (newest first), else in the tree.
-pub fn get_layered(
-    s: &mut dyn NodeStore,
-    root: &TreeRoot,
-    layers: &[&Pending],
-    k: &Key,
-) -> Result<Option<RmapRecord>> {
-    for l in layers {
-        if let Some(v) = l.get(k) {
-            return Ok(*v);
-        }
-    }
-    Ok(tree().get(s, root, k)?)
-}
-
 /// [`Records::walk`] over the tree under `layers` (newest first): the
 /// pending changes in `[lo, hi]` are merged into the tree's records in key
 /// order, a pending value hiding the tree's record of its key.
@@ -812,6 +797,22 @@ mod tests {
     use daxfs_btree::MemStore;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
+
+    /// The record with key `k` in `layers` (newest first), else in the tree
+    /// (what `Records::get` of a transaction or a committed view does).
+    fn get_layered(
+        s: &mut dyn NodeStore,
+        root: &TreeRoot,
+        layers: &[&Pending],
+        k: &Key,
+    ) -> Result<Option<RmapRecord>> {
+        for l in layers {
+            if let Some(v) = l.get(k) {
+                return Ok(*v);
+            }
+        }
+        Ok(tree().get(s, root, k)?)
+    }
 
     fn rec(len: u64) -> RmapRecord {
         RmapRecord {
