@@ -604,10 +604,10 @@ fn crash_tree_to_inline_on_truncate() {
 }
 
 /// Reverse-map intents across their whole life: one-block writes at gaps
-/// make a record each, so the commits defer the reverse map's leaves and
-/// append intents until a leaf splits (a commit that logs every deferred
-/// leaf and starts the intent area over), then defer again; unlinks remove
-/// records. A crash at every persist point mounts (replaying the intents)
+/// make a record each, so the commits append intents and keep the records
+/// pending until the area fills (a commit that puts them all in the tree,
+/// logs its leaves and starts the intent area over), then append again;
+/// unlinks remove records. A crash at every persist point mounts (replaying the intents)
 /// and checks clean.
 #[test]
 fn crash_reverse_map_intents() {

@@ -178,8 +178,8 @@ fn both_copies_of_the_intents_damaged_is_a_clear_error() {
 
 #[test]
 fn a_media_error_finds_owners_known_only_by_intents() {
-    // The records are in memory (deferred nodes) and in the log, not in the
-    // nodes on media: the report still finds the owner.
+    // The records are in memory (pending) and in the log, not in the nodes
+    // on media: the report still finds the owner.
     let dev = Arc::new(MemDevice::new(16 << 20));
     Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();

@@ -609,8 +609,8 @@ fn recovery_reads_the_log_replica() {
         (i.log_start, i.log_replica)
     };
     dev.reset_recording();
-    // The mkdir's commit (the unmount may log the reverse map's deferred
-    // nodes in one more).
+    // The mkdir's commit (the unmount may put the reverse map's pending
+    // records in its nodes in one more).
     let made = {
         let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
         fs.mkdir("/made", 0o755).unwrap();
