@@ -378,7 +378,13 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
     /// `Err(i)` with the slot where it would go.
     #[inline]
     pub(crate) fn search(&self, key: &K) -> Result<Result<usize, usize>> {
-        let (mut lo, mut hi) = (0, self.count);
+        self.search_in(0, self.count, key)
+    }
+
+    /// [`Node::search`] among slots `lo..hi`.
+    #[inline]
+    fn search_in(&self, lo: usize, hi: usize, key: &K) -> Result<Result<usize, usize>> {
+        let (mut lo, mut hi) = (lo, hi);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match self.key(mid)?.cmp(key) {
@@ -421,16 +427,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
                 Ordering::Less => {}
             }
         }
-        let (mut lo, mut hi) = ((from + 1).min(self.count), self.count);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.key(mid)?.cmp(key) {
-                Ordering::Less => lo = mid + 1,
-                Ordering::Greater => hi = mid,
-                Ordering::Equal => return Ok(Ok(mid)),
-            }
-        }
-        Ok(Err(lo))
+        self.search_in((from + 1).min(self.count), self.count, key)
     }
 
     /// Appends `items` to a leaf after its last slot (their keys in order,
