@@ -114,6 +114,8 @@ impl<'a> Recs<'a> {
 
     /// Stages every record still alive (ino != 0) into the inode tree.
     pub fn stage(&self, tx: &mut Tx<'_>) -> Result<()> {
+        // Their records are this set's to write (and locked by it).
+        tx.staged_inos.extend(self.inodes.iter().map(|i| i.ino));
         for r in &self.recs {
             if r.ino.get() != 0 {
                 put_record(tx, r)?;
