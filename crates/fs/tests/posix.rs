@@ -447,3 +447,87 @@ fn unmount_reports_busy_while_files_are_open() {
     fs.unmount().unwrap();
     assert_fsck(&*dev);
 }
+
+/// A trailing slash or `/.` asks for a directory: after a regular file (or
+/// a symlink to one) it is ENOTDIR, and a create with a trailing slash is
+/// EISDIR (O_CREAT) or ENOENT (link, symlink), as Linux gives them;
+/// directories with a trailing slash work as without.
+#[test]
+fn trailing_slash_and_dot_after_a_file() {
+    let (dev, fs) = new_fs(16);
+    drop(fs.create("/s1").unwrap());
+    fs.mkdir("/d", 0o755).unwrap();
+    fs.symlink("/s1", "/ls").unwrap();
+    let rw = OpenOptions::read_write();
+    let ro = OpenOptions::read_only();
+    // Remove.
+    assert_eq!(errno(fs.unlink("/s1/")), "ENOTDIR");
+    assert_eq!(errno(fs.unlink("/s1/.")), "ENOTDIR");
+    assert_eq!(errno(fs.unlink("/ls/")), "ENOTDIR");
+    assert_eq!(errno(fs.unlink("/d/")), "EISDIR");
+    assert_eq!(errno(fs.unlink("/d/.")), "EISDIR");
+    assert_eq!(errno(fs.unlink("/nx/")), "ENOENT");
+    assert_eq!(errno(fs.rmdir("/s1/")), "ENOTDIR");
+    assert_eq!(errno(fs.rmdir("/s1/.")), "ENOTDIR");
+    assert_eq!(errno(fs.rmdir("/d/.")), "EINVAL");
+    // Look up.
+    for p in ["/s1/", "/s1/.", "/s1/..", "/s1//", "/ls/", "/s1/./"] {
+        assert_eq!(errno(fs.stat(p)), "ENOTDIR", "stat {p}");
+        assert_eq!(errno(fs.open(p, &ro)), "ENOTDIR", "open {p}");
+    }
+    assert_eq!(errno(fs.lstat("/s1/")), "ENOTDIR");
+    assert_eq!(errno(fs.readlink("/s1/")), "ENOTDIR");
+    assert_eq!(errno(fs.truncate("/s1/", 0)), "ENOTDIR");
+    assert_eq!(errno(fs.chmod("/s1/", 0o600)), "ENOTDIR");
+    assert_eq!(errno(fs.readdir("/s1/")), "ENOTDIR");
+    // Create.
+    for opts in [OpenOptions::create(), OpenOptions::create_new()] {
+        assert_eq!(errno(fs.open("/new/", &opts)), "EISDIR");
+        assert_eq!(errno(fs.open("/s1/", &opts)), "EISDIR");
+        assert_eq!(errno(fs.open("/s1/.", &opts)), "ENOTDIR");
+        assert_eq!(errno(fs.open("/new/.", &opts)), "ENOENT");
+    }
+    let trunc = OpenOptions {
+        truncate: true,
+        ..OpenOptions::create()
+    };
+    assert_eq!(errno(fs.open("/p/", &trunc)), "EISDIR");
+    assert_eq!(errno(fs.mkdir("/s1/", 0o755)), "EEXIST");
+    assert_eq!(errno(fs.mkdir("/s1/.", 0o755)), "ENOTDIR");
+    assert_eq!(errno(fs.mkdir("/s1/x", 0o755)), "ENOTDIR");
+    assert_eq!(errno(fs.symlink("/s1", "/y/")), "ENOENT");
+    // Rename, both sides.
+    assert_eq!(errno(fs.rename("/s1/", "/z")), "ENOTDIR");
+    assert_eq!(errno(fs.rename("/s1/.", "/z")), "ENOTDIR");
+    assert_eq!(errno(fs.rename("/s1", "/z/")), "ENOTDIR");
+    assert_eq!(errno(fs.rename("/s1", "/z/.")), "ENOENT");
+    assert_eq!(errno(fs.rename("/ls/", "/z")), "ENOTDIR");
+    // Link, both sides.
+    assert_eq!(errno(fs.link("/s1/", "/x")), "ENOTDIR");
+    assert_eq!(errno(fs.link("/s1/.", "/x")), "ENOTDIR");
+    assert_eq!(errno(fs.link("/s1", "/x/")), "ENOENT");
+    assert_eq!(errno(fs.link("/s1", "/d/")), "EEXIST");
+    // Nothing of that changed anything.
+    let names: Vec<_> = fs
+        .readdir("/")
+        .unwrap()
+        .iter()
+        .map(|e| e.name_lossy())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(fs.open("/s1", &rw).is_ok());
+    // Directories with a trailing slash.
+    fs.mkdir("/e/", 0o755).unwrap();
+    assert_eq!(fs.stat("/e/").unwrap().kind, FileKind::Dir);
+    assert_eq!(fs.stat("/e/.").unwrap().kind, FileKind::Dir);
+    fs.rename("/e/", "/f/").unwrap();
+    assert!(fs.readdir("/f/").unwrap().is_empty());
+    drop(fs.create("/f/g").unwrap());
+    fs.rename("/f/g", "/f/h").unwrap();
+    assert_eq!(fs.readdir("/f/").unwrap().len(), 1);
+    fs.unlink("/f/h").unwrap();
+    fs.rmdir("/f/").unwrap();
+    fs.rmdir("/d//").unwrap();
+    assert_eq!(errno(fs.stat("/f")), "ENOENT");
+    assert_fsck(&*dev);
+}
