@@ -668,9 +668,14 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::ClearError { image, off, len } => {
             let fs = mount(&image, pmem)?;
             let (off, len) = (args::parse_size(&off)?, args::parse_size(&len)?);
-            fs.clear_bad_range(off, len)
+            let n = fs
+                .clear_bad_range(off, len)
                 .with_context(|| format!("clear-error [{off:#x}, +{len:#x})"))?;
-            println!("cleared [{off:#x}, +{len:#x})");
+            if n == 0 {
+                println!("nothing to clear: no bad blocks in [{off:#x}, +{len:#x})");
+            } else {
+                println!("cleared [{off:#x}, +{len:#x}): {n} bytes were bad");
+            }
             Ok(0)
         }
         Cmd::Scrub { image, data, json } => {

@@ -569,3 +569,93 @@ fn info_with_impossible_counts() {
         &["problem: superblock (block 0): free-block count 18446744073709551615"],
     );
 }
+
+/// A trailing slash or `/.` after a file: ENOTDIR, EISDIR for a create
+/// (`open -c`, `put`), as Linux gives them; directories with one work.
+#[test]
+fn trailing_slash_after_a_file() {
+    let d = TempDir::new("slash");
+    let img = mkfs(&d, "a.img");
+    ok(&["io", &img, "-c", "open -c /s1", "-c", "pwrite 0 100"]);
+    for (cmd, errno) in [
+        ("rm /s1/", "ENOTDIR"),
+        ("stat /s1/.", "ENOTDIR"),
+        ("open /s1/.", "ENOTDIR"),
+        ("open -c /new/", "EISDIR"),
+        ("rename /s1/ /z", "ENOTDIR"),
+        ("rename /s1 /z/", "ENOTDIR"),
+        ("link /s1/ /x", "ENOTDIR"),
+        ("link /s1 /x/", "ENOENT"),
+        ("mkdir /s1/", "EEXIST"),
+        ("ls /s1/", "ENOTDIR"),
+    ] {
+        let e = fails(&["io", &img, "-c", cmd]);
+        mentions(&e, &[errno]);
+    }
+    let o = run_with(&["put", &img, "/p/"], b"data");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    mentions(&stderr(&o), &["/p/", "is a directory"]);
+    let o = run(&["cat", &img, "/s1/."]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    mentions(&stderr(&o), &["not a directory"]);
+    let out = ok(&[
+        "io",
+        &img,
+        "-c",
+        "mkdir /d/",
+        "-c",
+        "rename /d/ /e/",
+        "-c",
+        "ls /e/",
+        "-c",
+        "rmdir /e/",
+        "-c",
+        "ls /",
+    ]);
+    assert!(!out.contains("e\n") && out.contains("s1"), "{out}");
+    assert_eq!(
+        ok(&["io", &img, "-c", "stat /s1"])
+            .lines()
+            .find(|l| l.starts_with("stat.size"))
+            .unwrap(),
+        "stat.size = 100"
+    );
+}
+
+/// Device ranges of `clear-error` and `inject-error`: outside the device
+/// or overflowing are EINVAL, an unaligned clear is EINVAL, an unaligned
+/// injection is rounded out to pages with a note, and a clear of memory
+/// that was not bad says so.
+#[test]
+fn error_ranges_are_checked() {
+    let d = TempDir::new("ranges");
+    let img = mkfs(&d, "a.img");
+    for (off, len) in [
+        ("0xfffffffffffff000", "4096"),
+        ("1g", "4k"),
+        ("8m", "4k"),
+        ("0", "0"),
+    ] {
+        let e = fails(&["io", &img, "-c", &format!("inject-error {off} {len}")]);
+        mentions(&e, &["EINVAL"]);
+        let e = fails(&["clear-error", &img, off, len]);
+        mentions(&e, &["invalid argument"]);
+        assert!(!e.contains("cleared"), "{e}");
+    }
+    let e = fails(&["clear-error", &img, "1g", "4k"]);
+    mentions(&e, &["the device ends at 0x800000"]);
+    assert!(ok(&["badblocks", &img]).contains("no bad ranges"));
+    let out = ok(&["io", &img, "-c", "inject-error 0x600100 10"]);
+    mentions(
+        &out,
+        &["note: [0x600100, +0xa) is not 4 KiB aligned: the pages [0x600000, +0x1000) went bad"],
+    );
+    let e = fails(&["clear-error", &img, "0x600100", "4k"]);
+    mentions(&e, &["multiples of 4096"]);
+    let out = ok(&["clear-error", &img, "0x600000", "4k"]);
+    mentions(&out, &["cleared [0x600000, +0x1000): 4096 bytes were bad"]);
+    let out = ok(&["clear-error", &img, "0x600000", "4k"]);
+    mentions(&out, &["nothing to clear"]);
+    assert!(ok(&["badblocks", &img]).contains("no bad ranges"));
+}
