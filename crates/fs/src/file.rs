@@ -813,21 +813,34 @@ impl File {
             // Partial lost blocks cannot be zeroed (EIO); whole ones are
             // unmapped and their loss ends.
             self.take_lost(&mut tx, map, off, end, false)?;
-            // Edges are zeroed as data (copied first where shared).
+            // Edges are zeroed as data. When the operation changes more
+            // than the edges' bytes (whole blocks between, or the size),
+            // they are zeroed in fresh blocks that the commit maps, so the
+            // whole change lands at once; else in place (copied first where
+            // shared), as a write of zeros.
             let edges = if w0 >= w1 {
                 vec![(off, end)]
             } else {
                 vec![(off, w0 * BS), (w1 * BS, end)]
             };
+            let by_copy = w0 < w1 || (!flags.keep_size && end > size);
             let mut need = 0;
             for &(a, b) in &edges {
                 if a < b {
-                    need += blocks_needed(&mut tx, map, a, b, &Src::Zeros, false)?;
+                    need += if by_copy {
+                        crate::write::written_blocks(&mut tx, map, a, b)?
+                    } else {
+                        blocks_needed(&mut tx, map, a, b, &Src::Zeros, false)?
+                    };
                 }
             }
             check_space(&tx, need, "zeroing partial blocks")?;
             for (a, b) in edges {
-                write_range(&mut tx, map, a, b, &Src::Zeros, false)?;
+                if by_copy {
+                    crate::write::zero_by_copy(&mut tx, map, a, b)?;
+                } else {
+                    write_range(&mut tx, map, a, b, &Src::Zeros, false)?;
+                }
             }
         }
         if flags.punch_hole {

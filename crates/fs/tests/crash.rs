@@ -79,6 +79,8 @@ enum Op {
     Unshare(&'static str, u64, u64),
     /// Punch a hole, keeping the size: path, offset, len.
     Punch(&'static str, u64, u64),
+    /// Zero a range (FALLOC_FL_ZERO_RANGE): path, offset, len, keep size.
+    Zero(&'static str, u64, u64, bool),
 }
 
 fn apply(fs: &Fs, op: &Op) {
@@ -121,6 +123,19 @@ fn apply(fs: &Fs, op: &Op) {
                 daxfs::FallocFlags {
                     punch_hole: true,
                     keep_size: true,
+                    ..Default::default()
+                },
+                *off,
+                *len,
+            )
+            .unwrap();
+        }
+        Op::Zero(p, off, len, keep_size) => {
+            let f = fs.open(p, &OpenOptions::read_write()).unwrap();
+            f.fallocate(
+                daxfs::FallocFlags {
+                    zero_range: true,
+                    keep_size: *keep_size,
                     ..Default::default()
                 },
                 *off,
@@ -383,6 +398,29 @@ fn killed_after_extending_write_and_mkdir() {
     let mut buf = [0u8; 10];
     g.read_at(0, &mut buf).unwrap();
     assert_eq!(buf, [0x11; 10]);
+}
+
+/// Zeroing and punching unaligned ranges of written blocks: the partial
+/// edge blocks and the whole blocks between change in one transaction, so
+/// every crash shows the file before or after, never a zeroed edge with
+/// the whole blocks still holding data; also on a clone (shared blocks),
+/// and past the end of file. (Zeroing inside one block, changing nothing
+/// else, is a write of zeros in place.)
+#[test]
+fn crash_unaligned_zero_and_punch() {
+    let setup = [
+        Op::Create("/x"),
+        Op::Write("/x", 0, 10 * B as usize, 1),
+        Op::Create("/y"),
+        Op::Clone("/x", "/y"),
+    ];
+    let ops = [
+        Op::Zero("/x", 1000, 3 * B + 500, true),
+        Op::Punch("/x", 5 * B + 7, 2 * B),
+        Op::Zero("/y", 100, 4 * B, true),
+        Op::Zero("/x", 9 * B + 10, 2 * B, false),
+    ];
+    run_workload("unaligned zero and punch", &setup, &ops, 2);
 }
 
 /// Store faults through views commit lazily: the fault's transaction is in
