@@ -659,3 +659,46 @@ fn error_ranges_are_checked() {
     mentions(&out, &["nothing to clear"]);
     assert!(ok(&["badblocks", &img]).contains("no bad ranges"));
 }
+
+/// Standard output whose reader has gone (`daxfs info IMG | true`): every
+/// command stops quietly, with status 141 (128 + SIGPIPE, as a shell
+/// reports for coreutils), no panic and no message.
+#[test]
+fn closed_stdout_stops_quietly() {
+    let d = TempDir::new("epipe");
+    let img = mkfs(&d, "a.img");
+    ok(&["io", &img, "-c", "open -c /f", "-c", "pwrite 0 64k"]);
+    let demo = d.path("demo.img").display().to_string();
+    let other = mkfs(&d, "b.img");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["info", &img],
+        vec!["info", &img, "--json"],
+        vec!["fsck", &img],
+        vec!["fsmap", &img],
+        vec!["errors", &img],
+        vec!["badblocks", &img],
+        vec!["scrub", &img],
+        vec!["mkfs", &other, "--force"],
+        vec!["demo", &demo, "--size", "16m"],
+        vec!["cat", &img, "/f"],
+        vec!["io", &img, "-c", "stat /f", "-c", "mkdir /later"],
+    ];
+    for args in &cases {
+        let (r, w) = std::io::pipe().unwrap();
+        drop(r);
+        let o = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(w)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {:?} {err}", o.status);
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+    // The io shell stopped at the first command whose output was lost.
+    let e = fails(&["io", &img, "-c", "stat /later"]);
+    mentions(&e, &["ENOENT"]);
+    assert!(ok(&["fsck", &img]).starts_with("clean"));
+}
