@@ -702,3 +702,66 @@ fn closed_stdout_stops_quietly() {
     mentions(&e, &["ENOENT"]);
     assert!(ok(&["fsck", &img]).starts_with("clean"));
 }
+
+/// A write that returned is not lost when the process is killed: a session
+/// extends a file with `pwrite` (no fsync), makes a directory, and is
+/// killed (SIGKILL, so nothing runs at exit); the next session sees both
+/// the directory and the file's new size and bytes.
+#[test]
+fn killed_session_keeps_its_returned_writes() {
+    let d = TempDir::new("killed");
+    let img = mkfs(&d, "a.img");
+    ok(&[
+        "io",
+        &img,
+        "-c",
+        "open -c /f",
+        "-c",
+        "pwrite 0 100",
+        "-c",
+        "fsync",
+    ]);
+    let mut child = Command::new(BIN)
+        .args(["io", &img])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(b"open /f\npwrite -S 0x42 100 100\nmkdir /after\nstat /after\n")
+        .unwrap();
+    input.flush().unwrap();
+    // Wait until the session has done all of it, then kill it.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = vec![];
+    loop {
+        let l = lines
+            .next()
+            .unwrap_or_else(|| panic!("the session ended early: {seen:?}"))
+            .unwrap();
+        let done = l == "stat.type = directory";
+        seen.push(l);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(input);
+    let out = ok(&[
+        "io",
+        &img,
+        "-c",
+        "stat /after",
+        "-c",
+        "stat /f",
+        "-c",
+        "open /f",
+        "-c",
+        "pread -v 96 8",
+    ]);
+    mentions(&out, &["stat.size = 200", "cd cd cd cd 42 42 42 42"]);
+    assert!(ok(&["fsck", &img]).starts_with("clean"));
+}
