@@ -832,7 +832,8 @@ impl<'a> Tx<'a> {
             return self.commit_in_memory();
         }
         let set = self.meta.in_place.clone();
-        let carried = if self.meta.shutdown.is_none() {
+        // Repairs run inside other commits, whose callers may hold records.
+        let carried = if self.meta.shutdown.is_none() && !self.meta.in_repair {
             self.carry_in_place()?
         } else {
             vec![]
@@ -884,14 +885,32 @@ impl<'a> Tx<'a> {
                 None => None,
             };
             let Some(node) = node else { continue };
-            // Lock order: the metadata lock (held), then records; this
-            // thread holds no record it has not staged.
-            let rec = {
-                let g = node.rec();
-                if !g.dirty {
+            // Lock order: the metadata lock (held), then records. A record
+            // held elsewhere is either this thread's (a commit inside an
+            // operation that writes the record itself later) or an in-place
+            // write's for a moment: wait a little, then leave it for the
+            // next commit.
+            // Some(dirty record or None when clean), None when not had.
+            let mut got = None;
+            for _ in 0..64 {
+                let g = match node.rec.try_lock() {
+                    Ok(g) => g,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                };
+                got = Some(g.dirty.then_some(g.rec));
+                break;
+            }
+            let rec = match got {
+                None => {
+                    keep.push(ino);
                     continue;
                 }
-                g.rec
+                Some(None) => continue,
+                Some(Some(rec)) => rec,
             };
             res = crate::fs::put_record(self, &rec);
             if res.is_err() {
