@@ -548,7 +548,8 @@ fn in_place_writes_race_other_commits() {
         let tx = tx.clone();
         threads.push(std::thread::spawn(move || {
             for i in 0..300u64 {
-                f.write_at((t * 4096 + i * 8) % 8000, &[i as u8; 16]).unwrap();
+                f.write_at((t * 4096 + i * 8) % 8000, &[i as u8; 16])
+                    .unwrap();
                 if i % 50 == 0 {
                     f.fsync().unwrap();
                 }
