@@ -1,5 +1,6 @@
 //! `daxfs demo`: the main job on a default image. Makes a file system, uses
 //! every core feature, remounts, verifies every byte, and runs fsck.
+use crate::out::outln;
 use anyhow::{Context, Result, ensure};
 use daxfs::{FallocFlags, Fs, MkfsOptions, MountOptions, OpenOptions};
 use daxfs_device::{Device, MmapDevice};
@@ -18,8 +19,9 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn step(what: &str) {
-    println!("== {what}");
+fn step(what: &str) -> Result<()> {
+    outln!("== {what}");
+    Ok(())
 }
 
 /// Runs the tour on `image` (created, or re-made, with `size` bytes).
@@ -27,7 +29,7 @@ pub fn run(image: &Path, size: u64, opts: daxfs_device::OpenOptions) -> Result<(
     if image.exists() {
         std::fs::remove_file(image).with_context(|| format!("removing old {}", image.display()))?;
     }
-    step(&format!("mkfs {} ({} MiB)", image.display(), size >> 20));
+    step(&format!("mkfs {} ({} MiB)", image.display(), size >> 20))?;
     let dev: Arc<dyn Device> = Arc::new(MmapDevice::create(image, size, opts)?);
     Fs::mkfs(
         dev.clone(),
@@ -37,16 +39,16 @@ pub fn run(image: &Path, size: u64, opts: daxfs_device::OpenOptions) -> Result<(
         },
     )?;
     let fs = Fs::mount(dev.clone(), &MountOptions::default())?;
-    println!("   persistence: {}", fs.info().persistence);
+    outln!("   persistence: {}", fs.info().persistence);
 
-    step("directories, files, links");
+    step("directories, files, links")?;
     fs.mkdir("/projects", 0o755)?;
     fs.mkdir("/projects/alpha", 0o755)?;
     let big = pattern(1, 8 << 20);
     let f = fs.create("/projects/alpha/data.bin")?;
     f.write_at(0, &big)?;
     f.fsync()?;
-    println!(
+    outln!(
         "   wrote 8 MiB; extents: {:?}",
         f.fiemap()?
             .iter()
@@ -62,12 +64,12 @@ pub fn run(image: &Path, size: u64, opts: daxfs_device::OpenOptions) -> Result<(
     fs.symlink("alpha/data.bin", "/projects/latest")?;
     fs.rename("/projects/note-099.txt", "/projects/alpha/moved.txt")?;
     fs.unlink("/projects/note-098.txt")?;
-    println!(
+    outln!(
         "   /projects holds {} entries",
         fs.readdir("/projects")?.len()
     );
 
-    step("sparse file, fallocate, punch, truncate");
+    step("sparse file, fallocate, punch, truncate")?;
     let s = fs.create("/sparse")?;
     s.write_at(64 << 20, b"end")?;
     s.fallocate(
@@ -90,10 +92,10 @@ pub fn run(image: &Path, size: u64, opts: daxfs_device::OpenOptions) -> Result<(
     )?;
     s.set_len(32 << 20)?;
     let st = s.stat();
-    println!("   size {} bytes, {} KiB allocated", st.size, st.blocks / 2);
+    outln!("   size {} bytes, {} KiB allocated", st.size, st.blocks / 2);
     drop(s);
 
-    step("remount and verify");
+    step("remount and verify")?;
     drop(fs);
     let fs = Fs::mount(dev.clone(), &MountOptions::default())?;
     let f = fs.open("/projects/latest", &OpenOptions::read_only())?;
@@ -113,21 +115,24 @@ pub fn run(image: &Path, size: u64, opts: daxfs_device::OpenOptions) -> Result<(
         fs.stat("/projects/alpha/note-link")?.nlink == 2,
         "hard link count"
     );
-    println!("   every byte verified");
+    outln!("   every byte verified");
     drop((f, s));
 
-    step("fsck");
+    step("fsck")?;
     drop(fs);
     let rep = daxfs::fsck::fsck(&*dev, &mut |_, _, _| {})?;
     for p in &rep.problems {
-        println!("   problem: {p}");
+        outln!("   problem: {p}");
     }
     ensure!(rep.is_clean(), "fsck found {} problems", rep.problems.len());
-    println!(
+    outln!(
         "   clean: {} inodes, {} data blocks, {} metadata blocks, {} free blocks",
-        rep.inodes, rep.data_blocks, rep.metadata_blocks, rep.free_blocks
+        rep.inodes,
+        rep.data_blocks,
+        rep.metadata_blocks,
+        rep.free_blocks
     );
-    println!(
+    outln!(
         "demo done: the image stays at {}; try `daxfs io {} -c \"ls /projects\"`",
         image.display(),
         image.display()

@@ -232,6 +232,16 @@ impl<'a> Shell<'a> {
                 let [off, len] = args(&getopt(rest, "")?.1, "inject-error OFF LEN")?;
                 let (off, len) = (num(off)?, num(len)?);
                 let mut ev = self.fs.inject_error(off, len)?;
+                if off % 4096 != 0 || len % 4096 != 0 {
+                    // Checked by now: inside the device, no overflow.
+                    let (a, b) = (off / 4096 * 4096, (off + len).div_ceil(4096) * 4096);
+                    writeln!(
+                        self.out,
+                        "note: [{off:#x}, +{len:#x}) is not 4 KiB aligned: the pages [{a:#x}, +{:#x}) went bad",
+                        b - a
+                    )
+                    .ok();
+                }
                 self.fs.name_owners(&mut ev)?;
                 if ev.is_empty() {
                     writeln!(

@@ -4,11 +4,13 @@ mod bench;
 mod demo;
 mod fsmap;
 mod io;
+mod out;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use daxfs::{Fs, MkfsOptions, MountOptions, OpenOptions};
 use daxfs_device::{Device, MmapDevice};
+use out::outln;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -176,6 +178,8 @@ fn main() {
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(code) => code,
+        // The reader of standard output went away: stop quietly.
+        Err(e) if out::is_closed(&e) => out::EXIT_CLOSED,
         Err(e) => {
             eprintln!("daxfs: {e:#}");
             1
@@ -260,7 +264,7 @@ fn run(cli: Cli) -> Result<i32> {
             made.with_context(|| format!("mkfs {}", image.display()))?;
             let fs = Fs::mount(dev, &MountOptions::default())?;
             let i = fs.info();
-            println!(
+            outln!(
                 "made daxfs on {}: {} blocks of {} bytes, log {} blocks, uuid {}, persistence {}",
                 image.display(),
                 i.total_blocks,
@@ -275,7 +279,7 @@ fn run(cli: Cli) -> Result<i32> {
             let fs = mount(&image, pmem)?;
             let i = fs.info();
             if json {
-                println!(
+                outln!(
                     "{{\"uuid\":{},\"label\":{},\"format_version\":{},\"block_size\":{},\"total_blocks\":{},\"free_blocks\":{},\"used_blocks\":{},\"inodes\":{},\"log_start\":{},\"log_blocks\":{},\"generation\":{},\"persistence\":{},\"device\":{},\"recovered_transaction\":{}}}",
                     json_str(&i.uuid),
                     json_str(&i.label),
@@ -295,31 +299,31 @@ fn run(cli: Cli) -> Result<i32> {
                         .unwrap_or_else(|| "null".into())
                 );
             } else {
-                println!("device:         {}", i.device);
-                println!("persistence:    {}", i.persistence);
-                println!("uuid:           {}", i.uuid);
-                println!("label:          {}", i.label);
-                println!("format version: {}", i.format_version);
-                println!("block size:     {}", i.block_size);
-                println!(
+                outln!("device:         {}", i.device);
+                outln!("persistence:    {}", i.persistence);
+                outln!("uuid:           {}", i.uuid);
+                outln!("label:          {}", i.label);
+                outln!("format version: {}", i.format_version);
+                outln!("block size:     {}", i.block_size);
+                outln!(
                     "blocks:         {} ({} bytes)",
                     i.total_blocks,
                     i.total_blocks * i.block_size
                 );
-                println!(
+                outln!(
                     "free blocks:    {} ({:.1}%)",
                     i.free_blocks,
                     100.0 * i.free_blocks as f64 / i.total_blocks as f64
                 );
-                println!("inodes:         {}", i.inodes);
-                println!(
+                outln!("inodes:         {}", i.inodes);
+                outln!(
                     "log:            blocks {}..{}",
                     i.log_start,
                     i.log_start + i.log_blocks
                 );
-                println!("generation:     {}", i.generation);
+                outln!("generation:     {}", i.generation);
                 if let Some(s) = i.recovered {
-                    println!("recovered:      replayed transaction {s} from the log");
+                    outln!("recovered:      replayed transaction {s} from the log");
                 }
             }
             Ok(0)
@@ -353,7 +357,7 @@ fn run(cli: Cli) -> Result<i32> {
                         )
                     })
                     .collect();
-                println!(
+                outln!(
                     "{{\"clean\":{},\"inodes\":{},\"directories\":{},\"files\":{},\"symlinks\":{},\"data_blocks\":{},\"metadata_blocks\":{},\"free_blocks\":{},\"pending_log\":{},\"problems\":[{}]}}",
                     rep.is_clean(),
                     rep.inodes,
@@ -370,14 +374,14 @@ fn run(cli: Cli) -> Result<i32> {
                 );
             } else {
                 for p in &rep.problems {
-                    println!("problem: {p}");
+                    outln!("problem: {p}");
                 }
                 if let Some(s) = rep.pending_log {
-                    println!(
+                    outln!(
                         "note: the log holds committed transaction {s}; the next mount replays it"
                     );
                 }
-                println!(
+                outln!(
                     "{}: {} inodes ({} directories, {} files, {} symlinks), {} data blocks, {} metadata blocks, {} free blocks",
                     if rep.is_clean() {
                         "clean"
@@ -397,11 +401,10 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Io { image, commands } => {
             let fs = mount(&image, pmem)?;
-            let stdout = std::io::stdout();
             let mut shell = io::Shell {
                 fs: &fs,
                 file: None,
-                out: Box::new(stdout.lock()),
+                out: Box::new(out::Stdout),
                 view: None,
             };
             if commands.is_empty() {
@@ -424,12 +427,27 @@ fn run(cli: Cli) -> Result<i32> {
                         let name = l.split_whitespace().next().unwrap_or("");
                         eprintln!("{name}: {} ({})", e.message, e.errno);
                     }
+                    if out::closed() {
+                        break;
+                    }
                 }
+                drop(shell);
                 fs.sync()?;
-                return Ok(0);
+                return if out::closed() {
+                    Err(out::Closed.into())
+                } else {
+                    Ok(0)
+                };
             }
             for c in &commands {
-                if let Err(e) = shell.run(c) {
+                let r = shell.run(c);
+                if out::closed() {
+                    // The reader went away: the rest do not run.
+                    drop(shell);
+                    fs.sync().ok();
+                    return Err(out::Closed.into());
+                }
+                if let Err(e) = r {
                     shell.out.flush().ok();
                     let name = c.split_whitespace().next().unwrap_or("");
                     eprintln!("{name}: {} ({})", e.message, e.errno);
@@ -492,10 +510,10 @@ fn run(cli: Cli) -> Result<i32> {
             let rows = fs.fsmap(start / 4096, (end - start).div_ceil(4096))?;
             if json {
                 let v: Vec<serde_json::Value> = rows.iter().map(fsmap::row_json).collect();
-                println!("{}", serde_json::Value::Array(v));
+                outln!("{}", serde_json::Value::Array(v));
             } else {
                 for (i, r) in rows.iter().enumerate() {
-                    println!("{}", fsmap::row_text(i, r));
+                    outln!("{}", fsmap::row_text(i, r));
                 }
             }
             Ok(0)
@@ -545,7 +563,7 @@ fn run(cli: Cli) -> Result<i32> {
                     .with_context(|| format!("reading {}", path.display()))?;
                 let (ranges, ev) = fs.import_bad_blocks(&text, &path.display().to_string())?;
                 if !json {
-                    println!("imported {} ranges from {}", ranges.len(), path.display());
+                    outln!("imported {} ranges from {}", ranges.len(), path.display());
                 }
                 events.extend(ev);
             }
@@ -566,13 +584,13 @@ fn run(cli: Cli) -> Result<i32> {
                         })
                     })
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "badblocks": v, "handled": events.iter().map(fsmap::event_json).collect::<Vec<_>>() })
                 );
             } else {
                 for e in &events {
-                    println!(
+                    outln!(
                         "handled [{:#x}, +{:#x}): {}: {}",
                         e.physical,
                         e.length,
@@ -581,16 +599,16 @@ fn run(cli: Cli) -> Result<i32> {
                     );
                 }
                 if rows.is_empty() {
-                    println!("no bad ranges");
+                    outln!("no bad ranges");
                 }
                 for (off, len, owners) in &rows {
-                    println!(
+                    outln!(
                         "bad [{off:#x}, +{len:#x}) ({} sectors at sector {}):",
                         len / 512,
                         off / 512
                     );
                     for (i, r) in owners.iter().enumerate() {
-                        println!("  {}", fsmap::row_text(i, r));
+                        outln!("  {}", fsmap::row_text(i, r));
                     }
                 }
             }
@@ -615,15 +633,15 @@ fn run(cli: Cli) -> Result<i32> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::json!({ "lost": l, "log": e }));
+                outln!("{}", serde_json::json!({ "lost": l, "log": e }));
             } else {
                 if losses.is_empty() {
-                    println!("no file has lost data");
+                    outln!("no file has lost data");
                 } else {
-                    println!("files that lost data:");
+                    outln!("files that lost data:");
                     for (ino, off, len) in &losses {
                         let p = fs.paths(*ino).unwrap_or_default();
-                        println!(
+                        outln!(
                             "  {} (inode {ino}): bytes {off}..{} ({len} bytes)",
                             if p.is_empty() {
                                 "(no path)".into()
@@ -638,13 +656,13 @@ fn run(cli: Cli) -> Result<i32> {
                 // owners share its sequence number, one line each.
                 let entries = 1 + log.windows(2).filter(|w| w[0].seq != w[1].seq).count();
                 let entries = if log.is_empty() { 0 } else { entries };
-                println!(
+                outln!(
                     "error log ({entries} {}, {} owners):",
                     if entries == 1 { "entry" } else { "entries" },
                     log.len()
                 );
                 for e in &log {
-                    println!(
+                    outln!(
                         "  #{} event {} at {}: device [{:#x}, +{:#x}) {}: {}{}",
                         e.seq,
                         e.event,
@@ -668,9 +686,14 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::ClearError { image, off, len } => {
             let fs = mount(&image, pmem)?;
             let (off, len) = (args::parse_size(&off)?, args::parse_size(&len)?);
-            fs.clear_bad_range(off, len)
+            let n = fs
+                .clear_bad_range(off, len)
                 .with_context(|| format!("clear-error [{off:#x}, +{len:#x})"))?;
-            println!("cleared [{off:#x}, +{len:#x})");
+            if n == 0 {
+                outln!("nothing to clear: no bad blocks in [{off:#x}, +{len:#x})");
+            } else {
+                outln!("cleared [{off:#x}, +{len:#x}): {n} bytes were bad");
+            }
             Ok(0)
         }
         Cmd::Scrub { image, data, json } => {
@@ -688,7 +711,7 @@ fn run(cli: Cli) -> Result<i32> {
                 eprintln!();
             }
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "clean": rep.clean(), "metadata_blocks": rep.metadata_blocks, "data_blocks": rep.data_blocks,
@@ -699,10 +722,10 @@ fn run(cli: Cli) -> Result<i32> {
                 );
             } else {
                 for p in &rep.problems {
-                    println!("problem: {p}");
+                    outln!("problem: {p}");
                 }
                 for e in &rep.events {
-                    println!(
+                    outln!(
                         "media error [{:#x}, +{:#x}): {}: {}",
                         e.physical,
                         e.length,
@@ -711,13 +734,13 @@ fn run(cli: Cli) -> Result<i32> {
                     );
                 }
                 for (ino, off, len) in &rep.lost {
-                    println!(
+                    outln!(
                         "lost data: inode {ino} {} bytes {off}..{}",
                         fs.paths(*ino).unwrap_or_default().join(", "),
                         off + len
                     );
                 }
-                println!(
+                outln!(
                     "{}: {} metadata blocks verified, {} data blocks read, {} media errors",
                     if rep.clean() { "clean" } else { "NOT CLEAN" },
                     rep.metadata_blocks,
@@ -732,13 +755,12 @@ fn run(cli: Cli) -> Result<i32> {
             let f = fs.open(&path, &OpenOptions::read_only())?;
             let mut buf = vec![0u8; 1 << 20];
             let mut off = 0u64;
-            let mut out = std::io::stdout().lock();
             loop {
                 let n = f.read_at(off, &mut buf)?;
                 if n == 0 {
                     break;
                 }
-                out.write_all(&buf[..n])?;
+                out::bytes(&buf[..n])?;
                 off += n as u64;
             }
             Ok(0)
@@ -752,7 +774,7 @@ fn run(cli: Cli) -> Result<i32> {
             let out = out.unwrap_or_else(|| PathBuf::from("docs"));
             let msg = daxfs_tracking::bench_tracking_command(scale.as_deref(), &out)
                 .map_err(|e| anyhow::anyhow!("bench tracking: {e}"))?;
-            println!("{msg}");
+            outln!("{msg}");
             Ok(0)
         }
         Cmd::Bench {

@@ -569,3 +569,199 @@ fn info_with_impossible_counts() {
         &["problem: superblock (block 0): free-block count 18446744073709551615"],
     );
 }
+
+/// A trailing slash or `/.` after a file: ENOTDIR, EISDIR for a create
+/// (`open -c`, `put`), as Linux gives them; directories with one work.
+#[test]
+fn trailing_slash_after_a_file() {
+    let d = TempDir::new("slash");
+    let img = mkfs(&d, "a.img");
+    ok(&["io", &img, "-c", "open -c /s1", "-c", "pwrite 0 100"]);
+    for (cmd, errno) in [
+        ("rm /s1/", "ENOTDIR"),
+        ("stat /s1/.", "ENOTDIR"),
+        ("open /s1/.", "ENOTDIR"),
+        ("open -c /new/", "EISDIR"),
+        ("rename /s1/ /z", "ENOTDIR"),
+        ("rename /s1 /z/", "ENOTDIR"),
+        ("link /s1/ /x", "ENOTDIR"),
+        ("link /s1 /x/", "ENOENT"),
+        ("mkdir /s1/", "EEXIST"),
+        ("ls /s1/", "ENOTDIR"),
+    ] {
+        let e = fails(&["io", &img, "-c", cmd]);
+        mentions(&e, &[errno]);
+    }
+    let o = run_with(&["put", &img, "/p/"], b"data");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    mentions(&stderr(&o), &["/p/", "is a directory"]);
+    let o = run(&["cat", &img, "/s1/."]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    mentions(&stderr(&o), &["not a directory"]);
+    let out = ok(&[
+        "io",
+        &img,
+        "-c",
+        "mkdir /d/",
+        "-c",
+        "rename /d/ /e/",
+        "-c",
+        "ls /e/",
+        "-c",
+        "rmdir /e/",
+        "-c",
+        "ls /",
+    ]);
+    assert!(!out.contains("e\n") && out.contains("s1"), "{out}");
+    assert_eq!(
+        ok(&["io", &img, "-c", "stat /s1"])
+            .lines()
+            .find(|l| l.starts_with("stat.size"))
+            .unwrap(),
+        "stat.size = 100"
+    );
+}
+
+/// Device ranges of `clear-error` and `inject-error`: outside the device
+/// or overflowing are EINVAL, an unaligned clear is EINVAL, an unaligned
+/// injection is rounded out to pages with a note, and a clear of memory
+/// that was not bad says so.
+#[test]
+fn error_ranges_are_checked() {
+    let d = TempDir::new("ranges");
+    let img = mkfs(&d, "a.img");
+    for (off, len) in [
+        ("0xfffffffffffff000", "4096"),
+        ("1g", "4k"),
+        ("8m", "4k"),
+        ("0", "0"),
+    ] {
+        let e = fails(&["io", &img, "-c", &format!("inject-error {off} {len}")]);
+        mentions(&e, &["EINVAL"]);
+        let e = fails(&["clear-error", &img, off, len]);
+        mentions(&e, &["invalid argument"]);
+        assert!(!e.contains("cleared"), "{e}");
+    }
+    let e = fails(&["clear-error", &img, "1g", "4k"]);
+    mentions(&e, &["the device ends at 0x800000"]);
+    assert!(ok(&["badblocks", &img]).contains("no bad ranges"));
+    let out = ok(&["io", &img, "-c", "inject-error 0x600100 10"]);
+    mentions(
+        &out,
+        &["note: [0x600100, +0xa) is not 4 KiB aligned: the pages [0x600000, +0x1000) went bad"],
+    );
+    let e = fails(&["clear-error", &img, "0x600100", "4k"]);
+    mentions(&e, &["multiples of 4096"]);
+    let out = ok(&["clear-error", &img, "0x600000", "4k"]);
+    mentions(&out, &["cleared [0x600000, +0x1000): 4096 bytes were bad"]);
+    let out = ok(&["clear-error", &img, "0x600000", "4k"]);
+    mentions(&out, &["nothing to clear"]);
+    assert!(ok(&["badblocks", &img]).contains("no bad ranges"));
+}
+
+/// Standard output whose reader has gone (`daxfs info IMG | true`): every
+/// command stops quietly, with status 141 (128 + SIGPIPE, as a shell
+/// reports for coreutils), no panic and no message.
+#[test]
+fn closed_stdout_stops_quietly() {
+    let d = TempDir::new("epipe");
+    let img = mkfs(&d, "a.img");
+    ok(&["io", &img, "-c", "open -c /f", "-c", "pwrite 0 64k"]);
+    let demo = d.path("demo.img").display().to_string();
+    let other = mkfs(&d, "b.img");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["info", &img],
+        vec!["info", &img, "--json"],
+        vec!["fsck", &img],
+        vec!["fsmap", &img],
+        vec!["errors", &img],
+        vec!["badblocks", &img],
+        vec!["scrub", &img],
+        vec!["mkfs", &other, "--force"],
+        vec!["demo", &demo, "--size", "16m"],
+        vec!["cat", &img, "/f"],
+        vec!["io", &img, "-c", "stat /f", "-c", "mkdir /later"],
+    ];
+    for args in &cases {
+        let (r, w) = std::io::pipe().unwrap();
+        drop(r);
+        let o = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(w)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {:?} {err}", o.status);
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+    // The io shell stopped at the first command whose output was lost.
+    let e = fails(&["io", &img, "-c", "stat /later"]);
+    mentions(&e, &["ENOENT"]);
+    assert!(ok(&["fsck", &img]).starts_with("clean"));
+}
+
+/// A write that returned is not lost when the process is killed: a session
+/// extends a file with `pwrite` (no fsync), makes a directory, and is
+/// killed (SIGKILL, so nothing runs at exit); the next session sees both
+/// the directory and the file's new size and bytes.
+#[test]
+fn killed_session_keeps_its_returned_writes() {
+    let d = TempDir::new("killed");
+    let img = mkfs(&d, "a.img");
+    ok(&[
+        "io",
+        &img,
+        "-c",
+        "open -c /f",
+        "-c",
+        "pwrite 0 100",
+        "-c",
+        "fsync",
+    ]);
+    let mut child = Command::new(BIN)
+        .args(["io", &img])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(b"open /f\npwrite -S 0x42 100 100\nmkdir /after\nstat /after\n")
+        .unwrap();
+    input.flush().unwrap();
+    // Wait until the session has done all of it, then kill it.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = vec![];
+    loop {
+        let l = lines
+            .next()
+            .unwrap_or_else(|| panic!("the session ended early: {seen:?}"))
+            .unwrap();
+        let done = l == "stat.type = directory";
+        seen.push(l);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(input);
+    let out = ok(&[
+        "io",
+        &img,
+        "-c",
+        "stat /after",
+        "-c",
+        "stat /f",
+        "-c",
+        "open /f",
+        "-c",
+        "pread -v 96 8",
+    ]);
+    mentions(&out, &["stat.size = 200", "cd cd cd cd 42 42 42 42"]);
+    assert!(ok(&["fsck", &img]).starts_with("clean"));
+}

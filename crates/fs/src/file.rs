@@ -4,9 +4,11 @@
 //! straight from the caller's buffer to the device, then persist: there is no
 //! intermediate buffer and no page cache. An overwrite of blocks that are
 //! already allocated and written happens in place, under the inode's data lock
-//! only; its size and time changes are kept in memory until the next commit
-//! that includes the inode (fsync, sync, or any metadata change). Everything
-//! else (allocation, unwritten conversion, truncation) is one transaction.
+//! only. Inside the size, its time changes are kept in memory, and the next
+//! durable commit of any transaction carries them (`Tx::carry_in_place`);
+//! one that extends the file inside its last block commits the new size
+//! before it returns. Everything else (allocation, unwritten conversion,
+//! truncation) is one transaction.
 //!
 //! Invariant: no written block lies wholly past end of file. Bytes past end of
 //! file inside the last block may be stale (an in-place write that extended
@@ -582,14 +584,22 @@ impl File {
                 self.fs.flush_lazy()?;
             }
             self.copy_in(map, off, data)?;
+            if end > size {
+                // The write extends the file inside its last block: the data
+                // is in place, and the new size is durable before the write
+                // returns (one commit of the inode record). A crash before it
+                // leaves the old size; the bytes past it are not visible.
+                return self.commit_size(map, end).map(|_| data.len());
+            }
             let mut r = self.node.rec();
             let t = inode::now();
-            if end > r.rec.size.get() {
-                r.rec.size = end.into();
-            }
             r.rec.mtime = t;
             r.rec.ctime = t;
-            r.dirty = true;
+            if !r.dirty {
+                r.dirty = true;
+                // Every later commit carries the record until it is clean.
+                lock(&self.fs.in_place).push(self.node.ino);
+            }
             return Ok(data.len());
         }
         let res = self.write_slow(map, size, off, end, data);
@@ -597,6 +607,19 @@ impl File {
             d.extents = None;
         }
         res.map(|_| data.len())
+    }
+
+    /// Commits the inode record with size `end` (if larger) and new times:
+    /// the durable end of an in-place write that extended the file.
+    fn commit_size(&self, map: &mut ExtentMap, end: u64) -> Result<()> {
+        let fs = &*self.fs;
+        let mut meta = lock(&fs.meta);
+        let tx = Tx::begin(&*fs.dev, &mut meta)?;
+        self.commit_rec(tx, map, |r| {
+            if end > r.size.get() {
+                r.size = end.into();
+            }
+        })
     }
 
     /// Copies `data` to the written blocks mapping `[off, off+len)` and persists.
@@ -790,21 +813,34 @@ impl File {
             // Partial lost blocks cannot be zeroed (EIO); whole ones are
             // unmapped and their loss ends.
             self.take_lost(&mut tx, map, off, end, false)?;
-            // Edges are zeroed as data (copied first where shared).
+            // Edges are zeroed as data. When the operation changes more
+            // than the edges' bytes (whole blocks between, or the size),
+            // they are zeroed in fresh blocks that the commit maps, so the
+            // whole change lands at once; else in place (copied first where
+            // shared), as a write of zeros.
             let edges = if w0 >= w1 {
                 vec![(off, end)]
             } else {
                 vec![(off, w0 * BS), (w1 * BS, end)]
             };
+            let by_copy = w0 < w1 || (!flags.keep_size && end > size);
             let mut need = 0;
             for &(a, b) in &edges {
                 if a < b {
-                    need += blocks_needed(&mut tx, map, a, b, &Src::Zeros, false)?;
+                    need += if by_copy {
+                        crate::write::written_blocks(&mut tx, map, a, b)?
+                    } else {
+                        blocks_needed(&mut tx, map, a, b, &Src::Zeros, false)?
+                    };
                 }
             }
             check_space(&tx, need, "zeroing partial blocks")?;
             for (a, b) in edges {
-                write_range(&mut tx, map, a, b, &Src::Zeros, false)?;
+                if by_copy {
+                    crate::write::zero_by_copy(&mut tx, map, a, b)?;
+                } else {
+                    write_range(&mut tx, map, a, b, &Src::Zeros, false)?;
+                }
             }
         }
         if flags.punch_hole {

@@ -56,6 +56,8 @@ pub(crate) struct FsInner {
     pub loss_gen: Arc<std::sync::atomic::AtomicU64>,
     /// The open handles of each file with any, to tell of media errors.
     pub notice_handles: Mutex<HashMap<u64, Vec<std::sync::Weak<crate::media::HandleNotices>>>>,
+    /// The inodes in-place writes left ahead of the tree (`Meta::in_place`).
+    pub in_place: crate::tx::InPlaceSet,
 }
 
 /// A mounted daxfs file system. `Send + Sync`: share it between threads.
@@ -320,6 +322,7 @@ impl Fs {
         meta.cache.rmap_pending = Arc::new(crate::space::rmap::pending_of(&intents)?);
         meta.intents = intents;
         let reps = meta.reps.clone();
+        let in_place = meta.in_place.clone();
         let fs = Fs {
             inner: Arc::new(FsInner {
                 dev,
@@ -333,6 +336,7 @@ impl Fs {
                 recent: Mutex::new(vec![]),
                 loss_gen: Arc::new(std::sync::atomic::AtomicU64::new(1)),
                 notice_handles: Mutex::new(HashMap::new()),
+                in_place,
             }),
         };
         fs.replay_intents()?;
@@ -524,6 +528,7 @@ impl FsInner {
 
 /// Writes an inode record into the inode tree.
 pub(crate) fn put_record(tx: &mut Tx<'_>, rec: &InodeRecord) -> Result<()> {
+    tx.staged_inos.push(rec.ino.get());
     let mut root = tx.meta.sb.inode_tree;
     inode_tree().insert(tx, &mut root, rec.ino.get(), *rec)?;
     tx.meta.sb.inode_tree = root;

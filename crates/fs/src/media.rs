@@ -973,7 +973,11 @@ impl FsInner {
 impl Fs {
     /// Injects a media error into the device (the emulation's stand-in for a
     /// hardware report) and returns what the file system did for each owner.
+    ///
+    /// The range must be inside the device (EINVAL); the 4 KiB pages it
+    /// touches go bad, as a report of any sectors does.
     pub fn inject_error(&self, off: u64, len: u64) -> Result<Vec<FailureEvent>> {
+        self.check_device_range("injecting an error", off, len, false)?;
         lock(&self.inner.recent).clear();
         self.inner.dev.inject_error(off, len)?;
         self.inner.process_pending();
@@ -1116,19 +1120,48 @@ impl Fs {
         lock(&self.inner.meta).shutdown.clone()
     }
 
+    /// Checks a device byte range a caller gave: not empty, no overflow,
+    /// inside the device, and with `aligned` on 4 KiB boundaries (EINVAL
+    /// naming the problem otherwise).
+    fn check_device_range(&self, what: &str, off: u64, len: u64, aligned: bool) -> Result<()> {
+        let size = self.inner.dev.len();
+        let bad = |why: String| {
+            Err(FsError::Invalid(format!(
+                "{what} [{off:#x}, +{len:#x}): {why}"
+            )))
+        };
+        if len == 0 {
+            return bad("the length is zero".into());
+        }
+        let Some(end) = off.checked_add(len) else {
+            return bad("the range passes the largest offset".into());
+        };
+        if end > size {
+            return bad(format!("the device ends at {size:#x}"));
+        }
+        if aligned && (!off.is_multiple_of(BS) || !len.is_multiple_of(BS)) {
+            return bad("offset and length must be multiples of 4096".into());
+        }
+        Ok(())
+    }
+
     /// Marks device bytes `[off, off+len)` good again (after the device's
     /// error was cleared): they leave the bad-block tree and, where no file
     /// owns them, return to free space. Files keep their recorded losses.
-    pub fn clear_bad_range(&self, off: u64, len: u64) -> Result<()> {
+    /// The range must be inside the device and 4 KiB aligned (EINVAL).
+    /// Returns the bytes that were bad and are now good (0: none were bad).
+    pub fn clear_bad_range(&self, off: u64, len: u64) -> Result<u64> {
+        self.check_device_range("clearing errors", off, len, true)?;
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
-        let (b0, b1) = (off / BS, off.saturating_add(len).div_ceil(BS));
+        let (b0, b1) = (off / BS, (off + len) / BS);
         let broot = tx.meta.sb.badblock_tree;
         let bad = badblocks::overlapping(&mut tx, &broot, b0, b1 - b0)?;
         if bad.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        let cleared: u64 = bad.iter().map(|&(_, l)| l * BS).sum();
         let event = tx.meta.sb.error_seq.get();
         for &(s, l) in &bad {
             if let Some(m) = rmap::query(&mut tx, s, l)?
@@ -1149,36 +1182,56 @@ impl Fs {
         for (s, l) in bad {
             let owned = rmap::query(&mut tx, s, l)?;
             let mut at = s;
-            let mut covered: Vec<(u64, u64)> = owned
+            // Each piece is logged with its owners: the files that still own
+            // it (their data there stays lost), or free space.
+            let mut covered: Vec<(u64, u64, u64, u64)> = owned
                 .iter()
-                .map(|m| (m.phys.max(s), (m.phys + m.len).min(s + l)))
+                .filter_map(|m| match m.owner {
+                    Owner::Data { ino, fblock } => {
+                        let (cs, ce) = (m.phys.max(s), (m.phys + m.len).min(s + l));
+                        Some((cs, ce, ino, (fblock + (cs - m.phys)) * BS))
+                    }
+                    _ => None,
+                })
                 .collect();
             covered.sort_unstable();
-            for (cs, ce) in covered {
+            let mut logs = vec![];
+            let free = |a: u64, b: u64| PendingLog {
+                event,
+                phys: a,
+                len: b - a,
+                act: action::CLEARED,
+                owner_kind: 4,
+                ino: 0,
+                file_off: 0,
+            };
+            for (cs, ce, ino, file_off) in covered {
                 if cs > at {
                     tx.free_extent(at, cs - at);
+                    logs.push(free(at, cs));
                 }
+                logs.push(PendingLog {
+                    event,
+                    phys: cs,
+                    len: ce - cs,
+                    act: action::CLEARED,
+                    owner_kind: 1,
+                    ino,
+                    file_off,
+                });
                 at = at.max(ce);
             }
             if at < s + l {
                 tx.free_extent(at, s + l - at);
+                logs.push(free(at, s + l));
             }
-            log_event(
-                &mut tx,
-                event,
-                s,
-                l,
-                action::CLEARED,
-                0,
-                0,
-                0,
-                FailureFlags::default(),
-            )?;
+            log_events(&mut tx, &logs, FailureFlags::default())?;
         }
         let mut broot = tx.meta.sb.badblock_tree;
         badblocks::remove(&mut tx, &mut broot, b0, b1 - b0)?;
         tx.meta.sb.badblock_tree = broot;
-        tx.commit()
+        tx.commit()?;
+        Ok(cleared)
     }
 }
 

@@ -79,6 +79,16 @@ fn add_link(r: &mut InodeRecord) -> Result<()> {
     Ok(())
 }
 
+/// The path ends with a slash.
+fn trailing_slash(p: &[u8]) -> bool {
+    p.last() == Some(&b'/')
+}
+
+/// The path can only name a directory: it ends with a slash, `.` or `..`.
+fn wants_dir(p: &[u8]) -> bool {
+    trailing_slash(p) || matches!(p.rsplit(|&c| c == b'/').next(), Some(b".") | Some(b".."))
+}
+
 fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -114,6 +124,8 @@ impl<'a> Recs<'a> {
 
     /// Stages every record still alive (ino != 0) into the inode tree.
     pub fn stage(&self, tx: &mut Tx<'_>) -> Result<()> {
+        // Their records are this set's to write (and locked by it).
+        tx.staged_inos.extend(self.inodes.iter().map(|i| i.ino));
         for r in &self.recs {
             if r.ino.get() != 0 {
                 put_record(tx, r)?;
@@ -181,7 +193,7 @@ impl FsInner {
             },
         )?;
         let comps = components(path);
-        let must_be_dir = path.last() == Some(&b'/');
+        let must_be_dir = wants_dir(path);
         for (i, c) in comps.iter().enumerate() {
             let last = i + 1 == comps.len();
             if cur.kind != FileKind::Dir {
@@ -234,6 +246,13 @@ impl FsInner {
             Some(i) => (&trimmed[..i + 1], &trimmed[i + 1..]),
             None => (b".", trimmed),
         };
+        if name == b"." || name == b".." {
+            // What goes before must be a directory (ENOTDIR, ENOENT first).
+            let dir = self.resolve(tx, dir_path, true)?;
+            if dir.kind != FileKind::Dir {
+                return Err(FsError::NotDir(show(path)));
+            }
+        }
         if name.is_empty() || name == b"." || name == b".." {
             return Err(FsError::Invalid(format!(
                 "{}: names no entry that can be changed",
@@ -317,6 +336,13 @@ impl Fs {
         if dir::lookup(&mut tx, dir.ino, &droot, &name)?.is_some() {
             return Err(FsError::Exists(show(path)));
         }
+        if kind != FileKind::Dir && trailing_slash(path) {
+            // A name that asks for a directory, for something else.
+            return Err(FsError::NotFound(format!(
+                "{}: a trailing slash names a directory",
+                show(path)
+            )));
+        }
         let ino = FsInner::next_ino(&mut tx)?;
         let mut rec = inode::new_record(ino, kind, perm, 0, 0, dir.ino);
         if let Some(t) = symlink_target {
@@ -384,6 +410,12 @@ impl Fs {
         if !opts.read && !opts.write {
             return Err(FsError::Invalid("open needs read or write access".into()));
         }
+        if opts.create && trailing_slash(path) {
+            return Err(FsError::IsDir(format!(
+                "{}: cannot create a file with a trailing slash",
+                show(path)
+            )));
+        }
         let inner = &*self.inner;
         let node = {
             let mut meta = lock(&inner.meta);
@@ -432,6 +464,11 @@ impl Fs {
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        if wants_dir(path) {
+            // Names a directory (EISDIR) or fails to (ENOTDIR, ENOENT).
+            inner.resolve(&mut tx, path, true)?;
+            return Err(FsError::IsDir(show(path)));
+        }
         let (dir, name) = inner.resolve_parent(&mut tx, path)?;
         let droot = dir.rec().rec.tree;
         let Some(f) = dir::lookup(&mut tx, dir.ino, &droot, &name)? else {
@@ -516,6 +553,12 @@ impl Fs {
         if dir::lookup(&mut tx, dir.ino, &droot, &name)?.is_some() {
             return Err(FsError::Exists(show(new)));
         }
+        if trailing_slash(new) {
+            return Err(FsError::NotFound(format!(
+                "{}: a trailing slash names a directory",
+                show(new)
+            )));
+        }
         if child.rec().rec.nlink.get() == 0 {
             return Err(FsError::NotFound(show(existing)));
         }
@@ -549,6 +592,12 @@ impl Fs {
             return Err(FsError::NotFound(show(from)));
         };
         let src = inner.inode_tx(&mut tx, sf.ino)?;
+        if src.kind != FileKind::Dir && (trailing_slash(from) || trailing_slash(to)) {
+            return Err(FsError::NotDir(format!(
+                "{}: not a directory, named with a trailing slash",
+                show(if trailing_slash(from) { from } else { to })
+            )));
+        }
         let droot = ddir.rec().rec.tree;
         let df = dir::lookup(&mut tx, ddir.ino, &droot, &dname)?;
         if df.as_ref().is_some_and(|d| d.ino == src.ino) {

@@ -17,7 +17,9 @@ use crate::space::{badblocks, refcount};
 use daxfs_btree::{BTree, NodeBuf, NodeStore, TreeError};
 use daxfs_device::Device;
 use daxfs_format::block::{BlockKind, Expect, verify_block};
-use daxfs_format::records::{INTENT_PUT, INTENT_REMOVE, RmapIntent, RmapRecord, TreeRoot};
+use daxfs_format::records::{
+    INTENT_PUT, INTENT_REMOVE, InodeRecord, RmapIntent, RmapRecord, TreeRoot,
+};
 use daxfs_format::superblock::LOG_INTENTS;
 use daxfs_format::superblock::{INCOMPAT_RMAP, MAX_ANCHORS, ReplicaPair};
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, BlockNo, Superblock, seal_block};
@@ -94,7 +96,15 @@ pub struct Meta {
     pub intents: Vec<RmapIntent>,
     /// Buffers media-error reports fill, kept for the next report.
     pub(crate) report_bufs: crate::media::ReportBufs,
+    /// Inodes whose in-memory record may be ahead of the inode tree (the
+    /// times of in-place overwrites): every durable commit writes those
+    /// records too (see [`Tx::carry_in_place`]). Shared with the data path,
+    /// which adds to it without the metadata lock.
+    pub in_place: InPlaceSet,
 }
+
+/// See [`Meta::in_place`].
+pub type InPlaceSet = Arc<Mutex<Vec<u64>>>;
 
 impl Meta {
     /// The state of a file system whose superblock is `sb`, before any
@@ -119,6 +129,7 @@ impl Meta {
             lazy_pairs: BlockMap::default(),
             intents: vec![],
             report_bufs: Default::default(),
+            in_place: Default::default(),
         }
     }
 
@@ -281,6 +292,9 @@ pub struct Tx<'a> {
     /// Reverse-map changes go straight into the tree (set once the commit
     /// has put the pending ones there).
     rmap_direct: bool,
+    /// Inodes whose records this transaction wrote (or whose records a
+    /// caller holds locked and writes itself): not carried at commit.
+    pub(crate) staged_inos: Vec<u64>,
     done: bool,
 }
 
@@ -354,6 +368,7 @@ impl<'a> Tx<'a> {
             may_defer: false,
             rmap_top: rmap::Pending::new(),
             rmap_direct: false,
+            staged_inos: vec![],
             done: false,
         };
         if !tx.meta.free_loaded && !shut {
@@ -812,10 +827,110 @@ impl<'a> Tx<'a> {
         {
             return Err(FsError::Shutdown(why.clone()));
         }
-        self.sync_free_tree()?;
         if self.lazy {
+            self.sync_free_tree()?;
             return self.commit_in_memory();
         }
+        let set = self.meta.in_place.clone();
+        // Repairs run inside other commits, whose callers may hold records.
+        let carried = if self.meta.shutdown.is_none() && !self.meta.in_repair {
+            self.carry_in_place()?
+        } else {
+            vec![]
+        };
+        let r = self.commit_durable();
+        // A record carried is clean once durable, unless an in-place write
+        // changed it again meanwhile.
+        let mut again = vec![];
+        for (node, rec) in carried {
+            let mut g = node.rec();
+            if r.is_ok()
+                && zerocopy::IntoBytes::as_bytes(&g.rec) == zerocopy::IntoBytes::as_bytes(&rec)
+            {
+                g.dirty = false;
+            } else if g.dirty {
+                again.push(node.ino);
+            }
+        }
+        if !again.is_empty() {
+            crate::fs::lock(&set).extend(again);
+        }
+        r
+    }
+
+    /// Stages the records of the inodes in [`Meta::in_place`] that are
+    /// still ahead of the tree, so that this commit never makes durable a
+    /// state without an earlier in-place write's changes. Inodes this
+    /// transaction wrote itself stay in the set (the commit's owner clears
+    /// their dirty state; a record written from the tree may leave it).
+    /// Returns the records staged.
+    fn carry_in_place(&mut self) -> Result<Vec<(Arc<crate::inode::Inode>, InodeRecord)>> {
+        let set = self.meta.in_place.clone();
+        let inos = std::mem::take(&mut *crate::fs::lock(&set));
+        if inos.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut keep = vec![];
+        let mut out = vec![];
+        let mut res = Ok(());
+        for ino in inos {
+            if res.is_err() || self.staged_inos.contains(&ino) {
+                keep.push(ino);
+                continue;
+            }
+            // An inode freed (in this transaction or before) is gone from
+            // the cache, and its record must not come back.
+            let node = match &self.meta.icache {
+                Some(c) => crate::fs::lock(c).get(&ino).cloned(),
+                None => None,
+            };
+            let Some(node) = node else { continue };
+            // Lock order: the metadata lock (held), then records. A record
+            // held elsewhere is either this thread's (a commit inside an
+            // operation that writes the record itself later) or an in-place
+            // write's for a moment: wait a little, then leave it for the
+            // next commit.
+            // Some(dirty record or None when clean), None when not had.
+            let mut got = None;
+            for _ in 0..64 {
+                let g = match node.rec.try_lock() {
+                    Ok(g) => g,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                };
+                got = Some(g.dirty.then_some(g.rec));
+                break;
+            }
+            let rec = match got {
+                None => {
+                    keep.push(ino);
+                    continue;
+                }
+                Some(None) => continue,
+                Some(Some(rec)) => rec,
+            };
+            res = crate::fs::put_record(self, &rec);
+            if res.is_err() {
+                keep.push(ino);
+            } else {
+                out.push((node, rec));
+            }
+        }
+        if !keep.is_empty() || res.is_err() {
+            let mut g = crate::fs::lock(&set);
+            g.extend(keep);
+            if res.is_err() {
+                g.extend(out.iter().map(|(n, _)| n.ino));
+            }
+        }
+        res.map(|_| out)
+    }
+
+    fn commit_durable(mut self) -> Result<()> {
+        self.sync_free_tree()?;
         let seq = self.meta.seq;
         let fs_id = self.meta.fs_id;
         let had_lazy = self.meta.lazy_txs > 0;

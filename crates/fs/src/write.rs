@@ -390,6 +390,68 @@ pub fn write_range(
     Ok(())
 }
 
+/// Zeroes file range `[off, end)` in fresh blocks: every written block it
+/// touches is copied (the old bytes outside the range, zeros inside) and
+/// remapped, so the zeros appear with the transaction's commit, not before.
+/// Holes and unwritten blocks read as zeros already and stay. Flushes; the
+/// caller fences and commits.
+pub fn zero_by_copy(tx: &mut Tx<'_>, map: &mut ExtentMap, off: u64, end: u64) -> Result<()> {
+    if off >= end {
+        return Ok(());
+    }
+    let mut goal = None;
+    for r in runs(tx, map, off / BS, end.div_ceil(BS))? {
+        if let Run::Own {
+            fb,
+            len,
+            phys,
+            unwritten: false,
+        }
+        | Run::Shared {
+            fb,
+            len,
+            phys,
+            unwritten: false,
+        } = r
+        {
+            cow(
+                tx,
+                map,
+                fb,
+                len,
+                phys,
+                false,
+                Some((off, end, &Src::Zeros)),
+                &mut goal,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Blocks [`zero_by_copy`] would allocate: the written ones it touches.
+pub fn written_blocks(tx: &mut Tx<'_>, map: &ExtentMap, off: u64, end: u64) -> Result<u64> {
+    if off >= end {
+        return Ok(0);
+    }
+    Ok(runs(tx, map, off / BS, end.div_ceil(BS))?
+        .iter()
+        .map(|r| match *r {
+            Run::Own {
+                len,
+                unwritten: false,
+                ..
+            }
+            | Run::Shared {
+                len,
+                unwritten: false,
+                ..
+            } => len,
+            _ => 0,
+        })
+        .sum())
+}
+
 /// Gives file blocks `[b0, b1)` blocks of their own: every shared block is
 /// copied (unwritten ones re-allocated unwritten); holes stay holes. After
 /// this, writes to the range need no allocation.

@@ -475,3 +475,75 @@ fn impossible_ranges() {
     let rep = daxfs::fsck::fsck(&*dev, &mut |_, _, _| {}).unwrap();
     assert!(rep.is_clean(), "{:?}", rep.problems);
 }
+
+/// Device ranges given to `inject_error` and `clear_bad_range`: empty,
+/// overflowing or past the end of the device are EINVAL (nothing changes);
+/// a clear must cover whole 4 KiB pages (EINVAL otherwise). Clearing a
+/// block a file still owns logs the file as its owner, not free space.
+#[test]
+fn error_ranges_outside_the_device_or_unaligned() {
+    let (dev, fs) = common::new_fs(16);
+    let size = 16u64 << 20;
+    let einval = |r: Result<_, FsError>, what: &str| match r {
+        Err(e) => {
+            assert_eq!(e.errno_name(), "EINVAL", "{what}: {e}");
+            e.to_string()
+        }
+        Ok(_) => panic!("{what}: accepted"),
+    };
+    for (off, len) in [
+        (0xffff_ffff_ffff_f000, 4096),
+        (u64::MAX, 1),
+        (size, 4096),
+        (size - 4096, 8192),
+        (1 << 30, 4096),
+        (0, 0),
+    ] {
+        let m = einval(fs.inject_error(off, len).map(|_| ()), "inject");
+        assert!(
+            m.contains("device ends") || m.contains("largest") || m.contains("zero"),
+            "{m}"
+        );
+        einval(fs.clear_bad_range(off, len).map(|_| ()), "clear");
+    }
+    assert!(fs.bad_ranges().unwrap().is_empty());
+    // A file's block, and a free one, go bad.
+    let f = fs.create("/f").unwrap();
+    f.write_at(0, &pattern(1, 8192)).unwrap();
+    let owned = f.fiemap().unwrap()[0].physical;
+    let free_block = size / 2 + 64 * 4096;
+    assert!(
+        fs.fsmap(free_block / 4096, 1)
+            .unwrap()
+            .iter()
+            .all(|r| r.owner == daxfs::OwnerKind::Free)
+    );
+    fs.inject_error(owned + 100, 10).unwrap(); // rounded out to its page
+    fs.inject_error(free_block, 4096).unwrap();
+    for (off, len) in [(owned + 100, 4096), (owned, 100), (owned, 4097)] {
+        let m = einval(fs.clear_bad_range(off, len).map(|_| ()), "unaligned clear");
+        assert!(m.contains("multiples of 4096"), "{m}");
+    }
+    assert_eq!(fs.bad_ranges().unwrap().len(), 2, "nothing cleared");
+    assert_eq!(fs.clear_bad_range(owned, 4096).unwrap(), 4096);
+    assert_eq!(fs.clear_bad_range(free_block, 4096).unwrap(), 4096);
+    assert_eq!(fs.clear_bad_range(owned, 4096).unwrap(), 0, "not bad now");
+    let log = fs.error_log().unwrap();
+    let cleared: Vec<_> = log.iter().filter(|e| e.action == "cleared").collect();
+    assert_eq!(cleared.len(), 2, "{log:#?}");
+    assert!(
+        matches!(&cleared[0].owner, daxfs::OwnerKind::File { ino, .. } if *ino == f.ino())
+            && cleared[0].physical == owned
+            && cleared[0].offset == 0,
+        "the file's block is logged with its owner: {:?}",
+        cleared[0]
+    );
+    assert!(
+        cleared[1].owner == daxfs::OwnerKind::Free && cleared[1].physical == free_block,
+        "{:?}",
+        cleared[1]
+    );
+    drop(f);
+    drop(fs);
+    common::assert_fsck(&*dev);
+}

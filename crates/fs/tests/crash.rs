@@ -62,6 +62,8 @@ enum Op {
     Mkdir(&'static str),
     /// Write then fsync.
     Write(&'static str, u64, usize, u64),
+    /// Write with no fsync: durable when the call returns all the same.
+    WriteOnly(&'static str, u64, usize, u64),
     Truncate(&'static str, u64),
     Rename(&'static str, &'static str),
     Unlink(&'static str),
@@ -77,6 +79,8 @@ enum Op {
     Unshare(&'static str, u64, u64),
     /// Punch a hole, keeping the size: path, offset, len.
     Punch(&'static str, u64, u64),
+    /// Zero a range (FALLOC_FL_ZERO_RANGE): path, offset, len, keep size.
+    Zero(&'static str, u64, u64, bool),
 }
 
 fn apply(fs: &Fs, op: &Op) {
@@ -87,6 +91,10 @@ fn apply(fs: &Fs, op: &Op) {
             let f = fs.open(p, &OpenOptions::read_write()).unwrap();
             f.write_at(*off, &pattern(*seed, *len)).unwrap();
             f.fsync().unwrap();
+        }
+        Op::WriteOnly(p, off, len, seed) => {
+            let f = fs.open(p, &OpenOptions::read_write()).unwrap();
+            f.write_at(*off, &pattern(*seed, *len)).unwrap();
         }
         Op::Truncate(p, len) => fs.truncate(p, *len).unwrap(),
         Op::Rename(a, b) => fs.rename(a, b).unwrap(),
@@ -122,6 +130,19 @@ fn apply(fs: &Fs, op: &Op) {
             )
             .unwrap();
         }
+        Op::Zero(p, off, len, keep_size) => {
+            let f = fs.open(p, &OpenOptions::read_write()).unwrap();
+            f.fallocate(
+                daxfs::FallocFlags {
+                    zero_range: true,
+                    keep_size: *keep_size,
+                    ..Default::default()
+                },
+                *off,
+                *len,
+            )
+            .unwrap();
+        }
         Op::Unshare(p, off, len) => {
             let f = fs.open(p, &OpenOptions::read_write()).unwrap();
             f.fallocate(
@@ -138,8 +159,11 @@ fn apply(fs: &Fs, op: &Op) {
     }
 }
 
-/// True when `got` could be `before` with an in-place overwrite of `path`
-/// partly done: every byte is from `before` or `after`.
+/// True when `got` could be `before` with the in-place part of a write to
+/// `path` partly done: every byte of the file is from `before` or `after`,
+/// and the size is still the old one. Only bytes inside the old size are ever
+/// written in place; a size increase commits after the bytes it exposes are
+/// durable, so a file with the new size must be `after` exactly.
 fn torn_overwrite_ok(got: &State, before: &State, after: &State, path: &str) -> bool {
     let (Some(Obj::File(g)), Some(Obj::File(b)), Some(Obj::File(a))) =
         (got.get(path), before.get(path), after.get(path))
@@ -151,10 +175,10 @@ fn torn_overwrite_ok(got: &State, before: &State, after: &State, path: &str) -> 
         .filter(|(k, _)| *k != path)
         .eq(before.iter().filter(|(k, _)| *k != path));
     same_rest
-        && (g.len() == b.len() || g.len() == a.len())
+        && g.len() == b.len()
         && g.iter()
             .enumerate()
-            .all(|(i, x)| b.get(i) == Some(x) || a.get(i) == Some(x) || *x == 0)
+            .all(|(i, x)| b.get(i) == Some(x) || a.get(i) == Some(x))
 }
 
 fn run_workload(name: &str, setup: &[Op], ops: &[Op], random_subsets: u64) {
@@ -200,7 +224,7 @@ fn run_workload(name: &str, setup: &[Op], ops: &[Op], random_subsets: u64) {
             );
             let ok = got == states[j]
                 || states.get(j + 1).is_some_and(|s| *s == got)
-                || matches!(ops.get(j), Some(Op::Write(p, ..)) if states.get(j + 1).is_some_and(|a| torn_overwrite_ok(&got, &states[j], a, p)));
+                || matches!(ops.get(j), Some(Op::Write(p, ..) | Op::WriteOnly(p, ..)) if states.get(j + 1).is_some_and(|a| torn_overwrite_ok(&got, &states[j], a, p)));
             assert!(
                 ok,
                 "{name}: crash at fence {k} ({sub:?}) after {j} complete ops ({:?} in progress): state matches neither\n got: {:?}\n before: {:?}",
@@ -295,6 +319,108 @@ fn crash_clone_dedupe_and_copy_on_write() {
         Op::Unlink("/a"),
     ];
     run_workload("sharing", &setup, &ops, 2);
+}
+
+/// Writes that return without fsync are durable all the same: writes that
+/// extend a file inside its last block (in place, into written blocks), an
+/// overwrite inside the size, then metadata changes of other files. Every
+/// image after a write returned holds its size and bytes.
+#[test]
+fn crash_extending_write_without_fsync() {
+    let setup = [Op::Create("/f"), Op::Write("/f", 0, 100, 1)];
+    let ops = [
+        Op::WriteOnly("/f", 100, 100, 2),
+        Op::Mkdir("/after"),
+        Op::WriteOnly("/f", 150, 3000, 3),
+        Op::WriteOnly("/f", 10, 20, 4),
+        Op::Create("/g"),
+        Op::WriteOnly("/f", 3150, 2000, 5),
+        Op::Rename("/g", "/after/g"),
+    ];
+    run_workload("extending write without fsync", &setup, &ops, 2);
+}
+
+/// A process killed after a write that extended a file and a later
+/// metadata change (the device persists nothing more, and no unmount
+/// runs): the next mount has the write's size and bytes. An in-place
+/// overwrite keeps its times in memory, and the next commit, of any file,
+/// carries them: a later commit never makes durable a state without an
+/// earlier write's changes.
+#[test]
+fn killed_after_extending_write_and_mkdir() {
+    let dev = Arc::new(CrashDevice::new(4 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        let f = fs.create("/f").unwrap();
+        f.write_at(0, &[0xcd; 100]).unwrap();
+        f.fsync().unwrap();
+    }
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let f = fs.open("/f", &OpenOptions::read_write()).unwrap();
+    f.write_at(100, &[0x42; 100]).unwrap();
+    fs.mkdir("/after", 0o755).unwrap();
+    let killed = dev.persisted_image();
+    // An overwrite inside the size, with a time that differs (the clock
+    // is coarse), then a commit of another file.
+    let before = f.stat().mtime;
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    f.write_at(0, &[0x11; 10]).unwrap();
+    let written = f.stat().mtime;
+    assert_ne!(written, before, "the clock did not move");
+    fs.create("/g").unwrap();
+    let killed2 = dev.persisted_image();
+    // Unmounting now writes everything, too late for the images taken.
+    drop((f, fs));
+
+    let img = Arc::new(MemDevice::from_image(killed));
+    let fs = Fs::mount(img, &MountOptions::default()).unwrap();
+    assert!(fs.stat("/after").is_ok());
+    let st = fs.stat("/f").unwrap();
+    assert_eq!(st.size, 200, "the extending write's size was lost");
+    let g = fs.open("/f", &OpenOptions::read_only()).unwrap();
+    let mut buf = [0u8; 200];
+    assert_eq!(g.read_at(0, &mut buf).unwrap(), 200);
+    assert!(buf[..100].iter().all(|&b| b == 0xcd));
+    assert!(buf[100..].iter().all(|&b| b == 0x42));
+    drop((g, fs));
+
+    let img = Arc::new(MemDevice::from_image(killed2));
+    let fs = Fs::mount(img, &MountOptions::default()).unwrap();
+    assert!(fs.stat("/g").is_ok());
+    let st = fs.stat("/f").unwrap();
+    assert_eq!(st.size, 200);
+    assert_eq!(
+        st.mtime, written,
+        "the commit of /g left out the overwrite's time"
+    );
+    let g = fs.open("/f", &OpenOptions::read_only()).unwrap();
+    let mut buf = [0u8; 10];
+    g.read_at(0, &mut buf).unwrap();
+    assert_eq!(buf, [0x11; 10]);
+}
+
+/// Zeroing and punching unaligned ranges of written blocks: the partial
+/// edge blocks and the whole blocks between change in one transaction, so
+/// every crash shows the file before or after, never a zeroed edge with
+/// the whole blocks still holding data; also on a clone (shared blocks),
+/// and past the end of file. (Zeroing inside one block, changing nothing
+/// else, is a write of zeros in place.)
+#[test]
+fn crash_unaligned_zero_and_punch() {
+    let setup = [
+        Op::Create("/x"),
+        Op::Write("/x", 0, 10 * B as usize, 1),
+        Op::Create("/y"),
+        Op::Clone("/x", "/y"),
+    ];
+    let ops = [
+        Op::Zero("/x", 1000, 3 * B + 500, true),
+        Op::Punch("/x", 5 * B + 7, 2 * B),
+        Op::Zero("/y", 100, 4 * B, true),
+        Op::Zero("/x", 9 * B + 10, 2 * B, false),
+    ];
+    run_workload("unaligned zero and punch", &setup, &ops, 2);
 }
 
 /// Store faults through views commit lazily: the fault's transaction is in

@@ -447,3 +447,145 @@ fn unmount_reports_busy_while_files_are_open() {
     fs.unmount().unwrap();
     assert_fsck(&*dev);
 }
+
+/// A trailing slash or `/.` asks for a directory: after a regular file (or
+/// a symlink to one) it is ENOTDIR, and a create with a trailing slash is
+/// EISDIR (O_CREAT) or ENOENT (link, symlink), as Linux gives them;
+/// directories with a trailing slash work as without.
+#[test]
+fn trailing_slash_and_dot_after_a_file() {
+    let (dev, fs) = new_fs(16);
+    drop(fs.create("/s1").unwrap());
+    fs.mkdir("/d", 0o755).unwrap();
+    fs.symlink("/s1", "/ls").unwrap();
+    let rw = OpenOptions::read_write();
+    let ro = OpenOptions::read_only();
+    // Remove.
+    assert_eq!(errno(fs.unlink("/s1/")), "ENOTDIR");
+    assert_eq!(errno(fs.unlink("/s1/.")), "ENOTDIR");
+    assert_eq!(errno(fs.unlink("/ls/")), "ENOTDIR");
+    assert_eq!(errno(fs.unlink("/d/")), "EISDIR");
+    assert_eq!(errno(fs.unlink("/d/.")), "EISDIR");
+    assert_eq!(errno(fs.unlink("/nx/")), "ENOENT");
+    assert_eq!(errno(fs.rmdir("/s1/")), "ENOTDIR");
+    assert_eq!(errno(fs.rmdir("/s1/.")), "ENOTDIR");
+    assert_eq!(errno(fs.rmdir("/d/.")), "EINVAL");
+    // Look up.
+    for p in ["/s1/", "/s1/.", "/s1/..", "/s1//", "/ls/", "/s1/./"] {
+        assert_eq!(errno(fs.stat(p)), "ENOTDIR", "stat {p}");
+        assert_eq!(errno(fs.open(p, &ro)), "ENOTDIR", "open {p}");
+    }
+    assert_eq!(errno(fs.lstat("/s1/")), "ENOTDIR");
+    assert_eq!(errno(fs.readlink("/s1/")), "ENOTDIR");
+    assert_eq!(errno(fs.truncate("/s1/", 0)), "ENOTDIR");
+    assert_eq!(errno(fs.chmod("/s1/", 0o600)), "ENOTDIR");
+    assert_eq!(errno(fs.readdir("/s1/")), "ENOTDIR");
+    // Create.
+    for opts in [OpenOptions::create(), OpenOptions::create_new()] {
+        assert_eq!(errno(fs.open("/new/", &opts)), "EISDIR");
+        assert_eq!(errno(fs.open("/s1/", &opts)), "EISDIR");
+        assert_eq!(errno(fs.open("/s1/.", &opts)), "ENOTDIR");
+        assert_eq!(errno(fs.open("/new/.", &opts)), "ENOENT");
+    }
+    let trunc = OpenOptions {
+        truncate: true,
+        ..OpenOptions::create()
+    };
+    assert_eq!(errno(fs.open("/p/", &trunc)), "EISDIR");
+    assert_eq!(errno(fs.mkdir("/s1/", 0o755)), "EEXIST");
+    assert_eq!(errno(fs.mkdir("/s1/.", 0o755)), "ENOTDIR");
+    assert_eq!(errno(fs.mkdir("/s1/x", 0o755)), "ENOTDIR");
+    assert_eq!(errno(fs.symlink("/s1", "/y/")), "ENOENT");
+    // Rename, both sides.
+    assert_eq!(errno(fs.rename("/s1/", "/z")), "ENOTDIR");
+    assert_eq!(errno(fs.rename("/s1/.", "/z")), "ENOTDIR");
+    assert_eq!(errno(fs.rename("/s1", "/z/")), "ENOTDIR");
+    assert_eq!(errno(fs.rename("/s1", "/z/.")), "ENOENT");
+    assert_eq!(errno(fs.rename("/ls/", "/z")), "ENOTDIR");
+    // Link, both sides.
+    assert_eq!(errno(fs.link("/s1/", "/x")), "ENOTDIR");
+    assert_eq!(errno(fs.link("/s1/.", "/x")), "ENOTDIR");
+    assert_eq!(errno(fs.link("/s1", "/x/")), "ENOENT");
+    assert_eq!(errno(fs.link("/s1", "/d/")), "EEXIST");
+    // Nothing of that changed anything.
+    let names: Vec<_> = fs
+        .readdir("/")
+        .unwrap()
+        .iter()
+        .map(|e| e.name_lossy())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(fs.open("/s1", &rw).is_ok());
+    // Directories with a trailing slash.
+    fs.mkdir("/e/", 0o755).unwrap();
+    assert_eq!(fs.stat("/e/").unwrap().kind, FileKind::Dir);
+    assert_eq!(fs.stat("/e/.").unwrap().kind, FileKind::Dir);
+    fs.rename("/e/", "/f/").unwrap();
+    assert!(fs.readdir("/f/").unwrap().is_empty());
+    drop(fs.create("/f/g").unwrap());
+    fs.rename("/f/g", "/f/h").unwrap();
+    assert_eq!(fs.readdir("/f/").unwrap().len(), 1);
+    fs.unlink("/f/h").unwrap();
+    fs.rmdir("/f/").unwrap();
+    fs.rmdir("/d//").unwrap();
+    assert_eq!(errno(fs.stat("/f")), "ENOENT");
+    assert_fsck(&*dev);
+}
+
+/// In-place overwrites (whose times every later commit carries) racing
+/// commits of other files, fsync and sync: no deadlock, and after a remount
+/// the file has its last bytes and the namespace every change.
+#[test]
+fn in_place_writes_race_other_commits() {
+    let (dev, fs) = new_fs(16);
+    let f = std::sync::Arc::new(fs.create("/f").unwrap());
+    f.write_at(0, &pattern(1, 8192)).unwrap();
+    f.fsync().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut threads = vec![];
+    for t in 0..2u64 {
+        let f = f.clone();
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || {
+            for i in 0..300u64 {
+                f.write_at((t * 4096 + i * 8) % 8000, &[i as u8; 16])
+                    .unwrap();
+                if i % 50 == 0 {
+                    f.fsync().unwrap();
+                }
+            }
+            tx.send(()).unwrap();
+        }));
+    }
+    {
+        let fs = fs.clone();
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || {
+            for i in 0..60 {
+                fs.mkdir(format!("/d{i}"), 0o755).unwrap();
+                if i % 20 == 0 {
+                    fs.sync().unwrap();
+                }
+            }
+            tx.send(()).unwrap();
+        }));
+    }
+    for _ in 0..3 {
+        rx.recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the writers and committers deadlocked");
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut want = vec![0u8; 8192];
+    assert_eq!(f.read_at(0, &mut want).unwrap(), 8192);
+    drop(f);
+    let fs = remount(&dev, fs);
+    let f = fs.open("/f", &OpenOptions::read_only()).unwrap();
+    let mut got = vec![0u8; 8192];
+    assert_eq!(f.read_at(0, &mut got).unwrap(), 8192);
+    assert_eq!(got, want);
+    assert_eq!(fs.readdir("/").unwrap().len(), 61);
+    drop(f);
+    assert_fsck(&*dev);
+}

@@ -1,0 +1,88 @@
+//! Standard output of every command. A reader that went away (EPIPE, as in
+//! `daxfs info IMG | true` or `daxfs demo | head -1`) ends the command
+//! quietly, as coreutils does, instead of a panic: the write fails with
+//! [`Closed`], which the command returns like any error (closing the file
+//! system on the way out), and `main` exits with status 141 (128 + SIGPIPE,
+//! what a shell reports for a coreutils command stopped by the closed pipe)
+//! without a message.
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Standard output was closed by its reader.
+#[derive(Debug)]
+pub struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// The exit status for a closed standard output.
+pub const EXIT_CLOSED: i32 = 128 + libc::SIGPIPE;
+
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a write to standard output has met a closed reader.
+pub fn closed() -> bool {
+    CLOSED.load(Ordering::Relaxed)
+}
+
+/// Whether `e` is (or was caused by) a closed standard output.
+pub fn is_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Closed>())
+}
+
+/// Turns a write error into [`Closed`] when the reader went away.
+pub fn map(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        CLOSED.store(true, Ordering::Relaxed);
+        anyhow::Error::new(Closed)
+    } else {
+        anyhow::Error::new(e).context("writing to standard output")
+    }
+}
+
+/// Writes one line (`args` and a newline) to standard output.
+pub fn line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_fmt(args)
+        .and_then(|_| o.write_all(b"\n"))
+        .map_err(map)
+}
+
+/// Writes `bytes` to standard output.
+pub fn bytes(b: &[u8]) -> anyhow::Result<()> {
+    std::io::stdout().lock().write_all(b).map_err(map)
+}
+
+/// Standard output for code that writes through `Write` and goes on after
+/// an error (the `io` shell): a closed reader is remembered, for the
+/// caller to stop at ([`closed`]).
+pub struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stdout().lock().write(buf).inspect_err(note)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().lock().flush().inspect_err(note)
+    }
+}
+
+fn note(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `println!` for commands: returns [`Closed`] from the enclosing function
+/// (which returns `anyhow::Result`) when the reader went away.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::out::line(format_args!($($t)*))?
+    };
+}
+pub(crate) use outln;
