@@ -294,3 +294,39 @@ fn badblocks_import_of_sysfs_and_ndctl_lists() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `put` of a 100 KB file, then a report of the 1 MiB at 0x100000 (the
+/// log's last block, the first tree nodes, the file, free space): fsmap of
+/// the range shows no metadata (nothing the report made landed there, what
+/// was there moved), scrub moves nothing more, and clear-error of the range
+/// succeeds; fsck is clean.
+#[test]
+fn a_reported_range_holds_no_metadata_and_clears() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let d = scratch("range");
+    let im = img(&d.0);
+    let mut put = Command::new(env!("CARGO_BIN_EXE_daxfs"))
+        .args(["put", &im, "/f"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(&[7u8; 100 * 1024])
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+    let range = ["0x100000", "0x200000"];
+    let before = ok(&["fsmap", &im, range[0], range[1]]);
+    assert!(before.contains("metadata"), "{before}");
+    ok(&["io", &im, "-c", "inject-error 0x100000 1m"]);
+    let after = ok(&["fsmap", &im, range[0], range[1]]);
+    assert!(!after.contains("metadata"), "{after}");
+    // The file lost its data: scrub says so (exit 1) and moves nothing.
+    let o = daxfs(&["scrub", &im]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("lost data"));
+    ok(&["clear-error", &im, "0x100000", "1m"]);
+    assert!(ok(&["badblocks", &im]).contains("no bad ranges"));
+    assert!(ok(&["fsck", &im]).starts_with("clean"));
+}

@@ -6,7 +6,8 @@
 //!   fail with EIO and never return the bad bytes; every open handle of every
 //!   owning file is told (a block shared by N files is lost in all N).
 //! - Free space: the range is quarantined in the bad-block tree and never
-//!   allocated until the error is cleared.
+//!   allocated until the error is cleared. This comes first, before the
+//!   report allocates anything: no node it makes lands in the range.
 //! - Metadata: repaired from its replica where the file system keeps them,
 //!   otherwise the file system shuts down after every owner has been handled
 //!   (writes fail with EIO; reads still work where they can).
@@ -678,6 +679,15 @@ impl FsInner {
         let was_shut = meta.shutdown.take();
         let mut tx = Tx::begin(&*self.dev, &mut meta)?;
         let event = tx.meta.sb.error_seq.get();
+        // Before anything is allocated (error-log, loss and bad-block
+        // nodes, moved nodes, replicas, the free-space and reverse-map
+        // trees' own nodes at commit), the range's free blocks leave the
+        // allocator and the range joins the bad-block tree: nothing this
+        // report makes lands in it.
+        let quarantined = tx.quarantine_free(b0, b1 - b0)?;
+        let mut broot = tx.meta.sb.badblock_tree;
+        badblocks::add(&mut tx, &mut broot, b0, b1 - b0)?;
+        tx.meta.sb.badblock_tree = broot;
         let mut bufs = std::mem::take(&mut tx.meta.report_bufs);
         bufs.recs.clear();
         rmap::query_into(&mut tx, b0, b1 - b0, &mut bufs.recs)?;
@@ -819,8 +829,8 @@ impl FsInner {
         bufs.recs = recs;
         bufs.lost = lost;
         bufs.lost_log = lost_log;
-        // Free space in the range goes into quarantine.
-        for (s, l) in tx.quarantine_free(b0, b1 - b0)? {
+        // Free space in the range went into quarantine first.
+        for (s, l) in quarantined {
             log_event(&mut tx, event, s, l, action::QUARANTINED, 4, 0, 0, flags)?;
             events.push(FailureEvent {
                 physical: s * BS,
@@ -830,9 +840,6 @@ impl FsInner {
                 action: "quarantined",
             });
         }
-        let mut broot = tx.meta.sb.badblock_tree;
-        badblocks::add(&mut tx, &mut broot, b0, b1 - b0)?;
-        tx.meta.sb.badblock_tree = broot;
         if shutdown.is_some() {
             tx.meta.sb.state = (tx.meta.sb.state.get() | STATE_ERRORS).into();
         }
@@ -1580,6 +1587,124 @@ mod tests {
             }
             assert_eq!(fs.all_losses().unwrap(), want, "round {round}");
         }
+    }
+
+    /// Metadata left inside ranges known bad (as a report that allocated
+    /// before quarantining could leave it): clearing them is refused until
+    /// a scrub has moved every node and replica out; then it succeeds, and
+    /// the files read as before.
+    #[test]
+    fn scrub_moves_metadata_out_of_bad_ranges() {
+        let (dev, fs) = new_fs();
+        fs.mkdir("/d", 0o755).unwrap();
+        for i in 0..200u64 {
+            let f = fs.create(format!("/d/f{i}")).unwrap();
+            f.write_at(0, &[i as u8; 3000]).unwrap();
+        }
+        fs.sync().unwrap();
+        let pairs = fs.replica_pairs().unwrap();
+        let pairs: Vec<_> = pairs.iter().filter(|p| p.kind != "log").collect();
+        assert!(pairs.len() > 8, "{} pairs", pairs.len());
+        // Four nodes and four other nodes' replicas, marked bad where they
+        // are (the device's memory itself is fine).
+        let mut bad: Vec<u64> = pairs[..4].iter().map(|p| p.block).collect();
+        bad.extend(pairs[4..8].iter().map(|p| p.replica));
+        {
+            let inner = &*fs.inner;
+            let mut meta = lock(&inner.meta);
+            let mut tx = Tx::begin(&*inner.dev, &mut meta).unwrap();
+            let mut root = tx.meta.sb.badblock_tree;
+            for &b in &bad {
+                badblocks::add(&mut tx, &mut root, b, 1).unwrap();
+            }
+            tx.meta.sb.badblock_tree = root;
+            tx.commit().unwrap();
+        }
+        let metadata_in = |fs: &Fs, b: u64| fs.fsmap(b, 1).unwrap().iter().any(|r| r.metadata);
+        for &b in &bad {
+            assert!(metadata_in(&fs, b), "block {b}");
+            let e = fs.clear_bad_range(b * BS, BS).unwrap_err();
+            assert_eq!(e.errno(), libc::EPERM, "{e}");
+        }
+        let rep = fs.scrub(false, &mut |_, _, _| {}).unwrap();
+        assert!(rep.problems.is_empty(), "{:#?}", rep.problems);
+        for &b in &bad {
+            assert!(!metadata_in(&fs, b), "block {b} still holds metadata");
+            fs.clear_bad_range(b * BS, BS).unwrap();
+        }
+        assert!(fs.bad_ranges().unwrap().is_empty());
+        let fs = {
+            drop(fs);
+            assert_eq!(fsck_problems(&dev), Vec::<String>::new());
+            Fs::mount(dev.clone(), &MountOptions::default()).unwrap()
+        };
+        for i in 0..200u64 {
+            let f = fs
+                .open(format!("/d/f{i}"), &crate::OpenOptions::read_only())
+                .unwrap();
+            let mut buf = vec![0u8; 3000];
+            f.read_at(0, &mut buf).unwrap();
+            assert!(buf.iter().all(|&x| x == i as u8), "/d/f{i}");
+        }
+    }
+
+    /// A tree node freed while it lies in a range known bad (a file
+    /// deleted before a scrub moved its extent tree out) stays out of free
+    /// space until the range is cleared.
+    #[test]
+    fn node_freed_in_a_bad_range_stays_quarantined() {
+        let (dev, fs) = new_fs();
+        let f = fs.create("/f").unwrap();
+        // Every other block: one extent each, more than an inode holds.
+        for b in 0..300u64 {
+            f.write_at(b * 2 * BS, &[1u8; 16]).unwrap();
+        }
+        drop(f);
+        fs.sync().unwrap();
+        let node = fs
+            .fsmap(0, u64::MAX)
+            .unwrap()
+            .into_iter()
+            .find(|r| {
+                matches!(
+                    r.owner,
+                    OwnerKind::File {
+                        fork: "extent tree",
+                        ..
+                    }
+                )
+            })
+            .expect("an extent-tree node")
+            .physical
+            / BS;
+        {
+            let inner = &*fs.inner;
+            let mut meta = lock(&inner.meta);
+            let mut tx = Tx::begin(&*inner.dev, &mut meta).unwrap();
+            let mut root = tx.meta.sb.badblock_tree;
+            badblocks::add(&mut tx, &mut root, node, 1).unwrap();
+            tx.meta.sb.badblock_tree = root;
+            tx.commit().unwrap();
+        }
+        fs.unlink("/f").unwrap();
+        fs.sync().unwrap();
+        let owner = |fs: &Fs| fs.fsmap(node, 1).unwrap()[0].owner.clone();
+        assert_eq!(owner(&fs), OwnerKind::Quarantined);
+        // Nothing allocates it.
+        for i in 0..50u64 {
+            let g = fs.create(format!("/g{i}")).unwrap();
+            g.write_at(0, &[2u8; 8192]).unwrap();
+        }
+        assert_eq!(owner(&fs), OwnerKind::Quarantined);
+        let fs = {
+            drop(fs);
+            assert_eq!(fsck_problems(&dev), Vec::<String>::new());
+            Fs::mount(dev.clone(), &MountOptions::default()).unwrap()
+        };
+        fs.clear_bad_range(node * BS, BS).unwrap();
+        assert_eq!(owner(&fs), OwnerKind::Free);
+        drop(fs);
+        assert_eq!(fsck_problems(&dev), Vec::<String>::new());
     }
 
     /// An unwritten block (preallocated) loses nothing: its owner is

@@ -885,7 +885,17 @@ impl crate::Fs {
     /// Reads every replicated tree node and its replica and rebuilds the
     /// copies that are bad or differ from their node (a node that fails is
     /// rebuilt from its replica and moves; a replica that fails or differs is
-    /// rebuilt from its node). Costs a read of all metadata.
+    /// rebuilt from its node), and moves the copies that lie in a range
+    /// known bad. Costs a read of all metadata.
+    ///
+    /// It goes in steps, one pair at a time in device order, each looked up
+    /// afresh in the reverse map and repaired in a transaction of its own:
+    /// a repair moves blocks, and the trees it changes may gain, lose or
+    /// move nodes, so a list of pairs taken before the first repair would
+    /// not hold after it. However many copies need rebuilding, no
+    /// transaction outgrows the log; one that fails (no space, a bad read)
+    /// is dropped whole, the steps before it stay, and a later scrub goes
+    /// on from there.
     pub fn scrub_replicas(&self) -> Result<ReplicaScrub> {
         let inner = &*self.inner;
         let mut rep = ReplicaScrub::default();
@@ -893,86 +903,152 @@ impl crate::Fs {
         if !meta.replicas() {
             return Ok(rep);
         }
-        let root = meta.sb.rmap_tree;
-        let mut pairs = vec![];
-        {
-            let mut rs = inner.cached_reader(&mut meta);
-            rmap::scan_pairs(&mut rs.rmap(root), 0, u64::MAX, &mut |m| {
-                let node = match m.owner {
-                    Owner::Meta(k) => k != BlockKind::Superblock && k != BlockKind::LogDescriptor,
-                    Owner::Data { .. } => false,
-                    _ => true,
-                };
-                if node && !m.is_replica {
-                    pairs.push(*m);
-                }
-                ControlFlow::Continue(())
-            })?;
-        }
-        for m in pairs {
-            let (kind, owner) = match m.owner {
-                Owner::Meta(k) => (k, 0),
-                Owner::ExtentTree { ino } => (BlockKind::ExtentTree, ino),
-                Owner::DirTree { ino } => (BlockKind::DirTree, ino),
-                Owner::Data { .. } => continue,
-            };
-            rep.checked += 1;
-            let fs_id = meta.fs_id;
-            let node = read_verified(&*inner.dev, m.phys, kind, Some(owner), fs_id);
-            let copy = read_verified_as(&*inner.dev, m.replica, m.phys, kind, Some(owner), fs_id);
-            match (node, copy) {
-                (Ok(a), Ok(b)) if a[..] == b[..] => {}
-                (Ok(a), _) => {
-                    let mut tx = Tx::open(&*inner.dev, &mut meta)?;
-                    replace_replica(&mut tx, m.phys, m.replica, kind, owner, a.into(), None)?;
-                    let event = tx.meta.sb.error_seq.get();
-                    let (okind, ino) = owner_codes(kind, owner);
-                    log_event(
-                        &mut tx,
-                        event,
-                        m.replica,
-                        1,
-                        action::REPAIRED,
-                        okind,
-                        ino,
-                        0,
-                        FailureFlags::default(),
-                    )?;
-                    tx.commit()?;
-                    rep.repaired_replicas += 1;
-                }
-                (Err(e), Ok(_)) => {
-                    let p = Fallback {
-                        block: m.phys,
-                        replica: m.replica,
-                        kind,
-                        owner,
-                        why: e.to_string(),
-                    };
-                    let mut tx = Tx::open(&*inner.dev, &mut meta)?;
-                    if repair_fallback(&mut tx, &p)? == Repair::Done {
-                        tx.commit()?;
-                        rep.repaired_nodes += 1;
-                    } else {
-                        drop(tx);
-                        lock(&meta.reps).pending.push(p);
-                    }
-                }
-                (Err(e), Err(e2)) => {
-                    let f = Fallback {
-                        block: m.phys,
-                        replica: m.replica,
-                        kind,
-                        owner,
-                        why: format!("{e}; replica: {e2}"),
-                    };
-                    shut_down(&*inner.dev, &mut meta, &f);
-                    return Err(FsError::Shutdown(meta.shutdown.clone().unwrap_or_default()));
-                }
-            }
+        let mut from = 0;
+        while let Some(next) = scrub_step(&*inner.dev, &mut meta, from, &mut rep)? {
+            from = next;
         }
         Ok(rep)
     }
+}
+
+/// The first pair of a replicated tree node (not the superblock or the
+/// log) whose node lies at or after block `from`, as `rs` has it.
+fn next_pair(rs: &mut dyn rmap::Records, from: u64) -> Result<Option<Mapping>> {
+    let mut found = None;
+    rmap::scan_pairs(rs, from, u64::MAX, &mut |m| {
+        let node = match m.owner {
+            Owner::Meta(k) => k != BlockKind::Superblock && k != BlockKind::LogDescriptor,
+            Owner::Data { .. } => false,
+            _ => true,
+        };
+        if node && !m.is_replica {
+            found = Some(*m);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(found)
+}
+
+/// True when block `b` lies in a range the bad-block tree holds.
+fn known_bad(tx: &mut Tx<'_>, b: u64) -> Result<bool> {
+    let root = tx.meta.sb.badblock_tree;
+    Ok(!badblocks::overlapping(tx, &root, b, 1)?.is_empty())
+}
+
+/// One step of [`crate::Fs::scrub_replicas`]: the first pair at or after
+/// block `from`, checked, and repaired in one transaction when it needs it.
+/// Returns where the next step starts (the same node again when it still
+/// has to move), or `None` past the last pair.
+fn scrub_step(
+    dev: &dyn Device,
+    meta: &mut Meta,
+    from: u64,
+    rep: &mut ReplicaScrub,
+) -> Result<Option<u64>> {
+    // Opening the transaction first makes lazy and pending changes durable,
+    // so the pair and the bytes read below are what media holds.
+    let mut tx = Tx::open(dev, meta)?;
+    let Some(m) = next_pair(&mut tx, from)? else {
+        return Ok(None);
+    };
+    let (kind, owner) = match m.owner {
+        Owner::Meta(k) => (k, 0),
+        Owner::ExtentTree { ino } => (BlockKind::ExtentTree, ino),
+        Owner::DirTree { ino } => (BlockKind::DirTree, ino),
+        Owner::Data { .. } => return Ok(Some(m.phys + 1)),
+    };
+    rep.checked += 1;
+    let fs_id = tx.meta.fs_id;
+    // A copy in a range known bad moves even when it reads well (the
+    // range cannot be cleared while metadata lives there).
+    let node_in_bad = known_bad(&mut tx, m.phys)?;
+    let copy_in_bad = known_bad(&mut tx, m.replica)?;
+    let node = read_verified(dev, m.phys, kind, Some(owner), fs_id);
+    let copy = read_verified_as(dev, m.replica, m.phys, kind, Some(owner), fs_id);
+    match (node, copy) {
+        (Ok(a), Ok(b)) if a[..] == b[..] && !node_in_bad && !copy_in_bad => {}
+        (Ok(a), Ok(b)) if a[..] == b[..] && !copy_in_bad => {
+            // Only the node must go: moved onto a fresh block from its
+            // (equal) replica.
+            let p = Fallback {
+                block: m.phys,
+                replica: m.replica,
+                kind,
+                owner,
+                why: "in a range known bad".into(),
+            };
+            if repair_fallback(&mut tx, &p)? == Repair::Done {
+                tx.commit()?;
+                rep.repaired_nodes += 1;
+            } else {
+                drop(tx);
+                lock(&meta.reps).pending.push(p);
+            }
+        }
+        (Ok(a), _) => {
+            replace_replica(&mut tx, m.phys, m.replica, kind, owner, a.into(), None)?;
+            let event = tx.meta.sb.error_seq.get();
+            let (okind, ino) = owner_codes(kind, owner);
+            log_event(
+                &mut tx,
+                event,
+                m.replica,
+                1,
+                action::REPAIRED,
+                okind,
+                ino,
+                0,
+                FailureFlags::default(),
+            )?;
+            tx.commit()?;
+            rep.repaired_replicas += 1;
+            // A node in a range known bad moves next, from its new replica.
+            if node_in_bad {
+                return Ok(Some(m.phys));
+            }
+        }
+        (Err(e), Ok(_)) => {
+            let p = Fallback {
+                block: m.phys,
+                replica: m.replica,
+                kind,
+                owner,
+                why: e.to_string(),
+            };
+            if repair_fallback(&mut tx, &p)? == Repair::Done {
+                // A replica in a range known bad is replaced too, from the
+                // moved node (the moved node may lie before `from`).
+                if copy_in_bad {
+                    let new = tx.new_pairs.iter().find(|(_, r)| **r == m.replica);
+                    if let Some((&new, _)) = new {
+                        let good = tx.read_meta(new, kind, Some(owner))?;
+                        replace_replica(&mut tx, new, m.replica, kind, owner, good, None)?;
+                        rep.repaired_replicas += 1;
+                    }
+                }
+                tx.commit()?;
+                rep.repaired_nodes += 1;
+            } else {
+                drop(tx);
+                lock(&meta.reps).pending.push(p);
+            }
+        }
+        (Err(e), Err(e2)) => {
+            drop(tx);
+            let f = Fallback {
+                block: m.phys,
+                replica: m.replica,
+                kind,
+                owner,
+                why: format!("{e}; replica: {e2}"),
+            };
+            shut_down(dev, meta, &f);
+            return Err(FsError::Shutdown(meta.shutdown.clone().unwrap_or_default()));
+        }
+    }
+    Ok(Some(m.phys + 1))
 }
 
 #[cfg(test)]

@@ -659,6 +659,7 @@ impl<'a> Tx<'a> {
             if self.deltas.is_empty() && self.rmap_deltas.is_empty() {
                 return Ok(());
             }
+            self.keep_bad_out()?;
             let rds = std::mem::take(&mut self.rmap_deltas);
             // Tree nodes are single fresh blocks: their records need no
             // splitting or merging, and go in with one sorted insert (the
@@ -699,6 +700,51 @@ impl<'a> Tx<'a> {
         Err(FsError::Corrupt(
             "free-space and reverse-map update does not converge".into(),
         ))
+    }
+
+    /// Keeps known-bad blocks out of free space: the parts of this
+    /// transaction's frees that lie in a range of the bad-block tree (a
+    /// tree node freed there before a scrub moved it, one freed by the
+    /// report that marks its range) stay quarantined, owned by nobody,
+    /// until the range is cleared. Runs between tree changes (at the start
+    /// of each round of [`Tx::sync_free_tree`]), where reading the
+    /// bad-block tree meets no node half changed.
+    fn keep_bad_out(&mut self) -> Result<()> {
+        let broot = self.meta.sb.badblock_tree;
+        if broot.is_empty() || !self.deltas.iter().any(|d| matches!(d, Delta::Free(..))) {
+            return Ok(());
+        }
+        let ds = std::mem::take(&mut self.deltas);
+        let mut out = Vec::with_capacity(ds.len());
+        for d in ds {
+            let Delta::Free(s, l) = d else {
+                out.push(d);
+                continue;
+            };
+            // A free outside the data area is refused when it is applied.
+            if outside_data_area(&self.meta.sb, s, l) {
+                out.push(d);
+                continue;
+            }
+            let bad = badblocks::overlapping(self, &broot, s, l)?;
+            if bad.is_empty() {
+                out.push(d);
+                continue;
+            }
+            if let Some(i) = self.freed.iter().position(|&f| f == (s, l)) {
+                self.freed.swap_remove(i);
+            }
+            let mut at = s;
+            for (bs, bl) in bad.into_iter().chain([(s + l, 0)]) {
+                if bs > at {
+                    self.freed.push((at, bs - at));
+                    out.push(Delta::Free(at, bs - at));
+                }
+                at = at.max(bs + bl);
+            }
+        }
+        self.deltas = out;
+        Ok(())
     }
 
     /// Records a mapping event (kept only if recording is on and the
