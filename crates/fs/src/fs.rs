@@ -335,8 +335,19 @@ impl Fs {
                 notice_handles: Mutex::new(HashMap::new()),
             }),
         };
-        fs.replay_intents()?;
-        if let Err(e) = fs.free_orphans() {
+        // A root that is no directory: refused before anything is written.
+        // (A tree that cannot be read is left to the operations that need
+        // it, which fail naming the block, and to fsck.)
+        let root_ok = {
+            let mut meta = lock(&fs.inner.meta);
+            let sb = meta.sb;
+            crate::counters::check_root(&mut fs.inner.cached_reader(&mut meta), &sb)
+        };
+        let early = root_ok
+            .and_then(|()| fs.replay_intents())
+            .and_then(|()| fs.repair_counters())
+            .and_then(|()| fs.free_orphans());
+        if let Err(e) = early {
             // A mount that fails writes nothing (but a replay): the repairs
             // and the shut-down its reads queued are not run when the file
             // system is dropped; fsck and the next mount meet them again.
@@ -387,6 +398,44 @@ impl Fs {
                 Default::default(),
             )?;
         }
+        tx.commit()
+    }
+
+    /// Puts right the superblock counters the trees contradict (see
+    /// [`crate::counters`]): `next_ino` and `error_seq` from the largest
+    /// inode number and the newest error-log entry, `free_blocks` from the
+    /// free-space tree (corrected when the tree is first read); logs one
+    /// "repaired" entry for the superblock. Writes nothing when they agree.
+    fn repair_counters(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let sb = tx.meta.sb;
+        // Trees that cannot be read are left to the operations that need
+        // them (which fail naming the block) and to fsck.
+        let problems = crate::counters::counter_problems(&mut tx, &sb).unwrap_or_default();
+        let free_was = tx.meta.free_count_fixed.take();
+        if problems.is_empty() && free_was.is_none() {
+            return Ok(()); // dropped: nothing written
+        }
+        for p in &problems {
+            match p.field {
+                "next_ino" => tx.meta.sb.next_ino = p.fixed.into(),
+                _ => tx.meta.sb.error_seq = p.fixed.into(),
+            }
+        }
+        let event = tx.meta.sb.error_seq.get();
+        crate::media::log_event(
+            &mut tx,
+            event,
+            0,
+            1,
+            action::REPAIRED,
+            3,
+            BlockKind::Superblock as u64,
+            0,
+            Default::default(),
+        )?;
         tx.commit()
     }
 

@@ -275,7 +275,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             structure: "superblock".into(),
             block: Some(0),
             message: format!(
-                "free-block count {} but the free-space tree holds {free_sum}",
+                "free_blocks {} but the free-space tree holds {free_sum}: mounting corrects it",
                 sb.free_blocks.get()
             ),
         });
@@ -326,7 +326,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             structure: "superblock".into(),
             block: Some(0),
             message: format!(
-                "inode count {} but the inode table holds {}",
+                "inodes {} but the inode table holds {} live inodes",
                 sb.inodes.get(),
                 rep.inodes
             ),
@@ -602,12 +602,36 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             });
         }
     }
-    if !inodes.contains_key(&sb.root_ino.get()) {
-        p.push(Problem {
+    // The counters that hand out numbers, and the root (mount checks the
+    // same and corrects the counters, or refuses the root).
+    match crate::counters::counter_problems(&mut s, &sb) {
+        Ok(v) => {
+            for c in v {
+                p.push(Problem {
+                    structure: "superblock".into(),
+                    block: Some(0),
+                    message: format!("{}: mounting sets it to {}", c.message, c.fixed),
+                });
+            }
+        }
+        Err(e) => p.push(Problem {
             structure: "superblock".into(),
             block: Some(0),
-            message: "root directory inode is missing".into(),
-        });
+            message: format!("next_ino and error_seq cannot be checked: {e}"),
+        }),
+    }
+    match crate::counters::root_problem(&mut s, &sb) {
+        Ok(None) => {}
+        Ok(Some(m)) => p.push(Problem {
+            structure: "superblock".into(),
+            block: Some(0),
+            message: format!("{m}: the file system cannot be mounted"),
+        }),
+        Err(e) => p.push(Problem {
+            structure: "superblock".into(),
+            block: Some(0),
+            message: format!("root_ino {} cannot be read: {e}", sb.root_ino.get()),
+        }),
     }
     check_parents(p, &mut s, &sb, &mut usage, parent_links);
     check_media_trees(p, &mut s, &sb, &mut usage, &inodes);

@@ -94,6 +94,9 @@ pub struct Meta {
     pub intents: Vec<RmapIntent>,
     /// Buffers media-error reports fill, kept for the next report.
     pub(crate) report_bufs: crate::media::ReportBufs,
+    /// The superblock's `free_blocks` as found, when loading the free-space
+    /// tree found it wrong and corrected it (mount logs the repair).
+    pub free_count_fixed: Option<u64>,
 }
 
 impl Meta {
@@ -119,6 +122,7 @@ impl Meta {
             lazy_pairs: BlockMap::default(),
             intents: vec![],
             report_bufs: Default::default(),
+            free_count_fixed: None,
         }
     }
 
@@ -373,6 +377,19 @@ impl<'a> Tx<'a> {
                 return Err(FsError::Corrupt(format!(
                     "free-space tree: extent at block {s} is out of range or overlaps another"
                 )));
+            }
+            // The superblock's count of free blocks is the tree's total; a
+            // wrong one (damage) is put right here, where the whole tree is
+            // read anyway, and the first commit writes it (mount logs it).
+            // Kept through an abort of this transaction.
+            let total = map.total();
+            if total != tx.meta.sb.free_blocks.get()
+                && tx.meta.lazy_txs == 0
+                && tx.meta.lazy_freed.is_empty()
+            {
+                tx.meta.free_count_fixed = Some(tx.meta.sb.free_blocks.get());
+                tx.meta.sb.free_blocks = total.into();
+                tx.sb_before.free_blocks = total.into();
             }
             // Blocks lazy transactions freed are not free until durable.
             for &(s, l) in &tx.meta.lazy_freed {
