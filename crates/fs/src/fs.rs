@@ -56,6 +56,8 @@ pub(crate) struct FsInner {
     pub loss_gen: Arc<std::sync::atomic::AtomicU64>,
     /// The open handles of each file with any, to tell of media errors.
     pub notice_handles: Mutex<HashMap<u64, Vec<std::sync::Weak<crate::media::HandleNotices>>>>,
+    /// Extents refused since mount (inode, file block): each is logged once.
+    pub refused: Mutex<std::collections::HashSet<(u64, u64)>>,
 }
 
 /// A mounted daxfs file system. `Send + Sync`: share it between threads.
@@ -333,6 +335,7 @@ impl Fs {
                 recent: Mutex::new(vec![]),
                 loss_gen: Arc::new(std::sync::atomic::AtomicU64::new(1)),
                 notice_handles: Mutex::new(HashMap::new()),
+                refused: Mutex::new(Default::default()),
             }),
         };
         // A root that is no directory: refused before anything is written.
@@ -667,6 +670,40 @@ impl FsInner {
         tx.meta.sb.inodes = tx.meta.sb.inodes.get().saturating_sub(1).into();
         lock(&self.icache).remove(&ino);
         Ok(())
+    }
+
+    /// Puts a refused extent (see `extents::refusal`) in the error log,
+    /// once per mount: action "refused", the extent's device range, the file
+    /// and its offset (an extent of file block `u64::MAX` and no blocks: the
+    /// record's extents as a whole, range and offset 0). Best effort: the
+    /// refusal itself is the caller's error.
+    pub(crate) fn log_refusal(
+        &self,
+        meta: &mut crate::tx::Meta,
+        ino: u64,
+        e: &crate::extents::Extent,
+    ) {
+        if !lock(&self.refused).insert((ino, e.fblock)) {
+            return;
+        }
+        let Ok(mut tx) = Tx::begin(&*self.dev, meta) else {
+            return;
+        };
+        let event = tx.meta.sb.error_seq.get();
+        let logged = crate::media::log_event(
+            &mut tx,
+            event,
+            e.phys,
+            e.len,
+            action::REFUSED,
+            1,
+            ino,
+            e.fblock.checked_mul(BLOCK_SIZE_U64).unwrap_or(0),
+            Default::default(),
+        );
+        if logged.is_ok() {
+            let _ = tx.commit();
+        }
     }
 
     /// Called when a handle closes: frees the inode if it was the last

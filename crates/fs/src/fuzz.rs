@@ -1105,7 +1105,7 @@ mod tests {
         let all = problems(&run_fsck(&MemDevice::from_image(img)));
         assert!(
             all.contains(&format!(
-                "inode {f3}: regular file has an empty extent tree but is not marked inline"
+                "inode {f3} (/d/f3): regular file has an empty extent tree but is not marked inline"
             )),
             "{all}"
         );
@@ -1121,6 +1121,7 @@ mod tests {
                 r.as_ref().is_ok_and(|rep| rep.problems.iter().any(|p| {
                     p.to_string().contains(says)
                         && (p.structure == format!("inode {ino}")
+                            || p.structure.starts_with(&format!("inode {ino} ("))
                             || p.message.contains(&format!("inode {ino}")))
                 })),
                 "{what}: fsck does not say {says:?} for inode {ino}: {all}"

@@ -268,3 +268,293 @@ fn create_past_the_inode_numbers_is_enospc() {
     let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
     assert_eq!(fs.create("/x").unwrap_err().errno_name(), "ENOSPC");
 }
+
+// Forged extents. The forge helpers change one extent of one file where it
+// lives (its inode record's inline area, or its extent tree's leaf) and
+// reseal that block; [`reseal`] is the one place that makes a changed
+// block valid again (a format that also checks children through their
+// parents reseals the path up to the root there).
+
+/// Makes block `b` of `img` valid again after a change.
+fn reseal(img: &mut [u8], b: u64) {
+    daxfs_format::fuzz::reseal(block(img, b));
+}
+
+/// The leaf holding `key` in a one-leaf tree of u64 keys rooted at `root`
+/// (the small images here have one), the byte offset of its value, given
+/// the leaf's capacity and value size.
+fn leaf_value(img: &mut [u8], root: u64, key: u64, lcap: usize, vsize: usize) -> (u64, usize) {
+    let blk = block(img, root);
+    assert_eq!(blk[5], 0, "tree of more than one level");
+    let count = u32::from_le_bytes(blk[12..16].try_into().unwrap()) as usize;
+    let i = (0..count)
+        .find(|&i| {
+            let at = 64 + i * 8;
+            u64::from_le_bytes(blk[at..at + 8].try_into().unwrap()) == key
+        })
+        .unwrap_or_else(|| panic!("no key {key} in block {root}"));
+    (root, 64 + lcap * 8 + i * vsize)
+}
+
+/// Where extent `n` of inode `ino` lives: (block, byte offset of phys,
+/// of len (u32), of flags (u32)), inline or in the extent tree.
+fn extent_at(img: &mut [u8], ino: u64, fblock: u64) -> (u64, usize, usize, usize) {
+    let sb = superblock(img);
+    let (b, rec) = leaf_value(img, sb.inode_tree.block.get(), ino, 15, 256);
+    let r = block(img, b)[rec..rec + 256].to_vec();
+    let inline = u64::from_le_bytes(r[128..136].try_into().unwrap()) & 1 != 0;
+    if inline {
+        let n = u32::from_le_bytes(r[248..252].try_into().unwrap()) as usize;
+        let i = (0..n)
+            .find(|&i| {
+                u64::from_le_bytes(r[152 + i * 24..160 + i * 24].try_into().unwrap()) == fblock
+            })
+            .unwrap_or_else(|| panic!("inode {ino} has no inline extent at {fblock}"));
+        let at = rec + 152 + i * 24;
+        (b, at + 8, at + 16, at + 20)
+    } else {
+        let root = u64::from_le_bytes(r[96..104].try_into().unwrap());
+        let (leaf, at) = leaf_value(img, root, fblock, 168, 16);
+        (leaf, at, at + 8, at + 12)
+    }
+}
+
+fn read_u64(img: &mut [u8], b: u64, at: usize) -> u64 {
+    u64::from_le_bytes(block(img, b)[at..at + 8].try_into().unwrap())
+}
+
+/// A forgery of one extent: what it does to (phys, len, flags).
+type Forge = Box<dyn Fn(u64, u32, u32) -> (u64, u32, u32)>;
+
+/// Changes the extent of `ino` at `fblock` and reseals its block.
+fn forge_extent(img: &mut [u8], ino: u64, fblock: u64, f: &Forge) {
+    let (b, p, l, fl) = extent_at(img, ino, fblock);
+    let blk = block(img, b);
+    let phys = u64::from_le_bytes(blk[p..p + 8].try_into().unwrap());
+    let len = u32::from_le_bytes(blk[l..l + 4].try_into().unwrap());
+    let flags = u32::from_le_bytes(blk[fl..fl + 4].try_into().unwrap());
+    let (np, nl, nf) = f(phys, len, flags);
+    blk[p..p + 8].copy_from_slice(&np.to_le_bytes());
+    blk[l..l + 4].copy_from_slice(&nl.to_le_bytes());
+    blk[fl..fl + 4].copy_from_slice(&nf.to_le_bytes());
+    reseal(img, b);
+}
+
+/// The image for the extent forgeries: `/a` (inline, one written extent of
+/// 5 blocks), `/t` (an extent tree: 6 one-block extents at file blocks 0,
+/// 2, ..., 10), `/u` (inline, an unwritten extent then a written one),
+/// `/v` (the victim, one block whose bytes must never be read as another
+/// file's).
+struct Forged {
+    img: Vec<u8>,
+    ino: std::collections::HashMap<&'static str, u64>,
+    data: std::collections::HashMap<&'static str, Vec<u8>>,
+}
+
+fn extent_image() -> Forged {
+    let dev = Arc::new(MemDevice::new(4 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let mut ino = std::collections::HashMap::new();
+    let mut data = std::collections::HashMap::new();
+    let a = fs.create("/a").unwrap();
+    a.write_at(0, &pattern(1, 20_000)).unwrap();
+    data.insert("/a", pattern(1, 20_000));
+    let t = fs.create("/t").unwrap();
+    let mut td = vec![0u8; 11 * 4096];
+    for i in 0..6u64 {
+        let p = pattern(10 + i, 4096);
+        t.write_at(i * 2 * 4096, &p).unwrap();
+        td[(i * 2 * 4096) as usize..(i * 2 * 4096 + 4096) as usize].copy_from_slice(&p);
+    }
+    data.insert("/t", td);
+    let u = fs.create("/u").unwrap();
+    u.fallocate(daxfs::FallocFlags::default(), 0, 8192).unwrap();
+    u.write_at(8192, &pattern(3, 4096)).unwrap();
+    let mut ud = vec![0u8; 8192];
+    ud.extend(pattern(3, 4096));
+    data.insert("/u", ud);
+    let v = fs.create("/v").unwrap();
+    v.write_at(0, &pattern(4, 4096)).unwrap();
+    data.insert("/v", pattern(4, 4096));
+    for (p, f) in [("/a", &a), ("/t", &t), ("/u", &u), ("/v", &v)] {
+        ino.insert(p, f.ino());
+    }
+    drop((a, t, u, v));
+    drop(fs);
+    common::assert_fsck(&*dev);
+    Forged {
+        img: dev.image(),
+        ino,
+        data,
+    }
+}
+
+/// Mounts a forged image: reading `path` fails with EIO (so does writing
+/// and cloning from it) and logs one "refused" entry naming it; the other
+/// files read as written; fsck names `path`.
+fn refused(f: &Forged, img: Vec<u8>, path: &str, what: &str) {
+    let ino = f.ino[path];
+    let dev = Arc::new(MemDevice::from_image(img));
+    let rep = fsck(&dev).unwrap();
+    assert!(
+        rep.problems.iter().any(|p| p.to_string().contains(path)),
+        "{what}: fsck does not name {path}: {:#?}",
+        rep.problems
+    );
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let file = fs.open(path, &OpenOptions::read_write()).unwrap();
+    let mut buf = vec![0u8; f.data[path].len()];
+    for _ in 0..2 {
+        let e = file.read_at(0, &mut buf).unwrap_err();
+        assert_eq!(e.errno_name(), "EIO", "{what}: {e}");
+    }
+    let e = file.write_at(0, b"x").unwrap_err();
+    assert_eq!(e.errno_name(), "EIO", "{what}: write: {e}");
+    let dst = fs.create("/clone").unwrap();
+    let e = dst.clone_from(&file).unwrap_err();
+    assert_eq!(e.errno_name(), "EIO", "{what}: clone: {e}");
+    let log = fs.error_log().unwrap();
+    let mine: Vec<_> = log.iter().filter(|e| e.action == "refused").collect();
+    assert_eq!(mine.len(), 1, "{what}: one refusal logged once: {log:#?}");
+    assert!(
+        matches!(&mine[0].owner, daxfs::OwnerKind::File { ino: i, .. } if *i == ino),
+        "{what}: {:#?}",
+        mine[0]
+    );
+    for (p, want) in &f.data {
+        if *p == path {
+            continue;
+        }
+        let g = fs.open(p, &OpenOptions::read_only()).unwrap();
+        let mut got = vec![0u8; want.len()];
+        assert_eq!(g.read_at(0, &mut got).unwrap(), want.len(), "{what}: {p}");
+        assert!(got == *want, "{what}: {p} reads wrong");
+    }
+}
+
+#[test]
+fn forged_extents_are_refused() {
+    let f = extent_image();
+    let sb = superblock(&f.img);
+    let total = sb.total_blocks.get();
+    let mut img0 = f.img.clone();
+    let victim = {
+        let (b, p, _, _) = extent_at(&mut img0, f.ino["/v"], 0);
+        read_u64(&mut img0, b, p)
+    };
+    // A free block: the free-space tree's first extent (one leaf).
+    let free = read_u64(&mut img0, sb.free_tree.block.get(), 64);
+    let log = sb.log_start.get() + 2;
+    let log_replica = sb.log_replica.get();
+    let cases: Vec<(&str, &str, u64, Forge)> = vec![
+        (
+            "/a",
+            "into the log",
+            0,
+            Box::new(move |_, l, fl| (log, l, fl)),
+        ),
+        (
+            "/a",
+            "into the log's replica",
+            0,
+            Box::new(move |_, l, fl| (log_replica, l, fl)),
+        ),
+        (
+            "/a",
+            "onto superblock copy B",
+            0,
+            Box::new(move |_, _, fl| (total - 1, 1, fl)),
+        ),
+        (
+            "/a",
+            "past the device",
+            0,
+            Box::new(move |_, l, fl| (total + 10, l, fl)),
+        ),
+        (
+            "/a",
+            "onto free space",
+            0,
+            Box::new(move |_, _, fl| (free, 1, fl)),
+        ),
+        (
+            "/a",
+            "onto another file",
+            0,
+            Box::new(move |_, _, fl| (victim, 1, fl)),
+        ),
+        (
+            "/a",
+            "length past the device",
+            0,
+            Box::new(|p, _, fl| (p, u32::MAX, fl)),
+        ),
+        (
+            "/a",
+            "length into free space",
+            0,
+            Box::new(|p, l, fl| (p, l + 1, fl)),
+        ),
+        (
+            "/a",
+            "unwritten bit set",
+            0,
+            Box::new(|p, l, fl| (p, l, fl | 1)),
+        ),
+        ("/a", "unknown flag", 0, Box::new(|p, l, fl| (p, l, fl | 2))),
+        (
+            "/u",
+            "unwritten bit cleared",
+            0,
+            Box::new(|p, l, fl| (p, l, fl & !1)),
+        ),
+        (
+            "/t",
+            "tree: into the log",
+            4,
+            Box::new(move |_, l, fl| (log, l, fl)),
+        ),
+        (
+            "/t",
+            "tree: onto another file",
+            4,
+            Box::new(move |_, _, fl| (victim, 1, fl)),
+        ),
+        (
+            "/t",
+            "tree: onto free space",
+            4,
+            Box::new(move |_, _, fl| (free, 1, fl)),
+        ),
+        (
+            "/t",
+            "tree: past the device",
+            4,
+            Box::new(move |_, l, fl| (total + 10, l, fl)),
+        ),
+        (
+            "/t",
+            "tree: length past the device",
+            4,
+            Box::new(|p, _, fl| (p, u32::MAX, fl)),
+        ),
+        (
+            "/t",
+            "tree: unwritten bit set",
+            4,
+            Box::new(|p, l, fl| (p, l, fl | 1)),
+        ),
+        (
+            "/t",
+            "tree: unknown flag",
+            4,
+            Box::new(|p, l, fl| (p, l, fl | 0x80)),
+        ),
+    ];
+    for (path, what, fblock, forge) in cases {
+        let mut img = f.img.clone();
+        forge_extent(&mut img, f.ino[path], fblock, &forge);
+        refused(&f, img, path, what);
+    }
+}
