@@ -412,10 +412,14 @@ impl Fs {
     fn repair_counters(&self) -> Result<()> {
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
-        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        // A file system that cannot start a transaction (shut down, or a
+        // free-space tree that cannot be read) is left to the operations
+        // that need one, which fail saying why, and to fsck; so are trees
+        // that cannot be read.
+        let Ok(mut tx) = Tx::begin(&*inner.dev, &mut meta) else {
+            return Ok(());
+        };
         let sb = tx.meta.sb;
-        // Trees that cannot be read are left to the operations that need
-        // them (which fail naming the block) and to fsck.
         let problems = crate::counters::counter_problems(&mut tx, &sb).unwrap_or_default();
         let free_was = tx.meta.free_count_fixed.take();
         if problems.is_empty() && free_was.is_none() {

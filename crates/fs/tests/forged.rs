@@ -411,6 +411,8 @@ fn refused(f: &Forged, img: Vec<u8>, path: &str, what: &str) {
     }
     let e = file.write_at(0, b"x").unwrap_err();
     assert_eq!(e.errno_name(), "EIO", "{what}: write: {e}");
+    let e = file.map(0, 4096, daxfs::Access::Read).unwrap_err();
+    assert_eq!(e.errno_name(), "EIO", "{what}: map: {e}");
     let dst = fs.create("/clone").unwrap();
     let e = dst.clone_from(&file).unwrap_err();
     assert_eq!(e.errno_name(), "EIO", "{what}: clone: {e}");
