@@ -592,6 +592,10 @@ pub mod action {
     pub const LOSS_ENDED: u32 = 6;
     /// No data was at risk (an unwritten or already-lost mapping).
     pub const NO_DATA: u32 = 7;
+    /// A file's extent record pointed where no extent of it can (metadata,
+    /// past the device, free blocks, blocks the reverse map gives to no
+    /// such extent): it was refused, not followed.
+    pub const REFUSED: u32 = 8;
 }
 
 /// The head of an entry of the persistent error log: the record at key

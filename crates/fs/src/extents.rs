@@ -46,6 +46,99 @@ impl Extent {
 /// The most blocks one extent record holds.
 pub const MAX_EXTENT_LEN: u64 = u32::MAX as u64;
 
+/// The extent flags any version writes.
+pub const EXTENT_FLAGS_KNOWN: u32 = EXTENT_UNWRITTEN;
+
+/// Why extent `e` of inode `ino` must not be followed, if it must not: it
+/// lies outside the area of file data and tree nodes (a superblock copy,
+/// the log or its replica region, past the end), on free blocks (`free`:
+/// the free map when loaded, else one free-space-tree lookup), or, with
+/// the reverse map, where the reverse map does not record it as this
+/// file's blocks at this file offset, written or unwritten as the extent
+/// says (one record lookup; a walk of the records at the extent only when
+/// that record is not there). What a forged or misdirected extent record
+/// (checksum resealed) could point at: another file's blocks, metadata,
+/// or free space that reads as stale bytes or is reused.
+pub(crate) fn refusal(
+    rs: &mut crate::tx::ReadStore<'_>,
+    sb: &daxfs_format::Superblock,
+    free: Option<&crate::space::alloc::FreeMap>,
+    ino: u64,
+    e: &Extent,
+) -> Result<Option<String>> {
+    let what = || {
+        format!(
+            "inode {ino}: extent at file block {} (device blocks {}..{}{})",
+            e.fblock,
+            e.phys,
+            e.phys.saturating_add(e.len),
+            if e.unwritten() { ", unwritten" } else { "" }
+        )
+    };
+    if crate::tx::outside_data_area(sb, e.phys, e.len) {
+        return Ok(Some(format!(
+            "{} points outside the file data area (a superblock, the log, its replica or past the end of the device)",
+            what()
+        )));
+    }
+    let is_free = match free {
+        Some(f) => !f.overlapping(e.phys, e.len).is_empty(),
+        None => crate::tx::free_tree()
+            .last_le(rs, &sb.free_tree, &(e.phys + e.len - 1))?
+            .is_some_and(|(st, l)| st.saturating_add(l) > e.phys),
+    };
+    if is_free {
+        return Ok(Some(format!("{} points at free blocks", what())));
+    }
+    if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
+        return Ok(None);
+    }
+    let root = sb.rmap_tree;
+    let mut recs = rs.rmap(root);
+    let owner = |fblock| Owner::Data { ino, fblock };
+    if let Some(m) = crate::space::rmap::record_at(&mut recs, e.phys, owner(e.fblock), false)?
+        && m.len >= e.len
+        && m.unwritten == e.unwritten()
+    {
+        return Ok(None);
+    }
+    // Records of this file continuing each other are merged: the blocks
+    // may lie inside records that start before the extent or end inside it.
+    let end = e.phys + e.len;
+    let mut at = e.phys;
+    while at < end {
+        let fb = e.fblock + (at - e.phys);
+        let mut next = None;
+        for m in crate::space::rmap::query(&mut recs, at, 1)? {
+            if let Owner::Data { ino: i, fblock } = m.owner
+                && i == ino
+                && !m.is_replica
+                && m.phys <= at
+                && fblock.checked_add(at - m.phys) == Some(fb)
+                && m.unwritten == e.unwritten()
+            {
+                next = Some(m.phys + m.len);
+                break;
+            }
+        }
+        match next {
+            Some(n) if n > at => at = n,
+            _ => {
+                return Ok(Some(format!(
+                    "{} points at blocks the reverse map does not give this file there{}",
+                    what(),
+                    if e.unwritten() {
+                        " as unwritten"
+                    } else {
+                        " as written"
+                    }
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The extent tree of inode `ino`.
 pub fn tree(ino: u64) -> BTree<u64, ExtentRecord> {
     BTree::new(BlockKind::ExtentTree, ino)
@@ -142,7 +235,13 @@ impl ExtentMap {
         let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
         let mut add = |e: Extent| {
             let past = |a: u64| a.checked_add(e.len).is_none_or(|end| end > max);
-            if e.len == 0 || e.fblock < prev_end || e.phys == 0 || past(e.fblock) || past(e.phys) {
+            if e.len == 0
+                || e.fblock < prev_end
+                || e.phys == 0
+                || past(e.fblock)
+                || past(e.phys)
+                || e.flags & !EXTENT_FLAGS_KNOWN != 0
+            {
                 bad = Some(e.fblock);
                 return ControlFlow::Break(());
             }
@@ -171,7 +270,7 @@ impl ExtentMap {
         }
         if let Some(fb) = bad {
             return Err(FsError::Corrupt(format!(
-                "inode {ino}: extent at file block {fb} is empty, overlaps or is out of range"
+                "inode {ino}: extent at file block {fb} is empty, overlaps, is out of range or has unknown flags"
             )));
         }
         let nblocks = map.values().map(|e: &Extent| e.len).sum();

@@ -296,20 +296,64 @@ impl File {
     ) -> Result<&'g mut ExtentMap> {
         if d.extents.is_none() {
             // Under the metadata lock, so the refcount tree is read whole.
-            let mut meta = lock(&self.fs.meta);
-            let rroot = meta.sb.refcount_tree;
+            let mut guard = lock(&self.fs.meta);
+            let meta = &mut *guard;
+            let sb = meta.sb;
+            let rroot = sb.refcount_tree;
             let rec = self.node.rec().rec;
-            let mut rs = self.fs.cached_reader(&mut meta);
-            let mut map = ExtentMap::load(&mut rs, self.node.ino, &rec)?;
+            let free = meta.free_loaded.then_some(&meta.free);
+            let mut rs = crate::replica::Committed::new(
+                &*self.fs.dev,
+                self.fs.fs_id,
+                Some(&mut meta.cache),
+                Some(&*self.fs.reps),
+            );
+            let ino = self.node.ino;
+            let mut map = match ExtentMap::load(&mut rs, ino, &rec) {
+                Ok(m) => m,
+                // The record's own extents are impossible (not a tree that
+                // cannot be read): refused as a whole.
+                Err(FsError::Corrupt(m)) if m.starts_with(&format!("inode {ino}:")) => {
+                    drop(rs);
+                    let none = Extent {
+                        fblock: u64::MAX,
+                        phys: 0,
+                        len: 0,
+                        flags: 0,
+                    };
+                    self.fs.log_refusal(&mut guard, ino, &none);
+                    return Err(FsError::Corrupt(format!("{m}: refused")));
+                }
+                Err(e) => return Err(e),
+            };
+            // Every extent is checked once per load, before anything
+            // follows it (see `extents::refusal`).
+            let mut refused = None;
+            for e in map.iter() {
+                if let Some(why) = crate::extents::refusal(&mut rs, &sb, free, ino, e)? {
+                    refused = Some((*e, why));
+                    break;
+                }
+            }
+            if let Some((e, why)) = refused {
+                drop(rs);
+                self.fs.log_refusal(&mut guard, ino, &e);
+                return Err(FsError::Corrupt(format!("{why}: refused")));
+            }
+            let mut shared = false;
             if !rroot.is_empty() {
                 for e in map.iter() {
                     if crate::space::refcount::any_shared(&mut rs, &rroot, e.phys, e.len)? {
-                        map.mark_shared();
+                        shared = true;
                         break;
                     }
                 }
             }
-            drop(meta);
+            if shared {
+                map.mark_shared();
+            }
+            drop(rs);
+            drop(guard);
             d.extents = Some(map);
         }
         d.extents

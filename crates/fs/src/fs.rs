@@ -58,6 +58,8 @@ pub(crate) struct FsInner {
     pub notice_handles: Mutex<HashMap<u64, Vec<std::sync::Weak<crate::media::HandleNotices>>>>,
     /// The inodes in-place writes left ahead of the tree (`Meta::in_place`).
     pub in_place: crate::tx::InPlaceSet,
+    /// Extents refused since mount (inode, file block): each is logged once.
+    pub refused: Mutex<std::collections::HashSet<(u64, u64)>>,
 }
 
 /// A mounted daxfs file system. `Send + Sync`: share it between threads.
@@ -337,10 +339,22 @@ impl Fs {
                 loss_gen: Arc::new(std::sync::atomic::AtomicU64::new(1)),
                 notice_handles: Mutex::new(HashMap::new()),
                 in_place,
+                refused: Mutex::new(Default::default()),
             }),
         };
-        fs.replay_intents()?;
-        if let Err(e) = fs.free_orphans() {
+        // A root that is no directory: refused before anything is written.
+        // (A tree that cannot be read is left to the operations that need
+        // it, which fail naming the block, and to fsck.)
+        let root_ok = {
+            let mut meta = lock(&fs.inner.meta);
+            let sb = meta.sb;
+            crate::counters::check_root(&mut fs.inner.cached_reader(&mut meta), &sb)
+        };
+        let early = root_ok
+            .and_then(|()| fs.replay_intents())
+            .and_then(|()| fs.repair_counters())
+            .and_then(|()| fs.free_orphans());
+        if let Err(e) = early {
             // A mount that fails writes nothing (but a replay): the repairs
             // and the shut-down its reads queued are not run when the file
             // system is dropped; fsck and the next mount meet them again.
@@ -391,6 +405,48 @@ impl Fs {
                 Default::default(),
             )?;
         }
+        tx.commit()
+    }
+
+    /// Puts right the superblock counters the trees contradict (see
+    /// [`crate::counters`]): `next_ino` and `error_seq` from the largest
+    /// inode number and the newest error-log entry, `free_blocks` from the
+    /// free-space tree (corrected when the tree is first read); logs one
+    /// "repaired" entry for the superblock. Writes nothing when they agree.
+    fn repair_counters(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let mut meta = lock(&inner.meta);
+        // A file system that cannot start a transaction (shut down, or a
+        // free-space tree that cannot be read) is left to the operations
+        // that need one, which fail saying why, and to fsck; so are trees
+        // that cannot be read.
+        let Ok(mut tx) = Tx::begin(&*inner.dev, &mut meta) else {
+            return Ok(());
+        };
+        let sb = tx.meta.sb;
+        let problems = crate::counters::counter_problems(&mut tx, &sb).unwrap_or_default();
+        let free_was = tx.meta.free_count_fixed.take();
+        if problems.is_empty() && free_was.is_none() {
+            return Ok(()); // dropped: nothing written
+        }
+        for p in &problems {
+            match p.field {
+                "next_ino" => tx.meta.sb.next_ino = p.fixed.into(),
+                _ => tx.meta.sb.error_seq = p.fixed.into(),
+            }
+        }
+        let event = tx.meta.sb.error_seq.get();
+        crate::media::log_event(
+            &mut tx,
+            event,
+            0,
+            1,
+            action::REPAIRED,
+            3,
+            BlockKind::Superblock as u64,
+            0,
+            Default::default(),
+        )?;
         tx.commit()
     }
 
@@ -623,6 +679,40 @@ impl FsInner {
         tx.meta.sb.inodes = tx.meta.sb.inodes.get().saturating_sub(1).into();
         lock(&self.icache).remove(&ino);
         Ok(())
+    }
+
+    /// Puts a refused extent (see `extents::refusal`) in the error log,
+    /// once per mount: action "refused", the extent's device range, the file
+    /// and its offset (an extent of file block `u64::MAX` and no blocks: the
+    /// record's extents as a whole, range and offset 0). Best effort: the
+    /// refusal itself is the caller's error.
+    pub(crate) fn log_refusal(
+        &self,
+        meta: &mut crate::tx::Meta,
+        ino: u64,
+        e: &crate::extents::Extent,
+    ) {
+        if !lock(&self.refused).insert((ino, e.fblock)) {
+            return;
+        }
+        let Ok(mut tx) = Tx::begin(&*self.dev, meta) else {
+            return;
+        };
+        let event = tx.meta.sb.error_seq.get();
+        let logged = crate::media::log_event(
+            &mut tx,
+            event,
+            e.phys,
+            e.len,
+            action::REFUSED,
+            1,
+            ino,
+            e.fblock.checked_mul(BLOCK_SIZE_U64).unwrap_or(0),
+            Default::default(),
+        );
+        if logged.is_ok() {
+            let _ = tx.commit();
+        }
     }
 
     /// Called when a handle closes: frees the inode if it was the last

@@ -257,6 +257,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
         "free-space tree",
         free_tree().check(&mut s, &froot).and(r),
     );
+    let free_list = free_extents.clone();
     for (st, l) in free_extents {
         if l == 0 || st < prev_end {
             p.push(Problem {
@@ -275,7 +276,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             structure: "superblock".into(),
             block: Some(0),
             message: format!(
-                "free-block count {} but the free-space tree holds {free_sum}",
+                "free_blocks {} but the free-space tree holds {free_sum}: mounting corrects it",
                 sb.free_blocks.get()
             ),
         });
@@ -326,7 +327,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             structure: "superblock".into(),
             block: Some(0),
             message: format!(
-                "inode count {} but the inode table holds {}",
+                "inodes {} but the inode table holds {} live inodes",
                 sb.inodes.get(),
                 rep.inodes
             ),
@@ -336,6 +337,8 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     let mut parent_links: Vec<(u64, u64, u64)> = vec![];
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
     let mut parent_of: HashMap<u64, u64> = HashMap::new();
+    // The first entry naming each inode: (directory, name), for paths.
+    let mut entry_names: HashMap<u64, (u64, String)> = HashMap::new();
     let n = inodes.len() as u64;
     for (done, (&ino, rec)) in inodes.iter().enumerate() {
         progress("inodes", done as u64, n);
@@ -432,6 +435,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                     };
                     *links.entry(target).or_default() += 1;
                     parent_links.push((target, ino, k));
+                    entry_names.entry(target).or_insert((ino, name.clone()));
                     match inodes.get(&target) {
                         None => p.push(Problem {
                             structure: format!("directory {ino}"),
@@ -505,6 +509,30 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                     Ok(map) => {
                         let size_blocks = rec.size.get().div_ceil(BLOCK_SIZE_U64);
                         for e in map.iter() {
+                            // What a read would refuse (`extents::refusal`),
+                            // named by the file.
+                            let free_here = free_list
+                                .partition_point(|&(st, l)| st.saturating_add(l) <= e.phys);
+                            let on_free = free_list
+                                .get(free_here)
+                                .is_some_and(|&(st, _)| st < e.phys.saturating_add(e.len));
+                            if crate::tx::outside_data_area(&sb, e.phys, e.len) || on_free {
+                                p.push(Problem {
+                                    structure: who.clone(),
+                                    block: Some(e.phys),
+                                    message: format!(
+                                        "extent at file block {} (device blocks {}..{}) points {}: reads refuse it",
+                                        e.fblock,
+                                        e.phys,
+                                        e.phys.saturating_add(e.len),
+                                        if on_free {
+                                            "at free blocks"
+                                        } else {
+                                            "outside the file data area (a superblock, the log, its replica or past the end)"
+                                        }
+                                    ),
+                                });
+                            }
                             if e.phys + e.len > total {
                                 p.push(Problem {
                                     structure: who.clone(),
@@ -602,12 +630,36 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             });
         }
     }
-    if !inodes.contains_key(&sb.root_ino.get()) {
-        p.push(Problem {
+    // The counters that hand out numbers, and the root (mount checks the
+    // same and corrects the counters, or refuses the root).
+    match crate::counters::counter_problems(&mut s, &sb) {
+        Ok(v) => {
+            for c in v {
+                p.push(Problem {
+                    structure: "superblock".into(),
+                    block: Some(0),
+                    message: format!("{}: mounting sets it to {}", c.message, c.fixed),
+                });
+            }
+        }
+        Err(e) => p.push(Problem {
             structure: "superblock".into(),
             block: Some(0),
-            message: "root directory inode is missing".into(),
-        });
+            message: format!("next_ino and error_seq cannot be checked: {e}"),
+        }),
+    }
+    match crate::counters::root_problem(&mut s, &sb) {
+        Ok(None) => {}
+        Ok(Some(m)) => p.push(Problem {
+            structure: "superblock".into(),
+            block: Some(0),
+            message: format!("{m}: the file system cannot be mounted"),
+        }),
+        Err(e) => p.push(Problem {
+            structure: "superblock".into(),
+            block: Some(0),
+            message: format!("root_ino {} cannot be read: {e}", sb.root_ino.get()),
+        }),
     }
     check_parents(p, &mut s, &sb, &mut usage, parent_links);
     check_media_trees(p, &mut s, &sb, &mut usage, &inodes);
@@ -644,10 +696,60 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     }
     flush_run(p, run);
     progress("blocks", total, total);
+    name_files(p, &sb, &entry_names);
     rep.metadata_blocks = total
         .saturating_sub(rep.free_blocks)
         .saturating_sub(rep.data_blocks);
     Ok(rep)
+}
+
+/// Adds the path of each file a problem names ("inode N", or a reverse-map
+/// owner "ino: N"), from the directory entries found.
+fn name_files(
+    p: &mut [Problem],
+    sb: &daxfs_format::Superblock,
+    names: &HashMap<u64, (u64, String)>,
+) {
+    let root = sb.root_ino.get();
+    let path = |ino: u64| -> Option<String> {
+        let mut parts = vec![];
+        let mut at = ino;
+        // A cycle or a lost parent gives no path.
+        for _ in 0..4096 {
+            if at == root {
+                parts.reverse();
+                return Some(format!("/{}", parts.join("/")));
+            }
+            let (dir, name) = names.get(&at)?;
+            parts.push(name.clone());
+            at = *dir;
+        }
+        None
+    };
+    let ino_after = |text: &str, tag: &str| -> Option<u64> {
+        let at = text.find(tag)? + tag.len();
+        let digits: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
+    };
+    for x in p.iter_mut() {
+        if let Some(ino) = x
+            .structure
+            .strip_prefix("inode ")
+            .and_then(|n| n.parse().ok())
+            && ino != root
+            && let Some(path) = path(ino)
+        {
+            x.structure = format!("inode {ino} ({path})");
+        } else if let Some(ino) = ino_after(&x.message, "ino: ")
+            && ino != root
+            && let Some(path) = path(ino)
+        {
+            x.message = format!("{} (inode {ino} is {path})", x.message);
+        }
+    }
 }
 
 fn check_tree<T>(p: &mut Vec<Problem>, what: &str, r: Result<T, TreeError>) {

@@ -9,7 +9,9 @@
 //! - [`inode`], [`extents`], [`dir`], [`namespace`], [`file`]: files and directories;
 //! - [`replica`]: metadata replicas and their repair;
 //! - [`views`]: mmap views, file pages mapped straight from the device;
-//! - [`fsck`]: the consistency checker.
+//! - [`fsck`]: the consistency checker ([`counters`]: the superblock's counters
+//!   against the trees, for fsck and mount).
+pub mod counters;
 pub mod dir;
 pub mod error;
 pub mod events;

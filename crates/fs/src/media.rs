@@ -127,6 +127,7 @@ pub fn action_name(a: u32) -> &'static str {
         action::CLEARED => "cleared",
         action::LOSS_ENDED => "loss ended",
         action::NO_DATA => "no data",
+        action::REFUSED => "refused",
         _ => "unknown",
     }
 }
@@ -575,7 +576,7 @@ fn check_head(seq: u64, r: &ErrorLogRecord, next_seq: u64) -> std::result::Resul
         "names no owner".into()
     } else if r.event.get() > seq {
         format!("belongs to a later report ({})", r.event.get())
-    } else if !(action::DATA_LOST..=action::NO_DATA).contains(&r.action.get()) {
+    } else if !(action::DATA_LOST..=action::REFUSED).contains(&r.action.get()) {
         format!("has action {}", r.action.get())
     } else if r.owner_kind.get() > 4 {
         format!("has owner kind {}", r.owner_kind.get())

@@ -274,9 +274,16 @@ impl FsInner {
         let ino = tx.meta.sb.next_ino.get();
         // A corrupt superblock must not make a create reuse a live inode.
         let root = tx.meta.sb.inode_tree;
-        // Inode numbers stay below the reverse map's metadata-owner flag.
-        let max = daxfs_format::records::RMAP_OWNER_META;
-        if ino == 0 || ino >= max || inode::read_record(tx, &root, ino)?.is_some() {
+        // Inode numbers stay below the counters' limit (itself below the
+        // reverse map's metadata-owner flag): there the inode-number space
+        // is used up, which is ENOSPC, as when Linux runs out of inodes.
+        let max = crate::counters::COUNTER_LIMIT;
+        if ino >= max {
+            return Err(FsError::NoSpace(format!(
+                "no inode number left: next_ino {ino} reached the limit {max}"
+            )));
+        }
+        if ino == 0 || inode::read_record(tx, &root, ino)?.is_some() {
             return Err(FsError::Corrupt(format!(
                 "superblock: next inode number {ino} is invalid or in use"
             )));

@@ -101,6 +101,9 @@ pub struct Meta {
     /// records too (see [`Tx::carry_in_place`]). Shared with the data path,
     /// which adds to it without the metadata lock.
     pub in_place: InPlaceSet,
+    /// The superblock's `free_blocks` as found, when loading the free-space
+    /// tree found it wrong and corrected it (mount logs the repair).
+    pub free_count_fixed: Option<u64>,
 }
 
 /// See [`Meta::in_place`].
@@ -130,6 +133,7 @@ impl Meta {
             intents: vec![],
             report_bufs: Default::default(),
             in_place: Default::default(),
+            free_count_fixed: None,
         }
     }
 
@@ -388,6 +392,19 @@ impl<'a> Tx<'a> {
                 return Err(FsError::Corrupt(format!(
                     "free-space tree: extent at block {s} is out of range or overlaps another"
                 )));
+            }
+            // The superblock's count of free blocks is the tree's total; a
+            // wrong one (damage) is put right here, where the whole tree is
+            // read anyway, and the first commit writes it (mount logs it).
+            // Kept through an abort of this transaction.
+            let total = map.total();
+            if total != tx.meta.sb.free_blocks.get()
+                && tx.meta.lazy_txs == 0
+                && tx.meta.lazy_freed.is_empty()
+            {
+                tx.meta.free_count_fixed = Some(tx.meta.sb.free_blocks.get());
+                tx.meta.sb.free_blocks = total.into();
+                tx.sb_before.free_blocks = total.into();
             }
             // Blocks lazy transactions freed are not free until durable.
             for &(s, l) in &tx.meta.lazy_freed {
