@@ -930,6 +930,40 @@ fn move_log(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Result<bool> {
     Ok(true)
 }
 
+/// The crc every pointer to a tree node names (the superblock's trees, and
+/// every file's and directory's), by the node's block. A tree that cannot
+/// be walked leaves its nodes out.
+fn pointer_crcs(rs: &mut Committed<'_>, sb: &Superblock) -> crate::tx::BlockMap<u32> {
+    let mut out = crate::tx::BlockMap::default();
+    let mut add = |b: BlockNo, _, crc| {
+        out.insert(b.0, crc);
+    };
+    let _ = free_tree().visit_sealed(rs, &sb.free_tree, &mut add);
+    let _ = inode_tree().visit_sealed(rs, &sb.inode_tree, &mut add);
+    let _ = orphan_tree().visit_sealed(rs, &sb.orphan_tree, &mut add);
+    let _ = refcount::tree().visit_sealed(rs, &sb.refcount_tree, &mut add);
+    let _ = rmap::tree().visit_sealed(rs, &sb.rmap_tree, &mut add);
+    let _ = crate::dir::parent_tree().visit_sealed(rs, &sb.parent_tree, &mut add);
+    let _ = error_log().visit_sealed(rs, &sb.error_log, &mut add);
+    let _ = loss_tree().visit_sealed(rs, &sb.loss_tree, &mut add);
+    let _ = badblocks::tree().visit_sealed(rs, &sb.badblock_tree, &mut add);
+    let mut recs = vec![];
+    let _ = inode_tree().range(rs, &sb.inode_tree, &0, &u64::MAX, &mut |_, r| {
+        if !r.tree.is_empty() {
+            recs.push((r.ino.get(), r.mode.get(), r.tree));
+        }
+        ControlFlow::Continue(())
+    });
+    for (ino, mode, root) in recs {
+        let _ = if crate::inode::FileKind::of_mode(mode) == Some(crate::inode::FileKind::Dir) {
+            crate::dir::tree(ino).visit_sealed(rs, &root, &mut add)
+        } else {
+            crate::extents::tree(ino).visit_sealed(rs, &root, &mut add)
+        };
+    }
+    out
+}
+
 /// One node and its replica, as [`crate::Fs::replica_pairs`] lists them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaPair {
@@ -987,15 +1021,22 @@ impl crate::Fs {
     }
 
     /// Reads every replicated tree node and its replica and rebuilds the
-    /// copies that are bad or differ from their node (a node that fails is
-    /// rebuilt from its replica and moves; a replica that fails or differs is
-    /// rebuilt from its node). Costs a read of all metadata.
+    /// copies that are bad or are not the one the pointer to the node names
+    /// (a node that fails or is stale is rebuilt from its replica and moves;
+    /// a replica that fails or differs is rebuilt from its node). Costs a
+    /// read of all metadata.
     pub fn scrub_replicas(&self) -> Result<ReplicaScrub> {
         let inner = &*self.inner;
         let mut rep = ReplicaScrub::default();
         let mut meta = lock(&inner.meta);
         if !meta.replicas() {
             return Ok(rep);
+        }
+        // The repairs below start from nodes that hold every change: none
+        // is made by the commits that open their transactions.
+        if meta.shutdown.is_none() {
+            crate::tx::flush_lazy(&*inner.dev, &mut meta)?;
+            crate::tx::flush_intents(&*inner.dev, &mut meta)?;
         }
         let root = meta.sb.rmap_tree;
         let mut pairs = vec![];
@@ -1013,7 +1054,35 @@ impl crate::Fs {
                 ControlFlow::Continue(())
             })?;
         }
+        // What every pointer names: of two copies that differ, the one it
+        // names is the good one (the other may verify by itself and still
+        // be stale, or forged). Taken again after each commit (a repair
+        // changes the crcs of the nodes above the ones it rewrites).
+        let mut named: Option<(u64, crate::tx::BlockMap<u32>)> = None;
         for m in pairs {
+            if named.as_ref().is_none_or(|(seq, _)| *seq != meta.seq) {
+                let sb = meta.sb;
+                let seq = meta.seq;
+                // Nodes the walk reads through their replica are queued
+                // for repair; this loop repairs them itself (and counts
+                // them) when it reaches them.
+                let queued = lock(&inner.reps).pending.len();
+                let mut rs = inner.cached_reader(&mut meta);
+                named = Some((seq, pointer_crcs(&mut rs, &sb)));
+                lock(&inner.reps).pending.truncate(queued);
+            }
+            // A pair that an earlier repair of this scrub replaced is done.
+            let current = {
+                let root = meta.sb.rmap_tree;
+                let mut rs = inner.cached_reader(&mut meta);
+                matches!(
+                    rmap::record_at(&mut rs.rmap(root), m.phys, m.owner, false),
+                    Ok(Some(r)) if r.replica == m.replica
+                )
+            };
+            if !current {
+                continue;
+            }
             let (kind, owner) = match m.owner {
                 Owner::Meta(k) => (k, 0),
                 Owner::ExtentTree { ino } => (BlockKind::ExtentTree, ino),
@@ -1022,13 +1091,29 @@ impl crate::Fs {
             };
             rep.checked += 1;
             let fs_id = meta.fs_id;
+            let want = named.as_ref().and_then(|(_, n)| n.get(&m.phys).copied());
+            // A copy that verifies but holds another crc than the pointer's
+            // is as bad as one that does not verify.
+            let as_named = |r: Result<Box<Block>, TreeError>| {
+                r.and_then(|b| check_crc(m.phys, &b, want).map(|()| b))
+            };
             let node = read_verified(&*inner.dev, m.phys, kind, Some(owner), fs_id);
             let copy = read_verified_as(&*inner.dev, m.replica, m.phys, kind, Some(owner), fs_id);
-            match (node, copy) {
+            // Both verify and differ, and no pointer was found to say which
+            // is right (its tree could not be walked): neither is chosen.
+            if want.is_none()
+                && let (Ok(a), Ok(b)) = (&node, &copy)
+                && a[..] != b[..]
+            {
+                continue;
+            }
+            match (as_named(node), as_named(copy)) {
                 (Ok(a), Ok(b)) if a[..] == b[..] => {}
                 (Ok(a), _) => {
                     let mut tx = Tx::open(&*inner.dev, &mut meta)?;
-                    replace_replica(&mut tx, m.phys, m.replica, kind, owner, a.into(), None)?;
+                    if !replace_replica(&mut tx, m.phys, m.replica, kind, owner, a.into(), None)? {
+                        continue;
+                    }
                     let event = tx.meta.sb.error_seq.get();
                     let (okind, ino) = owner_codes(kind, owner);
                     log_event(
