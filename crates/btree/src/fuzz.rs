@@ -16,7 +16,7 @@
 //! ```
 //!
 //! Record types by mode: 0 `u64 -> ExtentRecord`, 1 `u64 -> DirentRecord`,
-//! 2 `(u64, u64, u64) -> ()`, 3 a 1000-byte key `-> u64` (fanout 4, so small
+//! 2 `(u64, u64, u64) -> ()`, 3 a 996-byte key `-> u64` (fanout 4, so small
 //! inputs still make deep trees). With bit 3, bit 0 alone chooses:
 //! 0 `(u64, u64, u64) -> u64` (the reverse map's shape: a start, two more
 //! key fields, a length), 1 a 900-byte key `-> u64` (fanout 4), both with

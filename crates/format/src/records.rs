@@ -215,8 +215,9 @@ pub mod mode {
 ///   64   12 ctime
 ///   76   12 btime        creation time
 ///   88    8 parent       parent directory (directories; first link for files)
-///   96   16 tree         extent tree (files, symlinks) or directory tree (dirs);
-///                        empty while a file's extents are inline
+///   96   16 tree         TreeRoot (with its root's crc): extent tree (files,
+///                        symlinks) or directory tree (dirs); empty while a
+///                        file's extents are inline
 ///  112   16 loss         tree of byte ranges whose data was lost to media errors
 ///  128    8 flags        INODE_FLAG_* (bit 0: INODE_FLAG_INLINE_EXTENTS)
 ///  136    8 generation   bumped when the number is reused (never, in v1)
