@@ -39,8 +39,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 continue;
             }
             let mut path = Vec::with_capacity(height as usize);
-            let mut leaf =
-                self.descend(s, root.block.get(), height, &items[i].0, Some(&mut path))?;
+            let mut leaf = self.descend(s, root, height, &items[i].0, Some(&mut path))?;
             // The leaf holds keys below the nearest separator to the right of
             // the path: the next ancestor slot that has a right sibling.
             let mut hi = None;
@@ -98,8 +97,8 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             }
             if changed {
                 let sum = leaf.summary()?;
-                self.store(s, leaf)?;
-                self.propagate(s, &mut path, sum)?;
+                let crc = self.store(s, leaf)?;
+                self.propagate(s, root, &mut path, sum, crc)?;
             }
             if full {
                 // The leaf splits (and maybe its ancestors) as for one insert;

@@ -71,18 +71,30 @@ pub type NodeBuf = Arc<Block>;
 /// the store's copy never changes under it); the store
 /// decides when and how the bytes reach media. The tree fills in the block
 /// header's `kind`, `owner`, `level` and `count`; the store seals the rest
-/// (block number, generation, file-system id, checksum) when it writes.
+/// (block number, generation, file-system id, checksum) when the node is
+/// written, and returns the checksum, which the tree keeps in the pointer
+/// to the node (the parent's `crcs[i]`, or the root's `crc`).
 pub trait NodeStore {
     /// Returns the current contents of node `b`, verified by the store to be a
-    /// sealed block of `kind` owned by `owner` (or staged earlier in this
-    /// transaction).
-    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<NodeBuf>;
-    /// Stages new contents for node `b`.
-    fn write_node(&mut self, b: BlockNo, node: NodeBuf) -> Result<()>;
+    /// sealed block of `kind` owned by `owner` whose header crc is `crc` (the
+    /// one the pointer to it names), or staged earlier in this transaction
+    /// with that crc. A block that verifies by itself but holds another crc
+    /// (an older copy left by a lost write, a forged one) is not returned:
+    /// the store may find the right copy elsewhere (a replica), else fails
+    /// with [`FormatError::StalePointer`].
+    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64, crc: u32) -> Result<NodeBuf>;
+    /// Seals and stages new contents for node `b`; returns the crc it was
+    /// sealed with.
+    fn write_node(&mut self, b: BlockNo, node: NodeBuf) -> Result<u32>;
     /// Allocates a block for a new node of `kind` owned by `owner`.
     fn alloc_node(&mut self, kind: BlockKind, owner: u64) -> Result<BlockNo>;
     /// Releases a node's block.
     fn free_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<()>;
+}
+
+/// The crc in a sealed block's header.
+pub fn sealed_crc(block: &Block) -> u32 {
+    daxfs_format::block::header(&block[..]).map_or(0, |h| h.crc.get())
 }
 
 /// A summary of a subtree, kept beside every child pointer of an internal

@@ -30,6 +30,10 @@ pub struct MemStore {
     pub fs_id: u64,
     /// Generation sealed into written blocks.
     pub generation: u64,
+    /// Reads refuse a block whose crc is not the one its pointer names (on
+    /// by default; the fuzz target turns it off to reach the checks behind
+    /// it with blocks it reseals).
+    pub check_crcs: bool,
     /// Counters, for tests that look at the tree's access pattern.
     pub reads: u64,
     /// See `reads`.
@@ -56,6 +60,7 @@ impl MemStore {
             alloc_budget: None,
             fs_id: MEM_FS_ID,
             generation: 1,
+            check_crcs: true,
             reads: 0,
             writes: 0,
             allocs: 0,
@@ -92,11 +97,76 @@ impl MemStore {
         self.blocks.get_mut(&b).map(NodeBuf::make_mut)
     }
 
-    /// Reseals block `b` after its bytes were changed behind the tree's back.
-    pub fn reseal(&mut self, b: u64) {
+    /// Reseals block `b` after its bytes were changed behind the tree's back;
+    /// returns its new crc (0 when it holds nothing). The pointer to it still
+    /// names the old one: see [`MemStore::reseal_up`].
+    pub fn reseal(&mut self, b: u64) -> u32 {
         let (g, id) = (self.generation, self.fs_id);
-        if let Some(x) = self.blocks.get_mut(&b) {
-            seal_block(NodeBuf::make_mut(x), b, g, id);
+        match self.blocks.get_mut(&b) {
+            Some(x) => {
+                let x = NodeBuf::make_mut(x);
+                seal_block(x, b, g, id);
+                crate::sealed_crc(x)
+            }
+            None => 0,
+        }
+    }
+
+    /// [`MemStore::reseal`], then makes every pointer to `b` (in an internal
+    /// node of a tree of `K` keys and `A` summaries, or `root`) name its new
+    /// crc, resealing the nodes that hold them in turn: a change behind the
+    /// tree's back that only the checks past the crc may catch.
+    pub fn reseal_up<
+        K: daxfs_format::records::Key,
+        V: daxfs_format::records::Record,
+        A: crate::Summary<K, V>,
+    >(
+        &mut self,
+        root: &mut daxfs_format::records::TreeRoot,
+        b: u64,
+    ) {
+        let mut todo = vec![b];
+        let mut rounds = 0;
+        while let Some(b) = todo.pop() {
+            rounds += 1;
+            if rounds > 10_000 {
+                return;
+            }
+            let crc = self.reseal(b);
+            if root.block.get() == b {
+                root.crc = crc.into();
+            }
+            let holders: Vec<(u64, usize)> = self
+                .blocks
+                .iter()
+                .filter(|&(&n, _)| n != b)
+                .filter_map(|(&n, x)| {
+                    let h = daxfs_format::block::header(&x[..]).ok()?;
+                    (h.level > 0).then_some((n, h.count.get() as usize))
+                })
+                .filter_map(|(n, count)| {
+                    let x = self.blocks.get(&n)?;
+                    let kids = crate::node::Layout::<K, V, A>::INT_KIDS;
+                    let crcs = crate::node::Layout::<K, V, A>::INT_CRCS;
+                    let mut hit = vec![];
+                    for i in 0..count.min(crate::node::Layout::<K, V, A>::INT_CAP) {
+                        let c = x.get(kids + 8 * i..kids + 8 * i + 8)?;
+                        if u64::from_le_bytes(c.try_into().ok()?) == b {
+                            hit.push(crcs + 4 * i);
+                        }
+                    }
+                    (!hit.is_empty()).then_some((n, hit))
+                })
+                .flat_map(|(n, hit)| hit.into_iter().map(move |at| (n, at)))
+                .collect();
+            for (n, at) in holders {
+                if let Some(x) = self.blocks.get_mut(&n)
+                    && let Some(d) = NodeBuf::make_mut(x).get_mut(at..at + 4)
+                {
+                    d.copy_from_slice(&crc.to_le_bytes());
+                    todo.push(n);
+                }
+            }
         }
     }
 
@@ -109,14 +179,14 @@ impl MemStore {
 }
 
 impl NodeStore for MemStore {
-    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<NodeBuf> {
+    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64, crc: u32) -> Result<NodeBuf> {
         self.reads += 1;
         let Some(x) = self.blocks.get(&b.0).filter(|_| self.live.contains(&b.0)) else {
             return Err(TreeError::Store(format!(
                 "read of block {b}, which holds no node"
             )));
         };
-        verify_block(
+        let h = verify_block(
             x,
             &Expect {
                 blockno: b.0,
@@ -125,10 +195,18 @@ impl NodeStore for MemStore {
                 fs_id: self.fs_id,
             },
         )?;
+        if self.check_crcs && h.crc.get() != crc {
+            return Err(daxfs_format::FormatError::StalePointer {
+                block: b.0,
+                expected: crc,
+                found: h.crc.get(),
+            }
+            .into());
+        }
         Ok(x.clone())
     }
 
-    fn write_node(&mut self, b: BlockNo, mut node: NodeBuf) -> Result<()> {
+    fn write_node(&mut self, b: BlockNo, mut node: NodeBuf) -> Result<u32> {
         self.writes += 1;
         if !self.live.contains(&b.0) {
             return Err(TreeError::Store(format!(
@@ -141,8 +219,9 @@ impl NodeStore for MemStore {
             self.generation,
             self.fs_id,
         );
+        let crc = crate::sealed_crc(&node);
         self.blocks.insert(b.0, node);
-        Ok(())
+        Ok(crc)
     }
 
     fn alloc_node(&mut self, _kind: BlockKind, _owner: u64) -> Result<BlockNo> {

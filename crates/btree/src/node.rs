@@ -17,12 +17,14 @@
 //!   64 + LCAP*KS  LCAP * VS       values[LCAP]  values[i] belongs to keys[i]
 //!
 //! internal (level >= 1), AS = A::SIZE (0 for trees without summaries),
-//! ICAP = 4032 / (KS + 8 + AS):
+//! ICAP = 4032 / (KS + 8 + 4 + AS):
 //!   64         ICAP * KS          keys[ICAP]    keys[i] = lowest key that
 //!                                               child i may hold, for i >= 1;
 //!                                               strictly increasing
 //!   64 + ICAP*KS  ICAP * 8        children[ICAP] u64 block numbers, never 0
-//!   64 + ICAP*(KS+8)  ICAP * AS   sums[ICAP]    sums[i] = the summary of
+//!   64 + ICAP*(KS+8)  ICAP * 4    crcs[ICAP]    u32: crcs[i] = the header crc
+//!                                               child i was sealed with
+//!   64 + ICAP*(KS+12) ICAP * AS   sums[ICAP]    sums[i] = the summary of
 //!                                               every record under child i
 //!                                               (augmented trees only)
 //!
@@ -52,15 +54,21 @@
 //! (u64, u64, u64) ()                     168    64..4096     -         -
 //! (u64, u64, u64) RmapRecord (24 B)       84    64..2080   2080..4096   -
 //!
-//! key size        ICAP  internal keys  children     zero tail
-//! 8 (u64)          252    64..2080     2080..4096   -
-//! 16 (u64, u64)    168    64..2752     2752..4096   -
-//! 24 (u64 x 3)     126    64..3088     3088..4096   -
+//! key size        ICAP  internal keys  children     crcs         zero tail
+//! 8 (u64)          201    64..1672     1672..3280   3280..4084   4084..4096
+//! 16 (u64, u64)    144    64..2368     2368..3520   3520..4096   -
+//! 24 (u64 x 3)     112    64..2752     2752..3648   3648..4096   -
 //!
 //! with an 8-byte summary (the reverse map: the largest end below):
-//! key size        ICAP  internal keys  children     sums         zero tail
-//! 24 (u64 x 3)     100    64..2464     2464..3264   3264..4064   4064..4096
+//! key size        ICAP  internal keys  children     crcs         sums         zero tail
+//! 24 (u64 x 3)      91    64..2248     2248..2976   2976..3340   3340..4068   4068..4096
 //! ```
+//!
+//! A node is trusted only through a pointer that names its crc (the
+//! parent's `crcs[i]`, or the tree root's `crc`): the store refuses a node
+//! that verifies by itself but was sealed with another crc (see
+//! [`NodeStore::read_node`](crate::NodeStore::read_node)), so every change
+//! to a node rewrites its ancestors up to the root.
 #![deny(clippy::indexing_slicing)]
 
 use crate::{NodeBuf, Result, Summary, TreeError};
@@ -73,6 +81,8 @@ use std::ops::Range;
 
 /// Bytes of a child pointer in an internal node.
 pub(crate) const CHILD_SIZE: usize = 8;
+/// Bytes of a child's crc in an internal node.
+pub(crate) const CRC_SIZE: usize = 4;
 
 /// Capacities and array offsets for one `(K, V)` pair, computed at compile time.
 pub(crate) struct Layout<K, V, A = ()>(PhantomData<(K, V, A)>);
@@ -88,12 +98,14 @@ impl<K: Key, V: Record, A: Summary<K, V>> Layout<K, V, A> {
     /// Where the value array of a leaf starts.
     pub(crate) const LEAF_VALS: usize = Self::KEYS + Self::LEAF_CAP * K::SIZE;
     /// Children per internal node.
-    pub(crate) const INT_CAP: usize = Self::AVAIL / (K::SIZE + CHILD_SIZE + A::SIZE);
+    pub(crate) const INT_CAP: usize = Self::AVAIL / (K::SIZE + CHILD_SIZE + CRC_SIZE + A::SIZE);
     /// Where the child array of an internal node starts.
     pub(crate) const INT_KIDS: usize = Self::KEYS + Self::INT_CAP * K::SIZE;
+    /// Where the children's crcs of an internal node start.
+    pub(crate) const INT_CRCS: usize = Self::INT_KIDS + Self::INT_CAP * CHILD_SIZE;
     /// Where the summary array of an internal node starts (empty when the
     /// tree keeps no summaries).
-    pub(crate) const INT_SUMS: usize = Self::INT_KIDS + Self::INT_CAP * CHILD_SIZE;
+    pub(crate) const INT_SUMS: usize = Self::INT_CRCS + Self::INT_CAP * CRC_SIZE;
     /// End of a leaf's value array: a leaf's zero-size third array sits there.
     const LEAF_END: usize = Self::LEAF_VALS + Self::LEAF_CAP * V::SIZE;
     /// Fewest records in a non-root leaf. A quarter, not a half: a split
@@ -137,18 +149,20 @@ impl<K: Key, V: Record, A: Summary<K, V>> Layout<K, V, A> {
     }
 
     /// The parallel arrays of a node of `level`: (offset, slot size). A
-    /// leaf's third array has slots of size zero.
-    const fn arrays(level: u8) -> [(usize, usize); 3] {
+    /// leaf's third and fourth arrays have slots of size zero.
+    const fn arrays(level: u8) -> [(usize, usize); 4] {
         if level == 0 {
             [
                 (Self::KEYS, K::SIZE),
                 (Self::LEAF_VALS, V::SIZE),
+                (Self::LEAF_END, 0),
                 (Self::LEAF_END, 0),
             ]
         } else {
             [
                 (Self::KEYS, K::SIZE),
                 (Self::INT_KIDS, CHILD_SIZE),
+                (Self::INT_CRCS, CRC_SIZE),
                 (Self::INT_SUMS, A::SIZE),
             ]
         }
@@ -322,6 +336,19 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
             return Err(self.bad(format!("child {i} points at its own node")));
         }
         Ok(c)
+    }
+
+    /// The crc child `i` of an internal node was sealed with.
+    pub(crate) fn crc(&self, i: usize) -> Result<u32> {
+        let b = self.bytes(slots(Layout::<K, V, A>::INT_CRCS, CRC_SIZE, i, 1))?;
+        let b: [u8; CRC_SIZE] = b.try_into().map_err(|_| self.out_of_range("read"))?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    pub(crate) fn set_crc(&mut self, i: usize, c: u32) -> Result<()> {
+        let b = self.bytes_mut(slots(Layout::<K, V, A>::INT_CRCS, CRC_SIZE, i, 1))?;
+        b.copy_from_slice(&c.to_le_bytes());
+        Ok(())
     }
 
     /// The summary of child `i` of an internal node.
@@ -553,16 +580,22 @@ impl<K: Key, V: Record, A: Summary<K, V>> Node<K, V, A> {
         (self.no, self.buf.into_shared())
     }
 
+    /// The crc in the node's header (what it was sealed with when read).
+    pub(crate) fn sealed_crc(&self) -> u32 {
+        crate::sealed_crc(self.buf.get())
+    }
+
     /// Checks that every byte past the used slots is zero.
     pub(crate) fn tail_is_zero(&self) -> bool {
         let cap = self.cap();
-        let [(b0, s0), (b1, s1), (b2, s2)] = Layout::<K, V, A>::arrays(self.level);
+        let [(b0, s0), (b1, s1), (b2, s2), (b3, s3)] = Layout::<K, V, A>::arrays(self.level);
         let unused = |b, s| slots(b, s, self.count, cap.saturating_sub(self.count));
-        let end = slots(b2, s2, cap, 0).start;
+        let end = slots(b3, s3, cap, 0).start;
         [
             unused(b0, s0),
             unused(b1, s1),
             unused(b2, s2),
+            unused(b3, s3),
             end..BLOCK_SIZE,
         ]
         .into_iter()

@@ -160,14 +160,16 @@ fn model_first_ge<K: Ord + Copy, V: Copy>(m: &BTreeMap<K, V>, k: &K) -> Option<(
 #[test]
 fn capacities_match_the_documented_table() {
     assert_eq!(Layout::<u64, ExtentRecord>::LEAF_CAP, 168);
-    assert_eq!(Layout::<u64, ExtentRecord>::INT_CAP, 252);
+    assert_eq!(Layout::<u64, ExtentRecord>::INT_CAP, 201);
     assert_eq!(Layout::<u64, InodeRecord>::LEAF_CAP, 15);
     assert_eq!(Layout::<u64, DirentRecord>::LEAF_CAP, 14);
     assert_eq!(Layout::<(u64, u64), ()>::LEAF_CAP, 252);
-    assert_eq!(Layout::<(u64, u64), ()>::INT_CAP, 168);
+    assert_eq!(Layout::<(u64, u64), ()>::INT_CAP, 144);
     assert_eq!(Layout::<(u64, u64, u64), ()>::LEAF_CAP, 168);
-    assert_eq!(Layout::<(u64, u64, u64), ()>::INT_CAP, 126);
+    assert_eq!(Layout::<(u64, u64, u64), ()>::INT_CAP, 112);
     assert_eq!(Layout::<(u64, u64, u64), DirentRecord>::LEAF_CAP, 13);
+    // Each child's crc follows the child array.
+    assert_eq!(Layout::<u64, u64>::INT_CRCS, 64 + 201 * 16);
     assert_eq!(Layout::<WideKey, u64>::LEAF_CAP, 4);
     assert_eq!(Layout::<WideKey, u64>::INT_CAP, 4);
     // Array offsets, as documented in the layout table.
@@ -175,11 +177,11 @@ fn capacities_match_the_documented_table() {
     assert_eq!(Layout::<u64, InodeRecord>::LEAF_VALS, 184);
     assert_eq!(Layout::<u64, DirentRecord>::LEAF_VALS, 176);
     assert_eq!(Layout::<u64, DirentRecord>::LEAF_VALS + 14 * 272, 3984);
-    assert_eq!(Layout::<u64, ()>::INT_KIDS, 2080);
-    assert_eq!(Layout::<(u64, u64), ()>::INT_KIDS, 2752);
-    assert_eq!(Layout::<(u64, u64, u64), ()>::INT_KIDS, 3088);
+    assert_eq!(Layout::<u64, ()>::INT_KIDS, 1672);
+    assert_eq!(Layout::<(u64, u64), ()>::INT_KIDS, 2368);
+    assert_eq!(Layout::<(u64, u64, u64), ()>::INT_KIDS, 2752);
     assert_eq!(BTree::<u64, DirentRecord>::LEAF_CAPACITY, 14);
-    assert_eq!(BTree::<u64, DirentRecord>::INTERNAL_CAPACITY, 252);
+    assert_eq!(BTree::<u64, DirentRecord>::INTERNAL_CAPACITY, 201);
 }
 
 #[test]
@@ -633,21 +635,21 @@ fn model_rmap_unit_values() {
 
 #[test]
 fn summaries_take_room_only_when_kept() {
-    // Internal nodes give each child a summary slot after the child array.
-    assert_eq!(Layout::<(u64, u64, u64), u64, MaxEnd>::INT_CAP, 100);
+    // Internal nodes give each child a summary slot after the crc array.
+    assert_eq!(Layout::<(u64, u64, u64), u64, MaxEnd>::INT_CAP, 91);
     assert_eq!(
         Layout::<(u64, u64, u64), u64, MaxEnd>::INT_KIDS,
-        64 + 100 * 24
+        64 + 91 * 24
     );
     assert_eq!(
         Layout::<(u64, u64, u64), u64, MaxEnd>::INT_SUMS,
-        64 + 100 * 32
+        64 + 91 * 36
     );
     assert_eq!(Layout::<(u64, u64, u64), u64, MaxEnd>::LEAF_CAP, 126);
     assert_eq!(Layout::<AugKey, u64, MaxEnd>::INT_CAP, 4);
     assert_eq!(Layout::<AugKey, u64, MaxEnd>::LEAF_CAP, 4);
     // Without summaries nothing moves.
-    assert_eq!(Layout::<(u64, u64, u64), u64>::INT_CAP, 126);
+    assert_eq!(Layout::<(u64, u64, u64), u64>::INT_CAP, 112);
 }
 
 #[test]
@@ -767,6 +769,8 @@ fn a_wrong_summary_is_reported() {
     }
     assert!(f.root.height.get() >= 3);
     f.check();
+    // The check behind the crc: the changed node's pointer is not updated.
+    f.s.check_crcs = false;
     let mut internal = vec![];
     f.t.visit_nodes(&mut f.s, &f.root, &mut |b, level| {
         if level > 0 {
@@ -986,10 +990,11 @@ impl NodeStore for FailingStore {
         b: BlockNo,
         kind: BlockKind,
         owner: u64,
+        crc: u32,
     ) -> crate::Result<crate::NodeBuf> {
-        self.inner.read_node(b, kind, owner)
+        self.inner.read_node(b, kind, owner, crc)
     }
-    fn write_node(&mut self, b: BlockNo, node: crate::NodeBuf) -> crate::Result<()> {
+    fn write_node(&mut self, b: BlockNo, node: crate::NodeBuf) -> crate::Result<u32> {
         self.inner.write_node(b, node)
     }
     fn alloc_node(&mut self, kind: BlockKind, owner: u64) -> crate::Result<BlockNo> {
@@ -1054,6 +1059,10 @@ fn corruptible() -> (Fixture<WideKey, u64>, BTreeMap<WideKey, u64>) {
         m.insert(WideKey(i * 10), i);
     }
     assert!(f.root.height.get() >= 3);
+    // The tests that damage this tree reach the checks behind the crc
+    // (their changes are resealed, the pointers to them are not):
+    // `stale_and_forged_nodes_are_refused` tests the crc itself.
+    f.s.check_crcs = false;
     (f, m)
 }
 
@@ -1104,6 +1113,69 @@ fn assert_reported(f: &mut Fixture<WideKey, u64>) -> (TreeError, TreeError) {
 
 fn root_no(f: &Fixture<WideKey, u64>) -> u64 {
     f.root.block.get()
+}
+
+/// A node that verifies by itself but is not the one its pointer names (an
+/// older sealed copy: a lost write; or a record changed and resealed) is
+/// refused by every read, and the tree changes nothing through it. Once
+/// the pointers above are made to name the forgery, the crc lets it pass.
+#[test]
+fn stale_and_forged_nodes_are_refused() {
+    let mut f = Fixture::<WideKey, u64>::new(BlockKind::FreeTree);
+    for j in 0..40u64 {
+        f.insert(WideKey(j * 7 % 40 * 10), j);
+    }
+    assert!(f.root.height.get() >= 3);
+    let leaf = first_leaf(&mut f);
+    let old = *f.s.raw(leaf).unwrap();
+    let r0 = f.root;
+    // A later change to the leaf: its pointers now name the new crc.
+    f.insert(WideKey(1), 99);
+    assert_ne!(f.root.crc, r0.crc, "the root's crc follows a change below");
+    let new = *f.s.raw(leaf).unwrap();
+    assert_ne!(old[..], new[..]);
+    for (what, blk) in [
+        ("stale", old),
+        ("forged", {
+            let mut b = new;
+            b[HEADER_SIZE + WideKey::SIZE * 4 + 3] ^= 1;
+            b
+        }),
+    ] {
+        *f.s.raw_mut(leaf).unwrap() = blk;
+        f.s.reseal(leaf);
+        assert!(
+            daxfs_format::verify_block(
+                f.s.raw(leaf).unwrap(),
+                &daxfs_format::block::Expect {
+                    blockno: leaf,
+                    kind: BlockKind::FreeTree,
+                    owner: Some(OWNER),
+                    fs_id: f.s.fs_id,
+                }
+            )
+            .is_ok(),
+            "{what}: the copy verifies by itself"
+        );
+        let stale = |e: &TreeError| matches!(e, TreeError::Format(FormatError::StalePointer { block, .. }) if *block == leaf);
+        let e = f.t.get(&mut f.s, &f.root, &WideKey(1)).unwrap_err();
+        assert!(stale(&e), "{what}: {e:?}");
+        let e = f.t.check(&mut f.s, &f.root).unwrap_err();
+        assert!(stale(&e), "{what}: {e:?}");
+        let mut root = f.root;
+        let e = f.t.insert(&mut f.s, &mut root, WideKey(2), 1).unwrap_err();
+        assert!(stale(&e), "{what}: {e:?}");
+        assert_eq!(root, f.root, "{what}: nothing changed");
+        *f.s.raw_mut(leaf).unwrap() = new;
+    }
+    f.check();
+    // The same forgery with every pointer above resealed to name it: the
+    // crc cannot tell (only the other checks may).
+    f.s.raw_mut(leaf).unwrap()[HEADER_SIZE + WideKey::SIZE * 4 + 3] ^= 2;
+    let mut root = f.root;
+    f.s.reseal_up::<WideKey, u64, ()>(&mut root, leaf);
+    assert_ne!(root.crc, f.root.crc);
+    f.t.check(&mut f.s, &root).unwrap();
 }
 
 #[test]
@@ -1260,26 +1332,26 @@ fn wrong_levels_and_heights() {
     let (mut f, _) = corruptible();
     let h = f.root.height.get();
     for bad in [
-        TreeRoot::new(root_no(&f), h + 1),
-        TreeRoot::new(root_no(&f), h - 1),
-        TreeRoot::new(root_no(&f), 0),
+        TreeRoot::new(root_no(&f), h + 1, f.root.crc.get()),
+        TreeRoot::new(root_no(&f), h - 1, f.root.crc.get()),
+        TreeRoot::new(root_no(&f), 0, f.root.crc.get()),
     ] {
         let e = f.t.get(&mut f.s, &bad, &WideKey(10)).unwrap_err();
         assert!(matches!(e, TreeError::Corrupt { .. }), "{e:?}");
         assert!(f.t.check(&mut f.s, &bad).is_err());
     }
-    let too_high = TreeRoot::new(root_no(&f), MAX_HEIGHT + 1);
+    let too_high = TreeRoot::new(root_no(&f), MAX_HEIGHT + 1, f.root.crc.get());
     let e = f.t.check(&mut f.s, &too_high).unwrap_err();
     assert!(
         matches!(&e, TreeError::Corrupt { what, .. } if what.contains("maximum")),
         "{e:?}"
     );
     assert!(
-        f.t.get(&mut f.s, &TreeRoot::new(0, 3), &WideKey(1))
+        f.t.get(&mut f.s, &TreeRoot::new(0, 3, 0), &WideKey(1))
             .is_err()
     );
     assert!(
-        f.t.get(&mut f.s, &TreeRoot::new(999_999, 2), &WideKey(1))
+        f.t.get(&mut f.s, &TreeRoot::new(999_999, 2, 0), &WideKey(1))
             .is_err()
     );
 }
@@ -1526,20 +1598,21 @@ fn relocate_moves_every_node() {
     t.visit_nodes(&mut s, &root, &mut |b, _| nodes.push(b.0))
         .unwrap();
     for old in nodes {
-        let blk = s.read_node(BlockNo(old), t.kind, OWNER).unwrap();
+        let crc = crate::sealed_crc(s.raw(old).unwrap());
+        let blk = s.read_node(BlockNo(old), t.kind, OWNER, crc).unwrap();
         let (key, level) = t.node_key(&blk).unwrap();
         let new = s.alloc_node(t.kind, OWNER).unwrap().0;
-        s.write_node(BlockNo(new), blk).unwrap();
+        let new_crc = s.write_node(BlockNo(new), blk).unwrap();
         // A key of another node does not lead here: nothing changes.
         if level == 0 && old != root.block.get() {
             let other = key.map(|k| if k >= 3 * n / 2 { 0 } else { 3 * n - 3 });
             assert!(
-                !t.relocate(&mut s, &mut root, old, new, other.as_ref(), level)
+                !t.relocate(&mut s, &mut root, old, new, new_crc, other.as_ref(), level)
                     .unwrap()
             );
         }
         assert!(
-            t.relocate(&mut s, &mut root, old, new, key.as_ref(), level)
+            t.relocate(&mut s, &mut root, old, new, new_crc, key.as_ref(), level)
                 .unwrap()
         );
         s.free_node(BlockNo(old), t.kind, OWNER).unwrap();
@@ -1595,7 +1668,12 @@ fn reads_share_and_changes_copy() {
         .into_iter()
         .map(|b| {
             let buf = s
-                .read_node(BlockNo(b), BlockKind::InodeTree, OWNER)
+                .read_node(
+                    BlockNo(b),
+                    BlockKind::InodeTree,
+                    OWNER,
+                    crate::sealed_crc(s.raw(b).unwrap()),
+                )
                 .unwrap();
             (b, buf)
         })

@@ -110,7 +110,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         if height == 0 {
             return Ok(None);
         }
-        let leaf = self.descend(s, root.block.get(), height, key, None)?;
+        let leaf = self.descend(s, root, height, key, None)?;
         match leaf.search(key)? {
             Ok(i) => Ok(Some(leaf.val(i)?)),
             Err(_) => Ok(None),
@@ -150,12 +150,12 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             leaf.open_gap(0, 1)?;
             leaf.set_key(0, &key)?;
             leaf.set_val(0, &val)?;
-            self.store(s, leaf)?;
-            *root = TreeRoot::new(no, 1);
+            let crc = self.store(s, leaf)?;
+            *root = TreeRoot::new(no, 1, crc);
             return Ok(None);
         }
         let mut path = Vec::with_capacity(height as usize);
-        let mut leaf = self.descend(s, root.block.get(), height, &key, Some(&mut path))?;
+        let mut leaf = self.descend(s, root, height, &key, Some(&mut path))?;
         let pos = match leaf.search(&key)? {
             Ok(i) => {
                 let old = leaf.val(i)?;
@@ -170,8 +170,8 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                     }
                     _ => leaf.summary()?,
                 };
-                self.store(s, leaf)?;
-                self.propagate(s, &mut path, sum)?;
+                let crc = self.store(s, leaf)?;
+                self.propagate(s, root, &mut path, sum, crc)?;
                 return Ok(Some(old));
             }
             Err(pos) => pos,
@@ -186,8 +186,8 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 Some((parent, idx)) => parent.sum(*idx)?.join(A::of(&key, &val)),
                 None => A::of(&key, &val),
             };
-            self.store(s, leaf)?;
-            self.propagate(s, &mut path, sum)?;
+            let crc = self.store(s, leaf)?;
+            self.propagate(s, root, &mut path, sum, crc)?;
             return Ok(None);
         }
 
@@ -235,35 +235,38 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         let mut right_no = right.no;
         let mut left_sum = leaf.summary()?;
         let mut right_sum = right.summary()?;
-        self.store(s, leaf)?;
-        self.store(s, right)?;
+        let mut left_crc = self.store(s, leaf)?;
+        let mut right_crc = self.store(s, right)?;
 
         // Hand the new (separator, right node) pair up until a node has room.
         while let Some((mut parent, idx)) = path.pop() {
             parent.set_sum(idx, &left_sum)?;
+            parent.set_crc(idx, left_crc)?;
             if parent.count < parent.cap() {
                 parent.open_gap(idx + 1, 1)?;
                 parent.set_key(idx + 1, &sep)?;
                 parent.set_child(idx + 1, right_no)?;
+                parent.set_crc(idx + 1, right_crc)?;
                 parent.set_sum(idx + 1, &right_sum)?;
                 let sum = parent.summary()?;
-                self.store(s, parent)?;
-                self.propagate(s, &mut path, sum)?;
+                let crc = self.store(s, parent)?;
+                self.propagate(s, root, &mut path, sum, crc)?;
                 return Ok(None);
             }
             let mut right = Node::empty(next_block()?, self.kind, self.owner, parent.level);
-            let (k, c, a) = (sep, right_no, right_sum);
+            let (k, c, cc, a) = (sep, right_no, right_crc, right_sum);
             sep = Self::split_insert(&mut parent, &mut right, idx + 1, appending, |n, i| {
                 n.set_key(i, &k)?;
                 n.set_child(i, c)?;
+                n.set_crc(i, cc)?;
                 n.set_sum(i, &a)
             })?;
             left_no = parent.no;
             right_no = right.no;
             left_sum = parent.summary()?;
             right_sum = right.summary()?;
-            self.store(s, parent)?;
-            self.store(s, right)?;
+            left_crc = self.store(s, parent)?;
+            right_crc = self.store(s, right)?;
         }
 
         // The root itself split: a new root above the two halves. Its level is
@@ -272,13 +275,15 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         top.open_gap(0, 2)?;
         top.set_key(0, &K::MIN)?;
         top.set_child(0, left_no)?;
+        top.set_crc(0, left_crc)?;
         top.set_sum(0, &left_sum)?;
         top.set_key(1, &sep)?;
         top.set_child(1, right_no)?;
+        top.set_crc(1, right_crc)?;
         top.set_sum(1, &right_sum)?;
         let top_no = top.no;
-        self.store(s, top)?;
-        *root = TreeRoot::new(top_no, height + 1);
+        let crc = self.store(s, top)?;
+        *root = TreeRoot::new(top_no, height + 1, crc);
         Ok(None)
     }
 
@@ -294,7 +299,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             return Ok(None);
         }
         let mut path = Vec::with_capacity(height as usize);
-        let mut leaf = self.descend(s, root.block.get(), height, key, Some(&mut path))?;
+        let mut leaf = self.descend(s, root, height, key, Some(&mut path))?;
         let Ok(pos) = leaf.search(key)? else {
             return Ok(None);
         };
@@ -310,19 +315,19 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                     self.free(s, node.no)?;
                     *root = TreeRoot::EMPTY;
                 } else if !node.is_leaf() && node.count == 1 {
-                    let child = node.child(0)?;
+                    let (child, crc) = (node.child(0)?, node.crc(0)?);
                     self.free(s, node.no)?;
-                    *root = TreeRoot::new(child, root.height.get().saturating_sub(1));
+                    *root = TreeRoot::new(child, root.height.get().saturating_sub(1), crc);
                 } else {
-                    self.store(s, node)?;
+                    root.crc = self.store(s, node)?.into();
                 }
                 return Ok(Some(old));
             };
             if node.count >= Layout::<K, V, A>::min(node.level) {
                 let sum = node.summary()?;
-                self.store(s, node)?;
+                let crc = self.store(s, node)?;
                 path.push((parent, idx));
-                self.propagate(s, &mut path, sum)?;
+                self.propagate(s, root, &mut path, sum, crc)?;
                 return Ok(Some(old));
             }
             if parent.count < 2 {
@@ -331,11 +336,12 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             // Pair the node with its left sibling, or its right one when it is
             // the first child: `l` and `r` are children `ri - 1` and `ri`.
             let ri = idx.max(1);
-            let sib_no = parent.child(if idx > 0 { idx - 1 } else { 1 })?;
+            let sib_i = if idx > 0 { idx - 1 } else { 1 };
+            let sib_no = parent.child(sib_i)?;
             if sib_no == node.no {
                 return Err(parent.bad(format!("children {} and {ri} are the same node", ri - 1)));
             }
-            let sib = self.load(s, sib_no, node.level.into(), false)?;
+            let sib = self.load(s, sib_no, node.level.into(), false, parent.crc(sib_i)?)?;
             let (mut l, mut r) = if idx > 0 { (sib, node) } else { (node, sib) };
             if !l.is_leaf() {
                 // The parent's separator is the lower bound of r's first child:
@@ -349,7 +355,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 self.free(s, r.no)?;
                 parent.close_gap(ri, 1)?;
                 parent.set_sum(ri - 1, &l.summary()?)?;
-                self.store(s, l)?;
+                parent.set_crc(ri - 1, self.store(s, l)?)?;
                 node = parent;
             } else {
                 // Both have more than half the capacity between them: share
@@ -365,11 +371,11 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 parent.set_key(ri, &r.key(0)?)?;
                 parent.set_sum(ri - 1, &l.summary()?)?;
                 parent.set_sum(ri, &r.summary()?)?;
-                self.store(s, l)?;
-                self.store(s, r)?;
+                parent.set_crc(ri - 1, self.store(s, l)?)?;
+                parent.set_crc(ri, self.store(s, r)?)?;
                 let sum = parent.summary()?;
-                self.store(s, parent)?;
-                self.propagate(s, &mut path, sum)?;
+                let crc = self.store(s, parent)?;
+                self.propagate(s, root, &mut path, sum, crc)?;
                 return Ok(Some(old));
             }
         }
@@ -415,18 +421,19 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         }
         let mut stack: Vec<Frame<K, V, A>> = Vec::with_capacity(height as usize);
         let mut no = root.block.get();
+        let mut crc = root.crc.get();
         let (mut b_lo, mut b_hi): (Option<K>, Option<K>) = (None, None);
         let mut first_leaf = true;
         let mut last: Option<K> = None;
         loop {
             // Down to a leaf: following `lo` the first time, leftmost after.
             let level = (height - 1).saturating_sub(stack.len() as u32);
-            let node = self.load(s, no, level, stack.is_empty())?;
+            let node = self.load(s, no, level, stack.is_empty(), crc)?;
             if !node.is_leaf() {
                 let idx = if first_leaf { node.route(lo)? } else { 0 };
                 let skipped = A::SIZE > 0 && skip(&node.sum(idx)?);
                 let (c_lo, c_hi) = Self::child_bounds(&node, idx, b_lo, b_hi)?;
-                let child = node.child(idx)?;
+                let (child, child_crc) = (node.child(idx)?, node.crc(idx)?);
                 stack.push(Frame {
                     node,
                     idx,
@@ -436,11 +443,11 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 if skipped {
                     first_leaf = false;
                     match Self::next_child(&mut stack, hi, skip)? {
-                        Some((c, l, h)) => (no, b_lo, b_hi) = (c, l, h),
+                        Some((c, cc, l, h)) => (no, crc, b_lo, b_hi) = (c, cc, l, h),
                         None => return Ok(()),
                     }
                 } else {
-                    no = child;
+                    (no, crc) = (child, child_crc);
                     (b_lo, b_hi) = (c_lo, c_hi);
                 }
                 continue;
@@ -484,21 +491,21 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
 
             // Up to the nearest ancestor with a child left, then down again.
             match Self::next_child(&mut stack, hi, skip)? {
-                Some((c, l, h)) => (no, b_lo, b_hi) = (c, l, h),
+                Some((c, cc, l, h)) => (no, crc, b_lo, b_hi) = (c, cc, l, h),
                 None => return Ok(()),
             }
         }
     }
 
     /// The next child to walk after the one the top of `stack` is on: its
-    /// block and bounds, climbing as needed and passing over the children
+    /// block, crc and bounds, climbing as needed and passing over the children
     /// that `skip` accepts. `None` when no child left can hold a key `<= hi`.
     #[allow(clippy::type_complexity)]
     fn next_child(
         stack: &mut Vec<Frame<K, V, A>>,
         hi: &K,
         skip: &dyn Fn(&A) -> bool,
-    ) -> Result<Option<(u64, Option<K>, Option<K>)>> {
+    ) -> Result<Option<(u64, u32, Option<K>, Option<K>)>> {
         loop {
             let Some(fr) = stack.last_mut() else {
                 return Ok(None);
@@ -512,7 +519,12 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 if A::SIZE > 0 && skip(&fr.node.sum(fr.idx)?) {
                     continue;
                 }
-                return Ok(Some((fr.node.child(fr.idx)?, c_lo, c_hi)));
+                return Ok(Some((
+                    fr.node.child(fr.idx)?,
+                    fr.node.crc(fr.idx)?,
+                    c_lo,
+                    c_hi,
+                )));
             }
             stack.pop();
         }
@@ -530,7 +542,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             return Ok(None);
         }
         let mut path = Vec::with_capacity(height as usize);
-        let leaf = self.descend(s, root.block.get(), height, key, Some(&mut path))?;
+        let leaf = self.descend(s, root, height, key, Some(&mut path))?;
         let n = leaf.upper_bound(0, key)?;
         let found = if n > 0 {
             Some((leaf.key(n - 1)?, leaf.val(n - 1)?, leaf.no))
@@ -545,9 +557,10 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                     continue;
                 }
                 let mut no = node.child(idx - 1)?;
+                let mut crc = node.crc(idx - 1)?;
                 let mut level = u32::from(node.level).saturating_sub(1);
                 loop {
-                    let n = self.load(s, no, level, false)?;
+                    let n = self.load(s, no, level, false, crc)?;
                     let Some(i) = n.count.checked_sub(1) else {
                         break;
                     };
@@ -555,7 +568,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                         found = Some((n.key(i)?, n.val(i)?, n.no));
                         break;
                     }
-                    no = n.child(i)?;
+                    (no, crc) = (n.child(i)?, n.crc(i)?);
                     level = level.saturating_sub(1);
                 }
                 break;
@@ -623,6 +636,21 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         Ok(())
     }
 
+    /// [`BTree::visit_nodes`], with each node's crc (the one its pointer
+    /// names, which the node was read with).
+    pub fn visit_sealed(
+        &self,
+        s: &mut dyn NodeStore,
+        root: &TreeRoot,
+        f: &mut dyn FnMut(daxfs_format::BlockNo, u32, u32),
+    ) -> Result<()> {
+        self.walk(s, root, &mut |n, _, _| {
+            f(BlockNo(n.no), u32::from(n.level), n.sealed_crc());
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// The nodes from the root down to the leaf whose range holds `key`,
     /// root first.
     pub fn path(&self, s: &mut dyn NodeStore, root: &TreeRoot, key: &K) -> Result<Vec<u64>> {
@@ -631,7 +659,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             return Ok(vec![]);
         }
         let mut path = Vec::with_capacity(height as usize);
-        let leaf = self.descend(s, root.block.get(), height, key, Some(&mut path))?;
+        let leaf = self.descend(s, root, height, key, Some(&mut path))?;
         let mut out: Vec<u64> = path.iter().map(|(n, _)| n.no).collect();
         out.push(leaf.no);
         Ok(out)
@@ -677,16 +705,20 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
 
     /// Moves the reference to node `old` (at `level`, holding `key` within
     /// its bounds: see [`BTree::node_key`]) over to `new`: its parent's child
-    /// pointer, or the root when `old` is the root. The caller has staged
-    /// `new` with `old`'s contents. `old` itself is never read, so this works
+    /// pointer, or the root when `old` is the root, with the crc `new_crc`
+    /// the caller sealed `new` with (the pointers above follow, up to the
+    /// root). The caller has staged `new` with `old`'s contents (`new` may
+    /// be `old`, resealed). `old` itself is never read, so this works
     /// when it is unreadable. Returns false, changing nothing, when the path
     /// that `key` takes does not lead to `old` at `level`.
+    #[allow(clippy::too_many_arguments)]
     pub fn relocate(
         &self,
         s: &mut dyn NodeStore,
         root: &mut TreeRoot,
         old: u64,
         new: u64,
+        new_crc: u32,
         key: Option<&K>,
         level: u32,
     ) -> Result<bool> {
@@ -698,27 +730,35 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             if height - 1 != level {
                 return Ok(false);
             }
-            *root = TreeRoot::new(new, height);
+            *root = TreeRoot::new(new, height, new_crc);
             return Ok(true);
         }
         let Some(key) = key else {
             return Ok(false);
         };
         let mut no = root.block.get();
+        let mut crc = root.crc.get();
         let mut lvl = height - 1;
+        let mut path = Vec::with_capacity(height as usize);
         while lvl > level {
-            let mut node = self.load(s, no, lvl, lvl == height - 1)?;
+            let node = self.load(s, no, lvl, lvl == height - 1, crc)?;
             let idx = node.route(key)?;
-            let child = node.child(idx)?;
+            let (child, child_crc) = (node.child(idx)?, node.crc(idx)?);
+            path.push((node, idx));
             if lvl == level + 1 {
                 if child != old {
                     return Ok(false);
                 }
-                node.set_child(idx, new)?;
-                self.store(s, node)?;
+                let Some((parent, _)) = path.last_mut() else {
+                    return Ok(false);
+                };
+                parent.set_child(idx, new)?;
+                // The moved node's records are the same: so is its summary.
+                let sum = parent.sum(idx)?;
+                self.propagate(s, root, &mut path, sum, new_crc)?;
                 return Ok(true);
             }
-            no = child;
+            (no, crc) = (child, child_crc);
             lvl -= 1;
         }
         Ok(false)
@@ -847,36 +887,43 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
 
     // ---- internals ----
 
-    /// A child on `path` now has summary `sum`: brings the summaries of the
-    /// path's nodes up to date, bottom up, stopping at the first that
-    /// already holds the right one (at once for trees without summaries).
+    /// The child at the end of `path` (the root when the path is empty)
+    /// was stored with crc `crc` and now has summary `sum`: brings the
+    /// crcs and summaries of the path's nodes up to date, bottom up, and
+    /// the root's crc in `root`. Every ancestor is stored again (its
+    /// pointer's crc changed), but summaries are recomputed only where
+    /// they changed.
     pub(crate) fn propagate(
         &self,
         s: &mut dyn NodeStore,
+        root: &mut TreeRoot,
         path: &mut Path<K, V, A>,
         sum: A,
+        crc: u32,
     ) -> Result<()> {
-        let mut sum = sum;
+        let (mut sum, mut crc) = (sum, crc);
         while let Some((mut parent, idx)) = path.pop() {
+            parent.set_crc(idx, crc)?;
             let old = parent.sum(idx)?;
-            if old == sum {
-                return Ok(());
-            }
             parent.set_sum(idx, &sum)?;
-            // A child whose summary only grew (old + new = new) makes the
-            // parent's the one its own parent holds plus the new one, by
-            // associativity: the rest + old + new = the rest + new. Else
-            // (or at the root, whose summary nobody keeps) the children
-            // are joined again.
+            // Unchanged: the parent's summary is the one its own parent
+            // holds. A child whose summary only grew (old + new = new)
+            // makes the parent's the one its own parent holds plus the new
+            // one, by associativity: the rest + old + new = the rest + new.
+            // Else (or at the root, whose summary nobody keeps) the
+            // children are joined again.
             if let Some((gp, gi)) = path.last() {
-                sum = if old.join(sum) == sum {
+                sum = if old == sum {
+                    gp.sum(*gi)?
+                } else if old.join(sum) == sum {
                     gp.sum(*gi)?.join(sum)
                 } else {
                     parent.summary()?
                 };
             }
-            self.store(s, parent)?;
+            crc = self.store(s, parent)?;
         }
+        root.crc = crc.into();
         Ok(())
     }
 
@@ -910,15 +957,17 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         Ok(h)
     }
 
-    /// Reads node `no`, expected at `level`, and validates its header.
+    /// Reads node `no`, expected at `level` and sealed with `crc` (the
+    /// pointer's), and validates its header.
     fn load(
         &self,
         s: &mut dyn NodeStore,
         no: u64,
         level: u32,
         is_root: bool,
+        crc: u32,
     ) -> Result<Node<K, V, A>> {
-        let buf = s.read_node(BlockNo(no), self.kind, self.owner)?;
+        let buf = s.read_node(BlockNo(no), self.kind, self.owner, crc)?;
         // The store verified kind and owner; checking again costs nothing and
         // keeps the tree safe with a store that does not.
         let h = header(&buf[..])?;
@@ -967,20 +1016,21 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
     pub(crate) fn descend(
         &self,
         s: &mut dyn NodeStore,
-        root_no: u64,
+        root: &TreeRoot,
         height: u32,
         key: &K,
         mut path: Option<&mut Path<K, V, A>>,
     ) -> Result<Node<K, V, A>> {
-        let mut no = root_no;
+        let mut no = root.block.get();
+        let mut crc = root.crc.get();
         let mut level = height - 1;
         loop {
-            let node = self.load(s, no, level, level == height - 1)?;
+            let node = self.load(s, no, level, level == height - 1, crc)?;
             if level == 0 {
                 return Ok(node);
             }
             let idx = node.route(key)?;
-            no = node.child(idx)?;
+            (no, crc) = (node.child(idx)?, node.crc(idx)?);
             if let Some(p) = path.as_deref_mut() {
                 p.push((node, idx));
             }
@@ -1072,7 +1122,8 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         Ok(got)
     }
 
-    pub(crate) fn store(&self, s: &mut dyn NodeStore, node: Node<K, V, A>) -> Result<()> {
+    /// Writes `node`; returns the crc the store sealed it with.
+    pub(crate) fn store(&self, s: &mut dyn NodeStore, node: Node<K, V, A>) -> Result<u32> {
         let (no, buf) = node.into_block();
         s.write_node(BlockNo(no), buf)
     }
@@ -1093,6 +1144,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
     ) -> Result<u32> {
         struct Pending<K> {
             no: u64,
+            crc: u32,
             level: u32,
             lo: Option<K>,
             hi: Option<K>,
@@ -1104,6 +1156,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
         let mut seen = HashSet::new();
         let mut stack = vec![Pending {
             no: root.block.get(),
+            crc: root.crc.get(),
             level: height - 1,
             lo: None,
             hi: None,
@@ -1113,7 +1166,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             if !seen.insert(p.no) {
                 return Err(self.corrupt(p.no, "node reached twice (shared child or cycle)"));
             }
-            let node = self.load(s, p.no, p.level, is_root)?;
+            let node = self.load(s, p.no, p.level, is_root, p.crc)?;
             f(&node, p.lo.as_ref(), p.hi.as_ref())?;
             if node.is_leaf() {
                 continue;
@@ -1128,6 +1181,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 };
                 stack.push(Pending {
                     no: node.child(i)?,
+                    crc: node.crc(i)?,
                     level: p.level - 1,
                     lo,
                     hi,

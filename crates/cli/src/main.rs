@@ -255,6 +255,7 @@ fn run(cli: Cli) -> Result<i32> {
                     label,
                     no_rmap,
                     no_replicas,
+                    uuid: None,
                 },
             );
             if made.is_err() && !exists {

@@ -369,7 +369,11 @@ mod tests {
         sb.log_start = 1.into();
         sb.log_blocks = (8 + rng.below(200)).into();
         sb.incompat = (rng.next() & INCOMPAT_KNOWN).into();
-        sb.inode_tree = TreeRoot::new(rng.below(5000), rng.below(4) as u32);
+        sb.inode_tree = TreeRoot::new(
+            rng.below(5000),
+            rng.below(4) as u32,
+            rng.below(1 << 32) as u32,
+        );
         let mut b = sb.to_block();
         seal_block(&mut b, 0, rng.below(1000), sb.fs_id());
         assert!(Superblock::decode(&b, 0, dev).is_ok());

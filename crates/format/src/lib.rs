@@ -102,6 +102,16 @@ pub enum FormatError {
     /// The block says it lives somewhere else: read from the wrong place.
     #[error("block {block}: header names block {found} (misplaced or stale block)")]
     Misplaced { block: u64, found: u64 },
+    /// The block verifies by itself, but the pointer it was reached through
+    /// names another checksum: an older copy (a lost write) or a forged one.
+    #[error(
+        "block {block}: sealed with checksum {found:#010x}, but the pointer to it names {expected:#010x} (stale or forged copy)"
+    )]
+    StalePointer {
+        block: u64,
+        expected: u32,
+        found: u32,
+    },
     /// The block is of another kind than the structure expects.
     #[error("block {block}: expected a {expected:?} block, found kind {found}")]
     WrongKind {

@@ -124,7 +124,9 @@ macro_rules! zerocopy_record {
 /// byte size field
 ///    0    8 block   root node's block number, 0 = empty
 ///    8    4 height  levels (0 when empty, 1 = the root is a leaf)
-///   12    4 reserved
+///   12    4 crc     the root node's header crc as it was sealed (0 when
+///                   empty): a root read here that holds another is stale
+///                   or forged, and is not used
 /// ```
 #[derive(
     Clone,
@@ -143,7 +145,7 @@ macro_rules! zerocopy_record {
 pub struct TreeRoot {
     pub block: U64,
     pub height: U32,
-    pub reserved: U32,
+    pub crc: U32,
 }
 const _: () = assert!(std::mem::size_of::<TreeRoot>() == 16);
 zerocopy_record!(TreeRoot, "tree root");
@@ -153,13 +155,14 @@ impl TreeRoot {
     pub const EMPTY: TreeRoot = TreeRoot {
         block: U64::ZERO,
         height: U32::ZERO,
-        reserved: U32::ZERO,
+        crc: U32::ZERO,
     };
-    pub fn new(block: u64, height: u32) -> Self {
+    /// The root `block` of a tree of `height` levels, sealed with `crc`.
+    pub fn new(block: u64, height: u32, crc: u32) -> Self {
         TreeRoot {
             block: block.into(),
             height: height.into(),
-            reserved: 0.into(),
+            crc: crc.into(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -212,8 +215,9 @@ pub mod mode {
 ///   64   12 ctime
 ///   76   12 btime        creation time
 ///   88    8 parent       parent directory (directories; first link for files)
-///   96   16 tree         extent tree (files, symlinks) or directory tree (dirs);
-///                        empty while a file's extents are inline
+///   96   16 tree         TreeRoot (with its root's crc): extent tree (files,
+///                        symlinks) or directory tree (dirs); empty while a
+///                        file's extents are inline
 ///  112   16 loss         tree of byte ranges whose data was lost to media errors
 ///  128    8 flags        INODE_FLAG_* (bit 0: INODE_FLAG_INLINE_EXTENTS)
 ///  136    8 generation   bumped when the number is reused (never, in v1)

@@ -7,7 +7,7 @@
 //! byte size field
 //!    0   64 header         BlockHeader, kind Superblock, owner 0, blockno 0 or last
 //!   64    4 magic2         "DAXF": tells a daxfs superblock from other metadata
-//!   68    4 version        FORMAT_VERSION (4)
+//!   68    4 version        FORMAT_VERSION (5)
 //!   72    8 compat         compatible feature flags (ignored if unknown)
 //!   80    8 incompat       incompatible feature flags (refuse to open if unknown)
 //!   88   16 uuid
@@ -55,7 +55,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 pub const SUPERBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DAXF");
 /// The format version this build writes and reads (the only one: see
 /// FORMAT.md's version history).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Incompatible feature: every tree node has a replica, recorded in the
 /// reverse map, and the log has a replica region (`log_replica`). Needs
 /// `INCOMPAT_RMAP`.
@@ -353,8 +353,9 @@ mod tests {
         // Version 1 kept a segment-aligned reverse map without summaries;
         // version 2 kept every file's extents in a tree, none inline, and
         // logged every changed reverse-map node (no intents); version 3 kept
-        // one error-log record per owner, keyed by a plain sequence number.
-        for v in [1u32, 2, 3] {
+        // one error-log record per owner, keyed by a plain sequence number;
+        // version 4 kept no crcs in the pointers to tree nodes.
+        for v in [1u32, 2, 3, 4] {
             let mut b = good();
             let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
             sb.version = v.into();
@@ -364,7 +365,7 @@ mod tests {
                 Superblock::decode(&b, 0, 4096),
                 Err(FormatError::OlderVersion {
                     found,
-                    supported: 4
+                    supported: 5
                 }) if found == v
             ));
         }

@@ -689,7 +689,7 @@ mod tests {
         r.inline[1].fblock = (crate::file::MAX_FILE_SIZE / 4096).into();
         cases.push(("past the largest file", r));
         let mut r = inline_record(9, &ok);
-        r.tree = TreeRoot::new(77, 1);
+        r.tree = TreeRoot::new(77, 1, 0);
         cases.push(("with a tree", r));
         for kind in [FileKind::Dir, FileKind::Symlink] {
             let mut r = inline_record(9, &ok);

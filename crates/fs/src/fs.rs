@@ -31,6 +31,10 @@ pub struct MkfsOptions {
     /// Do not keep replicas of metadata (for measuring their cost; without
     /// them a bad metadata block shuts the file system down).
     pub no_replicas: bool,
+    /// This UUID instead of a random one (reproducible images, such as the
+    /// fuzz targets' template: the UUID is in every block's checksum).
+    #[doc(hidden)]
+    pub uuid: Option<[u8; 16]>,
 }
 
 /// Options for [`Fs::mount`].
@@ -206,7 +210,7 @@ impl Fs {
         // The log's replica region ends just before superblock copy B: far
         // from the log, at the other end of the device.
         let log_replica = if replicas { total - 1 - mirror } else { 0 };
-        let uuid = random_uuid();
+        let uuid = opts.uuid.unwrap_or_else(random_uuid);
         // Invalidate old superblocks and the old logs' commit blocks first.
         for b in [0, 1, total - 1, log_replica] {
             dev.fill(b * BLOCK_SIZE_U64, BLOCK_SIZE_U64, 0)?;

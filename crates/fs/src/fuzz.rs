@@ -40,14 +40,11 @@ use crate::{FallocFlags, Fs, MkfsOptions, MountOptions, OpenOptions};
 use daxfs_btree::NodeStore;
 use daxfs_device::{Device, MemDevice};
 use daxfs_format::block::{BLOCK_MAGIC, header};
-use daxfs_format::records::RmapIntent;
-use daxfs_format::superblock::LOG_INTENT_BLOCKS;
 use daxfs_format::superblock::MIN_BLOCKS;
 use daxfs_format::{BLOCK_SIZE, BLOCK_SIZE_U64, Block, BlockKind, seal_block};
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
-use zerocopy::FromBytes;
 
 /// Flag: start from the image whose log holds a transaction to replay.
 pub const FLAG_PENDING: u8 = 1;
@@ -158,42 +155,31 @@ fn populate(fs: &Fs) -> Result<()> {
     fs.sync()
 }
 
-/// Stamps the fixed file-system id into every block of the file system (and
-/// its UUID and mkfs time into the superblocks), resealing each.
-fn normalize(img: &mut [u8], old_fs_id: u64) {
+/// The template's UUID: its first 8 bytes are [`FUZZ_FS_ID`].
+fn fuzz_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    u[..8].copy_from_slice(&FUZZ_FS_ID.to_le_bytes());
+    u[8..].copy_from_slice(b"daxfuzz!");
+    u
+}
+
+/// Clears the mkfs time in the superblocks (and the log's superblock
+/// images), resealing each. Nothing else needs it: the template is made
+/// with a fixed UUID, and no pointer names a superblock's crc.
+fn normalize(img: &mut [u8]) {
     for blk in img.chunks_exact_mut(BLOCK_SIZE) {
         let Ok(b) = <&mut Block>::try_from(blk) else {
             continue;
         };
         let Ok(h) = header(&b[..]) else { continue };
-        if h.magic.get() != BLOCK_MAGIC || h.fs_id.get() != old_fs_id {
+        if h.magic.get() != BLOCK_MAGIC
+            || h.fs_id.get() != FUZZ_FS_ID
+            || h.kind != BlockKind::Superblock as u8
+        {
             continue;
         }
-        if h.kind == BlockKind::Superblock as u8 {
-            b[88..96].copy_from_slice(&FUZZ_FS_ID.to_le_bytes());
-            b[96..104].copy_from_slice(b"daxfuzz!");
-            b[296..304].fill(0);
-        }
+        b[296..304].fill(0);
         seal_block(b, h.blockno.get(), h.generation.get(), FUZZ_FS_ID);
-    }
-    // The reverse map's intents check themselves against the id too: every
-    // entry of the intent area (and of its copy) that verifies is resealed.
-    let Ok(sb) = daxfs_format::Superblock::read_from_bytes(&img[..BLOCK_SIZE]) else {
-        return;
-    };
-    let area = geometry(&sb).intent_area();
-    for first in area.into_iter().filter(|&b| b != 0) {
-        let at = first as usize * BLOCK_SIZE;
-        let Some(bytes) = img.get_mut(at..at + LOG_INTENT_BLOCKS as usize * BLOCK_SIZE) else {
-            continue;
-        };
-        for e in bytes.chunks_exact_mut(64) {
-            if let Ok(x) = RmapIntent::mut_from_bytes(e)
-                && x.verifies(old_fs_id)
-            {
-                x.seal(FUZZ_FS_ID);
-            }
-        }
     }
 }
 
@@ -252,6 +238,7 @@ fn build_template() -> Result<Template> {
         &MkfsOptions {
             log_blocks: Some(LOG_BLOCKS),
             label: "fuzz".into(),
+            uuid: Some(fuzz_uuid()),
             ..Default::default()
         },
     )?;
@@ -260,7 +247,6 @@ fn build_template() -> Result<Template> {
     let orphan = fs.create("/orphan")?;
     orphan.write_at(0, &pattern(99, 5000))?;
     fs.unlink("/orphan")?;
-    let old_fs_id = read_superblock(&*dev)?.fs_id();
     let mut clean = dev.image();
     fs.mkdir("/pending", 0o755)?;
     let mut after = dev.image();
@@ -298,9 +284,9 @@ fn build_template() -> Result<Template> {
             }
         }
     }
-    normalize(&mut clean, old_fs_id);
-    normalize(&mut pending, old_fs_id);
-    normalize(&mut after, old_fs_id);
+    normalize(&mut clean);
+    normalize(&mut pending);
+    normalize(&mut after);
     let mut targets = blocks_of(&clean)?;
     targets.extend(blocks_of(&after)?);
     // The used part of the log: descriptors, then the images of the last
@@ -390,13 +376,117 @@ pub fn damage_into(data: &[u8], targets: &[u64], img: &mut Vec<u8>) -> u8 {
         touched.insert(b);
     }
     if flags & FLAG_RESEAL != 0 {
-        for b in touched {
+        for &b in &touched {
             if let Ok(blk) = <&mut Block>::try_from(&mut img[range(b)]) {
                 daxfs_format::fuzz::reseal(blk);
             }
         }
+        point_at(img, touched);
     }
     flags
+}
+
+/// Where the children's block numbers and crcs of an internal node of
+/// `kind` lie, and how many it holds at most; `None` for a kind that is
+/// not a tree's.
+fn internal_layout(kind: u8) -> Option<(usize, usize, usize)> {
+    use daxfs_btree::BTree;
+    use daxfs_format::records::{DirentRecord, ExtentRecord, InodeRecord};
+    type Wide = (u64, u64, u64);
+    let (key, cap) = match BlockKind::from_u8(kind)? {
+        BlockKind::InodeTree => (8, BTree::<u64, InodeRecord>::INTERNAL_CAPACITY),
+        BlockKind::DirTree => (8, BTree::<u64, DirentRecord>::INTERNAL_CAPACITY),
+        BlockKind::ExtentTree => (8, BTree::<u64, ExtentRecord>::INTERNAL_CAPACITY),
+        BlockKind::FreeTree
+        | BlockKind::RefcountTree
+        | BlockKind::OrphanTree
+        | BlockKind::BadBlockTree => (8, BTree::<u64, u64>::INTERNAL_CAPACITY),
+        BlockKind::ParentTree => (24, BTree::<Wide, ()>::INTERNAL_CAPACITY),
+        BlockKind::RmapTree => (
+            24,
+            BTree::<Wide, daxfs_format::records::RmapRecord, crate::space::rmap::MaxEnd>::INTERNAL_CAPACITY,
+        ),
+        BlockKind::ErrorLog | BlockKind::LossTree => {
+            (16, BTree::<(u64, u64), u64>::INTERNAL_CAPACITY)
+        }
+        _ => return None,
+    };
+    let kids = daxfs_format::HEADER_SIZE + cap * key;
+    Some((kids, kids + cap * 8, cap))
+}
+
+/// Makes every pointer to the blocks of `changed` (already resealed) name
+/// their crcs, resealing the blocks that hold the pointers in turn: the
+/// parents' child crcs, the tree roots in inode records and in both
+/// superblock copies. So a resealed change reaches the checks past the
+/// crc. Bounded: an image whose pointers loop stops after a while.
+pub fn point_at(img: &mut [u8], changed: impl IntoIterator<Item = u64>) {
+    let nblocks = (img.len() / BLOCK_SIZE) as u64;
+    let range = |b: u64| (b as usize * BLOCK_SIZE)..((b as usize + 1) * BLOCK_SIZE);
+    // Who points at whom: (target, holder, offset of the crc in holder).
+    let mut holders: std::collections::HashMap<u64, Vec<(u64, usize)>> = Default::default();
+    let u64_at = |blk: &[u8], at: usize| {
+        blk.get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    for b in 0..nblocks {
+        let blk = &img[range(b)];
+        let Ok(h) = header(blk) else { continue };
+        if h.magic.get() != BLOCK_MAGIC {
+            continue;
+        }
+        if h.kind == BlockKind::Superblock as u8 {
+            for at in [160, 176, 192, 208, 224, 240, 256, 272, 336] {
+                holders
+                    .entry(u64_at(blk, at))
+                    .or_default()
+                    .push((b, at + 12));
+            }
+        } else if h.level > 0 {
+            let Some((kids, crcs, cap)) = internal_layout(h.kind) else {
+                continue;
+            };
+            for i in 0..(h.count.get() as usize).min(cap) {
+                holders
+                    .entry(u64_at(blk, kids + 8 * i))
+                    .or_default()
+                    .push((b, crcs + 4 * i));
+            }
+        } else if h.kind == BlockKind::InodeTree as u8 {
+            let cap = daxfs_btree::BTree::<u64, daxfs_format::records::InodeRecord>::LEAF_CAPACITY;
+            let vals = daxfs_format::HEADER_SIZE + cap * 8;
+            for i in 0..(h.count.get() as usize).min(cap) {
+                let at = vals + 256 * i + 96;
+                holders
+                    .entry(u64_at(blk, at))
+                    .or_default()
+                    .push((b, at + 12));
+            }
+        }
+    }
+    let mut todo: Vec<u64> = changed.into_iter().collect();
+    let mut steps = 0;
+    while let Some(b) = todo.pop() {
+        steps += 1;
+        if steps > 4096 || b == 0 || b >= nblocks {
+            continue;
+        }
+        let crc =
+            daxfs_btree::sealed_crc(<&Block>::try_from(&img[range(b)]).unwrap_or(&[0; BLOCK_SIZE]));
+        for &(hb, at) in holders.get(&b).map_or(&[][..], |v| &v[..]) {
+            let blk = &mut img[range(hb)];
+            if let Some(d) = blk.get_mut(at..at + 4) {
+                d.copy_from_slice(&crc.to_le_bytes());
+            }
+            if let Ok(blk) = <&mut Block>::try_from(blk) {
+                daxfs_format::fuzz::reseal(blk);
+            }
+            if hb != 0 && hb != nblocks - 1 {
+                todo.push(hb);
+            }
+        }
+    }
 }
 
 /// Buffers and a device reused from one input to the next: allocating and
@@ -1443,6 +1533,7 @@ mod tests {
             blk[off..off + 8].copy_from_slice(&v.to_le_bytes());
             let g = header(&blk[..]).unwrap().generation.get();
             seal_block(blk, b, g, sb.fs_id());
+            point_at(&mut img, [b]);
             run_fsck(&MemDevice::from_image(img))
         };
         // A file-data record: key (phys, ino, file block) at 64 + 24 i, its
@@ -1464,8 +1555,8 @@ mod tests {
         let ino = u64_at(leaf, 64 + 24 * i + 8);
         let r = edited(leaf, 64 + 24 * i + 8, ino + 1000);
         assert!(problems(&r).contains("it does not"), "{}", problems(&r));
-        // The summary of child 1 of an internal node: max_end at 3264 + 8.
-        let r = edited(internal[0], 3264 + 8, 0);
+        // The summary of child 1 of an internal node: max_end at 3340 + 8.
+        let r = edited(internal[0], 3340 + 8, 0);
         assert!(problems(&r).contains("summary"), "{}", problems(&r));
         assert!(problems(&edited(leaf, 2080 + 24 * i, len)).is_empty());
     }

@@ -165,6 +165,7 @@ impl<'a> Committed<'a> {
         b: u64,
         kind: BlockKind,
         owner: Option<u64>,
+        crc: Option<u32>,
     ) -> Result<NodeBuf, TreeError> {
         if let Some(img) = self.overlay.and_then(|o| o.get(&b)) {
             daxfs_format::verify_block(
@@ -176,30 +177,40 @@ impl<'a> Committed<'a> {
                     fs_id: self.fs_id,
                 },
             )?;
+            check_crc(b, img, crc)?;
             return Ok(img.clone());
         }
         if let Some(c) = self.cache.as_deref_mut() {
-            if let Some(blk) = c.get(b, kind, owner) {
+            // A cached copy was verified when read; one that is not the
+            // copy the pointer names is not used (media is asked).
+            if let Some(blk) = c.get(b, kind, owner)
+                && check_crc(b, &blk, crc).is_ok()
+            {
                 return Ok(blk);
             }
             let blk = NodeBuf::from(read_verified(self.dev, b, kind, owner, self.fs_id)?);
+            check_crc(b, &blk, crc)?;
             c.put(b, blk.clone());
             return Ok(blk);
         }
-        Ok(read_verified(self.dev, b, kind, owner, self.fs_id)?.into())
+        let blk = read_verified(self.dev, b, kind, owner, self.fs_id)?;
+        check_crc(b, &blk, crc)?;
+        Ok(blk.into())
     }
 
-    /// Reads committed node `b`; when it fails its checks or cannot be read,
-    /// reads its replica instead and queues `b` for repair. When the replica
-    /// fails too, the node's own error is returned and the failure queued
-    /// (the file system shuts down).
+    /// Reads committed node `b`, sealed with `crc` when given (the pointer's);
+    /// when it fails its checks or cannot be read, reads its replica instead
+    /// and queues `b` for repair. When the replica fails too, the node's own
+    /// error is returned and the failure queued (the file system shuts
+    /// down).
     pub fn read(
         &mut self,
         b: u64,
         kind: BlockKind,
         owner: Option<u64>,
+        crc: Option<u32>,
     ) -> Result<NodeBuf, TreeError> {
-        let err = match self.direct(b, kind, owner) {
+        let err = match self.direct(b, kind, owner, crc) {
             Ok(blk) => return Ok(blk),
             Err(e) => e,
         };
@@ -230,7 +241,9 @@ impl<'a> Committed<'a> {
             owner: owner.unwrap_or(0),
             why: err.to_string(),
         };
-        match read_verified_as(self.dev, r, b, kind, owner, self.fs_id) {
+        match read_verified_as(self.dev, r, b, kind, owner, self.fs_id)
+            .and_then(|blk| check_crc(b, &blk, crc).map(|()| blk))
+        {
             Ok(blk) => {
                 let blk = NodeBuf::from(blk);
                 if let Some(c) = self.cache.as_deref_mut() {
@@ -344,11 +357,33 @@ fn read_only(k: rmap::Key) -> FsError {
     ))
 }
 
-impl NodeStore for Committed<'_> {
-    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<NodeBuf, TreeError> {
-        self.read(b.0, kind, Some(owner))
+/// Fails unless `blk` (block `b`, verified) was sealed with `crc` (when
+/// given): a copy that verifies by itself but is not the one its pointer
+/// names is stale (a lost write) or forged.
+pub(crate) fn check_crc(b: u64, blk: &Block, crc: Option<u32>) -> Result<(), TreeError> {
+    let found = daxfs_btree::sealed_crc(blk);
+    match crc {
+        Some(expected) if expected != found => Err(daxfs_format::FormatError::StalePointer {
+            block: b,
+            expected,
+            found,
+        }
+        .into()),
+        _ => Ok(()),
     }
-    fn write_node(&mut self, _b: BlockNo, _node: NodeBuf) -> Result<(), TreeError> {
+}
+
+impl NodeStore for Committed<'_> {
+    fn read_node(
+        &mut self,
+        b: BlockNo,
+        kind: BlockKind,
+        owner: u64,
+        crc: u32,
+    ) -> Result<NodeBuf, TreeError> {
+        self.read(b.0, kind, Some(owner), Some(crc))
+    }
+    fn write_node(&mut self, _b: BlockNo, _node: NodeBuf) -> Result<u32, TreeError> {
         Err(TreeError::Store("read-only store".into()))
     }
     fn alloc_node(&mut self, _kind: BlockKind, _owner: u64) -> Result<BlockNo, TreeError> {
@@ -525,57 +560,14 @@ fn move_node(
     good: NodeBuf,
     avoid: Option<(u64, u64)>,
 ) -> Result<Repair> {
-    // The record of an inode whose tree root moves must be free to update.
-    let inode = match kind {
-        BlockKind::ExtentTree | BlockKind::DirTree => {
-            let iroot = tx.meta.sb.inode_tree;
-            let rec = crate::inode::read_record(tx, &iroot, owner)?.ok_or_else(|| {
-                FsError::Corrupt(format!("{} block {h}: no inode {owner}", kind.name()))
-            })?;
-            Some(rec)
-        }
-        _ => None,
-    };
-    let cached = match (&inode, &tx.meta.icache) {
-        (Some(rec), Some(ic)) if rec.tree.block.get() == h => lock(ic).get(&owner).cloned(),
-        _ => None,
-    };
-    if let Some(node) = &cached
-        && avoid.is_none()
-        && matches!(
-            node.rec.try_lock(),
-            Err(std::sync::TryLockError::WouldBlock)
-        )
-    {
+    let Some(target) = Repoint::prepare(tx, h, kind, owner, avoid)? else {
         return Ok(Repair::Later);
-    }
+    };
     let new = tx.alloc_far(r, avoid)?;
     // Changed earlier in this transaction: the staged contents are the
     // newest, and the bad block is not written.
     let good = tx.unstage(h).unwrap_or(good);
-    tx.stage(new, good.clone());
-    let moved = match inode {
-        Some(mut rec) => {
-            let mut root = rec.tree;
-            let ok = if kind == BlockKind::DirTree {
-                reloc(tx, crate::dir::tree(owner), &mut root, h, new, &good)?
-            } else {
-                reloc(tx, crate::extents::tree(owner), &mut root, h, new, &good)?
-            };
-            if root != rec.tree {
-                rec.tree = root;
-                crate::fs::put_record(tx, &rec)?;
-            }
-            ok
-        }
-        None => relocate_global(tx, kind, h, new, &good)?,
-    };
-    if !moved {
-        return Err(FsError::Corrupt(format!(
-            "{} block {h}: no pointer to it was found (owner {owner})",
-            kind.name()
-        )));
-    }
+    target.finish(tx, new, good)?;
     let o = Owner::of_node(kind, owner);
     rmap::remove(tx, h, 1, o)?;
     rmap::add(
@@ -601,23 +593,128 @@ fn move_node(
     }
     tx.new_pairs.insert(new, r);
     tx.meta.cache.forget(h, 1);
-    if let Some(node) = cached {
-        tx.root_moves.push((node, h, new));
-    }
     Ok(Repair::Done)
 }
 
-/// Points the reference to node `old` (contents `blk`) at `new`.
+/// Moving the pointer to node `h` (of a tree of `kind` owned by `owner`):
+/// the inode record that holds the tree's root, for a file's or
+/// directory's tree, and that inode in memory (the root's crc changes
+/// whichever node of the tree moves).
+struct Repoint {
+    h: u64,
+    kind: BlockKind,
+    owner: u64,
+    inode: Option<daxfs_format::records::InodeRecord>,
+    cached: Option<std::sync::Arc<crate::inode::Inode>>,
+}
+
+impl Repoint {
+    /// `None` when the inode whose tree root is `h` is locked by the caller
+    /// (a repair between transactions, `avoid` none): the repair waits.
+    fn prepare(
+        tx: &mut Tx<'_>,
+        h: u64,
+        kind: BlockKind,
+        owner: u64,
+        avoid: Option<(u64, u64)>,
+    ) -> Result<Option<Repoint>> {
+        // The record of an inode whose tree root moves must be free to update.
+        let inode = match kind {
+            BlockKind::ExtentTree | BlockKind::DirTree => {
+                let iroot = tx.meta.sb.inode_tree;
+                let rec = crate::inode::read_record(tx, &iroot, owner)?.ok_or_else(|| {
+                    FsError::Corrupt(format!("{} block {h}: no inode {owner}", kind.name()))
+                })?;
+                Some(rec)
+            }
+            _ => None,
+        };
+        let cached = match (&inode, &tx.meta.icache) {
+            (Some(_), Some(ic)) => lock(ic).get(&owner).cloned(),
+            _ => None,
+        };
+        if let Some(node) = &cached
+            && avoid.is_none()
+            && matches!(
+                node.rec.try_lock(),
+                Err(std::sync::TryLockError::WouldBlock)
+            )
+        {
+            return Ok(None);
+        }
+        Ok(Some(Repoint {
+            h,
+            kind,
+            owner,
+            inode,
+            cached,
+        }))
+    }
+
+    /// Stages `good` (the node's contents) at `new` (`h` itself, resealed,
+    /// or a fresh block) and makes the pointer to `h` name it with its new
+    /// crc, and every pointer above (the root in the superblock or the
+    /// inode, and the inode in memory once committed).
+    fn finish(self, tx: &mut Tx<'_>, new: u64, good: NodeBuf) -> Result<()> {
+        let Repoint {
+            h,
+            kind,
+            owner,
+            inode,
+            cached,
+        } = self;
+        let crc = tx.stage(new, good.clone());
+        let moved = match inode {
+            Some(mut rec) => {
+                let mut root = rec.tree;
+                let old_root = root.block.get();
+                let ok = if kind == BlockKind::DirTree {
+                    reloc(tx, crate::dir::tree(owner), &mut root, h, new, crc, &good)?
+                } else {
+                    reloc(
+                        tx,
+                        crate::extents::tree(owner),
+                        &mut root,
+                        h,
+                        new,
+                        crc,
+                        &good,
+                    )?
+                };
+                if root != rec.tree {
+                    rec.tree = root;
+                    crate::fs::put_record(tx, &rec)?;
+                }
+                if let Some(node) = cached {
+                    tx.root_moves.push((node, old_root, root));
+                }
+                ok
+            }
+            None => relocate_global(tx, kind, h, new, crc, &good)?,
+        };
+        if !moved {
+            return Err(FsError::Corrupt(format!(
+                "{} block {h}: no pointer to it was found (owner {owner})",
+                kind.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Points the reference to node `old` (contents `blk`) at `new`, sealed
+/// with `crc`.
 fn reloc<K: Key, V: Record, A: daxfs_btree::Summary<K, V>>(
     tx: &mut Tx<'_>,
     t: BTree<K, V, A>,
     root: &mut TreeRoot,
     old: u64,
     new: u64,
+    crc: u32,
     blk: &Block,
 ) -> Result<bool> {
     let (key, level) = t.node_key(blk)?;
-    Ok(t.relocate(tx, root, old, new, key.as_ref(), level)?)
+    Ok(t.relocate(tx, root, old, new, crc, key.as_ref(), level)?)
 }
 
 /// [`reloc`] for the trees whose root is in the superblock.
@@ -626,12 +723,13 @@ fn relocate_global(
     kind: BlockKind,
     old: u64,
     new: u64,
+    crc: u32,
     blk: &Block,
 ) -> Result<bool> {
     macro_rules! sb_tree {
         ($field:ident, $tree:expr) => {{
             let mut root = tx.meta.sb.$field;
-            let ok = reloc(tx, $tree, &mut root, old, new, blk)?;
+            let ok = reloc(tx, $tree, &mut root, old, new, crc, blk)?;
             tx.meta.sb.$field = root;
             ok
         }};
@@ -656,7 +754,9 @@ fn relocate_global(
 }
 
 /// Gives node `h` a fresh replica in place of `r` (bad), written from `good`
-/// (the node's verified contents).
+/// (the node's verified contents, the ones its pointer names). False,
+/// changing nothing, when the inode whose tree root is `h` is locked by
+/// the caller (see [`Repoint::prepare`]).
 fn replace_replica(
     tx: &mut Tx<'_>,
     h: u64,
@@ -665,13 +765,17 @@ fn replace_replica(
     owner: u64,
     good: NodeBuf,
     avoid: Option<(u64, u64)>,
-) -> Result<()> {
-    let r2 = tx.alloc_far(h, avoid)?;
+) -> Result<bool> {
     // Staged (first, so that the changes below apply to it), so the
-    // checkpoint writes it to the new replica.
+    // checkpoint writes it to the new replica. Sealed again for this
+    // transaction, its crc changes: the pointers above follow.
     if !tx.is_staged(h) {
-        tx.stage(h, good);
+        let Some(target) = Repoint::prepare(tx, h, kind, owner, avoid)? else {
+            return Ok(false);
+        };
+        target.finish(tx, h, good)?;
     }
+    let r2 = tx.alloc_far(h, avoid)?;
     let o = Owner::of_node(kind, owner);
     rmap::remove_as(tx, r, 1, o, true)?;
     rmap::add(
@@ -693,7 +797,7 @@ fn replace_replica(
     if kind == BlockKind::RmapTree {
         tx.rmap_shape = true;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The verified contents of node `at` read as a copy of node `h`: the node
@@ -826,6 +930,40 @@ fn move_log(tx: &mut Tx<'_>, m: &Mapping, bad: (u64, u64)) -> Result<bool> {
     Ok(true)
 }
 
+/// The crc every pointer to a tree node names (the superblock's trees, and
+/// every file's and directory's), by the node's block. A tree that cannot
+/// be walked leaves its nodes out.
+fn pointer_crcs(rs: &mut Committed<'_>, sb: &Superblock) -> crate::tx::BlockMap<u32> {
+    let mut out = crate::tx::BlockMap::default();
+    let mut add = |b: BlockNo, _, crc| {
+        out.insert(b.0, crc);
+    };
+    let _ = free_tree().visit_sealed(rs, &sb.free_tree, &mut add);
+    let _ = inode_tree().visit_sealed(rs, &sb.inode_tree, &mut add);
+    let _ = orphan_tree().visit_sealed(rs, &sb.orphan_tree, &mut add);
+    let _ = refcount::tree().visit_sealed(rs, &sb.refcount_tree, &mut add);
+    let _ = rmap::tree().visit_sealed(rs, &sb.rmap_tree, &mut add);
+    let _ = crate::dir::parent_tree().visit_sealed(rs, &sb.parent_tree, &mut add);
+    let _ = error_log().visit_sealed(rs, &sb.error_log, &mut add);
+    let _ = loss_tree().visit_sealed(rs, &sb.loss_tree, &mut add);
+    let _ = badblocks::tree().visit_sealed(rs, &sb.badblock_tree, &mut add);
+    let mut recs = vec![];
+    let _ = inode_tree().range(rs, &sb.inode_tree, &0, &u64::MAX, &mut |_, r| {
+        if !r.tree.is_empty() {
+            recs.push((r.ino.get(), r.mode.get(), r.tree));
+        }
+        ControlFlow::Continue(())
+    });
+    for (ino, mode, root) in recs {
+        let _ = if crate::inode::FileKind::of_mode(mode) == Some(crate::inode::FileKind::Dir) {
+            crate::dir::tree(ino).visit_sealed(rs, &root, &mut add)
+        } else {
+            crate::extents::tree(ino).visit_sealed(rs, &root, &mut add)
+        };
+    }
+    out
+}
+
 /// One node and its replica, as [`crate::Fs::replica_pairs`] lists them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaPair {
@@ -883,8 +1021,9 @@ impl crate::Fs {
     }
 
     /// Reads every replicated tree node and its replica and rebuilds the
-    /// copies that are bad or differ from their node (a node that fails is
-    /// rebuilt from its replica and moves; a replica that fails or differs is
+    /// copies that are bad, differ from their node or are not the one the
+    /// pointer to the node names (a node that fails or is stale is rebuilt
+    /// from its replica and moves; a replica that fails or differs is
     /// rebuilt from its node), and moves the copies that lie in a range
     /// known bad. Costs a read of all metadata.
     ///
@@ -903,9 +1042,35 @@ impl crate::Fs {
         if !meta.replicas() {
             return Ok(rep);
         }
+        // The steps start from nodes that hold every change: none is made
+        // by the commits that open their transactions.
+        if meta.shutdown.is_none() {
+            crate::tx::flush_lazy(&*inner.dev, &mut meta)?;
+            crate::tx::flush_intents(&*inner.dev, &mut meta)?;
+        }
+        // What every pointer names: of two copies that differ, the one it
+        // names is the good one (the other may verify by itself and still
+        // be stale, or forged). Taken again after each commit (a repair
+        // changes the crcs of the nodes above the ones it rewrites).
+        let mut named: Option<(u64, crate::tx::BlockMap<u32>)> = None;
         let mut from = 0;
-        while let Some(next) = scrub_step(&*inner.dev, &mut meta, from, &mut rep)? {
-            from = next;
+        loop {
+            if named.as_ref().is_none_or(|(seq, _)| *seq != meta.seq) {
+                let sb = meta.sb;
+                let seq = meta.seq;
+                // Nodes the walk reads through their replica are queued
+                // for repair; the steps repair them themselves (and count
+                // them) when they reach them.
+                let queued = lock(&inner.reps).pending.len();
+                let mut rs = inner.cached_reader(&mut meta);
+                named = Some((seq, pointer_crcs(&mut rs, &sb)));
+                lock(&inner.reps).pending.truncate(queued);
+            }
+            let names = named.as_ref().map(|(_, n)| n);
+            match scrub_step(&*inner.dev, &mut meta, from, names, &mut rep)? {
+                Some(next) => from = next,
+                None => break,
+            }
         }
         Ok(rep)
     }
@@ -945,6 +1110,7 @@ fn scrub_step(
     dev: &dyn Device,
     meta: &mut Meta,
     from: u64,
+    named: Option<&crate::tx::BlockMap<u32>>,
     rep: &mut ReplicaScrub,
 ) -> Result<Option<u64>> {
     // Opening the transaction first makes lazy and pending changes durable,
@@ -967,7 +1133,20 @@ fn scrub_step(
     let copy_in_bad = known_bad(&mut tx, m.replica)?;
     let node = read_verified(dev, m.phys, kind, Some(owner), fs_id);
     let copy = read_verified_as(dev, m.replica, m.phys, kind, Some(owner), fs_id);
-    match (node, copy) {
+    let want = named.and_then(|n| n.get(&m.phys).copied());
+    // Both verify and differ, and no pointer was found to say which is
+    // right (its tree could not be walked): neither is chosen.
+    if want.is_none()
+        && let (Ok(a), Ok(b)) = (&node, &copy)
+        && a[..] != b[..]
+    {
+        return Ok(Some(m.phys + 1));
+    }
+    // A copy that verifies but holds another crc than the pointer's is as
+    // bad as one that does not verify.
+    let as_named =
+        |r: Result<Box<Block>, TreeError>| r.and_then(|b| check_crc(m.phys, &b, want).map(|()| b));
+    match (as_named(node), as_named(copy)) {
         (Ok(a), Ok(b)) if a[..] == b[..] && !node_in_bad && !copy_in_bad => {}
         (Ok(a), Ok(b)) if a[..] == b[..] && !copy_in_bad => {
             // Only the node must go: moved onto a fresh block from its
@@ -1023,7 +1202,7 @@ fn scrub_step(
                 if copy_in_bad {
                     let new = tx.new_pairs.iter().find(|(_, r)| **r == m.replica);
                     if let Some((&new, _)) = new {
-                        let good = tx.read_meta(new, kind, Some(owner))?;
+                        let good = tx.read_meta(new, kind, Some(owner), None)?;
                         replace_replica(&mut tx, new, m.replica, kind, owner, good, None)?;
                         rep.repaired_replicas += 1;
                     }

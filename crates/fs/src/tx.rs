@@ -277,9 +277,10 @@ pub struct Tx<'a> {
     /// The reverse map's internal nodes changed: its anchors are recomputed
     /// at commit.
     pub(crate) rmap_shape: bool,
-    /// Cached inodes whose tree root this transaction moves (old, new): their
-    /// in-memory record follows once the commit is durable.
-    pub(crate) root_moves: Vec<(Arc<crate::inode::Inode>, u64, u64)>,
+    /// Cached inodes whose tree root this transaction moves or reseals (old
+    /// root block, new root): their in-memory record follows once the
+    /// commit is durable.
+    pub(crate) root_moves: Vec<(Arc<crate::inode::Inode>, u64, TreeRoot)>,
     /// Node -> replica pairs this transaction made (allocations, repairs):
     /// known in memory only once committed, as the shared map holds
     /// committed pairs only.
@@ -536,9 +537,18 @@ impl<'a> Tx<'a> {
         })
     }
 
-    /// Stages `blk` as the new contents of block `b` (a tree node).
-    pub(crate) fn stage(&mut self, b: u64, blk: NodeBuf) {
+    /// Seals `blk` for block `b` with this transaction's sequence number and
+    /// stages it as the block's new contents (a tree node); returns the crc
+    /// it was sealed with, which the pointer to it must name. Sealing here,
+    /// not at commit, is what lets the tree put the crc in the parent.
+    pub(crate) fn stage(&mut self, b: u64, mut blk: NodeBuf) -> u32 {
+        // The tree hands over its own copy (nothing else holds it once its
+        // call returns): no copy here.
+        let img = NodeBuf::make_mut(&mut blk);
+        seal_block(img, b, self.meta.seq, self.meta.fs_id);
+        let crc = daxfs_btree::sealed_crc(img);
         self.dirty.insert(b, blk);
+        crc
     }
 
     /// Takes block `b`'s staged contents out of this transaction.
@@ -579,24 +589,30 @@ impl<'a> Tx<'a> {
         self.deltas.push(Delta::Free(s, l));
     }
 
-    /// Reads a block as it is in this transaction, verified against `expect`;
-    /// a committed block that fails verification is read from its replica
-    /// (and queued for repair).
+    /// Reads a block as it is in this transaction, verified against `expect`
+    /// and, when `crc` is given, sealed with that crc (the one the pointer
+    /// to it names); a committed block that fails either is read from its
+    /// replica (and queued for repair).
     pub fn read_meta(
         &mut self,
         b: u64,
         kind: BlockKind,
         owner: Option<u64>,
+        crc: Option<u32>,
     ) -> Result<NodeBuf, TreeError> {
         if let Some(blk) = self.dirty.get(&b) {
+            // Staged by this transaction, which also set the pointer.
+            crate::replica::check_crc(b, blk, crc)?;
             return Ok(blk.clone());
         }
-        if let Some(blk) = self.meta.cache.get(b, kind, owner) {
+        if let Some(blk) = self.meta.cache.get(b, kind, owner)
+            && crate::replica::check_crc(b, &blk, crc).is_ok()
+        {
             return Ok(blk);
         }
         let m = &mut *self.meta;
         let reps = m.replicas().then_some(&*m.reps);
-        Committed::new(self.dev, m.fs_id, Some(&mut m.cache), reps).read(b, kind, owner)
+        Committed::new(self.dev, m.fs_id, Some(&mut m.cache), reps).read(b, kind, owner, crc)
     }
 
     /// Applies one change to the free-space tree. Records are replaced or
@@ -1047,7 +1063,7 @@ impl<'a> Tx<'a> {
         let dirty: Vec<(u64, NodeBuf)> = std::mem::take(&mut self.dirty).into_iter().collect();
         let mut images: Vec<journal::Image> = Vec::with_capacity(dirty.len() + 1);
         let replicas = self.meta.replicas();
-        for (home, mut img) in dirty {
+        for (home, img) in dirty {
             let known = if replicas {
                 match self.new_pairs.get(&home) {
                     Some(&r) => Some(r),
@@ -1066,9 +1082,15 @@ impl<'a> Tx<'a> {
                     self.replica_of(home, kind, h.owner.get())?
                 }
             };
-            // Staged blocks are the tree's own copies (nothing else holds
-            // them once the tree's calls returned): no copy here.
-            seal_block(NodeBuf::make_mut(&mut img), home, seq, fs_id);
+            // Staged blocks were sealed when staged (their crcs are in the
+            // pointers to them), lazy ones with this same sequence number
+            // (it moves only with a durable commit).
+            let h = daxfs_format::block::header(&img[..])?;
+            if h.blockno.get() != home || h.generation.get() != seq || h.fs_id.get() != fs_id {
+                return Err(FsError::Corrupt(format!(
+                    "staged block {home} is not sealed for transaction {seq}"
+                )));
+            }
             images.push((home, r, img));
         }
         images.push((0, 0, sbb.into()));
@@ -1191,7 +1213,7 @@ impl<'a> Tx<'a> {
         for (node, old, new) in std::mem::take(&mut self.root_moves) {
             let mut g = node.rec();
             if g.rec.tree.block.get() == old {
-                g.rec.tree.block = new.into();
+                g.rec.tree = new;
             }
         }
         crate::replica::run_pending(self.dev, &mut *self.meta);
@@ -1224,7 +1246,7 @@ impl<'a> Tx<'a> {
         for (node, old, new) in std::mem::take(&mut self.root_moves) {
             let mut g = node.rec();
             if g.rec.tree.block.get() == old {
-                g.rec.tree.block = new.into();
+                g.rec.tree = new;
             }
         }
         // The reverse-map changes they made are pending in memory only, and
@@ -1445,16 +1467,21 @@ pub fn read_verified_as(
 }
 
 impl NodeStore for Tx<'_> {
-    fn read_node(&mut self, b: BlockNo, kind: BlockKind, owner: u64) -> Result<NodeBuf, TreeError> {
-        self.read_meta(b.0, kind, Some(owner))
+    fn read_node(
+        &mut self,
+        b: BlockNo,
+        kind: BlockKind,
+        owner: u64,
+        crc: u32,
+    ) -> Result<NodeBuf, TreeError> {
+        self.read_meta(b.0, kind, Some(owner), Some(crc))
     }
-    fn write_node(&mut self, b: BlockNo, node: NodeBuf) -> Result<(), TreeError> {
+    fn write_node(&mut self, b: BlockNo, node: NodeBuf) -> Result<u32, TreeError> {
         // An internal node of the reverse map: its routing may have changed.
         if node[4] == BlockKind::RmapTree as u8 && node[5] > 0 {
             self.rmap_shape = true;
         }
-        self.dirty.insert(b.0, node);
-        Ok(())
+        Ok(self.stage(b.0, node))
     }
     fn alloc_node(&mut self, kind: BlockKind, owner: u64) -> Result<BlockNo, TreeError> {
         let fail = |e: FsError| match e {

@@ -833,3 +833,32 @@ fn crash_counter_repair_at_mount() {
         }
     }
 }
+
+/// Every pointer to a node names its crc, so a change to a leaf of a deep
+/// tree rewrites each ancestor, the root's pointer in the inode record, and
+/// that record's own ancestors in the inode tree up to the superblock: a
+/// file whose extent tree has two levels, in a directory whose tree has two
+/// levels, among enough inodes for an inode tree of two levels, takes
+/// writes, a punch, a create and an unlink; each is crashed at every
+/// persist point.
+#[test]
+fn crash_deep_tree_ancestor_crcs() {
+    const NAMES: [&str; 20] = [
+        "/d/f0", "/d/f1", "/d/f2", "/d/f3", "/d/f4", "/d/f5", "/d/f6", "/d/f7", "/d/f8", "/d/f9",
+        "/d/f10", "/d/f11", "/d/f12", "/d/f13", "/d/f14", "/d/f15", "/d/f16", "/d/f17", "/d/f18",
+        "/d/f19",
+    ];
+    let mut setup = vec![Op::Mkdir("/d"), Op::Create("/frag")];
+    setup.extend(NAMES.iter().map(|n| Op::Create(n)));
+    // One extent per written block: 180 extents, more than a leaf holds.
+    setup.extend((0..180u64).map(|i| Op::Write("/frag", 2 * i * B, 100, i)));
+    let ops = [
+        Op::Write("/frag", 401 * B, 4096, 1000),
+        Op::Punch("/frag", 10 * B, 4 * B),
+        Op::Create("/d/new"),
+        Op::Unlink("/d/f3"),
+    ];
+    // Two leaves and a root, each with its replica.
+    assert!(tree_blocks_after(&setup) >= 6);
+    run_workload("deep tree ancestor crcs", &setup, &ops, 1);
+}
