@@ -272,12 +272,18 @@ fn create_past_the_inode_numbers_is_enospc() {
 // Forged extents. The forge helpers change one extent of one file where it
 // lives (its inode record's inline area, or its extent tree's leaf) and
 // reseal that block; [`reseal`] is the one place that makes a changed
-// block valid again (a format that also checks children through their
-// parents reseals the path up to the root there).
+// block valid again. Every pointer to a node names its checksum, so it
+// also reseals the path up to the root (the parents' child checksums, the
+// tree root in the inode record, both superblock copies): the forgery is
+// then consistent all the way down, and only a check of what the extent
+// says can catch it. (A forgery of the leaf alone is a node its pointer
+// does not name: it is read from the replica, as `stale.rs` tests.)
 
-/// Makes block `b` of `img` valid again after a change.
+/// Makes block `b` of `img` valid again after a change, and every pointer
+/// to it (and to the blocks holding those) name its new checksum.
 fn reseal(img: &mut [u8], b: u64) {
     daxfs_format::fuzz::reseal(block(img, b));
+    daxfs::fuzz::point_at(img, [b]);
 }
 
 /// The leaf holding `key` in a one-leaf tree of u64 keys rooted at `root`
