@@ -677,6 +677,8 @@ impl FsInner {
         // A shut-down file system still records what it can.
         let was_shut = meta.shutdown.take();
         let mut tx = Tx::begin(&*self.dev, &mut meta)?;
+        // Handling a report must work on a full device.
+        tx.use_reserve();
         let event = tx.meta.sb.error_seq.get();
         let mut bufs = std::mem::take(&mut tx.meta.report_bufs);
         bufs.recs.clear();

@@ -94,6 +94,9 @@ pub struct Meta {
     pub intents: Vec<RmapIntent>,
     /// Buffers media-error reports fill, kept for the next report.
     pub(crate) report_bufs: crate::media::ReportBufs,
+    /// Free blocks ordinary allocations leave alone (see
+    /// [`crate::space::reserve`]).
+    pub reserve: u64,
 }
 
 impl Meta {
@@ -119,6 +122,7 @@ impl Meta {
             lazy_pairs: BlockMap::default(),
             intents: vec![],
             report_bufs: Default::default(),
+            reserve: crate::space::reserve::reserve_blocks(&sb),
         }
     }
 
@@ -281,6 +285,10 @@ pub struct Tx<'a> {
     /// Reverse-map changes go straight into the tree (set once the commit
     /// has put the pending ones there).
     rmap_direct: bool,
+    /// May allocate from the metadata reserve (work that must succeed on a
+    /// full device: deleting, flushing, repairs, media-error reports, and
+    /// every commit's own bookkeeping).
+    use_reserve: bool,
     done: bool,
 }
 
@@ -331,7 +339,9 @@ impl<'a> Tx<'a> {
             flush_lazy(dev, meta)?;
             flush_intents(dev, meta)?;
         }
-        Tx::open_inner(dev, meta, false)
+        let mut tx = Tx::open_inner(dev, meta, false)?;
+        tx.use_reserve = true;
+        Ok(tx)
     }
 
     fn open_inner(dev: &'a dyn Device, meta: &'a mut Meta, lazy: bool) -> Result<Tx<'a>> {
@@ -354,6 +364,7 @@ impl<'a> Tx<'a> {
             may_defer: false,
             rmap_top: rmap::Pending::new(),
             rmap_direct: false,
+            use_reserve: false,
             done: false,
         };
         if !tx.meta.free_loaded && !shut {
@@ -390,21 +401,59 @@ impl<'a> Tx<'a> {
         self.dev
     }
 
-    /// Free blocks available to this transaction.
+    /// Free blocks available to this transaction: all of them for one that
+    /// may use the metadata reserve, else those above it.
     pub fn free_blocks(&self) -> u64 {
-        self.meta.free.total()
+        self.meta.free.total().saturating_sub(self.floor())
+    }
+
+    /// Free blocks this transaction's allocations must leave.
+    fn floor(&self) -> u64 {
+        if self.use_reserve {
+            0
+        } else {
+            self.meta.reserve
+        }
+    }
+
+    /// Lets this transaction allocate from the metadata reserve: for work
+    /// that frees space or must succeed on a full device (see
+    /// [`crate::space::reserve`]).
+    pub fn use_reserve(&mut self) {
+        self.use_reserve = true;
+    }
+
+    /// Fails with ENOSPC when allocating `l` blocks would leave fewer than
+    /// this transaction must leave free.
+    fn check_floor(&self, l: u64, what: &dyn Fn() -> String) -> Result<()> {
+        let free = self.meta.free.total();
+        if free < l.saturating_add(self.floor()) {
+            return Err(FsError::NoSpace(format!(
+                "{} ({free} free, {} of them reserved for metadata)",
+                what(),
+                self.meta.reserve.min(free)
+            )));
+        }
+        Ok(())
     }
 
     /// Allocates up to `want` contiguous blocks (at least one); see
-    /// [`FreeMap::pick`] for the policy.
+    /// [`FreeMap::pick`] for the policy. A transaction that may not use the
+    /// metadata reserve gets at most what lies above it.
     pub fn alloc_extent(&mut self, want: u64, goal: Option<u64>) -> Result<(u64, u64)> {
-        let (s, l) = self.meta.free.pick(want, goal).ok_or_else(|| {
-            FsError::NoSpace(format!(
-                "allocating {want} blocks ({} free in {} extents)",
-                self.meta.free.total(),
-                self.meta.free.extents()
-            ))
-        })?;
+        let room = self.meta.free.total().saturating_sub(self.floor());
+        let (s, l) = self
+            .meta
+            .free
+            .pick(want.min(room), goal)
+            .ok_or_else(|| {
+                FsError::NoSpace(format!(
+                    "allocating {want} blocks ({} free in {} extents, {} reserved for metadata)",
+                    self.meta.free.total(),
+                    self.meta.free.extents(),
+                    self.meta.reserve.min(self.meta.free.total())
+                ))
+            })?;
         if !self.meta.free.remove(s, l) {
             return Err(FsError::Corrupt(format!(
                 "free map lost blocks [{s}, +{l})"
@@ -419,6 +468,7 @@ impl<'a> Tx<'a> {
     /// device when it has room; else anywhere not next to `from`), never in
     /// `avoid` (a range known to be bad).
     pub(crate) fn alloc_far(&mut self, from: u64, avoid: Option<(u64, u64)>) -> Result<u64> {
+        self.check_floor(1, &|| format!("no block for a replica of block {from}"))?;
         let total = self.meta.sb.total_blocks.get();
         let hidden = match avoid {
             Some((a, l)) => self.meta.free.overlapping(a, l),
@@ -454,6 +504,7 @@ impl<'a> Tx<'a> {
         from: u64,
         avoid: (u64, u64),
     ) -> Result<Option<u64>> {
+        self.check_floor(len, &|| format!("allocating {len} blocks far from block {from}"))?;
         let hidden = self.meta.free.overlapping(avoid.0, avoid.1);
         for &(s, l) in &hidden {
             self.meta.free.remove(s, l);
@@ -812,6 +863,11 @@ impl<'a> Tx<'a> {
         {
             return Err(FsError::Shutdown(why.clone()));
         }
+        // The commit's own bookkeeping (free-space and reverse-map nodes,
+        // and putting the pending intents in the tree, which the reserve is
+        // sized for) may use the reserve: the transaction's work passed its
+        // checks, and failing now would fail it for what follows from it.
+        self.use_reserve = true;
         self.sync_free_tree()?;
         if self.lazy {
             return self.commit_in_memory();
