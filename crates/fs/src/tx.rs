@@ -122,7 +122,7 @@ impl Meta {
             lazy_pairs: BlockMap::default(),
             intents: vec![],
             report_bufs: Default::default(),
-            reserve: crate::space::reserve::reserve_blocks(&sb),
+            reserve: crate::space::reserve::reserve_blocks(&sb, intent_limit(&sb) as u64),
         }
     }
 
@@ -130,6 +130,22 @@ impl Meta {
     pub fn replicas(&self) -> bool {
         self.sb.has_replicas()
     }
+
+    /// The most reverse-map intents pending before a commit puts them in
+    /// the tree (see [`intent_limit`]).
+    pub fn intent_limit(&self) -> usize {
+        intent_limit(&self.sb)
+    }
+}
+
+/// The most reverse-map intents kept pending on the file system of `sb`:
+/// the intent area's 128 entries, or a quarter of the log's capacity when
+/// that is less. Putting them in the tree changes a leaf each at worst (and
+/// the path above it, and the free-space tree), all in the one commit that
+/// flushes them, which must fit in the log beside that commit's own blocks.
+pub fn intent_limit(sb: &Superblock) -> usize {
+    let cap = geometry(sb).capacity();
+    LOG_INTENTS.min(cap / 4)
 }
 
 /// True when blocks `[s, s+l)` are not all in the area of tree nodes, their
@@ -890,7 +906,7 @@ impl<'a> Tx<'a> {
             // the nodes instead.
             && self.meta.sb.log_start == self.sb_before.log_start
             && self.meta.sb.log_replica == self.sb_before.log_replica
-            && intents_before + self.rmap_top.len() <= LOG_INTENTS;
+            && intents_before + self.rmap_top.len() <= self.meta.intent_limit();
         if defer {
             let new = self.rmap_intents(seq);
             self.meta.intents.extend(new);
@@ -1185,7 +1201,8 @@ impl<'a> Tx<'a> {
     /// others, could not be logged as intents: its commit puts them in the
     /// tree. (Lazy transactions never do before their durable commit.)
     fn rmap_overflows(&self, more: usize) -> bool {
-        !self.lazy && self.meta.intents.len() + self.rmap_top.len() + more > LOG_INTENTS
+        !self.lazy
+            && self.meta.intents.len() + self.rmap_top.len() + more > self.meta.intent_limit()
     }
 
     /// Whether this transaction is lazy (see [`Tx::begin_lazy`]).

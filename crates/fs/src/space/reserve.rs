@@ -9,7 +9,7 @@
 //! "Allocation", gives the reasoning): each of these is a batch of record
 //! inserts into some trees, and [`growth`] bounds the nodes a batch can add.
 use daxfs_format::records::{ErrorLogRecord, RefcountRecord, RmapRecord};
-use daxfs_format::superblock::{INCOMPAT_RMAP, LOG_INTENTS};
+use daxfs_format::superblock::INCOMPAT_RMAP;
 use daxfs_format::{BLOCK_SIZE, Superblock};
 
 /// Bytes of a node after its header.
@@ -143,13 +143,14 @@ pub const DELETE_EXTENTS: u64 = 168;
 /// has, and it has more than that needs in all but the worst case).
 pub const REPORT_OWNERS: u64 = 8;
 
-/// Blocks kept back from ordinary allocations on the file system of `sb`.
-pub fn reserve_blocks(sb: &Superblock) -> u64 {
+/// Blocks kept back from ordinary allocations on the file system of `sb`,
+/// which keeps at most `intents` reverse-map intents pending.
+pub fn reserve_blocks(sb: &Superblock, intents: u64) -> u64 {
     let total = sb.total_blocks.get();
     let rmap = sb.incompat.get() & INCOMPAT_RMAP != 0;
     // Nodes (not counting replicas) each kind of work can add.
     let flush = if rmap {
-        growth(LOG_INTENTS as u64, rmap_shape(), total)
+        growth(intents, rmap_shape(), total)
     } else {
         0
     };
@@ -222,8 +223,9 @@ mod scratch {
             let mut sb = daxfs_format::Superblock::new_zeroed();
             sb.total_blocks = total.into();
             sb.incompat = (INCOMPAT_RMAP | daxfs_format::superblock::INCOMPAT_REPLICAS).into();
-            let r = reserve_blocks(&sb);
-            eprintln!("{total}: {r} {:.2}% flush {}", r as f64 * 100.0 / total as f64, growth(128, rmap_shape(), total));
+            sb.log_blocks = (total / 64).clamp(64, 16384).into();
+            let r = reserve_blocks(&sb, crate::tx::intent_limit(&sb) as u64);
+            eprintln!("{total}: {r} {:.2}% intents {}", r as f64 * 100.0 / total as f64, crate::tx::intent_limit(&sb));
         }
     }
 }
