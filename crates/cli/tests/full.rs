@@ -69,11 +69,7 @@ fn one_byte_files_fill_a_16m_image_and_it_stays_usable() {
     assert!(err.contains("(ENOSPC)"), "the image filled: {}", text(&o));
     // Only the commands that met ENOSPC failed; the session's final sync
     // did not.
-    assert!(
-        err.lines().all(|l| l.ends_with("(ENOSPC)")),
-        "{}",
-        text(&o)
-    );
+    assert!(err.lines().all(|l| l.ends_with("(ENOSPC)")), "{}", text(&o));
     assert!(!err.contains("daxfs:"), "final sync: {}", text(&o));
     let o = run_with(&["fsck", img], b"");
     assert!(o.status.success(), "fsck: {}", text(&o));
@@ -97,7 +93,10 @@ fn one_byte_files_fill_a_16m_image_and_it_stays_usable() {
     );
     let after = free_blocks(img);
     assert!(after > before + 1000, "{before} -> {after} free blocks");
-    assert!(after + 8 >= after_mkfs, "{after} free, {after_mkfs} after mkfs");
+    assert!(
+        after + 8 >= after_mkfs,
+        "{after} free, {after_mkfs} after mkfs"
+    );
     let o = run_with(&["fsck", img], b"");
     assert!(o.status.success(), "fsck: {}", text(&o));
     let _ = std::fs::remove_dir_all(&dir);

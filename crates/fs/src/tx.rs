@@ -458,18 +458,14 @@ impl<'a> Tx<'a> {
     /// metadata reserve gets at most what lies above it.
     pub fn alloc_extent(&mut self, want: u64, goal: Option<u64>) -> Result<(u64, u64)> {
         let room = self.meta.free.total().saturating_sub(self.floor());
-        let (s, l) = self
-            .meta
-            .free
-            .pick(want.min(room), goal)
-            .ok_or_else(|| {
-                FsError::NoSpace(format!(
-                    "allocating {want} blocks ({} free in {} extents, {} reserved for metadata)",
-                    self.meta.free.total(),
-                    self.meta.free.extents(),
-                    self.meta.reserve.min(self.meta.free.total())
-                ))
-            })?;
+        let (s, l) = self.meta.free.pick(want.min(room), goal).ok_or_else(|| {
+            FsError::NoSpace(format!(
+                "allocating {want} blocks ({} free in {} extents, {} reserved for metadata)",
+                self.meta.free.total(),
+                self.meta.free.extents(),
+                self.meta.reserve.min(self.meta.free.total())
+            ))
+        })?;
         if !self.meta.free.remove(s, l) {
             return Err(FsError::Corrupt(format!(
                 "free map lost blocks [{s}, +{l})"
@@ -520,7 +516,9 @@ impl<'a> Tx<'a> {
         from: u64,
         avoid: (u64, u64),
     ) -> Result<Option<u64>> {
-        self.check_floor(len, &|| format!("allocating {len} blocks far from block {from}"))?;
+        self.check_floor(len, &|| {
+            format!("allocating {len} blocks far from block {from}")
+        })?;
         let hidden = self.meta.free.overlapping(avoid.0, avoid.1);
         for &(s, l) in &hidden {
             self.meta.free.remove(s, l);

@@ -138,7 +138,8 @@ fn one_big_file() {
 fn clones_then_copy_on_write() {
     let (dev, fs, free) = mk(16, None);
     let src = fs.create("/src").expect("create");
-    src.write_at(0, &pattern(1, 64 * BS as usize)).expect("write");
+    src.write_at(0, &pattern(1, 64 * BS as usize))
+        .expect("write");
     let mut clones: Vec<File> = vec![];
     // Clones cost metadata only: a bounded number of them.
     for n in 0..200 {
@@ -200,7 +201,9 @@ fn fallocate() {
 fn media_report_on_a_full_device() {
     let (dev, fs, _) = mk(16, None);
     fill_one_byte_files(&fs);
-    let f = fs.open("/f7", &daxfs::OpenOptions::read_only()).expect("open");
+    let f = fs
+        .open("/f7", &daxfs::OpenOptions::read_only())
+        .expect("open");
     let phys = f.fiemap().expect("fiemap")[0].physical;
     let events = fs
         .inject_error(phys, BS)
