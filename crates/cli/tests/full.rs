@@ -93,7 +93,11 @@ fn one_byte_files_fill_a_16m_image_and_it_stays_usable() {
         text(&o)
     );
     let o = run_with(&["io", img, "-c", "open /f7", "-c", "pread 0 1"], b"");
-    assert!(!o.status.success(), "the lost byte is not read: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "the lost byte is not read: {}",
+        text(&o)
+    );
     let o = run_with(&["io", img, "-c", "rm /f7"], b"");
     assert!(o.status.success(), "rm: {}", text(&o));
     let o = run_with(&["io", img, "-c", "rm /f1", "-c", "rm /f2"], b"");
