@@ -281,13 +281,15 @@ fn run(cli: Cli) -> Result<i32> {
             let i = fs.info();
             if json {
                 outln!(
-                    "{{\"uuid\":{},\"label\":{},\"format_version\":{},\"block_size\":{},\"total_blocks\":{},\"free_blocks\":{},\"used_blocks\":{},\"inodes\":{},\"log_start\":{},\"log_blocks\":{},\"generation\":{},\"persistence\":{},\"device\":{},\"recovered_transaction\":{}}}",
+                    "{{\"uuid\":{},\"label\":{},\"format_version\":{},\"block_size\":{},\"total_blocks\":{},\"free_blocks\":{},\"available_blocks\":{},\"reserved_blocks\":{},\"used_blocks\":{},\"inodes\":{},\"log_start\":{},\"log_blocks\":{},\"generation\":{},\"persistence\":{},\"device\":{},\"recovered_transaction\":{}}}",
                     json_str(&i.uuid),
                     json_str(&i.label),
                     i.format_version,
                     i.block_size,
                     i.total_blocks,
                     i.free_blocks,
+                    i.available_blocks,
+                    i.reserved_blocks,
                     i.total_blocks.saturating_sub(i.free_blocks),
                     i.inodes,
                     i.log_start,
@@ -315,6 +317,10 @@ fn run(cli: Cli) -> Result<i32> {
                     "free blocks:    {} ({:.1}%)",
                     i.free_blocks,
                     100.0 * i.free_blocks as f64 / i.total_blocks as f64
+                );
+                outln!(
+                    "available:      {} (free less {} reserved for metadata)",
+                    i.available_blocks, i.reserved_blocks
                 );
                 outln!("inodes:         {}", i.inodes);
                 outln!(

@@ -757,6 +757,8 @@ impl File {
         let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
         let size = self.size();
         if len < size {
+            // Shrinking frees space: it may use the metadata reserve.
+            tx.use_reserve();
             let first = len.div_ceil(BS);
             for e in map.unmap(first, MAX_BLOCKS - first) {
                 tx.record(MapEvent::Unmap {
@@ -850,6 +852,10 @@ impl File {
         let fs = &*self.fs;
         let mut meta = lock(&fs.meta);
         let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+        if flags.punch_hole {
+            // Punching frees space: it may use the metadata reserve.
+            tx.use_reserve();
+        }
         let size = self.size();
         // Whole blocks inside the range, and the partial edges.
         let (w0, w1) = (off.div_ceil(BS), end / BS);
@@ -961,6 +967,8 @@ impl File {
         let fs = &*self.fs;
         let mut meta = lock(&fs.meta);
         let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+        // Writing back a size must work on a full device.
+        tx.use_reserve();
         r = self.node.rec();
         crate::fs::put_record(&mut tx, &r.rec)?;
         tx.commit()?;

@@ -81,6 +81,13 @@ pub struct FsInfo {
     pub block_size: u64,
     pub total_blocks: u64,
     pub free_blocks: u64,
+    /// Free blocks kept for metadata work that must succeed on a full
+    /// device (deleting, flushing, media-error reports): ordinary writes
+    /// and creates cannot take them.
+    pub reserved_blocks: u64,
+    /// Free blocks ordinary writes and creates can take: `free_blocks`
+    /// less the reserve (as statfs's `f_bavail`).
+    pub available_blocks: u64,
     pub inodes: u64,
     pub log_start: u64,
     pub log_blocks: u64,
@@ -456,8 +463,15 @@ impl Fs {
 
     /// Puts the reverse map's pending changes (from the log's intent area)
     /// into its nodes, and logs them: one transaction.
+    /// On a device too full for that (an image filled by a build without
+    /// the metadata reserve) they stay pending, as the commit that logged
+    /// them left them: the log keeps them, reads see them, and the first
+    /// commit that cannot log more (once deletions made room) puts them in.
     fn replay_intents(&self) -> Result<()> {
-        crate::tx::flush_intents(&*self.inner.dev, &mut lock(&self.inner.meta))
+        match crate::tx::flush_intents(&*self.inner.dev, &mut lock(&self.inner.meta)) {
+            Err(FsError::NoSpace(_)) => Ok(()),
+            r => r,
+        }
     }
 
     /// Frees every inode on the orphan list (unlinked while open before a crash).
@@ -468,6 +482,7 @@ impl Fs {
             return Ok(());
         }
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        tx.use_reserve();
         let root = tx.meta.sb.orphan_tree;
         let mut orphans = vec![];
         orphan_tree().range(&mut tx, &root, &0, &u64::MAX, &mut |k, ()| {
@@ -504,6 +519,8 @@ impl Fs {
             block_size: BLOCK_SIZE_U64,
             total_blocks: sb.total_blocks.get(),
             free_blocks: sb.free_blocks.get(),
+            reserved_blocks: meta.reserve,
+            available_blocks: sb.free_blocks.get().saturating_sub(meta.reserve),
             inodes: sb.inodes.get(),
             log_start: sb.log_start.get(),
             log_blocks: sb.log_blocks.get(),
@@ -562,8 +579,13 @@ impl FsInner {
         self.flush_lazy()?;
         // The reverse map's pending changes go into its nodes too: after a
         // sync, its nodes on media hold every record (and an unmounted image
-        // has no intents).
-        crate::tx::flush_intents(&*self.dev, &mut lock(&self.meta))?;
+        // has no intents). On a device too full even for that (made full by
+        // a build without the metadata reserve) they stay in the log, which
+        // keeps them durable.
+        match crate::tx::flush_intents(&*self.dev, &mut lock(&self.meta)) {
+            Err(FsError::NoSpace(_)) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
         let inodes: Vec<Arc<Inode>> = lock(&self.icache).values().cloned().collect();
         let mut dirty: Vec<Arc<Inode>> = inodes.into_iter().filter(|i| i.rec().dirty).collect();
         if dirty.is_empty() {
@@ -574,6 +596,7 @@ impl FsInner {
         // An inode freed since it was collected must not be written back.
         dirty.retain(|i| lock(&self.icache).contains_key(&i.ino));
         let mut tx = Tx::begin(&*self.dev, &mut meta)?;
+        tx.use_reserve();
         let mut guards: Vec<_> = dirty.iter().map(|i| i.rec()).collect();
         for g in guards.iter_mut() {
             put_record(&mut tx, &g.rec)?;
@@ -728,6 +751,7 @@ impl FsInner {
             return Ok(());
         }
         let mut tx = Tx::begin(&*self.dev, &mut meta)?;
+        tx.use_reserve();
         self.free_inode(&mut tx, ino.ino)?;
         tx.commit()
     }

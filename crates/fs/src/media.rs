@@ -679,6 +679,8 @@ impl FsInner {
         // A shut-down file system still records what it can.
         let was_shut = meta.shutdown.take();
         let mut tx = Tx::begin(&*self.dev, &mut meta)?;
+        // Handling a report must work on a full device.
+        tx.use_reserve();
         let event = tx.meta.sb.error_seq.get();
         // Before anything is allocated (error-log, loss and bad-block
         // nodes, moved nodes, replicas, the free-space and reverse-map

@@ -476,6 +476,8 @@ impl Fs {
             inner.resolve(&mut tx, path, true)?;
             return Err(FsError::IsDir(show(path)));
         }
+        // Deleting frees space, so it may use the metadata reserve.
+        tx.use_reserve();
         let (dir, name) = inner.resolve_parent(&mut tx, path)?;
         let droot = dir.rec().rec.tree;
         let Some(f) = dir::lookup(&mut tx, dir.ino, &droot, &name)? else {
@@ -510,6 +512,7 @@ impl Fs {
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        tx.use_reserve();
         if components(path).is_empty() {
             return Err(FsError::Invalid("cannot remove the root directory".into()));
         }

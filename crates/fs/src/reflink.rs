@@ -121,6 +121,40 @@ fn pieces(map: &ExtentMap, b0: u64, n: u64) -> Vec<Extent> {
         .collect()
 }
 
+/// Splits a clone of source blocks `[src_b0, src_b0 + n)` (its mapped
+/// `pieces`) to `dst` at `dst_b0` into runs `[c0, c1)` of source blocks,
+/// each starting where a source extent or a destination extent it replaces
+/// starts, with at most `per_tx` of those extents each: one transaction
+/// each.
+fn clone_chunks(
+    pieces: &[Extent],
+    dst: &ExtentMap,
+    src_b0: u64,
+    n: u64,
+    dst_b0: u64,
+    per_tx: usize,
+) -> Vec<(u64, u64)> {
+    let end = src_b0 + n;
+    let mut starts: Vec<u64> = pieces.iter().map(|p| p.fblock).collect();
+    starts.extend(
+        dst.overlapping(dst_b0, n)
+            .into_iter()
+            .map(|e| e.fblock.max(dst_b0) - dst_b0 + src_b0),
+    );
+    starts.sort_unstable();
+    starts.dedup();
+    let mut out = vec![];
+    let mut c0 = src_b0;
+    for (i, &s) in starts.iter().enumerate() {
+        if i > 0 && i % per_tx == 0 && s > c0 {
+            out.push((c0, s));
+            c0 = s;
+        }
+    }
+    out.push((c0, end));
+    out
+}
+
 /// Maps `src` pieces (from file block `src_b0`) into `dst` at `dst_b0`,
 /// replacing what `dst` had there, and adds an owner to each shared block.
 fn remap(
@@ -292,28 +326,42 @@ impl File {
             }
             let dst_lost = self.lost_map()?.is_some();
             let fs = &*self.fs;
-            let mut meta = lock(&fs.meta);
-            let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
-            check_space(&tx, 8, "cloning")?;
-            if dst_lost {
-                crate::media::end_loss(&mut tx, self.node.ino, dst_b0, n)?;
+            // A clone too large for one transaction (the log's capacity) is
+            // made in several, each cloning the next run of the source's
+            // range (in whole extents) and growing the size over it: after
+            // a crash between them, the destination holds a prefix of the
+            // clone.
+            let per_tx = (lock(&fs.meta).geo.capacity() / 4).max(1);
+            let chunks = clone_chunks(&src_pieces, dst_map, src_b0, n, dst_b0, per_tx);
+            let mut first = true;
+            for (c0, c1) in chunks {
+                let mut meta = lock(&fs.meta);
+                let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
+                check_space(&tx, 8, "cloning")?;
+                let (d0, cn) = (dst_b0 + (c0 - src_b0), c1 - c0);
+                if dst_lost {
+                    crate::media::end_loss(&mut tx, self.node.ino, d0, cn)?;
+                }
+                if first && dst_off > dst_size {
+                    let end = (dst_size.div_ceil(BS) * BS).min(dst_off);
+                    write_range(&mut tx, dst_map, dst_size, end, &Src::Zeros, false)?;
+                }
+                first = false;
+                let part: Vec<_> = src_pieces
+                    .iter()
+                    .filter(|p| p.fblock >= c0 && p.fblock < c1)
+                    .copied()
+                    .collect();
+                remap(&mut tx, src.node.ino, part, c0, cn, dst_map, d0)?;
+                fs.dev.fence();
+                let cloned = if c1 == src_b0 + n {
+                    len
+                } else {
+                    (c1 - src_b0) * BS
+                };
+                let new_size = dst_size.max(dst_off + cloned);
+                self.commit_rec(tx, dst_map, |r| r.size = new_size.into())?;
             }
-            if dst_off > dst_size {
-                let end = (dst_size.div_ceil(BS) * BS).min(dst_off);
-                write_range(&mut tx, dst_map, dst_size, end, &Src::Zeros, false)?;
-            }
-            remap(
-                &mut tx,
-                src.node.ino,
-                src_pieces,
-                src_b0,
-                n,
-                dst_map,
-                dst_b0,
-            )?;
-            fs.dev.fence();
-            let new_size = dst_size.max(dst_off + len);
-            self.commit_rec(tx, dst_map, |r| r.size = new_size.into())?;
             if dst_lost {
                 self.node.forget_losses();
             }

@@ -104,6 +104,9 @@ pub struct Meta {
     /// The superblock's `free_blocks` as found, when loading the free-space
     /// tree found it wrong and corrected it (mount logs the repair).
     pub free_count_fixed: Option<u64>,
+    /// Free blocks ordinary allocations leave alone (see
+    /// [`crate::space::reserve`]).
+    pub reserve: u64,
 }
 
 /// See [`Meta::in_place`].
@@ -134,6 +137,7 @@ impl Meta {
             report_bufs: Default::default(),
             in_place: Default::default(),
             free_count_fixed: None,
+            reserve: crate::space::reserve::reserve_blocks(&sb, intent_limit(&sb) as u64),
         }
     }
 
@@ -141,6 +145,22 @@ impl Meta {
     pub fn replicas(&self) -> bool {
         self.sb.has_replicas()
     }
+
+    /// The most reverse-map intents pending before a commit puts them in
+    /// the tree (see [`intent_limit`]).
+    pub fn intent_limit(&self) -> usize {
+        intent_limit(&self.sb)
+    }
+}
+
+/// The most reverse-map intents kept pending on the file system of `sb`:
+/// the intent area's 128 entries, or a quarter of the log's capacity when
+/// that is less. Putting them in the tree changes a leaf each at worst (and
+/// the path above it, and the free-space tree), all in the one commit that
+/// flushes them, which must fit in the log beside that commit's own blocks.
+pub fn intent_limit(sb: &Superblock) -> usize {
+    let cap = geometry(sb).capacity();
+    LOG_INTENTS.min(cap / 4)
 }
 
 /// True when blocks `[s, s+l)` are not all in the area of tree nodes, their
@@ -300,6 +320,10 @@ pub struct Tx<'a> {
     /// Inodes whose records this transaction wrote (or whose records a
     /// caller holds locked and writes itself): not carried at commit.
     pub(crate) staged_inos: Vec<u64>,
+    /// May allocate from the metadata reserve (work that must succeed on a
+    /// full device: deleting, flushing, repairs, media-error reports, and
+    /// every commit's own bookkeeping).
+    use_reserve: bool,
     done: bool,
 }
 
@@ -350,7 +374,9 @@ impl<'a> Tx<'a> {
             flush_lazy(dev, meta)?;
             flush_intents(dev, meta)?;
         }
-        Tx::open_inner(dev, meta, false)
+        let mut tx = Tx::open_inner(dev, meta, false)?;
+        tx.use_reserve = true;
+        Ok(tx)
     }
 
     fn open_inner(dev: &'a dyn Device, meta: &'a mut Meta, lazy: bool) -> Result<Tx<'a>> {
@@ -374,6 +400,7 @@ impl<'a> Tx<'a> {
             rmap_top: rmap::Pending::new(),
             rmap_direct: false,
             staged_inos: vec![],
+            use_reserve: false,
             done: false,
         };
         if !tx.meta.free_loaded && !shut {
@@ -423,19 +450,53 @@ impl<'a> Tx<'a> {
         self.dev
     }
 
-    /// Free blocks available to this transaction.
+    /// Free blocks available to this transaction: all of them for one that
+    /// may use the metadata reserve, else those above it.
     pub fn free_blocks(&self) -> u64 {
-        self.meta.free.total()
+        self.meta.free.total().saturating_sub(self.floor())
+    }
+
+    /// Free blocks this transaction's allocations must leave.
+    fn floor(&self) -> u64 {
+        if self.use_reserve {
+            0
+        } else {
+            self.meta.reserve
+        }
+    }
+
+    /// Lets this transaction allocate from the metadata reserve: for work
+    /// that frees space or must succeed on a full device (see
+    /// [`crate::space::reserve`]).
+    pub fn use_reserve(&mut self) {
+        self.use_reserve = true;
+    }
+
+    /// Fails with ENOSPC when allocating `l` blocks would leave fewer than
+    /// this transaction must leave free.
+    fn check_floor(&self, l: u64, what: &dyn Fn() -> String) -> Result<()> {
+        let free = self.meta.free.total();
+        if free < l.saturating_add(self.floor()) {
+            return Err(FsError::NoSpace(format!(
+                "{} ({free} free, {} of them reserved for metadata)",
+                what(),
+                self.meta.reserve.min(free)
+            )));
+        }
+        Ok(())
     }
 
     /// Allocates up to `want` contiguous blocks (at least one); see
-    /// [`FreeMap::pick`] for the policy.
+    /// [`FreeMap::pick`] for the policy. A transaction that may not use the
+    /// metadata reserve gets at most what lies above it.
     pub fn alloc_extent(&mut self, want: u64, goal: Option<u64>) -> Result<(u64, u64)> {
-        let (s, l) = self.meta.free.pick(want, goal).ok_or_else(|| {
+        let room = self.meta.free.total().saturating_sub(self.floor());
+        let (s, l) = self.meta.free.pick(want.min(room), goal).ok_or_else(|| {
             FsError::NoSpace(format!(
-                "allocating {want} blocks ({} free in {} extents)",
+                "allocating {want} blocks ({} free in {} extents, {} reserved for metadata)",
                 self.meta.free.total(),
-                self.meta.free.extents()
+                self.meta.free.extents(),
+                self.meta.reserve.min(self.meta.free.total())
             ))
         })?;
         if !self.meta.free.remove(s, l) {
@@ -452,6 +513,7 @@ impl<'a> Tx<'a> {
     /// device when it has room; else anywhere not next to `from`), never in
     /// `avoid` (a range known to be bad).
     pub(crate) fn alloc_far(&mut self, from: u64, avoid: Option<(u64, u64)>) -> Result<u64> {
+        self.check_floor(1, &|| format!("no block for a replica of block {from}"))?;
         let total = self.meta.sb.total_blocks.get();
         let hidden = match avoid {
             Some((a, l)) => self.meta.free.overlapping(a, l),
@@ -487,6 +549,9 @@ impl<'a> Tx<'a> {
         from: u64,
         avoid: (u64, u64),
     ) -> Result<Option<u64>> {
+        self.check_floor(len, &|| {
+            format!("allocating {len} blocks far from block {from}")
+        })?;
         let hidden = self.meta.free.overlapping(avoid.0, avoid.1);
         for &(s, l) in &hidden {
             self.meta.free.remove(s, l);
@@ -906,6 +971,11 @@ impl<'a> Tx<'a> {
         {
             return Err(FsError::Shutdown(why.clone()));
         }
+        // The commit's own bookkeeping (free-space and reverse-map nodes,
+        // and putting the pending intents in the tree, which the reserve is
+        // sized for) may use the reserve: the transaction's work passed its
+        // checks, and failing now would fail it for what follows from it.
+        self.use_reserve = true;
         if self.lazy {
             self.sync_free_tree()?;
             return self.commit_in_memory();
@@ -1028,7 +1098,7 @@ impl<'a> Tx<'a> {
             // the nodes instead.
             && self.meta.sb.log_start == self.sb_before.log_start
             && self.meta.sb.log_replica == self.sb_before.log_replica
-            && intents_before + self.rmap_top.len() <= LOG_INTENTS;
+            && intents_before + self.rmap_top.len() <= self.meta.intent_limit();
         if defer {
             let new = self.rmap_intents(seq);
             self.meta.intents.extend(new);
@@ -1329,7 +1399,8 @@ impl<'a> Tx<'a> {
     /// others, could not be logged as intents: its commit puts them in the
     /// tree. (Lazy transactions never do before their durable commit.)
     fn rmap_overflows(&self, more: usize) -> bool {
-        !self.lazy && self.meta.intents.len() + self.rmap_top.len() + more > LOG_INTENTS
+        !self.lazy
+            && self.meta.intents.len() + self.rmap_top.len() + more > self.meta.intent_limit()
     }
 
     /// Whether this transaction is lazy (see [`Tx::begin_lazy`]).

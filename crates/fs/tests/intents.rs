@@ -103,9 +103,15 @@ fn deferred_changes_survive_a_crash_without_replicas() {
 #[test]
 fn the_intent_area_fills_and_starts_over() {
     // More changes than the area holds: commits log the nodes when it is
-    // full, and the count never passes it.
+    // full, and the count never passes it. (A log of 600 blocks keeps the
+    // whole area's worth pending; a smaller one keeps a quarter of its
+    // capacity.)
     let dev = Arc::new(MemDevice::new(16 << 20));
-    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let opts = MkfsOptions {
+        log_blocks: Some(600),
+        ..Default::default()
+    };
+    Fs::mkfs(dev.clone(), &opts).unwrap();
     let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
     let f = fs.create("/a").unwrap();
     let mut seen_max = 0;

@@ -790,3 +790,47 @@ fn rewrites_after_copy_on_write_go_in_place() {
     drop((a, b, c));
     assert_fsck(&*dev);
 }
+
+/// A clone of 2,000 extents on a file system with a 64-block log does not
+/// fit in one transaction: it is made in several, and the destination ends
+/// up with every extent.
+#[test]
+fn clone_too_large_for_one_transaction_is_split() {
+    use daxfs::{MkfsOptions, MountOptions};
+    let dev = std::sync::Arc::new(daxfs_device::MemDevice::new(32 << 20));
+    let opts = MkfsOptions {
+        log_blocks: Some(64),
+        ..Default::default()
+    };
+    Fs::mkfs(dev.clone(), &opts).unwrap();
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let s = fs.create("/s").unwrap();
+    let t = fs.create("/t").unwrap();
+    for i in 0..2000u64 {
+        // The two files' blocks alternate on the device: no two extents
+        // merge, and the clone's records fall among the others'.
+        s.write_at(i * BS, &pattern(i, BS as usize)).unwrap();
+        t.write_at(i * BS, &pattern(i, BS as usize)).unwrap();
+    }
+    assert_eq!(s.fiemap().unwrap().len(), 2000);
+    let d = fs.create("/d").unwrap();
+    assert_eq!(d.clone_from(&s).unwrap(), s.stat().size);
+    let (fs_, fd) = (s.fiemap().unwrap(), d.fiemap().unwrap());
+    assert_eq!(fd.len(), 2000);
+    for (a, b) in fs_.iter().zip(&fd) {
+        assert_eq!(
+            (a.logical, a.physical, a.length),
+            (b.logical, b.physical, b.length)
+        );
+        assert!(b.shared);
+    }
+    assert_eq!(d.stat().size, s.stat().size);
+    let mut x = vec![0u8; s.stat().size as usize];
+    let mut y = vec![0u8; x.len()];
+    s.read_at(0, &mut x).unwrap();
+    d.read_at(0, &mut y).unwrap();
+    assert!(x == y);
+    drop((s, t, d));
+    fs.unmount().unwrap();
+    assert_fsck(&*dev);
+}

@@ -665,6 +665,51 @@ fn truncation_revokes_pages_past_the_end() {
     assert_eq!(status.code(), Some(100 + BUS_ADRERR), "{status:?}\n{out}");
 }
 
+/// A store fault that needs a block (a hole, or a shared page) on a full
+/// device cannot get one: SIGBUS (BUS_ADRERR at the address), as Linux
+/// gives for a DAX mapping it cannot allocate for.
+#[test]
+fn store_fault_on_a_full_device_is_sigbus() {
+    if child_scenario().as_deref() == Some("full") {
+        let (_dev, fs) = new_fs(16);
+        let data = pattern(4, BS as usize);
+        let s = file_with(&fs, "/s", &data);
+        let c = fs.create("/c").unwrap();
+        c.clone_from(&s).unwrap();
+        let v = c.map(0, BS, Access::ReadWrite).unwrap();
+        let mut n = 0;
+        loop {
+            let Ok(f) = fs.create(format!("/f{n}")) else {
+                break;
+            };
+            if f.write_at(0, b"x").is_err() {
+                break;
+            }
+            n += 1;
+        }
+        assert!(n > 100, "{n} files");
+        assert!(c.write_at(0, b"y").is_err(), "the device is full");
+        let h = fs.create("/h").unwrap();
+        h.set_len(1 << 20).unwrap();
+        let w = h.map(0, 1 << 20, Access::ReadWrite).unwrap();
+        println!("checks ok");
+        install_sigbus_handler();
+        // Writes keep headroom; store faults into holes take what is left
+        // above the reserve, and the first that finds none is SIGBUS.
+        for page in 0..256 {
+            EXPECT_ADDR.store(addr_of(&w, page * BS), Ordering::SeqCst);
+            store(&w, page * BS, 1);
+        }
+        EXPECT_ADDR.store(addr_of(&v, 8), Ordering::SeqCst);
+        store(&v, 8, 0x55);
+        println!("unreachable");
+        std::process::exit(0);
+    }
+    let (status, out) = run_child("store_fault_on_a_full_device_is_sigbus", "full");
+    assert!(out.contains("checks ok"), "{out}");
+    assert_eq!(status.code(), Some(100 + BUS_ADRERR), "{status:?}\n{out}");
+}
+
 /// xfs/550, 551 and 552 with two views standing in for two processes: a
 /// page shared by two files goes bad. Both views have it revoked and are
 /// told; the view whose load (550) or store (551) hits it gets SIGBUS

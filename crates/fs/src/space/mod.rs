@@ -3,4 +3,5 @@
 pub mod alloc;
 pub mod badblocks;
 pub mod refcount;
+pub mod reserve;
 pub mod rmap;
