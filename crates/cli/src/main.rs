@@ -320,7 +320,8 @@ fn run(cli: Cli) -> Result<i32> {
                 );
                 outln!(
                     "available:      {} (free less {} reserved for metadata)",
-                    i.available_blocks, i.reserved_blocks
+                    i.available_blocks,
+                    i.reserved_blocks
                 );
                 outln!("inodes:         {}", i.inodes);
                 outln!(
