@@ -404,17 +404,7 @@ impl Fs {
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
         let event = tx.meta.sb.error_seq.get();
         for &b in bad {
-            crate::media::log_event(
-                &mut tx,
-                event,
-                b,
-                1,
-                action::REPAIRED,
-                3,
-                BlockKind::Superblock as u64,
-                0,
-                Default::default(),
-            )?;
+            log_superblock_repaired(&mut tx, event, b)?;
         }
         tx.commit()
     }
@@ -447,17 +437,7 @@ impl Fs {
             }
         }
         let event = tx.meta.sb.error_seq.get();
-        crate::media::log_event(
-            &mut tx,
-            event,
-            0,
-            1,
-            action::REPAIRED,
-            3,
-            BlockKind::Superblock as u64,
-            0,
-            Default::default(),
-        )?;
+        log_superblock_repaired(&mut tx, event, 0)?;
         tx.commit()
     }
 
@@ -607,6 +587,22 @@ impl FsInner {
         }
         Ok(())
     }
+}
+
+/// Logs, as part of error-log entry `event`, that superblock copy `b` was
+/// repaired (owner kind 3: a metadata structure, the superblock).
+fn log_superblock_repaired(tx: &mut Tx<'_>, event: u64, b: u64) -> Result<()> {
+    crate::media::log_event(
+        tx,
+        event,
+        b,
+        1,
+        action::REPAIRED,
+        3,
+        BlockKind::Superblock as u64,
+        0,
+        Default::default(),
+    )
 }
 
 /// Writes an inode record into the inode tree.
