@@ -343,7 +343,26 @@ impl<'a> Shell<'a> {
                 break;
             }
         }
-        writeln!(self.out, "read {done}/{len} bytes at offset {off}").ok();
+        if done < len {
+            // Say why it stopped: the end of the file, or a range it lost.
+            let pos = off + done;
+            let why = if pos >= f.stat().size {
+                "the end of the file".to_string()
+            } else {
+                match f.read_at(pos, &mut [0u8; 1]) {
+                    Err(e) if e.errno() == libc::EIO => "lost to a media error (EIO)".to_string(),
+                    Err(e) => format!("{e} ({})", e.errno_name()),
+                    Ok(_) => "a short read".to_string(),
+                }
+            };
+            writeln!(
+                self.out,
+                "read {done}/{len} bytes at offset {off}: stopped at {pos}: {why}"
+            )
+            .ok();
+        } else {
+            writeln!(self.out, "read {done}/{len} bytes at offset {off}").ok();
+        }
         Ok(())
     }
 

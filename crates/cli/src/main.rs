@@ -2,9 +2,11 @@
 mod args;
 mod bench;
 mod demo;
+mod errors;
 mod fsmap;
 mod io;
 mod out;
+mod safe;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -43,7 +45,9 @@ enum Cmd {
         /// Size of a new image file: k, m, g, t suffixes.
         #[arg(long)]
         size: Option<String>,
-        /// Overwrite an existing daxfs file system.
+        /// Overwrite what IMAGE holds: a file system (daxfs, ext2/3/4, XFS,
+        /// btrfs), swap, or any non-zero byte in its first 64 KiB, which
+        /// mkfs otherwise refuses.
         #[arg(long)]
         force: bool,
         /// Metadata log size in 4 KiB blocks.
@@ -85,10 +89,16 @@ enum Cmd {
     /// The main job: make a file system on IMAGE (default daxfs.img), use
     /// every feature, remount, verify, fsck.
     Demo {
-        #[arg(default_value = "daxfs.img")]
-        image: PathBuf,
+        /// The image to make [default: daxfs.img, which a later demo may
+        /// re-make]. An existing IMAGE that holds a file system or data is
+        /// refused without --force.
+        image: Option<PathBuf>,
+        /// Size of the image: k, m, g, t suffixes.
         #[arg(long, default_value = "256m")]
         size: String,
+        /// Overwrite IMAGE whatever it holds.
+        #[arg(long)]
+        force: bool,
     },
     /// Every owner of a device range (default: the whole device): files by
     /// inode and path, metadata by kind, free space. START and END are device
@@ -174,14 +184,39 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// fsck's exit status when it found problems and left them (as e2fsck's 4).
+const FSCK_PROBLEMS: i32 = 4;
+/// fsck's exit status when it could not check (cannot open, not a daxfs).
+const FSCK_FAILED: i32 = 8;
+/// fsck's exit status for a usage error.
+const FSCK_USAGE: i32 = 16;
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let usage = !matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            // fsck's usage errors exit 16, as e2fsck's do.
+            let fsck = std::env::args()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .is_some_and(|a| a == "fsck");
+            if usage && fsck {
+                e.print().ok();
+                std::process::exit(FSCK_USAGE);
+            }
+            e.exit();
+        }
+    };
     let code = match run(cli) {
         Ok(code) => code,
         // The reader of standard output went away: stop quietly.
         Err(e) if out::is_closed(&e) => out::EXIT_CLOSED,
         Err(e) => {
-            eprintln!("daxfs: {e:#}");
+            eprintln!("daxfs: {}", errors::report(&e));
             1
         }
     };
@@ -244,6 +279,10 @@ fn run(cli: Cli) -> Result<i32> {
                     image.display()
                 ),
             };
+            if exists && !force {
+                // Not over another file system, swap or data without --force.
+                safe::refuse_to_overwrite(&image, &safe::probe(&image)?)?;
+            }
             if progress {
                 eprintln!("writing superblocks, log and root directory");
             }
@@ -337,75 +376,86 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Fsck { image, json } => {
-            let dev = open_device(&image, pmem)?;
-            let tty = std::io::stderr().is_terminal() && !json;
-            let mut last = std::time::Instant::now();
-            let mut progress = |phase: &str, done: u64, total: u64| {
-                if tty && (last.elapsed().as_millis() > 200 || done == total) {
-                    eprint!("\rfsck: {phase} {done}/{total}   ");
-                    last = std::time::Instant::now();
+            // Exit status as e2fsck and xfs_repair -n: 0 clean, 4 problems
+            // found and left, 8 could not check, 16 usage (in main).
+            let check = || -> Result<i32> {
+                let dev = open_device(&image, pmem)?;
+                let tty = std::io::stderr().is_terminal() && !json;
+                let mut last = std::time::Instant::now();
+                let mut progress = |phase: &str, done: u64, total: u64| {
+                    if tty && (last.elapsed().as_millis() > 200 || done == total) {
+                        eprint!("\rfsck: {phase} {done}/{total}   ");
+                        last = std::time::Instant::now();
+                    }
+                };
+                let rep = daxfs::fsck::fsck(&*dev, &mut progress)?;
+                if tty {
+                    eprintln!();
                 }
-            };
-            let rep = daxfs::fsck::fsck(&*dev, &mut progress)?;
-            if tty {
-                eprintln!();
-            }
-            if json {
-                let probs: Vec<String> = rep
-                    .problems
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{{\"structure\":{},\"block\":{},\"message\":{}}}",
-                            json_str(&p.structure),
-                            p.block
-                                .map(|b| b.to_string())
-                                .unwrap_or_else(|| "null".into()),
-                            json_str(&p.message)
-                        )
-                    })
-                    .collect();
-                outln!(
-                    "{{\"clean\":{},\"inodes\":{},\"directories\":{},\"files\":{},\"symlinks\":{},\"data_blocks\":{},\"metadata_blocks\":{},\"free_blocks\":{},\"pending_log\":{},\"problems\":[{}]}}",
-                    rep.is_clean(),
-                    rep.inodes,
-                    rep.directories,
-                    rep.files,
-                    rep.symlinks,
-                    rep.data_blocks,
-                    rep.metadata_blocks,
-                    rep.free_blocks,
-                    rep.pending_log
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "null".into()),
-                    probs.join(",")
-                );
-            } else {
-                for p in &rep.problems {
-                    outln!("problem: {p}");
-                }
-                if let Some(s) = rep.pending_log {
+                if json {
+                    let probs: Vec<String> = rep
+                        .problems
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{{\"structure\":{},\"block\":{},\"message\":{}}}",
+                                json_str(&p.structure),
+                                p.block
+                                    .map(|b| b.to_string())
+                                    .unwrap_or_else(|| "null".into()),
+                                json_str(&p.message)
+                            )
+                        })
+                        .collect();
                     outln!(
-                        "note: the log holds committed transaction {s}; the next mount replays it"
+                        "{{\"clean\":{},\"inodes\":{},\"directories\":{},\"files\":{},\"symlinks\":{},\"data_blocks\":{},\"metadata_blocks\":{},\"free_blocks\":{},\"pending_log\":{},\"problems\":[{}]}}",
+                        rep.is_clean(),
+                        rep.inodes,
+                        rep.directories,
+                        rep.files,
+                        rep.symlinks,
+                        rep.data_blocks,
+                        rep.metadata_blocks,
+                        rep.free_blocks,
+                        rep.pending_log
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "null".into()),
+                        probs.join(",")
+                    );
+                } else {
+                    for p in &rep.problems {
+                        outln!("problem: {p}");
+                    }
+                    if let Some(s) = rep.pending_log {
+                        outln!(
+                            "note: the log holds committed transaction {s}; the next mount replays it"
+                        );
+                    }
+                    outln!(
+                        "{}: {} inodes ({} directories, {} files, {} symlinks), {} data blocks, {} metadata blocks, {} free blocks",
+                        if rep.is_clean() {
+                            "clean"
+                        } else {
+                            "INCONSISTENT"
+                        },
+                        rep.inodes,
+                        rep.directories,
+                        rep.files,
+                        rep.symlinks,
+                        rep.data_blocks,
+                        rep.metadata_blocks,
+                        rep.free_blocks
                     );
                 }
-                outln!(
-                    "{}: {} inodes ({} directories, {} files, {} symlinks), {} data blocks, {} metadata blocks, {} free blocks",
-                    if rep.is_clean() {
-                        "clean"
-                    } else {
-                        "INCONSISTENT"
-                    },
-                    rep.inodes,
-                    rep.directories,
-                    rep.files,
-                    rep.symlinks,
-                    rep.data_blocks,
-                    rep.metadata_blocks,
-                    rep.free_blocks
-                );
+                Ok(if rep.is_clean() { 0 } else { FSCK_PROBLEMS })
+            };
+            match check() {
+                Err(e) if !out::is_closed(&e) => {
+                    eprintln!("daxfs: {}", errors::report(&e));
+                    Ok(FSCK_FAILED)
+                }
+                r => r,
             }
-            Ok(if rep.is_clean() { 0 } else { 1 })
         }
         Cmd::Io { image, commands } => {
             let fs = mount(&image, pmem)?;
@@ -417,6 +467,9 @@ fn run(cli: Cli) -> Result<i32> {
             };
             if commands.is_empty() {
                 let interactive = std::io::stdin().is_terminal();
+                // As xfs_io: a failed command does not stop the ones after
+                // it, but the exit status tells that one failed.
+                let mut failed = false;
                 let mut line = String::new();
                 loop {
                     if interactive {
@@ -428,10 +481,15 @@ fn run(cli: Cli) -> Result<i32> {
                         break;
                     }
                     let l = line.trim();
+                    if l.starts_with('#') {
+                        continue;
+                    }
                     if l == "quit" || l == "exit" {
                         break;
                     }
                     if let Err(e) = shell.run(l) {
+                        failed = true;
+                        shell.out.flush().ok();
                         let name = l.split_whitespace().next().unwrap_or("");
                         eprintln!("{name}: {} ({})", e.message, e.errno);
                     }
@@ -444,7 +502,7 @@ fn run(cli: Cli) -> Result<i32> {
                 return if out::closed() {
                     Err(out::Closed.into())
                 } else {
-                    Ok(0)
+                    Ok(i32::from(failed))
                 };
             }
             for c in &commands {
@@ -470,29 +528,36 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Put { image, path } => {
             let fs = mount(&image, pmem)?;
-            let f = fs.open(
-                &path,
-                &OpenOptions {
-                    truncate: true,
-                    ..OpenOptions::create()
-                },
-            )?;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut off = 0u64;
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                let n = stdin.read(&mut buf)?;
-                if n == 0 {
-                    break;
+            safe::replace_file(&fs, &path, |f| {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut off = 0u64;
+                let mut stdin = std::io::stdin().lock();
+                loop {
+                    let n = stdin.read(&mut buf).context("reading standard input")?;
+                    if n == 0 {
+                        break;
+                    }
+                    f.write_at(off, &buf[..n])
+                        .with_context(|| format!("writing {path}"))?;
+                    off += n as u64;
                 }
-                f.write_at(off, &buf[..n])?;
-                off += n as u64;
-            }
-            f.fsync()?;
+                Ok(())
+            })?;
             Ok(0)
         }
-        Cmd::Demo { image, size } => {
-            demo::run(&image, args::parse_size(&size)?, pmem)?;
+        Cmd::Demo { image, size, force } => {
+            let size = args::parse_size(&size)?;
+            let given = image.is_some();
+            let image = image.unwrap_or_else(|| PathBuf::from("daxfs.img"));
+            if image.exists() && !force {
+                let found = safe::probe(&image)?;
+                // Without IMAGE the demo may re-make the image it made.
+                let own = !given && found == safe::Found::Daxfs("demo".into());
+                if !own {
+                    safe::refuse_to_overwrite(&image, &found)?;
+                }
+            }
+            demo::run(&image, size, pmem)?;
             Ok(0)
         }
         Cmd::Fsmap {
@@ -534,29 +599,31 @@ fn run(cli: Cli) -> Result<i32> {
         } => {
             let fs = mount(&image, pmem)?;
             let s = fs.open(&src, &OpenOptions::read_only())?;
-            let d = fs.open(
-                &dst,
-                &OpenOptions {
-                    truncate: true,
-                    ..OpenOptions::create()
-                },
-            )?;
-            if reflink {
-                d.clone_from(&s)
-                    .with_context(|| format!("cp --reflink {src} {dst}"))?;
-            } else {
-                let mut buf = vec![0u8; 1 << 20];
-                let mut off = 0u64;
-                loop {
-                    let n = s.read_at(off, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    d.write_at(off, &buf[..n])?;
-                    off += n as u64;
-                }
+            if s.stat().kind == daxfs::FileKind::Dir {
+                return Err(daxfs::FsError::IsDir(src).into());
             }
-            d.fsync()?;
+            safe::refuse_same_file(&fs, &s, &src, &dst)?;
+            safe::replace_file(&fs, &dst, |d| {
+                if reflink {
+                    d.clone_from(&s)
+                        .with_context(|| format!("cp --reflink {src} {dst}"))?;
+                } else {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut off = 0u64;
+                    loop {
+                        let n = s
+                            .read_at(off, &mut buf)
+                            .with_context(|| format!("reading {src}"))?;
+                        if n == 0 {
+                            break;
+                        }
+                        d.write_at(off, &buf[..n])
+                            .with_context(|| format!("writing {dst}"))?;
+                        off += n as u64;
+                    }
+                }
+                Ok(())
+            })?;
             Ok(0)
         }
         Cmd::Badblocks {
@@ -694,9 +761,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::ClearError { image, off, len } => {
             let fs = mount(&image, pmem)?;
             let (off, len) = (args::parse_size(&off)?, args::parse_size(&len)?);
-            let n = fs
-                .clear_bad_range(off, len)
-                .with_context(|| format!("clear-error [{off:#x}, +{len:#x})"))?;
+            let n = fs.clear_bad_range(off, len)?;
             if n == 0 {
                 outln!("nothing to clear: no bad blocks in [{off:#x}, +{len:#x})");
             } else {
