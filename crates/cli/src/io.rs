@@ -314,7 +314,11 @@ impl<'a> Shell<'a> {
         let mut done = 0;
         while done < len {
             let n = chunk.min(len - done) as usize;
-            f.write_at(off + done, &buf[..n])?;
+            if let Err(e) = f.write_at(off + done, &buf[..n]) {
+                // As write(2): the prefix written stays; say how much it is.
+                writeln!(self.out, "wrote {done}/{len} bytes at offset {off}").ok();
+                return Err(e.into());
+            }
             done += n as u64;
         }
         writeln!(self.out, "wrote {len}/{len} bytes at offset {off}").ok();
@@ -567,12 +571,15 @@ impl<'a> Shell<'a> {
             if e.logical > at {
                 row(o, at, e.logical, "hole".into());
             }
-            let flags = match (e.unwritten, e.shared) {
-                (true, true) => " unwritten shared",
-                (true, false) => " unwritten",
-                (false, true) => " shared",
-                (false, false) => "",
-            };
+            let flags: String = [
+                (e.unwritten, " unwritten"),
+                (e.shared, " shared"),
+                (e.lost, " lost"),
+            ]
+            .iter()
+            .filter(|f| f.0)
+            .map(|f| f.1)
+            .collect();
             row(
                 o,
                 e.logical,

@@ -41,6 +41,7 @@ struct Cli {
 enum Cmd {
     /// Make a new file system (creating IMAGE if it does not exist).
     Mkfs {
+        /// The image file or device to make the file system on.
         image: PathBuf,
         /// Size of a new image file: k, m, g, t suffixes.
         #[arg(long)]
@@ -53,6 +54,7 @@ enum Cmd {
         /// Metadata log size in 4 KiB blocks.
         #[arg(long)]
         log_blocks: Option<u64>,
+        /// A name for the file system, up to 32 bytes.
         #[arg(long, default_value = "")]
         label: String,
         /// Do not keep a reverse map (owner queries, fsmap and media-error
@@ -64,28 +66,47 @@ enum Cmd {
         #[arg(long)]
         no_replicas: bool,
     },
-    /// Show geometry, usage, format version and persistence mode.
+    /// Show geometry, features, usage, format version and persistence mode.
     Info {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Check every metadata structure; exit 0 only when consistent.
+    /// Check every metadata structure, changing nothing. Exit status: 0
+    /// clean, 4 problems found, 8 could not check, 16 usage error.
     Fsck {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Run xfs_io-style commands (-c CMD, repeatable); a prompt without -c.
+    /// Run xfs_io-style commands (-c CMD, repeatable); without -c, read
+    /// them from standard input (`#` starts a comment; exit 1 if any failed).
     Io {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// A command to run (repeatable; `-c help` lists them).
         #[arg(short = 'c', value_name = "CMD")]
         commands: Vec<String>,
     },
-    /// Copy standard input into a file (created or truncated).
-    Put { image: PathBuf, path: String },
+    /// Copy standard input into a file (created, or replaced whole only
+    /// once complete).
+    Put {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
+        image: PathBuf,
+        /// The file to write, a path inside the file system.
+        path: String,
+    },
     /// Write a file to standard output.
-    Cat { image: PathBuf, path: String },
+    Cat {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
+        image: PathBuf,
+        /// The file to read, a path inside the file system.
+        path: String,
+    },
     /// The main job: make a file system on IMAGE (default daxfs.img), use
     /// every feature, remount, verify, fsck.
     Demo {
@@ -104,49 +125,70 @@ enum Cmd {
     /// inode and path, metadata by kind, free space. START and END are device
     /// byte offsets.
     Fsmap {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// First device byte of the range [default: 0].
         start: Option<String>,
+        /// Device byte after the range [default: the end of the device].
         end: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Copy a file inside the file system; with --reflink the copy shares
-    /// the source's blocks until either is written.
+    /// the source's blocks until either is written. The destination is
+    /// replaced only once the copy is complete.
     Cp {
+        /// Share the source's blocks instead of copying them (FICLONE).
         #[arg(long)]
         reflink: bool,
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// The file to copy.
         src: String,
+        /// The new file (a file there is replaced; not a directory).
         dst: String,
     },
     /// The device's bad ranges and their owners; --import reads a list in
     /// the sysfs badblocks format or ndctl's JSON and reports it.
     Badblocks {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// A bad-block list to report: sysfs "sector count" lines, or
+        /// ndctl's JSON (as `--json` prints it).
         #[arg(long, value_name = "FILE")]
         import: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// The persistent error log; the files that lost data first.
     Errors {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Clear a media error: the recovery write makes the memory good again
     /// and unowned blocks return to free space. OFF and LEN are device bytes.
     ClearError {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// First device byte to clear, a multiple of 4096.
         off: String,
+        /// Bytes to clear, a multiple of 4096.
         len: String,
     },
     /// Verify every metadata block; with --data also read every data block to
     /// find latent errors. Exit non-zero if anything is left unrepaired.
     Scrub {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// Also read every data block.
         #[arg(long)]
         data: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -178,6 +220,22 @@ fn open_device(path: &Path, opts: daxfs_device::OpenOptions) -> Result<Arc<dyn D
 fn mount(path: &Path, pmem: daxfs_device::OpenOptions) -> Result<Fs> {
     let dev = open_device(path, pmem)?;
     Fs::mount(dev, &MountOptions::default()).with_context(|| format!("mounting {}", path.display()))
+}
+
+/// A byte count in binary units, one decimal: `8.0 MiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn json_str(s: &str) -> String {
@@ -318,10 +376,16 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Info { image, json } => {
             let fs = mount(&image, pmem)?;
             let i = fs.info();
+            let sb = daxfs::fs::read_superblock(&**fs.device())?;
+            let rmap = sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP != 0;
+            let next_ino = sb.next_ino.get();
+            let bs = i.block_size;
             if json {
                 outln!(
-                    "{{\"uuid\":{},\"label\":{},\"format_version\":{},\"block_size\":{},\"total_blocks\":{},\"free_blocks\":{},\"available_blocks\":{},\"reserved_blocks\":{},\"used_blocks\":{},\"inodes\":{},\"log_start\":{},\"log_blocks\":{},\"generation\":{},\"persistence\":{},\"device\":{},\"recovered_transaction\":{}}}",
+                    "{{\"uuid\":{},\"replicas\":{},\"reverse_map\":{},\"next_inode\":{next_ino},\"label\":{},\"format_version\":{},\"block_size\":{},\"total_blocks\":{},\"free_blocks\":{},\"available_blocks\":{},\"reserved_blocks\":{},\"used_blocks\":{},\"inodes\":{},\"log_start\":{},\"log_blocks\":{},\"generation\":{},\"persistence\":{},\"device\":{},\"recovered_transaction\":{}}}",
                     json_str(&i.uuid),
+                    i.replicas,
+                    rmap,
                     json_str(&i.label),
                     i.format_version,
                     i.block_size,
@@ -346,23 +410,49 @@ fn run(cli: Cli) -> Result<i32> {
                 outln!("uuid:           {}", i.uuid);
                 outln!("label:          {}", i.label);
                 outln!("format version: {}", i.format_version);
+                let features: Vec<&str> = [(i.replicas, "replicas"), (rmap, "reverse map")]
+                    .iter()
+                    .filter(|f| f.0)
+                    .map(|f| f.1)
+                    .collect();
+                outln!(
+                    "features:       {}",
+                    if features.is_empty() {
+                        "none".to_string()
+                    } else {
+                        features.join(", ")
+                    }
+                );
                 outln!("block size:     {}", i.block_size);
                 outln!(
-                    "blocks:         {} ({} bytes)",
+                    "blocks:         {} ({} bytes), {}",
                     i.total_blocks,
-                    i.total_blocks * i.block_size
+                    i.total_blocks * bs,
+                    human(i.total_blocks * bs)
+                );
+                let used = i.total_blocks.saturating_sub(i.free_blocks);
+                let pct = |n: u64| 100.0 * n as f64 / i.total_blocks.max(1) as f64;
+                outln!(
+                    "used blocks:    {used} ({}, {:.1}%)",
+                    human(used * bs),
+                    pct(used)
                 );
                 outln!(
-                    "free blocks:    {} ({:.1}%)",
+                    "free blocks:    {} ({}, {:.1}%)",
                     i.free_blocks,
-                    100.0 * i.free_blocks as f64 / i.total_blocks as f64
+                    human(i.free_blocks * bs),
+                    pct(i.free_blocks)
                 );
                 outln!(
-                    "available:      {} (free less {} reserved for metadata)",
+                    "available:      {} ({}: free less {} reserved for metadata)",
                     i.available_blocks,
+                    human(i.available_blocks * bs),
                     i.reserved_blocks
                 );
-                outln!("inodes:         {}", i.inodes);
+                outln!(
+                    "inodes:         {} in use, next inode number {next_ino}",
+                    i.inodes
+                );
                 outln!(
                     "log:            blocks {}..{}",
                     i.log_start,
@@ -638,7 +728,12 @@ fn run(cli: Cli) -> Result<i32> {
                     .with_context(|| format!("reading {}", path.display()))?;
                 let (ranges, ev) = fs.import_bad_blocks(&text, &path.display().to_string())?;
                 if !json {
-                    outln!("imported {} ranges from {}", ranges.len(), path.display());
+                    outln!(
+                        "imported {} {} from {}",
+                        ranges.len(),
+                        if ranges.len() == 1 { "range" } else { "ranges" },
+                        path.display()
+                    );
                 }
                 events.extend(ev);
             }
@@ -646,15 +741,25 @@ fn run(cli: Cli) -> Result<i32> {
             let bad = fs.device().bad_ranges();
             let mut rows = vec![];
             for &(off, len) in &bad {
-                let owners = fs.fsmap(off / 4096, len.div_ceil(4096))?;
+                // Each owner's part of its extent that is bad.
+                let owners: Vec<_> = fs
+                    .fsmap(off / 4096, len.div_ceil(4096))?
+                    .iter()
+                    .map(|r| fsmap::clip(r, off, off + len))
+                    .filter(|r| r.length > 0)
+                    .collect();
                 rows.push((off, len, owners));
             }
             if json {
                 let v: Vec<serde_json::Value> = rows
                     .iter()
                     .map(|(off, len, owners)| {
+                        // offset and length in 512-byte sectors, as ndctl
+                        // gives them (so the list can be fed to --import),
+                        // and in bytes.
                         serde_json::json!({
-                            "offset": off, "length": len,
+                            "offset": off / 512, "length": len.div_ceil(512),
+                            "byte_offset": off, "byte_length": len,
                             "owners": owners.iter().map(fsmap::row_json).collect::<Vec<_>>(),
                         })
                     })
@@ -732,9 +837,10 @@ fn run(cli: Cli) -> Result<i32> {
                 let entries = 1 + log.windows(2).filter(|w| w[0].seq != w[1].seq).count();
                 let entries = if log.is_empty() { 0 } else { entries };
                 outln!(
-                    "error log ({entries} {}, {} owners):",
+                    "error log ({entries} {}, {} {}):",
                     if entries == 1 { "entry" } else { "entries" },
-                    log.len()
+                    log.len(),
+                    if log.len() == 1 { "owner" } else { "owners" }
                 );
                 for e in &log {
                     outln!(
@@ -790,7 +896,7 @@ fn run(cli: Cli) -> Result<i32> {
                         "clean": rep.clean(), "metadata_blocks": rep.metadata_blocks, "data_blocks": rep.data_blocks,
                         "problems": rep.problems.iter().map(|p| serde_json::json!({"structure": p.structure, "block": p.block, "message": p.message})).collect::<Vec<_>>(),
                         "errors": rep.events.iter().map(fsmap::event_json).collect::<Vec<_>>(),
-                        "lost": rep.lost.iter().map(|(i, o, l)| serde_json::json!({"inode": i, "offset": o, "length": l})).collect::<Vec<_>>(),
+                        "lost": rep.lost.iter().map(|(i, o, l)| serde_json::json!({"inode": i, "paths": fs.paths(*i).unwrap_or_default(), "offset": o, "length": l})).collect::<Vec<_>>(),
                     })
                 );
             } else {
@@ -807,9 +913,14 @@ fn run(cli: Cli) -> Result<i32> {
                     );
                 }
                 for (ino, off, len) in &rep.lost {
+                    let p = fs.paths(*ino).unwrap_or_default();
                     outln!(
-                        "lost data: inode {ino} {} bytes {off}..{}",
-                        fs.paths(*ino).unwrap_or_default().join(", "),
+                        "lost data: {} (inode {ino}) bytes {off}..{}",
+                        if p.is_empty() {
+                            "(no path)".into()
+                        } else {
+                            p.join(", ")
+                        },
                         off + len
                     );
                 }
@@ -857,5 +968,34 @@ fn run(cli: Cli) -> Result<i32> {
             args,
         } => bench::run(&args),
         Cmd::Bench { .. } => bail!("--scale and --out belong to `daxfs bench tracking`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says what it is in
+    /// `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&Cli::command(), "daxfs", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:?}");
+        assert_eq!(human(512), "512 bytes");
+        assert_eq!(human(8 << 20), "8.0 MiB");
+        assert_eq!(human(1536), "1.5 KiB");
     }
 }

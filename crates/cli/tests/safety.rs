@@ -347,3 +347,99 @@ fn physical(fiemap: &str) -> u64 {
     let start: u64 = p.split("..").next().unwrap().parse().unwrap();
     start * 512
 }
+
+/// Media-error reports: badblocks names the bad part of each owner's
+/// extent, its JSON has sectors and can be fed back to --import, scrub's
+/// lost entries carry paths, fiemap marks the lost extent, counts agree in
+/// number ("1 owner").
+#[test]
+fn media_error_output() {
+    let d = TempDir::new("media");
+    let img = mkfs(&d, "a.img", "16m");
+    ok(&["io", &img, "-c", "open -c /a", "-c", "pwrite 0 1m"]);
+    let fm = ok(&["io", &img, "-c", "open -r /a", "-c", "fiemap"]);
+    let bad = physical(&fm) + 5 * 4096;
+    ok(&["io", &img, "-c", &format!("inject-error {bad} 4k")]);
+    let out = ok(&["badblocks", &img]);
+    let s = bad / 512;
+    // The owner row covers the bad page only: 8 sectors, file sectors 40..47.
+    mentions(
+        &out,
+        &[&format!(
+            "  0: [{s}..{}]: inode 2 data 40..47 /a 8 bad",
+            s + 7
+        )],
+    );
+    let j: serde_json::Value = serde_json::from_str(&ok(&["badblocks", &img, "--json"])).unwrap();
+    let e = &j["badblocks"][0];
+    assert_eq!(e["offset"].as_u64(), Some(s), "{j}");
+    assert_eq!(e["length"].as_u64(), Some(8), "{j}");
+    assert_eq!(e["byte_offset"].as_u64(), Some(bad), "{j}");
+    assert_eq!(e["byte_length"].as_u64(), Some(4096), "{j}");
+    assert_eq!(e["owners"][0]["length"].as_u64(), Some(4096), "{j}");
+    assert_eq!(e["owners"][0]["owner"]["offset"].as_u64(), Some(5 * 4096));
+    // Fed back, the list names the same range.
+    let list = d.path("list.json");
+    std::fs::write(&list, ok(&["badblocks", &img, "--json"])).unwrap();
+    let out = ok(&["badblocks", &img, "--import", &list]);
+    mentions(
+        &out,
+        &[
+            "imported 1 range from",
+            &format!("bad [{bad:#x}, +0x1000) (8 sectors at sector {s})"),
+        ],
+    );
+    let o = run(&["scrub", &img, "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["lost"][0]["paths"][0], "/a", "{j}");
+    let out = String::from_utf8_lossy(&run(&["scrub", &img]).stdout).into_owned();
+    mentions(&out, &["lost data: /a (inode 2) bytes 20480..24576"]);
+    let fm = ok(&["io", &img, "-c", "open -r /a", "-c", "fiemap"]);
+    mentions(&fm, &["1: [40..47]: ", " lost\n"]);
+    mentions(&ok(&["errors", &img]), &["error log (1 entry, 1 owner):"]);
+}
+
+/// info shows the feature flags, usage in readable units and inode counts;
+/// --json keeps raw numbers.
+#[test]
+fn info_shows_features_and_units() {
+    let d = TempDir::new("info");
+    let img = mkfs(&d, "a.img", "8m");
+    let out = ok(&["info", &img]);
+    mentions(
+        &out,
+        &[
+            "features:       replicas, reverse map",
+            "blocks:         2048 (8388608 bytes), 8.0 MiB",
+            "used blocks:    ",
+            " MiB, ",
+            "inodes:         1 in use, next inode number 2",
+        ],
+    );
+    let j: serde_json::Value = serde_json::from_str(&ok(&["info", &img, "--json"])).unwrap();
+    assert_eq!(j["replicas"], true);
+    assert_eq!(j["reverse_map"], true);
+    assert_eq!(j["next_inode"], 2);
+    let bare = d.path("bare.img");
+    ok(&["mkfs", &bare, "--size", "8m", "--no-rmap", "--no-replicas"]);
+    mentions(&ok(&["info", &bare]), &["features:       none"]);
+    let j: serde_json::Value = serde_json::from_str(&ok(&["info", &bare, "--json"])).unwrap();
+    assert_eq!(j["reverse_map"], false);
+}
+
+/// A pwrite that runs out of space keeps its prefix and says how long it is.
+#[test]
+fn pwrite_at_enospc_says_what_it_wrote() {
+    let d = TempDir::new("enospc");
+    let img = mkfs(&d, "a.img", "8m");
+    let o = run(&["io", &img, "-c", "open -c /f", "-c", "pwrite 0 16m"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    mentions(&t, &["(ENOSPC)"]);
+    let line = t.lines().find(|l| l.starts_with("wrote ")).expect(&t);
+    let n: u64 = line["wrote ".len()..line.find('/').unwrap()]
+        .parse()
+        .unwrap();
+    assert!(n > 0 && n < 16 << 20 && n % (1 << 20) == 0, "{line}");
+    assert_eq!(cat(&img, "/f").len() as u64, n);
+}
