@@ -9,7 +9,7 @@ mod out;
 mod safe;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use daxfs::{Fs, MkfsOptions, MountOptions, OpenOptions};
 use daxfs_device::{Device, MmapDevice};
 use out::outln;
@@ -191,6 +191,18 @@ enum Cmd {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish or
+    /// powershell) for the daxfs command to standard output.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of the daxfs command, or of one of its
+    /// commands, to standard output.
+    Man {
+        /// The command whose page to print [default: the daxfs command].
+        command: Option<String>,
     },
     /// Measure daxfs against memcpy and tmpfs, on pmem-like images it creates and removes.
     ///
@@ -949,6 +961,40 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Completions { shell } => {
+            let mut buf = vec![];
+            clap_complete::generate(shell, &mut Cli::command(), "daxfs", &mut buf);
+            out::bytes(&buf)?;
+            Ok(0)
+        }
+        Cmd::Man { command } => {
+            let top = Cli::command();
+            let page = match &command {
+                None => top,
+                Some(name) => {
+                    let Some(sub) = top.find_subcommand(name) else {
+                        return Err(daxfs::FsError::Invalid(format!(
+                            "no command {name:?} (the commands: {})",
+                            top.get_subcommands()
+                                .map(|c| c.get_name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                        .into());
+                    };
+                    // The page of `daxfs NAME` is daxfs-NAME(1), as git's.
+                    // (clap names are static; the process ends soon after.)
+                    let title: &'static str = Box::leak(format!("daxfs-{name}").into_boxed_str());
+                    sub.clone().name(title).version(env!("CARGO_PKG_VERSION"))
+                }
+            };
+            let mut buf = vec![];
+            clap_mangen::Man::new(page)
+                .render(&mut buf)
+                .context("rendering the manual page")?;
+            out::bytes(&buf)?;
+            Ok(0)
+        }
         Cmd::Bench {
             mode: Some(m),
             scale,
@@ -974,7 +1020,6 @@ fn run(cli: Cli) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     /// Every option and argument of every command says what it is in
     /// `--help`.

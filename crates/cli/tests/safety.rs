@@ -132,7 +132,11 @@ fn failing_put_and_cp_change_nothing() {
     let o = run_with(&["put", &img, "/f"], &big);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let now = cat(&img, "/f");
-    assert!(now == b"old content", "the failed put left {} bytes", now.len());
+    assert!(
+        now == b"old content",
+        "the failed put left {} bytes",
+        now.len()
+    );
     mentions(&text(&o), &["(ENOSPC)"]);
     let o = run_with(&["put", &img, "/new"], &big);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -443,4 +447,39 @@ fn pwrite_at_enospc_says_what_it_wrote() {
         .unwrap();
     assert!(n > 0 && n < 16 << 20 && n % (1 << 20) == 0, "{line}");
     assert_eq!(cat(&img, "/f").len() as u64, n);
+}
+
+/// Shell completions and manual pages come from the command's own
+/// definitions; an unknown shell or command is refused.
+#[test]
+fn completions_and_man_pages() {
+    let bash = ok(&["completions", "bash"]);
+    mentions(
+        &bash,
+        &["_daxfs()", "clear-error", "--reflink", "complete -F _daxfs"],
+    );
+    mentions(
+        &ok(&["completions", "zsh"]),
+        &["#compdef daxfs", "badblocks"],
+    );
+    mentions(
+        &ok(&["completions", "fish"]),
+        &["complete -c daxfs", "scrub"],
+    );
+    status(&["completions", "tcsh"], 2);
+    let man = ok(&["man"]);
+    mentions(&man, &[".TH daxfs 1", ".SH SYNOPSIS", "clear\\-error"]);
+    let fsck = ok(&["man", "fsck"]);
+    mentions(&fsck, &[".TH daxfs-fsck 1", "16 usage error"]);
+    let e = status(&["man", "nope"], 1);
+    mentions(&e, &["no command \"nope\"", "(EINVAL)"]);
+    // Every option in --help has a description.
+    let help = ok(&["cp", "--help"]);
+    mentions(
+        &help,
+        &[
+            "--reflink      Share the source's blocks",
+            "<DST>    The new file",
+        ],
+    );
 }
