@@ -445,7 +445,7 @@ fn pwrite_at_enospc_says_what_it_wrote() {
     let n: u64 = line["wrote ".len()..line.find('/').unwrap()]
         .parse()
         .unwrap();
-    assert!(n > 0 && n < 16 << 20 && n % (1 << 20) == 0, "{line}");
+    assert!(n > 0 && n < 16 << 20 && n.is_multiple_of(1 << 20), "{line}");
     assert_eq!(cat(&img, "/f").len() as u64, n);
 }
 
