@@ -77,6 +77,17 @@ pub fn report(e: &anyhow::Error) -> String {
         kept.push(p);
     }
     let mut line = kept.join(": ");
+    // Who holds a device that is already open.
+    let locked = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<DeviceError>() {
+            Some(DeviceError::Locked(p)) => Some(p.clone()),
+            _ => None,
+        });
+    if let Some(pid) = locked.and_then(|p| lock_holder(std::path::Path::new(&p))) {
+        let said = "already open by another daxfs instance";
+        line = line.replacen(said, &format!("{said} (process {pid})"), 1);
+    }
     if let Some(n) = errno(e).and_then(errno_name) {
         let tag = format!("({n})");
         if !line.ends_with(&tag) {
@@ -85,6 +96,37 @@ pub fn report(e: &anyhow::Error) -> String {
         }
     }
     line
+}
+
+/// The process holding the `flock` on `path`, from /proc/locks (where
+/// Linux lists each lock with its holder's PID and the file's device and
+/// inode); `None` when it cannot be told.
+pub fn lock_holder(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).ok()?;
+    let id = lock_id(md.dev(), md.ino());
+    holder_in(&std::fs::read_to_string("/proc/locks").ok()?, &id)
+}
+
+/// The `MAJOR:MINOR:INODE` form /proc/locks names a file by (major and
+/// minor in hexadecimal, as glibc splits a `dev_t`).
+fn lock_id(dev: u64, ino: u64) -> String {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    format!("{major:02x}:{minor:02x}:{ino}")
+}
+
+/// The PID of the FLOCK line for `id` in the text of /proc/locks
+/// (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`); lines of waiters
+/// (`1: -> FLOCK ...`) do not count.
+fn holder_in(locks: &str, id: &str) -> Option<u32> {
+    locks.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.get(1) != Some(&"FLOCK") || w.get(5) != Some(&id) {
+            return None;
+        }
+        w.get(4)?.parse().ok()
+    })
 }
 
 /// Removes every ` (os error N)` from a message.
@@ -127,6 +169,13 @@ mod tests {
         assert_eq!(report(&e), "/a: no such file or directory (ENOENT)");
         assert_eq!(strip_all("x (os error 2): y (os error 13)"), "x: y");
         assert_eq!(strip_all("odd (os error x)"), "odd (os error x)");
+        let locks = "1: FLOCK  ADVISORY  WRITE 4321 00:2a:77 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 99 00:2a:88 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 55 00:2a:88 0 EOF\n";
+        assert_eq!(holder_in(locks, "00:2a:77"), Some(4321));
+        assert_eq!(holder_in(locks, "00:2a:88"), None);
+        assert_eq!(lock_id(0x2a, 77), "00:2a:77");
+        assert_eq!(lock_id(0x801, 5), "08:01:5");
         let io = std::io::Error::from_raw_os_error(libc::EACCES);
         assert_eq!(io_text(&io), "Permission denied (EACCES)");
     }

@@ -483,3 +483,41 @@ fn completions_and_man_pages() {
         ],
     );
 }
+
+/// An image another daxfs has open is refused (EBUSY), naming the holder's
+/// process.
+#[test]
+fn already_open_names_the_holder() {
+    let d = TempDir::new("locked");
+    let img = mkfs(&d, "a.img", "8m");
+    // `io` without -c holds the image while it waits for standard input.
+    let mut holder = Command::new(BIN)
+        .args(["io", &img])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut e = String::new();
+    for _ in 0..200 {
+        let o = run(&["info", &img]);
+        e = String::from_utf8_lossy(&o.stderr).into_owned();
+        if !o.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    mentions(
+        &e,
+        &[
+            &format!(
+                "already open by another daxfs instance (process {})",
+                holder.id()
+            ),
+            "(EBUSY)",
+        ],
+    );
+    ok(&["info", &img]);
+}
