@@ -114,3 +114,18 @@ pub fn owner_json(o: &daxfs::OwnerKind, offset: u64) -> serde_json::Value {
         }
     }
 }
+
+/// The part of `r` inside the device range `[lo, hi)`: its start, length
+/// and (for file data) file offset clipped, so that a report of one bad
+/// page names that page of an owner's extent, not the whole extent.
+pub fn clip(r: &OwnerRecord, lo: u64, hi: u64) -> OwnerRecord {
+    let start = r.physical.max(lo);
+    let end = (r.physical + r.length).min(hi).max(start);
+    let mut c = r.clone();
+    c.physical = start;
+    c.length = end - start;
+    if matches!(c.owner, OwnerKind::File { .. }) {
+        c.offset = r.offset + (start - r.physical);
+    }
+    c
+}

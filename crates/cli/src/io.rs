@@ -314,7 +314,11 @@ impl<'a> Shell<'a> {
         let mut done = 0;
         while done < len {
             let n = chunk.min(len - done) as usize;
-            f.write_at(off + done, &buf[..n])?;
+            if let Err(e) = f.write_at(off + done, &buf[..n]) {
+                // As write(2): the prefix written stays; say how much it is.
+                writeln!(self.out, "wrote {done}/{len} bytes at offset {off}").ok();
+                return Err(e.into());
+            }
             done += n as u64;
         }
         writeln!(self.out, "wrote {len}/{len} bytes at offset {off}").ok();
@@ -343,7 +347,26 @@ impl<'a> Shell<'a> {
                 break;
             }
         }
-        writeln!(self.out, "read {done}/{len} bytes at offset {off}").ok();
+        if done < len {
+            // Say why it stopped: the end of the file, or a range it lost.
+            let pos = off + done;
+            let why = if pos >= f.stat().size {
+                "the end of the file".to_string()
+            } else {
+                match f.read_at(pos, &mut [0u8; 1]) {
+                    Err(e) if e.errno() == libc::EIO => "lost to a media error (EIO)".to_string(),
+                    Err(e) => format!("{e} ({})", e.errno_name()),
+                    Ok(_) => "a short read".to_string(),
+                }
+            };
+            writeln!(
+                self.out,
+                "read {done}/{len} bytes at offset {off}: stopped at {pos}: {why}"
+            )
+            .ok();
+        } else {
+            writeln!(self.out, "read {done}/{len} bytes at offset {off}").ok();
+        }
         Ok(())
     }
 
@@ -548,12 +571,15 @@ impl<'a> Shell<'a> {
             if e.logical > at {
                 row(o, at, e.logical, "hole".into());
             }
-            let flags = match (e.unwritten, e.shared) {
-                (true, true) => " unwritten shared",
-                (true, false) => " unwritten",
-                (false, true) => " shared",
-                (false, false) => "",
-            };
+            let flags: String = [
+                (e.unwritten, " unwritten"),
+                (e.shared, " shared"),
+                (e.lost, " lost"),
+            ]
+            .iter()
+            .filter(|f| f.0)
+            .map(|f| f.1)
+            .collect();
             row(
                 o,
                 e.logical,

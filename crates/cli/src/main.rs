@@ -2,12 +2,14 @@
 mod args;
 mod bench;
 mod demo;
+mod errors;
 mod fsmap;
 mod io;
 mod out;
+mod safe;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use daxfs::{Fs, MkfsOptions, MountOptions, OpenOptions};
 use daxfs_device::{Device, MmapDevice};
 use out::outln;
@@ -39,16 +41,20 @@ struct Cli {
 enum Cmd {
     /// Make a new file system (creating IMAGE if it does not exist).
     Mkfs {
+        /// The image file or device to make the file system on.
         image: PathBuf,
         /// Size of a new image file: k, m, g, t suffixes.
         #[arg(long)]
         size: Option<String>,
-        /// Overwrite an existing daxfs file system.
+        /// Overwrite what IMAGE holds: a file system (daxfs, ext2/3/4, XFS,
+        /// btrfs), swap, or any non-zero byte in its first 64 KiB, which
+        /// mkfs otherwise refuses.
         #[arg(long)]
         force: bool,
         /// Metadata log size in 4 KiB blocks.
         #[arg(long)]
         log_blocks: Option<u64>,
+        /// A name for the file system, up to 32 bytes.
         #[arg(long, default_value = "")]
         label: String,
         /// Do not keep a reverse map (owner queries, fsmap and media-error
@@ -60,85 +66,143 @@ enum Cmd {
         #[arg(long)]
         no_replicas: bool,
     },
-    /// Show geometry, usage, format version and persistence mode.
+    /// Show geometry, features, usage, format version and persistence mode.
     Info {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Check every metadata structure; exit 0 only when consistent.
+    /// Check every metadata structure, changing nothing. Exit status: 0
+    /// clean, 4 problems found, 8 could not check, 16 usage error.
     Fsck {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Run xfs_io-style commands (-c CMD, repeatable); a prompt without -c.
+    /// Run xfs_io-style commands (-c CMD, repeatable); without -c, read
+    /// them from standard input (`#` starts a comment; exit 1 if any failed).
     Io {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// A command to run (repeatable; `-c help` lists them).
         #[arg(short = 'c', value_name = "CMD")]
         commands: Vec<String>,
     },
-    /// Copy standard input into a file (created or truncated).
-    Put { image: PathBuf, path: String },
+    /// Copy standard input into a file (created, or replaced whole only
+    /// once complete).
+    Put {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
+        image: PathBuf,
+        /// The file to write, a path inside the file system.
+        path: String,
+    },
     /// Write a file to standard output.
-    Cat { image: PathBuf, path: String },
+    Cat {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
+        image: PathBuf,
+        /// The file to read, a path inside the file system.
+        path: String,
+    },
     /// The main job: make a file system on IMAGE (default daxfs.img), use
     /// every feature, remount, verify, fsck.
     Demo {
-        #[arg(default_value = "daxfs.img")]
-        image: PathBuf,
+        /// The image to make [default: daxfs.img, which a later demo may
+        /// re-make]. An existing IMAGE that holds a file system or data is
+        /// refused without --force.
+        image: Option<PathBuf>,
+        /// Size of the image: k, m, g, t suffixes.
         #[arg(long, default_value = "256m")]
         size: String,
+        /// Overwrite IMAGE whatever it holds.
+        #[arg(long)]
+        force: bool,
     },
     /// Every owner of a device range (default: the whole device): files by
     /// inode and path, metadata by kind, free space. START and END are device
     /// byte offsets.
     Fsmap {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// First device byte of the range [default: 0].
         start: Option<String>,
+        /// Device byte after the range [default: the end of the device].
         end: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Copy a file inside the file system; with --reflink the copy shares
-    /// the source's blocks until either is written.
+    /// the source's blocks until either is written. The destination is
+    /// replaced only once the copy is complete.
     Cp {
+        /// Share the source's blocks instead of copying them (FICLONE).
         #[arg(long)]
         reflink: bool,
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// The file to copy.
         src: String,
+        /// The new file (a file there is replaced; not a directory).
         dst: String,
     },
     /// The device's bad ranges and their owners; --import reads a list in
     /// the sysfs badblocks format or ndctl's JSON and reports it.
     Badblocks {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// A bad-block list to report: sysfs "sector count" lines, or
+        /// ndctl's JSON (as `--json` prints it).
         #[arg(long, value_name = "FILE")]
         import: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// The persistent error log; the files that lost data first.
     Errors {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Clear a media error: the recovery write makes the memory good again
     /// and unowned blocks return to free space. OFF and LEN are device bytes.
     ClearError {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// First device byte to clear, a multiple of 4096.
         off: String,
+        /// Bytes to clear, a multiple of 4096.
         len: String,
     },
     /// Verify every metadata block; with --data also read every data block to
     /// find latent errors. Exit non-zero if anything is left unrepaired.
     Scrub {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// Also read every data block.
         #[arg(long)]
         data: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish or
+    /// powershell) for the daxfs command to standard output.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of the daxfs command, or of one of its
+    /// commands, to standard output.
+    Man {
+        /// The command whose page to print [default: the daxfs command].
+        command: Option<String>,
     },
     /// Measure daxfs against memcpy and tmpfs, on pmem-like images it creates and removes.
     ///
@@ -170,18 +234,59 @@ fn mount(path: &Path, pmem: daxfs_device::OpenOptions) -> Result<Fs> {
     Fs::mount(dev, &MountOptions::default()).with_context(|| format!("mounting {}", path.display()))
 }
 
+/// A byte count in binary units, one decimal: `8.0 MiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// fsck's exit status when it found problems and left them (as e2fsck's 4).
+const FSCK_PROBLEMS: i32 = 4;
+/// fsck's exit status when it could not check (cannot open, not a daxfs).
+const FSCK_FAILED: i32 = 8;
+/// fsck's exit status for a usage error.
+const FSCK_USAGE: i32 = 16;
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let usage = !matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            // fsck's usage errors exit 16, as e2fsck's do.
+            let fsck = std::env::args()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .is_some_and(|a| a == "fsck");
+            if usage && fsck {
+                e.print().ok();
+                std::process::exit(FSCK_USAGE);
+            }
+            e.exit();
+        }
+    };
     let code = match run(cli) {
         Ok(code) => code,
         // The reader of standard output went away: stop quietly.
         Err(e) if out::is_closed(&e) => out::EXIT_CLOSED,
         Err(e) => {
-            eprintln!("daxfs: {e:#}");
+            eprintln!("daxfs: {}", errors::report(&e));
             1
         }
     };
@@ -244,6 +349,10 @@ fn run(cli: Cli) -> Result<i32> {
                     image.display()
                 ),
             };
+            if exists && !force {
+                // Not over another file system, swap or data without --force.
+                safe::refuse_to_overwrite(&image, &safe::probe(&image)?)?;
+            }
             if progress {
                 eprintln!("writing superblocks, log and root directory");
             }
@@ -279,10 +388,16 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Info { image, json } => {
             let fs = mount(&image, pmem)?;
             let i = fs.info();
+            let sb = daxfs::fs::read_superblock(&**fs.device())?;
+            let rmap = sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP != 0;
+            let next_ino = sb.next_ino.get();
+            let bs = i.block_size;
             if json {
                 outln!(
-                    "{{\"uuid\":{},\"label\":{},\"format_version\":{},\"block_size\":{},\"total_blocks\":{},\"free_blocks\":{},\"available_blocks\":{},\"reserved_blocks\":{},\"used_blocks\":{},\"inodes\":{},\"log_start\":{},\"log_blocks\":{},\"generation\":{},\"persistence\":{},\"device\":{},\"recovered_transaction\":{}}}",
+                    "{{\"uuid\":{},\"replicas\":{},\"reverse_map\":{},\"next_inode\":{next_ino},\"label\":{},\"format_version\":{},\"block_size\":{},\"total_blocks\":{},\"free_blocks\":{},\"available_blocks\":{},\"reserved_blocks\":{},\"used_blocks\":{},\"inodes\":{},\"log_start\":{},\"log_blocks\":{},\"generation\":{},\"persistence\":{},\"device\":{},\"recovered_transaction\":{}}}",
                     json_str(&i.uuid),
+                    i.replicas,
+                    rmap,
                     json_str(&i.label),
                     i.format_version,
                     i.block_size,
@@ -307,23 +422,49 @@ fn run(cli: Cli) -> Result<i32> {
                 outln!("uuid:           {}", i.uuid);
                 outln!("label:          {}", i.label);
                 outln!("format version: {}", i.format_version);
+                let features: Vec<&str> = [(i.replicas, "replicas"), (rmap, "reverse map")]
+                    .iter()
+                    .filter(|f| f.0)
+                    .map(|f| f.1)
+                    .collect();
+                outln!(
+                    "features:       {}",
+                    if features.is_empty() {
+                        "none".to_string()
+                    } else {
+                        features.join(", ")
+                    }
+                );
                 outln!("block size:     {}", i.block_size);
                 outln!(
-                    "blocks:         {} ({} bytes)",
+                    "blocks:         {} ({} bytes), {}",
                     i.total_blocks,
-                    i.total_blocks * i.block_size
+                    i.total_blocks * bs,
+                    human(i.total_blocks * bs)
+                );
+                let used = i.total_blocks.saturating_sub(i.free_blocks);
+                let pct = |n: u64| 100.0 * n as f64 / i.total_blocks.max(1) as f64;
+                outln!(
+                    "used blocks:    {used} ({}, {:.1}%)",
+                    human(used * bs),
+                    pct(used)
                 );
                 outln!(
-                    "free blocks:    {} ({:.1}%)",
+                    "free blocks:    {} ({}, {:.1}%)",
                     i.free_blocks,
-                    100.0 * i.free_blocks as f64 / i.total_blocks as f64
+                    human(i.free_blocks * bs),
+                    pct(i.free_blocks)
                 );
                 outln!(
-                    "available:      {} (free less {} reserved for metadata)",
+                    "available:      {} ({}: free less {} reserved for metadata)",
                     i.available_blocks,
+                    human(i.available_blocks * bs),
                     i.reserved_blocks
                 );
-                outln!("inodes:         {}", i.inodes);
+                outln!(
+                    "inodes:         {} in use, next inode number {next_ino}",
+                    i.inodes
+                );
                 outln!(
                     "log:            blocks {}..{}",
                     i.log_start,
@@ -337,75 +478,86 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Fsck { image, json } => {
-            let dev = open_device(&image, pmem)?;
-            let tty = std::io::stderr().is_terminal() && !json;
-            let mut last = std::time::Instant::now();
-            let mut progress = |phase: &str, done: u64, total: u64| {
-                if tty && (last.elapsed().as_millis() > 200 || done == total) {
-                    eprint!("\rfsck: {phase} {done}/{total}   ");
-                    last = std::time::Instant::now();
+            // Exit status as e2fsck and xfs_repair -n: 0 clean, 4 problems
+            // found and left, 8 could not check, 16 usage (in main).
+            let check = || -> Result<i32> {
+                let dev = open_device(&image, pmem)?;
+                let tty = std::io::stderr().is_terminal() && !json;
+                let mut last = std::time::Instant::now();
+                let mut progress = |phase: &str, done: u64, total: u64| {
+                    if tty && (last.elapsed().as_millis() > 200 || done == total) {
+                        eprint!("\rfsck: {phase} {done}/{total}   ");
+                        last = std::time::Instant::now();
+                    }
+                };
+                let rep = daxfs::fsck::fsck(&*dev, &mut progress)?;
+                if tty {
+                    eprintln!();
                 }
-            };
-            let rep = daxfs::fsck::fsck(&*dev, &mut progress)?;
-            if tty {
-                eprintln!();
-            }
-            if json {
-                let probs: Vec<String> = rep
-                    .problems
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{{\"structure\":{},\"block\":{},\"message\":{}}}",
-                            json_str(&p.structure),
-                            p.block
-                                .map(|b| b.to_string())
-                                .unwrap_or_else(|| "null".into()),
-                            json_str(&p.message)
-                        )
-                    })
-                    .collect();
-                outln!(
-                    "{{\"clean\":{},\"inodes\":{},\"directories\":{},\"files\":{},\"symlinks\":{},\"data_blocks\":{},\"metadata_blocks\":{},\"free_blocks\":{},\"pending_log\":{},\"problems\":[{}]}}",
-                    rep.is_clean(),
-                    rep.inodes,
-                    rep.directories,
-                    rep.files,
-                    rep.symlinks,
-                    rep.data_blocks,
-                    rep.metadata_blocks,
-                    rep.free_blocks,
-                    rep.pending_log
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "null".into()),
-                    probs.join(",")
-                );
-            } else {
-                for p in &rep.problems {
-                    outln!("problem: {p}");
-                }
-                if let Some(s) = rep.pending_log {
+                if json {
+                    let probs: Vec<String> = rep
+                        .problems
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{{\"structure\":{},\"block\":{},\"message\":{}}}",
+                                json_str(&p.structure),
+                                p.block
+                                    .map(|b| b.to_string())
+                                    .unwrap_or_else(|| "null".into()),
+                                json_str(&p.message)
+                            )
+                        })
+                        .collect();
                     outln!(
-                        "note: the log holds committed transaction {s}; the next mount replays it"
+                        "{{\"clean\":{},\"inodes\":{},\"directories\":{},\"files\":{},\"symlinks\":{},\"data_blocks\":{},\"metadata_blocks\":{},\"free_blocks\":{},\"pending_log\":{},\"problems\":[{}]}}",
+                        rep.is_clean(),
+                        rep.inodes,
+                        rep.directories,
+                        rep.files,
+                        rep.symlinks,
+                        rep.data_blocks,
+                        rep.metadata_blocks,
+                        rep.free_blocks,
+                        rep.pending_log
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "null".into()),
+                        probs.join(",")
+                    );
+                } else {
+                    for p in &rep.problems {
+                        outln!("problem: {p}");
+                    }
+                    if let Some(s) = rep.pending_log {
+                        outln!(
+                            "note: the log holds committed transaction {s}; the next mount replays it"
+                        );
+                    }
+                    outln!(
+                        "{}: {} inodes ({} directories, {} files, {} symlinks), {} data blocks, {} metadata blocks, {} free blocks",
+                        if rep.is_clean() {
+                            "clean"
+                        } else {
+                            "INCONSISTENT"
+                        },
+                        rep.inodes,
+                        rep.directories,
+                        rep.files,
+                        rep.symlinks,
+                        rep.data_blocks,
+                        rep.metadata_blocks,
+                        rep.free_blocks
                     );
                 }
-                outln!(
-                    "{}: {} inodes ({} directories, {} files, {} symlinks), {} data blocks, {} metadata blocks, {} free blocks",
-                    if rep.is_clean() {
-                        "clean"
-                    } else {
-                        "INCONSISTENT"
-                    },
-                    rep.inodes,
-                    rep.directories,
-                    rep.files,
-                    rep.symlinks,
-                    rep.data_blocks,
-                    rep.metadata_blocks,
-                    rep.free_blocks
-                );
+                Ok(if rep.is_clean() { 0 } else { FSCK_PROBLEMS })
+            };
+            match check() {
+                Err(e) if !out::is_closed(&e) => {
+                    eprintln!("daxfs: {}", errors::report(&e));
+                    Ok(FSCK_FAILED)
+                }
+                r => r,
             }
-            Ok(if rep.is_clean() { 0 } else { 1 })
         }
         Cmd::Io { image, commands } => {
             let fs = mount(&image, pmem)?;
@@ -417,6 +569,9 @@ fn run(cli: Cli) -> Result<i32> {
             };
             if commands.is_empty() {
                 let interactive = std::io::stdin().is_terminal();
+                // As xfs_io: a failed command does not stop the ones after
+                // it, but the exit status tells that one failed.
+                let mut failed = false;
                 let mut line = String::new();
                 loop {
                     if interactive {
@@ -428,10 +583,15 @@ fn run(cli: Cli) -> Result<i32> {
                         break;
                     }
                     let l = line.trim();
+                    if l.starts_with('#') {
+                        continue;
+                    }
                     if l == "quit" || l == "exit" {
                         break;
                     }
                     if let Err(e) = shell.run(l) {
+                        failed = true;
+                        shell.out.flush().ok();
                         let name = l.split_whitespace().next().unwrap_or("");
                         eprintln!("{name}: {} ({})", e.message, e.errno);
                     }
@@ -444,7 +604,7 @@ fn run(cli: Cli) -> Result<i32> {
                 return if out::closed() {
                     Err(out::Closed.into())
                 } else {
-                    Ok(0)
+                    Ok(i32::from(failed))
                 };
             }
             for c in &commands {
@@ -470,29 +630,36 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Put { image, path } => {
             let fs = mount(&image, pmem)?;
-            let f = fs.open(
-                &path,
-                &OpenOptions {
-                    truncate: true,
-                    ..OpenOptions::create()
-                },
-            )?;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut off = 0u64;
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                let n = stdin.read(&mut buf)?;
-                if n == 0 {
-                    break;
+            safe::replace_file(&fs, &path, |f| {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut off = 0u64;
+                let mut stdin = std::io::stdin().lock();
+                loop {
+                    let n = stdin.read(&mut buf).context("reading standard input")?;
+                    if n == 0 {
+                        break;
+                    }
+                    f.write_at(off, &buf[..n])
+                        .with_context(|| format!("writing {path}"))?;
+                    off += n as u64;
                 }
-                f.write_at(off, &buf[..n])?;
-                off += n as u64;
-            }
-            f.fsync()?;
+                Ok(())
+            })?;
             Ok(0)
         }
-        Cmd::Demo { image, size } => {
-            demo::run(&image, args::parse_size(&size)?, pmem)?;
+        Cmd::Demo { image, size, force } => {
+            let size = args::parse_size(&size)?;
+            let given = image.is_some();
+            let image = image.unwrap_or_else(|| PathBuf::from("daxfs.img"));
+            if image.exists() && !force {
+                let found = safe::probe(&image)?;
+                // Without IMAGE the demo may re-make the image it made.
+                let own = !given && found == safe::Found::Daxfs("demo".into());
+                if !own {
+                    safe::refuse_to_overwrite(&image, &found)?;
+                }
+            }
+            demo::run(&image, size, pmem)?;
             Ok(0)
         }
         Cmd::Fsmap {
@@ -534,29 +701,31 @@ fn run(cli: Cli) -> Result<i32> {
         } => {
             let fs = mount(&image, pmem)?;
             let s = fs.open(&src, &OpenOptions::read_only())?;
-            let d = fs.open(
-                &dst,
-                &OpenOptions {
-                    truncate: true,
-                    ..OpenOptions::create()
-                },
-            )?;
-            if reflink {
-                d.clone_from(&s)
-                    .with_context(|| format!("cp --reflink {src} {dst}"))?;
-            } else {
-                let mut buf = vec![0u8; 1 << 20];
-                let mut off = 0u64;
-                loop {
-                    let n = s.read_at(off, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    d.write_at(off, &buf[..n])?;
-                    off += n as u64;
-                }
+            if s.stat().kind == daxfs::FileKind::Dir {
+                return Err(daxfs::FsError::IsDir(src).into());
             }
-            d.fsync()?;
+            safe::refuse_same_file(&fs, &s, &src, &dst)?;
+            safe::replace_file(&fs, &dst, |d| {
+                if reflink {
+                    d.clone_from(&s)
+                        .with_context(|| format!("cp --reflink {src} {dst}"))?;
+                } else {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut off = 0u64;
+                    loop {
+                        let n = s
+                            .read_at(off, &mut buf)
+                            .with_context(|| format!("reading {src}"))?;
+                        if n == 0 {
+                            break;
+                        }
+                        d.write_at(off, &buf[..n])
+                            .with_context(|| format!("writing {dst}"))?;
+                        off += n as u64;
+                    }
+                }
+                Ok(())
+            })?;
             Ok(0)
         }
         Cmd::Badblocks {
@@ -571,7 +740,12 @@ fn run(cli: Cli) -> Result<i32> {
                     .with_context(|| format!("reading {}", path.display()))?;
                 let (ranges, ev) = fs.import_bad_blocks(&text, &path.display().to_string())?;
                 if !json {
-                    outln!("imported {} ranges from {}", ranges.len(), path.display());
+                    outln!(
+                        "imported {} {} from {}",
+                        ranges.len(),
+                        if ranges.len() == 1 { "range" } else { "ranges" },
+                        path.display()
+                    );
                 }
                 events.extend(ev);
             }
@@ -579,15 +753,25 @@ fn run(cli: Cli) -> Result<i32> {
             let bad = fs.device().bad_ranges();
             let mut rows = vec![];
             for &(off, len) in &bad {
-                let owners = fs.fsmap(off / 4096, len.div_ceil(4096))?;
+                // Each owner's part of its extent that is bad.
+                let owners: Vec<_> = fs
+                    .fsmap(off / 4096, len.div_ceil(4096))?
+                    .iter()
+                    .map(|r| fsmap::clip(r, off, off + len))
+                    .filter(|r| r.length > 0)
+                    .collect();
                 rows.push((off, len, owners));
             }
             if json {
                 let v: Vec<serde_json::Value> = rows
                     .iter()
                     .map(|(off, len, owners)| {
+                        // offset and length in 512-byte sectors, as ndctl
+                        // gives them (so the list can be fed to --import),
+                        // and in bytes.
                         serde_json::json!({
-                            "offset": off, "length": len,
+                            "offset": off / 512, "length": len.div_ceil(512),
+                            "byte_offset": off, "byte_length": len,
                             "owners": owners.iter().map(fsmap::row_json).collect::<Vec<_>>(),
                         })
                     })
@@ -665,9 +849,10 @@ fn run(cli: Cli) -> Result<i32> {
                 let entries = 1 + log.windows(2).filter(|w| w[0].seq != w[1].seq).count();
                 let entries = if log.is_empty() { 0 } else { entries };
                 outln!(
-                    "error log ({entries} {}, {} owners):",
+                    "error log ({entries} {}, {} {}):",
                     if entries == 1 { "entry" } else { "entries" },
-                    log.len()
+                    log.len(),
+                    if log.len() == 1 { "owner" } else { "owners" }
                 );
                 for e in &log {
                     outln!(
@@ -694,9 +879,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::ClearError { image, off, len } => {
             let fs = mount(&image, pmem)?;
             let (off, len) = (args::parse_size(&off)?, args::parse_size(&len)?);
-            let n = fs
-                .clear_bad_range(off, len)
-                .with_context(|| format!("clear-error [{off:#x}, +{len:#x})"))?;
+            let n = fs.clear_bad_range(off, len)?;
             if n == 0 {
                 outln!("nothing to clear: no bad blocks in [{off:#x}, +{len:#x})");
             } else {
@@ -725,7 +908,7 @@ fn run(cli: Cli) -> Result<i32> {
                         "clean": rep.clean(), "metadata_blocks": rep.metadata_blocks, "data_blocks": rep.data_blocks,
                         "problems": rep.problems.iter().map(|p| serde_json::json!({"structure": p.structure, "block": p.block, "message": p.message})).collect::<Vec<_>>(),
                         "errors": rep.events.iter().map(fsmap::event_json).collect::<Vec<_>>(),
-                        "lost": rep.lost.iter().map(|(i, o, l)| serde_json::json!({"inode": i, "offset": o, "length": l})).collect::<Vec<_>>(),
+                        "lost": rep.lost.iter().map(|(i, o, l)| serde_json::json!({"inode": i, "paths": fs.paths(*i).unwrap_or_default(), "offset": o, "length": l})).collect::<Vec<_>>(),
                     })
                 );
             } else {
@@ -742,9 +925,14 @@ fn run(cli: Cli) -> Result<i32> {
                     );
                 }
                 for (ino, off, len) in &rep.lost {
+                    let p = fs.paths(*ino).unwrap_or_default();
                     outln!(
-                        "lost data: inode {ino} {} bytes {off}..{}",
-                        fs.paths(*ino).unwrap_or_default().join(", "),
+                        "lost data: {} (inode {ino}) bytes {off}..{}",
+                        if p.is_empty() {
+                            "(no path)".into()
+                        } else {
+                            p.join(", ")
+                        },
                         off + len
                     );
                 }
@@ -773,6 +961,40 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Completions { shell } => {
+            let mut buf = vec![];
+            clap_complete::generate(shell, &mut Cli::command(), "daxfs", &mut buf);
+            out::bytes(&buf)?;
+            Ok(0)
+        }
+        Cmd::Man { command } => {
+            let top = Cli::command();
+            let page = match &command {
+                None => top,
+                Some(name) => {
+                    let Some(sub) = top.find_subcommand(name) else {
+                        return Err(daxfs::FsError::Invalid(format!(
+                            "no command {name:?} (the commands: {})",
+                            top.get_subcommands()
+                                .map(|c| c.get_name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                        .into());
+                    };
+                    // The page of `daxfs NAME` is daxfs-NAME(1), as git's.
+                    // (clap names are static; the process ends soon after.)
+                    let title: &'static str = Box::leak(format!("daxfs-{name}").into_boxed_str());
+                    sub.clone().name(title).version(env!("CARGO_PKG_VERSION"))
+                }
+            };
+            let mut buf = vec![];
+            clap_mangen::Man::new(page)
+                .render(&mut buf)
+                .context("rendering the manual page")?;
+            out::bytes(&buf)?;
+            Ok(0)
+        }
         Cmd::Bench {
             mode: Some(m),
             scale,
@@ -792,5 +1014,33 @@ fn run(cli: Cli) -> Result<i32> {
             args,
         } => bench::run(&args),
         Cmd::Bench { .. } => bail!("--scale and --out belong to `daxfs bench tracking`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option and argument of every command says what it is in
+    /// `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&Cli::command(), "daxfs", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:?}");
+        assert_eq!(human(512), "512 bytes");
+        assert_eq!(human(8 << 20), "8.0 MiB");
+        assert_eq!(human(1536), "1.5 KiB");
     }
 }

@@ -227,7 +227,8 @@ fn media_errors_from_injection_to_clearing() {
     assert!(log.iter().all(|e| e["seq"] == 0), "{log:?}");
     // badblocks lists the range with its owners.
     let j: serde_json::Value = serde_json::from_str(&ok(&["badblocks", &im, "--json"])).unwrap();
-    assert_eq!(j["badblocks"][0]["offset"].as_u64().unwrap(), p);
+    assert_eq!(j["badblocks"][0]["byte_offset"].as_u64().unwrap(), p);
+    assert_eq!(j["badblocks"][0]["offset"].as_u64().unwrap(), p / 512);
     assert_eq!(j["badblocks"][0]["owners"].as_array().unwrap().len(), 2);
     // scrub reports the data still lost and exits non-zero.
     let o = daxfs(&["scrub", &im, "--data"]);
@@ -269,7 +270,7 @@ fn badblocks_import_of_sysfs_and_ndctl_lists() {
     std::fs::write(&list, format!("{} 8\n", p / 512 + 8)).unwrap();
     let out = ok(&["badblocks", &im, "--import", list.to_str().unwrap()]);
     assert!(
-        out.contains("imported 1 ranges") && out.contains("data lost"),
+        out.contains("imported 1 range from") && out.contains("data lost"),
         "{out}"
     );
     let json = d.0.join("list.json");

@@ -451,8 +451,14 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                                     structure: format!("directory {ino}"),
                                     block: None,
                                     message: format!(
-                                        "entry {name:?} says type {} but inode {target} is {:?}",
-                                        d.ftype, tk
+                                        "entry {name:?} says type {} but inode {target} is {}",
+                                        d.ftype,
+                                        match tk {
+                                            Some(FileKind::File) => "a regular file",
+                                            Some(FileKind::Dir) => "a directory",
+                                            Some(FileKind::Symlink) => "a symbolic link",
+                                            None => "of no known type",
+                                        }
                                     ),
                                 });
                             }
@@ -1008,13 +1014,16 @@ fn check_sharing(
             p.push(Problem {
                 structure: "reverse-map tree".into(),
                 block: Some(b.phys),
-                message: format!("records of {:?} overlap", b.owner),
+                message: format!("records of {} overlap", owner_text(b.owner)),
             });
         } else if cont && a.unwritten == b.unwritten {
             p.push(Problem {
                 structure: "reverse-map tree".into(),
                 block: Some(b.phys),
-                message: format!("records of {:?} continue each other unmerged", b.owner),
+                message: format!(
+                    "records of {} continue each other unmerged",
+                    owner_text(b.owner)
+                ),
             });
         }
     }
@@ -1028,9 +1037,9 @@ fn check_sharing(
                 structure: "reverse-map tree".into(),
                 block: Some(m.phys),
                 message: format!(
-                    "lacks {} blocks owned by {:?}{}",
+                    "lacks {} blocks owned by {}{}",
                     m.len,
-                    m.owner,
+                    owner_text(m.owner),
                     if m.unwritten { " (unwritten)" } else { "" }
                 ),
             });
@@ -1040,8 +1049,8 @@ fn check_sharing(
                 structure: "reverse-map tree".into(),
                 block: Some(m.phys),
                 message: format!(
-                    "says {:?} owns {} blocks{} it does not",
-                    m.owner,
+                    "says {} owns {} blocks{} it does not",
+                    owner_text(m.owner),
                     m.len,
                     if m.unwritten { " (unwritten)" } else { "" }
                 ),
@@ -1384,5 +1393,15 @@ fn check_quarantine(
                 });
             }
         }
+    }
+}
+
+/// A reverse-map owner in words, for fsck's problems.
+fn owner_text(o: Owner) -> String {
+    match o {
+        Owner::Data { ino, fblock } => format!("the data of inode {ino} from file block {fblock}"),
+        Owner::ExtentTree { ino } => format!("the extent tree of inode {ino}"),
+        Owner::DirTree { ino } => format!("the directory tree of inode {ino}"),
+        Owner::Meta(k) => format!("the {}", k.name()),
     }
 }
