@@ -933,3 +933,21 @@ fn crash_split_clone() {
     }
     assert!(partial > 0, "the clone was never seen part done");
 }
+
+/// Allocating writes into holes copy their data outside the metadata lock
+/// and commit the blocks, mapping and size after: a crash at any point
+/// leaves the old file or the new one (the blocks free when the commit did
+/// not land). Covers a write past an unaligned end of file (the old last
+/// block's tail zeroed in the commit), an append, and a new file.
+#[test]
+fn crash_allocating_write_outside_the_lock() {
+    let setup = [Op::Create("/a"), Op::Write("/a", 0, 5000, 1)];
+    let ops = [
+        Op::Write("/a", 9000, 120_000, 2),
+        Op::WriteOnly("/a", 131_072, 100_000, 3),
+        Op::Create("/b"),
+        Op::WriteOnly("/b", 0, 300_000, 4),
+        Op::Unlink("/a"),
+    ];
+    run_workload("allocating write", &setup, &ops, 2);
+}
