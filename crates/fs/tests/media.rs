@@ -305,19 +305,46 @@ fn metadata_without_replica_shuts_down_after_every_owner_is_handled() {
 
 #[test]
 fn a_report_covering_data_metadata_and_free_space_handles_each() {
-    let (_dev, fs) = new_fs(16);
+    let (dev, fs) = new_fs(16);
     let f = file_with(&fs, "/f", &pattern(7, 2 * 4096));
     let p = phys_of(&f, 0);
-    // Three blocks from the file's first: data, data, then whatever follows.
-    let ev = fs.media_failure(p, 64 * BS, bg()).unwrap();
-    assert!(ev.iter().any(|e| e.action == "data lost"));
+    // The block before the file's data is a metadata node (mkfs lays them
+    // out before the first data): the report covers it, the file's two
+    // blocks, then free space.
+    let meta = fs.fsmap(p / BS - 1, 1).unwrap();
     assert!(
-        ev.iter().any(|e| e.action == "quarantined") || ev.iter().any(|e| e.action == "shut down")
+        meta.len() == 1 && meta[0].metadata,
+        "block before the data: {meta:?}"
+    );
+    let ev = fs.media_failure(p - BS, 64 * BS, bg()).unwrap();
+    assert!(ev.iter().any(|e| e.action == "data lost"), "{ev:?}");
+    assert!(ev.iter().any(|e| e.action == "quarantined"), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e.action == "repaired" && e.physical == p - BS),
+        "the metadata node was not rebuilt from its replica: {ev:?}"
+    );
+    assert!(!ev.iter().any(|e| e.action == "shut down"), "{ev:?}");
+    assert_eq!(fs.shutdown_reason(), None);
+    // The node lives elsewhere now, nothing metadata is left in the range,
+    // and the file system works on.
+    assert!(
+        fs.fsmap(p / BS - 1, 64)
+            .unwrap()
+            .iter()
+            .all(|r| !r.metadata),
+        "metadata left in the bad range"
     );
     let events: std::collections::HashSet<u64> =
         fs.error_log().unwrap().iter().map(|e| e.event).collect();
     assert_eq!(events.len(), 1, "one report is one event");
     drop(f);
+    fs.rename("/f", "/g").unwrap();
+    drop(file_with(&fs, "/h", b"after"));
+    let fs = remount(&dev, fs);
+    assert!(fs.stat("/g").is_ok() && fs.stat("/h").is_ok());
+    drop(fs);
+    assert_fsck(&*dev);
 }
 
 // ---- With the device's own poison: reports arrive through the holder. ----
