@@ -646,6 +646,18 @@ impl File {
             }
             return Ok(data.len());
         }
+        // An allocating write into holes only copies its data with no
+        // metadata lock held (see `fresh`).
+        if b1 - b0 >= crate::fresh::MIN_BLOCKS
+            && !lost_here
+            && map.overlapping_iter(b0, b1 - b0).next().is_none()
+        {
+            let res = self.write_fresh(map, off, end, data);
+            if res.as_ref().map_or(true, |&n| n < data.len()) {
+                d.extents = None;
+            }
+            return res;
+        }
         let res = self.write_slow(map, size, off, end, data);
         if res.is_err() {
             d.extents = None;
@@ -683,7 +695,7 @@ impl File {
 
     /// Zeroes the stale bytes past end of file in the last block, before a
     /// size increase makes them visible (copying the block first if shared).
-    fn zero_past_eof(
+    pub(crate) fn zero_past_eof(
         &self,
         tx: &mut Tx<'_>,
         map: &mut ExtentMap,

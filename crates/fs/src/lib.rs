@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod extents;
 pub mod file;
+mod fresh;
 pub mod fs;
 pub mod fsck;
 pub mod fuzz;

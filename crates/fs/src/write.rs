@@ -64,7 +64,7 @@ pub fn copy_dev(dev: &dyn Device, from: u64, to: u64, len: u64) -> Result<()> {
 
 /// Fills fresh blocks `[fb, fb+len)` at `phys`: source bytes over
 /// `[off, end)`, zeros elsewhere. Flushes them.
-fn fill_fresh(
+pub(crate) fn fill_fresh(
     dev: &dyn Device,
     fb: u64,
     phys: u64,

@@ -305,19 +305,46 @@ fn metadata_without_replica_shuts_down_after_every_owner_is_handled() {
 
 #[test]
 fn a_report_covering_data_metadata_and_free_space_handles_each() {
-    let (_dev, fs) = new_fs(16);
+    let (dev, fs) = new_fs(16);
     let f = file_with(&fs, "/f", &pattern(7, 2 * 4096));
     let p = phys_of(&f, 0);
-    // Three blocks from the file's first: data, data, then whatever follows.
-    let ev = fs.media_failure(p, 64 * BS, bg()).unwrap();
-    assert!(ev.iter().any(|e| e.action == "data lost"));
+    // The block before the file's data is a metadata node (mkfs lays them
+    // out before the first data): the report covers it, the file's two
+    // blocks, then free space.
+    let meta = fs.fsmap(p / BS - 1, 1).unwrap();
     assert!(
-        ev.iter().any(|e| e.action == "quarantined") || ev.iter().any(|e| e.action == "shut down")
+        meta.len() == 1 && meta[0].metadata,
+        "block before the data: {meta:?}"
+    );
+    let ev = fs.media_failure(p - BS, 64 * BS, bg()).unwrap();
+    assert!(ev.iter().any(|e| e.action == "data lost"), "{ev:?}");
+    assert!(ev.iter().any(|e| e.action == "quarantined"), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e.action == "repaired" && e.physical == p - BS),
+        "the metadata node was not rebuilt from its replica: {ev:?}"
+    );
+    assert!(!ev.iter().any(|e| e.action == "shut down"), "{ev:?}");
+    assert_eq!(fs.shutdown_reason(), None);
+    // The node lives elsewhere now, nothing metadata is left in the range,
+    // and the file system works on.
+    assert!(
+        fs.fsmap(p / BS - 1, 64)
+            .unwrap()
+            .iter()
+            .all(|r| !r.metadata),
+        "metadata left in the bad range"
     );
     let events: std::collections::HashSet<u64> =
         fs.error_log().unwrap().iter().map(|e| e.event).collect();
     assert_eq!(events.len(), 1, "one report is one event");
     drop(f);
+    fs.rename("/f", "/g").unwrap();
+    drop(file_with(&fs, "/h", b"after"));
+    let fs = remount(&dev, fs);
+    assert!(fs.stat("/g").is_ok() && fs.stat("/h").is_ok());
+    drop(fs);
+    assert_fsck(&*dev);
 }
 
 // ---- With the device's own poison: reports arrive through the holder. ----
@@ -450,7 +477,10 @@ fn device_removal_stops_writes_without_marking_corrupt() {
 
 /// Random workloads with errors injected at random places, checked against
 /// a model: no read ever returns bytes other than what was written, and each
-/// loss is reported to exactly the files that owned the bad block.
+/// loss is reported to exactly the files (and file offsets) that owned the
+/// bad block. The owners come from the model: every file block holds a
+/// token naming the write that made it (0: a hole); a clone copies tokens,
+/// so the blocks holding one token are the ones sharing a device block.
 #[test]
 fn random_errors_against_a_model() {
     use rand::{Rng, SeedableRng, rngs::SmallRng};
@@ -461,6 +491,8 @@ fn random_errors_against_a_model() {
         let mut model: Vec<Vec<u8>> = vec![vec![]; names.len()];
         // lost[i]: file blocks of file i whose data is lost.
         let mut lost: Vec<std::collections::BTreeSet<u64>> = vec![Default::default(); names.len()];
+        let mut tokens: Vec<Vec<u64>> = vec![vec![]; names.len()];
+        let mut next_token = 1u64;
         for n in &names {
             drop(fs.create(n).unwrap());
         }
@@ -479,8 +511,14 @@ fn random_errors_against_a_model() {
                         m.resize(off as usize + data.len(), 0);
                     }
                     m[off as usize..off as usize + data.len()].copy_from_slice(&data);
+                    let t = &mut tokens[i];
+                    if t.len() < blocks.end as usize {
+                        t.resize(blocks.end as usize, 0);
+                    }
                     for b in blocks {
                         lost[i].remove(&b);
+                        t[b as usize] = next_token;
+                        next_token += 1;
                     }
                 }
                 4..=5 => {
@@ -498,49 +536,54 @@ fn random_errors_against_a_model() {
                         for b in 0..(src.len() as u64).div_ceil(BS) {
                             lost[i].remove(&b);
                         }
+                        let st = tokens[j].clone();
+                        let t = &mut tokens[i];
+                        if t.len() < st.len() {
+                            t.resize(st.len(), 0);
+                        }
+                        t[..st.len()].copy_from_slice(&st);
                     }
                 }
                 6..=7 => {
-                    // A media error under a random written block of this file.
-                    let ext: Vec<_> = f
-                        .fiemap()
-                        .unwrap()
-                        .into_iter()
-                        .filter(|e| !e.unwritten && !e.lost)
+                    // A media error under a random written block of this
+                    // file (fiemap only finds its device address).
+                    let cands: Vec<u64> = (0..tokens[i].len() as u64)
+                        .filter(|b| tokens[i][*b as usize] != 0 && !lost[i].contains(b))
                         .collect();
-                    if let Some(e) = ext.get(
-                        rng.random_range(0..ext.len().max(1))
-                            .min(ext.len().saturating_sub(1)),
-                    ) {
-                        let blk = rng.random_range(0..e.length / BS);
-                        let phys = e.physical + blk * BS;
-                        // The true owners: every file whose extents map this block.
+                    if !cands.is_empty() {
+                        let blk = cands[rng.random_range(0..cands.len())];
+                        let tok = tokens[i][blk as usize];
+                        let phys = f
+                            .fiemap()
+                            .unwrap()
+                            .iter()
+                            .find(|x| x.logical <= blk * BS && blk * BS < x.logical + x.length)
+                            .map(|x| x.physical + (blk * BS - x.logical))
+                            .expect("a written block is mapped");
+                        // The true owners, by the model: every file block
+                        // holding the same token.
                         let mut owners = vec![];
-                        for (k, n) in names.iter().enumerate() {
-                            let g = fs.open(n, &OpenOptions::read_only()).unwrap();
-                            for x in g.fiemap().unwrap() {
-                                if x.physical <= phys
-                                    && phys < x.physical + x.length
-                                    && !x.unwritten
-                                {
-                                    owners.push((k, (x.logical + (phys - x.physical)) / BS));
+                        for (k, t) in tokens.iter().enumerate() {
+                            for (b, &x) in t.iter().enumerate() {
+                                if x == tok {
+                                    owners.push((k, b as u64));
                                 }
                             }
                         }
                         let ev = fs.inject_error(phys, BS).unwrap();
                         injected += 1;
                         shared_hits += u32::from(ev.len() > 1);
-                        let mut got: Vec<u64> = ev
+                        let mut got: Vec<(u64, u64)> = ev
                             .iter()
                             .filter(|x| x.action == "data lost")
                             .map(|x| match &x.owner {
-                                OwnerKind::File { ino, .. } => *ino,
-                                _ => 0,
+                                OwnerKind::File { ino, .. } => (*ino, x.offset),
+                                _ => (0, x.offset),
                             })
                             .collect();
-                        let mut want: Vec<u64> = owners
+                        let mut want: Vec<(u64, u64)> = owners
                             .iter()
-                            .map(|(k, _)| fs.stat(&names[*k]).unwrap().ino)
+                            .map(|(k, b)| (fs.stat(&names[*k]).unwrap().ino, b * BS))
                             .collect();
                         got.sort();
                         want.sort();
@@ -555,6 +598,7 @@ fn random_errors_against_a_model() {
                     f.set_len(len).unwrap();
                     model[i].resize(len as usize, 0);
                     lost[i].retain(|&b| b < len / BS);
+                    tokens[i].resize((len / BS) as usize, 0);
                 }
             }
             // Every file: lost blocks fail, every other byte is what was written.

@@ -560,7 +560,8 @@ fn huge_page_copy_on_write() {
     assert_fsck(&*dev);
 }
 
-/// Views of a file on an image file (the usual device), persisted by msync.
+/// Views of a file on an image file (the usual device), persisted by msync
+/// and fsync: the image as a kill leaves it (no unmount) holds both stores.
 #[test]
 fn views_of_an_image_file_persist_with_msync() {
     let path = std::env::temp_dir().join(format!("daxfs-views-{}.img", std::process::id()));
@@ -576,9 +577,9 @@ fn views_of_an_image_file_persist_with_msync() {
     let open = || -> Arc<dyn Device> {
         Arc::new(daxfs_device::MmapDevice::open(&path, daxfs_device::OpenOptions::new()).unwrap())
     };
-    {
+    let (after_msync, killed) = {
         let dev: Arc<dyn Device> = Arc::new(
-            daxfs_device::MmapDevice::create(&path, 32 << 20, daxfs_device::OpenOptions::new())
+            daxfs_device::MmapDevice::create(&path, 4 << 20, daxfs_device::OpenOptions::new())
                 .unwrap(),
         );
         Fs::mkfs(dev.clone(), &daxfs::MkfsOptions::default()).unwrap();
@@ -589,16 +590,32 @@ fn views_of_an_image_file_persist_with_msync() {
         let v = b.map(0, 3 * BS, Access::ReadWrite).unwrap();
         v.write_at(BS + 7, b"persisted").unwrap();
         v.msync(BS, BS).unwrap();
+        // Killed here: the image holds what the process stored (the file's
+        // pages), not what unmounting (or the next transaction, or the
+        // resolvers' idle flush 2 ms on) writes.
+        let after_msync = std::fs::read(&path).unwrap();
         v.write_at(2 * BS, b"by fsync").unwrap();
         b.fsync().unwrap();
+        let killed = std::fs::read(&path).unwrap();
         assert_eq!(shared_dev(&v, 0), a.fiemap().unwrap()[0].physical);
-    }
-    let fs = Fs::mount(open(), &daxfs::MountOptions::default()).unwrap();
-    let b = fs.open("/b", &OpenOptions::read_only()).unwrap();
-    let mut expect = pattern(4, 3 * BS as usize);
-    expect[BS as usize + 7..BS as usize + 16].copy_from_slice(b"persisted");
-    expect[2 * BS as usize..2 * BS as usize + 8].copy_from_slice(b"by fsync");
-    assert_eq!(read_all(&b, 3 * BS as usize), expect);
+        (after_msync, killed)
+    };
+    let check = |dev: Arc<dyn Device>, fsynced: bool| {
+        let fs = Fs::mount(dev, &daxfs::MountOptions::default()).unwrap();
+        let b = fs.open("/b", &OpenOptions::read_only()).unwrap();
+        let mut expect = pattern(4, 3 * BS as usize);
+        expect[BS as usize + 7..BS as usize + 16].copy_from_slice(b"persisted");
+        if fsynced {
+            expect[2 * BS as usize..2 * BS as usize + 8].copy_from_slice(b"by fsync");
+        }
+        assert_eq!(read_all(&b, 3 * BS as usize), expect);
+    };
+    check(
+        Arc::new(daxfs_device::MemDevice::from_image(after_msync)),
+        false,
+    );
+    check(Arc::new(daxfs_device::MemDevice::from_image(killed)), true);
+    check(open(), true);
 }
 
 // ---- Signals (in child processes) ----
