@@ -654,4 +654,4 @@ mread [-v] [OFF LEN]                   load (and with -v dump) bytes through the
 mwrite [-S BYTE] [OFF LEN]             store BYTE (default 0x58) through the mapping
 msync [OFF LEN]                        make the mapping's stores durable
 munmap                                 remove the mapping
-Sizes and offsets take k, m, g, t suffixes or 0x hexadecimal.";
+Sizes and offsets take b (4 KiB block), s (512-byte sector), k, m, g, t (or KiB, MiB, GiB) suffixes or 0x hexadecimal.";
