@@ -5,6 +5,7 @@ mod demo;
 mod fsmap;
 mod io;
 mod out;
+mod shellcmds;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -73,10 +74,14 @@ enum Cmd {
         json: bool,
     },
     /// Run xfs_io-style commands (-c CMD, repeatable); a prompt without -c.
+    #[command(after_help = format!("Commands:\n{}", io::HELP))]
     Io {
         image: PathBuf,
         #[arg(short = 'c', value_name = "CMD")]
         commands: Vec<String>,
+        /// Read-only: commands that would change the file system fail with EROFS.
+        #[arg(short = 'r')]
+        read_only: bool,
     },
     /// Copy standard input into a file (created or truncated).
     Put { image: PathBuf, path: String },
@@ -407,21 +412,26 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if rep.is_clean() { 0 } else { 1 })
         }
-        Cmd::Io { image, commands } => {
+        Cmd::Io {
+            image,
+            commands,
+            read_only,
+        } => {
             let fs = mount(&image, pmem)?;
             let mut shell = io::Shell {
                 fs: &fs,
                 file: None,
                 out: Box::new(out::Stdout),
                 view: None,
+                read_only,
             };
             if commands.is_empty() {
                 let interactive = std::io::stdin().is_terminal();
                 let mut line = String::new();
                 loop {
                     if interactive {
-                        write!(shell.out, "daxfs> ").ok();
                         shell.out.flush().ok();
+                        eprint!("daxfs> ");
                     }
                     line.clear();
                     if std::io::stdin().read_line(&mut line)? == 0 {
@@ -448,6 +458,9 @@ fn run(cli: Cli) -> Result<i32> {
                 };
             }
             for c in &commands {
+                if matches!(c.trim(), "quit" | "exit") {
+                    break;
+                }
                 let r = shell.run(c);
                 if out::closed() {
                     // The reader went away: the rest do not run.
