@@ -2,7 +2,9 @@
 mod args;
 mod bench;
 mod demo;
+mod export;
 mod fsmap;
+mod import;
 mod io;
 mod out;
 mod shellcmds;
@@ -60,6 +62,26 @@ enum Cmd {
         /// the file system down; this exists to measure their cost).
         #[arg(long)]
         no_replicas: bool,
+        /// Copy this host directory tree in (as mke2fs -d).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
+    /// Copy a host directory tree in as the new directory DEST (default
+    /// /NAME, NAME the host directory's), keeping modes, owners, times,
+    /// symlinks, hard links and holes; on failure nothing is left.
+    Import {
+        image: PathBuf,
+        hostdir: PathBuf,
+        dest: Option<String>,
+    },
+    /// Copy the tree at SRC (default /) out to the new host directory
+    /// HOSTDIR; ranges lost to media errors are skipped and reported
+    /// (exit status 1 when any was).
+    Export {
+        image: PathBuf,
+        /// [SRC] HOSTDIR
+        #[arg(num_args = 1..=2, required = true, value_name = "[SRC] HOSTDIR")]
+        paths: Vec<String>,
     },
     /// Show geometry, usage, format version and persistence mode.
     Info {
@@ -207,7 +229,11 @@ fn run(cli: Cli) -> Result<i32> {
             label,
             no_rmap,
             no_replicas,
+            from,
         } => {
+            if let Some(d) = &from {
+                import::check_host_dir(d).context("mkfs --from")?;
+            }
             let progress = std::io::stderr().is_terminal();
             let exists = image.exists();
             let dev: Arc<dyn Device> = match (&size, exists) {
@@ -269,6 +295,11 @@ fn run(cli: Cli) -> Result<i32> {
             }
             made.with_context(|| format!("mkfs {}", image.display()))?;
             let fs = Fs::mount(dev, &MountOptions::default())?;
+            if let Some(d) = &from {
+                let c = import::import_root(&fs, d)?;
+                fs.sync()?;
+                outln!("{}", import::summary(&c));
+            }
             let i = fs.info();
             outln!(
                 "made daxfs on {}: {} blocks of {} bytes, log {} blocks, uuid {}, persistence {}",
@@ -480,6 +511,51 @@ fn run(cli: Cli) -> Result<i32> {
             drop(shell);
             fs.sync()?;
             Ok(0)
+        }
+        Cmd::Import {
+            image,
+            hostdir,
+            dest,
+        } => {
+            import::check_host_dir(&hostdir)?;
+            let fs = mount(&image, pmem)?;
+            let dest = match dest {
+                Some(d) => d,
+                None => match hostdir.canonicalize()?.file_name() {
+                    Some(n) => format!("/{}", n.to_string_lossy()),
+                    None => bail!("{}: give DEST", hostdir.display()),
+                },
+            };
+            let c = import::import(&fs, &hostdir, &dest)?;
+            fs.sync()?;
+            outln!("{} into {dest}", import::summary(&c));
+            Ok(0)
+        }
+        Cmd::Export { image, paths } => {
+            let fs = mount(&image, pmem)?;
+            let (src, host) = match paths.as_slice() {
+                [h] => ("/", h),
+                [s, h] => (s.as_str(), h),
+                _ => bail!("usage: export IMAGE [SRC] HOSTDIR"),
+            };
+            let c = export::export(&fs, src, Path::new(host))?;
+            for (p, off, len) in &c.lost {
+                outln!("lost: {p}: [{off}, +{len}) not copied (left as a hole)");
+            }
+            outln!(
+                "exported {} files ({} bytes), {} directories, {} symlinks, {} hard links to {host}{}",
+                c.files,
+                c.bytes,
+                c.dirs,
+                c.symlinks,
+                c.hard_links,
+                if c.lost.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} damaged ranges skipped", c.lost.len())
+                }
+            );
+            Ok(if c.lost.is_empty() { 0 } else { 1 })
         }
         Cmd::Put { image, path } => {
             let fs = mount(&image, pmem)?;
