@@ -184,11 +184,10 @@ impl Importer<'_> {
         let mut buf = vec![0u8; 1 << 20];
         let mut at = 0u64;
         while at < size {
-            let data = match seek(&src, SeekFrom::Data(at)).map(|_| at) {
+            let data = match seek(&src, SeekFrom::Data(at)) {
                 Ok(d) => d,
                 // ENXIO: no data at or after `at`.
                 Err(e) if e == rustix::io::Errno::NXIO => break,
-                Ok(_) if at > 0 => at,
                 Err(e) => return Err(e).with_context(|| format!("reading {}", host.display())),
             };
             let hole = seek(&src, SeekFrom::Hole(data))
@@ -276,7 +275,7 @@ pub fn import(fs: &Fs, host: &Path, dest: &str) -> Result<Counts> {
         eprintln!();
     }
     if let Err(e) = r {
-        if let Err(e2) = Ok::<(), daxfs::FsError>(()) {
+        if let Err(e2) = remove_tree(fs, &tmp) {
             eprintln!(
                 "daxfs: removing the partial import {} failed: {e2}",
                 show(&tmp)
