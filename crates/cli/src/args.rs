@@ -16,6 +16,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
     }
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(digits);
+    if !suffix.chars().all(|c| c.is_ascii_alphabetic()) {
+        bail!("bad size {s:?}");
+    }
     let mult: u64 = match suffix.to_ascii_lowercase().as_str() {
         "" => 1,
         "b" => 4096,
@@ -26,9 +29,16 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "t" | "tib" => 1 << 40,
         "p" | "pib" => 1 << 50,
         "e" | "eib" => 1 << 60,
-        _ => bail!(
-            "unknown size suffix {suffix:?} in {s:?} (use b for 4 KiB blocks, s for 512-byte sectors, k, m, g, t, or KiB, MiB, GiB)"
-        ),
+        _ => {
+            // One letter shows as 'q', a longer suffix as "kb".
+            let shown = match suffix.chars().collect::<Vec<_>>()[..] {
+                [c] => format!("{c:?}"),
+                _ => format!("{suffix:?}"),
+            };
+            bail!(
+                "unknown size suffix {shown} in {s:?} (use b for 4 KiB blocks, s for 512-byte sectors, k, m, g, t, or KiB, MiB, GiB)"
+            )
+        }
     };
     if num.is_empty() {
         bail!("bad size {s:?}: no number before the suffix");
