@@ -457,15 +457,30 @@ fn run(cli: Cli) -> Result<i32> {
                 read_only,
             };
             if commands.is_empty() {
-                let interactive = std::io::stdin().is_terminal();
+                // On a terminal: line editing and history (the prompt goes to
+                // standard error); otherwise plain lines from standard input.
+                let mut editor = if std::io::stdin().is_terminal() {
+                    let cfg = rustyline::Config::builder()
+                        .behavior(rustyline::Behavior::PreferTerm)
+                        .auto_add_history(true)
+                        .build();
+                    Some(rustyline::DefaultEditor::with_config(cfg)?)
+                } else {
+                    None
+                };
                 let mut line = String::new();
                 loop {
-                    if interactive {
-                        shell.out.flush().ok();
-                        eprint!("daxfs> ");
-                    }
                     line.clear();
-                    if std::io::stdin().read_line(&mut line)? == 0 {
+                    if let Some(ed) = &mut editor {
+                        shell.out.flush().ok();
+                        match ed.readline("daxfs> ") {
+                            Ok(l) => line = l,
+                            // Ctrl-C drops the line, as a shell does.
+                            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                            Err(rustyline::error::ReadlineError::Eof) => break,
+                            Err(e) => return Err(e.into()),
+                        }
+                    } else if std::io::stdin().read_line(&mut line)? == 0 {
                         break;
                     }
                     let l = line.trim();
