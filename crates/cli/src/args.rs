@@ -1,8 +1,10 @@
 //! Parsing of sizes and offsets as the command line writes them.
 use anyhow::{Result, bail};
 
-/// Parses a byte count with an optional suffix: k, m, g, t (powers of 1024),
-/// or a 0x-prefixed hexadecimal number.
+/// Parses a byte count as xfs_io reads one: a number with an optional
+/// suffix, `b` (one 4 KiB block), `s` (a 512-byte sector), `k`, `m`, `g`,
+/// `t`, `p`, `e` (powers of 1024, either case), or the same spelled `KiB`,
+/// `MiB`, `GiB`, `TiB`; or a 0x-prefixed hexadecimal number.
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     if t.is_empty() {
@@ -12,20 +14,35 @@ pub fn parse_size(s: &str) -> Result<u64> {
         return u64::from_str_radix(h, 16)
             .map_err(|_| anyhow::anyhow!("bad hexadecimal number {s:?}"));
     }
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_lowercase() {
-                'b' => 1,
-                'k' => 1 << 10,
-                'm' => 1 << 20,
-                'g' => 1 << 30,
-                't' => 1 << 40,
-                _ => bail!("unknown size suffix {c:?} in {s:?} (use k, m, g or t)"),
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    if !suffix.chars().all(|c| c.is_ascii_alphabetic()) {
+        bail!("bad size {s:?}");
+    }
+    let mult: u64 = match suffix.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "b" => 4096,
+        "s" => 512,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "p" | "pib" => 1 << 50,
+        "e" | "eib" => 1 << 60,
+        _ => {
+            // One letter shows as 'q', a longer suffix as "kb".
+            let shown = match suffix.chars().collect::<Vec<_>>()[..] {
+                [c] => format!("{c:?}"),
+                _ => format!("{suffix:?}"),
             };
-            (&t[..i], m)
+            bail!(
+                "unknown size suffix {shown} in {s:?} (use b for 4 KiB blocks, s for 512-byte sectors, k, m, g, t, or KiB, MiB, GiB)"
+            )
         }
-        _ => (t, 1),
     };
+    if num.is_empty() {
+        bail!("bad size {s:?}: no number before the suffix");
+    }
     let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("bad size {s:?}"))?;
     n.checked_mul(mult)
         .ok_or_else(|| anyhow::anyhow!("size {s:?} is too large"))
@@ -80,6 +97,21 @@ mod tests {
         assert!(parse_size("12q").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999999999999t").is_err());
+        assert!(parse_size("16384e").is_err());
+    }
+
+    #[test]
+    fn xfs_io_suffixes() {
+        assert_eq!(parse_size("1b").unwrap(), 4096);
+        assert_eq!(parse_size("3B").unwrap(), 3 * 4096);
+        assert_eq!(parse_size("2s").unwrap(), 1024);
+        assert_eq!(parse_size("4KiB").unwrap(), 4096);
+        assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
+        assert_eq!(parse_size("1gib").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1t").unwrap(), 1 << 40);
+        assert!(parse_size("k").is_err());
+        assert!(parse_size("4kb").is_err());
+        assert!(parse_size("1.5k").is_err());
     }
 
     #[test]

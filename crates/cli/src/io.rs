@@ -4,7 +4,7 @@
 //! prints `CMD: message (ERRNO)` on stderr; with `-c` the remaining commands
 //! do not run and the exit status is non-zero.
 use crate::args::parse_size;
-use daxfs::{Access, FallocFlags, File, FileKind, Fs, FsError, OpenOptions, View};
+use daxfs::{Access, FallocFlags, File, Fs, FsError, OpenOptions, View};
 use std::io::Write;
 
 /// An error of one shell command, with the errno it maps to.
@@ -48,7 +48,30 @@ pub struct Shell<'a> {
     pub out: Box<dyn Write + 'a>,
     /// The mapping `mmap` made (xfs_io keeps one current mapping too).
     pub view: Option<View>,
+    /// `io -r`: commands that would change the file system fail with EROFS.
+    pub read_only: bool,
 }
+
+/// The commands `io -r` runs: those that change nothing (`open` only with
+/// `-r`, `mmap` only with `-r`).
+const READ_ONLY_COMMANDS: &[&str] = &[
+    "close",
+    "pread",
+    "stat",
+    "fiemap",
+    "ls",
+    "readlink",
+    "fsmap",
+    "mread",
+    "munmap",
+    "help",
+    "df",
+    "statfs",
+    "du",
+    "fsync",
+    "fdatasync",
+    "sync",
+];
 
 /// Flags with their values, and the other words, of a command's arguments.
 type Parsed<'w> = (Vec<(char, Option<&'w str>)>, Vec<&'w str>);
@@ -56,7 +79,7 @@ type Parsed<'w> = (Vec<(char, Option<&'w str>)>, Vec<&'w str>);
 /// Splits flags from positional words. `spec` lists the flags the command
 /// takes, as getopt(3) does: a letter followed by ':' takes a value
 /// (`-x VALUE`). Any other flag is an error.
-fn getopt<'w>(words: &'w [String], spec: &str) -> Result<Parsed<'w>, CmdError> {
+pub(crate) fn getopt<'w>(words: &'w [String], spec: &str) -> Result<Parsed<'w>, CmdError> {
     let mut flags = vec![];
     let mut pos = vec![];
     let mut i = 0;
@@ -94,7 +117,7 @@ fn args<'w, const N: usize>(pos: &[&'w str], what: &str) -> Result<[&'w str; N],
 }
 
 impl<'a> Shell<'a> {
-    fn file(&self) -> Result<&File, CmdError> {
+    pub(crate) fn file(&self) -> Result<&File, CmdError> {
         self.file.as_ref().map(|(_, f)| f).ok_or_else(|| CmdError {
             errno: "EBADF",
             message: "no file is open (use open PATH)".into(),
@@ -107,6 +130,18 @@ impl<'a> Shell<'a> {
         let Some((cmd, rest)) = words.split_first() else {
             return Ok(());
         };
+        if self.read_only {
+            let flagged = |f: &str| rest.iter().any(|w| w.starts_with('-') && w.contains(f));
+            let allowed = READ_ONLY_COMMANDS.contains(&cmd.as_str())
+                || (cmd == "open" && flagged("r") && !flagged("c") && !flagged("t"))
+                || (cmd == "mmap" && flagged("r"));
+            if !allowed {
+                return Err(CmdError {
+                    errno: "EROFS",
+                    message: "the image is open read-only (io -r)".into(),
+                });
+            }
+        }
         match cmd.as_str() {
             "open" => self.open(rest),
             "close" => {
@@ -169,10 +204,11 @@ impl<'a> Shell<'a> {
                 let [p] = args(&getopt(rest, "")?.1, "mkdir PATH")?;
                 Ok(self.fs.mkdir(p, 0o755)?)
             }
-            "rm" => {
-                let [p] = args(&getopt(rest, "")?.1, "rm PATH")?;
-                Ok(self.fs.unlink(p)?)
-            }
+            "rm" => self.rm(rest),
+            "chown" => self.chown(rest),
+            "touch" => self.touch(rest),
+            "df" | "statfs" => self.df(rest),
+            "du" => self.du(rest),
             "rmdir" => {
                 let [p] = args(&getopt(rest, "")?.1, "rmdir PATH")?;
                 Ok(self.fs.rmdir(p)?)
@@ -529,34 +565,6 @@ impl<'a> Shell<'a> {
         Ok(())
     }
 
-    fn stat(&mut self, rest: &[String]) -> CmdResult {
-        let (_, pos) = getopt(rest, "")?;
-        let st = match pos.as_slice() {
-            [] => self.file()?.stat(),
-            [p] => self.fs.lstat(p)?,
-            _ => return Err(usage("usage: stat [PATH]")),
-        };
-        let kind = match st.kind {
-            FileKind::File => "regular file",
-            FileKind::Dir => "directory",
-            FileKind::Symlink => "symbolic link",
-        };
-        let o = &mut self.out;
-        writeln!(o, "stat.ino = {}", st.ino).ok();
-        writeln!(o, "stat.type = {kind}").ok();
-        writeln!(o, "stat.size = {}", st.size).ok();
-        writeln!(o, "stat.blocks = {}", st.blocks).ok();
-        writeln!(o, "stat.nlink = {}", st.nlink).ok();
-        writeln!(o, "stat.mode = 0{:o}", st.perm).ok();
-        writeln!(o, "stat.uid = {}", st.uid).ok();
-        writeln!(o, "stat.gid = {}", st.gid).ok();
-        writeln!(o, "stat.atime = {}.{:09}", st.atime.0, st.atime.1).ok();
-        writeln!(o, "stat.mtime = {}.{:09}", st.mtime.0, st.mtime.1).ok();
-        writeln!(o, "stat.ctime = {}.{:09}", st.ctime.0, st.ctime.1).ok();
-        writeln!(o, "stat.lost_bytes = {}", st.lost_bytes).ok();
-        Ok(())
-    }
-
     fn fiemap(&mut self) -> CmdResult {
         let ext = self.file()?.fiemap()?;
         let size = self.file()?.stat().size;
@@ -598,35 +606,6 @@ impl<'a> Shell<'a> {
         }
         Ok(())
     }
-
-    fn ls(&mut self, rest: &[String]) -> CmdResult {
-        let (_, pos) = getopt(rest, "")?;
-        let p = match pos.as_slice() {
-            [] => "/",
-            [p] => p,
-            _ => return Err(usage("usage: ls [PATH]")),
-        };
-        for e in self.fs.readdir(p)? {
-            let path = format!("{}/{}", p.trim_end_matches('/'), e.name_lossy());
-            let st = self.fs.lstat(&path)?;
-            let t = match e.kind {
-                FileKind::Dir => 'd',
-                FileKind::Symlink => 'l',
-                FileKind::File => '-',
-            };
-            writeln!(
-                self.out,
-                "{t}{:04o} {:>3} {:>12} {:>8} {}",
-                st.perm,
-                st.nlink,
-                st.size,
-                e.ino,
-                e.name_lossy()
-            )
-            .ok();
-        }
-        Ok(())
-    }
 }
 
 fn hexdump(o: &mut Box<dyn Write + '_>, base: u64, data: &[u8]) {
@@ -664,11 +643,16 @@ fpunch OFF LEN                        punch a hole
 fzero [-k] OFF LEN                    zero a range (keep size with -k)
 fsync                                 make the open file durable
 sync                                  make every file durable
-stat [PATH]                           attributes of the open file or of PATH
+stat [PATH...]                        attributes of the open file or of each PATH
 fiemap                                extents of the open file (512-byte units)
-ls [PATH]                             list a directory
-mkdir PATH | rm PATH | rmdir PATH     create a directory, remove a file or directory
+ls [-l] [-R] [PATH...]                list directories, sorted (-l: mode, links, owner, group, size, mtime; -R: recursive)
+mkdir PATH | rmdir PATH               create, remove an empty directory
+rm [-r] [-f] PATH...                  remove files (-r: directories and all under them; -f: missing is fine)
 rename FROM TO | link OLD NEW | symlink TARGET PATH | readlink PATH | chmod MODE PATH
+chown UID[:GID] PATH                  change owner and group (numeric ids)
+touch [-a] [-m] [-d SEC[.NSEC]] PATH... create if missing; set atime and mtime (now, or -d)
+df | statfs                           size, use and inodes of the file system
+du [-s] [PATH...]                     bytes held under each directory (-s: totals only)
 reflink SRC [SRC_OFF DST_OFF LEN]      clone SRC (or a block range of it) into the open file
 dedupe SRC SRC_OFF DST_OFF LEN         share the range with SRC where the bytes are equal
 copy_range SRC [SRC_OFF DST_OFF LEN]   copy SRC into the open file, sharing whole blocks
@@ -680,4 +664,5 @@ mread [-v] [OFF LEN]                   load (and with -v dump) bytes through the
 mwrite [-S BYTE] [OFF LEN]             store BYTE (default 0x58) through the mapping
 msync [OFF LEN]                        make the mapping's stores durable
 munmap                                 remove the mapping
-Sizes and offsets take k, m, g, t suffixes or 0x hexadecimal.";
+help | quit                            this list | end the session
+Sizes and offsets take b (4 KiB block), s (512-byte sector), k, m, g, t (or KiB, MiB, GiB) suffixes or 0x hexadecimal.";

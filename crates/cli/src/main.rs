@@ -3,10 +3,13 @@ mod args;
 mod bench;
 mod demo;
 mod errors;
+mod export;
 mod fsmap;
+mod import;
 mod io;
 mod out;
 mod safe;
+mod shellcmds;
 
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -65,6 +68,26 @@ enum Cmd {
         /// the file system down; this exists to measure their cost).
         #[arg(long)]
         no_replicas: bool,
+        /// Copy this host directory tree in (as mke2fs -d).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
+    /// Copy a host directory tree in as the new directory DEST (default
+    /// /NAME, NAME the host directory's), keeping modes, owners, times,
+    /// symlinks, hard links and holes; on failure nothing is left.
+    Import {
+        image: PathBuf,
+        hostdir: PathBuf,
+        dest: Option<String>,
+    },
+    /// Copy the tree at SRC (default /) out to the new host directory
+    /// HOSTDIR; ranges lost to media errors are skipped and reported
+    /// (exit status 1 when any was).
+    Export {
+        image: PathBuf,
+        /// [SRC] HOSTDIR
+        #[arg(num_args = 1..=2, required = true, value_name = "[SRC] HOSTDIR")]
+        paths: Vec<String>,
     },
     /// Show geometry, features, usage, format version and persistence mode.
     Info {
@@ -85,12 +108,16 @@ enum Cmd {
     },
     /// Run xfs_io-style commands (-c CMD, repeatable); without -c, read
     /// them from standard input (`#` starts a comment; exit 1 if any failed).
+    #[command(after_help = format!("Commands:\n{}", io::HELP))]
     Io {
         /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
         /// A command to run (repeatable; `-c help` lists them).
         #[arg(short = 'c', value_name = "CMD")]
         commands: Vec<String>,
+        /// Read-only: commands that would change the file system fail with EROFS.
+        #[arg(short = 'r')]
+        read_only: bool,
     },
     /// Copy standard input into a file (created, or replaced whole only
     /// once complete).
@@ -307,7 +334,11 @@ fn run(cli: Cli) -> Result<i32> {
             label,
             no_rmap,
             no_replicas,
+            from,
         } => {
+            if let Some(d) = &from {
+                import::check_host_dir(d).context("mkfs --from")?;
+            }
             let progress = std::io::stderr().is_terminal();
             let exists = image.exists();
             let dev: Arc<dyn Device> = match (&size, exists) {
@@ -373,6 +404,11 @@ fn run(cli: Cli) -> Result<i32> {
             }
             made.with_context(|| format!("mkfs {}", image.display()))?;
             let fs = Fs::mount(dev, &MountOptions::default())?;
+            if let Some(d) = &from {
+                let c = import::import_root(&fs, d)?;
+                fs.sync()?;
+                outln!("{}", import::summary(&c));
+            }
             let i = fs.info();
             outln!(
                 "made daxfs on {}: {} blocks of {} bytes, log {} blocks, uuid {}, persistence {}",
@@ -559,27 +595,47 @@ fn run(cli: Cli) -> Result<i32> {
                 r => r,
             }
         }
-        Cmd::Io { image, commands } => {
+        Cmd::Io {
+            image,
+            commands,
+            read_only,
+        } => {
             let fs = mount(&image, pmem)?;
             let mut shell = io::Shell {
                 fs: &fs,
                 file: None,
                 out: Box::new(out::Stdout),
                 view: None,
+                read_only,
             };
             if commands.is_empty() {
-                let interactive = std::io::stdin().is_terminal();
                 // As xfs_io: a failed command does not stop the ones after
                 // it, but the exit status tells that one failed.
                 let mut failed = false;
+                // On a terminal: line editing and history (the prompt goes to
+                // standard error); otherwise plain lines from standard input.
+                let mut editor = if std::io::stdin().is_terminal() {
+                    let cfg = rustyline::Config::builder()
+                        .behavior(rustyline::Behavior::PreferTerm)
+                        .auto_add_history(true)
+                        .build();
+                    Some(rustyline::DefaultEditor::with_config(cfg)?)
+                } else {
+                    None
+                };
                 let mut line = String::new();
                 loop {
-                    if interactive {
-                        write!(shell.out, "daxfs> ").ok();
-                        shell.out.flush().ok();
-                    }
                     line.clear();
-                    if std::io::stdin().read_line(&mut line)? == 0 {
+                    if let Some(ed) = &mut editor {
+                        shell.out.flush().ok();
+                        match ed.readline("daxfs> ") {
+                            Ok(l) => line = l,
+                            // Ctrl-C drops the line, as a shell does.
+                            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                            Err(rustyline::error::ReadlineError::Eof) => break,
+                            Err(e) => return Err(e.into()),
+                        }
+                    } else if std::io::stdin().read_line(&mut line)? == 0 {
                         break;
                     }
                     let l = line.trim();
@@ -608,6 +664,9 @@ fn run(cli: Cli) -> Result<i32> {
                 };
             }
             for c in &commands {
+                if matches!(c.trim(), "quit" | "exit") {
+                    break;
+                }
                 let r = shell.run(c);
                 if out::closed() {
                     // The reader went away: the rest do not run.
@@ -627,6 +686,51 @@ fn run(cli: Cli) -> Result<i32> {
             drop(shell);
             fs.sync()?;
             Ok(0)
+        }
+        Cmd::Import {
+            image,
+            hostdir,
+            dest,
+        } => {
+            import::check_host_dir(&hostdir)?;
+            let fs = mount(&image, pmem)?;
+            let dest = match dest {
+                Some(d) => d,
+                None => match hostdir.canonicalize()?.file_name() {
+                    Some(n) => format!("/{}", n.to_string_lossy()),
+                    None => bail!("{}: give DEST", hostdir.display()),
+                },
+            };
+            let c = import::import(&fs, &hostdir, &dest)?;
+            fs.sync()?;
+            outln!("{} into {dest}", import::summary(&c));
+            Ok(0)
+        }
+        Cmd::Export { image, paths } => {
+            let fs = mount(&image, pmem)?;
+            let (src, host) = match paths.as_slice() {
+                [h] => ("/", h),
+                [s, h] => (s.as_str(), h),
+                _ => bail!("usage: export IMAGE [SRC] HOSTDIR"),
+            };
+            let c = export::export(&fs, src, Path::new(host))?;
+            for (p, off, len) in &c.lost {
+                outln!("lost: {p}: [{off}, +{len}) not copied (left as a hole)");
+            }
+            outln!(
+                "exported {} files ({} bytes), {} directories, {} symlinks, {} hard links to {host}{}",
+                c.files,
+                c.bytes,
+                c.dirs,
+                c.symlinks,
+                c.hard_links,
+                if c.lost.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} damaged ranges skipped", c.lost.len())
+                }
+            );
+            Ok(if c.lost.is_empty() { 0 } else { 1 })
         }
         Cmd::Put { image, path } => {
             let fs = mount(&image, pmem)?;

@@ -229,7 +229,7 @@ fn io_commands_and_their_output() {
     // The data is there for the next process.
     let out = ok(&["io", &img, "-c", "open -r /f", "-c", "pread 4090 100"]);
     mentions(&out, &["read 100/100 bytes at offset 4090"]);
-    let out = ok(&["io", &img, "-c", "ls /"]);
+    let out = ok(&["io", &img, "-c", "ls -l /"]);
     mentions(&out, &["8192", " f"]);
 }
 

@@ -1,0 +1,230 @@
+//! `daxfs export IMG [SRC] HOSTDIR`: copy a daxfs tree out to a new host
+//! directory, keeping modes, owners (when the host lets us), times,
+//! symlinks, hard links and holes. Ranges a file lost to media errors (and
+//! ranges that fail to read) are skipped, left as holes, and reported: the
+//! salvage path when both copies of a metadata node are bad and the file
+//! system is shut down (reads still work).
+use anyhow::{Context, Result, bail};
+use daxfs::{FileKind, Fs, OpenOptions, Stat};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What an export did.
+#[derive(Default)]
+pub struct Counts {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hard_links: u64,
+    pub bytes: u64,
+    /// (path, offset, length) of every range not copied.
+    pub lost: Vec<(String, u64, u64)>,
+    pub owner_kept: bool,
+}
+
+struct Exporter<'a> {
+    fs: &'a Fs,
+    links: HashMap<u64, PathBuf>,
+    counts: Counts,
+    owner_note: bool,
+    progress: Option<std::time::Instant>,
+}
+
+fn system_time(t: (i64, u32)) -> Option<SystemTime> {
+    let s = u64::try_from(t.0).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(s, t.1))
+}
+
+fn join(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+impl Exporter<'_> {
+    fn tick(&mut self) {
+        if let Some(last) = &mut self.progress
+            && last.elapsed().as_millis() > 200
+        {
+            let c = &self.counts;
+            eprint!(
+                "\rexport: {} files, {} directories, {} bytes   ",
+                c.files, c.dirs, c.bytes
+            );
+            *last = std::time::Instant::now();
+        }
+    }
+
+    fn attrs(&mut self, host: &Path, st: &Stat) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        match std::os::unix::fs::lchown(host, Some(st.uid), Some(st.gid)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                if !self.owner_note {
+                    eprintln!(
+                        "note: owners not kept (changing them needs privilege): files belong to the user running export"
+                    );
+                    self.owner_note = true;
+                }
+                self.counts.owner_kept = false;
+            }
+            Err(e) => return Err(e).with_context(|| format!("chown {}", host.display())),
+        }
+        std::fs::set_permissions(host, std::fs::Permissions::from_mode(st.perm))
+            .with_context(|| format!("chmod {}", host.display()))?;
+        let mut t = std::fs::FileTimes::new();
+        if let Some(a) = system_time(st.atime) {
+            t = t.set_accessed(a);
+        }
+        if let Some(m) = system_time(st.mtime) {
+            t = t.set_modified(m);
+        }
+        std::fs::File::open(host)
+            .and_then(|f| f.set_times(t))
+            .with_context(|| format!("setting times of {}", host.display()))
+    }
+
+    fn dir(&mut self, src: &str, host: &Path) -> Result<()> {
+        let mut ents = self.fs.readdir(src).with_context(|| src.to_string())?;
+        ents.sort_by(|a, b| a.name.cmp(&b.name));
+        for e in ents {
+            let name = std::ffi::OsStr::from_bytes(&e.name);
+            let s = join(src, &e.name_lossy());
+            let mut sp = src.trim_end_matches('/').as_bytes().to_vec();
+            sp.push(b'/');
+            sp.extend_from_slice(&e.name);
+            self.entry(&sp, &s, &host.join(name))?;
+            self.tick();
+        }
+        Ok(())
+    }
+
+    /// `path` is the daxfs path as bytes; `shown` its text for messages.
+    fn entry(&mut self, path: &[u8], shown: &str, host: &Path) -> Result<()> {
+        let st = self.fs.lstat(path).with_context(|| shown.to_string())?;
+        match st.kind {
+            FileKind::Dir => {
+                std::fs::create_dir(host).with_context(|| format!("mkdir {}", host.display()))?;
+                self.counts.dirs += 1;
+                self.dir(shown, host)?;
+                self.attrs(host, &st)
+            }
+            FileKind::Symlink => {
+                let t = self.fs.readlink(path).with_context(|| shown.to_string())?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), host)
+                    .with_context(|| format!("symlink {}", host.display()))?;
+                self.counts.symlinks += 1;
+                Ok(())
+            }
+            FileKind::File => {
+                if st.nlink > 1 {
+                    if let Some(first) = self.links.get(&st.ino) {
+                        std::fs::hard_link(first, host)
+                            .with_context(|| format!("link {}", host.display()))?;
+                        self.counts.hard_links += 1;
+                        return Ok(());
+                    }
+                    self.links.insert(st.ino, host.to_path_buf());
+                }
+                self.file(path, shown, host, &st)?;
+                self.attrs(host, &st)
+            }
+        }
+    }
+
+    fn file(&mut self, path: &[u8], shown: &str, host: &Path, st: &Stat) -> Result<()> {
+        let f = self
+            .fs
+            .open(path, &OpenOptions::read_only())
+            .with_context(|| shown.to_string())?;
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(host)
+            .with_context(|| format!("creating {}", host.display()))?;
+        self.counts.files += 1;
+        let mut buf = vec![0u8; 64 << 10];
+        let ext = f.fiemap().with_context(|| shown.to_string())?;
+        for e in ext {
+            let end = (e.logical + e.length).min(st.size);
+            if e.logical >= end || e.unwritten {
+                continue;
+            }
+            if e.lost {
+                self.counts
+                    .lost
+                    .push((shown.to_string(), e.logical, end - e.logical));
+                continue;
+            }
+            let mut off = e.logical;
+            while off < end {
+                let want = (end - off).min(buf.len() as u64) as usize;
+                match f.read_at(off, &mut buf[..want]) {
+                    Ok(n) if n == want => {
+                        rustix::io::pwrite(&out, &buf[..n], off)
+                            .with_context(|| format!("writing {}", host.display()))?;
+                        self.counts.bytes += n as u64;
+                        off += n as u64;
+                    }
+                    // A short read or an error: salvage block by block.
+                    _ => {
+                        let stop = off + want as u64;
+                        while off < stop {
+                            let n = (stop - off).min(4096) as usize;
+                            match f.read_at(off, &mut buf[..n]) {
+                                Ok(k) if k == n => {
+                                    rustix::io::pwrite(&out, &buf[..n], off)
+                                        .with_context(|| format!("writing {}", host.display()))?;
+                                    self.counts.bytes += n as u64;
+                                }
+                                _ => self.counts.lost.push((shown.to_string(), off, n as u64)),
+                            }
+                            off += n as u64;
+                        }
+                    }
+                }
+            }
+        }
+        out.set_len(st.size)
+            .with_context(|| format!("sizing {}", host.display()))?;
+        Ok(())
+    }
+}
+
+/// Exports daxfs directory `src` (or a single file) to `host`, which must
+/// not exist (its parent must).
+pub fn export(fs: &Fs, src: &str, host: &Path) -> Result<Counts> {
+    if host.symlink_metadata().is_ok() {
+        bail!(
+            "{}: already exists (EEXIST): export makes a new directory",
+            host.display()
+        );
+    }
+    let st = fs.lstat(src).with_context(|| src.to_string())?;
+    let mut ex = Exporter {
+        fs,
+        links: HashMap::new(),
+        counts: Counts {
+            owner_kept: true,
+            ..Counts::default()
+        },
+        owner_note: false,
+        progress: std::io::stderr()
+            .is_terminal()
+            .then(std::time::Instant::now),
+    };
+    let r = if st.kind == FileKind::Dir {
+        std::fs::create_dir(host)
+            .with_context(|| format!("mkdir {}", host.display()))
+            .and_then(|()| ex.dir(src, host))
+            .and_then(|()| ex.attrs(host, &st))
+    } else {
+        ex.entry(src.as_bytes(), src, host)
+    };
+    if ex.progress.is_some() {
+        eprintln!();
+    }
+    r.with_context(|| format!("exporting {src} to {}", host.display()))?;
+    Ok(ex.counts)
+}
