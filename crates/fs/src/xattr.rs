@@ -691,3 +691,59 @@ pub fn check_records(
     close(cur, next, &mut out);
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn attr(ino: u64, seq: u64, name: &[u8], len: usize) -> Vec<((u64, u64, u64), XattrRecord)> {
+        let nk = hash_of(name) << 32 | seq;
+        records_of(ino, nk, name, &vec![7u8; len])
+    }
+
+    #[test]
+    fn well_formed_records_pass() {
+        let mut r = attr(2, 0, b"user.a", 0);
+        r.extend(attr(2, 0, b"user.b", 248));
+        r.extend(attr(2, 1, b"trusted.c", 249));
+        r.extend(attr(3, 0, b"security.d", XATTR_SIZE_MAX));
+        r.sort_by_key(|x| x.0);
+        assert_eq!(XattrRecord::parts_for(249), 1);
+        assert_eq!(XattrRecord::parts_for(XATTR_SIZE_MAX), 128);
+        assert!(check_records(&r, |_| true).is_empty());
+    }
+
+    #[test]
+    fn every_kind_of_bad_record_is_named() {
+        let live = |i| i != 9;
+        let one = |r: Vec<_>| check_records(&r, live);
+        assert_eq!(one(attr(9, 0, b"user.a", 3)).len(), 1, "dead inode");
+        let mut r = attr(2, 0, b"user.a", 3);
+        r[0].1.name_len = 0;
+        assert!(one(r)[0].contains("bad name"));
+        let mut r = attr(2, 0, b"bogus.a", 3);
+        r[0].0.1 = hash_of(b"bogus.a") << 32;
+        assert!(one(r)[0].contains("bad name"));
+        let mut r = attr(2, 0, b"user.a", 3);
+        r[0].0.1 = hash_of(b"user.b") << 32;
+        assert!(one(r)[0].contains("hash"));
+        let mut r = attr(2, 0, b"user.a", 3);
+        r[0].1.value_len = (XATTR_SIZE_MAX as u32 + 1).into();
+        assert!(one(r)[0].contains("bytes"));
+        let mut r = attr(2, 0, b"user.a", 3);
+        r[0].1.value[10] = 1;
+        assert!(one(r)[0].contains("nonzero"));
+        let mut r = attr(2, 0, b"user.a", 1000);
+        r.pop();
+        assert!(one(r)[0].contains("value parts"), "missing part");
+        let mut r = attr(2, 0, b"user.a", 300);
+        r.remove(0);
+        assert!(one(r)[0].contains("belongs to no attribute"));
+        let mut r = attr(2, 0, b"user.a", 300);
+        let mut p = r[1].1.part_bytes();
+        p[100] = 1;
+        r[1].1 = XattrRecord::from_part_bytes(&p);
+        assert!(one(r)[0].contains("past the value"));
+    }
+}

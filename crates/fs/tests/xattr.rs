@@ -263,7 +263,9 @@ fn open_unlinked_file_keeps_attributes_until_close() {
 
 /// The attributes of the files of a crash test, by path (absent files are
 /// left out).
-fn attr_state(fs: &Fs) -> std::collections::BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> {
+type AttrState = std::collections::BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
+
+fn attr_state(fs: &Fs) -> AttrState {
     let mut out = std::collections::BTreeMap::new();
     for p in ["/a", "/b", "/d"] {
         let Ok(mut ns) = fs.listxattr(p) else {
