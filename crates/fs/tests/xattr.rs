@@ -359,3 +359,43 @@ fn crash_at_every_persist_point() {
     }
     assert!(checked > 10);
 }
+
+/// On a full device a set fails with ENOSPC and changes nothing: no new
+/// attribute, and a replaced one keeps its old value.
+#[test]
+fn enospc_changes_nothing() {
+    let (dev, fs) = new_fs(8);
+    let f = fs.create("/fill").unwrap();
+    fs.setxattr("/fill", b"user.keep", b"old", 0).unwrap();
+    let mut off = 0u64;
+    for chunk in [1usize << 20, 4096] {
+        while f.write_at(off, &pattern(off, chunk)).is_ok() {
+            off += chunk as u64;
+        }
+    }
+    let mut model = vec![b"user.keep".to_vec()];
+    let mut failed = None;
+    for i in 0..1000 {
+        let name = format!("user.v{i}").into_bytes();
+        match fs.setxattr("/fill", &name, &pattern(i, 65536), 0) {
+            Ok(()) => model.push(name),
+            Err(e) => {
+                assert_eq!(e.errno(), libc::ENOSPC, "{e}");
+                failed = Some(name);
+                break;
+            }
+        }
+    }
+    let failed = failed.expect("the device never filled");
+    assert_eq!(errno(fs.getxattr("/fill", &failed)), libc::ENODATA);
+    let r = fs.setxattr("/fill", b"user.keep", &pattern(1, 65536), XATTR_REPLACE);
+    assert_eq!(errno(r), libc::ENOSPC);
+    assert_eq!(fs.getxattr("/fill", b"user.keep").unwrap(), b"old");
+    let mut listed = fs.listxattr("/fill").unwrap();
+    listed.sort();
+    model.sort();
+    assert_eq!(listed, model);
+    drop(f);
+    drop(fs);
+    assert_fsck(&*dev);
+}
