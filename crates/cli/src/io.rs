@@ -7,6 +7,8 @@ use crate::args::parse_size;
 use daxfs::{Access, FallocFlags, File, Fs, FsError, OpenOptions, View};
 use std::io::Write;
 
+mod xattr;
+
 /// An error of one shell command, with the errno it maps to.
 #[derive(Debug)]
 pub struct CmdError {
@@ -309,10 +311,12 @@ impl<'a> Shell<'a> {
                 Ok(())
             }
             "help" => {
-                writeln!(self.out, "{HELP}").ok();
+                writeln!(self.out, "{HELP}\n{}", xattr::HELP).ok();
                 Ok(())
             }
-            other => Err(usage(&format!("unknown command {other:?} (try help)"))),
+            other => self
+                .xattr_command(other, rest)
+                .unwrap_or_else(|| Err(usage(&format!("unknown command {other:?} (try help)")))),
         }
     }
 

@@ -149,7 +149,7 @@ fn info_text_and_json() {
         ],
     );
     let i = json(&ok(&["info", &img, "--json"]));
-    assert_eq!(i["format_version"], 5);
+    assert_eq!(i["format_version"], 6);
     assert_eq!(i["block_size"], 4096);
     assert_eq!(i["total_blocks"], 2048);
     assert_eq!(i["inodes"], 1);

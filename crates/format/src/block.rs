@@ -61,6 +61,8 @@ pub enum BlockKind {
     BadBlockTree = 13,
     /// A log block holding the reverse map's pending record changes.
     RmapIntents = 14,
+    /// A node of the extended-attribute tree.
+    XattrTree = 15,
 }
 
 impl BlockKind {
@@ -82,6 +84,7 @@ impl BlockKind {
             12 => LossTree,
             13 => BadBlockTree,
             14 => RmapIntents,
+            15 => XattrTree,
             _ => return None,
         })
     }
@@ -104,6 +107,7 @@ impl BlockKind {
             LossTree => "data-loss tree",
             BadBlockTree => "bad-block tree",
             RmapIntents => "reverse-map intents",
+            XattrTree => "extended-attribute tree",
         }
     }
 }

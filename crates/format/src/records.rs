@@ -706,6 +706,81 @@ impl ErrorLogOwners {
     }
 }
 
+/// Longest extended-attribute name, prefix included (Linux's XATTR_NAME_MAX).
+pub const XATTR_NAME_MAX: usize = 255;
+/// Largest extended-attribute value (Linux's XATTR_SIZE_MAX).
+pub const XATTR_SIZE_MAX: usize = 65536;
+/// Value bytes an attribute's head record holds.
+pub const XATTR_HEAD_BYTES: usize = 248;
+/// Value bytes each further part holds.
+pub const XATTR_PART_BYTES: usize = 512;
+
+/// One record of the extended-attribute tree, keyed by
+/// `(inode, hash32(name) << 32 | seq, part)`. Part 0, the head, names the
+/// attribute and holds its first value bytes; parts `1..` hold the rest,
+/// 512 bytes each (the tree's value type is this struct; a further part is
+/// its 512 bytes read as value bytes: [`XattrRecord::part_bytes`]).
+///
+/// ```text
+/// head (part 0)
+/// byte size field
+///    0    4 value_len  0..=65536
+///    4    1 name_len   1..=255, the whole name ("user.x")
+///    5    3 reserved   0
+///    8  255 name       unused tail zero
+///  263    1 reserved   0
+///  264  248 value      bytes 0 .. min(value_len, 248); unused tail zero
+///
+/// part i >= 1
+///    0  512 value      bytes 248 + 512 (i - 1) ..; past value_len zero
+/// ```
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct XattrRecord {
+    pub value_len: U32,
+    pub name_len: u8,
+    pub reserved: [u8; 3],
+    pub name: [u8; XATTR_NAME_MAX],
+    pub reserved2: u8,
+    pub value: [u8; XATTR_HEAD_BYTES],
+}
+const _: () = assert!(std::mem::size_of::<XattrRecord>() == XATTR_PART_BYTES);
+zerocopy_record!(XattrRecord, "extended-attribute record");
+
+impl XattrRecord {
+    /// The parts an attribute of `value_len` bytes needs after its head.
+    pub fn parts_for(value_len: usize) -> u64 {
+        value_len
+            .saturating_sub(XATTR_HEAD_BYTES)
+            .div_ceil(XATTR_PART_BYTES) as u64
+    }
+
+    /// A further part's bytes.
+    pub fn part_bytes(&self) -> [u8; XATTR_PART_BYTES] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// A further part holding `bytes` (at most 512; the rest zero).
+    pub fn from_part_bytes(bytes: &[u8]) -> Self {
+        let mut b = [0u8; XATTR_PART_BYTES];
+        for (d, s) in b.iter_mut().zip(bytes) {
+            *d = *s;
+        }
+        zerocopy::transmute!(b)
+    }
+
+    /// The head's name, or `None` when its length is out of range.
+    pub fn name_bytes(&self) -> Option<&[u8]> {
+        let n = usize::from(self.name_len);
+        if n == 0 {
+            return None;
+        }
+        self.name.get(..n)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {

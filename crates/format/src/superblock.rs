@@ -7,7 +7,7 @@
 //! byte size field
 //!    0   64 header         BlockHeader, kind Superblock, owner 0, blockno 0 or last
 //!   64    4 magic2         "DAXF": tells a daxfs superblock from other metadata
-//!   68    4 version        FORMAT_VERSION (5)
+//!   68    4 version        FORMAT_VERSION (6)
 //!   72    8 compat         compatible feature flags (ignored if unknown)
 //!   80    8 incompat       incompatible feature flags (refuse to open if unknown)
 //!   88   16 uuid
@@ -43,7 +43,8 @@
 //!  376  256 anchors        MAX_ANCHORS x ReplicaPair: the reverse-map nodes on the
 //!                          path from its root to key total_blocks / 2, with their
 //!                          replicas (see ReplicaPair)
-//!  632 3464 reserved       0
+//!  632   16 xattr_tree     (inode, name key, part) -> XattrRecord: extended attributes
+//!  648 3448 reserved       0
 //! ```
 use crate::block::{BLOCK_MAGIC, BlockHeader, BlockKind, HEADER_SIZE};
 use crate::records::TreeRoot;
@@ -55,7 +56,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 pub const SUPERBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DAXF");
 /// The format version this build writes and reads (the only one: see
 /// FORMAT.md's version history).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Incompatible feature: every tree node has a replica, recorded in the
 /// reverse map, and the log has a replica region (`log_replica`). Needs
 /// `INCOMPAT_RMAP`.
@@ -161,7 +162,8 @@ pub struct Superblock {
     pub log_replica: U64,
     pub root_ino: U64,
     pub anchors: [ReplicaPair; MAX_ANCHORS],
-    pub reserved: [u8; 3464],
+    pub xattr_tree: TreeRoot,
+    pub reserved: [u8; 3448],
 }
 const _: () = assert!(std::mem::size_of::<Superblock>() == BLOCK_SIZE);
 const _: () = assert!(HEADER_SIZE == 64);

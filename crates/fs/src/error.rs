@@ -49,6 +49,15 @@ pub enum FsError {
     /// On-media metadata failed verification.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// No such extended attribute.
+    #[error("{0}: no such attribute")]
+    NoData(String),
+    /// A result does not fit the buffer given, or a name is out of range.
+    #[error("result out of range: {0}")]
+    Range(String),
+    /// An extended-attribute value or list over its limit.
+    #[error("argument list too long: {0}")]
+    ArgListTooBig(String),
     #[error(transparent)]
     Device(#[from] DeviceError),
 }
@@ -73,6 +82,9 @@ impl FsError {
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::PermissionDenied(_) => libc::EACCES,
             FsError::Busy(_) => libc::EBUSY,
+            FsError::NoData(_) => libc::ENODATA,
+            FsError::Range(_) => libc::ERANGE,
+            FsError::ArgListTooBig(_) => libc::E2BIG,
             FsError::Io(_) | FsError::Shutdown(_) | FsError::Corrupt(_) => libc::EIO,
             FsError::Device(DeviceError::OutOfRange { .. }) => libc::EIO,
             FsError::Device(DeviceError::Media { .. }) => libc::EIO,
@@ -113,6 +125,9 @@ pub fn errno_name(e: i32) -> &'static str {
         libc::EFAULT => "EFAULT",
         libc::EIO => "EIO",
         libc::EBUSY => "EBUSY",
+        libc::ENODATA => "ENODATA",
+        libc::ERANGE => "ERANGE",
+        libc::E2BIG => "E2BIG",
         _ => "E?",
     }
 }

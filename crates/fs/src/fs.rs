@@ -693,6 +693,7 @@ impl FsInner {
             crate::extents::tree(ino).destroy(tx, &mut troot)?;
             crate::media::end_loss(tx, ino, 0, u64::MAX)?;
         }
+        crate::xattr::free_all(tx, ino)?;
         let mut root = tx.meta.sb.inode_tree;
         inode_tree().remove(tx, &mut root, &ino)?;
         tx.meta.sb.inode_tree = root;

@@ -669,6 +669,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
     }
     check_parents(p, &mut s, &sb, &mut usage, parent_links);
     check_media_trees(p, &mut s, &sb, &mut usage, &inodes);
+    check_xattrs(p, &mut s, &sb, &mut usage, &inodes);
     rep.data_blocks = check_sharing(p, &mut s, &sb, &mut usage, &intents);
     check_quarantine(p, &mut s, &sb, &mut usage);
     if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
@@ -1296,6 +1297,47 @@ fn check_parents(
 
 /// The loss tree names live files; the error log and the bad-block tree are
 /// well formed, and the error log's records make whole entries.
+/// The extended-attribute tree: its nodes, and every record against the
+/// inodes (see [`crate::xattr::check_records`]).
+fn check_xattrs(
+    p: &mut Vec<Problem>,
+    s: &mut CheckStore<'_>,
+    sb: &daxfs_format::Superblock,
+    usage: &mut Usage,
+    inodes: &BTreeMap<u64, InodeRecord>,
+) {
+    let t = crate::xattr::tree();
+    let root = sb.xattr_tree;
+    check_tree(p, "extended-attribute tree", t.check(s, &root));
+    mark_nodes(
+        p,
+        s,
+        usage,
+        "extended-attribute tree node",
+        Owner::Meta(BlockKind::XattrTree),
+        |s, f| t.visit_nodes(s, &root, f),
+    );
+    let mut recs = vec![];
+    let r = t.range(
+        s,
+        &root,
+        &(0, 0, 0),
+        &(u64::MAX, u64::MAX, u64::MAX),
+        &mut |k, v| {
+            recs.push((k, v));
+            ControlFlow::Continue(())
+        },
+    );
+    check_tree(p, "extended-attribute tree", r);
+    for message in crate::xattr::check_records(&recs, |ino| inodes.contains_key(&ino)) {
+        p.push(Problem {
+            structure: "extended-attribute tree".into(),
+            block: None,
+            message,
+        });
+    }
+}
+
 fn check_media_trees(
     p: &mut Vec<Problem>,
     s: &mut CheckStore<'_>,

@@ -204,6 +204,7 @@ fn blocks_of(img: &[u8]) -> Result<BTreeSet<u64>> {
     crate::space::badblocks::tree().visit_nodes(&mut s, &sb.badblock_tree, &mut add)?;
     crate::media::loss_tree().visit_nodes(&mut s, &sb.loss_tree, &mut add)?;
     crate::media::error_log().visit_nodes(&mut s, &sb.error_log, &mut add)?;
+    crate::xattr::tree().visit_nodes(&mut s, &sb.xattr_tree, &mut add)?;
     let mut recs = vec![];
     inode_tree().range(&mut s, &sb.inode_tree, &0, &u64::MAX, &mut |_, r| {
         recs.push(r);
@@ -409,6 +410,7 @@ fn internal_layout(kind: u8) -> Option<(usize, usize, usize)> {
         BlockKind::ErrorLog | BlockKind::LossTree => {
             (16, BTree::<(u64, u64), u64>::INTERNAL_CAPACITY)
         }
+        BlockKind::XattrTree => (24, BTree::<Wide, ()>::INTERNAL_CAPACITY),
         _ => return None,
     };
     let kids = daxfs_format::HEADER_SIZE + cap * key;

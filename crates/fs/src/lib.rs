@@ -31,6 +31,7 @@ pub mod space;
 pub mod tx;
 pub mod views;
 pub mod write;
+pub mod xattr;
 
 pub use dir::DirEntry;
 pub use error::{FsError, Result};
@@ -42,3 +43,4 @@ pub use namespace::Stat;
 pub use reflink::{DedupeResult, DedupeStatus, OwnerKind, OwnerRecord};
 pub use replica::{ReplicaPair, ReplicaScrub};
 pub use views::{Access, PageState, View, ViewStats};
+pub use xattr::{XATTR_CREATE, XATTR_REPLACE};

@@ -744,6 +744,7 @@ fn relocate_global(
         BlockKind::ErrorLog => sb_tree!(error_log, error_log()),
         BlockKind::LossTree => sb_tree!(loss_tree, loss_tree()),
         BlockKind::BadBlockTree => sb_tree!(badblock_tree, badblocks::tree()),
+        BlockKind::XattrTree => sb_tree!(xattr_tree, crate::xattr::tree()),
         k => {
             return Err(FsError::Corrupt(format!(
                 "block {old}: a {} block is not a tree node",
@@ -947,6 +948,7 @@ fn pointer_crcs(rs: &mut Committed<'_>, sb: &Superblock) -> crate::tx::BlockMap<
     let _ = error_log().visit_sealed(rs, &sb.error_log, &mut add);
     let _ = loss_tree().visit_sealed(rs, &sb.loss_tree, &mut add);
     let _ = badblocks::tree().visit_sealed(rs, &sb.badblock_tree, &mut add);
+    let _ = crate::xattr::tree().visit_sealed(rs, &sb.xattr_tree, &mut add);
     let mut recs = vec![];
     let _ = inode_tree().range(rs, &sb.inode_tree, &0, &u64::MAX, &mut |_, r| {
         if !r.tree.is_empty() {
