@@ -1284,6 +1284,9 @@ pub unsafe extern "C" fn daxfs_on_media_error(
 }
 
 #[cfg(test)]
+mod api_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -1,25 +1,37 @@
 //! The C example `examples/roundtrip.c`, compiled with `cc` against the
-//! static library this test was built with (libdaxfs.a) and the committed
-//! header, then run on a fresh image: it writes, clones, reads back and
+//! static library (libdaxfs.a, built by cargo from this test) and the
+//! committed header, then run on a fresh image: it writes, clones, reads back and
 //! checks a file, and checks the media-error callback.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The static library cargo built with this test: beside the test binary
-/// (target/<profile>/deps) or one directory up.
+/// The static library, built now by cargo into the target directory this
+/// test runs from (an integration test does not get a staticlib built).
 fn static_lib() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let deps = exe.parent().expect("the test binary's directory");
-    for dir in [deps, deps.parent().unwrap_or(deps)] {
-        let p = dir.join("libdaxfs.a");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "libdaxfs.a is neither in {} nor in its parent: build it with `cargo build -p daxfs-capi`",
-        deps.display()
-    );
+    // target/<profile>/deps/c_example-HASH
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let target_dir = profile_dir.parent().expect("the target directory");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--profile",
+            "test",
+            "-p",
+            "daxfs-capi",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `{cargo} build -p daxfs-capi`: {e}"));
+    assert!(status.success(), "`cargo build -p daxfs-capi` failed");
+    let lib = target_dir.join("debug/libdaxfs.a");
+    assert!(lib.is_file(), "cargo built no {}", lib.display());
+    lib
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -1,6 +1,6 @@
 //! The C API called from Rust as C would: errors are negative errnos with a
 //! message naming the problem, NULL pointers are refused, handles behave.
-use daxfs::{
+use crate::{
     DAXFS_DEDUPE_DIFFERS, DAXFS_DEDUPE_SAME, daxfs_clone_range, daxfs_close, daxfs_dedupe_dest,
     daxfs_dedupe_range, daxfs_dirent, daxfs_file, daxfs_fs, daxfs_fstat, daxfs_last_error,
     daxfs_mkdir, daxfs_mkfs, daxfs_mount, daxfs_on_media_error, daxfs_open, daxfs_pread,
@@ -330,27 +330,27 @@ fn media_error_callback_is_not_called_after_it_is_removed() {
     unsafe {
         let data = vec![7u8; 16384];
         assert_eq!(daxfs_pwrite(a, data.as_ptr().cast(), data.len(), 0), 16384);
-        let mut owners: Vec<daxfs::daxfs_owner> = (0..256).map(|_| std::mem::zeroed()).collect();
+        let mut owners: Vec<crate::daxfs_owner> = (0..256).map(|_| std::mem::zeroed()).collect();
         let mut st = std::mem::zeroed();
         assert_eq!(daxfs_fstat(a, &mut st), 0);
-        let n = daxfs::daxfs_owners(fs, 0, 4096, owners.as_mut_ptr(), owners.len());
+        let n = crate::daxfs_owners(fs, 0, 4096, owners.as_mut_ptr(), owners.len());
         assert!(n > 0 && n <= 256, "{n}");
         let rec = owners[..n as usize]
             .iter()
-            .find(|o| o.kind == daxfs::DAXFS_OWNER_FILE && o.ino == st.ino && o.offset == 0)
+            .find(|o| o.kind == crate::DAXFS_OWNER_FILE && o.ino == st.ino && o.offset == 0)
             .expect("the file's data in the owners");
         assert_eq!(daxfs_on_media_error(a, Some(count_calls), ctx), 0);
-        assert_eq!(daxfs::daxfs_inject_error(fs, rec.physical, 4096), 1);
+        assert_eq!(crate::daxfs_inject_error(fs, rec.physical, 4096), 1);
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(daxfs_on_media_error(a, None, null_mut()), 0);
-        assert_eq!(daxfs::daxfs_inject_error(fs, rec.physical + 4096, 4096), 1);
+        assert_eq!(crate::daxfs_inject_error(fs, rec.physical + 4096, 4096), 1);
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         let mut st2 = std::mem::zeroed();
         assert_eq!(daxfs_fstat(a, &mut st2), 0);
         assert_eq!(st2.lost_bytes, 8192);
         // The range must be inside the device.
         assert_eq!(
-            daxfs::daxfs_inject_error(fs, 1 << 40, 4096),
+            crate::daxfs_inject_error(fs, 1 << 40, 4096),
             -(libc::EINVAL as isize)
         );
         daxfs_close(a);
