@@ -156,6 +156,9 @@ pub struct Inode {
     /// Set when a lazy transaction (a store fault through a view) changed
     /// the file: an in-place write makes it durable first.
     pub lazy: std::sync::atomic::AtomicBool,
+    /// An unnamed temporary file (O_TMPFILE) not yet given a name: the one
+    /// kind of inode without links that `link` may name.
+    pub tmpfile: std::sync::atomic::AtomicBool,
 }
 
 impl Inode {
@@ -215,6 +218,7 @@ impl Inode {
             loss_gen,
             views: Default::default(),
             lazy: Default::default(),
+            tmpfile: Default::default(),
         })
     }
 
