@@ -75,6 +75,13 @@ enum Op {
     CloneRange(&'static str, &'static str, u64, u64, u64),
     /// Dedupe: src, dst, offset (both), len.
     Dedupe(&'static str, &'static str, u64, u64),
+    /// RENAME_EXCHANGE of two names in the root directory.
+    Exchange(&'static str, &'static str),
+    /// An unnamed temporary file (O_TMPFILE) in the root, written (len,
+    /// seed) and synced, then given a name by `link_at`.
+    TmpLink(&'static str, usize, u64),
+    /// A temporary file written and closed without a name.
+    TmpDrop(usize),
     /// Unshare (and allocate) a range: path, offset, len.
     Unshare(&'static str, u64, u64),
     /// Punch a hole, keeping the size: path, offset, len.
@@ -101,6 +108,21 @@ fn apply(fs: &Fs, op: &Op) {
         Op::Unlink(p) => fs.unlink(p).unwrap(),
         Op::Link(a, b) => fs.link(a, b).unwrap(),
         Op::Symlink(t, p) => fs.symlink(t, p).unwrap(),
+        Op::Exchange(a, b) => {
+            let r = fs.root_ino();
+            fs.rename_at(r, a, r, b, daxfs::RenameFlags::EXCHANGE)
+                .unwrap()
+        }
+        Op::TmpLink(name, len, seed) => {
+            let t = fs.tmpfile_at(fs.root_ino(), 0o644).unwrap();
+            t.write_at(0, &pattern(*seed, *len)).unwrap();
+            t.fsync().unwrap();
+            fs.link_at(t.ino(), fs.root_ino(), name).unwrap();
+        }
+        Op::TmpDrop(len) => {
+            let t = fs.tmpfile_at(fs.root_ino(), 0o644).unwrap();
+            t.write_at(0, &pattern(5, *len)).unwrap();
+        }
         Op::Clone(a, b) => {
             let s = fs.open(a, &OpenOptions::read_only()).unwrap();
             let d = fs.open(b, &OpenOptions::read_write()).unwrap();
@@ -262,6 +284,23 @@ fn crash_namespace_workload() {
         Op::Create("/f"),
     ];
     run_workload("namespace", &[], &ops, 2);
+}
+
+#[test]
+fn crash_inode_api_workload() {
+    let setup = [
+        Op::Mkdir("/d"),
+        Op::Create("/d/in"),
+        Op::Create("/f"),
+        Op::Write("/f", 0, 5000, 1),
+    ];
+    let ops = [
+        Op::Exchange("f", "d"),
+        Op::TmpLink("t", 9000, 2),
+        Op::TmpDrop(6000),
+        Op::Exchange("t", "f"),
+    ];
+    run_workload("inode api", &setup, &ops, 2);
 }
 
 #[test]
