@@ -516,7 +516,7 @@ impl<'a> Shell<'a> {
         let kind = match st.kind {
             FileKind::File => "regular file",
             FileKind::Dir => "directory",
-            FileKind::Symlink => "symbolic link",
+            k => k.name(),
         };
         let o = &mut self.out;
         writeln!(o, "stat.ino = {}", st.ino).ok();
@@ -587,6 +587,10 @@ impl<'a> Shell<'a> {
                 FileKind::Dir => 'd',
                 FileKind::Symlink => 'l',
                 FileKind::File => '-',
+                FileKind::Fifo => 'p',
+                FileKind::Socket => 's',
+                FileKind::CharDev => 'c',
+                FileKind::BlockDev => 'b',
             };
             writeln!(
                 self.out,

@@ -142,14 +142,14 @@ fn info_text_and_json() {
     mentions(
         &out,
         &[
-            "format version: 5",
+            "format version: 6",
             "block size:     4096",
             "blocks:         2048 (8388608 bytes)",
             "inodes:         1",
         ],
     );
     let i = json(&ok(&["info", &img, "--json"]));
-    assert_eq!(i["format_version"], 5);
+    assert_eq!(i["format_version"], 6);
     assert_eq!(i["block_size"], 4096);
     assert_eq!(i["total_blocks"], 2048);
     assert_eq!(i["inodes"], 1);
@@ -191,7 +191,7 @@ fn populate_maps_the_whole_image_at_open() {
     // Populating allocated every page of the image.
     assert!(allocated(&img) >= 8 << 20, "{}", allocated(&img));
     let out = ok(&["info", &img, "--populate"]);
-    mentions(&out, &["format version: 5"]);
+    mentions(&out, &["format version: 6"]);
 }
 
 #[test]

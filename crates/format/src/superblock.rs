@@ -7,7 +7,7 @@
 //! byte size field
 //!    0   64 header         BlockHeader, kind Superblock, owner 0, blockno 0 or last
 //!   64    4 magic2         "DAXF": tells a daxfs superblock from other metadata
-//!   68    4 version        FORMAT_VERSION (5)
+//!   68    4 version        FORMAT_VERSION (6)
 //!   72    8 compat         compatible feature flags (ignored if unknown)
 //!   80    8 incompat       incompatible feature flags (refuse to open if unknown)
 //!   88   16 uuid
@@ -55,7 +55,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 pub const SUPERBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DAXF");
 /// The format version this build writes and reads (the only one: see
 /// FORMAT.md's version history).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Incompatible feature: every tree node has a replica, recorded in the
 /// reverse map, and the log has a replica region (`log_replica`). Needs
 /// `INCOMPAT_RMAP`.

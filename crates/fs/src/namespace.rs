@@ -42,6 +42,8 @@ pub struct Stat {
     pub lost_bytes: u64,
     /// Told apart from an earlier inode of the same number.
     pub generation: u64,
+    /// A device's number (see [`crate::ops::decode_dev`]); 0 otherwise.
+    pub rdev: u32,
 }
 
 fn ts(t: &Timestamp) -> (i64, u32) {
@@ -66,6 +68,7 @@ impl Stat {
             btime: ts(&rec.btime),
             lost_bytes: rec.lost_bytes.get(),
             generation: rec.generation.get(),
+            rdev: rec.rdev.get(),
         }
     }
 }
@@ -356,6 +359,7 @@ impl Fs {
         kind: FileKind,
         perm: u32,
         symlink_target: Option<&[u8]>,
+        rdev: u32,
     ) -> Result<Arc<Inode>> {
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
@@ -372,12 +376,12 @@ impl Fs {
                 show(path)
             )));
         }
-        inner.make_in(tx, &dir, Some(&name), kind, perm, symlink_target)
+        inner.make_in(tx, &dir, Some(&name), kind, perm, symlink_target, rdev)
     }
 
     /// Creates a directory.
     pub fn mkdir(&self, path: impl AsRef<[u8]>, perm: u32) -> Result<()> {
-        self.make_node(path.as_ref(), FileKind::Dir, perm, None)
+        self.make_node(path.as_ref(), FileKind::Dir, perm, None, 0)
             .map(|_| ())
     }
 
@@ -393,7 +397,15 @@ impl Fs {
                 t.len()
             )));
         }
-        self.make_node(path.as_ref(), FileKind::Symlink, 0o777, Some(t))
+        self.make_node(path.as_ref(), FileKind::Symlink, 0o777, Some(t), 0)
+            .map(|_| ())
+    }
+
+    /// Makes a FIFO, socket, device or regular file at `path` as `mknod`
+    /// does (see [`Fs::mknod_at`]).
+    pub fn mknod(&self, path: impl AsRef<[u8]>, mode: u32, rdev: u32) -> Result<()> {
+        let kind = crate::ops::mknod_kind(mode)?;
+        self.make_node(path.as_ref(), kind, mode & 0o7777, None, rdev)
             .map(|_| ())
     }
 
@@ -438,7 +450,7 @@ impl Fs {
                 Err(FsError::NotFound(_)) if opts.create => {
                     drop(tx);
                     drop(meta);
-                    let n = self.make_node(path, FileKind::File, opts.mode, None)?;
+                    let n = self.make_node(path, FileKind::File, opts.mode, None, 0)?;
                     let _meta = lock(&inner.meta);
                     n.opens.fetch_add(1, Ordering::SeqCst);
                     n
@@ -452,6 +464,9 @@ impl Fs {
         }
         if file.inode().kind == FileKind::Symlink {
             return Err(FsError::Loop(show(path)));
+        }
+        if file.inode().kind.is_special() {
+            return Err(crate::ops::special_open(file.inode().kind));
         }
         if opts.truncate && opts.write {
             file.set_len(0)?;

@@ -235,9 +235,13 @@ impl FsInner {
         kind: FileKind,
         perm: u32,
         target: Option<&[u8]>,
+        rdev: u32,
     ) -> Result<Arc<Inode>> {
         let ino = FsInner::next_ino(&mut tx)?;
         let mut rec = inode::new_record(ino, kind, perm, 0, 0, dir.ino);
+        if matches!(kind, FileKind::CharDev | FileKind::BlockDev) {
+            rec.rdev = rdev.into();
+        }
         // A number is never given twice (next_ino only grows); the
         // generation tells a reused number apart should that change: the
         // commit generation of the creating transaction, which only grows.
@@ -676,6 +680,7 @@ impl Fs {
             match n.kind {
                 FileKind::Dir if opts.write => Err(FsError::IsDir(format!("inode {ino}"))),
                 FileKind::Symlink => Err(FsError::Loop(format!("inode {ino}: symbolic link"))),
+                k if k.is_special() => Err(special_open(k)),
                 _ => {
                     n.opens.fetch_add(1, Ordering::SeqCst);
                     Ok(n)
@@ -718,13 +723,14 @@ impl Fs {
                             return Err(FsError::IsDir(show(n)));
                         }
                         FileKind::Symlink => return Err(FsError::Loop(show(n))),
+                        k if k.is_special() => return Err(special_open(k)),
                         _ => {}
                     }
                     i.opens.fetch_add(1, Ordering::SeqCst);
                     Ok(i)
                 }
                 None => {
-                    let i = inner.make_in(tx, &d, Some(n), FileKind::File, perm, None)?;
+                    let i = inner.make_in(tx, &d, Some(n), FileKind::File, perm, None, 0)?;
                     i.opens.fetch_add(1, Ordering::SeqCst);
                     Ok(i)
                 }
@@ -742,7 +748,7 @@ impl Fs {
     pub fn tmpfile_at(&self, dir: Ino, perm: u32) -> Result<File> {
         let node = self.with_tx(|inner, mut tx| {
             let d = inner.live_dir(&mut tx, dir)?;
-            inner.make_in(tx, &d, None, FileKind::File, perm, None)
+            inner.make_in(tx, &d, None, FileKind::File, perm, None, 0)
         })?;
         Ok(File::new(
             self.inner.clone(),
@@ -758,6 +764,7 @@ impl Fs {
         kind: FileKind,
         perm: u32,
         target: Option<&[u8]>,
+        rdev: u32,
     ) -> Result<Stat> {
         let node = self.with_tx(|inner, mut tx| {
             let d = inner.live_dir(&mut tx, dir)?;
@@ -765,14 +772,14 @@ impl Fs {
             if inner.entry_in(&mut tx, &d, n)?.is_some() {
                 return Err(FsError::Exists(show(n)));
             }
-            inner.make_in(tx, &d, Some(n), kind, perm, target)
+            inner.make_in(tx, &d, Some(n), kind, perm, target, rdev)
         })?;
         Ok(Stat::of(&node.rec().rec))
     }
 
     /// Makes directory `name` in `dir`.
     pub fn mkdir_at(&self, dir: Ino, name: impl AsRef<[u8]>, perm: u32) -> Result<Stat> {
-        self.make_at(dir, name.as_ref(), FileKind::Dir, perm, None)
+        self.make_at(dir, name.as_ref(), FileKind::Dir, perm, None, 0)
     }
 
     /// Makes symbolic link `name` in `dir` pointing at `target`.
@@ -784,7 +791,17 @@ impl Fs {
     ) -> Result<Stat> {
         let t = target.as_ref();
         check_target(t)?;
-        self.make_at(dir, name.as_ref(), FileKind::Symlink, 0o777, Some(t))
+        self.make_at(dir, name.as_ref(), FileKind::Symlink, 0o777, Some(t), 0)
+    }
+
+    /// Makes `name` in `dir` as `mknod` does: the type bits of `mode` ask
+    /// for a FIFO, a socket, a character or block device (whose number is
+    /// `rdev`, see [`encode_dev`]) or, with no type or S_IFREG, a regular
+    /// file. A directory is EPERM (use `mkdir_at`), a symlink or an unknown
+    /// type EINVAL.
+    pub fn mknod_at(&self, dir: Ino, name: impl AsRef<[u8]>, mode: u32, rdev: u32) -> Result<Stat> {
+        let kind = mknod_kind(mode)?;
+        self.make_at(dir, name.as_ref(), kind, mode & 0o7777, None, rdev)
     }
 
     /// The target of symbolic link `ino` (EINVAL for anything else).
@@ -879,6 +896,48 @@ impl Fs {
             Ok(out)
         })
     }
+}
+
+/// Opening a FIFO, socket or device is the kernel's job, not daxfs's.
+pub(crate) fn special_open(k: FileKind) -> FsError {
+    FsError::NotSupported(format!(
+        "a {} has no data to open in daxfs (the kernel opens it)",
+        k.name()
+    ))
+}
+
+/// The kind `mknod` makes for `mode`'s type bits.
+pub(crate) fn mknod_kind(mode: u32) -> Result<FileKind> {
+    use daxfs_format::records::mode as m;
+    match mode & m::S_IFMT {
+        0 | m::S_IFREG => Ok(FileKind::File),
+        m::S_IFDIR => Err(FsError::NotPermitted(
+            "mknod of a directory (use mkdir)".into(),
+        )),
+        t => match FileKind::of_mode(t) {
+            Some(k) if k.is_special() => Ok(k),
+            _ => Err(FsError::Invalid(format!("mknod of file type {t:#o}"))),
+        },
+    }
+}
+
+/// A device number from major and minor, as Linux's `new_encode_dev`
+/// packs them into 32 bits (EINVAL past 12 bits of major, 20 of minor).
+pub fn encode_dev(major: u32, minor: u32) -> Result<u32> {
+    if major >= 1 << 12 || minor >= 1 << 20 {
+        return Err(FsError::Invalid(format!(
+            "device number {major}:{minor} does not fit 32 bits"
+        )));
+    }
+    Ok((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12))
+}
+
+/// Major and minor of a device number made by [`encode_dev`].
+pub fn decode_dev(rdev: u32) -> (u32, u32) {
+    (
+        (rdev >> 8) & 0xfff,
+        (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
+    )
 }
 
 /// Checks a symbolic-link target.

@@ -139,9 +139,9 @@ fn wrong_magic() {
 #[test]
 fn newer_format_version() {
     let mut img = image(4);
-    edit_superblocks(&mut img, |sb| sb.version = 6.into());
+    edit_superblocks(&mut img, |sb| sb.version = 7.into());
     let msg = mount_fails(img);
-    assert_mentions(&msg, &["format version 6 is newer", "supports (5)"]);
+    assert_mentions(&msg, &["format version 7 is newer", "supports (6)"]);
 }
 
 #[test]
@@ -149,14 +149,15 @@ fn older_format_version() {
     // Version 1 kept a segment-aligned reverse map without summaries;
     // version 2 kept no extents inline and logged no reverse-map intents;
     // version 3 kept one error-log record per owner; version 4 kept no
-    // crcs in the pointers to tree nodes.
-    for v in [1u32, 2, 3, 4] {
+    // crcs in the pointers to tree nodes; version 5 had no special files,
+    // device numbers or generations.
+    for v in [1u32, 2, 3, 4, 5] {
         let mut img = image(4);
         edit_superblocks(&mut img, |sb| sb.version = v.into());
         let msg = mount_fails(img);
         assert_mentions(
             &msg,
-            &[&format!("format version {v} is older"), "reads (5)"],
+            &[&format!("format version {v} is older"), "reads (6)"],
         );
     }
 }

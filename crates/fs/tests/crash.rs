@@ -42,7 +42,10 @@ fn snapshot(fs: &Fs) -> State {
                 FileKind::Symlink => {
                     out.insert(p.clone(), Obj::Link(fs.readlink(&p).expect("readlink")));
                 }
-                FileKind::File => {
+                k if k.is_special() => {
+                    out.insert(p, Obj::Link(k.name().into()));
+                }
+                _ => {
                     let f = fs.open(&p, &OpenOptions::read_only()).expect("open");
                     let mut buf = vec![0u8; f.stat().size as usize];
                     let n = f.read_at(0, &mut buf).expect("read");

@@ -812,3 +812,74 @@ mod races {
         finish(dev, fs);
     }
 }
+
+#[test]
+fn mknod_keeps_type_and_device_number() {
+    let (dev, fs) = new_fs(8);
+    let root = fs.root_ino();
+    let chr = daxfs::encode_dev(4095, 0xabcde).unwrap();
+    assert_eq!(daxfs::decode_dev(chr), (4095, 0xabcde));
+    assert_eq!(daxfs::encode_dev(1, 3).unwrap(), 0x103, "as new_encode_dev");
+    assert_eq!(errno(daxfs::encode_dev(4096, 0)), "EINVAL");
+    let cases = [
+        ("fifo", libc::S_IFIFO | 0o640, 0, FileKind::Fifo),
+        ("sock", libc::S_IFSOCK | 0o600, 0, FileKind::Socket),
+        ("chr", libc::S_IFCHR | 0o660, chr, FileKind::CharDev),
+        ("blk", libc::S_IFBLK | 0o660, 0x801, FileKind::BlockDev),
+        ("reg", 0o644, 0, FileKind::File),
+    ];
+    for (n, mode, rdev, kind) in cases {
+        let st = fs.mknod_at(root, n, mode, rdev).unwrap();
+        assert_eq!(
+            (st.kind, st.perm, st.rdev),
+            (kind, mode & 0o7777, rdev),
+            "{n}"
+        );
+    }
+    // A FIFO's device number is not kept.
+    let st = fs
+        .mknod_at(root, "fifo2", libc::S_IFIFO | 0o644, 77)
+        .unwrap();
+    assert_eq!(st.rdev, 0);
+    assert_eq!(
+        errno(fs.mknod_at(root, "d", libc::S_IFDIR | 0o755, 0)),
+        "EPERM"
+    );
+    assert_eq!(
+        errno(fs.mknod_at(root, "l", libc::S_IFLNK | 0o777, 0)),
+        "EINVAL"
+    );
+    assert_eq!(errno(fs.mknod_at(root, "x", 0o170000, 0)), "EINVAL");
+    assert_eq!(errno(fs.mknod_at(root, "fifo", libc::S_IFIFO, 0)), "EEXIST");
+    assert_eq!(errno(fs.mknod_at(root, "..", libc::S_IFIFO, 0)), "EEXIST");
+    let fifo = fs.lookup(root, "fifo").unwrap().ino;
+    assert_eq!(
+        errno(fs.open_ino(fifo, &OpenOptions::read_only())),
+        "EOPNOTSUPP"
+    );
+    assert_eq!(
+        errno(fs.open("/chr", &OpenOptions::read_only())),
+        "EOPNOTSUPP"
+    );
+    // Special files are linked, renamed and removed like any file.
+    fs.link_at(fifo, root, "fifo-link").unwrap();
+    fs.rename_at(root, "sock", root, "sock2", RenameFlags::default())
+        .unwrap();
+    fs.unlink_at(root, "fifo2").unwrap();
+    fs.mknod("/p", libc::S_IFIFO | 0o600, 0).unwrap();
+    let fs = remount(&dev, fs);
+    let kinds: BTreeMap<String, FileKind> = fs
+        .readdir_ino(fs.root_ino(), 0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name_lossy(), e.kind))
+        .collect();
+    assert_eq!(kinds["fifo-link"], FileKind::Fifo);
+    assert_eq!(kinds["sock2"], FileKind::Socket);
+    assert_eq!(kinds["p"], FileKind::Fifo);
+    assert_eq!(fs.stat("/chr").unwrap().rdev, chr);
+    assert_eq!(fs.stat("/blk").unwrap().kind, FileKind::BlockDev);
+    assert_eq!(fs.stat("/fifo").unwrap().nlink, 2);
+    drop(fs);
+    assert_fsck(&*dev);
+}
