@@ -227,6 +227,7 @@ impl FsInner {
     /// Makes a new inode of `kind` named `name` in `dir` (which the caller
     /// checked has no such name), or with `tmpfile` an unnamed regular file
     /// on the orphan list, and commits.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn make_in(
         &self,
         mut tx: Tx<'_>,

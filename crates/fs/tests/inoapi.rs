@@ -604,7 +604,8 @@ mod races {
     }
 
     fn finish(dev: Arc<daxfs_device::MemDevice>, fs: Arc<Fs>) {
-        drop(Arc::try_unwrap(fs).ok().expect("threads are done"));
+        assert!(Arc::strong_count(&fs) == 1, "threads are done");
+        drop(fs);
         assert_fsck(&*dev);
     }
 
