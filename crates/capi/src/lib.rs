@@ -12,7 +12,7 @@
 //! by cbindgen; its comments come from the doc comments below.
 #![allow(non_camel_case_types)]
 
-use daxfs_core::{DedupeStatus, File, FileKind, Fs, FsError, MkfsOptions, MountOptions, OwnerKind};
+use daxfs_core::{DedupeStatus, File, Fs, FsError, MkfsOptions, MountOptions, OwnerKind};
 use daxfs_device::{Device, DeviceError, MmapDevice};
 use libc::{c_char, c_int, c_void, ssize_t};
 use std::cell::RefCell;
@@ -119,7 +119,7 @@ pub struct daxfs_dirent {
     pub ino: u64,
     /// Pass the last entry's cookie to `daxfs_readdir` to go on after it.
     pub cookie: u64,
-    /// DT_REG, DT_DIR or DT_LNK.
+    /// DT_REG, DT_DIR, DT_LNK, DT_FIFO, DT_SOCK, DT_CHR or DT_BLK.
     pub type_: u32,
     /// Bytes of `name` before its terminating NUL.
     pub name_len: u32,
@@ -721,11 +721,7 @@ pub unsafe extern "C" fn daxfs_ftruncate(file: *const daxfs_file, length: u64) -
 }
 
 fn to_c_stat(s: &daxfs_core::Stat) -> daxfs_stat {
-    let kind = match s.kind {
-        FileKind::File => libc::S_IFREG,
-        FileKind::Dir => libc::S_IFDIR,
-        FileKind::Symlink => libc::S_IFLNK,
-    };
+    let kind = s.kind.mode_bits();
     daxfs_stat {
         ino: s.ino,
         mode: kind | s.perm,
@@ -831,11 +827,7 @@ pub unsafe extern "C" fn daxfs_readdir(
             let d = daxfs_dirent {
                 ino: e.ino,
                 cookie: e.cookie,
-                type_: u32::from(match e.kind {
-                    FileKind::File => libc::DT_REG,
-                    FileKind::Dir => libc::DT_DIR,
-                    FileKind::Symlink => libc::DT_LNK,
-                }),
+                type_: u32::from(e.kind.dtype()),
                 name_len: n as u32,
                 name,
             };

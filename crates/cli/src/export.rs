@@ -130,6 +130,10 @@ impl Exporter<'_> {
                 self.file(path, shown, host, &st)?;
                 self.attrs(host, &st)
             }
+            other => {
+                eprintln!("daxfs: {shown}: a {} is not exported (skipped)", other.name());
+                Ok(())
+            }
         }
     }
 

@@ -28,6 +28,10 @@ pub fn mode_string(kind: FileKind, perm: u32) -> String {
         FileKind::Dir => 'd',
         FileKind::Symlink => 'l',
         FileKind::File => '-',
+        FileKind::Fifo => 'p',
+        FileKind::Socket => 's',
+        FileKind::CharDev => 'c',
+        FileKind::BlockDev => 'b',
     });
     let special = [(0o4000, 's'), (0o2000, 's'), (0o1000, 't')];
     for (i, (bit, letter)) in special.iter().enumerate() {
@@ -195,6 +199,7 @@ impl<'a> Shell<'a> {
             FileKind::File => "regular file",
             FileKind::Dir => "directory",
             FileKind::Symlink => "symbolic link",
+            k => k.name(),
         };
         let o = &mut self.out;
         writeln!(o, "stat.ino = {}", st.ino).ok();

@@ -142,7 +142,7 @@ fn info_text_and_json() {
     mentions(
         &out,
         &[
-            "format version: 5",
+            "format version: 6",
             "block size:     4096",
             "blocks:         2048 (8388608 bytes)",
             "inodes:         1",
@@ -191,7 +191,7 @@ fn populate_maps_the_whole_image_at_open() {
     // Populating allocated every page of the image.
     assert!(allocated(&img) >= 8 << 20, "{}", allocated(&img));
     let out = ok(&["info", &img, "--populate"]);
-    mentions(&out, &["format version: 5"]);
+    mentions(&out, &["format version: 6"]);
 }
 
 #[test]

@@ -356,8 +356,9 @@ mod tests {
         // version 2 kept every file's extents in a tree, none inline, and
         // logged every changed reverse-map node (no intents); version 3 kept
         // one error-log record per owner, keyed by a plain sequence number;
-        // version 4 kept no crcs in the pointers to tree nodes.
-        for v in [1u32, 2, 3, 4] {
+        // version 4 kept no crcs in the pointers to tree nodes; version 5 had
+        // no special files, device numbers or generations.
+        for v in [1u32, 2, 3, 4, 5] {
             let mut b = good();
             let mut sb = Superblock::read_from_bytes(b.as_slice()).expect("size");
             sb.version = v.into();
@@ -367,7 +368,7 @@ mod tests {
                 Superblock::decode(&b, 0, 4096),
                 Err(FormatError::OlderVersion {
                     found,
-                    supported: 5
+                    supported: 6
                 }) if found == v
             ));
         }

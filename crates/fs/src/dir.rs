@@ -14,6 +14,10 @@ pub fn tree(ino: u64) -> BTree<u64, DirentRecord> {
     BTree::new(BlockKind::DirTree, ino)
 }
 
+/// The lowest key an entry has: keys 0..FIRST_KEY are kept for the
+/// `readdir` cookies of the start, `.` and `..`.
+pub const FIRST_KEY: u64 = 3;
+
 /// The hash half of a directory key.
 pub fn name_hash(name: &[u8]) -> u64 {
     u64::from(daxfs_format::checksum(name))
@@ -98,8 +102,8 @@ pub fn add(
 ) -> Result<u64> {
     check_name(name)?;
     let h = name_hash(name);
-    // Next free sequence number for this hash.
-    let mut seq = 0u64;
+    // Next free sequence number for this hash (above the reserved keys).
+    let mut seq = if h == 0 { FIRST_KEY } else { 0 };
     tree(dir).range(
         tx,
         root,

@@ -384,7 +384,35 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                 ),
             });
         }
+        if rec.rdev.get() != 0 && !matches!(kind, FileKind::CharDev | FileKind::BlockDev) {
+            p.push(Problem {
+                structure: who.clone(),
+                block: None,
+                message: format!("a {} with device number {:#x}", kind.name(), rec.rdev.get()),
+            });
+        }
         match kind {
+            k @ (FileKind::Fifo | FileKind::Socket | FileKind::CharDev | FileKind::BlockDev) => {
+                // No data: nothing mapped, no tree, no size.
+                if !troot.is_empty()
+                    || rec.extents_inline()
+                    || rec.inline_count.get() != 0
+                    || rec.size.get() != 0
+                    || rec.blocks.get() != 0
+                    || !rec.loss.is_empty()
+                {
+                    p.push(Problem {
+                        structure: who.clone(),
+                        block: None,
+                        message: format!(
+                            "a {} has data (size {}, {} blocks, or a tree)",
+                            k.name(),
+                            rec.size.get(),
+                            rec.blocks.get()
+                        ),
+                    });
+                }
+            }
             FileKind::Dir => {
                 rep.directories += 1;
                 if rec.extents_inline() || rec.inline_count.get() != 0 {
@@ -457,6 +485,10 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                                             Some(FileKind::File) => "a regular file",
                                             Some(FileKind::Dir) => "a directory",
                                             Some(FileKind::Symlink) => "a symbolic link",
+                                            Some(FileKind::Fifo) => "a FIFO",
+                                            Some(FileKind::Socket) => "a socket",
+                                            Some(FileKind::CharDev) => "a character device",
+                                            Some(FileKind::BlockDev) => "a block device",
                                             None => "of no known type",
                                         }
                                     ),

@@ -571,7 +571,8 @@ fn walk(fs: &Fs, dir: &str, depth: u32, budget: &mut u32) {
             FileKind::Symlink => {
                 let _ = fs.readlink(&path);
             }
-            FileKind::File => {
+            _ if e.kind.is_special() => {}
+            _ => {
                 if let Ok(f) = fs.open(&path, &OpenOptions::read_only()) {
                     let mut buf = vec![0u8; 64 << 10];
                     let _ = f.read_at(0, &mut buf);

@@ -30,14 +30,34 @@ pub enum FileKind {
     File,
     Dir,
     Symlink,
+    /// A named pipe (no data; the kernel connects its readers and writers).
+    Fifo,
+    /// A Unix-domain socket's name.
+    Socket,
+    /// A character device (its number in `rdev`).
+    CharDev,
+    /// A block device (its number in `rdev`).
+    BlockDev,
 }
 
 impl FileKind {
+    /// A FIFO, socket or device: an inode with no data of its own.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo | FileKind::Socket | FileKind::CharDev | FileKind::BlockDev
+        )
+    }
+
     pub fn of_mode(m: u32) -> Option<FileKind> {
         match m & mode::S_IFMT {
             mode::S_IFREG => Some(FileKind::File),
             mode::S_IFDIR => Some(FileKind::Dir),
             mode::S_IFLNK => Some(FileKind::Symlink),
+            mode::S_IFIFO => Some(FileKind::Fifo),
+            mode::S_IFSOCK => Some(FileKind::Socket),
+            mode::S_IFCHR => Some(FileKind::CharDev),
+            mode::S_IFBLK => Some(FileKind::BlockDev),
             _ => None,
         }
     }
@@ -46,6 +66,10 @@ impl FileKind {
             FileKind::File => mode::S_IFREG,
             FileKind::Dir => mode::S_IFDIR,
             FileKind::Symlink => mode::S_IFLNK,
+            FileKind::Fifo => mode::S_IFIFO,
+            FileKind::Socket => mode::S_IFSOCK,
+            FileKind::CharDev => mode::S_IFCHR,
+            FileKind::BlockDev => mode::S_IFBLK,
         }
     }
     /// What it is called in messages.
@@ -54,14 +78,23 @@ impl FileKind {
             FileKind::File => "regular file",
             FileKind::Dir => "directory",
             FileKind::Symlink => "symbolic link",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+            FileKind::CharDev => "character special file",
+            FileKind::BlockDev => "block special file",
         }
     }
-    /// The directory-entry type byte (as DT_REG, DT_DIR, DT_LNK).
+    /// The directory-entry type byte (as DT_REG, DT_DIR, DT_LNK, DT_FIFO,
+    /// DT_SOCK, DT_CHR, DT_BLK).
     pub fn dtype(self) -> u8 {
         match self {
             FileKind::File => 8,
             FileKind::Dir => 4,
             FileKind::Symlink => 10,
+            FileKind::Fifo => 1,
+            FileKind::Socket => 12,
+            FileKind::CharDev => 2,
+            FileKind::BlockDev => 6,
         }
     }
     pub fn of_dtype(t: u8) -> Option<FileKind> {
@@ -69,6 +102,10 @@ impl FileKind {
             8 => Some(FileKind::File),
             4 => Some(FileKind::Dir),
             10 => Some(FileKind::Symlink),
+            1 => Some(FileKind::Fifo),
+            12 => Some(FileKind::Socket),
+            2 => Some(FileKind::CharDev),
+            6 => Some(FileKind::BlockDev),
             _ => None,
         }
     }
@@ -156,6 +193,9 @@ pub struct Inode {
     /// Set when a lazy transaction (a store fault through a view) changed
     /// the file: an in-place write makes it durable first.
     pub lazy: std::sync::atomic::AtomicBool,
+    /// An unnamed temporary file (O_TMPFILE) not yet given a name: the one
+    /// kind of inode without links that `link` may name.
+    pub tmpfile: std::sync::atomic::AtomicBool,
 }
 
 impl Inode {
@@ -215,6 +255,7 @@ impl Inode {
             loss_gen,
             views: Default::default(),
             lazy: Default::default(),
+            tmpfile: Default::default(),
         })
     }
 

@@ -7,6 +7,8 @@
 //! - [`journal`] and [`tx`]: atomic, durable metadata transactions;
 //! - [`space`]: the free-space allocator;
 //! - [`inode`], [`extents`], [`dir`], [`namespace`], [`file`]: files and directories;
+//! - [`ops`]: the inode-number API (lookup, getattr, create, rename, ... by
+//!   directory inode and name), which the path API in [`namespace`] calls;
 //! - [`replica`]: metadata replicas and their repair;
 //! - [`views`]: mmap views, file pages mapped straight from the device;
 //! - [`fsck`]: the consistency checker ([`counters`]: the superblock's counters
@@ -25,6 +27,7 @@ pub mod inode;
 pub mod journal;
 pub mod media;
 pub mod namespace;
+pub mod ops;
 pub mod reflink;
 pub mod replica;
 pub mod space;
@@ -40,6 +43,7 @@ pub use fs::{Fs, FsInfo, MkfsOptions, MountOptions};
 pub use inode::FileKind;
 pub use media::{ErrorLogEntry, FailureEvent, FailureFlags, Imported, LossNotice};
 pub use namespace::Stat;
+pub use ops::{Ino, RenameFlags, SetAttr, SetTime, StatFs, decode_dev, encode_dev};
 pub use reflink::{DedupeResult, DedupeStatus, OwnerKind, OwnerRecord};
 pub use replica::{ReplicaPair, ReplicaScrub};
 pub use views::{Access, PageState, View, ViewStats};

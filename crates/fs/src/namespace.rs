@@ -10,6 +10,7 @@ use crate::error::{FsError, Result};
 use crate::file::{File, OpenOptions};
 use crate::fs::{Fs, FsInner, lock, put_record};
 use crate::inode::{self, FileKind, Inode, RecState, orphan_tree};
+use crate::ops::RenameFlags;
 use crate::tx::Tx;
 use daxfs_format::records::{InodeRecord, Timestamp};
 use std::sync::atomic::Ordering;
@@ -39,6 +40,10 @@ pub struct Stat {
     pub btime: (i64, u32),
     /// Bytes of this file lost to media errors.
     pub lost_bytes: u64,
+    /// Told apart from an earlier inode of the same number.
+    pub generation: u64,
+    /// A device's number (see [`crate::ops::decode_dev`]); 0 otherwise.
+    pub rdev: u32,
 }
 
 fn ts(t: &Timestamp) -> (i64, u32) {
@@ -62,12 +67,14 @@ impl Stat {
             ctime: ts(&rec.ctime),
             btime: ts(&rec.btime),
             lost_bytes: rec.lost_bytes.get(),
+            generation: rec.generation.get(),
+            rdev: rec.rdev.get(),
         }
     }
 }
 
 /// Counts one more link to `r`; a count that cannot grow is corrupt.
-fn add_link(r: &mut InodeRecord) -> Result<()> {
+pub(crate) fn add_link(r: &mut InodeRecord) -> Result<()> {
     let n = r.nlink.get().checked_add(1).ok_or_else(|| {
         FsError::Corrupt(format!(
             "inode {}: link count {} cannot grow",
@@ -77,6 +84,19 @@ fn add_link(r: &mut InodeRecord) -> Result<()> {
     })?;
     r.nlink = n.into();
     Ok(())
+}
+
+/// `e`, naming `p` instead of the component the inode-number call named.
+fn at_path(e: FsError, p: &[u8]) -> FsError {
+    match e {
+        FsError::NotFound(_) => FsError::NotFound(show(p)),
+        FsError::Exists(_) => FsError::Exists(show(p)),
+        FsError::NotDir(_) => FsError::NotDir(show(p)),
+        FsError::IsDir(_) => FsError::IsDir(show(p)),
+        FsError::NotEmpty(_) => FsError::NotEmpty(show(p)),
+        FsError::NameTooLong(_) => FsError::NameTooLong(show(p)),
+        other => other,
+    }
 }
 
 /// The path ends with a slash.
@@ -270,7 +290,7 @@ impl FsInner {
         Ok((dir, name.to_vec()))
     }
 
-    fn next_ino(tx: &mut Tx<'_>) -> Result<u64> {
+    pub(crate) fn next_ino(tx: &mut Tx<'_>) -> Result<u64> {
         let ino = tx.meta.sb.next_ino.get();
         // A corrupt superblock must not make a create reuse a live inode.
         let root = tx.meta.sb.inode_tree;
@@ -295,7 +315,12 @@ impl FsInner {
 
     /// Drops a link to `child`; frees it, or puts it on the orphan list when
     /// open, once no link is left. Marks the record dead (ino 0) when freed.
-    fn drop_link(&self, tx: &mut Tx<'_>, child: &Arc<Inode>, rec: &mut InodeRecord) -> Result<()> {
+    pub(crate) fn drop_link(
+        &self,
+        tx: &mut Tx<'_>,
+        child: &Arc<Inode>,
+        rec: &mut InodeRecord,
+    ) -> Result<()> {
         let n = if child.kind == FileKind::Dir {
             0
         } else {
@@ -334,6 +359,7 @@ impl Fs {
         kind: FileKind,
         perm: u32,
         symlink_target: Option<&[u8]>,
+        rdev: u32,
     ) -> Result<Arc<Inode>> {
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
@@ -350,34 +376,12 @@ impl Fs {
                 show(path)
             )));
         }
-        let ino = FsInner::next_ino(&mut tx)?;
-        let mut rec = inode::new_record(ino, kind, perm, 0, 0, dir.ino);
-        if let Some(t) = symlink_target {
-            crate::file::write_new_data(&mut tx, ino, &mut rec, t)?;
-        }
-        let mut recs = Recs::lock(&[&dir]);
-        let d = recs.get(dir.ino);
-        let mut root = d.tree;
-        dir::add(&mut tx, dir.ino, &mut root, &name, ino, kind)?;
-        d.tree = root;
-        let t = inode::now();
-        d.mtime = t;
-        d.ctime = t;
-        if kind == FileKind::Dir {
-            add_link(d)?;
-        }
-        recs.stage(&mut tx)?;
-        put_record(&mut tx, &rec)?;
-        tx.commit()?;
-        recs.install();
-        let node = Arc::new(Inode::new(rec, inner.loss_gen.clone())?);
-        lock(&inner.icache).insert(ino, node.clone());
-        Ok(node)
+        inner.make_in(tx, &dir, Some(&name), kind, perm, symlink_target, rdev)
     }
 
     /// Creates a directory.
     pub fn mkdir(&self, path: impl AsRef<[u8]>, perm: u32) -> Result<()> {
-        self.make_node(path.as_ref(), FileKind::Dir, perm, None)
+        self.make_node(path.as_ref(), FileKind::Dir, perm, None, 0)
             .map(|_| ())
     }
 
@@ -393,7 +397,15 @@ impl Fs {
                 t.len()
             )));
         }
-        self.make_node(path.as_ref(), FileKind::Symlink, 0o777, Some(t))
+        self.make_node(path.as_ref(), FileKind::Symlink, 0o777, Some(t), 0)
+            .map(|_| ())
+    }
+
+    /// Makes a FIFO, socket, device or regular file at `path` as `mknod`
+    /// does (see [`Fs::mknod_at`]).
+    pub fn mknod(&self, path: impl AsRef<[u8]>, mode: u32, rdev: u32) -> Result<()> {
+        let kind = crate::ops::mknod_kind(mode)?;
+        self.make_node(path.as_ref(), kind, mode & 0o7777, None, rdev)
             .map(|_| ())
     }
 
@@ -438,7 +450,7 @@ impl Fs {
                 Err(FsError::NotFound(_)) if opts.create => {
                     drop(tx);
                     drop(meta);
-                    let n = self.make_node(path, FileKind::File, opts.mode, None)?;
+                    let n = self.make_node(path, FileKind::File, opts.mode, None, 0)?;
                     let _meta = lock(&inner.meta);
                     n.opens.fetch_add(1, Ordering::SeqCst);
                     n
@@ -452,6 +464,9 @@ impl Fs {
         }
         if file.inode().kind == FileKind::Symlink {
             return Err(FsError::Loop(show(path)));
+        }
+        if file.inode().kind.is_special() {
+            return Err(crate::ops::special_open(file.inode().kind));
         }
         if opts.truncate && opts.write {
             file.set_len(0)?;
@@ -479,28 +494,9 @@ impl Fs {
         // Deleting frees space, so it may use the metadata reserve.
         tx.use_reserve();
         let (dir, name) = inner.resolve_parent(&mut tx, path)?;
-        let droot = dir.rec().rec.tree;
-        let Some(f) = dir::lookup(&mut tx, dir.ino, &droot, &name)? else {
-            return Err(FsError::NotFound(show(path)));
-        };
-        let child = inner.inode_tx(&mut tx, f.ino)?;
-        if child.kind == FileKind::Dir {
-            return Err(FsError::IsDir(show(path)));
-        }
-        let mut recs = Recs::lock(&[&dir, &child]);
-        let d = recs.get(dir.ino);
-        let mut root = d.tree;
-        dir::remove(&mut tx, dir.ino, &mut root, f.key)?;
-        d.tree = root;
-        d.mtime = inode::now();
-        d.ctime = d.mtime;
-        let mut c = *recs.get(child.ino);
-        inner.drop_link(&mut tx, &child, &mut c)?;
-        *recs.get(child.ino) = c;
-        recs.stage(&mut tx)?;
-        tx.commit()?;
-        recs.install();
-        Ok(())
+        inner
+            .remove_in(tx, &dir, &name, false)
+            .map_err(|e| at_path(e, path))
     }
 
     /// Removes an empty directory.
@@ -517,32 +513,9 @@ impl Fs {
             return Err(FsError::Invalid("cannot remove the root directory".into()));
         }
         let (dir, name) = inner.resolve_parent(&mut tx, path)?;
-        let droot = dir.rec().rec.tree;
-        let Some(f) = dir::lookup(&mut tx, dir.ino, &droot, &name)? else {
-            return Err(FsError::NotFound(show(path)));
-        };
-        let child = inner.inode_tx(&mut tx, f.ino)?;
-        if child.kind != FileKind::Dir {
-            return Err(FsError::NotDir(show(path)));
-        }
-        if !child.rec().rec.tree.is_empty() {
-            return Err(FsError::NotEmpty(show(path)));
-        }
-        let mut recs = Recs::lock(&[&dir, &child]);
-        let d = recs.get(dir.ino);
-        let mut root = d.tree;
-        dir::remove(&mut tx, dir.ino, &mut root, f.key)?;
-        d.tree = root;
-        d.nlink = d.nlink.get().saturating_sub(1).into();
-        d.mtime = inode::now();
-        d.ctime = d.mtime;
-        let mut c = *recs.get(child.ino);
-        inner.drop_link(&mut tx, &child, &mut c)?;
-        *recs.get(child.ino) = c;
-        recs.stage(&mut tx)?;
-        tx.commit()?;
-        recs.install();
-        Ok(())
+        inner
+            .remove_in(tx, &dir, &name, true)
+            .map_err(|e| at_path(e, path))
     }
 
     /// Adds a hard link `new` to the file at `existing`.
@@ -572,20 +545,9 @@ impl Fs {
         if child.rec().rec.nlink.get() == 0 {
             return Err(FsError::NotFound(show(existing)));
         }
-        let mut recs = Recs::lock(&[&dir, &child]);
-        let d = recs.get(dir.ino);
-        let mut root = d.tree;
-        dir::add(&mut tx, dir.ino, &mut root, &name, child.ino, child.kind)?;
-        d.tree = root;
-        d.mtime = inode::now();
-        d.ctime = d.mtime;
-        let c = recs.get(child.ino);
-        add_link(c)?;
-        c.ctime = inode::now();
-        recs.stage(&mut tx)?;
-        tx.commit()?;
-        recs.install();
-        Ok(())
+        inner
+            .link_in(tx, &child, &dir, &name)
+            .map_err(|e| at_path(e, new))
     }
 
     /// Renames `from` to `to`, atomically replacing `to` if it exists (a
@@ -608,93 +570,12 @@ impl Fs {
                 show(if trailing_slash(from) { from } else { to })
             )));
         }
-        let droot = ddir.rec().rec.tree;
-        let df = dir::lookup(&mut tx, ddir.ino, &droot, &dname)?;
-        if df.as_ref().is_some_and(|d| d.ino == src.ino) {
-            return Ok(()); // the same file: nothing to do
-        }
-        if src.kind == FileKind::Dir {
-            // A directory may not move into its own subtree.
-            let mut cur = ddir.ino;
-            for _ in 0..4096 {
-                if cur == src.ino {
-                    return Err(FsError::Invalid(format!(
-                        "cannot move {} into itself",
-                        show(from)
-                    )));
-                }
-                if cur == inner.root_ino {
-                    break;
-                }
-                cur = inner.inode_tx(&mut tx, cur)?.rec().rec.parent.get();
-            }
-        }
-        let dst = match &df {
-            Some(d) => Some(inner.inode_tx(&mut tx, d.ino)?),
-            None => None,
-        };
-        if let Some(dst) = &dst {
-            match (src.kind == FileKind::Dir, dst.kind == FileKind::Dir) {
-                (true, false) => return Err(FsError::NotDir(show(to))),
-                (false, true) => return Err(FsError::IsDir(show(to))),
-                (true, true) if !dst.rec().rec.tree.is_empty() => {
-                    return Err(FsError::NotEmpty(show(to)));
-                }
-                _ => {}
-            }
-        }
-        let mut list = vec![&sdir, &ddir, &src];
-        if let Some(d) = &dst {
-            list.push(d);
-        }
-        let mut recs = Recs::lock(&list);
-        let t = inode::now();
-        // Remove the old name.
-        {
-            let s = recs.get(sdir.ino);
-            let mut root = s.tree;
-            dir::remove(&mut tx, sdir.ino, &mut root, sf.key)?;
-            s.tree = root;
-            s.mtime = t;
-            s.ctime = t;
-        }
-        // Drop the replaced target.
-        if let (Some(dst), Some(df)) = (&dst, &df) {
-            let d = recs.get(ddir.ino);
-            let mut root = d.tree;
-            dir::remove(&mut tx, ddir.ino, &mut root, df.key)?;
-            d.tree = root;
-            if dst.kind == FileKind::Dir {
-                d.nlink = d.nlink.get().saturating_sub(1).into();
-            }
-            let mut c = *recs.get(dst.ino);
-            inner.drop_link(&mut tx, dst, &mut c)?;
-            *recs.get(dst.ino) = c;
-        }
-        // Add the new name.
-        {
-            let d = recs.get(ddir.ino);
-            let mut root = d.tree;
-            dir::add(&mut tx, ddir.ino, &mut root, &dname, src.ino, src.kind)?;
-            d.tree = root;
-            d.mtime = t;
-            d.ctime = t;
-        }
-        if src.kind == FileKind::Dir && sdir.ino != ddir.ino {
-            let s = recs.get(sdir.ino);
-            s.nlink = s.nlink.get().saturating_sub(1).into();
-            let d = recs.get(ddir.ino);
-            add_link(d)?;
-        }
-        let c = recs.get(src.ino);
-        c.ctime = t;
-        if src.kind == FileKind::Dir {
-            c.parent = ddir.ino.into();
-        }
-        recs.stage(&mut tx)?;
-        tx.commit()?;
-        recs.install();
-        Ok(())
+        inner
+            .rename_in(tx, &sdir, &sname, &ddir, &dname, RenameFlags::default())
+            .map_err(|e| match e {
+                FsError::NotFound(_) => FsError::NotFound(show(from)),
+                other => at_path(other, to),
+            })
     }
 
     /// Lists a directory (without "." and "..").
@@ -808,7 +689,7 @@ impl Fs {
 }
 
 /// An inode's attributes, with the bytes it lost to media errors.
-fn stat_of(tx: &mut Tx<'_>, node: &Arc<Inode>) -> Result<Stat> {
+pub(crate) fn stat_of(tx: &mut Tx<'_>, node: &Arc<Inode>) -> Result<Stat> {
     let mut st = Stat::of(&node.rec().rec);
     let root = tx.meta.sb.loss_tree;
     if !root.is_empty() {

@@ -55,7 +55,7 @@ fn regular(f: &File) -> Result<()> {
     match f.node.kind {
         FileKind::File => Ok(()),
         FileKind::Dir => Err(FsError::IsDir(format!("inode {}", f.node.ino))),
-        FileKind::Symlink => Err(FsError::Invalid(format!(
+        _ => Err(FsError::Invalid(format!(
             "inode {} is not a regular file",
             f.node.ino
         ))),

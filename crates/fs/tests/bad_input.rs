@@ -150,7 +150,7 @@ fn older_format_version() {
     // version 2 kept no extents inline and logged no reverse-map intents;
     // version 3 kept one error-log record per owner; version 4 kept no
     // crcs in the pointers to tree nodes; version 5 had no extended
-    // attributes.
+    // attributes, special files, device numbers or generations.
     for v in [1u32, 2, 3, 4, 5] {
         let mut img = image(4);
         edit_superblocks(&mut img, |sb| sb.version = v.into());

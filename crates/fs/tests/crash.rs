@@ -42,7 +42,10 @@ fn snapshot(fs: &Fs) -> State {
                 FileKind::Symlink => {
                     out.insert(p.clone(), Obj::Link(fs.readlink(&p).expect("readlink")));
                 }
-                FileKind::File => {
+                k if k.is_special() => {
+                    out.insert(p, Obj::Link(k.name().into()));
+                }
+                _ => {
                     let f = fs.open(&p, &OpenOptions::read_only()).expect("open");
                     let mut buf = vec![0u8; f.stat().size as usize];
                     let n = f.read_at(0, &mut buf).expect("read");
@@ -75,6 +78,13 @@ enum Op {
     CloneRange(&'static str, &'static str, u64, u64, u64),
     /// Dedupe: src, dst, offset (both), len.
     Dedupe(&'static str, &'static str, u64, u64),
+    /// RENAME_EXCHANGE of two names in the root directory.
+    Exchange(&'static str, &'static str),
+    /// An unnamed temporary file (O_TMPFILE) in the root, written (len,
+    /// seed) and synced, then given a name by `link_at`.
+    TmpLink(&'static str, usize, u64),
+    /// A temporary file written and closed without a name.
+    TmpDrop(usize),
     /// Unshare (and allocate) a range: path, offset, len.
     Unshare(&'static str, u64, u64),
     /// Punch a hole, keeping the size: path, offset, len.
@@ -101,6 +111,21 @@ fn apply(fs: &Fs, op: &Op) {
         Op::Unlink(p) => fs.unlink(p).unwrap(),
         Op::Link(a, b) => fs.link(a, b).unwrap(),
         Op::Symlink(t, p) => fs.symlink(t, p).unwrap(),
+        Op::Exchange(a, b) => {
+            let r = fs.root_ino();
+            fs.rename_at(r, a, r, b, daxfs::RenameFlags::EXCHANGE)
+                .unwrap()
+        }
+        Op::TmpLink(name, len, seed) => {
+            let t = fs.tmpfile_at(fs.root_ino(), 0o644).unwrap();
+            t.write_at(0, &pattern(*seed, *len)).unwrap();
+            t.fsync().unwrap();
+            fs.link_at(t.ino(), fs.root_ino(), name).unwrap();
+        }
+        Op::TmpDrop(len) => {
+            let t = fs.tmpfile_at(fs.root_ino(), 0o644).unwrap();
+            t.write_at(0, &pattern(5, *len)).unwrap();
+        }
         Op::Clone(a, b) => {
             let s = fs.open(a, &OpenOptions::read_only()).unwrap();
             let d = fs.open(b, &OpenOptions::read_write()).unwrap();
@@ -217,7 +242,22 @@ fn in_place_writes(setup: &[Op], ops: &[Op]) -> Vec<bool> {
                 let i = paths[a];
                 paths.insert(b, i);
             }
-            Op::Mkdir(_) | Op::Symlink(..) => {}
+            Op::Mkdir(_) | Op::Symlink(..) | Op::TmpDrop(_) => {}
+            Op::Exchange(a, b) => {
+                let (ia, ib) = (paths.remove(a), paths.remove(b));
+                if let Some(i) = ia {
+                    paths.insert(b, i);
+                }
+                if let Some(i) = ib {
+                    paths.insert(a, i);
+                }
+            }
+            Op::TmpLink(p, len, _) => {
+                // Written while unnamed (fresh blocks), then named.
+                let len = len as u64;
+                paths.insert(p, inodes.len());
+                inodes.push((len, (0..len.div_ceil(BS)).collect()));
+            }
             Op::Clone(a, b) => {
                 let (ia, ib) = (paths[a], paths[b]);
                 let sa = inodes[ia].0;
@@ -356,6 +396,23 @@ fn crash_namespace_workload() {
         Op::Create("/f"),
     ];
     run_workload("namespace", &[], &ops, 2);
+}
+
+#[test]
+fn crash_inode_api_workload() {
+    let setup = [
+        Op::Mkdir("/d"),
+        Op::Create("/d/in"),
+        Op::Create("/f"),
+        Op::Write("/f", 0, 5000, 1),
+    ];
+    let ops = [
+        Op::Exchange("f", "d"),
+        Op::TmpLink("t", 9000, 2),
+        Op::TmpDrop(6000),
+        Op::Exchange("t", "f"),
+    ];
+    run_workload("inode api", &setup, &ops, 2);
 }
 
 #[test]

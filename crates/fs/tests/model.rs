@@ -177,6 +177,10 @@ impl Model {
         if src_dir && (b.starts_with(&format!("{a}/"))) {
             return Err("EINVAL");
         }
+        if dst.is_some() && a.starts_with(&format!("{b}/")) {
+            // Onto a directory above the source: Linux checks this first.
+            return Err("ENOTEMPTY");
+        }
         if dst.is_some() {
             match (src_dir, self.is_dir(b)) {
                 (true, false) => return Err("ENOTDIR"),

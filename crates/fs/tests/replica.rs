@@ -33,7 +33,10 @@ fn snapshot(fs: &Fs) -> State {
                 FileKind::Symlink => {
                     out.insert(p.clone(), Some(fs.readlink(&p).expect("readlink")));
                 }
-                FileKind::File => {
+                _ if e.kind.is_special() => {
+                    out.insert(p, None);
+                }
+                _ => {
                     let f = fs.open(&p, &OpenOptions::read_only()).expect("open");
                     let mut buf = vec![0u8; f.stat().size as usize];
                     // A file with lost blocks reads up to them.
