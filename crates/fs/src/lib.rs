@@ -24,6 +24,7 @@ pub mod inode;
 pub mod journal;
 pub mod media;
 pub mod namespace;
+pub mod reads;
 pub mod reflink;
 pub mod replica;
 pub mod space;

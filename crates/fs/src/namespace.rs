@@ -116,10 +116,15 @@ impl<'a> Recs<'a> {
         }
     }
 
-    /// The record copy of inode `ino` (which must be in the set).
-    pub fn get(&mut self, ino: u64) -> &mut InodeRecord {
-        let i = self.inodes.iter().position(|x| x.ino == ino).unwrap_or(0);
-        &mut self.recs[i]
+    /// The record copy of inode `ino`; an inode not in the set is a bug of
+    /// the caller, reported as an error rather than another inode's record.
+    pub fn get(&mut self, ino: u64) -> Result<&mut InodeRecord> {
+        match self.inodes.iter().position(|x| x.ino == ino) {
+            Some(i) => Ok(&mut self.recs[i]),
+            None => Err(FsError::Corrupt(format!(
+                "inode {ino} is not among the records locked for this operation"
+            ))),
+        }
     }
 
     /// Stages every record still alive (ino != 0) into the inode tree.
@@ -148,22 +153,6 @@ impl<'a> Recs<'a> {
 }
 
 impl FsInner {
-    /// Reads a symbolic link's target.
-    pub(crate) fn read_link_target(&self, tx: &mut Tx<'_>, ino: &Arc<Inode>) -> Result<Vec<u8>> {
-        let rec = ino.rec().rec;
-        let size = rec.size.get() as usize;
-        if size > SYMLINK_MAX {
-            return Err(FsError::Corrupt(format!(
-                "symlink inode {}: target of {size} bytes",
-                ino.ino
-            )));
-        }
-        let map = crate::extents::ExtentMap::load(tx, ino.ino, &rec)?;
-        let mut buf = vec![0u8; size];
-        crate::file::read_mapped(&*self.dev, &map, 0, &mut buf)?;
-        Ok(buf)
-    }
-
     /// Resolves `path` to an inode. `follow_last`: follow a symlink in the last
     /// component. Every intermediate symlink is followed.
     pub(crate) fn resolve(
@@ -184,49 +173,8 @@ impl FsInner {
         follow_last: bool,
         budget: &mut usize,
     ) -> Result<Arc<Inode>> {
-        let mut cur = self.inode_tx(
-            tx,
-            if path.first() == Some(&b'/') {
-                self.root_ino
-            } else {
-                start
-            },
-        )?;
-        let comps = components(path);
-        let must_be_dir = wants_dir(path);
-        for (i, c) in comps.iter().enumerate() {
-            let last = i + 1 == comps.len();
-            if cur.kind != FileKind::Dir {
-                return Err(FsError::NotDir(show(path)));
-            }
-            if *c == b".." {
-                let parent = cur.rec().rec.parent.get();
-                cur = self.inode_tx(tx, parent)?;
-                continue;
-            }
-            if c.len() > daxfs_format::records::NAME_MAX {
-                return Err(FsError::NameTooLong(show(path)));
-            }
-            let root = cur.rec().rec.tree;
-            let Some(f) = dir::lookup(tx, cur.ino, &root, c)? else {
-                return Err(FsError::NotFound(show(path)));
-            };
-            let next = self.inode_tx(tx, f.ino)?;
-            if next.kind == FileKind::Symlink && (!last || follow_last || must_be_dir) {
-                if *budget == 0 {
-                    return Err(FsError::Loop(show(path)));
-                }
-                *budget -= 1;
-                let target = self.read_link_target(tx, &next)?;
-                cur = self.resolve_from(tx, cur.ino, &target, true, budget)?;
-            } else {
-                cur = next;
-            }
-        }
-        if must_be_dir && cur.kind != FileKind::Dir {
-            return Err(FsError::NotDir(show(path)));
-        }
-        Ok(cur)
+        let iroot = tx.meta.sb.inode_tree;
+        crate::reads::resolve_from(self, tx, &iroot, start, path, follow_last, budget)
     }
 
     /// Resolves everything but the last component: (parent directory, name).
@@ -320,13 +268,6 @@ impl FsInner {
 }
 
 impl Fs {
-    fn tx_op<R>(&self, f: impl FnOnce(&FsInner, &mut Tx<'_>) -> Result<R>) -> Result<R> {
-        let inner = &*self.inner;
-        let mut meta = lock(&inner.meta);
-        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
-        f(inner, &mut tx)
-    }
-
     /// Creates a node of `kind` at `path`; returns its inode.
     fn make_node(
         &self,
@@ -337,7 +278,22 @@ impl Fs {
     ) -> Result<Arc<Inode>> {
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
-        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let tx = Tx::begin(&*inner.dev, &mut meta)?;
+        inner.make_node_in(tx, path, kind, perm, symlink_target)
+    }
+}
+
+impl FsInner {
+    /// Creates a node of `kind` at `path` in transaction `tx`, and commits.
+    fn make_node_in(
+        &self,
+        mut tx: Tx<'_>,
+        path: &[u8],
+        kind: FileKind,
+        perm: u32,
+        symlink_target: Option<&[u8]>,
+    ) -> Result<Arc<Inode>> {
+        let inner = self;
         let (dir, name) = inner.resolve_parent(&mut tx, path)?;
         let droot = dir.rec().rec.tree;
         if dir::lookup(&mut tx, dir.ino, &droot, &name)?.is_some() {
@@ -356,7 +312,7 @@ impl Fs {
             crate::file::write_new_data(&mut tx, ino, &mut rec, t)?;
         }
         let mut recs = Recs::lock(&[&dir]);
-        let d = recs.get(dir.ino);
+        let d = recs.get(dir.ino)?;
         let mut root = d.tree;
         dir::add(&mut tx, dir.ino, &mut root, &name, ino, kind)?;
         d.tree = root;
@@ -374,7 +330,9 @@ impl Fs {
         lock(&inner.icache).insert(ino, node.clone());
         Ok(node)
     }
+}
 
+impl Fs {
     /// Creates a directory.
     pub fn mkdir(&self, path: impl AsRef<[u8]>, perm: u32) -> Result<()> {
         self.make_node(path.as_ref(), FileKind::Dir, perm, None)
@@ -399,15 +357,15 @@ impl Fs {
 
     /// Reads a symbolic link's target.
     pub fn readlink(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>> {
-        self.tx_op(|inner, tx| {
-            let i = inner.resolve(tx, path.as_ref(), false)?;
+        self.inner.read_only(|inner, s, sb| {
+            let i = inner.resolve_ro(s, sb, path.as_ref(), false)?;
             if i.kind != FileKind::Symlink {
                 return Err(FsError::Invalid(format!(
                     "{}: not a symbolic link",
                     show(path.as_ref())
                 )));
             }
-            inner.read_link_target(tx, &i)
+            crate::reads::link_target(inner, s, &i)
         })
     }
 
@@ -436,10 +394,11 @@ impl Fs {
                     n
                 }
                 Err(FsError::NotFound(_)) if opts.create => {
-                    drop(tx);
-                    drop(meta);
-                    let n = self.make_node(path, FileKind::File, opts.mode, None)?;
-                    let _meta = lock(&inner.meta);
+                    // Created in the same transaction, and counted open
+                    // under the same lock: no other create can come between
+                    // the lookup and this one, nor an unlink free the new
+                    // inode before its handle counts.
+                    let n = inner.make_node_in(tx, path, FileKind::File, opts.mode, None)?;
                     n.opens.fetch_add(1, Ordering::SeqCst);
                     n
                 }
@@ -488,15 +447,15 @@ impl Fs {
             return Err(FsError::IsDir(show(path)));
         }
         let mut recs = Recs::lock(&[&dir, &child]);
-        let d = recs.get(dir.ino);
+        let d = recs.get(dir.ino)?;
         let mut root = d.tree;
         dir::remove(&mut tx, dir.ino, &mut root, f.key)?;
         d.tree = root;
         d.mtime = inode::now();
         d.ctime = d.mtime;
-        let mut c = *recs.get(child.ino);
+        let mut c = *recs.get(child.ino)?;
         inner.drop_link(&mut tx, &child, &mut c)?;
-        *recs.get(child.ino) = c;
+        *recs.get(child.ino)? = c;
         recs.stage(&mut tx)?;
         tx.commit()?;
         recs.install();
@@ -529,16 +488,16 @@ impl Fs {
             return Err(FsError::NotEmpty(show(path)));
         }
         let mut recs = Recs::lock(&[&dir, &child]);
-        let d = recs.get(dir.ino);
+        let d = recs.get(dir.ino)?;
         let mut root = d.tree;
         dir::remove(&mut tx, dir.ino, &mut root, f.key)?;
         d.tree = root;
         d.nlink = d.nlink.get().saturating_sub(1).into();
         d.mtime = inode::now();
         d.ctime = d.mtime;
-        let mut c = *recs.get(child.ino);
+        let mut c = *recs.get(child.ino)?;
         inner.drop_link(&mut tx, &child, &mut c)?;
-        *recs.get(child.ino) = c;
+        *recs.get(child.ino)? = c;
         recs.stage(&mut tx)?;
         tx.commit()?;
         recs.install();
@@ -573,13 +532,13 @@ impl Fs {
             return Err(FsError::NotFound(show(existing)));
         }
         let mut recs = Recs::lock(&[&dir, &child]);
-        let d = recs.get(dir.ino);
+        let d = recs.get(dir.ino)?;
         let mut root = d.tree;
         dir::add(&mut tx, dir.ino, &mut root, &name, child.ino, child.kind)?;
         d.tree = root;
         d.mtime = inode::now();
         d.ctime = d.mtime;
-        let c = recs.get(child.ino);
+        let c = recs.get(child.ino)?;
         add_link(c)?;
         c.ctime = inode::now();
         recs.stage(&mut tx)?;
@@ -651,7 +610,7 @@ impl Fs {
         let t = inode::now();
         // Remove the old name.
         {
-            let s = recs.get(sdir.ino);
+            let s = recs.get(sdir.ino)?;
             let mut root = s.tree;
             dir::remove(&mut tx, sdir.ino, &mut root, sf.key)?;
             s.tree = root;
@@ -660,20 +619,20 @@ impl Fs {
         }
         // Drop the replaced target.
         if let (Some(dst), Some(df)) = (&dst, &df) {
-            let d = recs.get(ddir.ino);
+            let d = recs.get(ddir.ino)?;
             let mut root = d.tree;
             dir::remove(&mut tx, ddir.ino, &mut root, df.key)?;
             d.tree = root;
             if dst.kind == FileKind::Dir {
                 d.nlink = d.nlink.get().saturating_sub(1).into();
             }
-            let mut c = *recs.get(dst.ino);
+            let mut c = *recs.get(dst.ino)?;
             inner.drop_link(&mut tx, dst, &mut c)?;
-            *recs.get(dst.ino) = c;
+            *recs.get(dst.ino)? = c;
         }
         // Add the new name.
         {
-            let d = recs.get(ddir.ino);
+            let d = recs.get(ddir.ino)?;
             let mut root = d.tree;
             dir::add(&mut tx, ddir.ino, &mut root, &dname, src.ino, src.kind)?;
             d.tree = root;
@@ -681,12 +640,12 @@ impl Fs {
             d.ctime = t;
         }
         if src.kind == FileKind::Dir && sdir.ino != ddir.ino {
-            let s = recs.get(sdir.ino);
+            let s = recs.get(sdir.ino)?;
             s.nlink = s.nlink.get().saturating_sub(1).into();
-            let d = recs.get(ddir.ino);
+            let d = recs.get(ddir.ino)?;
             add_link(d)?;
         }
-        let c = recs.get(src.ino);
+        let c = recs.get(src.ino)?;
         c.ctime = t;
         if src.kind == FileKind::Dir {
             c.parent = ddir.ino.into();
@@ -709,29 +668,29 @@ impl Fs {
         after: u64,
         max: usize,
     ) -> Result<Vec<DirEntry>> {
-        self.tx_op(|inner, tx| {
-            let d = inner.resolve(tx, path.as_ref(), true)?;
+        self.inner.read_only(|inner, s, sb| {
+            let d = inner.resolve_ro(s, sb, path.as_ref(), true)?;
             if d.kind != FileKind::Dir {
                 return Err(FsError::NotDir(show(path.as_ref())));
             }
             let root = d.rec().rec.tree;
-            dir::list(tx, d.ino, &root, after, max)
+            dir::list(s, d.ino, &root, after, max)
         })
     }
 
     /// Attributes of the file at `path`, following a final symlink.
     pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
-        self.tx_op(|inner, tx| {
-            let node = inner.resolve(tx, path.as_ref(), true)?;
-            stat_of(tx, &node)
+        self.inner.read_only(|inner, s, sb| {
+            let node = inner.resolve_ro(s, sb, path.as_ref(), true)?;
+            crate::reads::stat_of(s, sb, &node)
         })
     }
 
     /// Attributes of `path` itself (a final symlink is not followed).
     pub fn lstat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
-        self.tx_op(|inner, tx| {
-            let node = inner.resolve(tx, path.as_ref(), false)?;
-            stat_of(tx, &node)
+        self.inner.read_only(|inner, s, sb| {
+            let node = inner.resolve_ro(s, sb, path.as_ref(), false)?;
+            crate::reads::stat_of(s, sb, &node)
         })
     }
 
@@ -741,7 +700,7 @@ impl Fs {
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
         let node = inner.resolve(&mut tx, path, true)?;
         let mut recs = Recs::lock(&[&node]);
-        let r = recs.get(node.ino);
+        let r = recs.get(node.ino)?;
         f(r);
         r.ctime = inode::now();
         recs.stage(&mut tx)?;
@@ -805,17 +764,4 @@ impl Fs {
         let f = self.open(path, &OpenOptions::write_only())?;
         f.set_len(len)
     }
-}
-
-/// An inode's attributes, with the bytes it lost to media errors.
-fn stat_of(tx: &mut Tx<'_>, node: &Arc<Inode>) -> Result<Stat> {
-    let mut st = Stat::of(&node.rec().rec);
-    let root = tx.meta.sb.loss_tree;
-    if !root.is_empty() {
-        st.lost_bytes = crate::media::losses_of(tx, &root, node.ino)?
-            .values()
-            .sum::<u64>()
-            * daxfs_format::BLOCK_SIZE_U64;
-    }
-    Ok(st)
 }
