@@ -44,6 +44,38 @@ fn plain_create_opens_racing_open_the_same_file() {
     assert_fsck(&*dev);
 }
 
+/// A plain `O_CREAT` open while other threads create (exclusively) and
+/// remove the same name in a loop: the open always succeeds, opening the
+/// file it found or the one it made, never failing with EEXIST because the
+/// other create came between its lookup and its own create.
+#[test]
+fn plain_create_open_racing_exclusive_creates_succeeds() {
+    let (dev, fs) = new_fs(16);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 1..THREADS {
+            let (fs2, stop2) = (fs.clone(), &stop);
+            s.spawn(move || {
+                while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                    if let Ok(f) = fs2.create("/x") {
+                        drop(f);
+                    }
+                    let _ = fs2.unlink("/x");
+                }
+            });
+        }
+        let res = (0..1000).try_for_each(|i| {
+            fs.open("/x", &OpenOptions::create())
+                .map(drop)
+                .map_err(|e| format!("open {i}: {e}"))
+        });
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        res.unwrap();
+    });
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
 /// An unlink racing an `O_CREAT` open of the same name: the caller's handle
 /// stays a live file (unlinked, kept as an orphan until closed), never a
 /// freed inode. Its data is still readable through it, and the file system
