@@ -20,6 +20,7 @@ pub mod file;
 pub mod fs;
 pub mod fsck;
 pub mod fuzz;
+pub(crate) mod icache;
 pub mod inode;
 pub mod journal;
 pub mod media;

@@ -327,8 +327,7 @@ impl FsInner {
         tx.commit()?;
         recs.install();
         let node = Arc::new(Inode::new(rec, inner.loss_gen.clone())?);
-        lock(&inner.icache).insert(ino, node.clone());
-        Ok(node)
+        Ok(inner.cache_inode(node))
     }
 }
 

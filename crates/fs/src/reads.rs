@@ -233,3 +233,64 @@ impl FsInner {
         self.inode(s, &sb.inode_tree, ino)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::namespace::Recs;
+    use crate::{FileKind, FsError};
+    use daxfs_device::MemDevice;
+    use std::sync::Arc;
+
+    fn fs() -> crate::Fs {
+        let dev = Arc::new(MemDevice::new(8 << 20));
+        crate::Fs::mkfs(dev.clone(), &Default::default()).unwrap();
+        crate::Fs::mount(dev, &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn reads_by_inode_number() {
+        let fs = fs();
+        fs.mkdir("/d", 0o750).unwrap();
+        drop(fs.create("/d/f").unwrap());
+        fs.symlink("f", "/d/l").unwrap();
+        let inner = &*fs.inner;
+        let root = inner.root_ino;
+        let (d, kind) = inner.lookup_ino(root, b"d").unwrap();
+        assert_eq!(kind, FileKind::Dir);
+        assert_eq!(inner.lookup_ino(d, b"..").unwrap(), (root, FileKind::Dir));
+        assert_eq!(inner.lookup_ino(d, b".").unwrap(), (d, FileKind::Dir));
+        let (f, _) = inner.lookup_ino(d, b"f").unwrap();
+        let (l, lk) = inner.lookup_ino(d, b"l").unwrap();
+        assert_eq!(lk, FileKind::Symlink);
+        assert!(matches!(
+            inner.lookup_ino(d, b"none"),
+            Err(FsError::NotFound(_))
+        ));
+        assert!(matches!(inner.lookup_ino(f, b"x"), Err(FsError::NotDir(_))));
+        assert_eq!(inner.getattr_ino(d).unwrap().perm, 0o750);
+        assert_eq!(inner.getattr_ino(f).unwrap(), fs.stat("/d/f").unwrap());
+        assert!(matches!(inner.getattr_ino(9999), Err(FsError::NotFound(_))));
+        assert!(matches!(inner.getattr_ino(0), Err(FsError::NotFound(_))));
+        let all = inner.readdir_ino(d, 0, usize::MAX).unwrap();
+        assert_eq!(all.len(), 2);
+        let rest = inner.readdir_ino(d, all[0].cookie, 10).unwrap();
+        assert_eq!(rest, all[1..]);
+        assert_eq!(inner.readlink_ino(l).unwrap(), b"f");
+        assert!(matches!(inner.readlink_ino(f), Err(FsError::Invalid(_))));
+        fs.unlink("/d/f").unwrap();
+        assert!(matches!(inner.getattr_ino(f), Err(FsError::NotFound(_))));
+    }
+
+    /// Asking a record set for an inode it does not hold is an error, not
+    /// the first inode's record.
+    #[test]
+    fn recs_get_refuses_an_inode_not_locked() {
+        let fs = fs();
+        drop(fs.create("/f").unwrap());
+        let (f, _) = fs.inner.lookup_ino(fs.inner.root_ino, b"f").unwrap();
+        let node = fs.inner.icache.lock().unwrap().get(&f).cloned().unwrap();
+        let mut recs = Recs::lock(&[&node]);
+        assert_eq!(recs.get(f).unwrap().ino.get(), f);
+        assert!(matches!(recs.get(f + 1), Err(FsError::Corrupt(_))));
+    }
+}

@@ -229,3 +229,70 @@ fn reads_see_whole_transactions() {
     drop(fs);
     assert_fsck(&*dev);
 }
+
+/// The inode cache stays bounded: stat'ing many more files than its limit
+/// keeps it at the limit, while open files, whose inodes are in use, stay
+/// cached (and correct) however many others pass through.
+#[test]
+fn inode_cache_stays_bounded() {
+    let (dev, fs) = new_fs(32);
+    let limit = 64;
+    fs.set_inode_cache_limit(limit);
+    let n = 600;
+    fs.mkdir("/d", 0o755).unwrap();
+    for i in 0..n {
+        drop(fs.create(format!("/d/f{i}")).unwrap());
+    }
+    assert!(fs.cached_inodes() <= limit, "{} cached", fs.cached_inodes());
+    // Held open: kept, and its size (ahead of nothing) still right.
+    let held = fs.open("/d/f7", &OpenOptions::read_write()).unwrap();
+    held.write_at(0, &pattern(3, 5000)).unwrap();
+    fs.chmod("/d/f9", 0o600).unwrap();
+    for round in 0..3 {
+        for i in 0..n {
+            let st = fs.stat(format!("/d/f{i}")).unwrap();
+            let want = if i == 7 { 5000 } else { 0 };
+            assert_eq!(st.size, want, "round {round}: size of f{i}");
+            assert_eq!(st.perm, if i == 9 { 0o600 } else { 0o644 });
+            assert!(fs.cached_inodes() <= limit, "{} cached", fs.cached_inodes());
+        }
+    }
+    assert_eq!(fs.readdir("/d").unwrap().len(), n);
+    assert_eq!(held.stat().size, 5000);
+    drop(held);
+    let fs = remount(&dev, fs);
+    assert_eq!(fs.stat("/d/f7").unwrap().size, 5000);
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// A measurement, not a check: `stat` calls per second from one and from
+/// two threads (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn stat_throughput() {
+    let (_dev, fs) = new_fs(32);
+    fs.mkdir("/d", 0o755).unwrap();
+    for i in 0..256 {
+        drop(fs.create(format!("/d/f{i}")).unwrap());
+    }
+    for threads in [1usize, 2] {
+        let t0 = std::time::Instant::now();
+        let per = 200_000 / threads;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let fs = fs.clone();
+                s.spawn(move || {
+                    for i in 0..per {
+                        fs.stat(format!("/d/f{}", (i + t * 7) % 256)).unwrap();
+                    }
+                });
+            }
+        });
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "stat, {threads} thread(s): {:.0} calls/s",
+            (per * threads) as f64 / secs
+        );
+    }
+}
