@@ -131,7 +131,10 @@ impl Exporter<'_> {
                 self.attrs(host, &st)
             }
             other => {
-                eprintln!("daxfs: {shown}: a {} is not exported (skipped)", other.name());
+                eprintln!(
+                    "daxfs: {shown}: a {} is not exported (skipped)",
+                    other.name()
+                );
                 Ok(())
             }
         }

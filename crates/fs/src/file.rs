@@ -801,7 +801,7 @@ impl File {
         f: impl FnOnce(&mut InodeRecord),
     ) -> Result<()> {
         let mut recs = Recs::lock(&[&self.node]);
-        let r = recs.get(self.node.ino);
+        let r = recs.get(self.node.ino)?;
         let view_span = crate::views::span(&self.node, map, r.size.get()); // views
         map.apply(&mut tx, r)?;
         r.blocks = map.blocks().into();

@@ -64,6 +64,8 @@ pub(crate) struct FsInner {
     pub in_place: crate::tx::InPlaceSet,
     /// Extents refused since mount (inode, file block): each is logged once.
     pub refused: Mutex<std::collections::HashSet<(u64, u64)>>,
+    /// Inodes kept in `icache` before unused ones are dropped.
+    pub icache_limit: std::sync::atomic::AtomicUsize,
 }
 
 /// A mounted daxfs file system. `Send + Sync`: share it between threads.
@@ -351,6 +353,7 @@ impl Fs {
                 notice_handles: Mutex::new(HashMap::new()),
                 in_place,
                 refused: Mutex::new(Default::default()),
+                icache_limit: crate::icache::DEFAULT_LIMIT.into(),
             }),
         };
         // A root that is no directory: refused before anything is written.
@@ -631,7 +634,17 @@ impl FsInner {
             ))
         })?;
         let i = Arc::new(Inode::new(rec, self.loss_gen.clone())?);
-        Ok(lock(&self.icache).entry(ino).or_insert(i).clone())
+        Ok(self.cache_inode(i))
+    }
+
+    /// Puts inode `i` in the cache (unless one is there already: that one
+    /// is returned), dropping unused inodes beyond the cache's limit.
+    pub(crate) fn cache_inode(&self, i: Arc<Inode>) -> Arc<Inode> {
+        let mut c = lock(&self.icache);
+        let i = c.entry(i.ino).or_insert(i).clone();
+        let limit = self.icache_limit.load(Ordering::Relaxed);
+        crate::icache::trim(&mut c, limit, self.root_ino, &self.in_place);
+        i
     }
 
     /// The inode for a lookup made inside a transaction.

@@ -136,10 +136,15 @@ impl<'a> Recs<'a> {
         }
     }
 
-    /// The record copy of inode `ino` (which must be in the set).
-    pub fn get(&mut self, ino: u64) -> &mut InodeRecord {
-        let i = self.inodes.iter().position(|x| x.ino == ino).unwrap_or(0);
-        &mut self.recs[i]
+    /// The record copy of inode `ino`; an inode not in the set is a bug of
+    /// the caller, reported as an error rather than another inode's record.
+    pub fn get(&mut self, ino: u64) -> Result<&mut InodeRecord> {
+        match self.inodes.iter().position(|x| x.ino == ino) {
+            Some(i) => Ok(&mut self.recs[i]),
+            None => Err(FsError::Corrupt(format!(
+                "inode {ino} is not among the records locked for this operation"
+            ))),
+        }
     }
 
     /// Stages every record still alive (ino != 0) into the inode tree.
@@ -168,22 +173,6 @@ impl<'a> Recs<'a> {
 }
 
 impl FsInner {
-    /// Reads a symbolic link's target.
-    pub(crate) fn read_link_target(&self, tx: &mut Tx<'_>, ino: &Arc<Inode>) -> Result<Vec<u8>> {
-        let rec = ino.rec().rec;
-        let size = rec.size.get() as usize;
-        if size > SYMLINK_MAX {
-            return Err(FsError::Corrupt(format!(
-                "symlink inode {}: target of {size} bytes",
-                ino.ino
-            )));
-        }
-        let map = crate::extents::ExtentMap::load(tx, ino.ino, &rec)?;
-        let mut buf = vec![0u8; size];
-        crate::file::read_mapped(&*self.dev, &map, 0, &mut buf)?;
-        Ok(buf)
-    }
-
     /// Resolves `path` to an inode. `follow_last`: follow a symlink in the last
     /// component. Every intermediate symlink is followed.
     pub(crate) fn resolve(
@@ -204,49 +193,8 @@ impl FsInner {
         follow_last: bool,
         budget: &mut usize,
     ) -> Result<Arc<Inode>> {
-        let mut cur = self.inode_tx(
-            tx,
-            if path.first() == Some(&b'/') {
-                self.root_ino
-            } else {
-                start
-            },
-        )?;
-        let comps = components(path);
-        let must_be_dir = wants_dir(path);
-        for (i, c) in comps.iter().enumerate() {
-            let last = i + 1 == comps.len();
-            if cur.kind != FileKind::Dir {
-                return Err(FsError::NotDir(show(path)));
-            }
-            if *c == b".." {
-                let parent = cur.rec().rec.parent.get();
-                cur = self.inode_tx(tx, parent)?;
-                continue;
-            }
-            if c.len() > daxfs_format::records::NAME_MAX {
-                return Err(FsError::NameTooLong(show(path)));
-            }
-            let root = cur.rec().rec.tree;
-            let Some(f) = dir::lookup(tx, cur.ino, &root, c)? else {
-                return Err(FsError::NotFound(show(path)));
-            };
-            let next = self.inode_tx(tx, f.ino)?;
-            if next.kind == FileKind::Symlink && (!last || follow_last || must_be_dir) {
-                if *budget == 0 {
-                    return Err(FsError::Loop(show(path)));
-                }
-                *budget -= 1;
-                let target = self.read_link_target(tx, &next)?;
-                cur = self.resolve_from(tx, cur.ino, &target, true, budget)?;
-            } else {
-                cur = next;
-            }
-        }
-        if must_be_dir && cur.kind != FileKind::Dir {
-            return Err(FsError::NotDir(show(path)));
-        }
-        Ok(cur)
+        let iroot = tx.meta.sb.inode_tree;
+        crate::reads::resolve_from(self, tx, &iroot, start, path, follow_last, budget)
     }
 
     /// Resolves everything but the last component: (parent directory, name).
@@ -345,13 +293,6 @@ impl FsInner {
 }
 
 impl Fs {
-    fn tx_op<R>(&self, f: impl FnOnce(&FsInner, &mut Tx<'_>) -> Result<R>) -> Result<R> {
-        let inner = &*self.inner;
-        let mut meta = lock(&inner.meta);
-        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
-        f(inner, &mut tx)
-    }
-
     /// Creates a node of `kind` at `path`; returns its inode.
     fn make_node(
         &self,
@@ -363,7 +304,23 @@ impl Fs {
     ) -> Result<Arc<Inode>> {
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
-        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
+        let tx = Tx::begin(&*inner.dev, &mut meta)?;
+        inner.make_node_in(tx, path, kind, perm, symlink_target, rdev)
+    }
+}
+
+impl FsInner {
+    /// Creates a node of `kind` at `path` in transaction `tx`, and commits.
+    fn make_node_in(
+        &self,
+        mut tx: Tx<'_>,
+        path: &[u8],
+        kind: FileKind,
+        perm: u32,
+        symlink_target: Option<&[u8]>,
+        rdev: u32,
+    ) -> Result<Arc<Inode>> {
+        let inner = self;
         let (dir, name) = inner.resolve_parent(&mut tx, path)?;
         let droot = dir.rec().rec.tree;
         if dir::lookup(&mut tx, dir.ino, &droot, &name)?.is_some() {
@@ -378,7 +335,9 @@ impl Fs {
         }
         inner.make_in(tx, &dir, Some(&name), kind, perm, symlink_target, rdev)
     }
+}
 
+impl Fs {
     /// Creates a directory.
     pub fn mkdir(&self, path: impl AsRef<[u8]>, perm: u32) -> Result<()> {
         self.make_node(path.as_ref(), FileKind::Dir, perm, None, 0)
@@ -411,15 +370,15 @@ impl Fs {
 
     /// Reads a symbolic link's target.
     pub fn readlink(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>> {
-        self.tx_op(|inner, tx| {
-            let i = inner.resolve(tx, path.as_ref(), false)?;
+        self.inner.read_only(|inner, s, sb| {
+            let i = inner.resolve_ro(s, sb, path.as_ref(), false)?;
             if i.kind != FileKind::Symlink {
                 return Err(FsError::Invalid(format!(
                     "{}: not a symbolic link",
                     show(path.as_ref())
                 )));
             }
-            inner.read_link_target(tx, &i)
+            crate::reads::link_target(inner, s, &i)
         })
     }
 
@@ -448,10 +407,11 @@ impl Fs {
                     n
                 }
                 Err(FsError::NotFound(_)) if opts.create => {
-                    drop(tx);
-                    drop(meta);
-                    let n = self.make_node(path, FileKind::File, opts.mode, None, 0)?;
-                    let _meta = lock(&inner.meta);
+                    // Created in the same transaction, and counted open
+                    // under the same lock: no other create can come between
+                    // the lookup and this one, nor an unlink free the new
+                    // inode before its handle counts.
+                    let n = inner.make_node_in(tx, path, FileKind::File, opts.mode, None, 0)?;
                     n.opens.fetch_add(1, Ordering::SeqCst);
                     n
                 }
@@ -590,29 +550,29 @@ impl Fs {
         after: u64,
         max: usize,
     ) -> Result<Vec<DirEntry>> {
-        self.tx_op(|inner, tx| {
-            let d = inner.resolve(tx, path.as_ref(), true)?;
+        self.inner.read_only(|inner, s, sb| {
+            let d = inner.resolve_ro(s, sb, path.as_ref(), true)?;
             if d.kind != FileKind::Dir {
                 return Err(FsError::NotDir(show(path.as_ref())));
             }
             let root = d.rec().rec.tree;
-            dir::list(tx, d.ino, &root, after, max)
+            dir::list(s, d.ino, &root, after, max)
         })
     }
 
     /// Attributes of the file at `path`, following a final symlink.
     pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
-        self.tx_op(|inner, tx| {
-            let node = inner.resolve(tx, path.as_ref(), true)?;
-            stat_of(tx, &node)
+        self.inner.read_only(|inner, s, sb| {
+            let node = inner.resolve_ro(s, sb, path.as_ref(), true)?;
+            crate::reads::stat_of(s, sb, &node)
         })
     }
 
     /// Attributes of `path` itself (a final symlink is not followed).
     pub fn lstat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
-        self.tx_op(|inner, tx| {
-            let node = inner.resolve(tx, path.as_ref(), false)?;
-            stat_of(tx, &node)
+        self.inner.read_only(|inner, s, sb| {
+            let node = inner.resolve_ro(s, sb, path.as_ref(), false)?;
+            crate::reads::stat_of(s, sb, &node)
         })
     }
 
@@ -622,7 +582,7 @@ impl Fs {
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
         let node = inner.resolve(&mut tx, path, true)?;
         let mut recs = Recs::lock(&[&node]);
-        let r = recs.get(node.ino);
+        let r = recs.get(node.ino)?;
         f(r);
         r.ctime = inode::now();
         recs.stage(&mut tx)?;
@@ -686,17 +646,4 @@ impl Fs {
         let f = self.open(path, &OpenOptions::write_only())?;
         f.set_len(len)
     }
-}
-
-/// An inode's attributes, with the bytes it lost to media errors.
-pub(crate) fn stat_of(tx: &mut Tx<'_>, node: &Arc<Inode>) -> Result<Stat> {
-    let mut st = Stat::of(&node.rec().rec);
-    let root = tx.meta.sb.loss_tree;
-    if !root.is_empty() {
-        st.lost_bytes = crate::media::losses_of(tx, &root, node.ino)?
-            .values()
-            .sum::<u64>()
-            * daxfs_format::BLOCK_SIZE_U64;
-    }
-    Ok(st)
 }

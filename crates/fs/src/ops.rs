@@ -204,26 +204,6 @@ impl FsInner {
         }
     }
 
-    /// `lookup(dir, name)`: the inode `name` names (`.`: `dir`, `..`: its parent).
-    pub(crate) fn lookup_in(
-        &self,
-        tx: &mut Tx<'_>,
-        dir: &Arc<Inode>,
-        name: &[u8],
-    ) -> Result<Arc<Inode>> {
-        match parse_name(name)? {
-            Name::Dot => Ok(dir.clone()),
-            Name::DotDot => {
-                let p = dir.rec().rec.parent.get();
-                self.inode_tx(tx, p)
-            }
-            Name::Normal(n) => match self.entry_in(tx, dir, n)? {
-                Some((_, i)) => Ok(i),
-                None => Err(FsError::NotFound(show(n))),
-            },
-        }
-    }
-
     /// Makes a new inode of `kind` named `name` in `dir` (which the caller
     /// checked has no such name), or with `tmpfile` an unnamed regular file
     /// on the orphan list, and commits.
@@ -253,7 +233,7 @@ impl FsInner {
         let mut recs = Recs::lock(&[dir]);
         match name {
             Some(name) => {
-                let d = recs.get(dir.ino);
+                let d = recs.get(dir.ino)?;
                 let mut root = d.tree;
                 dir::add(&mut tx, dir.ino, &mut root, name, ino, kind)?;
                 d.tree = root;
@@ -281,8 +261,7 @@ impl FsInner {
             // Open from birth: its handle is made under the same lock.
             node.opens.fetch_add(1, Ordering::SeqCst);
         }
-        lock(&self.icache).insert(ino, node.clone());
-        Ok(node)
+        Ok(self.cache_inode(node))
     }
 
     /// `unlink(dir, name)` (`rmdir` with `dir_only`), committing.
@@ -314,7 +293,7 @@ impl FsInner {
             _ => {}
         }
         let mut recs = Recs::lock(&[dir, &child]);
-        let d = recs.get(dir.ino);
+        let d = recs.get(dir.ino)?;
         let mut root = d.tree;
         dir::remove(&mut tx, dir.ino, &mut root, f.key)?;
         d.tree = root;
@@ -323,9 +302,9 @@ impl FsInner {
         }
         d.mtime = inode::now();
         d.ctime = d.mtime;
-        let mut c = *recs.get(child.ino);
+        let mut c = *recs.get(child.ino)?;
         self.drop_link(&mut tx, &child, &mut c)?;
-        *recs.get(child.ino) = c;
+        *recs.get(child.ino)? = c;
         recs.stage(&mut tx)?;
         tx.commit()?;
         recs.install();
@@ -359,13 +338,13 @@ impl FsInner {
             )));
         }
         let mut recs = Recs::lock(&[dir, child]);
-        let d = recs.get(dir.ino);
+        let d = recs.get(dir.ino)?;
         let mut root = d.tree;
         dir::add(&mut tx, dir.ino, &mut root, name, child.ino, child.kind)?;
         d.tree = root;
         d.mtime = inode::now();
         d.ctime = d.mtime;
-        let c = recs.get(child.ino);
+        let c = recs.get(child.ino)?;
         let first = c.nlink.get() == 0;
         add_link(c)?;
         c.ctime = inode::now();
@@ -473,7 +452,7 @@ impl FsInner {
         let t = inode::now();
         // Both old names go first (a name keeps its key's slot free).
         {
-            let s = recs.get(sdir.ino);
+            let s = recs.get(sdir.ino)?;
             let mut root = s.tree;
             dir::remove(&mut tx, sdir.ino, &mut root, sf.key)?;
             s.tree = root;
@@ -482,34 +461,34 @@ impl FsInner {
         }
         if let Some((df, d)) = &dst {
             {
-                let dd = recs.get(ddir.ino);
+                let dd = recs.get(ddir.ino)?;
                 let mut root = dd.tree;
                 dir::remove(&mut tx, ddir.ino, &mut root, df.key)?;
                 dd.tree = root;
             }
             if flags.exchange {
                 // The destination's inode takes the source's name.
-                let s = recs.get(sdir.ino);
+                let s = recs.get(sdir.ino)?;
                 let mut root = s.tree;
                 dir::add(&mut tx, sdir.ino, &mut root, sname, d.ino, d.kind)?;
                 s.tree = root;
-                let c = recs.get(d.ino);
+                let c = recs.get(d.ino)?;
                 c.ctime = t;
                 if d.kind == FileKind::Dir {
                     c.parent = sdir.ino.into();
                 }
             } else {
                 if d.kind == FileKind::Dir {
-                    let dd = recs.get(ddir.ino);
+                    let dd = recs.get(ddir.ino)?;
                     dd.nlink = dd.nlink.get().saturating_sub(1).into();
                 }
-                let mut c = *recs.get(d.ino);
+                let mut c = *recs.get(d.ino)?;
                 self.drop_link(&mut tx, d, &mut c)?;
-                *recs.get(d.ino) = c;
+                *recs.get(d.ino)? = c;
             }
         }
         {
-            let d = recs.get(ddir.ino);
+            let d = recs.get(ddir.ino)?;
             let mut root = d.tree;
             dir::add(&mut tx, ddir.ino, &mut root, dname, src.ino, src.kind)?;
             d.tree = root;
@@ -523,17 +502,17 @@ impl FsInner {
                 flags.exchange && dst.as_ref().is_some_and(|(_, d)| d.kind == FileKind::Dir),
             );
             for _ in 0..moved_dirs_in {
-                let s = recs.get(sdir.ino);
+                let s = recs.get(sdir.ino)?;
                 s.nlink = s.nlink.get().saturating_sub(1).into();
-                add_link(recs.get(ddir.ino))?;
+                add_link(recs.get(ddir.ino)?)?;
             }
             for _ in 0..moved_dirs_out {
-                let d = recs.get(ddir.ino);
+                let d = recs.get(ddir.ino)?;
                 d.nlink = d.nlink.get().saturating_sub(1).into();
-                add_link(recs.get(sdir.ino))?;
+                add_link(recs.get(sdir.ino)?)?;
             }
         }
-        let c = recs.get(src.ino);
+        let c = recs.get(src.ino)?;
         c.ctime = t;
         if src.kind == FileKind::Dir {
             c.parent = ddir.ino.into();
@@ -554,7 +533,7 @@ impl FsInner {
             }
         }
         let mut recs = Recs::lock(&[node]);
-        let r = recs.get(node.ino);
+        let r = recs.get(node.ino)?;
         let now = inode::now();
         if let Some(m) = a.mode {
             r.mode = ((r.mode.get() & !0o7777) | (m & 0o7777)).into();
@@ -607,22 +586,14 @@ impl Fs {
     /// The attributes of the inode `name` names in directory `dir` (`.` is
     /// `dir`, `..` its parent).
     pub fn lookup(&self, dir: Ino, name: impl AsRef<[u8]>) -> Result<Stat> {
-        self.with_tx(|inner, mut tx| {
-            let d = inner.live(&mut tx, dir)?;
-            if d.kind != FileKind::Dir {
-                return Err(FsError::NotDir(format!("inode {dir}")));
-            }
-            let i = inner.lookup_in(&mut tx, &d, name.as_ref())?;
-            crate::namespace::stat_of(&mut tx, &i)
-        })
+        // Reads of the committed state: no transaction, no commit.
+        let (ino, _) = self.inner.lookup_ino(dir, name.as_ref())?;
+        self.inner.getattr_ino(ino)
     }
 
     /// The attributes of inode `ino` (ENOENT if it does not exist).
     pub fn getattr(&self, ino: Ino) -> Result<Stat> {
-        self.with_tx(|inner, mut tx| {
-            let i = inner.live(&mut tx, ino)?;
-            crate::namespace::stat_of(&mut tx, &i)
-        })
+        self.inner.getattr_ino(ino)
     }
 
     /// Changes attributes of inode `ino` as `chmod`, `chown`, `truncate` and
@@ -807,15 +778,7 @@ impl Fs {
 
     /// The target of symbolic link `ino` (EINVAL for anything else).
     pub fn readlink_ino(&self, ino: Ino) -> Result<Vec<u8>> {
-        self.with_tx(|inner, mut tx| {
-            let i = inner.live(&mut tx, ino)?;
-            if i.kind != FileKind::Symlink {
-                return Err(FsError::Invalid(format!(
-                    "inode {ino}: not a symbolic link"
-                )));
-            }
-            inner.read_link_target(&mut tx, &i)
-        })
+        self.inner.readlink_ino(ino)
     }
 
     /// Gives inode `ino` the new name `name` in `dir` (EPERM for a
@@ -867,11 +830,8 @@ impl Fs {
     /// while the directory changes returns no entry twice and skips none
     /// that existed throughout.
     pub fn readdir_ino(&self, dir: Ino, cookie: u64, max: usize) -> Result<Vec<DirEntry>> {
-        self.with_tx(|inner, mut tx| {
-            let d = inner.live(&mut tx, dir)?;
-            if d.kind != FileKind::Dir {
-                return Err(FsError::NotDir(format!("inode {dir}")));
-            }
+        self.inner.read_only(|inner, s, sb| {
+            let d = inner.dir_ro(s, sb, dir)?;
             let mut out = vec![];
             if cookie < COOKIE_DOT && out.len() < max {
                 out.push(DirEntry {
@@ -892,7 +852,7 @@ impl Fs {
             if out.len() < max {
                 let root = d.rec().rec.tree;
                 let after = cookie.max(dir::FIRST_KEY - 1);
-                out.extend(dir::list(&mut tx, d.ino, &root, after, max - out.len())?);
+                out.extend(dir::list(s, d.ino, &root, after, max - out.len())?);
             }
             Ok(out)
         })

@@ -409,7 +409,7 @@ impl Fs {
         namespace_of(name)?;
         let mut recs = Recs::lock(&[&node]);
         f(&mut tx, node.ino)?;
-        recs.get(node.ino).ctime = crate::inode::now();
+        recs.get(node.ino)?.ctime = crate::inode::now();
         recs.stage(&mut tx)?;
         tx.commit()?;
         recs.install();
