@@ -80,9 +80,40 @@ impl Exporter<'_> {
         if let Some(m) = system_time(st.mtime) {
             t = t.set_modified(m);
         }
+        self.xattrs(host, st)?;
         std::fs::File::open(host)
             .and_then(|f| f.set_times(t))
             .with_context(|| format!("setting times of {}", host.display()))
+    }
+
+    /// Copies the file's extended attributes out. A host file system that
+    /// keeps none (or refuses a namespace) gets a note, once per name.
+    fn xattrs(&mut self, host: &Path, st: &Stat) -> Result<()> {
+        let names = self
+            .fs
+            .listxattr_ino(st.ino)
+            .with_context(|| format!("listing xattrs for {}", host.display()))?;
+        for name in names {
+            let shown = String::from_utf8_lossy(&name).into_owned();
+            let value = self
+                .fs
+                .getxattr_ino(st.ino, &name)
+                .with_context(|| format!("reading xattr {shown} for {}", host.display()))?;
+            match rustix::fs::lsetxattr(host, &name[..], &value, rustix::fs::XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::PERM => {
+                    eprintln!(
+                        "note: {}: extended attribute {shown} not kept by the host ({e})",
+                        host.display()
+                    );
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("setting xattr {shown} of {}", host.display()));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn dir(&mut self, src: &str, host: &Path) -> Result<()> {

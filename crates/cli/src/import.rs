@@ -22,6 +22,8 @@ pub struct Counts {
     pub hard_links: u64,
     pub bytes: u64,
     pub skipped: u64,
+    /// Extended attributes copied.
+    pub xattrs: u64,
 }
 
 struct Importer<'a> {
@@ -53,10 +55,11 @@ fn times(m: &std::fs::Metadata) -> ((i64, u32), (i64, u32)) {
     )
 }
 
-/// The single place where extended attributes will be copied. The library
-/// has none yet: a host file that has some gets a note, and the copy goes
-/// on without them.
-fn copy_xattrs(host: &Path, _dest: &[u8], counts: &mut Counts) -> Result<()> {
+/// Copies the extended attributes of host file `host` to `dest` (of a
+/// symlink, the link's own). Names daxfs does not keep (namespaces other
+/// than `user.`, `trusted.` and `security.`, such as `system.` ACLs) get a
+/// note, and the copy goes on without them.
+fn copy_xattrs(fs: &Fs, host: &Path, dest: &[u8], counts: &mut Counts) -> Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     let n = match rustix::fs::llistxattr(host, &mut buf[..]) {
         Ok(n) => n,
@@ -64,16 +67,31 @@ fn copy_xattrs(host: &Path, _dest: &[u8], counts: &mut Counts) -> Result<()> {
         Err(e) if e == rustix::io::Errno::NOTSUP => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("listing xattrs of {}", host.display())),
     };
-    let names = buf[..n]
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .count();
-    if names > 0 {
-        eprintln!(
-            "note: {}: {names} extended attribute(s) not copied (not supported yet)",
-            host.display()
-        );
-        counts.skipped += 1;
+    let mut value = vec![0u8; 64 << 10];
+    for name in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let shown = String::from_utf8_lossy(name);
+        let len = match rustix::fs::lgetxattr(host, name, &mut value[..]) {
+            Ok(len) => len,
+            // Gone since the list, or too big for daxfs (over 64 KiB).
+            Err(e) if e == rustix::io::Errno::NODATA => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading xattr {shown} of {}", host.display()));
+            }
+        };
+        match fs.lsetxattr(dest, name, &value[..len], 0) {
+            Ok(()) => counts.xattrs += 1,
+            Err(e) if e.errno() == libc::EOPNOTSUPP => {
+                eprintln!(
+                    "note: {}: extended attribute {shown} not copied (daxfs keeps user., trusted. and security. only)",
+                    host.display()
+                );
+                counts.skipped += 1;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("setting xattr {shown} of {}", show(dest)));
+            }
+        }
     }
     Ok(())
 }
@@ -116,7 +134,7 @@ impl Importer<'_> {
         fs.chown(dest, Some(m.uid()), Some(m.gid()))?;
         let (a, t) = times(m);
         fs.utimens(dest, Some(a), Some(t))?;
-        copy_xattrs(host, dest, &mut self.counts)
+        copy_xattrs(self.fs, host, dest, &mut self.counts)
     }
 
     fn entry(&mut self, host: &Path, dest: &[u8]) -> Result<()> {
@@ -322,12 +340,17 @@ pub fn import_root(fs: &Fs, host: &Path) -> Result<Counts> {
 /// The one-line summary both commands print.
 pub fn summary(c: &Counts) -> String {
     format!(
-        "imported {} files ({} bytes), {} directories, {} symlinks, {} hard links{}",
+        "imported {} files ({} bytes), {} directories, {} symlinks, {} hard links{}{}",
         c.files,
         c.bytes,
         c.dirs,
         c.symlinks,
         c.hard_links,
+        if c.xattrs > 0 {
+            format!(", {} extended attributes", c.xattrs)
+        } else {
+            String::new()
+        },
         if c.skipped > 0 {
             format!(", {} skipped (see the notes above)", c.skipped)
         } else {

@@ -339,3 +339,41 @@ fn export_copies_out_and_skips_lost_ranges() {
     );
     assert_eq!(std::fs::read(d.path("out2/deep/a-link")).unwrap(), b"hello");
 }
+
+/// Extended attributes go in with `mkfs --from` and out with `export`.
+#[test]
+fn import_and_export_keep_extended_attributes() {
+    let d = TempDir::new("xattr");
+    let h = d.path("host");
+    std::fs::create_dir_all(h.join("dir")).unwrap();
+    std::fs::write(h.join("dir/f"), b"data").unwrap();
+    let set = |p: &Path, n: &str, v: &[u8]| {
+        rustix::fs::lsetxattr(p, n, v, rustix::fs::XattrFlags::empty())
+    };
+    if let Err(e) = set(&h.join("dir/f"), "user.color", b"blue") {
+        eprintln!("skipped: the host's temporary directory keeps no user xattrs ({e})");
+        return;
+    }
+    set(&h.join("dir"), "user.big", &vec![b'x'; 3000]).unwrap();
+    let img = d.s("a.img");
+    let o = ok(&[
+        "mkfs",
+        &img,
+        "--size",
+        "16m",
+        "--from",
+        &h.display().to_string(),
+    ]);
+    assert!(o.contains("2 extended attributes"), "{o}");
+    assert_eq!(io(&img, &["getfattr /dir/f user.color"]).trim(), "\"blue\"");
+    let big = io(&img, &["getfattr /dir user.big"]);
+    assert_eq!(big.trim().len(), 3002, "{big}");
+
+    let out = d.path("out");
+    ok(&["export", &img, &out.display().to_string()]);
+    let mut buf = vec![0u8; 8192];
+    let n = rustix::fs::lgetxattr(out.join("dir/f"), "user.color", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"blue");
+    let n = rustix::fs::lgetxattr(out.join("dir"), "user.big", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], &vec![b'x'; 3000][..]);
+}
