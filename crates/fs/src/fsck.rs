@@ -743,7 +743,7 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
 }
 
 /// Adds the path of each file a problem names ("inode N", or a reverse-map
-/// owner "ino: N"), from the directory entries found.
+/// owner "... of inode N"), from the directory entries found.
 fn name_files(
     p: &mut [Problem],
     sb: &daxfs_format::Superblock,
@@ -782,7 +782,8 @@ fn name_files(
             && let Some(path) = path(ino)
         {
             x.structure = format!("inode {ino} ({path})");
-        } else if let Some(ino) = ino_after(&x.message, "ino: ")
+        } else if let Some(ino) =
+            ino_after(&x.message, "of inode ").or_else(|| ino_after(&x.message, "ino: "))
             && ino != root
             && let Some(path) = path(ino)
         {
