@@ -188,6 +188,10 @@ impl FsInner {
                 b".." => return Ok((d.rec().rec.parent.get(), FileKind::Dir)),
                 _ => {}
             }
+            if name.is_empty() {
+                // As Linux's lookup of an empty name.
+                return Err(FsError::NotFound("empty name".into()));
+            }
             dir::check_name(name)?;
             let root = d.rec().rec.tree;
             match dir::lookup(s, d.ino, &root, name)? {
