@@ -167,7 +167,7 @@ struct daxfs_dirent {
    */
   uint64_t cookie;
   /**
-   * DT_REG, DT_DIR or DT_LNK.
+   * DT_REG, DT_DIR, DT_LNK, DT_FIFO, DT_SOCK, DT_CHR or DT_BLK.
    */
   uint32_t type_;
   /**

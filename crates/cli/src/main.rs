@@ -76,14 +76,18 @@ enum Cmd {
     /// /NAME, NAME the host directory's), keeping modes, owners, times,
     /// symlinks, hard links and holes; on failure nothing is left.
     Import {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
+        /// The host directory to copy in.
         hostdir: PathBuf,
+        /// The new daxfs directory to make (default: /NAME of HOSTDIR); must not exist.
         dest: Option<String>,
     },
     /// Copy the tree at SRC (default /) out to the new host directory
     /// HOSTDIR; ranges lost to media errors are skipped and reported
     /// (exit status 1 when any was).
     Export {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
         image: PathBuf,
         /// [SRC] HOSTDIR
         #[arg(num_args = 1..=2, required = true, value_name = "[SRC] HOSTDIR")]
