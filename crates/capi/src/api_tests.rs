@@ -25,27 +25,16 @@ fn last_error() -> String {
 struct Image {
     dir: std::path::PathBuf,
     path: CString,
-    // The tests run one at a time: once, under heavy load, a mkfs here met
-    // a media error at its last block while other tests injected errors in
-    // their own images (not explained yet; see DESIGN "The C library").
-    _serial: std::sync::MutexGuard<'static, ()>,
 }
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Image {
     fn new(name: &str) -> Image {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir =
             std::env::temp_dir().join(format!("daxfs-capi-api-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = c(dir.join("img").to_str().unwrap());
-        Image {
-            dir,
-            path,
-            _serial: serial,
-        }
+        Image { dir, path }
     }
 }
 

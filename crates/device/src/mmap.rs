@@ -130,14 +130,26 @@ impl Mapping {
             MapFlags::SHARED
         };
         let prot = ProtFlags::READ | ProtFlags::WRITE;
-        if align <= page_size() {
+        if align <= page_size() || sync {
             // SAFETY: a null hint: the kernel picks unused addresses, so no
             // existing memory is replaced; the region is owned by the result.
             let p = unsafe { mm::mmap(ptr::null_mut(), len, prot, flags, fd, offset)? };
-            return Ok(Mapping {
+            let m = Mapping {
                 ptr: NonNull::new(p.cast()).expect("mmap returned null"),
                 len,
-            });
+            };
+            // A MAP_SYNC mapping is tried at an address the kernel picks
+            // first: the kernel refuses MAP_SYNC (on a file system without
+            // DAX) only after a MAP_FIXED mapping has unmapped what was at
+            // its address, so trying it inside our reservation would leave
+            // a hole another thread's mmap could take, and unmapping the
+            // reservation afterwards would unmap that thread's memory.
+            if align <= page_size() || (m.as_ptr() as usize).is_multiple_of(align) {
+                return Ok(m);
+            }
+            // Accepted but not aligned: map again, aligned (below), where
+            // MAP_FIXED will not be refused for MAP_SYNC.
+            drop(m);
         }
         // Reserve `len + align` inaccessible bytes, place the file mapping at
         // the first aligned address inside with MAP_FIXED, and give back the
@@ -170,9 +182,12 @@ impl Mapping {
             )
         };
         if let Err(e) = mapped {
-            // SAFETY: the whole reservation is ours and unreferenced; parts of
-            // it that a failed MAP_FIXED may have unmapped are fine to unmap.
-            let _ = unsafe { mm::munmap(reserve, reserve_len) };
+            // A failed MAP_FIXED may have unmapped part of the reservation
+            // already, and another thread's mmap may have been placed in
+            // that hole since: unmapping the reservation now could unmap
+            // that thread's memory. Leave it (inaccessible, unreserved
+            // address space only); this path is not expected to run, as
+            // the flags were accepted by a mapping above or need no check.
             return Err(e);
         }
         let head = aligned - base;
