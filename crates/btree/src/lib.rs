@@ -15,6 +15,7 @@ use daxfs_format::{Block, BlockKind, BlockNo, FormatError};
 use std::sync::Arc;
 
 mod bulk;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod memstore;
 mod node;

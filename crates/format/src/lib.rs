@@ -12,6 +12,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 pub mod block;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod records;
 pub mod superblock;
@@ -27,6 +28,12 @@ pub const BLOCK_SIZE_U64: u64 = BLOCK_SIZE as u64;
 pub const BLOCK_SHIFT: u32 = 12;
 /// Blocks in a 2 MiB huge page.
 pub const HUGE_BLOCKS: u64 = 512;
+/// Largest file size: offsets are signed 64-bit in the POSIX interface, and
+/// a file block number (an extent's, a reverse-map record's) stays below
+/// [`MAX_FILE_BLOCKS`].
+pub const MAX_FILE_SIZE: u64 = (i64::MAX as u64) & !(BLOCK_SIZE_U64 - 1);
+/// [`MAX_FILE_SIZE`] in blocks.
+pub const MAX_FILE_BLOCKS: u64 = MAX_FILE_SIZE / BLOCK_SIZE_U64;
 
 /// One block's bytes.
 pub type Block = [u8; BLOCK_SIZE];

@@ -232,7 +232,7 @@ impl ExtentMap {
         let mut bad = None;
         let mut prev_end = 0u64;
         // Ends past the largest file or device overflow byte offsets.
-        let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+        let max = daxfs_format::MAX_FILE_BLOCKS;
         let mut add = |e: Extent| {
             let past = |a: u64| a.checked_add(e.len).is_none_or(|end| end > max);
             if e.len == 0
@@ -686,7 +686,7 @@ mod tests {
         r.inline[1].phys = (u64::MAX - 1).into();
         cases.push(("past the largest device", r));
         let mut r = inline_record(9, &ok);
-        r.inline[1].fblock = (crate::file::MAX_FILE_SIZE / 4096).into();
+        r.inline[1].fblock = daxfs_format::MAX_FILE_BLOCKS.into();
         cases.push(("past the largest file", r));
         let mut r = inline_record(9, &ok);
         r.tree = TreeRoot::new(77, 1, 0);

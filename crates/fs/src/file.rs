@@ -26,8 +26,8 @@ use daxfs_format::BLOCK_SIZE_U64;
 use daxfs_format::records::{EXTENT_UNWRITTEN, InodeRecord};
 use std::sync::{Arc, RwLockWriteGuard};
 
-/// Largest file size: offsets are signed 64-bit in the POSIX interface.
-pub const MAX_FILE_SIZE: u64 = (i64::MAX as u64) & !(BLOCK_SIZE_U64 - 1);
+/// Largest file size (defined with the on-media limits).
+pub use daxfs_format::MAX_FILE_SIZE;
 const BS: u64 = BLOCK_SIZE_U64;
 const MAX_BLOCKS: u64 = MAX_FILE_SIZE / BS;
 

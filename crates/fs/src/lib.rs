@@ -22,6 +22,7 @@ pub mod file;
 mod fresh;
 pub mod fs;
 pub mod fsck;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub(crate) mod icache;
 pub mod inode;

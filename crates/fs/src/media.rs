@@ -166,7 +166,7 @@ fn loss_records_into(
     if root.is_empty() {
         return Ok(());
     }
-    let max = crate::file::MAX_FILE_SIZE / BS;
+    let max = daxfs_format::MAX_FILE_BLOCKS;
     let mut bad = None;
     let mut prev = (0u64, 0u64);
     loss_tree().range(s, root, &(first, 0), &(last, u64::MAX), &mut |k, l| {

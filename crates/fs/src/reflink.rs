@@ -259,7 +259,7 @@ impl File {
         if src_off.checked_add(len).is_none()
             || dst_off
                 .checked_add(len)
-                .is_none_or(|e| e > crate::file::MAX_FILE_SIZE)
+                .is_none_or(|e| e > daxfs_format::MAX_FILE_SIZE)
         {
             return Err(FsError::Invalid(
                 "range wraps or passes the largest file size".into(),
@@ -550,7 +550,7 @@ impl File {
         if src_off.checked_add(len).is_none()
             || dst_off
                 .checked_add(len)
-                .is_none_or(|e| e > crate::file::MAX_FILE_SIZE)
+                .is_none_or(|e| e > daxfs_format::MAX_FILE_SIZE)
         {
             return Err(FsError::TooBig(
                 "copy range passes the largest file size".into(),

@@ -1019,6 +1019,7 @@ impl File {
     /// `data` stored into the block as a store through a view leaves it (not
     /// flushed). Not part of the API.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn store_as_view_for_test(&self, off: u64, data: &[u8]) -> Result<()> {
         let fb = off / BS;
         if (off % BS) + data.len() as u64 > BS || (fb + 1) * BS > self.size() {
@@ -1041,6 +1042,7 @@ impl File {
     /// What `View::msync` over the whole file does, on a device that cannot
     /// be mapped (see [`File::store_as_view_for_test`]). Not part of the API.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn msync_for_test(&self) -> Result<()> {
         let mut d = self.data_write();
         let map = self.loaded(&mut d)?;
@@ -1107,7 +1109,7 @@ fn map_file(f: &File, offset: u64, length: u64, access: Access) -> Result<View> 
     }
     if offset
         .checked_add(length)
-        .is_none_or(|e| e > crate::file::MAX_FILE_SIZE)
+        .is_none_or(|e| e > daxfs_format::MAX_FILE_SIZE)
     {
         return Err(FsError::TooBig(format!(
             "view [{offset}, +{length}) passes the largest file size"
@@ -1365,6 +1367,7 @@ impl View {
     /// Runs `f` as if the thread were inside daxfs (holding its locks): the
     /// faults it takes go to the resolver threads. Not part of the API.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn as_if_inside_daxfs_for_test<R>(f: impl FnOnce() -> R) -> R {
         let _inside = inside();
         f()

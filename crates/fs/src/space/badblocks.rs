@@ -20,7 +20,7 @@ pub fn tree() -> BTree<u64, u64> {
 /// A record that cannot be a range of blocks (its byte offsets would
 /// overflow): the tree is corrupt.
 fn check(k: u64, len: u64) -> Result<(u64, u64)> {
-    let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+    let max = daxfs_format::MAX_FILE_BLOCKS;
     if len == 0 || k.checked_add(len).is_none_or(|e| e > max) {
         return Err(crate::error::FsError::Corrupt(format!(
             "bad-block tree: record at block {k} has length {len}"

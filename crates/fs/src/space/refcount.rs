@@ -26,7 +26,7 @@ pub struct Piece {
 /// A record from media that cannot be a range of blocks (its byte offsets
 /// would overflow): the tree is corrupt.
 fn check(k: u64, v: &RefcountRecord) -> Result<()> {
-    let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+    let max = daxfs_format::MAX_FILE_BLOCKS;
     let len = v.len.get();
     if len == 0 || k.checked_add(len).is_none_or(|e| e > max) {
         return Err(FsError::Corrupt(format!(

@@ -199,7 +199,7 @@ impl Mapping {
             })?;
         let len = v.len.get();
         // Ends past the largest device or file overflow byte offsets.
-        let max = crate::file::MAX_FILE_SIZE / daxfs_format::BLOCK_SIZE_U64;
+        let max = daxfs_format::MAX_FILE_BLOCKS;
         let past = |a: u64| a.checked_add(len).is_none_or(|e| e > max);
         if len == 0 || past(k.0) || matches!(owner, Owner::Data { fblock, .. } if past(fblock)) {
             return Err(FsError::Corrupt(format!(
