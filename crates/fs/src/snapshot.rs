@@ -518,3 +518,247 @@ impl FsInner {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OpenOptions;
+    use daxfs_device::{CrashDevice, MemDevice};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    fn fs_on(dev: Arc<dyn Device>) -> crate::Fs {
+        crate::Fs::mkfs(dev.clone(), &Default::default()).unwrap();
+        crate::Fs::mount(dev, &Default::default()).unwrap()
+    }
+
+    fn fs() -> crate::Fs {
+        fs_on(Arc::new(MemDevice::new(16 << 20)))
+    }
+
+    /// Every read of the list, by path and by inode number.
+    fn read_everything(fs: &crate::Fs) -> usize {
+        let inner = &*fs.inner;
+        let root = inner.root_ino;
+        let (d, _) = inner.lookup_ino(root, b"d").unwrap();
+        let (f, _) = inner.lookup_ino(d, b"f").unwrap();
+        let (l, _) = inner.lookup_ino(d, b"l").unwrap();
+        assert_eq!(inner.getattr_ino(f).unwrap().size, 5);
+        assert_eq!(inner.readdir_ino(d, 0, 100).unwrap().len(), 2);
+        assert_eq!(fs.readdir_ino(d, 0, 100).unwrap().len(), 4);
+        assert_eq!(inner.readlink_ino(l).unwrap(), b"f");
+        assert_eq!(fs.readlink("/d/l").unwrap(), b"f");
+        assert_eq!(fs.stat("/d/l").unwrap().ino, f);
+        assert_eq!(fs.lstat("/d/l").unwrap().ino, l);
+        assert_eq!(fs.readdir("/d").unwrap().len(), 2);
+        assert_eq!(fs.getxattr("/d/f", b"user.a").unwrap(), b"value");
+        assert_eq!(fs.getxattr_ino(f, b"user.a").unwrap(), b"value");
+        assert_eq!(fs.listxattr("/d/f").unwrap(), vec![b"user.a".to_vec()]);
+        assert_eq!(fs.listxattr_ino(f).unwrap().len(), 1);
+        assert!(fs.statfs().free_blocks > 0);
+        13
+    }
+
+    fn populate(fs: &crate::Fs) {
+        fs.mkdir("/d", 0o755).unwrap();
+        let f = fs.create("/d/f").unwrap();
+        f.write_at(0, b"hello").unwrap();
+        fs.symlink("f", "/d/l").unwrap();
+        fs.setxattr("/d/f", b"user.a", b"value", 0).unwrap();
+    }
+
+    /// With the metadata lock held by another thread (as a transaction
+    /// holds it through its fences), every read of the list completes.
+    #[test]
+    fn reads_complete_while_the_metadata_lock_is_held() {
+        let fs = fs();
+        populate(&fs);
+        let meta = fs.inner.meta.clone();
+        let held = lock(&meta);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fs2 = fs.clone();
+        let t = std::thread::spawn(move || {
+            let n = read_everything(&fs2);
+            tx.send(n).unwrap();
+        });
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        t.join().unwrap();
+        assert_eq!(got, Ok(13), "the reads waited for the metadata lock");
+    }
+
+    /// Reads start no transaction and commit nothing: no fence.
+    #[test]
+    fn reads_never_fence() {
+        let dev = Arc::new(CrashDevice::new(16 << 20));
+        let fs = fs_on(dev.clone());
+        populate(&fs);
+        fs.sync().unwrap();
+        let before = dev.fences();
+        for _ in 0..3 {
+            read_everything(&fs);
+        }
+        assert_eq!(dev.fences(), before);
+        assert_eq!(fs.inner.published.fallbacks.load(Ordering::Relaxed), 0);
+    }
+
+    /// A directory's only leaf split by a commit while a reader, holding
+    /// the snapshot before it, is about to read the leaf: the reader finds
+    /// the leaf rewritten (its crc is not the one its snapshot's pointer
+    /// names), starts again from the newer snapshot and lists the state
+    /// after; never the half left in the old leaf.
+    #[test]
+    fn a_node_rewritten_under_a_reader_is_read_again() {
+        let fs = fs();
+        fs.mkdir("/d", 0o755).unwrap();
+        let before: Vec<String> = (0..8).map(|i| format!("a{i}")).collect();
+        for n in &before {
+            drop(fs.create(format!("/d/{n}")).unwrap());
+        }
+        let d = fs.stat("/d").unwrap().ino;
+        let mut after = before.clone();
+        after.extend((0..400).map(|i| format!("b{i:03}")));
+        after.sort();
+        let armed = Arc::new(AtomicBool::new(true));
+        let (fs2, armed2, names) = (fs.clone(), armed.clone(), after.clone());
+        *lock(&fs.inner.published.hook) = Some(Box::new(move |_b, kind, owner| {
+            if kind == BlockKind::DirTree && owner == d && armed2.swap(false, Ordering::SeqCst) {
+                let fs3 = fs2.clone();
+                let names = names.clone();
+                std::thread::spawn(move || {
+                    for n in names.iter().filter(|n| n.starts_with('b')) {
+                        drop(fs3.create(format!("/d/{n}")).unwrap());
+                    }
+                })
+                .join()
+                .unwrap();
+                // Nothing of the old leaf is left in memory.
+                fs2.inner.published.cache.clear();
+            }
+        }));
+        let retries = fs.inner.published.retries.load(Ordering::Relaxed);
+        let mut got: Vec<String> = fs
+            .readdir("/d")
+            .unwrap()
+            .iter()
+            .map(|e| e.name_lossy())
+            .collect();
+        got.sort();
+        *lock(&fs.inner.published.hook) = None;
+        assert!(!armed.load(Ordering::SeqCst), "the hook never ran");
+        assert_eq!(got.len(), after.len(), "a listing of neither state");
+        assert_eq!(got, after);
+        assert!(fs.inner.published.retries.load(Ordering::Relaxed) > retries);
+    }
+
+    /// Readers in loops while writers rename, link and unlink, create and
+    /// remove, and set attributes: every read is of a state that existed.
+    #[test]
+    fn readers_see_only_states_that_existed() {
+        let fs = fs();
+        for d in ["/r", "/e", "/c"] {
+            fs.mkdir(d, 0o755).unwrap();
+        }
+        drop(fs.create("/r/x").unwrap());
+        drop(fs.create("/e/f").unwrap());
+        fs.setxattr("/e/f", b"user.v", &[0u8; 300], 0).unwrap();
+        let f_ino = fs.stat("/e/f").unwrap().ino;
+        let (r_ino, e_ino, c_ino) = (
+            fs.stat("/r").unwrap().ino,
+            fs.stat("/e").unwrap().ino,
+            fs.stat("/c").unwrap().ino,
+        );
+        let stop = AtomicBool::new(false);
+        let rounds = 150;
+        std::thread::scope(|s| {
+            let writers = [
+                s.spawn(|| {
+                    for _ in 0..rounds {
+                        fs.rename("/r/x", "/r/y").unwrap();
+                        fs.rename("/r/y", "/r/x").unwrap();
+                    }
+                }),
+                s.spawn(|| {
+                    for i in 0..rounds {
+                        fs.link("/e/f", format!("/e/h{}", i % 3)).unwrap();
+                        if i % 3 == 2 {
+                            for k in 0..3 {
+                                fs.unlink(format!("/e/h{k}")).unwrap();
+                            }
+                        }
+                        let v = vec![(i % 250) as u8 + 1; 300];
+                        fs.setxattr("/e/f", b"user.v", &v, 0).unwrap();
+                    }
+                }),
+                s.spawn(|| {
+                    for i in 0..rounds {
+                        let f = fs.open(format!("/c/n{i}"), &OpenOptions::create()).unwrap();
+                        f.write_at(0, b"x").unwrap();
+                        drop(f);
+                        if i >= 3 {
+                            fs.unlink(format!("/c/n{}", i - 3)).unwrap();
+                        }
+                    }
+                }),
+            ];
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut n = 0u64;
+                        while !stop.load(Ordering::SeqCst) {
+                            n += 1;
+                            // A rename is seen as one name, never both or neither.
+                            let names: Vec<Vec<u8>> =
+                                fs.readdir("/r").unwrap().into_iter().map(|e| e.name).collect();
+                            assert!(names == [b"x".to_vec()] || names == [b"y".to_vec()], "{names:?}");
+                            // By inode number, in one snapshot: one of the two.
+                            let one = fs
+                                .inner
+                                .lockless(|r| {
+                                    let d = r.dir(r_ino)?;
+                                    let x = dir::lookup(&mut r.s, r_ino, &d.tree, b"x")?;
+                                    let y = dir::lookup(&mut r.s, r_ino, &d.tree, b"y")?;
+                                    Ok(x.is_some() != y.is_some())
+                                })
+                                .expect("lock-free read fell back")
+                                .unwrap();
+                            assert!(one, "a rename seen as both names or neither");
+                            // An attribute is one value, never parts of two.
+                            let v = fs.getxattr("/e/f", b"user.v").unwrap();
+                            assert_eq!(v.len(), 300);
+                            assert!(v.iter().all(|&b| b == v[0]), "mixed value");
+                            // In one snapshot: link count and entries agree;
+                            // every entry names an inode that exists.
+                            let (links, nlink) = fs
+                                .inner
+                                .lockless(|r| {
+                                    let e = r.dir(e_ino)?;
+                                    let list = dir::list(&mut r.s, e_ino, &e.tree, 0, 100)?;
+                                    let links = list.iter().filter(|x| x.ino == f_ino).count();
+                                    let (rec, _) = r.existing(f_ino)?;
+                                    let c = r.dir(c_ino)?;
+                                    for ent in dir::list(&mut r.s, c_ino, &c.tree, 0, 100)? {
+                                        let (rec, _) = r.existing(ent.ino)?;
+                                        assert_eq!(rec.nlink.get(), 1);
+                                    }
+                                    Ok((links, rec.nlink.get() as usize))
+                                })
+                                .expect("lock-free read fell back")
+                                .unwrap();
+                            assert_eq!(links, nlink);
+                        }
+                        n
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            stop.store(true, Ordering::SeqCst);
+            for r in readers {
+                assert!(r.join().unwrap() > 0);
+            }
+        });
+        assert_eq!(fs.inner.published.fallbacks.load(Ordering::Relaxed), 0);
+    }
+}
