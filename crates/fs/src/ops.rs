@@ -586,7 +586,15 @@ impl Fs {
     /// The attributes of the inode `name` names in directory `dir` (`.` is
     /// `dir`, `..` its parent).
     pub fn lookup(&self, dir: Ino, name: impl AsRef<[u8]>) -> Result<Stat> {
-        // Reads of the committed state: no transaction, no commit.
+        // Reads of the committed state: no transaction, no commit, no
+        // lock; the entry and its inode from one snapshot.
+        if let Some(r) = self.inner.lockless(|r| {
+            let (ino, _) = r.lookup(dir, name.as_ref())?;
+            let (rec, _) = r.existing(ino)?;
+            r.stat(&rec)
+        }) {
+            return r;
+        }
         let (ino, _) = self.inner.lookup_ino(dir, name.as_ref())?;
         self.inner.getattr_ino(ino)
     }

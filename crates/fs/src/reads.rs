@@ -181,22 +181,7 @@ impl FsInner {
     /// (ENOENT when there is none, ENOTDIR when `dir` is no directory).
     /// `.` and `..` are the directory itself and its parent.
     pub(crate) fn lookup_ino(&self, dir: u64, name: &[u8]) -> Result<(u64, FileKind)> {
-        if let Some(r) = self.lockless(|r| {
-            let d = r.dir(dir)?;
-            match name {
-                b"." => return Ok((dir, FileKind::Dir)),
-                b".." => return Ok((d.parent.get(), FileKind::Dir)),
-                _ => {}
-            }
-            if name.is_empty() {
-                return Err(FsError::NotFound("empty name".into()));
-            }
-            dir::check_name(name)?;
-            match dir::lookup(&mut r.s, dir, &d.tree, name)? {
-                Some(f) => Ok((f.ino, f.kind)),
-                None => Err(FsError::NotFound(show(name))),
-            }
-        }) {
+        if let Some(r) = self.lockless(|r| r.lookup(dir, name)) {
             return r;
         }
         self.read_only(|fs, s, sb| {

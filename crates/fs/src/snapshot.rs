@@ -3,8 +3,7 @@
 //!
 //! Every commit, once its state is installed in memory, publishes a
 //! [`Snapshot`]: a copy of the superblock (the roots of every tree), the
-//! metadata reserve, the lazy layer's blocks and the reverse map's pending
-//! records. A reader takes the newest snapshot (no lock: each thread keeps
+//! metadata reserve and the lazy layer's blocks. A reader takes the newest snapshot (no lock: each thread keeps
 //! the one it used last and compares a counter) and reads the trees from
 //! its roots through a [`ReadStore`](SnapStore) of its own, never the
 //! transaction's node cache, never the metadata lock.
@@ -25,9 +24,9 @@ use crate::fs::{FsInner, lock};
 use crate::inode::FileKind;
 use crate::namespace::{MAX_SYMLINKS, SYMLINK_MAX, Stat};
 use crate::tx::BlockMap;
-use daxfs_format::records::InodeRecord;
 use daxfs_btree::{NodeBuf, NodeStore, TreeError};
 use daxfs_device::Device;
+use daxfs_format::records::InodeRecord;
 use daxfs_format::{BlockKind, BlockNo, Superblock};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,8 +42,6 @@ pub(crate) struct Snapshot {
     pub reserve: u64,
     /// Blocks lazy transactions committed in memory only.
     pub lazy: Arc<BlockMap<NodeBuf>>,
-    /// The reverse map's committed records its nodes do not hold yet.
-    pub rmap_pending: Arc<crate::space::rmap::Pending>,
 }
 
 /// Shards of the readers' node cache (a shard's lock is held for a hash
@@ -90,6 +87,7 @@ impl ReadCache {
     }
 
     /// Drops every entry.
+    #[cfg(test)]
     pub fn clear(&self) {
         for s in &self.shards {
             s.write().unwrap_or_else(|e| e.into_inner()).clear();
@@ -143,7 +141,6 @@ impl Published {
                 sb,
                 reserve: 0,
                 lazy: Arc::default(),
-                rmap_pending: Arc::default(),
             })),
             cache: ReadCache::default(),
             retries: AtomicU64::new(0),
@@ -191,7 +188,6 @@ pub(crate) fn publish(meta: &crate::tx::Meta) {
         sb: meta.sb,
         reserve: meta.reserve,
         lazy: meta.cache.lazy_blocks(),
-        rmap_pending: meta.cache.rmap_pending.clone(),
     });
     p.seq.store(seq, Ordering::Release);
 }
@@ -388,6 +384,25 @@ impl Reader<'_> {
             return Err(FsError::NotDir(format!("inode {dir}")));
         }
         Ok(d)
+    }
+
+    /// The entry `name` of directory `dir`, as `FsInner::lookup_ino`.
+    pub fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<(u64, FileKind)> {
+        let d = self.dir(dir)?;
+        match name {
+            b"." => return Ok((dir, FileKind::Dir)),
+            b".." => return Ok((d.parent.get(), FileKind::Dir)),
+            _ => {}
+        }
+        if name.is_empty() {
+            // As Linux's lookup of an empty name.
+            return Err(FsError::NotFound("empty name".into()));
+        }
+        dir::check_name(name)?;
+        match dir::lookup(&mut self.s, dir, &d.tree, name)? {
+            Some(f) => Ok((f.ino, f.kind)),
+            None => Err(FsError::NotFound(show(name))),
+        }
     }
 
     /// Resolves `path` from the root, as `reads::resolve_from` does.
@@ -715,9 +730,16 @@ mod tests {
                         while !stop.load(Ordering::SeqCst) {
                             n += 1;
                             // A rename is seen as one name, never both or neither.
-                            let names: Vec<Vec<u8>> =
-                                fs.readdir("/r").unwrap().into_iter().map(|e| e.name).collect();
-                            assert!(names == [b"x".to_vec()] || names == [b"y".to_vec()], "{names:?}");
+                            let names: Vec<Vec<u8>> = fs
+                                .readdir("/r")
+                                .unwrap()
+                                .into_iter()
+                                .map(|e| e.name)
+                                .collect();
+                            assert!(
+                                names == [b"x".to_vec()] || names == [b"y".to_vec()],
+                                "{names:?}"
+                            );
                             // By inode number, in one snapshot: one of the two.
                             let one = fs
                                 .inner
