@@ -14,6 +14,7 @@ mod peer;
 mod reflink;
 mod report;
 mod stats;
+mod threads;
 mod views;
 mod workload;
 
@@ -72,6 +73,10 @@ enum BenchMode {
     /// block shared by 1, 100 and 10,000 files, and what the reverse map and
     /// the metadata replicas cost on allocating writes and create + fsync.
     Media(media::MediaArgs),
+    /// Many threads: getattr, lookup, create + write + fsync and 4 KiB
+    /// overwrites with 1, 2 and all cores' threads, each figure beside the
+    /// one-thread figure.
+    Threads(threads::ThreadsArgs),
 }
 
 /// What one run does, from the options.
@@ -171,6 +176,9 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     }
     if let Some(BenchMode::Media(a)) = &args.mode {
         return media::run(a);
+    }
+    if let Some(BenchMode::Threads(a)) = &args.mode {
+        return threads::run(a);
     }
     let plan = Plan::from_args(args)?;
     // The peer is tmpfs in the default directory; elsewhere, whatever file

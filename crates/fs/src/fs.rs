@@ -66,6 +66,8 @@ pub(crate) struct FsInner {
     pub refused: Mutex<std::collections::HashSet<(u64, u64)>>,
     /// Inodes kept in `icache` before unused ones are dropped.
     pub icache_limit: std::sync::atomic::AtomicUsize,
+    /// The committed state for reads that take no lock (`Meta::published`).
+    pub(crate) published: Arc<crate::snapshot::Published>,
 }
 
 /// A mounted daxfs file system. `Send + Sync`: share it between threads.
@@ -338,6 +340,8 @@ impl Fs {
         meta.intents = intents;
         let reps = meta.reps.clone();
         let in_place = meta.in_place.clone();
+        crate::snapshot::publish(&meta);
+        let published = meta.published.clone();
         let fs = Fs {
             inner: Arc::new(FsInner {
                 dev,
@@ -354,6 +358,7 @@ impl Fs {
                 in_place,
                 refused: Mutex::new(Default::default()),
                 icache_limit: crate::icache::DEFAULT_LIMIT.into(),
+                published,
             }),
         };
         // A root that is no directory: refused before anything is written.

@@ -33,6 +33,7 @@ pub mod ops;
 pub mod reads;
 pub mod reflink;
 pub mod replica;
+mod snapshot;
 pub mod space;
 pub mod tx;
 pub mod views;

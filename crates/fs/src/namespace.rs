@@ -370,6 +370,18 @@ impl Fs {
 
     /// Reads a symbolic link's target.
     pub fn readlink(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>> {
+        if let Some(r) = self.inner.lockless(|r| {
+            let (rec, kind) = r.resolve(path.as_ref(), false)?;
+            if kind != FileKind::Symlink {
+                return Err(FsError::Invalid(format!(
+                    "{}: not a symbolic link",
+                    show(path.as_ref())
+                )));
+            }
+            r.link_target(&rec)
+        }) {
+            return r;
+        }
         self.inner.read_only(|inner, s, sb| {
             let i = inner.resolve_ro(s, sb, path.as_ref(), false)?;
             if i.kind != FileKind::Symlink {
@@ -550,6 +562,15 @@ impl Fs {
         after: u64,
         max: usize,
     ) -> Result<Vec<DirEntry>> {
+        if let Some(r) = self.inner.lockless(|r| {
+            let (d, kind) = r.resolve(path.as_ref(), true)?;
+            if kind != FileKind::Dir {
+                return Err(FsError::NotDir(show(path.as_ref())));
+            }
+            dir::list(&mut r.s, d.ino.get(), &d.tree, after, max)
+        }) {
+            return r;
+        }
         self.inner.read_only(|inner, s, sb| {
             let d = inner.resolve_ro(s, sb, path.as_ref(), true)?;
             if d.kind != FileKind::Dir {
@@ -562,6 +583,12 @@ impl Fs {
 
     /// Attributes of the file at `path`, following a final symlink.
     pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
+        if let Some(r) = self.inner.lockless(|r| {
+            let (rec, _) = r.resolve(path.as_ref(), true)?;
+            r.stat(&rec)
+        }) {
+            return r;
+        }
         self.inner.read_only(|inner, s, sb| {
             let node = inner.resolve_ro(s, sb, path.as_ref(), true)?;
             crate::reads::stat_of(s, sb, &node)
@@ -570,6 +597,12 @@ impl Fs {
 
     /// Attributes of `path` itself (a final symlink is not followed).
     pub fn lstat(&self, path: impl AsRef<[u8]>) -> Result<Stat> {
+        if let Some(r) = self.inner.lockless(|r| {
+            let (rec, _) = r.resolve(path.as_ref(), false)?;
+            r.stat(&rec)
+        }) {
+            return r;
+        }
         self.inner.read_only(|inner, s, sb| {
             let node = inner.resolve_ro(s, sb, path.as_ref(), false)?;
             crate::reads::stat_of(s, sb, &node)

@@ -586,7 +586,15 @@ impl Fs {
     /// The attributes of the inode `name` names in directory `dir` (`.` is
     /// `dir`, `..` its parent).
     pub fn lookup(&self, dir: Ino, name: impl AsRef<[u8]>) -> Result<Stat> {
-        // Reads of the committed state: no transaction, no commit.
+        // Reads of the committed state: no transaction, no commit, no
+        // lock; the entry and its inode from one snapshot.
+        if let Some(r) = self.inner.lockless(|r| {
+            let (ino, _) = r.lookup(dir, name.as_ref())?;
+            let (rec, _) = r.existing(ino)?;
+            r.stat(&rec)
+        }) {
+            return r;
+        }
         let (ino, _) = self.inner.lookup_ino(dir, name.as_ref())?;
         self.inner.getattr_ino(ino)
     }
@@ -620,10 +628,11 @@ impl Fs {
 
     /// Usage of the whole file system.
     pub fn statfs(&self) -> StatFs {
-        let meta = lock(&self.inner.meta);
-        let sb = &meta.sb;
+        // The newest committed state (no lock).
+        let (sb, reserve) = self.inner.published.with(|s| (s.sb, s.reserve));
+        let sb = &sb;
         let free = sb.free_blocks.get();
-        let avail = free.saturating_sub(meta.reserve);
+        let avail = free.saturating_sub(reserve);
         // A new inode needs at most one inode-tree block of 16 records'
         // room, so free blocks bound new inodes, as the number space does.
         let numbers = crate::counters::COUNTER_LIMIT.saturating_sub(sb.next_ino.get());
@@ -830,6 +839,33 @@ impl Fs {
     /// while the directory changes returns no entry twice and skips none
     /// that existed throughout.
     pub fn readdir_ino(&self, dir: Ino, cookie: u64, max: usize) -> Result<Vec<DirEntry>> {
+        if let Some(r) = self.inner.lockless(|r| {
+            let d = r.dir(dir)?;
+            let mut out = vec![];
+            if cookie < COOKIE_DOT && out.len() < max {
+                out.push(DirEntry {
+                    name: b".".to_vec(),
+                    ino: dir,
+                    kind: FileKind::Dir,
+                    cookie: COOKIE_DOT,
+                });
+            }
+            if cookie < COOKIE_DOTDOT && out.len() < max {
+                out.push(DirEntry {
+                    name: b"..".to_vec(),
+                    ino: d.parent.get(),
+                    kind: FileKind::Dir,
+                    cookie: COOKIE_DOTDOT,
+                });
+            }
+            if out.len() < max {
+                let after = cookie.max(dir::FIRST_KEY - 1);
+                out.extend(dir::list(&mut r.s, dir, &d.tree, after, max - out.len())?);
+            }
+            Ok(out)
+        }) {
+            return r;
+        }
         self.inner.read_only(|inner, s, sb| {
             let d = inner.dir_ro(s, sb, dir)?;
             let mut out = vec![];

@@ -26,7 +26,7 @@ fn show(p: &[u8]) -> String {
 }
 
 /// The path can only name a directory: it ends with a slash, `.` or `..`.
-fn wants_dir(p: &[u8]) -> bool {
+pub(crate) fn wants_dir(p: &[u8]) -> bool {
     p.last() == Some(&b'/') || matches!(p.rsplit(|&c| c == b'/').next(), Some(b".") | Some(b".."))
 }
 
@@ -181,6 +181,9 @@ impl FsInner {
     /// (ENOENT when there is none, ENOTDIR when `dir` is no directory).
     /// `.` and `..` are the directory itself and its parent.
     pub(crate) fn lookup_ino(&self, dir: u64, name: &[u8]) -> Result<(u64, FileKind)> {
+        if let Some(r) = self.lockless(|r| r.lookup(dir, name)) {
+            return r;
+        }
         self.read_only(|fs, s, sb| {
             let d = fs.dir_ro(s, sb, dir)?;
             match name {
@@ -203,6 +206,12 @@ impl FsInner {
 
     /// The attributes of inode `ino` (ENOENT when it does not exist).
     pub(crate) fn getattr_ino(&self, ino: u64) -> Result<Stat> {
+        if let Some(r) = self.lockless(|r| {
+            let (rec, _) = r.existing(ino)?;
+            r.stat(&rec)
+        }) {
+            return r;
+        }
         self.read_only(|fs, s, sb| {
             let node = fs.existing_inode(s, sb, ino)?;
             stat_of(s, sb, &node)
@@ -212,6 +221,12 @@ impl FsInner {
     /// Up to `max` entries of directory `dir` after the one whose cookie is
     /// `cookie` (0: from the start), without `.` and `..`.
     pub(crate) fn readdir_ino(&self, dir: u64, cookie: u64, max: usize) -> Result<Vec<DirEntry>> {
+        if let Some(r) = self.lockless(|r| {
+            let d = r.dir(dir)?;
+            dir::list(&mut r.s, dir, &d.tree, cookie, max)
+        }) {
+            return r;
+        }
         self.read_only(|fs, s, sb| {
             let d = fs.dir_ro(s, sb, dir)?;
             let root = d.rec().rec.tree;
@@ -221,6 +236,17 @@ impl FsInner {
 
     /// The target of symbolic link `ino` (EINVAL when it is none).
     pub(crate) fn readlink_ino(&self, ino: u64) -> Result<Vec<u8>> {
+        if let Some(r) = self.lockless(|r| {
+            let (rec, kind) = r.existing(ino)?;
+            if kind != FileKind::Symlink {
+                return Err(FsError::Invalid(format!(
+                    "inode {ino}: not a symbolic link"
+                )));
+            }
+            r.link_target(&rec)
+        }) {
+            return r;
+        }
         self.read_only(|fs, s, sb| {
             let node = fs.existing_inode(s, sb, ino)?;
             if node.kind != FileKind::Symlink {

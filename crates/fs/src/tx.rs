@@ -107,6 +107,9 @@ pub struct Meta {
     /// Free blocks ordinary allocations leave alone (see
     /// [`crate::space::reserve`]).
     pub reserve: u64,
+    /// Where each commit publishes the committed state for readers that
+    /// take no lock (see `crate::snapshot`).
+    pub(crate) published: Arc<crate::snapshot::Published>,
 }
 
 /// See [`Meta::in_place`].
@@ -138,6 +141,7 @@ impl Meta {
             in_place: Default::default(),
             free_count_fixed: None,
             reserve: crate::space::reserve::reserve_blocks(&sb, intent_limit(&sb) as u64),
+            published: Arc::new(crate::snapshot::Published::new(sb)),
         }
     }
 
@@ -259,6 +263,16 @@ impl NodeCache {
     /// Blocks in the lazy layer.
     pub fn lazy_len(&self) -> usize {
         self.lazy.len()
+    }
+
+    /// The lazy layer's blocks, for a snapshot (shared, not copied, when
+    /// there are none).
+    pub(crate) fn lazy_blocks(&self) -> Arc<BlockMap<NodeBuf>> {
+        if self.lazy.is_empty() {
+            Arc::default()
+        } else {
+            Arc::new(self.lazy.clone())
+        }
     }
 
     /// Reverse-map record changes the tree's nodes do not hold yet.
@@ -1286,6 +1300,7 @@ impl<'a> Tx<'a> {
                 g.rec.tree = new;
             }
         }
+        crate::snapshot::publish(self.meta);
         crate::replica::run_pending(self.dev, &mut *self.meta);
         Ok(())
     }
@@ -1319,6 +1334,7 @@ impl<'a> Tx<'a> {
                 g.rec.tree = new;
             }
         }
+        crate::snapshot::publish(m);
         // The reverse-map changes they made are pending in memory only, and
         // the durable commit puts them in the tree: each may change a leaf.
         let quarter = m.geo.capacity() / 4;

@@ -326,6 +326,17 @@ impl FsInner {
     }
 }
 
+/// The inode an operation is on, read without the lock.
+fn lockless_target(
+    r: &mut crate::snapshot::Reader<'_>,
+    t: Target<'_>,
+) -> Result<(daxfs_format::records::InodeRecord, FileKind)> {
+    match t {
+        Target::Ino(ino) => r.existing(ino),
+        Target::Path { path, follow } => r.resolve(path, follow),
+    }
+}
+
 /// Copies `v` into `buf` as getxattr does: its length when `buf` is empty,
 /// ERANGE when it is too small.
 fn into_buf(v: &[u8], buf: &mut [u8], what: &str) -> Result<usize> {
@@ -346,6 +357,21 @@ fn into_buf(v: &[u8], buf: &mut [u8], what: &str) -> Result<usize> {
 impl Fs {
     fn xattr_get(&self, t: Target<'_>, name: &[u8]) -> Result<Vec<u8>> {
         check_name_len(name)?;
+        if let Some(r) = self.inner.lockless(|r| {
+            let (rec, kind) = lockless_target(r, t)?;
+            if name.starts_with(b"user.") {
+                check_user_ns(kind, b"user.", name, false)?;
+            }
+            namespace_of(name)?;
+            let ino = rec.ino.get();
+            let root = r.snap.sb.xattr_tree;
+            let Some((nk, head)) = find(&mut r.s, &root, ino, name)? else {
+                return Err(FsError::NoData(show(name)));
+            };
+            read_value(&mut r.s, &root, ino, nk, &head)
+        }) {
+            return r;
+        }
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
@@ -417,6 +443,13 @@ impl Fs {
     }
 
     fn xattr_list(&self, t: Target<'_>) -> Result<Vec<Vec<u8>>> {
+        if let Some(r) = self.inner.lockless(|r| {
+            let (rec, _) = lockless_target(r, t)?;
+            let root = r.snap.sb.xattr_tree;
+            names(&mut r.s, &root, rec.ino.get())
+        }) {
+            return r;
+        }
         let inner = &*self.inner;
         let mut meta = lock(&inner.meta);
         let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
