@@ -178,6 +178,7 @@ fn mmap_shared_stores_reach_daxfs_at_msync() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(true)
         .open(&p)
         .unwrap();
     f.set_len(3 * 4096).unwrap();
@@ -248,6 +249,7 @@ fn seek_data_hole_and_fallocate_modes() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(true)
         .open(g.path("sparse"))
         .unwrap();
     f.write_all_at(&[1u8; 4096], 0).unwrap();

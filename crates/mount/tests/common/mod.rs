@@ -51,13 +51,13 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(m) = self.mounted.take() {
-            if m.unmount().is_err() {
-                let _ = std::process::Command::new("umount")
-                    .arg("-l")
-                    .arg(&self.mp)
-                    .status();
-            }
+        if let Some(m) = self.mounted.take()
+            && m.unmount().is_err()
+        {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mp)
+                .status();
         }
         let _ = std::fs::remove_dir(&self.mp);
     }
