@@ -7,6 +7,7 @@ mod export;
 mod fsmap;
 mod import;
 mod io;
+mod mount_cmd;
 mod out;
 mod safe;
 mod shellcmds;
@@ -235,6 +236,10 @@ enum Cmd {
         /// The command whose page to print [default: the daxfs command].
         command: Option<String>,
     },
+    /// Mount the file system through FUSE on MOUNTPOINT, an empty
+    /// directory. The daemon goes to the background once the mount is
+    /// ready; `umount MOUNTPOINT`, SIGTERM or SIGINT unmount it cleanly.
+    Mount(mount_cmd::MountArgs),
     /// Measure daxfs against memcpy and tmpfs, on pmem-like images it creates and removes.
     ///
     /// `daxfs bench tracking [--scale S] [--out DIR]` instead measures the
@@ -293,6 +298,9 @@ const FSCK_FAILED: i32 = 8;
 const FSCK_USAGE: i32 = 16;
 
 fn main() {
+    if mount_cmd::called_as_helper() {
+        std::process::exit(mount_cmd::helper_main());
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -330,6 +338,7 @@ fn run(cli: Cli) -> Result<i32> {
         .assume_persistent(cli.assume_pmem)
         .populate(cli.populate);
     match cli.cmd {
+        Cmd::Mount(a) => mount_cmd::run(a, cli.assume_pmem, cli.populate),
         Cmd::Mkfs {
             image,
             size,

@@ -110,6 +110,11 @@ pub struct StatFs {
     pub name_max: u64,
 }
 
+thread_local! {
+    /// The owner of inodes this thread makes (see [`Fs::as_creator`]).
+    static CREATOR: std::cell::Cell<Option<(u32, u32)>> = const { std::cell::Cell::new(None) };
+}
+
 /// Cookie `readdir_ino` gives `.`; `..` has [`COOKIE_DOTDOT`]. Entries have
 /// their directory keys as cookies, which are never below
 /// [`dir::FIRST_KEY`].
@@ -219,7 +224,20 @@ impl FsInner {
         rdev: u32,
     ) -> Result<Arc<Inode>> {
         let ino = FsInner::next_ino(&mut tx)?;
-        let mut rec = inode::new_record(ino, kind, perm, 0, 0, dir.ino);
+        let (uid, mut gid) = CREATOR.with(|c| c.get()).unwrap_or((0, 0));
+        let mut perm = perm;
+        {
+            // A set-group-ID directory gives its group to what is made in
+            // it, and its set-group-ID bit to directories, as Linux does.
+            let d = &dir.rec().rec;
+            if d.mode.get() & libc::S_ISGID != 0 {
+                gid = d.gid.get();
+                if kind == FileKind::Dir {
+                    perm |= libc::S_ISGID;
+                }
+            }
+        }
+        let mut rec = inode::new_record(ino, kind, perm, uid, gid, dir.ino);
         if matches!(kind, FileKind::CharDev | FileKind::BlockDev) {
             rec.rdev = rdev.into();
         }
@@ -571,6 +589,22 @@ impl FsInner {
 }
 
 impl Fs {
+    /// Runs `f` with every inode this thread makes in it (create, mkdir,
+    /// mknod, symlink, tmpfile) owned by `uid` and group `gid` from birth,
+    /// in the same transaction, as a FUSE daemon makes them for its caller
+    /// (otherwise they belong to 0:0). A set-group-ID directory still gives
+    /// its group.
+    pub fn as_creator<R>(uid: u32, gid: u32, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<(u32, u32)>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CREATOR.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(CREATOR.with(|c| c.replace(Some((uid, gid)))));
+        f()
+    }
+
     /// The root directory's inode number.
     pub fn root_ino(&self) -> Ino {
         self.inner.root_ino

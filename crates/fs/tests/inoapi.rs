@@ -884,3 +884,46 @@ fn mknod_keeps_type_and_device_number() {
     drop(fs);
     assert_fsck(&*dev);
 }
+
+#[test]
+fn creator_owns_what_it_makes_and_setgid_dirs_give_their_group() {
+    let (dev, fs) = new_fs(8);
+    let root = fs.root_ino();
+    let (f, d, l) = Fs::as_creator(1000, 100, || {
+        let f = mkfile(&fs, root, "f");
+        let d = fs.mkdir_at(root, "d", 0o755).unwrap();
+        let l = fs.symlink_at("f", root, "l").unwrap();
+        (f, d, l)
+    });
+    assert_eq!(
+        (fs.getattr(f).unwrap().uid, fs.getattr(f).unwrap().gid),
+        (1000, 100)
+    );
+    assert_eq!((d.uid, d.gid, l.uid, l.gid), (1000, 100, 1000, 100));
+    // Outside the closure, 0:0 again.
+    let g = mkfile(&fs, root, "g");
+    assert_eq!(fs.getattr(g).unwrap().uid, 0);
+    // A set-group-ID directory gives its group, and its bit to directories.
+    let sg = fs.mkdir_at(root, "sg", 0o2775).unwrap();
+    fs.setattr(
+        sg.ino,
+        &SetAttr {
+            gid: Some(50),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (sf, sd) = Fs::as_creator(1000, 100, || {
+        (
+            mkfile(&fs, sg.ino, "f"),
+            fs.mkdir_at(sg.ino, "d", 0o755).unwrap(),
+        )
+    });
+    assert_eq!(fs.getattr(sf).unwrap().gid, 50);
+    assert_eq!(fs.getattr(sf).unwrap().perm & 0o2000, 0);
+    assert_eq!((sd.uid, sd.gid, sd.perm), (1000, 50, 0o2755));
+    // Durable: the owners are in the committed records.
+    let fs = remount(&dev, fs);
+    assert_eq!(fs.getattr(sd.ino).unwrap().gid, 50);
+    assert_eq!(fs.getattr(f).unwrap().uid, 1000);
+}

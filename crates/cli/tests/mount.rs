@@ -1,0 +1,523 @@
+//! `daxfs mount` as a user runs it: background and foreground, unmount by
+//! umount and by signal, mount(8)'s helper, real programs on the mount,
+//! several processes at once, and `kill -9` of the daemon during fsyncs.
+//! Every test unmounts even when it fails, and skips with a printed reason
+//! where FUSE cannot be used.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn daxfs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_daxfs"))
+}
+
+fn skip_reason() -> Option<&'static str> {
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing");
+    }
+    if !rustix::process::geteuid().is_root() {
+        return Some("mounting needs root");
+    }
+    None
+}
+
+macro_rules! need_fuse {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+
+fn have(prog: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A scratch directory with an image and a mountpoint; unmounts (lazily if
+/// need be) and kills a foreground daemon on drop, even on panic.
+struct Scratch {
+    dir: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Scratch {
+    fn new(name: &str, size: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("daxfs-cli-mnt-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("mnt")).unwrap();
+        let s = Scratch { dir, daemon: None };
+        let o = daxfs()
+            .args(["mkfs", "--size", size])
+            .arg(s.img())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        s
+    }
+    fn img(&self) -> PathBuf {
+        self.dir.join("img")
+    }
+    fn mp(&self) -> PathBuf {
+        self.dir.join("mnt")
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.mp().join(rel)
+    }
+    fn mounted(&self) -> bool {
+        let mp = self.mp();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
+    }
+    /// `daxfs mount` in the background; returns once it is ready.
+    fn mount(&self, extra: &[&str]) {
+        // --assume-pmem: the image is in the page cache, which a killed
+        // daemon does not lose; msync per write would only make it slow.
+        let o = daxfs()
+            .arg("--assume-pmem")
+            .arg("mount")
+            .arg(self.img())
+            .arg(self.mp())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(self.mounted(), "mounted when daxfs mount returns");
+    }
+    /// `daxfs mount -f` as a child; returns once the mount is there.
+    fn mount_fg(&mut self) {
+        let c = daxfs()
+            .arg("--assume-pmem")
+            .arg("mount")
+            .arg("-f")
+            .arg(self.img())
+            .arg(self.mp())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.daemon = Some(c);
+        let t = Instant::now();
+        while !self.mounted() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "mount -f never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    fn umount(&self) {
+        let st = Command::new("umount").arg(self.mp()).status().unwrap();
+        assert!(st.success(), "umount");
+    }
+    /// Waits until the image is free (the daemon has finished) and checks it.
+    fn fsck_clean(&self) {
+        let t = Instant::now();
+        loop {
+            let o = daxfs().arg("fsck").arg(self.img()).output().unwrap();
+            if o.status.success() {
+                return;
+            }
+            let err = String::from_utf8_lossy(&o.stderr).to_string();
+            let busy = err.contains("already open") || err.contains("EBUSY");
+            assert!(busy, "fsck: {}{err}", String::from_utf8_lossy(&o.stdout));
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "image still busy: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn cat(&self, path: &str) -> Vec<u8> {
+        let o = daxfs()
+            .arg("cat")
+            .arg(self.img())
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "cat {path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.mounted() {
+            let ok = Command::new("umount")
+                .arg(self.mp())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(self.mp()).status();
+            }
+        }
+        if let Some(mut c) = self.daemon.take() {
+            let t = Instant::now();
+            while c.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let o = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn background_mount_then_umount_leaves_a_clean_image() {
+    need_fuse!();
+    let s = Scratch::new("bg", "32m");
+    s.mount(&[]);
+    std::fs::write(s.p("hello"), b"from the mount\n").unwrap();
+    std::fs::create_dir(s.p("d")).unwrap();
+    s.umount();
+    s.fsck_clean();
+    assert_eq!(s.cat("/hello"), b"from the mount\n");
+}
+
+#[test]
+fn sigterm_of_a_foreground_daemon_unmounts_cleanly() {
+    need_fuse!();
+    let mut s = Scratch::new("term", "32m");
+    s.mount_fg();
+    std::fs::write(s.p("f"), b"kept").unwrap();
+    let pid = s.daemon.as_ref().unwrap().id();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let st = s.daemon.take().unwrap().wait().unwrap();
+    assert!(st.success(), "{st}");
+    assert!(!s.mounted());
+    s.fsck_clean();
+    assert_eq!(s.cat("/f"), b"kept");
+}
+
+#[test]
+fn bad_mountpoints_and_options_are_refused_with_nothing_mounted() {
+    need_fuse!();
+    let s = Scratch::new("refuse", "32m");
+    std::fs::write(s.p("x"), b"").unwrap();
+    let o = daxfs()
+        .arg("mount")
+        .arg(s.img())
+        .arg(s.mp())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not empty"), "{err}");
+    std::fs::remove_file(s.p("x")).unwrap();
+    let o = daxfs()
+        .arg("mount")
+        .arg(s.img())
+        .arg(s.mp())
+        .args(["-o", "bogus"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown mount option"));
+    let o = daxfs()
+        .arg("mount")
+        .arg(s.dir.join("none"))
+        .arg(s.mp())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    // Not a daxfs image: the daemon's error reaches the caller.
+    std::fs::write(s.dir.join("zero"), vec![0u8; 1 << 20]).unwrap();
+    let o = daxfs()
+        .arg("mount")
+        .arg(s.dir.join("zero"))
+        .arg(s.mp())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).trim().is_empty());
+    assert!(!s.mounted());
+}
+
+#[test]
+fn mount_t_fuse_daxfs_runs_the_helper() {
+    need_fuse!();
+    let s = Scratch::new("helper", "32m");
+    let bin = s.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_daxfs"), bin.join("mount.fuse.daxfs")).unwrap();
+    // mount(8) looks for helpers in /sbin and the PATH's; call the helper as
+    // mount(8) would, through its name.
+    let o = Command::new(bin.join("mount.fuse.daxfs"))
+        .arg(s.img())
+        .arg(s.mp())
+        .args(["-o", "rw,noatime,default_permissions"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(s.mounted());
+    std::fs::write(s.p("via-helper"), b"1").unwrap();
+    s.umount();
+    s.fsck_clean();
+    assert_eq!(s.cat("/via-helper"), b"1");
+}
+
+#[test]
+fn real_programs_cp_tar_git_sqlite() {
+    need_fuse!();
+    let s = Scratch::new("progs", "128m");
+    s.mount(&[]);
+    let src = s.dir.join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    sh(
+        &src,
+        "printf hello > a && ln a hard && ln -s a sym && ln -s sub/deeper dirsym \
+         && dd if=/dev/urandom of=sub/rand bs=1k count=300 2>/dev/null \
+         && truncate -s 5M sparse && printf tail >> sparse && chmod 0640 a",
+    );
+    let py = have("python3");
+    if py {
+        sh(
+            &src,
+            "python3 -c \"import os; os.setxattr('a', 'user.color', b'blue')\"",
+        );
+    }
+    // In, and out again.
+    sh(&s.dir, "cp -a src mnt/tree && cp -a mnt/tree back");
+    sh(&s.dir, "diff -r src mnt/tree && diff -r src back");
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    assert_eq!(
+        ino(&s.p("tree/a")),
+        ino(&s.p("tree/hard")),
+        "hard links kept"
+    );
+    assert!(
+        std::fs::symlink_metadata(s.p("tree/sym"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let blocks =
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(s.p("tree/sparse")).unwrap());
+    assert!(blocks < 1024, "sparse stays sparse ({blocks} sectors)");
+    if py {
+        let v = sh(
+            &s.dir,
+            "python3 -c \"import os; print(os.getxattr('mnt/tree/a', 'user.color').decode(), os.getxattr('back/a', 'user.color').decode())\"",
+        );
+        assert_eq!(v.trim(), "blue blue");
+    } else {
+        eprintln!("python3 missing: xattrs not compared");
+    }
+    // A plain cp on the mount shares blocks (copy_file_range).
+    sh(
+        &s.dir,
+        "cp mnt/tree/sub/rand mnt/rand-copy && cmp mnt/tree/sub/rand mnt/rand-copy",
+    );
+    // tar create and extract.
+    sh(
+        &s.dir,
+        "tar -C src -cf mnt/t.tar . && mkdir mnt/untar && tar -C mnt/untar -xf mnt/t.tar && diff -r src mnt/untar",
+    );
+    sh(
+        &s.dir,
+        "tar -C mnt/tree -cf t2.tar . && mkdir x && tar -C x -xf t2.tar && diff -r src x",
+    );
+    // git.
+    if have("git") {
+        sh(
+            &s.mp(),
+            "mkdir repo && cd repo && git init -q && git config user.email t@e && git config user.name t \
+             && cp -r ../tree/sub . && echo one > f && git add -A && git commit -qm one \
+             && echo two >> f && git commit -qam two && git gc -q && git fsck --strict",
+        );
+    } else {
+        eprintln!("git missing: not run");
+    }
+    // SQLite: many transactions, then the integrity check.
+    if py {
+        let out = sh(
+            &s.mp(),
+            "python3 -c \"
+import sqlite3
+c = sqlite3.connect('db.sqlite')
+c.execute('create table t(k integer primary key, v text)')
+for i in range(300):
+    with c:
+        c.execute('insert into t(v) values (?)', ('x' * (i % 97),))
+        if i % 7 == 0:
+            c.execute('delete from t where k = ?', (i // 2,))
+print(c.execute('pragma integrity_check').fetchone()[0], c.execute('select count(*) from t').fetchone()[0])
+\"",
+        );
+        assert!(out.starts_with("ok "), "{out}");
+    }
+    s.umount();
+    s.fsck_clean();
+    assert_eq!(s.cat("/tree/a"), b"hello");
+    // The copy shares its blocks with the original.
+    let o = daxfs()
+        .arg("io")
+        .arg(s.img())
+        .args(["-c", "open /rand-copy", "-c", "fiemap"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("shared"), "{text}");
+}
+
+#[test]
+fn several_processes_write_and_read_at_once() {
+    need_fuse!();
+    if !have("python3") {
+        eprintln!("SKIPPED: python3 is missing");
+        return;
+    }
+    let s = Scratch::new("procs", "64m");
+    s.mount(&["-o", "threads=4"]);
+    // 4 writers on files of their own, 2 on one file at disjoint offsets;
+    // every written chunk is read back by another process at once.
+    let writer = |name: &str, slot: usize| {
+        Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import os\n\
+                 fd = os.open('{name}', os.O_RDWR | os.O_CREAT, 0o644)\n\
+                 for i in range(50):\n\
+                 \x20   off = (i * 2 + {slot}) * 4096\n\
+                 \x20   os.pwrite(fd, bytes([(i + {slot}) % 251 + 1]) * 4096, off)\n\
+                 \x20   r = os.open('{name}', os.O_RDONLY)\n\
+                 \x20   assert os.pread(r, 4096, off) == bytes([(i + {slot}) % 251 + 1]) * 4096\n\
+                 \x20   os.close(r)\n\
+                 os.fsync(fd)\n"
+            ))
+            .current_dir(s.mp())
+            .spawn()
+            .unwrap()
+    };
+    let mut kids: Vec<Child> = (0..4).map(|k| writer(&format!("own{k}"), 0)).collect();
+    kids.push(writer("shared", 0));
+    kids.push(writer("shared", 1));
+    for mut k in kids {
+        assert!(k.wait().unwrap().success());
+    }
+    // A reader in another process sees every chunk of both writers.
+    let out = sh(
+        &s.mp(),
+        "python3 -c \"
+d = open('shared', 'rb').read()
+bad = [i for i in range(100) if d[i*4096:(i+1)*4096] != bytes([(i // 2 + i % 2) % 251 + 1]) * 4096]
+print(len(d), bad)
+\"",
+    );
+    assert_eq!(out.trim(), format!("{} []", 100 * 4096));
+    s.umount();
+    s.fsck_clean();
+    assert_eq!(s.cat("/own3").len(), 99 * 4096);
+}
+
+#[test]
+fn kill_9_during_fsyncs_keeps_every_fsynced_file() {
+    need_fuse!();
+    if !have("python3") {
+        eprintln!("SKIPPED: python3 is missing");
+        return;
+    }
+    let mut s = Scratch::new("kill9", "64m");
+    // 20 rounds take a few seconds here; each round is mount, ~0.1 s of
+    // fsyncs, kill -9, fsck.
+    let rounds = 20;
+    let mut fsynced: Vec<String> = vec![];
+    let check = |s: &Scratch, names: &[String]| {
+        // Every file whose fsync returned, whole, read through the mount.
+        let list = names.join(" ");
+        let out = sh(
+            &s.mp(),
+            &format!(
+                "python3 -c \"
+import sys
+bad = [p for p in sys.argv[1:] if open(p).read() != (p + '!') * 500]
+print(bad)
+\" {list}"
+            ),
+        );
+        assert_eq!(out.trim(), "[]", "fsync'ed files lost or torn");
+    };
+    for round in 0..rounds {
+        s.mount_fg();
+        check(&s, &fsynced);
+        // Files written and fsync'ed one after another; each name is
+        // printed only once its fsync has returned.
+        let w = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import os\n\
+                 i = 0\n\
+                 while True:\n\
+                 \x20   p = 'r{round}-%d' % i\n\
+                 \x20   fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)\n\
+                 \x20   os.write(fd, ((p + '!') * 500).encode())\n\
+                 \x20   os.fsync(fd)\n\
+                 \x20   os.close(fd)\n\
+                 \x20   print(p, flush=True)\n\
+                 \x20   i += 1\n"
+            ))
+            .current_dir(s.mp())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut w = w;
+        let mut out = std::io::BufReader::new(w.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+        // Killed in the middle of the fsyncs, at a different point each round.
+        std::thread::sleep(Duration::from_millis(10 + 23 * (round % 5)));
+        let mut d = s.daemon.take().unwrap();
+        d.kill().unwrap();
+        d.wait().unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        let _ = w.wait();
+        let _ = Command::new("umount").arg("-l").arg(s.mp()).status();
+        let done: Vec<String> = first
+            .lines()
+            .chain(rest.lines())
+            .map(str::to_string)
+            .collect();
+        assert!(
+            !done.is_empty(),
+            "round {round}: no fsync returned before the kill"
+        );
+        fsynced.extend(done);
+        s.fsck_clean();
+    }
+    s.mount_fg();
+    check(&s, &fsynced);
+    s.umount();
+    s.daemon.take().unwrap().wait().unwrap();
+    s.fsck_clean();
+}
