@@ -334,6 +334,7 @@ impl<'a> Shell<'a> {
         o.append = has('a');
         o.excl = has('x');
         let f = self.fs.open(p, &o)?;
+        crate::errors::name(f.ino(), p);
         self.file = Some((p.to_string(), f));
         Ok(())
     }

@@ -653,7 +653,7 @@ fn run(cli: Cli) -> Result<i32> {
                         failed = true;
                         shell.out.flush().ok();
                         let name = l.split_whitespace().next().unwrap_or("");
-                        eprintln!("{name}: {} ({})", e.message, e.errno);
+                        eprintln!("{name}: {} ({})", errors::name_inodes(&e.message), e.errno);
                     }
                     if out::closed() {
                         break;
@@ -681,7 +681,7 @@ fn run(cli: Cli) -> Result<i32> {
                 if let Err(e) = r {
                     shell.out.flush().ok();
                     let name = c.split_whitespace().next().unwrap_or("");
-                    eprintln!("{name}: {} ({})", e.message, e.errno);
+                    eprintln!("{name}: {} ({})", errors::name_inodes(&e.message), e.errno);
                     drop(shell);
                     fs.sync().ok();
                     return Ok(1);
@@ -813,6 +813,7 @@ fn run(cli: Cli) -> Result<i32> {
                 return Err(daxfs::FsError::IsDir(src).into());
             }
             safe::refuse_same_file(&fs, &s, &src, &dst)?;
+            errors::name(s.ino(), &src);
             safe::replace_file(&fs, &dst, |d| {
                 if reflink {
                     d.clone_from(&s)
@@ -1057,6 +1058,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Cat { image, path } => {
             let fs = mount(&image, pmem)?;
             let f = fs.open(&path, &OpenOptions::read_only())?;
+            errors::name(f.ino(), &path);
             let mut buf = vec![0u8; 1 << 20];
             let mut off = 0u64;
             loop {

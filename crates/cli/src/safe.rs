@@ -170,6 +170,7 @@ pub fn replace_file(fs: &Fs, dst: &str, fill: impl FnOnce(&File) -> Result<()>) 
         return Err(FsError::NotDir(dir_path.to_string()).into());
     }
     let f = fs.tmpfile_at(d.ino, old.as_ref().map_or(0o644, |st| st.perm))?;
+    crate::errors::name(f.ino(), dst);
     // The new file keeps the owner of the one it replaces.
     if let Some(st) = &old {
         let a = daxfs::SetAttr {

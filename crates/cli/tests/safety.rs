@@ -201,7 +201,11 @@ fn killed_put_leaves_no_name() {
         assert!(!ls.contains(".daxfs-put") && !ls.contains("new"), "{ls}");
         assert!(cat(&img, "/f") == b"old bytes");
     }
-    assert_eq!(free(&img), before, "the killed puts' blocks did not come back");
+    assert_eq!(
+        free(&img),
+        before,
+        "the killed puts' blocks did not come back"
+    );
     assert_eq!(
         ok(&["fsck", &img]).lines().last().unwrap_or("")[..5],
         *"clean"

@@ -31,8 +31,15 @@ pub type Key = (u64, u64, u64);
 
 /// The summary kept beside every child pointer of the reverse map's internal
 /// nodes: the largest end (first block + length) of the records below.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MaxEnd(pub u64);
+
+/// In words, as fsck's problems quote a summary: `largest end 12`.
+impl std::fmt::Debug for MaxEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "largest end {}", self.0)
+    }
+}
 
 impl Record for MaxEnd {
     const SIZE: usize = 8;
