@@ -43,6 +43,9 @@ pub fn errno(e: &anyhow::Error) -> Option<i32> {
         if let Some(i) = c.downcast_ref::<std::io::Error>() {
             return i.raw_os_error();
         }
+        if let Some(r) = c.downcast_ref::<rustix::io::Errno>() {
+            return Some(r.raw_os_error());
+        }
     }
     None
 }

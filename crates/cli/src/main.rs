@@ -722,12 +722,22 @@ fn run(cli: Cli) -> Result<i32> {
                 outln!("lost: {p}: [{off}, +{len}) not copied (left as a hole)");
             }
             outln!(
-                "exported {} files ({} bytes), {} directories, {} symlinks, {} hard links to {host}{}",
+                "exported {} files ({} bytes), {} directories, {} symlinks, {} hard links{} to {host}{}{}",
                 c.files,
                 c.bytes,
                 c.dirs,
                 c.symlinks,
                 c.hard_links,
+                if c.special > 0 {
+                    format!(", {} special files", c.special)
+                } else {
+                    String::new()
+                },
+                if c.skipped > 0 {
+                    format!("; {} skipped (see the notes above)", c.skipped)
+                } else {
+                    String::new()
+                },
                 if c.lost.is_empty() {
                     String::new()
                 } else {
