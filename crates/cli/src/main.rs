@@ -616,14 +616,15 @@ fn run(cli: Cli) -> Result<i32> {
                 // As xfs_io: a failed command does not stop the ones after
                 // it, but the exit status tells that one failed.
                 let mut failed = false;
-                // On a terminal: line editing and history (the prompt goes to
-                // standard error); otherwise plain lines from standard input.
-                let mut editor = if std::io::stdin().is_terminal() {
-                    let cfg = rustyline::Config::builder()
-                        .behavior(rustyline::Behavior::PreferTerm)
-                        .auto_add_history(true)
-                        .build();
-                    Some(rustyline::DefaultEditor::with_config(cfg)?)
+                // On a terminal: line editing and history, the prompt on
+                // standard error (never in standard output, which may be
+                // a file); from a pipe or file: plain lines, no prompt.
+                let stdin_tty = std::io::stdin().is_terminal();
+                let mut editor = if stdin_tty && std::io::stderr().is_terminal() {
+                    let cfg = rustyline::Config::builder().auto_add_history(true).build();
+                    Some(out::on_stderr(|| {
+                        rustyline::DefaultEditor::with_config(cfg)
+                    })??)
                 } else {
                     None
                 };
@@ -632,15 +633,21 @@ fn run(cli: Cli) -> Result<i32> {
                     line.clear();
                     if let Some(ed) = &mut editor {
                         shell.out.flush().ok();
-                        match ed.readline("daxfs> ") {
+                        match out::on_stderr(|| ed.readline("daxfs> "))? {
                             Ok(l) => line = l,
                             // Ctrl-C drops the line, as a shell does.
                             Err(rustyline::error::ReadlineError::Interrupted) => continue,
                             Err(rustyline::error::ReadlineError::Eof) => break,
                             Err(e) => return Err(e.into()),
                         }
-                    } else if std::io::stdin().read_line(&mut line)? == 0 {
-                        break;
+                    } else {
+                        if stdin_tty {
+                            shell.out.flush().ok();
+                            eprint!("daxfs> ");
+                        }
+                        if std::io::stdin().read_line(&mut line)? == 0 {
+                            break;
+                        }
                     }
                     let l = line.trim();
                     if l.starts_with('#') {
