@@ -376,7 +376,7 @@ fn the_prompt_goes_to_the_terminal_on_standard_error() {
         }
         term.extend_from_slice(&buf[..n]);
         let t = String::from_utf8_lossy(&term).into_owned();
-        for _ in answered..t.matches("\x1b[6n").count() {
+        while answered < t.matches("\x1b[6n").count() {
             master.write_all(b"\x1b[1;1R").unwrap();
             answered += 1;
         }
