@@ -43,6 +43,9 @@ pub fn errno(e: &anyhow::Error) -> Option<i32> {
         if let Some(i) = c.downcast_ref::<std::io::Error>() {
             return i.raw_os_error();
         }
+        if let Some(r) = c.downcast_ref::<rustix::io::Errno>() {
+            return Some(r.raw_os_error());
+        }
     }
     None
 }
@@ -57,10 +60,59 @@ pub fn io_text(e: &std::io::Error) -> String {
     }
 }
 
+std::thread_local! {
+    /// The paths of the inodes this command opened by path, so that an
+    /// error the library words by inode number (`inode 5: ...`) names the
+    /// path the user gave.
+    static NAMES: std::cell::RefCell<Vec<(u64, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Tells the error reports that inode `ino` is `path`.
+pub fn name(ino: u64, path: &str) {
+    NAMES.with(|n| {
+        let mut n = n.borrow_mut();
+        n.retain(|(i, _)| *i != ino);
+        n.push((ino, path.to_string()));
+    });
+}
+
+/// `text` with each `inode N` of an inode named by [`name`] replaced by its
+/// path (`inode 50` is not `inode 5`).
+pub fn name_inodes(text: &str) -> String {
+    NAMES.with(|n| {
+        let mut t = text.to_string();
+        for (ino, path) in n.borrow().iter() {
+            t = replace_inode(&t, *ino, path);
+        }
+        t
+    })
+}
+
+fn replace_inode(text: &str, ino: u64, path: &str) -> String {
+    let pat = format!("inode {ino}");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(&pat) {
+        let after = &rest[i + pat.len()..];
+        out.push_str(&rest[..i]);
+        if after.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push_str(&pat);
+        } else {
+            out.push_str(path);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// One line for an error and its causes: a cause that repeats what is
 /// already said is left out, and the errno name ends the line.
 pub fn report(e: &anyhow::Error) -> String {
-    let parts: Vec<String> = e.chain().map(|c| strip_all(&c.to_string())).collect();
+    let parts: Vec<String> = e
+        .chain()
+        .map(|c| name_inodes(&strip_all(&c.to_string())))
+        .collect();
     let mut kept: Vec<&str> = vec![];
     for (i, p) in parts.iter().enumerate() {
         if p.is_empty() {
@@ -168,6 +220,10 @@ mod tests {
         let e = anyhow::Error::new(FsError::NotFound("/a".into()));
         assert_eq!(report(&e), "/a: no such file or directory (ENOENT)");
         assert_eq!(strip_all("x (os error 2): y (os error 13)"), "x: y");
+        assert_eq!(
+            replace_inode("inode 5: bad; inode 50; inode 5", 5, "/f"),
+            "/f: bad; inode 50; /f"
+        );
         assert_eq!(strip_all("odd (os error x)"), "odd (os error x)");
         let locks = "1: FLOCK  ADVISORY  WRITE 4321 00:2a:77 0 EOF\n\
                      1: -> FLOCK  ADVISORY  WRITE 99 00:2a:88 0 EOF\n\

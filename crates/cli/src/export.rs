@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What an export did.
 #[derive(Default)]
@@ -23,6 +22,10 @@ pub struct Counts {
     /// (path, offset, length) of every range not copied.
     pub lost: Vec<(String, u64, u64)>,
     pub owner_kept: bool,
+    /// FIFOs, sockets and device files made.
+    pub special: u64,
+    /// Entries not exported (see the notes printed).
+    pub skipped: u64,
 }
 
 struct Exporter<'a> {
@@ -31,11 +34,6 @@ struct Exporter<'a> {
     counts: Counts,
     owner_note: bool,
     progress: Option<std::time::Instant>,
-}
-
-fn system_time(t: (i64, u32)) -> Option<SystemTime> {
-    let s = u64::try_from(t.0).ok()?;
-    UNIX_EPOCH.checked_add(Duration::new(s, t.1))
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -73,17 +71,23 @@ impl Exporter<'_> {
         }
         std::fs::set_permissions(host, std::fs::Permissions::from_mode(st.perm))
             .with_context(|| format!("chmod {}", host.display()))?;
-        let mut t = std::fs::FileTimes::new();
-        if let Some(a) = system_time(st.atime) {
-            t = t.set_accessed(a);
-        }
-        if let Some(m) = system_time(st.mtime) {
-            t = t.set_modified(m);
-        }
         self.xattrs(host, st)?;
-        std::fs::File::open(host)
-            .and_then(|f| f.set_times(t))
-            .with_context(|| format!("setting times of {}", host.display()))
+        // Set by name, never by opening: a FIFO's open waits for a writer.
+        let ts = |t: (i64, u32)| rustix::fs::Timespec {
+            tv_sec: t.0,
+            tv_nsec: i64::from(t.1),
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: ts(st.atime),
+            last_modification: ts(st.mtime),
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            host,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .with_context(|| format!("setting times of {}", host.display()))
     }
 
     /// Copies the file's extended attributes out. A host file system that
@@ -162,11 +166,43 @@ impl Exporter<'_> {
                 self.attrs(host, &st)
             }
             other => {
-                eprintln!(
-                    "daxfs: {shown}: a {} is not exported (skipped)",
-                    other.name()
-                );
-                Ok(())
+                use rustix::fs::FileType as T;
+                let (ft, dev) = match other {
+                    FileKind::Fifo => (T::Fifo, 0),
+                    FileKind::Socket => (T::Socket, 0),
+                    FileKind::CharDev | FileKind::BlockDev => {
+                        let (major, minor) = daxfs::decode_dev(st.rdev);
+                        let t = if other == FileKind::CharDev {
+                            T::CharacterDevice
+                        } else {
+                            T::BlockDevice
+                        };
+                        (t, rustix::fs::makedev(major, minor))
+                    }
+                    _ => {
+                        eprintln!("note: {shown}: a {} is not exported", other.name());
+                        self.counts.skipped += 1;
+                        return Ok(());
+                    }
+                };
+                let mode = rustix::fs::Mode::from_bits_truncate(st.perm);
+                match rustix::fs::mknodat(rustix::fs::CWD, host, ft, mode, dev) {
+                    Ok(()) => {}
+                    // Device files need privilege (CAP_MKNOD).
+                    Err(e) if e == rustix::io::Errno::PERM => {
+                        eprintln!(
+                            "note: {shown}: {} not exported (making one needs privilege)",
+                            other.name()
+                        );
+                        self.counts.skipped += 1;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("mknod {}", host.display()));
+                    }
+                }
+                self.counts.special += 1;
+                self.attrs(host, &st)
             }
         }
     }

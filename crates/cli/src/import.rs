@@ -22,6 +22,8 @@ pub struct Counts {
     pub hard_links: u64,
     pub bytes: u64,
     pub skipped: u64,
+    /// FIFOs, sockets and device files made.
+    pub special: u64,
     /// Extended attributes copied.
     pub xattrs: u64,
 }
@@ -157,20 +159,31 @@ impl Importer<'_> {
             self.counts.symlinks += 1;
             return Ok(());
         }
-        if !ft.is_file() {
-            let what = if ft.is_fifo() {
-                "FIFO"
+        if ft.is_fifo() || ft.is_socket() || ft.is_char_device() || ft.is_block_device() {
+            use daxfs_format::records::mode as t;
+            let (kind, rdev) = if ft.is_fifo() {
+                (t::S_IFIFO, 0)
             } else if ft.is_socket() {
-                "socket"
-            } else if ft.is_char_device() || ft.is_block_device() {
-                "device file"
+                (t::S_IFSOCK, 0)
             } else {
-                "special file"
+                let dev = m.rdev();
+                let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+                let rdev = daxfs::encode_dev(major, minor)
+                    .with_context(|| format!("reading {}", host.display()))?;
+                let k = if ft.is_char_device() {
+                    t::S_IFCHR
+                } else {
+                    t::S_IFBLK
+                };
+                (k, rdev)
             };
-            eprintln!(
-                "note: {}: {what} skipped (daxfs has no special files yet)",
-                host.display()
-            );
+            fs.mknod(dest, kind | (m.mode() & 0o7777), rdev)
+                .with_context(|| format!("mknod {}", show(dest)))?;
+            self.counts.special += 1;
+            return self.attrs(host, dest, &m);
+        }
+        if !ft.is_file() {
+            eprintln!("note: {}: special file skipped", host.display());
             self.counts.skipped += 1;
             return Ok(());
         }
@@ -340,12 +353,17 @@ pub fn import_root(fs: &Fs, host: &Path) -> Result<Counts> {
 /// The one-line summary both commands print.
 pub fn summary(c: &Counts) -> String {
     format!(
-        "imported {} files ({} bytes), {} directories, {} symlinks, {} hard links{}{}",
+        "imported {} files ({} bytes), {} directories, {} symlinks, {} hard links{}{}{}",
         c.files,
         c.bytes,
         c.dirs,
         c.symlinks,
         c.hard_links,
+        if c.special > 0 {
+            format!(", {} special files", c.special)
+        } else {
+            String::new()
+        },
         if c.xattrs > 0 {
             format!(", {} extended attributes", c.xattrs)
         } else {

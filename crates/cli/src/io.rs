@@ -207,6 +207,7 @@ impl<'a> Shell<'a> {
                 Ok(self.fs.mkdir(p, 0o755)?)
             }
             "rm" => self.rm(rest),
+            "mknod" => self.mknod(rest),
             "chown" => self.chown(rest),
             "touch" => self.touch(rest),
             "df" | "statfs" => self.df(rest),
@@ -334,6 +335,7 @@ impl<'a> Shell<'a> {
         o.append = has('a');
         o.excl = has('x');
         let f = self.fs.open(p, &o)?;
+        crate::errors::name(f.ino(), p);
         self.file = Some((p.to_string(), f));
         Ok(())
     }
@@ -651,6 +653,7 @@ stat [PATH...]                        attributes of the open file or of each PAT
 fiemap                                extents of the open file (512-byte units)
 ls [-l] [-R] [PATH...]                list directories, sorted (-l: mode, links, owner, group, size, mtime; -R: recursive)
 mkdir PATH | rmdir PATH               create, remove an empty directory
+mknod [-m MODE] PATH TYPE [MAJOR MINOR] make a FIFO (p), socket (s), character (c) or block (b) device
 rm [-r] [-f] PATH...                  remove files (-r: directories and all under them; -f: missing is fine)
 rename FROM TO | link OLD NEW | symlink TARGET PATH | readlink PATH | chmod MODE PATH
 chown UID[:GID] PATH                  change owner and group (numeric ids)

@@ -625,14 +625,15 @@ fn run(cli: Cli) -> Result<i32> {
                 // As xfs_io: a failed command does not stop the ones after
                 // it, but the exit status tells that one failed.
                 let mut failed = false;
-                // On a terminal: line editing and history (the prompt goes to
-                // standard error); otherwise plain lines from standard input.
-                let mut editor = if std::io::stdin().is_terminal() {
-                    let cfg = rustyline::Config::builder()
-                        .behavior(rustyline::Behavior::PreferTerm)
-                        .auto_add_history(true)
-                        .build();
-                    Some(rustyline::DefaultEditor::with_config(cfg)?)
+                // On a terminal: line editing and history, the prompt on
+                // standard error (never in standard output, which may be
+                // a file); from a pipe or file: plain lines, no prompt.
+                let stdin_tty = std::io::stdin().is_terminal();
+                let mut editor = if stdin_tty && std::io::stderr().is_terminal() {
+                    let cfg = rustyline::Config::builder().auto_add_history(true).build();
+                    Some(out::on_stderr(|| {
+                        rustyline::DefaultEditor::with_config(cfg)
+                    })??)
                 } else {
                     None
                 };
@@ -641,15 +642,21 @@ fn run(cli: Cli) -> Result<i32> {
                     line.clear();
                     if let Some(ed) = &mut editor {
                         shell.out.flush().ok();
-                        match ed.readline("daxfs> ") {
+                        match out::on_stderr(|| ed.readline("daxfs> "))? {
                             Ok(l) => line = l,
                             // Ctrl-C drops the line, as a shell does.
                             Err(rustyline::error::ReadlineError::Interrupted) => continue,
                             Err(rustyline::error::ReadlineError::Eof) => break,
                             Err(e) => return Err(e.into()),
                         }
-                    } else if std::io::stdin().read_line(&mut line)? == 0 {
-                        break;
+                    } else {
+                        if stdin_tty {
+                            shell.out.flush().ok();
+                            eprint!("daxfs> ");
+                        }
+                        if std::io::stdin().read_line(&mut line)? == 0 {
+                            break;
+                        }
                     }
                     let l = line.trim();
                     if l.starts_with('#') {
@@ -662,7 +669,7 @@ fn run(cli: Cli) -> Result<i32> {
                         failed = true;
                         shell.out.flush().ok();
                         let name = l.split_whitespace().next().unwrap_or("");
-                        eprintln!("{name}: {} ({})", e.message, e.errno);
+                        eprintln!("{name}: {} ({})", errors::name_inodes(&e.message), e.errno);
                     }
                     if out::closed() {
                         break;
@@ -690,7 +697,7 @@ fn run(cli: Cli) -> Result<i32> {
                 if let Err(e) = r {
                     shell.out.flush().ok();
                     let name = c.split_whitespace().next().unwrap_or("");
-                    eprintln!("{name}: {} ({})", e.message, e.errno);
+                    eprintln!("{name}: {} ({})", errors::name_inodes(&e.message), e.errno);
                     drop(shell);
                     fs.sync().ok();
                     return Ok(1);
@@ -731,12 +738,22 @@ fn run(cli: Cli) -> Result<i32> {
                 outln!("lost: {p}: [{off}, +{len}) not copied (left as a hole)");
             }
             outln!(
-                "exported {} files ({} bytes), {} directories, {} symlinks, {} hard links to {host}{}",
+                "exported {} files ({} bytes), {} directories, {} symlinks, {} hard links{} to {host}{}{}",
                 c.files,
                 c.bytes,
                 c.dirs,
                 c.symlinks,
                 c.hard_links,
+                if c.special > 0 {
+                    format!(", {} special files", c.special)
+                } else {
+                    String::new()
+                },
+                if c.skipped > 0 {
+                    format!("; {} skipped (see the notes above)", c.skipped)
+                } else {
+                    String::new()
+                },
                 if c.lost.is_empty() {
                     String::new()
                 } else {
@@ -822,6 +839,7 @@ fn run(cli: Cli) -> Result<i32> {
                 return Err(daxfs::FsError::IsDir(src).into());
             }
             safe::refuse_same_file(&fs, &s, &src, &dst)?;
+            errors::name(s.ino(), &src);
             safe::replace_file(&fs, &dst, |d| {
                 if reflink {
                     d.clone_from(&s)
@@ -1066,6 +1084,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Cat { image, path } => {
             let fs = mount(&image, pmem)?;
             let f = fs.open(&path, &OpenOptions::read_only())?;
+            errors::name(f.ino(), &path);
             let mut buf = vec![0u8; 1 << 20];
             let mut off = 0u64;
             loop {

@@ -86,3 +86,16 @@ macro_rules! outln {
     };
 }
 pub(crate) use outln;
+
+/// Runs `f` (the line editor) with file descriptor 1 pointing at standard
+/// error, and puts standard output back after it: the editor writes its
+/// prompt and echo to descriptor 1, and the prompt belongs on standard
+/// error, so that output redirected to a file or pipe never holds it.
+pub fn on_stderr<R>(f: impl FnOnce() -> R) -> std::io::Result<R> {
+    std::io::stdout().flush()?;
+    let saved = rustix::io::dup(std::io::stdout())?;
+    rustix::stdio::dup2_stdout(std::io::stderr())?;
+    let r = f();
+    rustix::stdio::dup2_stdout(&saved)?;
+    Ok(r)
+}

@@ -2,7 +2,7 @@
 //! (`mkfs`, `demo`), a copy onto itself (`cp`), and files replaced whole
 //! (`put`, `cp`), which leave the destination as it was when they fail.
 use anyhow::{Result, bail};
-use daxfs::{File, Fs, FsError, OpenOptions};
+use daxfs::{File, Fs, FsError};
 use std::io::Read;
 use std::path::Path;
 
@@ -133,20 +133,24 @@ pub fn refuse_same_file(fs: &Fs, src: &File, src_path: &str, dst_path: &str) -> 
     }
 }
 
-/// The prefix of the hidden temporary names `put` and `cp` write under
-/// before they rename the finished file into place.
+/// The prefix of the hidden name a finished replacement holds for the
+/// moment between its link into the directory and its rename over the file
+/// it replaces.
 pub const TEMP_PREFIX: &str = ".daxfs-put.";
 
 /// Writes a whole new file at `dst` with `fill`, so that a failure leaves
-/// `dst` as it was: `fill` writes into a hidden temporary file in `dst`'s
-/// directory (`.daxfs-put.PID.N`), which is renamed over `dst` once
-/// complete and synced, and removed if anything fails. The new file takes
-/// the permissions and owner of the one it replaces; other hard links to
-/// that one keep its old content (as with `install` or `rsync`).
+/// `dst` as it was: `fill` writes into an unnamed file (O_TMPFILE) in
+/// `dst`'s directory, which gets its name only once complete and synced:
+/// linked straight to `dst` when there was none, otherwise linked under a
+/// hidden name (`.daxfs-put.PID.N`) and renamed over `dst`. A failure or
+/// a crash before that leaves no name; the unnamed file's blocks come back
+/// at its close, or from the orphan list at the next mount. The new file
+/// takes the permissions and owner of the one it replaces; other hard links
+/// to that one keep its old content (as with `install` or `rsync`).
 pub fn replace_file(fs: &Fs, dst: &str, fill: impl FnOnce(&File) -> Result<()>) -> Result<()> {
     // The destination must be something a file can replace: a directory
-    // (or a path through a missing directory) fails here, before any
-    // temporary name exists.
+    // (or a path through a missing directory) fails here, before any file
+    // is made.
     let old = match fs.stat(dst) {
         Ok(st) if st.kind == daxfs::FileKind::Dir => {
             return Err(FsError::IsDir(dst.to_string()).into());
@@ -160,32 +164,46 @@ pub fn replace_file(fs: &Fs, dst: &str, fill: impl FnOnce(&File) -> Result<()>) 
     if name.is_empty() || name == "." || name == ".." {
         return Err(FsError::IsDir(dst.to_string()).into());
     }
+    let dir_path = if dir.is_empty() { "/" } else { dir };
+    let d = fs.stat(dir_path)?;
+    if d.kind != daxfs::FileKind::Dir {
+        return Err(FsError::NotDir(dir_path.to_string()).into());
+    }
+    let f = fs.tmpfile_at(d.ino, old.as_ref().map_or(0o644, |st| st.perm))?;
+    crate::errors::name(f.ino(), dst);
+    // The new file keeps the owner of the one it replaces.
+    if let Some(st) = &old {
+        let a = daxfs::SetAttr {
+            uid: Some(st.uid),
+            gid: Some(st.gid),
+            ..Default::default()
+        };
+        fs.setattr(f.ino(), &a)?;
+    }
+    fill(&f)?;
+    f.fsync()?;
+    if old.is_none() {
+        match fs.link_at(f.ino(), d.ino, name) {
+            Ok(_) => return Ok(()),
+            // Made meanwhile by someone else: replaced as any old file.
+            Err(FsError::Exists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let mut n = 0u32;
-    let (tmp, f) = loop {
-        let tmp = format!("{dir}{TEMP_PREFIX}{}.{n}", std::process::id());
-        match fs.open(&tmp, &OpenOptions::create_new()) {
-            Ok(f) => break (tmp, f),
+    let tmp = loop {
+        let tmp = format!("{TEMP_PREFIX}{}.{n}", std::process::id());
+        match fs.link_at(f.ino(), d.ino, &tmp) {
+            Ok(_) => break tmp,
             Err(FsError::Exists(_)) if n < 1000 => n += 1,
             Err(e) => return Err(e.into()),
         }
     };
-    // The new file keeps the permissions and owner of the one it replaces.
-    let keep = |st: &daxfs::Stat| -> Result<()> {
-        fs.chmod(&tmp, st.perm)?;
-        fs.chown(&tmp, Some(st.uid), Some(st.gid))?;
-        Ok(())
-    };
-    let done = old
-        .as_ref()
-        .map_or(Ok(()), keep)
-        .and_then(|()| fill(&f))
-        .and_then(|()| Ok(f.fsync()?))
-        .and_then(|()| Ok(fs.rename(&tmp, dst)?));
-    if done.is_err() {
-        drop(f);
-        let _ = fs.unlink(&tmp);
+    let r = fs.rename_at(d.ino, &tmp, d.ino, name, daxfs::RenameFlags::default());
+    if r.is_err() {
+        let _ = fs.unlink_at(d.ino, &tmp);
     }
-    done
+    Ok(r?)
 }
 
 #[cfg(test)]

@@ -225,6 +225,53 @@ impl<'a> Shell<'a> {
             writeln!(o, "stat.{name} = {} ({}.{:09})", time_text(t), t.0, t.1).ok();
         }
         writeln!(o, "stat.lost_bytes = {}", st.lost_bytes).ok();
+        if matches!(st.kind, FileKind::CharDev | FileKind::BlockDev) {
+            let (major, minor) = daxfs::decode_dev(st.rdev);
+            writeln!(o, "stat.rdev = {major}:{minor}").ok();
+        }
+    }
+
+    /// `mknod [-m MODE] PATH TYPE [MAJOR MINOR]`, as mknod(1): TYPE `p`
+    /// (FIFO, no numbers), `s` (socket), `c`/`u` or `b` (character or block
+    /// device, with its numbers).
+    pub(crate) fn mknod(&mut self, rest: &[String]) -> CmdResult {
+        use daxfs_format::records::mode as t;
+        const USE: &str = "mknod [-m MODE] PATH TYPE [MAJOR MINOR]";
+        let (flags, pos) = crate::io::getopt(rest, "m:")?;
+        let mut perm = 0o644;
+        for (_, v) in flags {
+            let v = v.unwrap_or_default();
+            perm = u32::from_str_radix(v, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| usage(&format!("MODE {v:?} is not octal permission bits")))?;
+        }
+        let number = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| usage(&format!("{s:?} is not a device number")))
+        };
+        let (path, kind, rdev) = match pos.as_slice() {
+            [p, "p"] => (*p, t::S_IFIFO, 0),
+            [p, "s"] => (*p, t::S_IFSOCK, 0),
+            [p, k @ ("c" | "u" | "b"), major, minor] => {
+                let rdev = daxfs::encode_dev(number(major)?, number(minor)?)?;
+                let kind = if *k == "b" { t::S_IFBLK } else { t::S_IFCHR };
+                (*p, kind, rdev)
+            }
+            [_, "p" | "s", ..] => {
+                return Err(usage("a FIFO or socket takes no device numbers"));
+            }
+            [_, "c" | "u" | "b", ..] => {
+                return Err(usage("a device needs MAJOR and MINOR"));
+            }
+            [_, k, ..] => {
+                return Err(usage(&format!(
+                    "mknod: TYPE {k:?} is none of p, s, c, u, b (usage: {USE})"
+                )));
+            }
+            _ => return Err(usage(&format!("usage: {USE}"))),
+        };
+        Ok(self.fs.mknod(path, kind | perm, rdev)?)
     }
 
     /// `rm [-r] [-f] PATH...`: removes files; `-r` removes directories with

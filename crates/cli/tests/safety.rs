@@ -168,6 +168,50 @@ fn failing_put_and_cp_change_nothing() {
     );
 }
 
+/// A `put` killed half way (as a crash) leaves no name behind: the
+/// new file has none until it is complete, and its blocks come back at the
+/// next mount; the destination keeps its old bytes.
+#[test]
+fn killed_put_leaves_no_name() {
+    let d = TempDir::new("killed");
+    let img = mkfs(&d, "k.img", "16m");
+    let o = run_with(&["put", &img, "/f"], b"old bytes");
+    assert!(o.status.success(), "{}", text(&o));
+    let free = |img: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&ok(&["info", img, "--json"])).unwrap();
+        v["free_blocks"].as_u64().expect("free_blocks")
+    };
+    let before = free(&img);
+    for dst in ["/f", "/new"] {
+        let mut child = Command::new(BIN)
+            .args(["put", &img, dst])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(&vec![7u8; 2 << 20]).unwrap();
+        // Its input still open, the put waits for more: kill it there.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(input);
+        let ls = names(&img, "/");
+        assert!(!ls.contains(".daxfs-put") && !ls.contains("new"), "{ls}");
+        assert!(cat(&img, "/f") == b"old bytes");
+    }
+    assert_eq!(
+        free(&img),
+        before,
+        "the killed puts' blocks did not come back"
+    );
+    assert_eq!(
+        ok(&["fsck", &img]).lines().last().unwrap_or("")[..5],
+        *"clean"
+    );
+}
+
 /// Writes `bytes` at `at` into a zero-filled file of `size` bytes.
 fn image_with(path: &str, size: usize, at: usize, bytes: &[u8]) -> Vec<u8> {
     let mut v = vec![0u8; size];

@@ -271,6 +271,7 @@ fn read_only_quit_prompt_and_help() {
     assert!(o.status.success());
     assert!(out(&o).starts_with("a\nf\nopen "), "{}", out(&o));
     assert!(!out(&o).contains("daxfs>"));
+    assert!(!err(&o).contains("daxfs>"), "no prompt without a terminal");
 
     let o = run_with(&["io", "--help"], b"");
     let h = out(&o);
@@ -309,4 +310,99 @@ fn sizes_as_xfs_io_reads_them() {
     assert!(o.contains("stat.size = 1048576"), "{o}");
     let e = io_fails(&img, &["open /f", "pwrite 0 4kb"]);
     assert!(e.contains("unknown size suffix \"kb\""), "{e}");
+}
+
+/// On a terminal (a pseudo-terminal as standard input and standard error)
+/// the shell prompts there, with line editing, while standard output
+/// (here a pipe) gets the commands' output and never the prompt.
+#[test]
+fn the_prompt_goes_to_the_terminal_on_standard_error() {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Read;
+    let d = TempDir::new("pty");
+    let img = mkfs(&d);
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .unwrap();
+    let slave = std::fs::File::from(slave);
+    let mut master = std::fs::File::from(master);
+    let child = Command::new(BIN)
+        .args(["--assume-pmem", "io", &img])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = std::sync::Arc::new(std::sync::Mutex::new(child));
+    let mut stdout = child.lock().unwrap().stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = vec![];
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    // A watchdog: a shell that hangs is killed, and the test fails.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c, dn) = (child.clone(), done.clone());
+    let watchdog = std::thread::spawn(move || {
+        let t0 = std::time::Instant::now();
+        while !dn.load(std::sync::atomic::Ordering::SeqCst) {
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = c.lock().unwrap().kill();
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    });
+    // Act as a terminal and a user: answer the editor's cursor-position
+    // query, and type each line once the prompt for it is shown.
+    let lines: &[&[u8]] = &[b"mkdir /typed\r", b"stat /typed\r", b"quit\r"];
+    let mut term = vec![];
+    let (mut sent, mut answered) = (0, 0);
+    let mut buf = [0u8; 4096];
+    // Until the shell's end closes the terminal (EIO).
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        term.extend_from_slice(&buf[..n]);
+        let t = String::from_utf8_lossy(&term).into_owned();
+        while answered < t.matches("\x1b[6n").count() {
+            master.write_all(b"\x1b[1;1R").unwrap();
+            answered += 1;
+        }
+        if sent < lines.len() && t.matches("daxfs> ").count() > sent {
+            master.write_all(lines[sent]).unwrap();
+            sent += 1;
+        }
+    }
+    let status = child.lock().unwrap().wait().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(!watchdog.join().unwrap(), "the shell hung on a terminal");
+    assert!(status.success(), "{status:?}");
+    let term = String::from_utf8_lossy(&term).into_owned();
+    let stdout = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(stdout.contains("stat.type = directory"), "{stdout:?}");
+    assert!(
+        !stdout.contains("daxfs>"),
+        "the prompt in standard output: {stdout:?}"
+    );
+    assert!(
+        term.contains("daxfs> "),
+        "no prompt on the terminal: {term:?}"
+    );
+    assert!(
+        !term.contains("stat.type"),
+        "output on the terminal: {term:?}"
+    );
+    assert_eq!(io(&img, &["ls"]), "typed\n");
 }

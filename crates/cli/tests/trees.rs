@@ -80,8 +80,9 @@ fn io(img: &str, cmds: &[&str]) -> String {
 
 /// A host tree: a file with an old mtime and mode 0600, a sparse file with
 /// data in the middle, a hard link pair, a relative symlink, a directory of
-/// mode 0751, a FIFO (skipped with a note).
-fn host_tree(root: &Path) {
+/// mode 0751, a FIFO of mode 0640 and a socket; a character device 1:3
+/// when the test may make one (returns whether it did).
+fn host_tree(root: &Path) -> bool {
     std::fs::create_dir_all(root.join("sub/deep")).unwrap();
     std::fs::write(root.join("a"), b"hello").unwrap();
     std::fs::set_permissions(root.join("a"), std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -105,10 +106,20 @@ fn host_tree(root: &Path) {
     let fifo = root.join("fifo");
     assert!(
         Command::new("mkfifo")
+            .arg("-m")
+            .arg("640")
             .arg(&fifo)
             .status()
             .is_ok_and(|s| s.success())
     );
+    // A socket's name stays after its listener closes.
+    drop(std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap());
+    Command::new("mknod")
+        .arg(root.join("null"))
+        .args(["c", "1", "3"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Field `name` of `stat` output.
@@ -119,7 +130,7 @@ fn field(stat: &str, name: &str) -> String {
         .to_string()
 }
 
-fn check_imported(img: &str, at: &str) {
+fn check_imported(img: &str, at: &str, dev: bool) {
     let j = |p: &str| format!("{}/{p}", at.trim_end_matches('/'));
     let a = io(img, &[&format!("stat {}", j("a"))]);
     assert_eq!(field(&a, "size"), "5");
@@ -155,15 +166,30 @@ fn check_imported(img: &str, at: &str) {
     );
     assert!(r.contains("00100000:  5a 5a"), "{r}");
     assert!(r.contains("00000000:  00 00"), "{r}");
+    let f = io(img, &[&format!("stat {}", j("fifo"))]);
+    assert_eq!(field(&f, "type"), "fifo", "{f}");
+    assert!(field(&f, "mode").starts_with("0640 (prw-r-----)"), "{f}");
+    let so = io(img, &[&format!("stat {}", j("sock"))]);
+    assert!(field(&so, "mode").contains("(s"), "{so}");
+    if dev {
+        let n = io(img, &[&format!("stat {}", j("null"))]);
+        assert_eq!(field(&n, "rdev"), "1:3", "{n}");
+        assert!(field(&n, "mode").contains("(c"), "{n}");
+    }
     let ls = io(img, &[&format!("ls {at}")]);
-    assert_eq!(ls, "a\nsub\n", "the FIFO is skipped");
+    let want = if dev {
+        "a\nfifo\nnull\nsock\nsub\n"
+    } else {
+        "a\nfifo\nsock\nsub\n"
+    };
+    assert_eq!(ls, want);
 }
 
 #[test]
 fn mkfs_from_and_import_keep_the_tree() {
     let d = TempDir::new("in");
     let h = d.path("host");
-    host_tree(&h);
+    let dev = host_tree(&h);
     let as_root = std::os::unix::fs::lchown(h.join("sub/sparse"), Some(1234), Some(567)).is_ok();
 
     let img = d.s("a.img");
@@ -177,9 +203,10 @@ fn mkfs_from_and_import_keep_the_tree() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("FIFO skipped"), "{t}");
     assert!(t.contains("imported 2 files"), "{t}");
-    check_imported(&img, "/");
+    let special = if dev { 3 } else { 2 };
+    assert!(t.contains(&format!(", {special} special files")), "{t}");
+    check_imported(&img, "/", dev);
     if as_root {
         let s = io(&img, &["stat /sub/sparse"]);
         assert_eq!(
@@ -192,18 +219,22 @@ fn mkfs_from_and_import_keep_the_tree() {
 
     // import: into a new DEST, or /NAME by default.
     ok(&["import", &img, &h.display().to_string(), "/copy"]);
-    check_imported(&img, "/copy");
+    check_imported(&img, "/copy", dev);
     ok(&["import", &img, &h.display().to_string()]);
-    check_imported(&img, "/host");
+    check_imported(&img, "/host", dev);
     // Nothing temporary is left beside them.
-    assert_eq!(io(&img, &["ls /"]), "a\ncopy\nhost\nsub\n");
+    let root = io(&img, &["ls /"]);
+    assert_eq!(
+        root.replace("null\n", ""),
+        "a\ncopy\nfifo\nhost\nsock\nsub\n"
+    );
 }
 
 #[test]
 fn bad_input_to_the_tree_commands() {
     let d = TempDir::new("bad");
     let h = d.path("host");
-    host_tree(&h);
+    let _ = host_tree(&h);
     let hs = h.display().to_string();
     let img = d.s("a.img");
     // A missing host directory: no image is made.
@@ -275,7 +306,7 @@ fn a_tree_larger_than_the_device_leaves_nothing() {
 fn export_copies_out_and_skips_lost_ranges() {
     let d = TempDir::new("out");
     let h = d.path("host");
-    host_tree(&h);
+    let dev = host_tree(&h);
     let img = d.s("a.img");
     ok(&[
         "mkfs",
@@ -310,6 +341,18 @@ fn export_copies_out_and_skips_lost_ranges() {
     );
     let dm = std::fs::metadata(out.join("sub")).unwrap();
     assert_eq!(dm.mode() & 0o7777, 0o751);
+    // FIFOs, sockets and (with the privilege) devices come out as they went in.
+    use std::os::unix::fs::FileTypeExt;
+    let fm = std::fs::symlink_metadata(out.join("fifo")).unwrap();
+    assert!(fm.file_type().is_fifo());
+    assert_eq!(fm.mode() & 0o7777, 0o640);
+    let sm = std::fs::symlink_metadata(out.join("sock")).unwrap();
+    assert!(sm.file_type().is_socket());
+    if dev {
+        let nm = std::fs::symlink_metadata(out.join("null")).unwrap();
+        assert!(nm.file_type().is_char_device());
+        assert_eq!(nm.rdev(), std::fs::metadata("/dev/null").unwrap().rdev());
+    }
 
     // A subtree, and a damaged file: its lost block is skipped and named.
     let fm = io(&img, &["open /sub/sparse", "fiemap"]);
@@ -376,4 +419,98 @@ fn import_and_export_keep_extended_attributes() {
     assert_eq!(&buf[..n], b"blue");
     let n = rustix::fs::lgetxattr(out.join("dir"), "user.big", &mut buf[..]).unwrap();
     assert_eq!(&buf[..n], &vec![b'x'; 3000][..]);
+}
+
+/// The io shell's `mknod` makes FIFOs, sockets and devices as mknod(1)
+/// does, refuses bad input with the errno Linux gives, and export copies
+/// them out (devices only with the privilege to make them).
+#[test]
+fn mknod_in_the_shell_and_out() {
+    let d = TempDir::new("mknod");
+    let img = d.s("a.img");
+    ok(&["mkfs", &img, "--size", "8m"]);
+    io(
+        &img,
+        &[
+            "mknod /p p",
+            "mknod -m 600 /c c 1 3",
+            "mknod /b b 8 1",
+            "mknod /s s",
+        ],
+    );
+    let ls = io(&img, &["ls -l /"]);
+    for (mode, name) in [
+        ("prw-r--r--", " p\n"),
+        ("crw-------", " c\n"),
+        ("brw-r--r--", " b\n"),
+        ("srw-r--r--", " s\n"),
+    ] {
+        assert!(
+            ls.lines()
+                .any(|l| l.starts_with(mode) && format!("{l}\n").ends_with(name)),
+            "{ls}"
+        );
+    }
+    assert_eq!(field(&io(&img, &["stat /c"]), "rdev"), "1:3");
+    assert_eq!(field(&io(&img, &["stat /b"]), "rdev"), "8:1");
+    for (cmd, says) in [
+        ("mknod /p p", "/p: file exists (EEXIST)"),
+        ("mknod /x q", "is none of p, s, c, u, b"),
+        ("mknod /x c 1", "a device needs MAJOR and MINOR"),
+        ("mknod /x p 1 2", "takes no device numbers"),
+        ("mknod /x c 5000 1", "does not fit"),
+        ("mknod -m 9 /x p", "not octal"),
+        ("mknod /nope/x p", "(ENOENT)"),
+    ] {
+        let e = fails(&["io", &img, "-c", cmd]);
+        assert!(e.contains(says), "{cmd}: {e}");
+    }
+    let e = fails(&["io", &img, "-r", "-c", "mknod /y p"]);
+    assert!(e.contains("(EROFS)"), "{e}");
+    // Out: the FIFO and socket always, the devices with the privilege.
+    let out = d.path("out");
+    let o = run(&["export", &img, &out.display().to_string()]);
+    let t = text(&o);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(out.join("p"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert!(
+        std::fs::symlink_metadata(out.join("s"))
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    match std::fs::symlink_metadata(out.join("c")) {
+        Ok(m) => {
+            assert!(o.status.success(), "{t}");
+            assert!(m.file_type().is_char_device());
+            assert_eq!(m.mode() & 0o7777, 0o600);
+            assert_eq!(m.rdev(), std::fs::metadata("/dev/null").unwrap().rdev());
+            let b = std::fs::symlink_metadata(out.join("b")).unwrap();
+            assert!(b.file_type().is_block_device());
+            assert!(t.contains(", 4 special files"), "{t}");
+        }
+        Err(_) => {
+            assert!(
+                t.contains("/c: character special file not exported (making one needs privilege)"),
+                "{t}"
+            );
+            assert!(t.contains("; 2 skipped"), "{t}");
+        }
+    }
+    // A single special file exported on its own; a host path whose parent is
+    // missing is ENOENT naming it.
+    ok(&["export", &img, "/p", &d.s("one-fifo")]);
+    assert!(
+        std::fs::symlink_metadata(d.path("one-fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let e = fails(&["export", &img, "/p", &d.s("no/such/dir")]);
+    assert!(e.contains("no/such/dir") && e.contains("(ENOENT)"), "{e}");
 }

@@ -120,7 +120,7 @@ pub enum FormatError {
         found: u32,
     },
     /// The block is of another kind than the structure expects.
-    #[error("block {block}: expected a {expected:?} block, found kind {found}")]
+    #[error("block {block}: of kind {found}, where the structure expects kind {} ({})", *expected as u8, expected.name())]
     WrongKind {
         block: u64,
         expected: BlockKind,

@@ -1473,10 +1473,5 @@ fn check_quarantine(
 
 /// A reverse-map owner in words, for fsck's problems.
 fn owner_text(o: Owner) -> String {
-    match o {
-        Owner::Data { ino, fblock } => format!("the data of inode {ino} from file block {fblock}"),
-        Owner::ExtentTree { ino } => format!("the extent tree of inode {ino}"),
-        Owner::DirTree { ino } => format!("the directory tree of inode {ino}"),
-        Owner::Meta(k) => format!("the {}", k.name()),
-    }
+    o.to_string()
 }

@@ -814,7 +814,7 @@ impl FsInner {
                     )?;
                     shutdown.get_or_insert_with(|| {
                         format!(
-                            "metadata block {s} ({owner:?}) is bad and has no good replica; run fsck"
+                            "metadata block {s} ({owner}) is bad and has no good replica; run fsck"
                         )
                     });
                     events.push(FailureEvent {
@@ -1179,7 +1179,7 @@ impl Fs {
                 .find(|m| !matches!(m.owner, Owner::Data { .. }))
             {
                 return Err(FsError::NotPermitted(format!(
-                    "block {} holds metadata ({:?}); repair it (scrub) or run fsck before clearing",
+                    "block {} holds metadata ({}); repair it (scrub) or run fsck before clearing",
                     m.phys, m.owner
                 )));
             }

@@ -625,6 +625,23 @@ pub enum OwnerKind {
     Quarantined,
 }
 
+/// In words: `the data of /a/b (inode 5)`, `the inode table`.
+impl std::fmt::Display for OwnerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OwnerKind::File { ino, paths, fork } if paths.is_empty() => {
+                write!(f, "the {fork} of inode {ino}")
+            }
+            OwnerKind::File { ino, paths, fork } => {
+                write!(f, "the {fork} of {} (inode {ino})", paths.join(", "))
+            }
+            OwnerKind::Metadata(k) => write!(f, "the {k}"),
+            OwnerKind::Free => write!(f, "free space"),
+            OwnerKind::Quarantined => write!(f, "quarantined bad blocks"),
+        }
+    }
+}
+
 /// One owner of a physical range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnerRecord {

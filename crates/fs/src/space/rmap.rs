@@ -31,8 +31,15 @@ pub type Key = (u64, u64, u64);
 
 /// The summary kept beside every child pointer of the reverse map's internal
 /// nodes: the largest end (first block + length) of the records below.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MaxEnd(pub u64);
+
+/// In words, as fsck's problems quote a summary: `largest end 12`.
+impl std::fmt::Debug for MaxEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "largest end {}", self.0)
+    }
+}
 
 impl Record for MaxEnd {
     const SIZE: usize = 8;
@@ -70,6 +77,21 @@ pub enum Owner {
     DirTree { ino: u64 },
     /// A file-system-wide metadata structure.
     Meta(BlockKind),
+}
+
+/// An owner in words, for messages: `the data of inode 5 from file block
+/// 0`, `the inode tree`.
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Owner::Data { ino, fblock } => {
+                write!(f, "the data of inode {ino} from file block {fblock}")
+            }
+            Owner::ExtentTree { ino } => write!(f, "the extent tree of inode {ino}"),
+            Owner::DirTree { ino } => write!(f, "the directory tree of inode {ino}"),
+            Owner::Meta(k) => write!(f, "the {}", k.name()),
+        }
+    }
 }
 
 impl Owner {
@@ -518,7 +540,7 @@ fn remove_hinted(
 ) -> Result<()> {
     let Some(end) = phys.checked_add(len).filter(|_| len > 0) else {
         return Err(FsError::Corrupt(format!(
-            "reverse map: removing [{phys}, +{len}) of {owner:?}"
+            "reverse map: removing [{phys}, +{len}) of {owner}"
         )));
     };
     // The records of `owner` over the range: those that map block `phys`
@@ -574,7 +596,7 @@ fn remove_hinted(
             };
             if rs.get(&right.key())?.is_some() {
                 return Err(FsError::Corrupt(format!(
-                    "reverse map: records of {:?} overlap at block {end}",
+                    "reverse map: records of {} overlap at block {end}",
                     r.owner
                 )));
             }
@@ -583,7 +605,7 @@ fn remove_hinted(
     }
     if removed != len {
         return Err(FsError::Corrupt(format!(
-            "reverse map: {owner:?} maps {removed} of blocks [{phys}, +{len}) it is said to own"
+            "reverse map: {owner} maps {removed} of blocks [{phys}, +{len}) it is said to own"
         )));
     }
     Ok(())
@@ -595,7 +617,7 @@ fn remove_hinted(
 pub fn add_fresh(rs: &mut dyn Records, m: Mapping) -> Result<()> {
     if rs.get(&m.key())?.is_some() {
         return Err(FsError::Corrupt(format!(
-            "reverse map: block {} was free but has a record of {:?}",
+            "reverse map: block {} was free but has a record of {}",
             m.phys, m.owner
         )));
     }
@@ -634,7 +656,7 @@ pub fn remove_exact(rs: &mut dyn Records, phys: u64, owner: Owner, is_replica: b
     match rs.get(&key)? {
         Some(v) if v.len.get() == 1 => rs.del(&key),
         _ => Err(FsError::Corrupt(format!(
-            "reverse map: no one-block record of {owner:?} at block {phys}"
+            "reverse map: no one-block record of {owner} at block {phys}"
         ))),
     }
 }
