@@ -705,6 +705,52 @@ mod races {
     }
 
     #[test]
+    fn rename_rename_one_name() {
+        let (dev, fs, d) = setup();
+        for _ in 0..20 {
+            // One source, four targets: one rename wins, the rest find no
+            // source.
+            let f = mkfile(&fs, d, "src");
+            let r = run(&fs, move |fs, t| {
+                fs.rename_at(d, "src", d, format!("dst{t}"), RenameFlags::default())
+                    .map_err(|e| e.errno_name())
+            });
+            assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 1, "{r:?}");
+            assert!(r.iter().all(|x| x.is_ok() || *x == Err("ENOENT")), "{r:?}");
+            let names: Vec<(String, u64)> = fs
+                .readdir_ino(d, 0, usize::MAX)
+                .unwrap()
+                .into_iter()
+                .skip(2)
+                .map(|e| (e.name_lossy(), e.ino))
+                .collect();
+            let won = r.iter().position(|x| x.is_ok()).unwrap();
+            assert_eq!(names, [(format!("dst{won}"), f)]);
+            fs.unlink_at(d, format!("dst{won}")).unwrap();
+            // Four sources onto one target with NOREPLACE: one wins, the
+            // rest see EEXIST and keep their names.
+            let inos: Vec<u64> = (0..THREADS)
+                .map(|t| mkfile(&fs, d, &format!("s{t}")))
+                .collect();
+            let r = run(&fs, move |fs, t| {
+                fs.rename_at(d, format!("s{t}"), d, "target", RenameFlags::NOREPLACE)
+                    .map_err(|e| e.errno_name())
+            });
+            assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 1, "{r:?}");
+            assert!(r.iter().all(|x| x.is_ok() || *x == Err("EEXIST")), "{r:?}");
+            let won = r.iter().position(|x| x.is_ok()).unwrap();
+            assert_eq!(fs.lookup(d, "target").unwrap().ino, inos[won]);
+            for t in (0..THREADS).filter(|&t| t != won) {
+                assert_eq!(fs.lookup(d, format!("s{t}")).unwrap().ino, inos[t]);
+                fs.unlink_at(d, format!("s{t}")).unwrap();
+            }
+            fs.unlink_at(d, "target").unwrap();
+            assert_eq!(fs.readdir_ino(d, 0, 10).unwrap().len(), 2);
+        }
+        finish(dev, fs);
+    }
+
+    #[test]
     fn rename_rmdir() {
         let (dev, fs, d) = setup();
         for round in 0..20 {

@@ -30,7 +30,7 @@ static RAN: [AtomicUsize; 19] = [const { AtomicUsize::new(0) }; 19];
 static SAME: AtomicUsize = AtomicUsize::new(0);
 
 const THREADS: usize = 4;
-const OPS: usize = 120;
+const OPS: usize = 300;
 const BS: u64 = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -761,7 +761,7 @@ fn run(seed: u64) {
 fn four_threads_against_the_model() {
     let seeds: Vec<u64> = match std::env::var("DAXFS_THREADS_SEED") {
         Ok(s) => vec![s.parse().expect("DAXFS_THREADS_SEED: a number")],
-        Err(_) => vec![1, 2, 3],
+        Err(_) => vec![1, 2, 3, 4],
     };
     for seed in seeds {
         run(seed);
