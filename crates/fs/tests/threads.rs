@@ -473,7 +473,7 @@ fn data_sharing(
             let mut len = rng.random_range(1..4) * BS;
             if so + len >= ssize {
                 len = ssize - so;
-                if len % BS != 0 && doff + len < tsize {
+                if !len.is_multiple_of(BS) && doff + len < tsize {
                     return false;
                 }
             }
@@ -746,7 +746,7 @@ fn run(seed: u64) {
         })
         .collect();
     let mut parts: Vec<Part> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-    let fs = Arc::try_unwrap(fs).ok().expect("threads are done");
+    let fs = Arc::try_unwrap(fs).unwrap_or_else(|_| panic!("threads are done"));
     parts.push(Arc::try_unwrap(shared).unwrap().into_inner().unwrap());
     compare_all(&fs, &parts, &format!("seed {seed}"));
     drop(fs);
