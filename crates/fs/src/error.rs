@@ -58,6 +58,13 @@ pub enum FsError {
     /// An extended-attribute value or list over its limit.
     #[error("argument list too long: {0}")]
     ArgListTooBig(String),
+    /// A file has as many hard links as it may have.
+    #[error("too many links: {0}")]
+    TooManyLinks(String),
+    /// A file handle (inode number and generation) names an inode that no
+    /// longer exists, or whose number now belongs to another inode.
+    #[error("stale file handle: {0}")]
+    Stale(String),
     #[error(transparent)]
     Device(#[from] DeviceError),
 }
@@ -85,6 +92,8 @@ impl FsError {
             FsError::NoData(_) => libc::ENODATA,
             FsError::Range(_) => libc::ERANGE,
             FsError::ArgListTooBig(_) => libc::E2BIG,
+            FsError::TooManyLinks(_) => libc::EMLINK,
+            FsError::Stale(_) => libc::ESTALE,
             FsError::Io(_) | FsError::Shutdown(_) | FsError::Corrupt(_) => libc::EIO,
             FsError::Device(DeviceError::OutOfRange { .. }) => libc::EIO,
             FsError::Device(DeviceError::Media { .. }) => libc::EIO,
@@ -128,6 +137,8 @@ pub fn errno_name(e: i32) -> &'static str {
         libc::ENODATA => "ENODATA",
         libc::ERANGE => "ERANGE",
         libc::E2BIG => "E2BIG",
+        libc::EMLINK => "EMLINK",
+        libc::ESTALE => "ESTALE",
         _ => "E?",
     }
 }

@@ -752,18 +752,30 @@ impl File {
     /// Sets the file's size: shrinking frees the blocks past the new end,
     /// growing leaves a hole that reads as zeros.
     pub fn set_len(&self, len: u64) -> Result<()> {
+        self.set_len_and(len, |_| {})
+    }
+
+    /// [`File::set_len`], with `then` applied to the inode record in the
+    /// same transaction, after the size and the times (`setattr` with a
+    /// size and other attributes: all of them or none after a crash).
+    pub(crate) fn set_len_and(&self, len: u64, then: impl FnOnce(&mut InodeRecord)) -> Result<()> {
         self.check_write()?;
         check_range(len, 0)?;
         let mut d = self.data_write();
         let map = self.loaded(&mut d)?;
-        let res = self.set_len_locked(map, len);
+        let res = self.set_len_locked(map, len, then);
         if res.is_err() {
             d.extents = None;
         }
         res
     }
 
-    fn set_len_locked(&self, map: &mut ExtentMap, len: u64) -> Result<()> {
+    fn set_len_locked(
+        &self,
+        map: &mut ExtentMap,
+        len: u64,
+        then: impl FnOnce(&mut InodeRecord),
+    ) -> Result<()> {
         let fs = &*self.fs;
         let mut meta = lock(&fs.meta);
         let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
@@ -788,7 +800,7 @@ impl File {
             self.zero_past_eof(&mut tx, map, size, len)?;
             self.dev().fence();
         }
-        self.commit_rec(tx, map, |r| r.size = len.into())?;
+        self.commit_rec_then(tx, map, |r| r.size = len.into(), then)?;
         self.node.forget_losses();
         Ok(())
     }
@@ -796,9 +808,20 @@ impl File {
     /// Applies the map's edits and `f` to the inode record, and commits.
     pub(crate) fn commit_rec(
         &self,
+        tx: Tx<'_>,
+        map: &mut ExtentMap,
+        f: impl FnOnce(&mut InodeRecord),
+    ) -> Result<()> {
+        self.commit_rec_then(tx, map, f, |_| {})
+    }
+
+    /// [`File::commit_rec`], with `then` applied after the new times.
+    fn commit_rec_then(
+        &self,
         mut tx: Tx<'_>,
         map: &mut ExtentMap,
         f: impl FnOnce(&mut InodeRecord),
+        then: impl FnOnce(&mut InodeRecord),
     ) -> Result<()> {
         let mut recs = Recs::lock(&[&self.node]);
         let r = recs.get(self.node.ino)?;
@@ -809,6 +832,7 @@ impl File {
         let t = inode::now();
         r.mtime = t;
         r.ctime = t;
+        then(r);
         let size = r.size.get();
         let views = crate::views::before_commit(&self.node, &mut tx, map, view_span, size); // views
         recs.stage(&mut tx)?;

@@ -13,12 +13,17 @@ use crate::fs::{Fs, FsInner, lock, put_record};
 use crate::inode::{self, FileKind, Inode, orphan_tree};
 use crate::namespace::{Recs, SYMLINK_MAX, Stat, add_link};
 use crate::tx::Tx;
-use daxfs_format::records::{NAME_MAX, Timestamp};
+use daxfs_format::records::{InodeRecord, NAME_MAX, Timestamp};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// An inode number.
 pub type Ino = u64;
+
+/// The most hard links a file (other than a directory) may have: a link
+/// past it is EMLINK, as in ext4 (whose limit this is). Directories count
+/// their subdirectories in their link count with no such limit.
+pub const LINK_MAX: u32 = 65_000;
 
 /// `rename` flags (as `renameat2`'s).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -349,6 +354,12 @@ impl FsInner {
             return Err(FsError::Exists(show(name)));
         }
         let tmp = child.tmpfile.load(Ordering::SeqCst);
+        if child.rec().rec.nlink.get() >= LINK_MAX {
+            return Err(FsError::TooManyLinks(format!(
+                "inode {} has {LINK_MAX} links, the most a file may have",
+                child.ino
+            )));
+        }
         if child.rec().rec.nlink.get() == 0 && !tmp {
             return Err(FsError::NotFound(format!(
                 "inode {}: unlinked, it cannot get a name again",
@@ -543,49 +554,60 @@ impl FsInner {
 
     /// `setattr(node, attrs)` without the size, committing.
     pub(crate) fn setattr_in(&self, mut tx: Tx<'_>, node: &Arc<Inode>, a: &SetAttr) -> Result<()> {
-        for t in [a.atime, a.mtime, a.ctime].into_iter().flatten() {
-            if let SetTime::At(_, n) = t
-                && n >= 1_000_000_000
-            {
-                return Err(FsError::Invalid(format!("nanoseconds {n} out of range")));
-            }
-        }
+        check_times(a)?;
         let mut recs = Recs::lock(&[node]);
         let r = recs.get(node.ino)?;
-        let now = inode::now();
-        if let Some(m) = a.mode {
-            r.mode = ((r.mode.get() & !0o7777) | (m & 0o7777)).into();
-        }
-        if a.uid.is_some() || a.gid.is_some() {
-            if let Some(u) = a.uid {
-                r.uid = u.into();
-            }
-            if let Some(g) = a.gid {
-                r.gid = g.into();
-            }
-            // A change of owner drops set-user-ID, and set-group-ID of a
-            // group-executable file, as Linux does (directories keep both).
-            if node.kind != FileKind::Dir && a.mode.is_none() {
-                let m = r.mode.get();
-                let mut drop = 0o4000;
-                if m & 0o010 != 0 {
-                    drop |= 0o2000;
-                }
-                r.mode = (m & !drop).into();
-            }
-        }
-        if let Some(t) = a.atime {
-            r.atime = set_time(t, now);
-        }
-        if let Some(t) = a.mtime {
-            r.mtime = set_time(t, now);
-        }
-        r.ctime = a.ctime.map_or(now, |t| set_time(t, now));
+        apply_attrs(r, node.kind, a);
         recs.stage(&mut tx)?;
         tx.commit()?;
         recs.install();
         Ok(())
     }
+}
+
+/// EINVAL for a time in `a` whose nanoseconds are out of range.
+fn check_times(a: &SetAttr) -> Result<()> {
+    for t in [a.atime, a.mtime, a.ctime].into_iter().flatten() {
+        if let SetTime::At(_, n) = t
+            && n >= 1_000_000_000
+        {
+            return Err(FsError::Invalid(format!("nanoseconds {n} out of range")));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the attributes of `a` but the size to record `r` of a `kind`.
+fn apply_attrs(r: &mut InodeRecord, kind: FileKind, a: &SetAttr) {
+    let now = inode::now();
+    if let Some(m) = a.mode {
+        r.mode = ((r.mode.get() & !0o7777) | (m & 0o7777)).into();
+    }
+    if a.uid.is_some() || a.gid.is_some() {
+        if let Some(u) = a.uid {
+            r.uid = u.into();
+        }
+        if let Some(g) = a.gid {
+            r.gid = g.into();
+        }
+        // A change of owner drops set-user-ID, and set-group-ID of a
+        // group-executable file, as Linux does (directories keep both).
+        if kind != FileKind::Dir && a.mode.is_none() {
+            let m = r.mode.get();
+            let mut drop = 0o4000;
+            if m & 0o010 != 0 {
+                drop |= 0o2000;
+            }
+            r.mode = (m & !drop).into();
+        }
+    }
+    if let Some(t) = a.atime {
+        r.atime = set_time(t, now);
+    }
+    if let Some(t) = a.mtime {
+        r.mtime = set_time(t, now);
+    }
+    r.ctime = a.ctime.map_or(now, |t| set_time(t, now));
 }
 
 impl Fs {
@@ -638,10 +660,24 @@ impl Fs {
         self.inner.getattr_ino(ino)
     }
 
+    /// The attributes of the inode a file handle names: inode `ino` made
+    /// with generation `generation` ([`Stat::generation`]). ESTALE when no
+    /// inode has that number any more, or the number now belongs to another
+    /// inode (another generation), as a handle an NFS server or a FUSE
+    /// daemon gave out before the file was removed.
+    pub fn getattr_gen(&self, ino: Ino, generation: u64) -> Result<Stat> {
+        let st = self.inner.getattr_ino(ino).map_err(|e| stale(e, ino))?;
+        if st.generation != generation {
+            return Err(stale_gen(ino, generation, st.generation));
+        }
+        Ok(st)
+    }
+
     /// Changes attributes of inode `ino` as `chmod`, `chown`, `truncate` and
     /// `utimensat` do; returns the new attributes. A size change of anything
     /// but a regular file is EISDIR (directory) or EINVAL.
     pub fn setattr(&self, ino: Ino, a: &SetAttr) -> Result<Stat> {
+        check_times(a)?;
         if let Some(size) = a.size {
             let f = self
                 .open_ino(ino, &OpenOptions::write_only())
@@ -651,12 +687,15 @@ impl Fs {
                     }
                     other => other,
                 })?;
-            f.set_len(size)?;
+            // The size and the other attributes are one transaction.
+            let kind = f.inode().kind;
+            f.set_len_and(size, |r| apply_attrs(r, kind, a))?;
+        } else {
+            self.with_tx(|inner, mut tx| {
+                let n = inner.live(&mut tx, ino)?;
+                inner.setattr_in(tx, &n, a)
+            })?;
         }
-        self.with_tx(|inner, mut tx| {
-            let n = inner.live(&mut tx, ino)?;
-            inner.setattr_in(tx, &n, a)
-        })?;
         self.getattr(ino)
     }
 
@@ -687,11 +726,30 @@ impl Fs {
 
     /// Opens inode `ino` (a regular file, or a directory read-only).
     pub fn open_ino(&self, ino: Ino, opts: &OpenOptions) -> Result<File> {
+        self.open_ino_as(ino, None, opts)
+    }
+
+    /// Opens the inode a file handle names, as [`Fs::open_ino`]: inode
+    /// `ino` of generation `generation`, ESTALE when it is gone or its
+    /// number belongs to another inode (see [`Fs::getattr_gen`]). The check
+    /// and the open are one hold of the metadata lock.
+    pub fn open_ino_gen(&self, ino: Ino, generation: u64, opts: &OpenOptions) -> Result<File> {
+        self.open_ino_as(ino, Some(generation), opts)
+    }
+
+    fn open_ino_as(&self, ino: Ino, generation: Option<u64>, opts: &OpenOptions) -> Result<File> {
         if !opts.read && !opts.write {
             return Err(FsError::Invalid("open needs read or write access".into()));
         }
         let node = self.with_tx(|inner, mut tx| {
-            let n = inner.live(&mut tx, ino)?;
+            let n = match (inner.live(&mut tx, ino), generation) {
+                (Ok(n), Some(g)) if n.rec().rec.generation.get() != g => {
+                    return Err(stale_gen(ino, g, n.rec().rec.generation.get()));
+                }
+                (Ok(n), _) => n,
+                (Err(e), Some(_)) => return Err(stale(e, ino)),
+                (Err(e), None) => return Err(e),
+            };
             match n.kind {
                 FileKind::Dir if opts.write => Err(FsError::IsDir(format!("inode {ino}"))),
                 FileKind::Symlink => Err(FsError::Loop(format!("inode {ino}: symbolic link"))),
@@ -927,6 +985,20 @@ impl Fs {
             Ok(out)
         })
     }
+}
+
+/// ENOENT of inode `ino` as a stale file handle.
+fn stale(e: FsError, ino: Ino) -> FsError {
+    match e {
+        FsError::NotFound(_) => FsError::Stale(format!("inode {ino} no longer exists")),
+        other => other,
+    }
+}
+
+fn stale_gen(ino: Ino, want: u64, have: u64) -> FsError {
+    FsError::Stale(format!(
+        "inode {ino} of generation {want} no longer exists (the number is now generation {have}'s)"
+    ))
 }
 
 /// Opening a FIFO, socket or device is the kernel's job, not daxfs's.

@@ -1107,3 +1107,57 @@ fn crash_allocating_write_outside_the_lock() {
     ];
     run_workload("allocating write", &setup, &ops, 2);
 }
+
+/// `setattr` with a size and a mode: after a crash at any persist point the
+/// file has both the old size and mode or both the new ones, never one
+/// half (a shrink, then a growth).
+#[test]
+fn crash_setattr_size_with_mode() {
+    let dev = Arc::new(CrashDevice::new(4 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        apply(&fs, &Op::Create("/f"));
+        apply(&fs, &Op::Write("/f", 0, 20_000, 3));
+    }
+    dev.reset_recording();
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let ino = fs.stat("/f").unwrap().ino;
+    let seen = |fs: &Fs| {
+        let st = fs.stat("/f").unwrap();
+        (st.size, st.perm)
+    };
+    let mut states = vec![seen(&fs)];
+    let mut ends = vec![dev.fences()];
+    for (size, mode) in [(5_000, 0o600), (30_000, 0o640)] {
+        let a = daxfs::SetAttr {
+            size: Some(size),
+            mode: Some(mode),
+            ..Default::default()
+        };
+        fs.setattr(ino, &a).unwrap();
+        states.push(seen(&fs));
+        ends.push(dev.fences());
+    }
+    assert_eq!(states[1..], [(5_000, 0o600), (30_000, 0o640)]);
+    drop(fs);
+    let mut replay = dev.replay();
+    for k in 0..dev.fences() {
+        replay.seek_after_fence(k);
+        let j = ends.iter().rposition(|&e| e <= k + 1).unwrap_or(0);
+        for sub in [Subset::None, Subset::All, Subset::Random(k as u64 * 13)] {
+            let img = Arc::new(MemDevice::from_image(replay.image(sub)));
+            let fs = Fs::mount(img.clone(), &MountOptions::default()).unwrap();
+            let got = seen(&fs);
+            drop(fs);
+            assert!(
+                got == states[j] || states.get(j + 1) == Some(&got),
+                "crash at fence {k} ({sub:?}): {got:?}, neither {:?} nor {:?}",
+                states[j],
+                states.get(j + 1)
+            );
+            let rep = daxfs::fsck::fsck(&*img, &mut |_, _, _| {}).unwrap();
+            assert!(rep.is_clean(), "fence {k}: {:#?}", rep.problems);
+        }
+    }
+}

@@ -705,6 +705,52 @@ mod races {
     }
 
     #[test]
+    fn rename_rename_one_name() {
+        let (dev, fs, d) = setup();
+        for _ in 0..20 {
+            // One source, four targets: one rename wins, the rest find no
+            // source.
+            let f = mkfile(&fs, d, "src");
+            let r = run(&fs, move |fs, t| {
+                fs.rename_at(d, "src", d, format!("dst{t}"), RenameFlags::default())
+                    .map_err(|e| e.errno_name())
+            });
+            assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 1, "{r:?}");
+            assert!(r.iter().all(|x| x.is_ok() || *x == Err("ENOENT")), "{r:?}");
+            let names: Vec<(String, u64)> = fs
+                .readdir_ino(d, 0, usize::MAX)
+                .unwrap()
+                .into_iter()
+                .skip(2)
+                .map(|e| (e.name_lossy(), e.ino))
+                .collect();
+            let won = r.iter().position(|x| x.is_ok()).unwrap();
+            assert_eq!(names, [(format!("dst{won}"), f)]);
+            fs.unlink_at(d, format!("dst{won}")).unwrap();
+            // Four sources onto one target with NOREPLACE: one wins, the
+            // rest see EEXIST and keep their names.
+            let inos: Vec<u64> = (0..THREADS)
+                .map(|t| mkfile(&fs, d, &format!("s{t}")))
+                .collect();
+            let r = run(&fs, move |fs, t| {
+                fs.rename_at(d, format!("s{t}"), d, "target", RenameFlags::NOREPLACE)
+                    .map_err(|e| e.errno_name())
+            });
+            assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 1, "{r:?}");
+            assert!(r.iter().all(|x| x.is_ok() || *x == Err("EEXIST")), "{r:?}");
+            let won = r.iter().position(|x| x.is_ok()).unwrap();
+            assert_eq!(fs.lookup(d, "target").unwrap().ino, inos[won]);
+            for t in (0..THREADS).filter(|&t| t != won) {
+                assert_eq!(fs.lookup(d, format!("s{t}")).unwrap().ino, inos[t]);
+                fs.unlink_at(d, format!("s{t}")).unwrap();
+            }
+            fs.unlink_at(d, "target").unwrap();
+            assert_eq!(fs.readdir_ino(d, 0, 10).unwrap().len(), 2);
+        }
+        finish(dev, fs);
+    }
+
+    #[test]
     fn rename_rmdir() {
         let (dev, fs, d) = setup();
         for round in 0..20 {
@@ -926,4 +972,217 @@ fn creator_owns_what_it_makes_and_setgid_dirs_give_their_group() {
     let fs = remount(&dev, fs);
     assert_eq!(fs.getattr(sd.ino).unwrap().gid, 50);
     assert_eq!(fs.getattr(f).unwrap().uid, 1000);
+}
+
+#[test]
+fn link_past_the_limit_is_emlink() {
+    // 65,000 names take about 40 MiB of directory blocks.
+    let (dev, fs) = new_fs(96);
+    let root = fs.root_ino();
+    let f = mkfile(&fs, root, "f");
+    let max = daxfs::LINK_MAX;
+    let dirs: Vec<u64> = (0..8)
+        .map(|i| fs.mkdir_at(root, format!("d{i}"), 0o755).unwrap().ino)
+        .collect();
+    for i in 1..max {
+        let d = dirs[i as usize % dirs.len()];
+        fs.link_at(f, d, format!("{i}")).unwrap();
+    }
+    assert_eq!(fs.getattr(f).unwrap().nlink, max);
+    assert_eq!(errno(fs.link_at(f, root, "one-more")), "EMLINK");
+    assert_eq!(errno(fs.link("/f", "/one-more")), "EMLINK");
+    assert_eq!(errno(fs.lookup(root, "one-more")), "ENOENT");
+    // One name fewer, and a link fits again.
+    fs.unlink_at(dirs[1], "1").unwrap();
+    fs.link_at(f, root, "again").unwrap();
+    assert_eq!(fs.getattr(f).unwrap().nlink, max);
+    drop(fs);
+    assert_fsck(&*dev);
+}
+
+/// Sets `next_ino` in both superblocks of the image of `dev` past its
+/// limit, as a corrupt superblock may hold it: the next mount puts it right
+/// from the largest inode number in use, so numbers freed above that one
+/// are given again.
+fn forge_next_ino(dev: &daxfs_device::MemDevice) -> std::sync::Arc<daxfs_device::MemDevice> {
+    use zerocopy::{FromBytes, IntoBytes};
+    let mut img = dev.image();
+    let last = img.len() / 4096 - 1;
+    for b in [0, last] {
+        let blk: &mut [u8; 4096] = (&mut img[b * 4096..(b + 1) * 4096]).try_into().unwrap();
+        let mut sb = daxfs_format::Superblock::read_from_bytes(&blk[..]).unwrap();
+        sb.next_ino = u64::MAX.into();
+        blk.copy_from_slice(sb.as_bytes());
+        daxfs_format::fuzz::reseal(blk);
+    }
+    std::sync::Arc::new(daxfs_device::MemDevice::from_image(img))
+}
+
+#[test]
+fn stale_handles_are_estale() {
+    let (dev, fs) = new_fs(8);
+    let root = fs.root_ino();
+    let a = mkfile(&fs, root, "a");
+    let ga = fs.getattr(a).unwrap().generation;
+    assert_eq!(fs.getattr_gen(a, ga).unwrap().ino, a);
+    assert_eq!(
+        fs.open_ino_gen(a, ga, &OpenOptions::read_only())
+            .unwrap()
+            .ino(),
+        a
+    );
+    assert_eq!(errno(fs.getattr_gen(a, ga + 1)), "ESTALE");
+    assert_eq!(
+        errno(fs.open_ino_gen(a, ga + 1, &OpenOptions::read_only())),
+        "ESTALE"
+    );
+    assert_eq!(errno(fs.getattr_gen(999_999, ga)), "ESTALE");
+    // Other errors stay what they are.
+    assert_eq!(
+        errno(fs.open_ino_gen(
+            root,
+            fs.getattr(root).unwrap().generation,
+            &OpenOptions::write_only()
+        )),
+        "EISDIR"
+    );
+    // Open while it is removed: the handle still names a live inode.
+    let h = fs.open_ino(a, &OpenOptions::read_write()).unwrap();
+    fs.unlink_at(root, "a").unwrap();
+    assert_eq!(fs.getattr_gen(a, ga).unwrap().nlink, 0);
+    drop(h);
+    assert_eq!(errno(fs.getattr_gen(a, ga)), "ESTALE");
+    assert_eq!(
+        errno(fs.open_ino_gen(a, ga, &OpenOptions::read_only())),
+        "ESTALE"
+    );
+    assert_eq!(
+        errno(fs.getattr(a)),
+        "ENOENT",
+        "the plain call is unchanged"
+    );
+    // The number is given again (next_ino put right at mount from the
+    // largest number in use): the new inode has a new generation, and the
+    // old handle stays stale, also across a remount.
+    drop(fs);
+    let dev2 = forge_next_ino(&dev);
+    let fs = Fs::mount(dev2.clone(), &daxfs::MountOptions::default()).unwrap();
+    let b = mkfile(&fs, root, "b");
+    assert_eq!(b, a, "the freed number is reused");
+    let gb = fs.getattr(b).unwrap().generation;
+    assert_ne!(gb, ga);
+    assert_eq!(errno(fs.getattr_gen(a, ga)), "ESTALE");
+    assert_eq!(
+        errno(fs.open_ino_gen(a, ga, &OpenOptions::read_only())),
+        "ESTALE"
+    );
+    assert_eq!(fs.getattr_gen(b, gb).unwrap().ino, b);
+    let fs = remount(&dev2, fs);
+    assert_eq!(fs.getattr_gen(b, gb).unwrap().generation, gb);
+    assert_eq!(errno(fs.getattr_gen(a, ga)), "ESTALE");
+    drop(fs);
+    assert_fsck(&*dev2);
+}
+
+#[test]
+fn setattr_with_a_size_and_a_mode_is_one_change() {
+    let (_dev, fs) = new_fs(8);
+    let root = fs.root_ino();
+    let f = mkfile(&fs, root, "f");
+    let a = SetAttr {
+        size: Some(10_000),
+        mode: Some(0o600),
+        mtime: Some(SetTime::At(1_000, 5)),
+        ..Default::default()
+    };
+    let st = fs.setattr(f, &a).unwrap();
+    // The given mtime wins over the truncate's own.
+    assert_eq!((st.size, st.perm, st.mtime), (10_000, 0o600, (1_000, 5)));
+    // A bad time fails before the size changes.
+    let bad = SetAttr {
+        size: Some(1),
+        atime: Some(SetTime::At(0, 1_000_000_000)),
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.setattr(f, &bad)), "EINVAL");
+    assert_eq!(fs.getattr(f).unwrap().size, 10_000);
+}
+
+/// Path calls' errnos, the cases of pjdfstest's rename, link, mknod,
+/// unlink and rmdir tests written for daxfs: a component that is not a
+/// directory, too long, missing or a symlink loop; existing names of every
+/// type; moves into themselves; no EXDEV inside one file system.
+#[test]
+fn path_errnos_of_rename_link_mknod_unlink_rmdir() {
+    let (dev, fs) = new_fs(8);
+    fs.mkdir("/d", 0o755).unwrap();
+    fs.mkdir("/d/sub", 0o755).unwrap();
+    fs.mkdir("/e", 0o755).unwrap();
+    drop(fs.create("/d/f").unwrap());
+    fs.symlink("/loop2", "/loop1").unwrap();
+    fs.symlink("/loop1", "/loop2").unwrap();
+    fs.symlink("/nowhere", "/dangling").unwrap();
+    fs.symlink("/d", "/dlink").unwrap();
+    fs.mknod("/fifo", libc::S_IFIFO | 0o644, 0).unwrap();
+    let long = format!("/{}", "x".repeat(256));
+    let long_dir = format!("{long}/x");
+    let fifo = libc::S_IFIFO | 0o644;
+    for (bad, e) in [
+        ("/d/f/x", "ENOTDIR"),
+        ("/nope/x", "ENOENT"),
+        ("/loop1/x", "ELOOP"),
+        (long.as_str(), "ENAMETOOLONG"),
+        (long_dir.as_str(), "ENAMETOOLONG"),
+    ] {
+        // As the source and as the target of each call.
+        assert_eq!(errno(fs.rename(bad, "/y")), e, "rename from {bad}");
+        assert_eq!(errno(fs.rename("/d/f", bad)), e, "rename to {bad}");
+        assert_eq!(errno(fs.link(bad, "/y")), e, "link from {bad}");
+        assert_eq!(errno(fs.link("/d/f", bad)), e, "link to {bad}");
+        assert_eq!(errno(fs.mknod(bad, fifo, 0)), e, "mknod {bad}");
+        assert_eq!(errno(fs.unlink(bad)), e, "unlink {bad}");
+        assert_eq!(errno(fs.rmdir(bad)), e, "rmdir {bad}");
+    }
+    // Existing names of every type, a dangling symlink too.
+    for p in ["/d/f", "/d", "/dangling", "/fifo", "/dlink"] {
+        assert_eq!(errno(fs.mknod(p, fifo, 0)), "EEXIST", "mknod {p}");
+        assert_eq!(errno(fs.link("/d/f", p)), "EEXIST", "link to {p}");
+        assert_eq!(errno(fs.mkdir(p, 0o755)), "EEXIST", "mkdir {p}");
+    }
+    assert_eq!(errno(fs.link("/d", "/d2")), "EPERM");
+    assert_eq!(errno(fs.link("/nope", "/y")), "ENOENT");
+    // rename: kinds that do not match, a non-empty target, into itself.
+    assert_eq!(errno(fs.rename("/d/f", "/e")), "EISDIR");
+    assert_eq!(errno(fs.rename("/e", "/d/f")), "ENOTDIR");
+    assert_eq!(errno(fs.rename("/e", "/d")), "ENOTEMPTY");
+    assert_eq!(errno(fs.rename("/d", "/d/sub/x")), "EINVAL");
+    assert_eq!(errno(fs.rename("/d", "/d/x")), "EINVAL");
+    assert_eq!(errno(fs.rename("/d/sub", "/d/sub/x")), "EINVAL");
+    assert_eq!(errno(fs.rename("/d/f/", "/y")), "ENOTDIR");
+    assert_eq!(errno(fs.rename("/d/f", "/y/")), "ENOTDIR");
+    // unlink and rmdir: the wrong kind, non-empty, `.` and `..`.
+    assert_eq!(errno(fs.unlink("/d")), "EISDIR");
+    assert_eq!(errno(fs.rmdir("/d/f")), "ENOTDIR");
+    assert_eq!(errno(fs.rmdir("/dlink")), "ENOTDIR");
+    assert_eq!(errno(fs.rmdir("/fifo")), "ENOTDIR");
+    assert_eq!(errno(fs.rmdir("/d")), "ENOTEMPTY");
+    assert_eq!(errno(fs.rmdir("/d/sub/.")), "EINVAL");
+    assert_eq!(errno(fs.rmdir("/d/sub/..")), "ENOTEMPTY");
+    // Nothing above changed anything.
+    assert_eq!(fs.stat("/d/f").unwrap().nlink, 1);
+    assert_eq!(fs.readdir("/").unwrap().len(), 7);
+    // What succeeds: moves and links between directories (never EXDEV),
+    // a symlink removed (not its target), a directory onto an empty one.
+    fs.rename("/d/f", "/e/f").unwrap();
+    fs.link("/e/f", "/d/f2").unwrap();
+    assert_eq!(fs.stat("/d/f2").unwrap().nlink, 2);
+    fs.unlink("/dlink").unwrap();
+    assert!(fs.stat("/d").is_ok());
+    fs.mkdir("/empty", 0o755).unwrap();
+    fs.rename("/d/sub", "/empty").unwrap();
+    assert_eq!(errno(fs.stat("/d/sub")), "ENOENT");
+    fs.rename("/loop1", "/d/loop1").unwrap();
+    assert_eq!(fs.readlink("/d/loop1").unwrap(), b"/loop2");
+    drop(fs);
+    assert_fsck(&*dev);
 }

@@ -399,3 +399,59 @@ fn enospc_changes_nothing() {
     drop(fs);
     assert_fsck(&*dev);
 }
+
+/// The generic cases not above: special files (no `user.` attributes), a
+/// path's errors, attributes going with the inode through a rename and a
+/// hard link and a remount, and gone with its last name.
+#[test]
+fn special_files_paths_renames_links_and_remount() {
+    let (dev, fs) = new_fs(8);
+    fs.mkdir("/d", 0o755).unwrap();
+    fs.create("/d/f").unwrap();
+    fs.mknod("/p", libc::S_IFIFO | 0o644, 0).unwrap();
+    fs.mknod("/c", libc::S_IFCHR | 0o644, 0x103).unwrap();
+    fs.symlink("/loop", "/loop").unwrap();
+    for p in ["/p", "/c"] {
+        assert_eq!(
+            errno(fs.setxattr(p, b"user.a", b"v", 0)),
+            libc::EPERM,
+            "{p}"
+        );
+        assert_eq!(errno(fs.getxattr(p, b"user.a")), libc::ENODATA, "{p}");
+        assert_eq!(errno(fs.removexattr(p, b"user.a")), libc::EPERM, "{p}");
+        fs.setxattr(p, b"trusted.t", b"ok", 0).unwrap();
+        assert_eq!(fs.getxattr(p, b"trusted.t").unwrap(), b"ok");
+    }
+    let long = format!("/{}", "x".repeat(256));
+    for (p, e) in [
+        ("/nope", libc::ENOENT),
+        ("/d/f/x", libc::ENOTDIR),
+        ("/loop", libc::ELOOP),
+        (long.as_str(), libc::ENAMETOOLONG),
+    ] {
+        assert_eq!(errno(fs.setxattr(p, b"user.a", b"v", 0)), e, "set {p}");
+        assert_eq!(errno(fs.getxattr(p, b"user.a")), e, "get {p}");
+        assert_eq!(errno(fs.listxattr(p)), e, "list {p}");
+        assert_eq!(errno(fs.removexattr(p, b"user.a")), e, "remove {p}");
+    }
+    fs.setxattr("/d", b"user.dir", b"on a directory", 0)
+        .unwrap();
+    fs.setxattr("/d/f", b"user.a", b"1", 0).unwrap();
+    fs.setxattr("/d/f", b"trusted.b", &[7; 3000], 0).unwrap();
+    let ino = fs.stat("/d/f").unwrap().ino;
+    fs.rename("/d/f", "/g").unwrap();
+    fs.link("/g", "/d/h").unwrap();
+    assert_eq!(fs.getxattr("/d/h", b"user.a").unwrap(), b"1");
+    fs.setxattr("/g", b"user.a", b"2", XATTR_REPLACE).unwrap();
+    assert_eq!(fs.getxattr("/d/h", b"user.a").unwrap(), b"2");
+    fs.unlink("/g").unwrap();
+    let fs = remount(&dev, fs);
+    assert_eq!(names(&fs, "/d/h"), ["trusted.b", "user.a"]);
+    assert_eq!(fs.getxattr("/d/h", b"trusted.b").unwrap(), [7; 3000]);
+    assert_eq!(fs.getxattr("/d", b"user.dir").unwrap(), b"on a directory");
+    fs.unlink("/d/h").unwrap();
+    assert_eq!(errno(fs.getxattr_ino(ino, b"user.a")), libc::ENOENT);
+    assert_eq!(errno(fs.listxattr_ino(ino)), libc::ENOENT);
+    drop(fs);
+    assert_fsck(&*dev);
+}
