@@ -61,10 +61,20 @@ pub fn serve(
     image: &Path,
     on_change: Arc<dyn Fn(ChangeHint) + Send + Sync>,
 ) -> io::Result<ControlServer> {
+    serve_in(control::socket_dirs(), fs, image, on_change)
+}
+
+/// [`serve`], with the socket in the first of `dirs` that can hold it.
+fn serve_in(
+    dirs: Vec<PathBuf>,
+    fs: Arc<Fs>,
+    image: &Path,
+    on_change: Arc<dyn Fn(ChangeHint) + Send + Sync>,
+) -> io::Result<ControlServer> {
     let name = control::socket_name(image)?;
     let mut last = io::Error::other("no directory for the control socket");
     let mut bound = None;
-    for dir in control::socket_dirs() {
+    for dir in dirs {
         if !control::usable_dir(&dir) {
             last = io::Error::other(format!(
                 "{}: not a directory of this user's that only it can write",
@@ -386,5 +396,104 @@ fn wait_signal(sigs: &[nix::sys::signal::Signal]) -> String {
     match set.wait() {
         Ok(s) => s.as_str().to_string(),
         Err(e) => format!("an error waiting for a signal ({e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daxfs::{MkfsOptions, MountOptions, OpenOptions};
+
+    /// Runs `argv` as a client of `server`: (stdout, stderr, exit status).
+    fn client(server: &ControlServer, argv: &[&str]) -> (String, String, i32) {
+        let mut c = UnixStream::connect(server.path()).unwrap();
+        let req = serde_json::json!({"argv": argv, "cwd": "/", "stdin": false});
+        control::write_frame(&mut c, control::REQUEST, req.to_string().as_bytes()).unwrap();
+        let (mut out, mut err) = (vec![], vec![]);
+        loop {
+            match control::read_frame(&mut c).unwrap() {
+                Some((control::STDOUT, d)) => out.extend(d),
+                Some((control::STDERR, d)) => err.extend(d),
+                Some((control::EXIT, d)) => {
+                    let code = i32::from_le_bytes(d.try_into().unwrap());
+                    return (
+                        String::from_utf8(out).unwrap(),
+                        String::from_utf8(err).unwrap(),
+                        code,
+                    );
+                }
+                f => panic!("unexpected frame {f:?}"),
+            }
+        }
+    }
+
+    /// A media report handled for a client tells `on_change` every file
+    /// that owned the lost block, with the lost range; a write tells it
+    /// that anything may have changed; a read-only command tells nothing.
+    #[test]
+    fn media_reports_and_writes_notify_the_owners() {
+        let dir = std::env::temp_dir().join(format!("daxfs-control-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("image");
+        std::fs::write(&image, b"").unwrap();
+        let dev: Arc<dyn daxfs_device::Device> = Arc::new(daxfs_device::MemDevice::new(16 << 20));
+        Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+        let fs = Arc::new(Fs::mount(dev, &MountOptions::default()).unwrap());
+        let a = fs.open("/a", &OpenOptions::create()).unwrap();
+        a.write_at(0, &[7u8; 8192]).unwrap();
+        let b = fs.open("/b", &OpenOptions::create()).unwrap();
+        b.clone_from(&a).unwrap();
+        let (ia, ib) = (a.stat().ino, b.stat().ino);
+        fs.open("/e", &OpenOptions::create())
+            .unwrap()
+            .write_at(0, b"e")
+            .unwrap();
+        let phys = fs
+            .fsmap(0, fs.info().total_blocks)
+            .unwrap()
+            .into_iter()
+            .find(|r| matches!(&r.owner, daxfs::OwnerKind::File { ino, fork, .. } if *ino == ia && *fork == "data"))
+            .unwrap()
+            .physical;
+        let seen = Arc::new(Mutex::new(vec![]));
+        let s2 = seen.clone();
+        let server = serve_in(
+            vec![dir.join("ctl")],
+            fs.clone(),
+            &image,
+            Arc::new(move |h| s2.lock().unwrap().push(h)),
+        )
+        .unwrap();
+        let img = image.to_str().unwrap();
+        let (_, err, code) = client(&server, &["daxfs", "info", img]);
+        assert_eq!(code, 0, "{err}");
+        assert!(seen.lock().unwrap().is_empty(), "info changes nothing");
+        let (out, err, code) = client(
+            &server,
+            &["daxfs", "io", img, "-c", &format!("inject-error {} 4096", phys + 4096)],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("data lost"), "{out}");
+        let got = std::mem::take(&mut *seen.lock().unwrap());
+        for ino in [ia, ib] {
+            let lost = ChangeHint::Data { ino, offset: 4096, length: 4096 };
+            assert!(got.contains(&lost), "{lost:?} not in {got:?}");
+        }
+        // inject-error is a command that changes the file system.
+        assert_eq!(got.last(), Some(&ChangeHint::All));
+        let (_, err, code) = client(&server, &["daxfs", "io", img, "-r", "-c", "stat /a"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(seen.lock().unwrap().is_empty(), "stat changes nothing");
+        let (_, err, code) = client(&server, &["daxfs", "cp", img, "/e", "/d"]);
+        assert_eq!(code, 0, "{err}");
+        let ino_d = fs.stat("/d").unwrap().ino;
+        let got = std::mem::take(&mut *seen.lock().unwrap());
+        assert!(got.contains(&ChangeHint::Inode(ino_d)), "{got:?}");
+        assert!(got.contains(&ChangeHint::Inode(fs.stat("/").unwrap().ino)), "{got:?}");
+        let path = server.path().to_path_buf();
+        server.stop();
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
