@@ -471,13 +471,23 @@ mod tests {
         assert!(seen.lock().unwrap().is_empty(), "info changes nothing");
         let (out, err, code) = client(
             &server,
-            &["daxfs", "io", img, "-c", &format!("inject-error {} 4096", phys + 4096)],
+            &[
+                "daxfs",
+                "io",
+                img,
+                "-c",
+                &format!("inject-error {} 4096", phys + 4096),
+            ],
         );
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("data lost"), "{out}");
         let got = std::mem::take(&mut *seen.lock().unwrap());
         for ino in [ia, ib] {
-            let lost = ChangeHint::Data { ino, offset: 4096, length: 4096 };
+            let lost = ChangeHint::Data {
+                ino,
+                offset: 4096,
+                length: 4096,
+            };
             assert!(got.contains(&lost), "{lost:?} not in {got:?}");
         }
         // inject-error is a command that changes the file system.
@@ -490,7 +500,10 @@ mod tests {
         let ino_d = fs.stat("/d").unwrap().ino;
         let got = std::mem::take(&mut *seen.lock().unwrap());
         assert!(got.contains(&ChangeHint::Inode(ino_d)), "{got:?}");
-        assert!(got.contains(&ChangeHint::Inode(fs.stat("/").unwrap().ino)), "{got:?}");
+        assert!(
+            got.contains(&ChangeHint::Inode(fs.stat("/").unwrap().ino)),
+            "{got:?}"
+        );
         let path = server.path().to_path_buf();
         server.stop();
         assert!(!path.exists());
