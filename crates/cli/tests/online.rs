@@ -242,6 +242,28 @@ fn changes_and_media_errors_online() {
     assert_eq!(o.stdout, data);
 }
 
+/// `badblocks --import FILE` online: FILE relative to the command's working
+/// directory; the report names the owner, and `errors` lists it.
+#[test]
+fn badblocks_import_online() {
+    let s = scratch("badblocks");
+    let im = s.image();
+    s.ok(&["io", &im, "-c", "open -c /f", "-c", "pwrite -S 0x66 0 8k"]);
+    let p = physical_of(&s.ok(&["fsmap", &im, "--json"]), "/f");
+    std::fs::write(s.0.join("bb.txt"), format!("{} 8\n", p / 512)).unwrap();
+    let _h = s.hold(&im);
+    let o = s
+        .cmd(&["badblocks", &im, "--import", "bb.txt"])
+        .current_dir(&s.0)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("imported 1 range from"), "{out}");
+    assert!(out.contains("/f") && out.contains("data lost"), "{out}");
+    assert!(s.ok(&["errors", &im]).contains("  /f (inode"));
+}
+
 /// `io` without -c reads the client's standard input; a failing command
 /// gives exit status 1 and its message on the client's standard error.
 #[test]
