@@ -56,7 +56,7 @@ pub struct Shell<'a> {
 
 /// The commands `io -r` runs: those that change nothing (`open` only with
 /// `-r`, `mmap` only with `-r`).
-const READ_ONLY_COMMANDS: &[&str] = &[
+pub(crate) const READ_ONLY_COMMANDS: &[&str] = &[
     "close",
     "pread",
     "stat",
@@ -271,6 +271,7 @@ impl<'a> Shell<'a> {
                 let [off, len] = args(&getopt(rest, "")?.1, "inject-error OFF LEN")?;
                 let (off, len) = (num(off)?, num(len)?);
                 let mut ev = self.fs.inject_error(off, len)?;
+                crate::control::note_events(&ev);
                 if off % 4096 != 0 || len % 4096 != 0 {
                     // Checked by now: inside the device, no overflow.
                     let (a, b) = (off / 4096 * 4096, (off + len).div_ceil(4096) * 4096);

@@ -1,6 +1,8 @@
 //! The `daxfs` command.
 mod args;
 mod bench;
+mod control;
+mod control_server;
 mod demo;
 mod errors;
 mod export;
@@ -16,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use daxfs::{Fs, MkfsOptions, MountOptions, OpenOptions};
 use daxfs_device::{Device, MmapDevice};
-use out::outln;
+use out::{errln, outln};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -257,6 +259,12 @@ enum Cmd {
         #[command(flatten)]
         args: bench::BenchArgs,
     },
+    /// Hold IMAGE open and serve its control socket until SIGTERM, SIGINT
+    /// or SIGHUP: meanwhile the commands given IMAGE run in this process.
+    Serve {
+        /// The image file or device (/dev/daxX.Y, /dev/pmemX) holding the file system.
+        image: PathBuf,
+    },
 }
 
 fn open_device(path: &Path, opts: daxfs_device::OpenOptions) -> Result<Arc<dyn Device>> {
@@ -265,9 +273,16 @@ fn open_device(path: &Path, opts: daxfs_device::OpenOptions) -> Result<Arc<dyn D
     Ok(Arc::new(dev))
 }
 
-fn mount(path: &Path, pmem: daxfs_device::OpenOptions) -> Result<Fs> {
+/// The file system on `path`; for a client of the control socket, the one
+/// its holder has open.
+fn mount(path: &Path, pmem: daxfs_device::OpenOptions) -> Result<Arc<Fs>> {
+    if let Some(fs) = control::online_fs() {
+        return Ok(fs);
+    }
     let dev = open_device(path, pmem)?;
-    Fs::mount(dev, &MountOptions::default()).with_context(|| format!("mounting {}", path.display()))
+    let fs = Fs::mount(dev, &MountOptions::default())
+        .with_context(|| format!("mounting {}", path.display()))?;
+    Ok(Arc::new(fs))
 }
 
 /// A byte count in binary units, one decimal: `8.0 MiB`.
@@ -320,13 +335,29 @@ fn main() {
             e.exit();
         }
     };
+    let forward = control::forward_of(&cli);
+    let fsck = matches!(cli.cmd, Cmd::Fsck { .. });
     let code = match run(cli) {
         Ok(code) => code,
         // The reader of standard output went away: stop quietly.
         Err(e) if out::is_closed(&e) => out::EXIT_CLOSED,
         Err(e) => {
-            eprintln!("daxfs: {}", errors::report(&e));
-            1
+            // IMAGE is in use: the command runs in the process that holds it.
+            let online = match &forward {
+                Some(f) if control::is_locked(&e) => control::forward(f),
+                _ => Ok(None),
+            };
+            match online {
+                Ok(Some(code)) => code,
+                Err(e2) if out::is_closed(&e2) => out::EXIT_CLOSED,
+                r => {
+                    match r {
+                        Err(e2) => eprintln!("daxfs: {}; {e2:#}", errors::report(&e)),
+                        _ => eprintln!("daxfs: {}", errors::report(&e)),
+                    }
+                    if fsck { FSCK_FAILED } else { 1 }
+                }
+            }
         }
     };
     std::process::exit(code);
@@ -530,8 +561,16 @@ fn run(cli: Cli) -> Result<i32> {
             // Exit status as e2fsck and xfs_repair -n: 0 clean, 4 problems
             // found and left, 8 could not check, 16 usage (in main).
             let check = || -> Result<i32> {
-                let dev = open_device(&image, pmem)?;
-                let tty = std::io::stderr().is_terminal() && !json;
+                let dev = match control::online_fs() {
+                    // A client's check: of the holder's device, synced, while
+                    // no other client's command runs.
+                    Some(fs) => {
+                        fs.sync()?;
+                        fs.device().clone()
+                    }
+                    None => open_device(&image, pmem)?,
+                };
+                let tty = control::stderr_is_terminal() && !json;
                 let mut last = std::time::Instant::now();
                 let mut progress = |phase: &str, done: u64, total: u64| {
                     if tty && (last.elapsed().as_millis() > 200 || done == total) {
@@ -601,8 +640,8 @@ fn run(cli: Cli) -> Result<i32> {
                 Ok(if rep.is_clean() { 0 } else { FSCK_PROBLEMS })
             };
             match check() {
-                Err(e) if !out::is_closed(&e) => {
-                    eprintln!("daxfs: {}", errors::report(&e));
+                Err(e) if !out::is_closed(&e) && !control::is_locked(&e) => {
+                    errln!("daxfs: {}", errors::report(&e));
                     Ok(FSCK_FAILED)
                 }
                 r => r,
@@ -628,7 +667,7 @@ fn run(cli: Cli) -> Result<i32> {
                 // On a terminal: line editing and history, the prompt on
                 // standard error (never in standard output, which may be
                 // a file); from a pipe or file: plain lines, no prompt.
-                let stdin_tty = std::io::stdin().is_terminal();
+                let stdin_tty = control::stdin_is_terminal();
                 let mut editor = if stdin_tty && std::io::stderr().is_terminal() {
                     let cfg = rustyline::Config::builder().auto_add_history(true).build();
                     Some(out::on_stderr(|| {
@@ -654,7 +693,7 @@ fn run(cli: Cli) -> Result<i32> {
                             shell.out.flush().ok();
                             eprint!("daxfs> ");
                         }
-                        if std::io::stdin().read_line(&mut line)? == 0 {
+                        if control::read_line(&mut line)? == 0 {
                             break;
                         }
                     }
@@ -665,11 +704,13 @@ fn run(cli: Cli) -> Result<i32> {
                     if l == "quit" || l == "exit" {
                         break;
                     }
-                    if let Err(e) = shell.run(l) {
+                    let r = shell.run(l);
+                    control::after_shell_command(l);
+                    if let Err(e) = r {
                         failed = true;
                         shell.out.flush().ok();
                         let name = l.split_whitespace().next().unwrap_or("");
-                        eprintln!("{name}: {} ({})", errors::name_inodes(&e.message), e.errno);
+                        errln!("{name}: {} ({})", errors::name_inodes(&e.message), e.errno);
                     }
                     if out::closed() {
                         break;
@@ -688,6 +729,7 @@ fn run(cli: Cli) -> Result<i32> {
                     break;
                 }
                 let r = shell.run(c);
+                control::after_shell_command(c);
                 if out::closed() {
                     // The reader went away: the rest do not run.
                     drop(shell);
@@ -697,7 +739,7 @@ fn run(cli: Cli) -> Result<i32> {
                 if let Err(e) = r {
                     shell.out.flush().ok();
                     let name = c.split_whitespace().next().unwrap_or("");
-                    eprintln!("{name}: {} ({})", errors::name_inodes(&e.message), e.errno);
+                    errln!("{name}: {} ({})", errors::name_inodes(&e.message), e.errno);
                     drop(shell);
                     fs.sync().ok();
                     return Ok(1);
@@ -767,7 +809,7 @@ fn run(cli: Cli) -> Result<i32> {
             safe::replace_file(&fs, &path, |f| {
                 let mut buf = vec![0u8; 1 << 20];
                 let mut off = 0u64;
-                let mut stdin = std::io::stdin().lock();
+                let mut stdin = control::stdin();
                 loop {
                     let n = stdin.read(&mut buf).context("reading standard input")?;
                     if n == 0 {
@@ -871,6 +913,7 @@ fn run(cli: Cli) -> Result<i32> {
             let fs = mount(&image, pmem)?;
             let mut events = fs.take_failure_events();
             if let Some(path) = import {
+                let path = control::host_path(&path);
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 let (ranges, ev) = fs.import_bad_blocks(&text, &path.display().to_string())?;
@@ -882,6 +925,7 @@ fn run(cli: Cli) -> Result<i32> {
                         path.display()
                     );
                 }
+                control::note_events(&ev);
                 events.extend(ev);
             }
             fs.name_owners(&mut events)?;
@@ -1024,7 +1068,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Scrub { image, data, json } => {
             let fs = mount(&image, pmem)?;
-            let tty = std::io::stderr().is_terminal() && !json;
+            let tty = control::stderr_is_terminal() && !json;
             let mut last = std::time::Instant::now();
             let mut progress = |phase: &str, done: u64, total: u64| {
                 if tty && (last.elapsed().as_millis() > 200 || done == total) {
@@ -1033,6 +1077,7 @@ fn run(cli: Cli) -> Result<i32> {
                 }
             };
             let rep = fs.scrub(data, &mut progress)?;
+            control::note_events(&rep.events);
             if tty {
                 eprintln!();
             }
@@ -1150,6 +1195,14 @@ fn run(cli: Cli) -> Result<i32> {
             args,
         } => bench::run(&args),
         Cmd::Bench { .. } => bail!("--scale and --out belong to `daxfs bench tracking`"),
+        Cmd::Serve { image } => {
+            // Before any thread starts (the file system's too).
+            control_server::block_stop_signals()?;
+            let dev = open_device(&image, pmem)?;
+            let fs = Fs::mount(dev, &MountOptions::default())
+                .with_context(|| format!("mounting {}", image.display()))?;
+            control_server::serve_command(&image, fs)
+        }
     }
 }
 

@@ -5,6 +5,10 @@
 //! system on the way out), and `main` exits with status 141 (128 + SIGPIPE,
 //! what a shell reports for a coreutils command stopped by the closed pipe)
 //! without a message.
+//!
+//! A command run for a client of the control socket (see [`crate::control`])
+//! writes to that client instead: [`crate::control::stdout`] and
+//! [`crate::control::stderr`] choose.
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,7 +31,15 @@ static CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Whether a write to standard output has met a closed reader.
 pub fn closed() -> bool {
-    CLOSED.load(Ordering::Relaxed)
+    crate::control::client_closed().unwrap_or_else(|| CLOSED.load(Ordering::Relaxed))
+}
+
+/// Remembers that the reader went away (of the control client being served,
+/// if any, else of this process's standard output).
+fn set_closed() {
+    if crate::control::set_client_closed().is_none() {
+        CLOSED.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Whether `e` is (or was caused by) a closed standard output.
@@ -38,7 +50,7 @@ pub fn is_closed(e: &anyhow::Error) -> bool {
 /// Turns a write error into [`Closed`] when the reader went away.
 pub fn map(e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
-        CLOSED.store(true, Ordering::Relaxed);
+        set_closed();
         anyhow::Error::new(Closed)
     } else {
         anyhow::Error::new(e).context("writing to standard output")
@@ -47,7 +59,7 @@ pub fn map(e: std::io::Error) -> anyhow::Error {
 
 /// Writes one line (`args` and a newline) to standard output.
 pub fn line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
-    let mut o = std::io::stdout().lock();
+    let mut o = crate::control::stdout();
     o.write_fmt(args)
         .and_then(|_| o.write_all(b"\n"))
         .map_err(map)
@@ -55,7 +67,7 @@ pub fn line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
 
 /// Writes `bytes` to standard output.
 pub fn bytes(b: &[u8]) -> anyhow::Result<()> {
-    std::io::stdout().lock().write_all(b).map_err(map)
+    crate::control::stdout().write_all(b).map_err(map)
 }
 
 /// Standard output for code that writes through `Write` and goes on after
@@ -65,18 +77,33 @@ pub struct Stdout;
 
 impl Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        std::io::stdout().lock().write(buf).inspect_err(note)
+        crate::control::stdout().write(buf).inspect_err(note)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stdout().lock().flush().inspect_err(note)
+        crate::control::stdout().flush().inspect_err(note)
     }
 }
 
 fn note(e: &std::io::Error) {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
-        CLOSED.store(true, Ordering::Relaxed);
+        set_closed();
     }
 }
+
+/// Writes one line to standard error (of the control client being served,
+/// if any); a failure to write it is ignored, as `eprintln!` cannot report one.
+pub fn err_line(args: std::fmt::Arguments<'_>) {
+    let mut e = crate::control::stderr();
+    let _ = e.write_fmt(args).and_then(|_| e.write_all(b"\n"));
+}
+
+/// `eprintln!` for commands that can run for a control client.
+macro_rules! errln {
+    ($($t:tt)*) => {
+        $crate::out::err_line(format_args!($($t)*))
+    };
+}
+pub(crate) use errln;
 
 /// `println!` for commands: returns [`Closed`] from the enclosing function
 /// (which returns `anyhow::Result`) when the reader went away.
