@@ -481,7 +481,11 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                     continue;
                 }
                 if last.is_some_and(|l| k <= l) || !within(&k, b_lo.as_ref(), b_hi.as_ref()) {
-                    return Err(node.bad(format!("key {k:?} out of order")));
+                    return Err(node.bad(format!(
+                        "its keys are out of order (entry {} of {})",
+                        i + 1,
+                        node.count
+                    )));
                 }
                 last = Some(k);
                 if f(k, node.val(i)?).is_break() {
@@ -579,7 +583,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             Some((k, _, no)) if k > *key => Err(TreeError::Corrupt {
                 kind: self.kind.name(),
                 block: no,
-                what: format!("key {k:?} out of order"),
+                what: "a key is out of order".into(),
             }),
             Some((k, v, _)) => Ok(Some((k, v))),
             None => Ok(None),
@@ -779,10 +783,9 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                     && n.count > 0
                     && n.summary()? != want
                 {
-                    return Err(n.bad(format!(
-                        "summary {:?} differs from the {want:?} its parent holds",
-                        n.summary()?
-                    )));
+                    return Err(
+                        n.bad("its summary differs from the one its parent holds".to_string())
+                    );
                 }
                 if !n.is_leaf() {
                     for i in 0..n.count {

@@ -504,7 +504,8 @@ pub fn forward_of(cli: &crate::Cli) -> Option<Forward> {
         Io {
             image, commands, ..
         } => (image, commands.is_empty()),
-        Demo { .. } | Completions { .. } | Man { .. } | Bench { .. } => return None,
+        // A mount of an image in use fails on the device lock, naming the holder.
+        Demo { .. } | Completions { .. } | Man { .. } | Bench { .. } | Mount(_) => return None,
     };
     Some(Forward {
         image: image.clone(),
@@ -621,5 +622,6 @@ pub fn command_name(cmd: &crate::Cmd) -> &'static str {
         Completions { .. } => "completions",
         Man { .. } => "man",
         Bench { .. } => "bench",
+        Mount(_) => "mount",
     }
 }

@@ -140,7 +140,6 @@ impl ControlServer {
 
     /// Names the mount point, for the messages of commands refused online
     /// (the mount daemon calls it).
-    #[allow(dead_code)]
     pub fn set_mountpoint(&self, mnt: &Path) {
         *self
             .shared

@@ -1,5 +1,6 @@
 //! `daxfs mount`: the FUSE daemon's command, and `mount.fuse.daxfs` (the
 //! helper mount(8) runs for `mount -t fuse.daxfs` and fstab lines).
+use crate::control::ChangeHint;
 use anyhow::{Context, Result, bail};
 use daxfs::{Fs, MountOptions};
 use daxfs_mount::{MountConfig, Mounted};
@@ -184,9 +185,24 @@ fn serve(a: &MountArgs, p: &Parsed, ready: Option<std::io::Stdout>) -> Result<i3
     );
     let mounted = daxfs_mount::spawn(fs.clone(), &a.mountpoint, &p.cfg)
         .with_context(|| format!("FUSE mount on {}", a.mountpoint.display()))?;
+    // The other `daxfs` commands given this image run here, through the
+    // control socket; what they change behind the kernel's cache is
+    // dropped from it (from a thread of the server, never inside a FUSE
+    // request).
+    let inval = mounted.invalidator();
+    let on_change: Arc<dyn Fn(ChangeHint) + Send + Sync> = Arc::new(move |h| {
+        let _ = match h {
+            ChangeHint::All => inval.all(),
+            ChangeHint::Inode(ino) | ChangeHint::Data { ino, .. } => inval.inode(ino),
+        };
+    });
+    let control = crate::control_server::serve(fs.clone(), &a.image, on_change)
+        .with_context(|| format!("serving the control socket of {}", a.image.display()))?;
+    control.set_mountpoint(&a.mountpoint);
     let daemon = Daemon {
         fs,
         mounted: Arc::new(mounted),
+        control: Some(control),
     };
     if let Some(mut out) = ready {
         writeln!(out, "ready")?;
@@ -219,12 +235,17 @@ fn serve(a: &MountArgs, p: &Parsed, ready: Option<std::io::Stdout>) -> Result<i3
 struct Daemon {
     fs: Arc<Fs>,
     mounted: Arc<Mounted>,
+    control: Option<crate::control_server::ControlServer>,
 }
 
 impl Daemon {
     /// After the session ended: every FUSE handle closed, the file system
     /// made durable and marked clean.
-    fn finish(self) -> Result<i32> {
+    fn finish(mut self) -> Result<i32> {
+        // No command runs on the file system once the mount is gone.
+        if let Some(c) = self.control.take() {
+            c.stop();
+        }
         drop(self.mounted);
         let fs = match Arc::try_unwrap(self.fs) {
             Ok(fs) => fs,

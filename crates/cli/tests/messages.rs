@@ -208,8 +208,20 @@ fn fsck_problems_read_as_sentences() {
     std::fs::write(&img, &pristine).unwrap();
     assert!(lines.len() >= 10, "too few problems found: {lines:#?}");
     let debug_shape = |l: &str| -> Option<String> {
-        if l.contains('{') || l.contains('}') {
+        if l.contains('{') || l.contains('}') || l.contains('[') {
             return Some("braces".into());
+        }
+        // A tuple of numbers, as `{:?}` prints a key: "(67, 9223372036854775807".
+        let b = l.as_bytes();
+        for (i, _) in l.match_indices('(') {
+            let rest = &b[i + 1..];
+            let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits > 0 && rest[digits..].starts_with(b", ") {
+                return Some("a tuple".into());
+            }
+        }
+        if l.contains(" 1 blocks") || l.starts_with("1 blocks") {
+            return Some("1 blocks".into());
         }
         for w in l.split(|c: char| !c.is_ascii_alphanumeric() && c != '_') {
             let caps = w.chars().filter(|c| c.is_ascii_uppercase()).count();

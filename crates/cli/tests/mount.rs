@@ -118,6 +118,16 @@ impl Scratch {
     /// Waits until the image is free (the daemon has finished) and checks it.
     fn fsck_clean(&self) {
         let t = Instant::now();
+        // While the daemon holds the image, `fsck` would run in it (through
+        // the control socket): wait for it to let go, so that this checks
+        // the image as the next mount finds it.
+        while !self.image_free() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the daemon never let go of the image"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         loop {
             let o = daxfs().arg("fsck").arg(self.img()).output().unwrap();
             if o.status.success() {
@@ -131,6 +141,15 @@ impl Scratch {
                 "image still busy: {err}"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    /// No process holds the image's device lock.
+    fn image_free(&self) -> bool {
+        let f = std::fs::File::open(self.img()).unwrap();
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => true,
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => false,
+            Err(e) => panic!("flock: {e}"),
         }
     }
     fn cat(&self, path: &str) -> Vec<u8> {
@@ -519,5 +538,97 @@ print(bad)
     check(&s, &fsynced);
     s.umount();
     s.daemon.take().unwrap().wait().unwrap();
+    s.fsck_clean();
+}
+
+/// `daxfs` given a mounted image runs in the daemon (the control socket):
+/// the sharing operations FUSE cannot carry and a media report, whose
+/// effects every process on the mount sees at once (the kernel's cached
+/// pages of both sharing files are dropped).
+#[test]
+fn commands_run_in_the_mounted_daemon() {
+    need_fuse!();
+    let s = Scratch::new("online", "64m");
+    s.mount(&[]);
+    let run = |args: &[&str]| -> String {
+        let o = daxfs().args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "daxfs {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let img = s.img();
+    let img = img.to_str().unwrap();
+    let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(s.p("a"), &data).unwrap();
+    // Read it through the mount, so the kernel caches its pages.
+    assert_eq!(std::fs::read(s.p("a")).unwrap(), data);
+    // A clone made by the command is on the mount at once.
+    run(&["cp", "--reflink", img, "/a", "/b"]);
+    assert_eq!(std::fs::read(s.p("b")).unwrap(), data);
+    assert!(run(&["info", img]).contains("block"), "info runs online");
+    // The block both files share, from the daemon's reverse map.
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(s.p("a")).unwrap());
+    let rows: serde_json::Value = serde_json::from_str(&run(&["fsmap", img, "--json"])).unwrap();
+    let phys = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["owner"]["inode"] == ino && r["owner"]["offset"] == 0 && r["owner"]["fork"] == "data"
+        })
+        .unwrap_or_else(|| panic!("no row for inode {ino} at 0: {rows}"))["physical"]
+        .as_u64()
+        .unwrap();
+    // Open and read before the report: the kernel caches the pages of an
+    // open file (an open drops the cache, so a new open would prove
+    // nothing).
+    use std::os::unix::fs::FileExt;
+    let held: Vec<std::fs::File> = ["a", "b"]
+        .iter()
+        .map(|f| {
+            let h = std::fs::File::open(s.p(f)).unwrap();
+            let mut buf = vec![0u8; data.len()];
+            h.read_exact_at(&mut buf, 0).unwrap();
+            assert_eq!(buf, data);
+            h
+        })
+        .collect();
+    let report = run(&["io", img, "-c", &format!("inject-error {phys:#x} 4k")]);
+    assert!(report.contains("/a") && report.contains("/b"), "{report}");
+    // Both files' reads on the mount fail now, through the handles whose
+    // pages the kernel had cached, and through new opens.
+    for (f, h) in ["a", "b"].iter().zip(&held) {
+        let mut buf = vec![0u8; 4096];
+        let e = h
+            .read_exact_at(&mut buf, 0)
+            .expect_err("a cached lost page read");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{f}: {e}");
+        let e = std::fs::read(s.p(f)).expect_err("a lost page read");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{f}: {e}");
+    }
+    drop(held);
+    // A write by the command to a file held open with cached pages: the
+    // holder's next read sees the new bytes (the command's change dropped
+    // the kernel's cache of that file).
+    std::fs::write(s.p("c"), &data).unwrap();
+    let h = std::fs::File::open(s.p("c")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    h.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf[..], data[..4096]);
+    run(&["io", img, "-c", "open /c", "-c", "pwrite -S 0x77 0 4k"]);
+    h.read_exact_at(&mut buf, 0).unwrap();
+    assert!(
+        buf.iter().all(|&b| b == 0x77),
+        "stale cached bytes after the command's write"
+    );
+    drop(h);
+    let errors = run(&["errors", img]);
+    assert!(errors.contains("/a") && errors.contains("/b"), "{errors}");
+    run(&["clear-error", img, &format!("{phys:#x}"), "4k"]);
+    s.umount();
     s.fsck_clean();
 }

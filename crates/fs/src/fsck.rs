@@ -263,7 +263,10 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             p.push(Problem {
                 structure: "free-space tree".into(),
                 block: Some(st),
-                message: format!("extent of {l} blocks is empty or overlaps the previous one"),
+                message: format!(
+                    "an extent of {} is empty or overlaps the previous one",
+                    blocks(l)
+                ),
             });
         }
         prev_end = st.saturating_add(l);
@@ -405,10 +408,10 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                         structure: who.clone(),
                         block: None,
                         message: format!(
-                            "a {} has data (size {}, {} blocks, or a tree)",
+                            "a {} has data (size {}, {}, or a tree)",
                             k.name(),
                             rec.size.get(),
-                            rec.blocks.get()
+                            blocks(rec.blocks.get())
                         ),
                     });
                 }
@@ -576,8 +579,9 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
                                     structure: who.clone(),
                                     block: Some(e.phys),
                                     message: format!(
-                                        "extent at file block {} maps {} blocks past the end of the file system",
-                                        e.fblock, e.len
+                                        "the extent at file block {} maps {} past the end of the file system",
+                                        e.fblock,
+                                        blocks(e.len)
                                     ),
                                 });
                             }
@@ -718,7 +722,11 @@ pub fn fsck(dev: &dyn Device, progress: Progress<'_>) -> Result<FsckReport> {
             p.push(Problem {
                 structure: "space".into(),
                 block: Some(s0),
-                message: format!("{l} blocks are neither free nor used (leaked)"),
+                message: format!(
+                    "{} {} neither free nor used (leaked)",
+                    blocks(l),
+                    if l == 1 { "is" } else { "are" }
+                ),
             });
         }
     };
@@ -916,7 +924,7 @@ fn check_sharing(
             p.push(Problem {
                 structure: "refcount tree".into(),
                 block: Some(k),
-                message: format!("record of {l} blocks with count {c}"),
+                message: format!("a record of {} has count {c}", blocks(l)),
             });
             continue;
         }
@@ -946,7 +954,9 @@ fn check_sharing(
             structure: "refcount tree".into(),
             block: None,
             message: format!(
-                "{shared} blocks have several owners but the refcount tree covers {covered}"
+                "{} {} several owners but the refcount tree covers {covered}",
+                blocks(shared),
+                if shared == 1 { "has" } else { "have" }
             ),
         });
     }
@@ -1012,7 +1022,7 @@ fn check_sharing(
         p.push(Problem {
             structure: "reverse-map tree".into(),
             block: Some(b),
-            message: format!("record of {len} blocks is empty or passes the end"),
+            message: format!("a record of {} is empty or passes the end", blocks(len)),
         });
     }
     if let Some(b) = err {
@@ -1071,8 +1081,8 @@ fn check_sharing(
                 structure: "reverse-map tree".into(),
                 block: Some(m.phys),
                 message: format!(
-                    "lacks {} blocks owned by {}{}",
-                    m.len,
+                    "lacks {} owned by {}{}",
+                    blocks(m.len),
                     owner_text(m.owner),
                     if m.unwritten { " (unwritten)" } else { "" }
                 ),
@@ -1083,9 +1093,9 @@ fn check_sharing(
                 structure: "reverse-map tree".into(),
                 block: Some(m.phys),
                 message: format!(
-                    "says {} owns {} blocks{} it does not",
+                    "says {} owns {}{} it does not",
                     owner_text(m.owner),
-                    m.len,
+                    blocks(m.len),
                     if m.unwritten { " (unwritten)" } else { "" }
                 ),
             });
@@ -1240,7 +1250,9 @@ fn check_replicas(
                     structure: "superblock".into(),
                     block: Some(0),
                     message: format!(
-                        "reverse-map anchors {have:?} are not the path to the middle {want:?}"
+                        "the reverse-map anchors (blocks {}) are not the path to the middle of the tree ({})",
+                        block_list(&have),
+                        block_list(&want)
                     ),
                 });
             }
@@ -1474,4 +1486,25 @@ fn check_quarantine(
 /// A reverse-map owner in words, for fsck's problems.
 fn owner_text(o: Owner) -> String {
     o.to_string()
+}
+
+/// "1 block", "N blocks".
+fn blocks(n: u64) -> String {
+    if n == 1 {
+        "1 block".into()
+    } else {
+        format!("{n} blocks")
+    }
+}
+
+/// Anchors as "67 (replica 4088), 70 (replica 4091)".
+fn block_list(anchors: &[(u64, u64)]) -> String {
+    if anchors.is_empty() {
+        return "none".into();
+    }
+    anchors
+        .iter()
+        .map(|(n, r)| format!("{n} (replica {r})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
