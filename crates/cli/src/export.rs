@@ -45,13 +45,20 @@ impl Exporter<'_> {
         if let Some(last) = &mut self.progress
             && last.elapsed().as_millis() > 200
         {
-            let c = &self.counts;
-            eprint!(
-                "\rexport: {} files, {} directories, {} bytes   ",
-                c.files, c.dirs, c.bytes
-            );
-            *last = std::time::Instant::now();
+            self.show_progress();
+            if let Some(last) = &mut self.progress {
+                *last = std::time::Instant::now();
+            }
         }
+    }
+
+    /// The progress line, rewritten in place (on a terminal only).
+    fn show_progress(&self) {
+        let c = &self.counts;
+        eprint!(
+            "\rexport: {} files, {} directories, {} bytes   ",
+            c.files, c.dirs, c.bytes
+        );
     }
 
     fn attrs(&mut self, host: &Path, st: &Stat) -> Result<()> {
@@ -297,6 +304,8 @@ pub fn export(fs: &Fs, src: &str, host: &Path) -> Result<Counts> {
         ex.entry(src.as_bytes(), src, host)
     };
     if ex.progress.is_some() {
+        // The last count stays on the terminal, however short the run.
+        ex.show_progress();
         eprintln!();
     }
     r.with_context(|| format!("exporting {src} to {}", host.display()))?;

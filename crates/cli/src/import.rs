@@ -103,13 +103,20 @@ impl Importer<'_> {
         if let Some(last) = &mut self.progress
             && last.elapsed().as_millis() > 200
         {
-            let c = &self.counts;
-            eprint!(
-                "\rimport: {} files, {} directories, {} bytes   ",
-                c.files, c.dirs, c.bytes
-            );
-            *last = std::time::Instant::now();
+            self.show_progress();
+            if let Some(last) = &mut self.progress {
+                *last = std::time::Instant::now();
+            }
         }
+    }
+
+    /// The progress line, rewritten in place (on a terminal only).
+    fn show_progress(&self) {
+        let c = &self.counts;
+        eprint!(
+            "\rimport: {} files, {} directories, {} bytes   ",
+            c.files, c.dirs, c.bytes
+        );
     }
 
     /// Copies the entries of host directory `host` into the daxfs directory
@@ -303,6 +310,8 @@ pub fn import(fs: &Fs, host: &Path, dest: &str) -> Result<Counts> {
         .dir(host, &tmp)
         .and_then(|()| Ok(fs.rename(tmp.as_slice(), dest)?));
     if im.progress.is_some() {
+        // The last count stays on the terminal, however short the run.
+        im.show_progress();
         eprintln!();
     }
     if let Err(e) = r {

@@ -514,3 +514,74 @@ fn mknod_in_the_shell_and_out() {
     let e = fails(&["export", &img, "/p", &d.s("no/such/dir")]);
     assert!(e.contains("no/such/dir") && e.contains("(ENOENT)"), "{e}");
 }
+
+/// Runs `daxfs ARGS` with standard error on a pseudo-terminal; returns
+/// what the terminal showed and the exit status.
+fn on_terminal(args: &[&str]) -> (String, std::process::ExitStatus) {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Read;
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::from(slave)))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(master);
+    let mut term = vec![];
+    let mut buf = [0u8; 4096];
+    // Until the command's end closes the terminal (EIO).
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        term.extend_from_slice(&buf[..n]);
+    }
+    (
+        String::from_utf8_lossy(&term).into_owned(),
+        child.wait().unwrap(),
+    )
+}
+
+/// On a terminal, import and export show their progress on standard error,
+/// and leave the final count there however short the run; off a terminal
+/// (the other tests) they show none.
+#[test]
+fn import_and_export_show_progress_on_a_terminal() {
+    let d = TempDir::new("progress");
+    let h = d.path("host");
+    std::fs::create_dir_all(h.join("sub")).unwrap();
+    std::fs::write(h.join("a"), b"hello").unwrap();
+    std::fs::write(h.join("sub/b"), vec![7u8; 10000]).unwrap();
+    let img = d.s("p.img");
+    ok(&["mkfs", &img, "--size", "16m"]);
+    let (term, st) = on_terminal(&["import", &img, &h.display().to_string(), "/in"]);
+    assert!(st.success(), "{term}");
+    assert!(
+        term.contains("import: 2 files, 1 directories, 10005 bytes"),
+        "{term:?}"
+    );
+    let out = d.path("out");
+    let (term, st) = on_terminal(&["export", &img, "/in", &out.display().to_string()]);
+    assert!(st.success(), "{term}");
+    assert!(term.contains("export: 2 files"), "{term:?}");
+    assert_eq!(std::fs::read(out.join("sub/b")).unwrap(), vec![7u8; 10000]);
+    let o = run(&["import", &img, &h.display().to_string(), "/again"]);
+    assert!(
+        !text(&o).contains("import: "),
+        "progress off a terminal: {}",
+        text(&o)
+    );
+}
