@@ -770,3 +770,28 @@ fn killed_session_keeps_its_returned_writes() {
     mentions(&out, &["stat.size = 200", "cd cd cd cd 42 42 42 42"]);
     assert!(ok(&["fsck", &img]).starts_with("clean"));
 }
+
+/// The error log names who owned a cleared block: a block a file still owns
+/// is logged as that file's, never as "free space: cleared".
+#[test]
+fn a_cleared_file_block_is_logged_as_the_files() {
+    let d = TempDir::new("clearlog");
+    let img = mkfs(&d, "a.img");
+    ok(&["io", &img, "-c", "open -c /f", "-c", "pwrite 0 64k"]);
+    let rows: serde_json::Value = serde_json::from_str(&ok(&["fsmap", &img, "--json"])).unwrap();
+    let phys = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["owner"]["fork"] == "data")
+        .expect("the file's data in fsmap")["physical"]
+        .as_u64()
+        .unwrap();
+    ok(&["io", &img, "-c", &format!("inject-error {phys:#x} 4k")]);
+    ok(&["clear-error", &img, &format!("{phys:#x}"), "4k"]);
+    let log = ok(&["errors", &img]);
+    let cleared: Vec<&str> = log.lines().filter(|l| l.contains("cleared")).collect();
+    assert_eq!(cleared.len(), 1, "{log}");
+    assert!(cleared[0].contains("/f offset 0: cleared"), "{log}");
+    assert!(!log.contains("free space: cleared"), "{log}");
+}
