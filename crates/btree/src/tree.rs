@@ -812,7 +812,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
             for i in first..n.count {
                 let k = n.key(i)?;
                 if prev.is_some_and(|p| k <= p) {
-                    return Err(n.bad(format!("key {i} ({k:?}) is not above the key before it")));
+                    return Err(n.bad(format!("its key {i} is not above the key before it")));
                 }
                 let above_lo = match lo {
                     Some(l) if n.is_leaf() => *l <= k,
@@ -821,7 +821,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 };
                 if !above_lo || hi.is_some_and(|h| k >= *h) {
                     return Err(n.bad(format!(
-                        "key {i} ({k:?}) outside the bounds {lo:?}..{hi:?} given by the parent"
+                        "its key {i} is outside the bounds its parent gives"
                     )));
                 }
                 if n.is_leaf() {
@@ -879,7 +879,7 @@ impl<K: Key, V: Record, A: Summary<K, V>> BTree<K, V, A> {
                 return Err(TreeError::Corrupt {
                     kind: self.kind.name(),
                     block: root.block.get(),
-                    what: format!("key {k:?} found by a walk but not by a lookup"),
+                    what: "a key found by a walk is not found by a lookup".into(),
                 });
             }
             removed += 1;
