@@ -181,15 +181,13 @@ impl Mapping {
                 offset,
             )
         };
-        if let Err(e) = mapped {
-            // A failed MAP_FIXED may have unmapped part of the reservation
-            // already, and another thread's mmap may have been placed in
-            // that hole since: unmapping the reservation now could unmap
-            // that thread's memory. Leave it (inaccessible, unreserved
-            // address space only); this path is not expected to run, as
-            // the flags were accepted by a mapping above or need no check.
-            return Err(e);
-        }
+        // A failed MAP_FIXED may have unmapped part of the reservation
+        // already, and another thread's mmap may have been placed in that
+        // hole since: unmapping the reservation now could unmap that
+        // thread's memory. So on failure it is left (inaccessible,
+        // unreserved address space only); this is not expected to happen,
+        // as the flags were accepted by a mapping above or need no check.
+        mapped?;
         let head = aligned - base;
         if head > 0 {
             // SAFETY: `[base, aligned)` is the unused head of our reservation.
