@@ -10,8 +10,11 @@
 //! [`spawn`] mounts (mount(2) as root, no libfuse), answers the kernel's
 //! INIT and runs the session on its own threads; it returns once the mount
 //! is ready. [`Mounted`] unmounts, or waits for an unmount from outside.
+mod counted;
 mod daemon;
 mod perm;
+
+pub use counted::{KINDS, KindStats, RequestStats};
 
 use daxfs::Fs;
 use fuser::{Config, MountOption, Notifier, Session, SessionACL};
@@ -128,6 +131,7 @@ pub struct Mounted {
     done: Done,
     invalidator: Invalidator,
     mountpoint: std::path::PathBuf,
+    stats: Arc<RequestStats>,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -198,7 +202,12 @@ pub fn spawn(fs: Arc<Fs>, mountpoint: &Path, cfg: &MountConfig) -> io::Result<Mo
     };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
-    let session = Session::new(daemon, mountpoint, &config)?;
+    let stats = Arc::new(RequestStats::default());
+    let counted = counted::Counted {
+        inner: daemon,
+        stats: stats.clone(),
+    };
+    let session = Session::new(counted, mountpoint, &config)?;
     let _ = notifier.set(session.notifier());
     let done: Done = Arc::new((Mutex::new(None), Condvar::new()));
     let d2 = done.clone();
@@ -214,6 +223,7 @@ pub fn spawn(fs: Arc<Fs>, mountpoint: &Path, cfg: &MountConfig) -> io::Result<Mo
         done,
         invalidator,
         mountpoint: mountpoint.to_path_buf(),
+        stats,
     })
 }
 
@@ -302,6 +312,12 @@ impl Mounted {
     /// What drops the kernel's caches of inodes daxfs changed.
     pub fn invalidator(&self) -> Invalidator {
         self.invalidator.clone()
+    }
+
+    /// The requests served so far, by kind, with the daemon's time in
+    /// them.
+    pub fn request_stats(&self) -> Arc<RequestStats> {
+        self.stats.clone()
     }
 
     /// Where it is mounted.
