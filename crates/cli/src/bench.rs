@@ -10,6 +10,7 @@ mod dax;
 mod fault_floor;
 mod machine;
 mod media;
+mod mount;
 mod peer;
 mod reflink;
 mod report;
@@ -77,6 +78,10 @@ enum BenchMode {
     /// overwrites with 1, 2 and all cores' threads, each figure beside the
     /// one-thread figure.
     Threads(threads::ThreadsArgs),
+    /// daxfs mounted through FUSE beside tmpfs and XFS (reflink, loop
+    /// device): the same workloads through system calls, and the FUSE
+    /// requests each cost.
+    Mount(mount::MountBenchArgs),
 }
 
 /// What one run does, from the options.
@@ -173,6 +178,9 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     }
     if let Some(BenchMode::Views(a)) = &args.mode {
         return views::run(a);
+    }
+    if let Some(BenchMode::Mount(a)) = &args.mode {
+        return mount::run(a);
     }
     if let Some(BenchMode::Media(a)) = &args.mode {
         return media::run(a);
