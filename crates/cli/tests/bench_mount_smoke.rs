@@ -57,14 +57,19 @@ fn every_workload_with_its_requests_and_nothing_left_mounted() {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let me = format!("daxfs-bench-{}-", std::process::id());
     assert!(
-        !mounts.lines().any(|l| l.contains("daxfs-bench-") && l.contains(&me)),
+        !mounts
+            .lines()
+            .any(|l| l.contains("daxfs-bench-") && l.contains(&me)),
         "left mounted: {mounts}"
     );
     let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
     assert!(left.is_empty(), "bench mount left files behind: {left:?}");
 
     assert!(text.contains("memcpy bandwidth"), "{text}");
-    assert!(text.contains("xfs (reflink, loop device): skipped: --no-xfs"), "{text}");
+    assert!(
+        text.contains("xfs (reflink, loop device): skipped: --no-xfs"),
+        "{text}"
+    );
     let dax = text.split("daxfs (FUSE)").nth(1).expect("a daxfs section");
     let tmpfs = text.split("\ntmpfs\n").nth(1).expect("a tmpfs section");
     for l in LABELS {
