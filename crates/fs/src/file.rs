@@ -642,7 +642,7 @@ impl File {
             if !r.dirty {
                 r.dirty = true;
                 // Every later commit carries the record until it is clean.
-                lock(&self.fs.in_place).push(self.node.ino);
+                self.fs.in_place.lock().push(self.node.ino);
             }
             return Ok(data.len());
         }
