@@ -42,6 +42,9 @@ pub(crate) struct Snapshot {
     pub reserve: u64,
     /// Blocks lazy transactions committed in memory only.
     pub lazy: Arc<BlockMap<NodeBuf>>,
+    /// Reverse-map records committed but not in the tree yet (the pending
+    /// intents, `NodeCache::rmap_pending`).
+    pub rmap: Arc<crate::space::rmap::Pending>,
 }
 
 /// Shards of the readers' node cache (a shard's lock is held for a hash
@@ -142,6 +145,7 @@ impl Published {
                 sb,
                 reserve: 0,
                 lazy: Arc::default(),
+                rmap: Arc::default(),
             })),
             cache: ReadCache::default(),
             retries: AtomicU64::new(0),
@@ -189,6 +193,7 @@ pub(crate) fn publish(meta: &crate::tx::Meta) {
         sb: meta.sb,
         reserve: meta.reserve,
         lazy: meta.cache.lazy_blocks(),
+        rmap: meta.cache.rmap_pending.clone(),
     });
     p.seq.store(seq, Ordering::Release);
 }
@@ -590,6 +595,66 @@ impl Reader<'_> {
     }
 }
 
+/// The reverse map of a snapshot: its tree under its pending records.
+/// Read only.
+pub(crate) struct SnapRecords<'r, 'a> {
+    pub s: &'r mut SnapStore<'a>,
+    pub snap: &'a Snapshot,
+}
+
+impl<'a> Reader<'a> {
+    /// The snapshot's reverse map.
+    pub fn rmap(&mut self) -> SnapRecords<'_, 'a> {
+        SnapRecords {
+            s: &mut self.s,
+            snap: self.snap,
+        }
+    }
+}
+
+impl crate::space::rmap::Records for SnapRecords<'_, '_> {
+    fn get(
+        &mut self,
+        k: &crate::space::rmap::Key,
+    ) -> Result<Option<daxfs_format::records::RmapRecord>> {
+        if let Some(v) = self.snap.rmap.get(k) {
+            return Ok(*v);
+        }
+        let root = self.snap.sb.rmap_tree;
+        Ok(crate::space::rmap::tree().get(self.s, &root, k)?)
+    }
+    fn put(
+        &mut self,
+        k: crate::space::rmap::Key,
+        _: daxfs_format::records::RmapRecord,
+    ) -> Result<()> {
+        Err(FsError::NotSupported(format!(
+            "reverse map: changing the record at block {} in a snapshot",
+            k.0
+        )))
+    }
+    fn del(&mut self, k: &crate::space::rmap::Key) -> Result<()> {
+        Err(FsError::NotSupported(format!(
+            "reverse map: removing the record at block {} in a snapshot",
+            k.0
+        )))
+    }
+    fn walk(
+        &mut self,
+        lo: &crate::space::rmap::Key,
+        hi: &crate::space::rmap::Key,
+        after: Option<u64>,
+        f: &mut dyn FnMut(
+            crate::space::rmap::Key,
+            daxfs_format::records::RmapRecord,
+        ) -> std::ops::ControlFlow<()>,
+    ) -> Result<()> {
+        let root = self.snap.sb.rmap_tree;
+        let layers: [&crate::space::rmap::Pending; 1] = [&self.snap.rmap];
+        crate::space::rmap::walk_layered(self.s, &root, &layers, lo, hi, after, f)
+    }
+}
+
 fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -789,6 +854,118 @@ mod tests {
         }
         assert_eq!(fs.readdir_ino(d, 0, 100).unwrap().len(), 4);
         assert_eq!(fs.lookup(d, "b").unwrap().ino, fs.stat("/d/b").unwrap().ino);
+    }
+
+    /// Inodes an owner record names, in order.
+    fn owner_inos(recs: &[crate::OwnerRecord]) -> Vec<u64> {
+        recs.iter()
+            .filter_map(|r| match &r.owner {
+                crate::OwnerKind::File { ino, .. } => Some(*ino),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Owner queries, fsmap, paths and fiemap complete while another
+    /// thread holds the metadata lock, and see the reverse map's pending
+    /// records (a clone's, not in the tree yet).
+    #[test]
+    fn owner_queries_complete_while_the_metadata_lock_is_held() {
+        let fs = fs();
+        fs.mkdir("/d", 0o755).unwrap();
+        let a = fs.create("/d/a").unwrap();
+        a.write_at(0, &[3u8; 4 * 4096]).unwrap();
+        let b = fs.create("/d/b").unwrap();
+        b.clone_from(&a).unwrap();
+        let (ai, bi) = (a.stat().ino, b.stat().ino);
+        let phys = a.fiemap().unwrap()[0].physical / 4096;
+        assert!(lock(&fs.inner.meta).cache.rmap_pending_len() > 0);
+        let held = lock(&fs.inner.meta);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fs2 = fs.clone();
+        let t = std::thread::spawn(move || {
+            let owners = fs2.owners(phys, 4).unwrap();
+            let by_ino = fs2.owners_by_inode(phys, 4).unwrap();
+            let map = fs2.fsmap(0, u64::MAX).unwrap();
+            let paths = fs2.paths(bi).unwrap();
+            let rows = a.fiemap().unwrap();
+            tx.send((owners, by_ino, map, paths, rows)).unwrap();
+        });
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        t.join().unwrap();
+        let (owners, by_ino, map, paths, rows) =
+            got.expect("the owner queries waited for the metadata lock");
+        let mut inos = owner_inos(&owners);
+        inos.sort();
+        assert_eq!(inos, [ai, bi]);
+        assert!(owners.iter().all(|r| r.shared));
+        assert!(owners.iter().any(|r| matches!(&r.owner,
+            crate::OwnerKind::File { ino, paths, .. } if *ino == bi && paths == &["/d/b"])));
+        assert_eq!(owner_inos(&by_ino).len(), 2);
+        assert!(owner_inos(&map).contains(&bi));
+        assert!(map.iter().any(|r| r.owner == crate::OwnerKind::Free));
+        assert_eq!(paths, ["/d/b"]);
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].shared);
+    }
+
+    /// Owner queries, paths and fiemap racing clones and unlinks see only
+    /// states that existed: the source's blocks owned by it alone, or by
+    /// it and the whole clone, which has its path.
+    #[test]
+    fn owner_queries_see_only_states_that_existed() {
+        let fs = fs();
+        let a = fs.create("/a").unwrap();
+        a.write_at(0, &[5u8; 3 * 4096]).unwrap();
+        let ai = a.stat().ino;
+        let phys = a.fiemap().unwrap()[0].physical / 4096;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let w = s.spawn(|| {
+                for _ in 0..60 {
+                    let b = fs.create("/b").unwrap();
+                    b.clone_from(&a).unwrap();
+                    drop(b);
+                    fs.unlink("/b").unwrap();
+                }
+            });
+            let r = s.spawn(|| {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let owners = fs.owners(phys, 3).unwrap();
+                    let inos = owner_inos(&owners);
+                    let others: Vec<_> = owners
+                        .iter()
+                        .filter(|r| owner_inos(std::slice::from_ref(r)) != [ai])
+                        .collect();
+                    assert!(inos.contains(&ai), "{owners:?}");
+                    if others.is_empty() {
+                        assert!(owners.iter().all(|r| !r.shared), "{owners:?}");
+                    } else {
+                        // The whole clone, named by its path, all shared.
+                        let len: u64 = others.iter().map(|r| r.length).sum();
+                        assert_eq!(len, 3 * 4096, "{owners:?}");
+                        assert!(owners.iter().all(|r| r.shared), "{owners:?}");
+                        for r in others {
+                            assert!(
+                                matches!(&r.owner, crate::OwnerKind::File { paths, .. }
+                                    if paths == &["/b"]),
+                                "{owners:?}"
+                            );
+                        }
+                    }
+                    let rows = a.fiemap().unwrap();
+                    assert!(rows.iter().all(|r| r.shared == rows[0].shared), "{rows:?}");
+                    assert_eq!(fs.paths(ai).unwrap(), ["/a"]);
+                }
+                n
+            });
+            w.join().unwrap();
+            stop.store(true, Ordering::SeqCst);
+            assert!(r.join().unwrap() > 0);
+        });
     }
 
     /// Reads start no transaction and commit nothing: no fence.
