@@ -40,7 +40,10 @@ fn json_has_every_workload_and_leaves_nothing() {
     assert!(doc["config"]["cores"].as_u64().unwrap() >= 1);
     assert_eq!(doc["config"]["threads"], serde_json::json!([1, 2, 3]));
     let figs = doc["figures"].as_array().expect("figures array");
+    // The machine's ceiling, beside which the read ratios are printed.
+    assert!(doc["config"]["ceiling_ratio_2t"].as_f64().unwrap() > 0.0);
     for w in [
+        "ceiling",
         "getattr",
         "lookup",
         "create_own_dir",

@@ -642,7 +642,7 @@ impl File {
             if !r.dirty {
                 r.dirty = true;
                 // Every later commit carries the record until it is clean.
-                lock(&self.fs.in_place).push(self.node.ino);
+                self.fs.in_place.lock().push(self.node.ino);
             }
             return Ok(data.len());
         }
@@ -1025,36 +1025,26 @@ impl File {
 
     /// The file's extents, split where sharing changes; each says whether
     /// its blocks are shared with another file (or another place in this one).
+    ///
+    /// The extent map is the one in memory, under the data lock (no change
+    /// of the file's mapping runs meanwhile); the sharing comes from a
+    /// snapshot taken after the lock, with no metadata lock (see
+    /// `crate::snapshot`): the state of one moment. Only the first use of
+    /// the map after the inode is loaded reads it under the metadata lock.
     pub fn fiemap(&self) -> Result<Vec<FiemapExtent>> {
         let mut d = self.data_write();
-        let map = self.loaded(&mut d)?;
-        let mut meta = lock(&self.fs.meta);
-        let rroot = meta.sb.refcount_tree;
-        let mut rs = self.fs.cached_reader(&mut meta);
-        let mut out = vec![];
-        for e in map.iter() {
-            let pieces = if rroot.is_empty() {
-                vec![crate::space::refcount::Piece {
-                    start: e.phys,
-                    len: e.len,
-                    count: 1,
-                }]
-            } else {
-                crate::space::refcount::pieces(&mut rs, &rroot, e.phys, e.len)?
-            };
-            for p in pieces {
-                let fb = e.fblock + (p.start - e.phys);
-                out.push(FiemapExtent {
-                    logical: fb * BS,
-                    physical: p.start * BS,
-                    length: p.len * BS,
-                    unwritten: e.unwritten(),
-                    shared: p.count > 1,
-                    lost: false,
-                });
-            }
-        }
-        drop(meta);
+        let map = &*self.loaded(&mut d)?;
+        let out = match self.fs.lockless(|r| {
+            let rroot = r.snap.sb.refcount_tree;
+            fiemap_rows(&mut r.s, &rroot, map)
+        }) {
+            Some(r) => r?,
+            // A node did not match the newest snapshot: the locked path
+            // reads its replica and queues the repair.
+            None => self
+                .fs
+                .read_only(|_, s, sb| fiemap_rows(s, &sb.refcount_tree, map))?,
+        };
         drop(d);
         // Split rows where lost data starts or ends, and mark the lost parts.
         let Some(lost) = self.lost_map()? else {
@@ -1099,6 +1089,39 @@ impl File {
         }
         Ok(rows)
     }
+}
+
+/// The rows of `map` split where sharing changes, with the sharing read
+/// through `rs` from the refcount tree `rroot`.
+fn fiemap_rows(
+    rs: &mut dyn daxfs_btree::NodeStore,
+    rroot: &daxfs_format::records::TreeRoot,
+    map: &ExtentMap,
+) -> Result<Vec<FiemapExtent>> {
+    let mut out = vec![];
+    for e in map.iter() {
+        let pieces = if rroot.is_empty() {
+            vec![crate::space::refcount::Piece {
+                start: e.phys,
+                len: e.len,
+                count: 1,
+            }]
+        } else {
+            crate::space::refcount::pieces(rs, rroot, e.phys, e.len)?
+        };
+        for p in pieces {
+            let fb = e.fblock + (p.start - e.phys);
+            out.push(FiemapExtent {
+                logical: fb * BS,
+                physical: p.start * BS,
+                length: p.len * BS,
+                unwritten: e.unwritten(),
+                shared: p.count > 1,
+                lost: false,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The first lost byte in file range `[off, end)`, if any.

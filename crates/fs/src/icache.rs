@@ -46,7 +46,7 @@ pub(crate) fn trim(
         return;
     }
     let target = limit - limit / 4;
-    let in_place = crate::fs::lock(in_place).clone();
+    let in_place = in_place.lock().clone();
     let mut excess = map.len() - target;
     map.retain(|_, i| {
         if excess == 0 || !unused(i, root, &in_place) {

@@ -25,6 +25,7 @@ pub mod fsck;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub(crate) mod icache;
+mod in_place;
 pub mod inode;
 pub mod journal;
 pub mod media;

@@ -721,6 +721,13 @@ impl Fs {
 
     /// Every path naming inode `ino`.
     pub fn paths(&self, ino: u64) -> Result<Vec<String>> {
+        // From a snapshot, with no lock (see `crate::snapshot`).
+        if let Some(r) = self
+            .inner
+            .lockless(|r| crate::dir::paths(&mut r.s, &r.snap.sb, ino))
+        {
+            return r;
+        }
         let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
         crate::dir::paths(&mut self.inner.cached_reader(&mut meta), &sb, ino)
@@ -733,17 +740,56 @@ impl Fs {
         with_free: bool,
         with_paths: bool,
     ) -> Result<Vec<OwnerRecord>> {
+        // From a snapshot, with no lock: the tree under the snapshot's
+        // pending records, every path and free extent of the same state.
+        if let Some(r) = self.inner.lockless(|r| {
+            let sb = r.snap.sb;
+            let blocks = rmap_range(&sb, block, blocks)?;
+            let recs = rmap::query(&mut r.rmap(), block, blocks)?;
+            owner_records(&mut r.s, &sb, recs, block, blocks, with_free, with_paths)
+        }) {
+            return r;
+        }
+        // A node did not match the newest snapshot: the locked path reads
+        // its replica and queues the repair.
         let mut meta = lock(&self.inner.meta);
         let sb = meta.sb;
-        if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
-            return Err(FsError::NotSupported(
-                "this file system was made without a reverse map".into(),
-            ));
-        }
-        let total = sb.total_blocks.get();
-        let blocks = blocks.min(total.saturating_sub(block));
+        let blocks = rmap_range(&sb, block, blocks)?;
         let mut rs = self.inner.cached_reader(&mut meta);
         let recs = rmap::query(&mut rs.rmap(sb.rmap_tree), block, blocks)?;
+        let out = owner_records(&mut rs, &sb, recs, block, blocks, with_free, with_paths);
+        drop(rs);
+        crate::replica::run_pending(&*self.inner.dev, &mut meta);
+        out
+    }
+}
+
+/// The blocks of `[block, block+blocks)` on the device of `sb`; fails when
+/// it has no reverse map.
+fn rmap_range(sb: &daxfs_format::Superblock, block: u64, blocks: u64) -> Result<u64> {
+    if sb.incompat.get() & daxfs_format::superblock::INCOMPAT_RMAP == 0 {
+        return Err(FsError::NotSupported(
+            "this file system was made without a reverse map".into(),
+        ));
+    }
+    let total = sb.total_blocks.get();
+    Ok(blocks.min(total.saturating_sub(block)))
+}
+
+/// The owner records of the reverse-map records `recs` of device blocks
+/// `[block, block+blocks)`, with paths, free extents and bad ranges as
+/// asked, all read through `rs` in the state whose superblock is `sb`.
+fn owner_records(
+    rs: &mut dyn daxfs_btree::NodeStore,
+    sb: &daxfs_format::Superblock,
+    recs: Vec<rmap::Mapping>,
+    block: u64,
+    blocks: u64,
+    with_free: bool,
+    with_paths: bool,
+) -> Result<Vec<OwnerRecord>> {
+    {
+        let sb = *sb;
         let shared_recs = shared_in(&recs, block, block.saturating_add(blocks));
         let mut paths: HashMap<u64, Vec<String>> = HashMap::new();
         let mut out = vec![];
@@ -753,7 +799,7 @@ impl Fs {
                 o => {
                     let ino = o.ino().unwrap_or(0);
                     if with_paths && !paths.contains_key(&ino) {
-                        let p = crate::dir::paths(&mut rs, &sb, ino).unwrap_or_default();
+                        let p = crate::dir::paths(rs, &sb, ino).unwrap_or_default();
                         paths.insert(ino, p);
                     }
                     let p = paths.get(&ino).cloned().unwrap_or_default();
@@ -803,13 +849,13 @@ impl Fs {
         if with_free && blocks > 0 {
             let t = free_tree();
             let mut free = vec![];
-            if let Some((s, l)) = t.last_le(&mut rs, &sb.free_tree, &block)?
+            if let Some((s, l)) = t.last_le(rs, &sb.free_tree, &block)?
                 && s + l > block
             {
                 free.push((s, l));
             }
             t.range(
-                &mut rs,
+                rs,
                 &sb.free_tree,
                 &(block + 1),
                 &(block + blocks - 1).max(block + 1),
@@ -834,7 +880,7 @@ impl Fs {
             }
             // Bad ranges no record covers are quarantined.
             for (s, l) in
-                crate::space::badblocks::overlapping(&mut rs, &sb.badblock_tree, block, blocks)?
+                crate::space::badblocks::overlapping(rs, &sb.badblock_tree, block, blocks)?
             {
                 let mut owned: Vec<(u64, u64)> = out
                     .iter()
@@ -869,8 +915,7 @@ impl Fs {
             out.sort_by_key(|r| (r.physical, r.owner == OwnerKind::Free));
         }
         if !sb.badblock_tree.is_empty() {
-            let bad =
-                crate::space::badblocks::overlapping(&mut rs, &sb.badblock_tree, block, blocks)?;
+            let bad = crate::space::badblocks::overlapping(rs, &sb.badblock_tree, block, blocks)?;
             for r in out.iter_mut() {
                 let (a, b) = (r.physical / BS, (r.physical + r.length) / BS);
                 if bad.iter().any(|&(s, l)| s < b && s + l > a) {
@@ -878,8 +923,6 @@ impl Fs {
                 }
             }
         }
-        drop(rs);
-        drop(meta);
         Ok(out)
     }
 }

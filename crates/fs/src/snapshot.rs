@@ -42,6 +42,9 @@ pub(crate) struct Snapshot {
     pub reserve: u64,
     /// Blocks lazy transactions committed in memory only.
     pub lazy: Arc<BlockMap<NodeBuf>>,
+    /// Reverse-map records committed but not in the tree yet (the pending
+    /// intents, `NodeCache::rmap_pending`).
+    pub rmap: Arc<crate::space::rmap::Pending>,
 }
 
 /// Shards of the readers' node cache (a shard's lock is held for a hash
@@ -89,6 +92,7 @@ impl ReadCache {
     /// Drops every entry.
     #[cfg(test)]
     pub fn clear(&self) {
+        local::clear();
         for s in &self.shards {
             s.write().unwrap_or_else(|e| e.into_inner()).clear();
         }
@@ -141,6 +145,7 @@ impl Published {
                 sb,
                 reserve: 0,
                 lazy: Arc::default(),
+                rmap: Arc::default(),
             })),
             cache: ReadCache::default(),
             retries: AtomicU64::new(0),
@@ -188,6 +193,7 @@ pub(crate) fn publish(meta: &crate::tx::Meta) {
         sb: meta.sb,
         reserve: meta.reserve,
         lazy: meta.cache.lazy_blocks(),
+        rmap: meta.cache.rmap_pending.clone(),
     });
     p.seq.store(seq, Ordering::Release);
 }
@@ -237,6 +243,99 @@ fn matches(blk: &daxfs_format::Block, kind: BlockKind, owner: u64, crc: u32) -> 
     }
 }
 
+/// Each reader thread's own slots of the nodes it met last, in front of
+/// the shared readers' cache: a node every read passes (a tree's root, the
+/// leaf of a directory's record) found there costs no lock and no change of
+/// a count other threads share. A node is copied into a block of the
+/// thread's own when it is an inner node, or a leaf met a few times running
+/// in its slot; until then the slot holds the shared block. Entries are
+/// checked against the pointer that led to them like the shared cache's.
+/// At most `SLOTS` blocks per thread stay alive (nodes of a file system
+/// gone included, until their slots are taken).
+mod local {
+    use super::matches;
+    use daxfs_btree::NodeBuf;
+    use daxfs_format::BlockKind;
+    use std::cell::RefCell;
+
+    /// Slots per thread (direct mapped by block number).
+    const SLOTS: usize = 64;
+    /// Reads of a leaf from its slot before the thread copies it.
+    const COPY_AFTER: u32 = 3;
+
+    struct Slot {
+        /// The file system's [`super::Published`] id and the block number.
+        id: u64,
+        b: u64,
+        blk: NodeBuf,
+        own: bool,
+        hits: u32,
+    }
+
+    thread_local! {
+        static SLOTS_OF: RefCell<Vec<Option<Slot>>> = RefCell::new((0..SLOTS).map(|_| None).collect());
+    }
+
+    fn own_copy(blk: &NodeBuf) -> NodeBuf {
+        NodeBuf::new(**blk)
+    }
+
+    fn inner(blk: &NodeBuf) -> bool {
+        daxfs_format::block::header(&blk[..]).is_ok_and(|h| h.level > 0)
+    }
+
+    /// The node in this thread's slot for block `b`, when it is the one
+    /// named (`kind`, `owner`, sealed with `crc`).
+    pub(super) fn get(id: u64, b: u64, kind: BlockKind, owner: u64, crc: u32) -> Option<NodeBuf> {
+        SLOTS_OF
+            .try_with(|s| {
+                let mut s = s.try_borrow_mut().ok()?;
+                let slot = s[(b as usize) % SLOTS].as_mut()?;
+                if slot.id != id || slot.b != b || !matches(&slot.blk, kind, owner, crc) {
+                    return None;
+                }
+                if !slot.own {
+                    slot.hits += 1;
+                    if slot.hits >= COPY_AFTER {
+                        slot.blk = own_copy(&slot.blk);
+                        slot.own = true;
+                    }
+                }
+                Some(slot.blk.clone())
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Keeps `blk` (block `b`, verified) in this thread's slot; returns
+    /// the block to use (the thread's own copy when one was made).
+    pub(super) fn put(id: u64, b: u64, blk: NodeBuf) -> NodeBuf {
+        SLOTS_OF
+            .try_with(|s| {
+                let Ok(mut s) = s.try_borrow_mut() else {
+                    return blk.clone();
+                };
+                let own = inner(&blk);
+                let blk = if own { own_copy(&blk) } else { blk.clone() };
+                s[(b as usize) % SLOTS] = Some(Slot {
+                    id,
+                    b,
+                    blk: blk.clone(),
+                    own,
+                    hits: 0,
+                });
+                blk
+            })
+            .unwrap_or(blk)
+    }
+
+    /// Empties this thread's slots.
+    #[cfg(test)]
+    pub(super) fn clear() {
+        SLOTS_OF.with(|s| s.borrow_mut().iter_mut().for_each(|x| *x = None));
+    }
+}
+
 impl NodeStore for SnapStore<'_> {
     fn read_node(
         &mut self,
@@ -259,10 +358,14 @@ impl NodeStore for SnapStore<'_> {
                 .unwrap_or_else(|| TreeError::Store(format!("lazy block {b} is not a {kind:?}")));
             return Err(self.refuse(e));
         }
+        let id = self.published.id;
+        if let Some(blk) = local::get(id, b, kind, owner, crc) {
+            return Ok(blk);
+        }
         if let Some(blk) = self.published.cache.get(b)
             && matches(&blk, kind, owner, crc)
         {
-            return Ok(blk);
+            return Ok(local::put(id, b, blk));
         }
         let blk = match crate::tx::read_verified(self.dev, b, kind, Some(owner), self.fs_id) {
             Ok(blk) => NodeBuf::from(blk),
@@ -272,7 +375,7 @@ impl NodeStore for SnapStore<'_> {
             return Err(self.refuse(e));
         }
         self.published.cache.put(b, blk.clone());
-        Ok(blk)
+        Ok(local::put(id, b, blk))
     }
     fn write_node(&mut self, _b: BlockNo, _node: NodeBuf) -> Result<u32, TreeError> {
         Err(TreeError::Store("read-only store".into()))
@@ -331,7 +434,7 @@ impl Reader<'_> {
     /// record in memory is the snapshot's but for them.
     fn ahead(&self, rec: &mut InodeRecord) {
         let ino = rec.ino.get();
-        if !lock(&self.fs.in_place).contains(&ino) {
+        if !self.fs.in_place.may_hold(ino) || !self.fs.in_place.lock().contains(&ino) {
             return;
         }
         let Some(node) = lock(&self.fs.icache).get(&ino).cloned() else {
@@ -492,6 +595,66 @@ impl Reader<'_> {
     }
 }
 
+/// The reverse map of a snapshot: its tree under its pending records.
+/// Read only.
+pub(crate) struct SnapRecords<'r, 'a> {
+    pub s: &'r mut SnapStore<'a>,
+    pub snap: &'a Snapshot,
+}
+
+impl<'a> Reader<'a> {
+    /// The snapshot's reverse map.
+    pub fn rmap(&mut self) -> SnapRecords<'_, 'a> {
+        SnapRecords {
+            s: &mut self.s,
+            snap: self.snap,
+        }
+    }
+}
+
+impl crate::space::rmap::Records for SnapRecords<'_, '_> {
+    fn get(
+        &mut self,
+        k: &crate::space::rmap::Key,
+    ) -> Result<Option<daxfs_format::records::RmapRecord>> {
+        if let Some(v) = self.snap.rmap.get(k) {
+            return Ok(*v);
+        }
+        let root = self.snap.sb.rmap_tree;
+        Ok(crate::space::rmap::tree().get(self.s, &root, k)?)
+    }
+    fn put(
+        &mut self,
+        k: crate::space::rmap::Key,
+        _: daxfs_format::records::RmapRecord,
+    ) -> Result<()> {
+        Err(FsError::NotSupported(format!(
+            "reverse map: changing the record at block {} in a snapshot",
+            k.0
+        )))
+    }
+    fn del(&mut self, k: &crate::space::rmap::Key) -> Result<()> {
+        Err(FsError::NotSupported(format!(
+            "reverse map: removing the record at block {} in a snapshot",
+            k.0
+        )))
+    }
+    fn walk(
+        &mut self,
+        lo: &crate::space::rmap::Key,
+        hi: &crate::space::rmap::Key,
+        after: Option<u64>,
+        f: &mut dyn FnMut(
+            crate::space::rmap::Key,
+            daxfs_format::records::RmapRecord,
+        ) -> std::ops::ControlFlow<()>,
+    ) -> Result<()> {
+        let root = self.snap.sb.rmap_tree;
+        let layers: [&crate::space::rmap::Pending; 1] = [&self.snap.rmap];
+        crate::space::rmap::walk_layered(self.s, &root, &layers, lo, hi, after, f)
+    }
+}
+
 fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -607,6 +770,202 @@ mod tests {
         drop(held);
         t.join().unwrap();
         assert_eq!(got, Ok(13), "the reads waited for the metadata lock");
+    }
+
+    /// A getattr of a file no in-place write left ahead of the tree tests
+    /// the in-place set without its mutex: it completes while another
+    /// thread holds the mutex.
+    #[test]
+    fn getattr_passes_the_in_place_set_without_its_lock() {
+        let fs = fs();
+        populate(&fs);
+        // An in-place overwrite of another file: the set is not empty.
+        drop(fs.create("/g").unwrap());
+        let g = fs.open("/g", &OpenOptions::read_write()).unwrap();
+        g.write_at(0, &[1u8; 8192]).unwrap();
+        g.fsync().unwrap();
+        g.write_at(0, &[2u8; 16]).unwrap();
+        let gi = fs.stat("/g").unwrap().ino;
+        let set = fs.inner.in_place.clone();
+        assert!(set.lock().contains(&gi));
+        let f = fs.stat("/d/f").unwrap().ino;
+        let held = set.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fs2 = fs.clone();
+        let t = std::thread::spawn(move || tx.send(fs2.getattr(f).unwrap().size).unwrap());
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        t.join().unwrap();
+        assert_eq!(got, Ok(5), "the read waited for the in-place set's mutex");
+        // The file in the set still shows its in-place write's times.
+        assert_eq!(fs.getattr(gi).unwrap().mtime, g.stat().mtime);
+    }
+
+    /// The nodes a thread reads again and again come from its own slots:
+    /// with every shard of the shared readers' cache locked by another
+    /// thread, a read the thread made before completes.
+    #[test]
+    fn hot_nodes_are_read_from_the_threads_own_slots() {
+        let fs = fs();
+        populate(&fs);
+        let f = fs.stat("/d/f").unwrap().ino;
+        let d = fs.stat("/d").unwrap().ino;
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fs2 = fs.clone();
+        let t = std::thread::spawn(move || {
+            for _ in 0..4 {
+                fs2.getattr(f).unwrap();
+                fs2.lookup(d, "f").unwrap();
+            }
+            tx.send(None).unwrap();
+            go_rx.recv().unwrap();
+            let st = fs2.lookup(d, "f").unwrap();
+            tx.send(Some(fs2.getattr(f).unwrap().ino == st.ino))
+                .unwrap();
+        });
+        assert_eq!(rx.recv().unwrap(), None);
+        let p = &fs.inner.published;
+        let held: Vec<_> = p.cache.shards.iter().map(|s| s.write().unwrap()).collect();
+        go_tx.send(()).unwrap();
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        t.join().unwrap();
+        assert_eq!(got, Ok(Some(true)), "the reads waited for the shared cache");
+    }
+
+    /// A thread's slot holding a node a commit has since replaced is not
+    /// used for the newer snapshot: the thread sees the new entry.
+    #[test]
+    fn a_threads_slot_is_checked_against_the_pointer() {
+        let fs = fs();
+        fs.mkdir("/d", 0o755).unwrap();
+        drop(fs.create("/d/a").unwrap());
+        let d = fs.stat("/d").unwrap().ino;
+        for _ in 0..4 {
+            assert_eq!(fs.readdir_ino(d, 0, 100).unwrap().len(), 3);
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| drop(fs.create("/d/b").unwrap()));
+        });
+        // Only this thread's slots and the device: the shared cache is empty.
+        for s in &fs.inner.published.cache.shards {
+            s.write().unwrap().clear();
+        }
+        assert_eq!(fs.readdir_ino(d, 0, 100).unwrap().len(), 4);
+        assert_eq!(fs.lookup(d, "b").unwrap().ino, fs.stat("/d/b").unwrap().ino);
+    }
+
+    /// Inodes an owner record names, in order.
+    fn owner_inos(recs: &[crate::OwnerRecord]) -> Vec<u64> {
+        recs.iter()
+            .filter_map(|r| match &r.owner {
+                crate::OwnerKind::File { ino, .. } => Some(*ino),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Owner queries, fsmap, paths and fiemap complete while another
+    /// thread holds the metadata lock, and see the reverse map's pending
+    /// records (a clone's, not in the tree yet).
+    #[test]
+    fn owner_queries_complete_while_the_metadata_lock_is_held() {
+        let fs = fs();
+        fs.mkdir("/d", 0o755).unwrap();
+        let a = fs.create("/d/a").unwrap();
+        a.write_at(0, &[3u8; 4 * 4096]).unwrap();
+        let b = fs.create("/d/b").unwrap();
+        b.clone_from(&a).unwrap();
+        let (ai, bi) = (a.stat().ino, b.stat().ino);
+        let phys = a.fiemap().unwrap()[0].physical / 4096;
+        assert!(lock(&fs.inner.meta).cache.rmap_pending_len() > 0);
+        let held = lock(&fs.inner.meta);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fs2 = fs.clone();
+        let t = std::thread::spawn(move || {
+            let owners = fs2.owners(phys, 4).unwrap();
+            let by_ino = fs2.owners_by_inode(phys, 4).unwrap();
+            let map = fs2.fsmap(0, u64::MAX).unwrap();
+            let paths = fs2.paths(bi).unwrap();
+            let rows = a.fiemap().unwrap();
+            tx.send((owners, by_ino, map, paths, rows)).unwrap();
+        });
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        t.join().unwrap();
+        let (owners, by_ino, map, paths, rows) =
+            got.expect("the owner queries waited for the metadata lock");
+        let mut inos = owner_inos(&owners);
+        inos.sort();
+        assert_eq!(inos, [ai, bi]);
+        assert!(owners.iter().all(|r| r.shared));
+        assert!(owners.iter().any(|r| matches!(&r.owner,
+            crate::OwnerKind::File { ino, paths, .. } if *ino == bi && paths == &["/d/b"])));
+        assert_eq!(owner_inos(&by_ino).len(), 2);
+        assert!(owner_inos(&map).contains(&bi));
+        assert!(map.iter().any(|r| r.owner == crate::OwnerKind::Free));
+        assert_eq!(paths, ["/d/b"]);
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].shared);
+    }
+
+    /// Owner queries, paths and fiemap racing clones and unlinks see only
+    /// states that existed: the source's blocks owned by it alone, or by
+    /// it and the whole clone, which has its path.
+    #[test]
+    fn owner_queries_see_only_states_that_existed() {
+        let fs = fs();
+        let a = fs.create("/a").unwrap();
+        a.write_at(0, &[5u8; 3 * 4096]).unwrap();
+        let ai = a.stat().ino;
+        let phys = a.fiemap().unwrap()[0].physical / 4096;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let w = s.spawn(|| {
+                for _ in 0..60 {
+                    let b = fs.create("/b").unwrap();
+                    b.clone_from(&a).unwrap();
+                    drop(b);
+                    fs.unlink("/b").unwrap();
+                }
+            });
+            let r = s.spawn(|| {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let owners = fs.owners(phys, 3).unwrap();
+                    let inos = owner_inos(&owners);
+                    let others: Vec<_> = owners
+                        .iter()
+                        .filter(|r| owner_inos(std::slice::from_ref(r)) != [ai])
+                        .collect();
+                    assert!(inos.contains(&ai), "{owners:?}");
+                    if others.is_empty() {
+                        assert!(owners.iter().all(|r| !r.shared), "{owners:?}");
+                    } else {
+                        // The whole clone, named by its path, all shared.
+                        let len: u64 = others.iter().map(|r| r.length).sum();
+                        assert_eq!(len, 3 * 4096, "{owners:?}");
+                        assert!(owners.iter().all(|r| r.shared), "{owners:?}");
+                        for r in others {
+                            assert!(
+                                matches!(&r.owner, crate::OwnerKind::File { paths, .. }
+                                    if paths == &["/b"]),
+                                "{owners:?}"
+                            );
+                        }
+                    }
+                    let rows = a.fiemap().unwrap();
+                    assert!(rows.iter().all(|r| r.shared == rows[0].shared), "{rows:?}");
+                    assert_eq!(fs.paths(ai).unwrap(), ["/a"]);
+                }
+                n
+            });
+            w.join().unwrap();
+            stop.store(true, Ordering::SeqCst);
+            assert!(r.join().unwrap() > 0);
+        });
     }
 
     /// Reads start no transaction and commit nothing: no fence.

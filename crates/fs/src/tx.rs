@@ -113,7 +113,7 @@ pub struct Meta {
 }
 
 /// See [`Meta::in_place`].
-pub type InPlaceSet = Arc<Mutex<Vec<u64>>>;
+pub type InPlaceSet = Arc<crate::in_place::InPlace>;
 
 impl Meta {
     /// The state of a file system whose superblock is `sb`, before any
@@ -1016,7 +1016,7 @@ impl<'a> Tx<'a> {
             }
         }
         if !again.is_empty() {
-            crate::fs::lock(&set).extend(again);
+            set.lock().extend(again);
         }
         r
     }
@@ -1029,7 +1029,7 @@ impl<'a> Tx<'a> {
     /// Returns the records staged.
     fn carry_in_place(&mut self) -> Result<Vec<(Arc<crate::inode::Inode>, InodeRecord)>> {
         let set = self.meta.in_place.clone();
-        let inos = std::mem::take(&mut *crate::fs::lock(&set));
+        let inos = std::mem::take(&mut *set.lock());
         if inos.is_empty() {
             return Ok(vec![]);
         }
@@ -1083,7 +1083,7 @@ impl<'a> Tx<'a> {
             }
         }
         if !keep.is_empty() || res.is_err() {
-            let mut g = crate::fs::lock(&set);
+            let mut g = set.lock();
             g.extend(keep);
             if res.is_err() {
                 g.extend(out.iter().map(|(n, _)| n.ino));

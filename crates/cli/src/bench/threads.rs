@@ -11,6 +11,12 @@
 //! - the same, every thread in one shared directory;
 //! - 4 KiB overwrites at random places, each thread in a file of its own.
 //!
+//! First, the same thread counts run a loop over memory of each thread's
+//! own (a 32 KiB buffer, no file system): how far the machine lets work
+//! that shares nothing grow with threads (a shared VM's other tenants and
+//! CPU frequency limits show there). Its ratio is printed beside those of
+//! getattr and lookup: the honest yardstick for them.
+//!
 //! The targets (getattr and lookup with 2 threads at least 1.8 times one)
 //! are informational and never change the exit status.
 use super::report::{Figure, Report, Target};
@@ -66,6 +72,26 @@ impl Rng {
         self.0 ^= self.0 << 17;
         (self.0 % n.max(1) as u64) as usize
     }
+}
+
+thread_local! {
+    /// The ceiling workload's memory, each thread's own.
+    static OWN: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![1; 4096]);
+}
+
+/// The ceiling workload's step: 64 random reads and writes of the calling
+/// thread's own 32 KiB.
+fn own_memory_step(rng: &mut Rng) {
+    OWN.with(|b| {
+        let mut b = b.borrow_mut();
+        let mut acc = 0u64;
+        for _ in 0..64 {
+            let i = rng.below(b.len());
+            acc = acc.wrapping_add(b[i]);
+            b[i] = acc;
+        }
+        std::hint::black_box(acc);
+    });
 }
 
 /// A workload: what thread `t` does the `n`th time.
@@ -206,6 +232,15 @@ pub fn run(a: &ThreadsArgs) -> Result<i32> {
     let owned_r = &owned;
     let workloads: Vec<Workload<'_>> = vec![
         (
+            "ceiling",
+            "memory of each thread's own, no file system (the machine's ceiling)",
+            None,
+            Box::new(move |_, _, rng| {
+                own_memory_step(rng);
+                Ok(())
+            }),
+        ),
+        (
             "getattr",
             "getattr of a random file",
             Some(1.8),
@@ -250,6 +285,8 @@ pub fn run(a: &ThreadsArgs) -> Result<i32> {
         ),
     ];
     let mut config_figs = vec![];
+    // Each workload's ratio of 2 threads to 1.
+    let mut twos: Vec<(String, f64)> = vec![];
     for (name, label, target, op) in &workloads {
         let mut one: Option<Figure> = None;
         for &t in &counts {
@@ -283,6 +320,9 @@ pub fn run(a: &ThreadsArgs) -> Result<i32> {
                 }
                 Some(o) => {
                     f = f.ratio(o);
+                    if t == 2 {
+                        twos.push((name.to_string(), f.value / o.value.max(f64::MIN_POSITIVE)));
+                    }
                     if t == 2
                         && let Some(r) = target
                     {
@@ -295,6 +335,20 @@ pub fn run(a: &ThreadsArgs) -> Result<i32> {
         config_figs.push(name.to_string());
     }
     drop(workloads);
+    let two = |n: &str| twos.iter().find(|(w, _)| w == n).map(|&(_, r)| r);
+    let ceiling = two("ceiling");
+    if let Some(c) = ceiling {
+        let of = |n: &str| {
+            two(n).map_or("-".to_string(), |r| {
+                format!("{r:.2}x ({:.0}% of the ceiling)", 100.0 * r / c)
+            })
+        };
+        rep.note(&format!(
+            "\n2 threads against 1: the machine's ceiling {c:.2}x; getattr {}; lookup {}",
+            of("getattr"),
+            of("lookup")
+        ));
+    }
     drop(owned);
     drop(fs);
     rep.finish(&serde_json::json!({
@@ -305,6 +359,7 @@ pub fn run(a: &ThreadsArgs) -> Result<i32> {
         "files": files,
         "quick": q,
         "workloads": config_figs,
+        "ceiling_ratio_2t": ceiling,
     }));
     Ok(0)
 }
