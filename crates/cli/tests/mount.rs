@@ -632,3 +632,41 @@ fn commands_run_in_the_mounted_daemon() {
     s.umount();
     s.fsck_clean();
 }
+
+#[test]
+fn an_unlinked_file_the_kernel_holds_lives_until_forgotten() {
+    need_fuse!();
+    use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+    let s = Scratch::new("held", "32m");
+    s.mount(&[]);
+    let free = || rustix::fs::statvfs(s.mp()).unwrap().f_bfree;
+    let base = free();
+    std::fs::write(s.p("f"), vec![5u8; 1 << 20]).unwrap();
+    // An O_PATH descriptor: a lookup the kernel holds, no open in daxfs.
+    let fd = rustix::fs::open(s.p("f"), OFlags::PATH, Mode::empty()).unwrap();
+    std::fs::remove_file(s.p("f")).unwrap();
+    // Asked of the daemon (not the kernel's cached attributes).
+    let st = rustix::fs::statx(
+        &fd,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
+        StatxFlags::BASIC_STATS,
+    )
+    .expect("fstat of the unlinked file the kernel still holds");
+    assert_eq!((st.stx_nlink, st.stx_size), (0, 1 << 20));
+    assert!(free() < base, "its blocks are still in use");
+    drop(fd);
+    // The kernel forgets the inode once nothing refers to it: its blocks
+    // come back.
+    let t = Instant::now();
+    while free() != base {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "blocks never freed: {} of {base}",
+            free()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.umount();
+    s.fsck_clean();
+}

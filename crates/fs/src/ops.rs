@@ -626,7 +626,9 @@ impl InoHold {
 
 impl std::fmt::Debug for InoHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InoHold").field("ino", &self.node.ino).finish()
+        f.debug_struct("InoHold")
+            .field("ino", &self.node.ino)
+            .finish()
     }
 }
 

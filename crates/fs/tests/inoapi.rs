@@ -486,7 +486,11 @@ fn a_held_inode_outlives_its_last_name_until_released() {
     assert_eq!(errno(fs.getattr(d)), "ENOENT");
     assert_eq!(errno(fs.getattr(l)), "ENOENT");
     drop(both);
-    assert_eq!(errno(fs.getattr(ino)), "ENOENT", "freed at the last release");
+    assert_eq!(
+        errno(fs.getattr(ino)),
+        "ENOENT",
+        "freed at the last release"
+    );
     assert_eq!(free(&fs), base);
     // A crash while held (here: a hold never released) leaves the inode on
     // the orphan list: the next mount frees it.
