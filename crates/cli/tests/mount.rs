@@ -670,3 +670,50 @@ fn an_unlinked_file_the_kernel_holds_lives_until_forgotten() {
     s.umount();
     s.fsck_clean();
 }
+
+#[test]
+fn fsck_while_a_process_writes_through_the_mount_is_clean() {
+    need_fuse!();
+    let s = Scratch::new("fsckw", "32m");
+    s.mount(&[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, dir) = (stop.clone(), s.mp());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let p = dir.join(format!("f{}", i % 8));
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+                    .unwrap();
+                f.write_all(&vec![i as u8; 5000 + (i as usize % 7) * 3000])
+                    .unwrap();
+                if i.is_multiple_of(3) {
+                    f.set_len(i % 5 * 4096).unwrap();
+                }
+                drop(f);
+                if i.is_multiple_of(4) {
+                    std::fs::remove_file(&p).unwrap();
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    for _ in 0..8 {
+        let o = daxfs().arg("fsck").arg(s.img()).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.starts_with("clean"),
+            "fsck during writes: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0, "the writer ran");
+    s.umount();
+    s.fsck_clean();
+}
