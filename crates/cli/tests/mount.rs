@@ -597,8 +597,16 @@ fn commands_run_in_the_mounted_daemon() {
             h
         })
         .collect();
+    // A process maps b (the clone) and reads it through the mapping.
+    // It has the page mapped (touched) when the report comes.
+    let map = MappedRead::new(&held[1], data.len());
+    let reader = map.reader();
     let report = run(&["io", img, "-c", &format!("inject-error {phys:#x} 4k")]);
     assert!(report.contains("/a") && report.contains("/b"), "{report}");
+    // The lost page's cached copy is gone from the mapping too: touching it
+    // again faults it in, the read fails, and the process gets SIGBUS.
+    assert_eq!(reader.touch_again(), Some(libc::SIGBUS), "mapped reader");
+    drop(map);
     // Both files' reads on the mount fail now, through the handles whose
     // pages the kernel had cached, and through new opens.
     for (f, h) in ["a", "b"].iter().zip(&held) {
@@ -716,4 +724,105 @@ fn fsck_while_a_process_writes_through_the_mount_is_clean() {
     assert!(writer.join().unwrap() > 0, "the writer ran");
     s.umount();
     s.fsck_clean();
+}
+
+/// A shared read-only mapping of a file on the mount.
+struct MappedRead {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl MappedRead {
+    fn new(f: &std::fs::File, len: usize) -> MappedRead {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a new mapping of `len` bytes of an open file, at an
+        // address the kernel picks; only read through volatile loads.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        let m = MappedRead { ptr, len };
+        // SAFETY: the first byte of the live mapping made above.
+        let _ = unsafe { std::ptr::read_volatile(m.ptr as *const u8) };
+        m
+    }
+
+    /// A child process that reads the mapping's first byte now (so the
+    /// page is mapped in it) and again when told.
+    fn reader(&self) -> Reader {
+        // fds[0..2]: the child's "touched" to us; fds[2..4]: our "again".
+        let mut fds = [0; 4];
+        // SAFETY: two new pipes into `fds`.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe");
+            assert_eq!(libc::pipe(fds[2..].as_mut_ptr()), 0, "pipe");
+        }
+        // SAFETY: the child only loads from the inherited mapping, reads
+        // the pipe and exits, all async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let p = self.ptr as *const u8;
+            let mut b = 0u8;
+            // SAFETY: the mapping is live in the child (inherited); `b` is
+            // one byte to read into.
+            unsafe {
+                let _ = std::ptr::read_volatile(p);
+                libc::write(fds[1], p.cast(), 1);
+                libc::read(fds[2], (&mut b as *mut u8).cast(), 1);
+                let _ = std::ptr::read_volatile(p);
+                libc::_exit(0)
+            }
+        }
+        let mut b = 0u8;
+        // SAFETY: one byte from the pipe into `b`: the child's first touch
+        // is done when it comes.
+        assert_eq!(
+            unsafe { libc::read(fds[0], (&mut b as *mut u8).cast(), 1) },
+            1
+        );
+        Reader { pid, fds }
+    }
+}
+
+struct Reader {
+    pid: i32,
+    fds: [i32; 4],
+}
+
+impl Reader {
+    /// Tells the child to touch the page again; the signal that ended it,
+    /// if one did.
+    fn touch_again(self) -> Option<i32> {
+        let mut status = 0;
+        // SAFETY: one byte from a local into the pipe, then a wait for the
+        // child made in `reader`; the pipe's ends are ours to close.
+        unsafe {
+            assert_eq!(libc::write(self.fds[3], [1u8].as_ptr().cast(), 1), 1);
+            assert_eq!(libc::waitpid(self.pid, &mut status, 0), self.pid);
+            for fd in self.fds {
+                libc::close(fd);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            Some(libc::WTERMSIG(status))
+        } else {
+            assert_eq!(libc::WEXITSTATUS(status), 0);
+            None
+        }
+    }
+}
+
+impl Drop for MappedRead {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, not used after this.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }
