@@ -784,10 +784,8 @@ impl MappedRead {
         let mut b = 0u8;
         // SAFETY: one byte from the pipe into `b`: the child's first touch
         // is done when it comes.
-        assert_eq!(
-            unsafe { libc::read(fds[0], (&mut b as *mut u8).cast(), 1) },
-            1
-        );
+        let n = unsafe { libc::read(fds[0], (&mut b as *mut u8).cast(), 1) };
+        assert_eq!(n, 1);
         Reader { pid, fds }
     }
 }
