@@ -561,13 +561,12 @@ fn run(cli: Cli) -> Result<i32> {
             // Exit status as e2fsck and xfs_repair -n: 0 clean, 4 problems
             // found and left, 8 could not check, 16 usage (in main).
             let check = || -> Result<i32> {
-                let dev = match control::online_fs() {
-                    // A client's check: of the holder's device, synced, while
-                    // no other client's command runs.
-                    Some(fs) => {
-                        fs.sync()?;
-                        fs.device().clone()
-                    }
+                // A client's check: of the holder's file system, in a
+                // consistent state (changes wait for it), while no other
+                // client's command runs.
+                let online = control::online_fs();
+                let dev = match &online {
+                    Some(fs) => fs.device().clone(),
                     None => open_device(&image, pmem)?,
                 };
                 let tty = control::stderr_is_terminal() && !json;
@@ -578,7 +577,10 @@ fn run(cli: Cli) -> Result<i32> {
                         last = std::time::Instant::now();
                     }
                 };
-                let rep = daxfs::fsck::fsck(&*dev, &mut progress)?;
+                let rep = match &online {
+                    Some(fs) => fs.fsck_online(&mut progress)?,
+                    None => daxfs::fsck::fsck(&*dev, &mut progress)?,
+                };
                 if tty {
                     eprintln!();
                 }

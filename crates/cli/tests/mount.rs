@@ -597,8 +597,16 @@ fn commands_run_in_the_mounted_daemon() {
             h
         })
         .collect();
+    // A process maps b (the clone) and reads it through the mapping.
+    // It has the page mapped (touched) when the report comes.
+    let map = MappedRead::new(&held[1], data.len());
+    let reader = map.reader();
     let report = run(&["io", img, "-c", &format!("inject-error {phys:#x} 4k")]);
     assert!(report.contains("/a") && report.contains("/b"), "{report}");
+    // The lost page's cached copy is gone from the mapping too: touching it
+    // again faults it in, the read fails, and the process gets SIGBUS.
+    assert_eq!(reader.touch_again(), Some(libc::SIGBUS), "mapped reader");
+    drop(map);
     // Both files' reads on the mount fail now, through the handles whose
     // pages the kernel had cached, and through new opens.
     for (f, h) in ["a", "b"].iter().zip(&held) {
@@ -631,4 +639,188 @@ fn commands_run_in_the_mounted_daemon() {
     run(&["clear-error", img, &format!("{phys:#x}"), "4k"]);
     s.umount();
     s.fsck_clean();
+}
+
+#[test]
+fn an_unlinked_file_the_kernel_holds_lives_until_forgotten() {
+    need_fuse!();
+    use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+    let s = Scratch::new("held", "32m");
+    s.mount(&[]);
+    let free = || rustix::fs::statvfs(s.mp()).unwrap().f_bfree;
+    let base = free();
+    std::fs::write(s.p("f"), vec![5u8; 1 << 20]).unwrap();
+    // An O_PATH descriptor: a lookup the kernel holds, no open in daxfs.
+    let fd = rustix::fs::open(s.p("f"), OFlags::PATH, Mode::empty()).unwrap();
+    std::fs::remove_file(s.p("f")).unwrap();
+    // Asked of the daemon (not the kernel's cached attributes).
+    let st = rustix::fs::statx(
+        &fd,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
+        StatxFlags::BASIC_STATS,
+    )
+    .expect("fstat of the unlinked file the kernel still holds");
+    assert_eq!((st.stx_nlink, st.stx_size), (0, 1 << 20));
+    assert!(free() < base, "its blocks are still in use");
+    drop(fd);
+    // The kernel forgets the inode once nothing refers to it: its blocks
+    // come back.
+    let t = Instant::now();
+    while free() != base {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "blocks never freed: {} of {base}",
+            free()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.umount();
+    s.fsck_clean();
+}
+
+#[test]
+fn fsck_while_a_process_writes_through_the_mount_is_clean() {
+    need_fuse!();
+    let s = Scratch::new("fsckw", "32m");
+    s.mount(&[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, dir) = (stop.clone(), s.mp());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let p = dir.join(format!("f{}", i % 8));
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+                    .unwrap();
+                f.write_all(&vec![i as u8; 5000 + (i as usize % 7) * 3000])
+                    .unwrap();
+                if i.is_multiple_of(3) {
+                    f.set_len(i % 5 * 4096).unwrap();
+                }
+                drop(f);
+                if i.is_multiple_of(4) {
+                    std::fs::remove_file(&p).unwrap();
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    for _ in 0..8 {
+        let o = daxfs().arg("fsck").arg(s.img()).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.starts_with("clean"),
+            "fsck during writes: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0, "the writer ran");
+    s.umount();
+    s.fsck_clean();
+}
+
+/// A shared read-only mapping of a file on the mount.
+struct MappedRead {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl MappedRead {
+    fn new(f: &std::fs::File, len: usize) -> MappedRead {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a new mapping of `len` bytes of an open file, at an
+        // address the kernel picks; only read through volatile loads.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        let m = MappedRead { ptr, len };
+        // SAFETY: the first byte of the live mapping made above.
+        let _ = unsafe { std::ptr::read_volatile(m.ptr as *const u8) };
+        m
+    }
+
+    /// A child process that reads the mapping's first byte now (so the
+    /// page is mapped in it) and again when told.
+    fn reader(&self) -> Reader {
+        // fds[0..2]: the child's "touched" to us; fds[2..4]: our "again".
+        let mut fds = [0; 4];
+        // SAFETY: two new pipes into `fds`.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe");
+            assert_eq!(libc::pipe(fds[2..].as_mut_ptr()), 0, "pipe");
+        }
+        // SAFETY: the child only loads from the inherited mapping, reads
+        // the pipe and exits, all async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let p = self.ptr as *const u8;
+            let mut b = 0u8;
+            // SAFETY: the mapping is live in the child (inherited); `b` is
+            // one byte to read into.
+            unsafe {
+                let _ = std::ptr::read_volatile(p);
+                libc::write(fds[1], p.cast(), 1);
+                libc::read(fds[2], (&mut b as *mut u8).cast(), 1);
+                let _ = std::ptr::read_volatile(p);
+                libc::_exit(0)
+            }
+        }
+        let mut b = 0u8;
+        // SAFETY: one byte from the pipe into `b`: the child's first touch
+        // is done when it comes.
+        let n = unsafe { libc::read(fds[0], (&mut b as *mut u8).cast(), 1) };
+        assert_eq!(n, 1);
+        Reader { pid, fds }
+    }
+}
+
+struct Reader {
+    pid: i32,
+    fds: [i32; 4],
+}
+
+impl Reader {
+    /// Tells the child to touch the page again; the signal that ended it,
+    /// if one did.
+    fn touch_again(self) -> Option<i32> {
+        let mut status = 0;
+        // SAFETY: one byte from a local into the pipe, then a wait for the
+        // child made in `reader`; the pipe's ends are ours to close.
+        unsafe {
+            assert_eq!(libc::write(self.fds[3], [1u8].as_ptr().cast(), 1), 1);
+            assert_eq!(libc::waitpid(self.pid, &mut status, 0), self.pid);
+            for fd in self.fds {
+                libc::close(fd);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            Some(libc::WTERMSIG(status))
+        } else {
+            assert_eq!(libc::WEXITSTATUS(status), 0);
+            None
+        }
+    }
+}
+
+impl Drop for MappedRead {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, not used after this.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }

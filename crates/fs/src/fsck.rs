@@ -1508,3 +1508,45 @@ fn block_list(anchors: &[(u64, u64)]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+impl crate::Fs {
+    /// Checks this mounted file system as [`fsck`] does the device, over a
+    /// consistent state while it is in use: pending commits, reverse-map
+    /// changes and inode write-backs are made durable and the check runs
+    /// with the metadata lock held, so no change lands while it reads
+    /// (changes wait for it; reads that take no lock go on). Data writes
+    /// that allocate nothing change no metadata and go on too.
+    pub fn fsck_online(&self, progress: Progress<'_>) -> Result<FsckReport> {
+        let inner = &*self.inner;
+        inner.sync()?;
+        let mut meta = crate::fs::lock(&inner.meta);
+        let dev = &*inner.dev;
+        crate::tx::flush_lazy(dev, &mut meta)?;
+        match crate::tx::flush_intents(dev, &mut meta) {
+            Err(crate::FsError::NoSpace(_)) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
+        // Inode records changed since the sync (sizes and times are written
+        // back lazily) go in now, under the lock.
+        let mut dirty: Vec<_> = crate::fs::lock(&inner.icache)
+            .values()
+            .filter(|i| i.rec().dirty)
+            .cloned()
+            .collect();
+        if !dirty.is_empty() {
+            dirty.sort_by_key(|i| i.ino);
+            let mut tx = crate::tx::Tx::begin(dev, &mut meta)?;
+            tx.use_reserve();
+            let mut guards: Vec<_> = dirty.iter().map(|i| i.rec()).collect();
+            for g in guards.iter_mut() {
+                crate::fs::put_record(&mut tx, &g.rec)?;
+            }
+            tx.commit()?;
+            for g in guards.iter_mut() {
+                g.dirty = false;
+            }
+            crate::tx::flush_lazy(dev, &mut meta)?;
+        }
+        fsck(dev, progress)
+    }
+}

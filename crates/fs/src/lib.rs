@@ -48,7 +48,9 @@ pub use fs::{Fs, FsInfo, MkfsOptions, MountOptions};
 pub use inode::FileKind;
 pub use media::{ErrorLogEntry, FailureEvent, FailureFlags, Imported, LossNotice};
 pub use namespace::Stat;
-pub use ops::{Ino, LINK_MAX, RenameFlags, SetAttr, SetTime, StatFs, decode_dev, encode_dev};
+pub use ops::{
+    Ino, InoHold, LINK_MAX, RenameFlags, SetAttr, SetTime, StatFs, decode_dev, encode_dev,
+};
 pub use reflink::{DedupeResult, DedupeStatus, OwnerKind, OwnerRecord};
 pub use replica::{ReplicaPair, ReplicaScrub};
 pub use views::{Access, PageState, View, ViewStats};

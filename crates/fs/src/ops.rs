@@ -610,6 +610,35 @@ fn apply_attrs(r: &mut InodeRecord, kind: FileKind, a: &SetAttr) {
     r.ctime = a.ctime.map_or(now, |t| set_time(t, now));
 }
 
+/// An inode held by [`Fs::hold_ino`]: counts as an open of it until
+/// dropped.
+pub struct InoHold {
+    fs: Arc<FsInner>,
+    node: Arc<Inode>,
+}
+
+impl InoHold {
+    /// The inode held.
+    pub fn ino(&self) -> Ino {
+        self.node.ino
+    }
+}
+
+impl std::fmt::Debug for InoHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InoHold")
+            .field("ino", &self.node.ino)
+            .finish()
+    }
+}
+
+impl Drop for InoHold {
+    fn drop(&mut self) {
+        // An error here leaves the inode on the orphan list; mount frees it.
+        let _ = self.fs.release(&self.node);
+    }
+}
+
 impl Fs {
     /// Runs `f` with every inode this thread makes in it (create, mkdir,
     /// mknod, symlink, tmpfile) owned by `uid` and group `gid` from birth,
@@ -765,6 +794,32 @@ impl Fs {
             file.set_len(0)?;
         }
         Ok(file)
+    }
+
+    /// Holds inode `ino` of any kind as an open does, without a file
+    /// handle: while the [`InoHold`] lives, an inode whose last name is
+    /// removed stays (nlink 0, on the orphan list, reachable by number);
+    /// dropping the last hold or handle frees it, and after a crash the next
+    /// mount does. A FUSE daemon holds each inode the kernel has looked up
+    /// until the kernel forgets it. ENOENT when `ino` does not exist; ESTALE
+    /// when `generation` is given and the number now names another inode.
+    pub fn hold_ino(&self, ino: Ino, generation: Option<u64>) -> Result<InoHold> {
+        let node = self.with_tx(|inner, mut tx| {
+            let n = match (inner.live(&mut tx, ino), generation) {
+                (Ok(n), Some(g)) if n.rec().rec.generation.get() != g => {
+                    return Err(stale_gen(ino, g, n.rec().rec.generation.get()));
+                }
+                (Ok(n), _) => n,
+                (Err(e), Some(_)) => return Err(stale(e, ino)),
+                (Err(e), None) => return Err(e),
+            };
+            n.opens.fetch_add(1, Ordering::SeqCst);
+            Ok(n)
+        })?;
+        Ok(InoHold {
+            fs: self.inner.clone(),
+            node,
+        })
     }
 
     /// Creates and opens, or opens, regular file `name` in directory `dir`

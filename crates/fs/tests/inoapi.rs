@@ -450,6 +450,69 @@ fn open_by_inode_and_unlinked_while_open() {
 }
 
 #[test]
+fn a_held_inode_outlives_its_last_name_until_released() {
+    let (dev, fs) = new_fs(8);
+    let root = fs.root_ino();
+    let free = |fs: &Fs| fs.statfs().free_blocks;
+    let base = free(&fs);
+    let ino = mkfile(&fs, root, "f");
+    let g = fs.getattr(ino).unwrap().generation;
+    fs.open_ino(ino, &OpenOptions::read_write())
+        .unwrap()
+        .write_at(0, &[7u8; 40_000])
+        .unwrap();
+    let hold = fs.hold_ino(ino, Some(g)).unwrap();
+    assert_eq!(hold.ino(), ino);
+    let both = fs.hold_ino(ino, None).unwrap();
+    assert_eq!(errno(fs.hold_ino(ino, Some(g + 1))), "ESTALE");
+    assert_eq!(errno(fs.hold_ino(999_999, None)), "ENOENT");
+    assert_eq!(errno(fs.hold_ino(999_999, Some(1))), "ESTALE");
+    fs.unlink_at(root, "f").unwrap();
+    let st = fs.getattr(ino).unwrap();
+    assert_eq!((st.nlink, st.size), (0, 40_000), "held: still there");
+    assert!(free(&fs) < base, "its blocks are still in use");
+    drop(hold);
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 0, "one hold left");
+    // Directories, symbolic links and special files are held too.
+    let d = fs.mkdir_at(root, "d", 0o755).unwrap().ino;
+    let l = fs.symlink_at("d", root, "l").unwrap().ino;
+    let (hd, hl) = (fs.hold_ino(d, None).unwrap(), fs.hold_ino(l, None).unwrap());
+    fs.rmdir_at(root, "d").unwrap();
+    fs.unlink_at(root, "l").unwrap();
+    assert_eq!(fs.getattr(d).unwrap().nlink, 0);
+    assert_eq!(errno(fs.mkdir_at(d, "x", 0o755)), "ENOENT");
+    assert_eq!(fs.readlink_ino(l).unwrap(), b"d");
+    drop((hd, hl));
+    assert_eq!(errno(fs.getattr(d)), "ENOENT");
+    assert_eq!(errno(fs.getattr(l)), "ENOENT");
+    drop(both);
+    assert_eq!(
+        errno(fs.getattr(ino)),
+        "ENOENT",
+        "freed at the last release"
+    );
+    assert_eq!(free(&fs), base);
+    // A crash while held (here: a hold never released) leaves the inode on
+    // the orphan list: the next mount frees it.
+    let ino = mkfile(&fs, root, "g");
+    fs.open_ino(ino, &OpenOptions::read_write())
+        .unwrap()
+        .write_at(0, &[1u8; 8192])
+        .unwrap();
+    let hold = fs.hold_ino(ino, None).unwrap();
+    fs.unlink_at(root, "g").unwrap();
+    let image = std::sync::Arc::new(daxfs_device::MemDevice::from_image(dev.image()));
+    drop(hold);
+    drop(fs);
+    assert_fsck(&*dev);
+    let fs = Fs::mount(image.clone(), &daxfs::MountOptions::default()).unwrap();
+    assert_eq!(errno(fs.getattr(ino)), "ENOENT");
+    assert_eq!(free(&fs), base);
+    drop(fs);
+    assert_fsck(&*image);
+}
+
+#[test]
 fn tmpfile_is_freed_at_close_or_named_by_link() {
     let (dev, fs) = new_fs(8);
     let root = fs.root_ino();

@@ -2,7 +2,8 @@
 use crate::perm::{self, Creds, R, W, X};
 use crate::{Invalidator, MountConfig, lock};
 use daxfs::{
-    FallocFlags, File, FileKind, Fs, FsError, OpenOptions, RenameFlags, SetAttr, SetTime, Stat,
+    FallocFlags, File, FileKind, Fs, FsError, InoHold, OpenOptions, RenameFlags, SetAttr, SetTime,
+    Stat,
 };
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -47,6 +48,10 @@ pub struct Daemon {
     /// Lookup counts: inode number to the lookups the kernel has not
     /// forgotten.
     known: Arc<Mutex<HashMap<u64, u64>>>,
+    /// A hold of each inode in `known`, so that one whose last name is
+    /// removed lives until the kernel forgets it. Locked only inside
+    /// `known`'s lock, and no engine call is made under either.
+    holds: Mutex<HashMap<u64, InoHold>>,
     invalidator: Invalidator,
 }
 
@@ -127,6 +132,7 @@ impl Daemon {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             known,
+            holds: Mutex::new(HashMap::new()),
             invalidator,
         }
     }
@@ -187,12 +193,62 @@ impl Daemon {
         FileHandle(fh)
     }
 
-    fn remember(&self, ino: u64) {
-        *lock(&self.known).entry(ino).or_insert(0) += 1;
+    /// Counts a lookup of inode `ino` (generation `generation`) the kernel
+    /// is told of, holding the inode from its first lookup on. ENOENT when
+    /// the inode is gone (removed since it was looked up).
+    fn remember(&self, ino: u64, generation: u64) -> Res<()> {
+        loop {
+            let fresh = if lock(&self.holds).contains_key(&ino) {
+                None
+            } else {
+                Some(
+                    self.fs
+                        .hold_ino(ino, Some(generation))
+                        .map_err(|_| Errno::ENOENT)?,
+                )
+            };
+            let mut k = lock(&self.known);
+            let mut holds = lock(&self.holds);
+            let spare = match fresh {
+                Some(h) if holds.contains_key(&ino) => Some(h),
+                Some(h) => {
+                    holds.insert(ino, h);
+                    None
+                }
+                // Forgotten since: take a hold again.
+                None if !holds.contains_key(&ino) => continue,
+                None => None,
+            };
+            *k.entry(ino).or_insert(0) += 1;
+            drop((holds, k));
+            // A hold another request took first: released with no lock held.
+            drop(spare);
+            return Ok(());
+        }
+    }
+
+    /// Drops `n` lookups of inode `ino`; the last releases its hold.
+    fn forget_n(&self, ino: u64, n: u64) {
+        let released = {
+            let mut k = lock(&self.known);
+            let Some(c) = k.get_mut(&ino) else {
+                return;
+            };
+            *c = c.saturating_sub(n);
+            if *c > 0 {
+                return;
+            }
+            k.remove(&ino);
+            lock(&self.holds).remove(&ino)
+        };
+        // Frees an inode with no name left: outside the locks.
+        drop(released);
     }
 
     fn entry(&self, st: &Stat, reply: ReplyEntry) {
-        self.remember(st.ino);
+        if let Err(e) = self.remember(st.ino, st.generation) {
+            return reply.error(e);
+        }
         reply.entry_with_ttls(
             &self.cfg.entry_ttl,
             &self.cfg.attr_ttl,
@@ -391,13 +447,7 @@ impl Filesystem for Daemon {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        let mut k = lock(&self.known);
-        if let Some(n) = k.get_mut(&ino.0) {
-            *n = n.saturating_sub(nlookup);
-            if *n == 0 {
-                k.remove(&ino.0);
-            }
-        }
+        self.forget_n(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -820,6 +870,12 @@ impl Filesystem for Daemon {
                         continue;
                     }
                 };
+                // The kernel counts a lookup for each entry but . and ..
+                if !dots && self.remember(e.ino, st.generation).is_err() {
+                    // Gone since the listing: skip it.
+                    cookie = e.cookie;
+                    continue;
+                }
                 if reply.add(
                     INodeNo(e.ino),
                     e.cookie,
@@ -828,11 +884,11 @@ impl Filesystem for Daemon {
                     &attr(&st),
                     Generation(st.generation),
                 ) {
+                    // Not sent: not counted.
+                    if !dots {
+                        self.forget_n(e.ino, 1);
+                    }
                     return reply.ok();
-                }
-                // The kernel counts a lookup for each entry but . and ..
-                if !dots {
-                    self.remember(e.ino);
                 }
                 cookie = e.cookie;
             }
@@ -996,7 +1052,8 @@ impl Filesystem for Daemon {
         })();
         match r {
             Ok((st, fh)) => {
-                self.remember(st.ino);
+                // The new file is open here: it cannot be gone.
+                let _ = self.remember(st.ino, st.generation);
                 reply.created(
                     &self.cfg.entry_ttl,
                     &attr(&st),
