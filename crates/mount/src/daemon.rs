@@ -390,10 +390,7 @@ fn open_options(flags: i32, writable_mount: bool) -> Res<OpenOptions> {
 /// executable) only for a caller in that group or root.
 fn new_mode(c: &Creds, dir: &Stat, perm: u32) -> u32 {
     let sgid_x = libc::S_ISGID | libc::S_IXGRP;
-    if dir.perm & libc::S_ISGID != 0
-        && perm & sgid_x == sgid_x
-        && !c.root()
-        && !c.in_group(dir.gid)
+    if dir.perm & libc::S_ISGID != 0 && perm & sgid_x == sgid_x && !c.root() && !c.in_group(dir.gid)
     {
         return perm & !libc::S_ISGID;
     }
@@ -1044,8 +1041,7 @@ impl Filesystem for Daemon {
                     let d = self.may_make(&c, parent.0)?;
                     let mode = new_mode(&c, &d, mode & 0o7777);
                     self.as_caller(&c, || {
-                        self.fs
-                            .create_at(parent.0, name.as_bytes(), mode, &opts)
+                        self.fs.create_at(parent.0, name.as_bytes(), mode, &opts)
                     })
                     .map_err(errno)?
                 }
