@@ -64,6 +64,7 @@ fn parse(a: &MountArgs, assume_pmem: bool, populate: bool) -> Result<Parsed> {
     if a.threads == 0 || a.threads > 64 {
         bail!("--threads {}: give 1 to 64", a.threads);
     }
+    let mut entry_ttl = None;
     for o in a.options.iter().flat_map(|o| o.split(',')) {
         let (k, v) = match o.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -78,7 +79,7 @@ fn parse(a: &MountArgs, assume_pmem: bool, populate: bool) -> Result<Parsed> {
             ("assume_pmem", None) => p.assume_pmem = true,
             ("populate", None) => p.populate = true,
             ("attr_timeout", Some(v)) => p.cfg.attr_ttl = secs(k, v)?,
-            ("entry_timeout", Some(v)) => p.cfg.entry_ttl = secs(k, v)?,
+            ("entry_timeout", Some(v)) => entry_ttl = Some(secs(k, v)?),
             ("threads", Some(v)) => {
                 p.cfg.threads = v
                     .parse()
@@ -99,6 +100,11 @@ fn parse(a: &MountArgs, assume_pmem: bool, populate: bool) -> Result<Parsed> {
             ),
         }
     }
+    p.cfg.entry_ttl = entry_ttl.unwrap_or(if p.cfg.default_permissions {
+        daxfs_mount::ENTRY_TTL_KERNEL_CHECKS
+    } else {
+        Duration::ZERO
+    });
     Ok(p)
 }
 

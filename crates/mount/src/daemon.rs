@@ -250,8 +250,8 @@ impl Daemon {
             return reply.error(e);
         }
         reply.entry_with_ttls(
-            &self.cfg.entry_ttl,
             &self.cfg.attr_ttl,
+            &self.cfg.entry_ttl,
             &attr(st),
             Generation(st.generation),
         );
@@ -300,15 +300,16 @@ impl Daemon {
                     a.mode = a.mode.map(|m| m & !libc::S_ISGID);
                 }
             }
+            // Linux's chown_ok and chgrp_ok: only the owner may give the
+            // file to itself or to a group it is in (or keep its group);
+            // anyone else needs root, even for no change.
             if let Some(uid) = a.uid
-                && uid != st.uid
-                && !c.root()
+                && !(c.root() || (c.uid == st.uid && uid == st.uid))
             {
                 return Err(Errno::EPERM);
             }
             if let Some(gid) = a.gid
-                && gid != st.gid
-                && !(c.root() || (c.uid == st.uid && c.in_group(gid)))
+                && !(c.root() || (c.uid == st.uid && (gid == st.gid || c.in_group(gid))))
             {
                 return Err(Errno::EPERM);
             }
@@ -327,6 +328,9 @@ impl Daemon {
                 return Err(Errno::EACCES);
             }
         }
+        if a.size.is_some() && !c.root() && a.mode.is_none() {
+            self.kill_suid(ino, &st)?;
+        }
         if let (Some(size), Some(fh)) = (a.size, fh) {
             let h = self.handle(fh)?;
             h.file.set_len(size).map_err(errno)?;
@@ -341,6 +345,28 @@ impl Daemon {
                 // Unlinked but open: only its handle reaches it.
                 Err(Errno::ENOENT)
             }
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    /// Drops set-user-ID, and set-group-ID of a group-executable file, as
+    /// Linux's `file_remove_privs` does for a write or truncate by a
+    /// caller without CAP_FSETID. An unlinked file keeps its bits (no name
+    /// reaches it, and it is never executed again).
+    fn kill_suid(&self, ino: u64, st: &Stat) -> Res<()> {
+        let mut drop = st.perm & libc::S_ISUID;
+        if st.perm & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+            drop |= libc::S_ISGID;
+        }
+        if drop == 0 || st.kind != FileKind::File {
+            return Ok(());
+        }
+        let a = SetAttr {
+            mode: Some(st.perm & 0o7777 & !drop),
+            ..SetAttr::default()
+        };
+        match self.fs.setattr(ino, &a) {
+            Ok(_) | Err(FsError::NotFound(_)) => Ok(()),
             Err(e) => Err(errno(e)),
         }
     }
@@ -414,6 +440,19 @@ fn open_options(flags: i32, writable_mount: bool) -> Res<OpenOptions> {
     })
 }
 
+/// The permission bits of a new non-directory in `dir`, as Linux's
+/// `inode_init_owner`: in a set-group-ID directory it takes the
+/// directory's group, and then keeps its own set-group-ID bit (when group
+/// executable) only for a caller in that group or root.
+fn new_mode(c: &Creds, dir: &Stat, perm: u32) -> u32 {
+    let sgid_x = libc::S_ISGID | libc::S_IXGRP;
+    if dir.perm & libc::S_ISGID != 0 && perm & sgid_x == sgid_x && !c.root() && !c.in_group(dir.gid)
+    {
+        return perm & !libc::S_ISGID;
+    }
+    perm
+}
+
 fn acc_mask(flags: i32) -> u32 {
     match flags & libc::O_ACCMODE {
         libc::O_RDONLY => R,
@@ -429,7 +468,12 @@ impl Filesystem for Daemon {
         let want = InitFlags::FUSE_EXPORT_SUPPORT
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS;
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            // daxfs drops set-user-ID and set-group-ID on a write,
+            // truncate or O_TRUNC by a caller without CAP_FSETID (the
+            // kernel's own way sends a chmod as that caller, which a
+            // non-owner may not make).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let _ = config.add_capabilities(want & config.capabilities());
         Ok(())
     }
@@ -518,7 +562,8 @@ impl Filesystem for Daemon {
         reply: ReplyEntry,
     ) {
         let c = creds(req);
-        let r = self.may_make(&c, parent.0).and_then(|_| {
+        let r = self.may_make(&c, parent.0).and_then(|d| {
+            let mode = (mode & !0o7777) | new_mode(&c, &d, mode & 0o7777);
             self.as_caller(&c, || {
                 self.fs.mknod_at(parent.0, name.as_bytes(), mode, rdev)
             })
@@ -671,7 +716,10 @@ impl Filesystem for Daemon {
             if flags.0 & libc::O_TRUNC != 0 {
                 mask |= W;
             }
-            self.access(&c, ino.0, mask)?;
+            let st = self.access(&c, ino.0, mask)?;
+            if opts.truncate && !c.root() {
+                self.kill_suid(ino.0, &st)?;
+            }
             let f = self.fs.open_ino(ino.0, &opts).map_err(errno)?;
             Ok(self.add_handle(f))
         })();
@@ -726,13 +774,18 @@ impl Filesystem for Daemon {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let r = self.writable().and_then(|_| {
             let h = self.handle(fh)?;
+            // The kernel asks this of a write by a caller without
+            // CAP_FSETID to a set-user-ID or set-group-ID file.
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                self.kill_suid(h.ino, &h.file.stat())?;
+            }
             let mut n = 0;
             while n < data.len() {
                 match h.file.write_at(offset + n as u64, &data[n..]) {
@@ -1032,16 +1085,19 @@ impl Filesystem for Daemon {
                         }
                         perm::check(&c, &st, mask).map_err(en)?;
                     }
+                    if opts.truncate && !c.root() {
+                        self.kill_suid(st.ino, &st)?;
+                    }
                     self.fs
                         .create_at(parent.0, name.as_bytes(), mode & 0o7777, &opts)
                         .map_err(errno)?
                 }
                 Some(_) => return Err(Errno::EEXIST),
                 None => {
-                    self.may_make(&c, parent.0)?;
+                    let d = self.may_make(&c, parent.0)?;
+                    let mode = new_mode(&c, &d, mode & 0o7777);
                     self.as_caller(&c, || {
-                        self.fs
-                            .create_at(parent.0, name.as_bytes(), mode & 0o7777, &opts)
+                        self.fs.create_at(parent.0, name.as_bytes(), mode, &opts)
                     })
                     .map_err(errno)?
                 }

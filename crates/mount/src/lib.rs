@@ -39,11 +39,18 @@ pub struct MountConfig {
     pub threads: usize,
     /// How long the kernel may cache attributes.
     pub attr_ttl: Duration,
-    /// How long the kernel may cache name lookups.
+    /// How long the kernel may cache name lookups. Zero by default: the
+    /// kernel walks a cached name without asking daxfs, so without
+    /// `default_permissions` a cached name would skip the search
+    /// permission check of its directory. With `default_permissions`
+    /// (the kernel checks) [`ENTRY_TTL_KERNEL_CHECKS`] is the usual choice.
     pub entry_ttl: Duration,
     /// The source shown in /proc/mounts (the image's path).
     pub fsname: String,
 }
+
+/// The name-cache time `daxfs mount` gives with `default_permissions`.
+pub const ENTRY_TTL_KERNEL_CHECKS: Duration = Duration::from_secs(1);
 
 impl Default for MountConfig {
     fn default() -> Self {
@@ -53,7 +60,7 @@ impl Default for MountConfig {
             default_permissions: false,
             threads: 2,
             attr_ttl: Duration::from_secs(1),
-            entry_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::ZERO,
             fsname: "daxfs".into(),
         }
     }

@@ -364,3 +364,81 @@ fn permissions_are_checked_against_the_caller() {
     // chown to someone else is root's.
     assert!(!as_user("chown 0 pub/mine").status.success());
 }
+
+/// What pjdfstest found: a cached name skipped its directory's search
+/// check, a non-owner's chown to the same owner passed, a non-owner's
+/// write kept set-user-ID, and a non-member's new file in a set-group-ID
+/// directory kept set-group-ID.
+#[test]
+fn posix_rules_for_other_users() {
+    need_fuse!();
+    // The caller's programs must be reachable by the other user.
+    let python = "/usr/bin/python3";
+    if !std::path::Path::new("/usr/bin/setpriv").exists() || !std::path::Path::new(python).exists()
+    {
+        eprintln!("SKIPPED: setpriv or {python} is missing");
+        return;
+    }
+    let g = mount_new(
+        "posix",
+        16,
+        MountConfig {
+            allow_other: true,
+            ..cfg()
+        },
+    );
+    fs::set_permissions(&g.mp, fs::Permissions::from_mode(0o755)).unwrap();
+    let as_user = |py: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=1000",
+                "--regid=1000",
+                "--clear-groups",
+                python,
+                "-c",
+                &format!("import os\nos.umask(0)\n{py}"),
+            ])
+            .current_dir(&g.mp)
+            .output()
+            .unwrap()
+    };
+    // Search permission, with the name cached by the first open.
+    fs::create_dir(g.path("d")).unwrap();
+    fs::write(g.path("d/f"), b"x").unwrap();
+    let o = as_user("open('d/f').read()");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fs::set_permissions(g.path("d"), fs::Permissions::from_mode(0o644)).unwrap();
+    let o = as_user("open('d/f').read()");
+    assert!(!o.status.success(), "no search permission on d");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("PermissionError"));
+    // chown by a non-owner, even to the owner it has.
+    fs::write(g.path("theirs"), b"t").unwrap();
+    std::os::unix::fs::chown(g.path("theirs"), Some(1001), Some(1001)).unwrap();
+    let o = as_user("os.chown('theirs', 1001, -1)");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("PermissionError"));
+    let o = as_user("os.chown('theirs', -1, 1001)");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("PermissionError"));
+    // A write by a non-owner drops set-user-ID and set-group-ID.
+    fs::write(g.path("suid"), b"s").unwrap();
+    fs::set_permissions(g.path("suid"), fs::Permissions::from_mode(0o6777)).unwrap();
+    let o = as_user("f = open('suid', 'r+')\nf.write('w')\nf.close()");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::metadata(g.path("suid")).unwrap().mode() & 0o7777, 0o777);
+    // A truncate by a non-owner does too.
+    fs::set_permissions(g.path("suid"), fs::Permissions::from_mode(0o4777)).unwrap();
+    assert!(as_user("os.truncate('suid', 0)").status.success());
+    assert_eq!(fs::metadata(g.path("suid")).unwrap().mode() & 0o7777, 0o777);
+    // A new file in a set-group-ID directory of a group the caller is not
+    // in: the directory's group, without set-group-ID.
+    fs::create_dir(g.path("sg")).unwrap();
+    std::os::unix::fs::chown(g.path("sg"), None, Some(1001)).unwrap();
+    fs::set_permissions(g.path("sg"), fs::Permissions::from_mode(0o2777)).unwrap();
+    let o = as_user("os.close(os.open('sg/n', os.O_CREAT | os.O_WRONLY, 0o2775))");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = fs::metadata(g.path("sg/n")).unwrap();
+    assert_eq!((m.gid(), m.mode() & 0o7777), (1001, 0o775));
+    let o = as_user("os.mkdir('sg/sub', 0o755)");
+    assert!(o.status.success());
+    let m = fs::metadata(g.path("sg/sub")).unwrap();
+    assert_eq!((m.gid(), m.mode() & 0o7777), (1001, 0o2755));
+}
