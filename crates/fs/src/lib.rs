@@ -23,6 +23,7 @@ mod fresh;
 pub mod fs;
 pub mod fsck;
 pub mod fuzz;
+pub(crate) mod group;
 pub(crate) mod icache;
 pub mod inode;
 pub mod journal;
