@@ -222,6 +222,9 @@ pub(crate) fn wait_durable(
             continue;
         }
         g.inflight = true;
+        // The group written before lands first (settle leaves it while a
+        // group is claimed): the cache must say what media holds.
+        let landed = g.landed.take();
         if g.hold > 0 {
             drop(m);
             while g.waiting < g.hold {
@@ -232,6 +235,9 @@ pub(crate) fn wait_durable(
             m = lock(meta);
         } else {
             drop(g);
+        }
+        if let Some(l) = landed {
+            install(&mut m, l);
         }
         let flight = gather(dev, &mut m);
         drop(m);
@@ -261,7 +267,6 @@ pub(crate) fn wait_durable(
 /// None when there is nothing to write (a commit under the lock took them
 /// in already).
 fn gather(dev: &dyn Device, meta: &mut Meta) -> Result<Option<Flight>> {
-    settle(meta);
     if let Some(why) = &meta.shutdown {
         return Err(FsError::Shutdown(why.clone()));
     }

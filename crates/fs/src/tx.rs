@@ -1292,7 +1292,10 @@ impl<'a> Tx<'a> {
                 geo: m.geo,
                 fs_id,
                 seq,
-                homes: images.iter().map(|(h, _, _)| m.cache.peek_buf(*h)).collect(),
+                homes: images
+                    .iter()
+                    .map(|(h, _, _)| m.cache.peek_buf(*h))
+                    .collect(),
                 same_replica: images
                     .iter()
                     .map(|(h, _, _)| !self.new_pairs.contains_key(h))

@@ -1165,7 +1165,8 @@ fn crash_group_commit_of_several_threads() {
     let after = snapshot(&fs);
     drop(fs);
     // Each operation's effect on the tree, to build every combination.
-    let mut edits: Vec<Box<dyn Fn(&mut State)>> = vec![
+    type Edit = Box<dyn Fn(&mut State)>;
+    let mut edits: Vec<Edit> = vec![
         Box::new(|s| drop(s.insert("/d1/a".into(), Obj::File(vec![])))),
         Box::new(|s| drop(s.insert("/d2/b".into(), Obj::File(vec![])))),
         Box::new(|s| {
@@ -1191,7 +1192,11 @@ fn crash_group_commit_of_several_threads() {
             st
         })
         .collect();
-    assert_eq!(combos[combos.len() - 1], after, "the model of the five operations");
+    assert_eq!(
+        combos[combos.len() - 1],
+        after,
+        "the model of the five operations"
+    );
     let total = dev.fences();
     let mut replay = dev.replay();
     for k in start..total {
