@@ -123,6 +123,9 @@ pub struct Meta {
     /// A lazy transaction put the reverse map's pending changes into its
     /// tree: the durable commit logs the tree, not intents.
     pub(crate) lazy_direct: bool,
+    /// A lazy transaction changed the reverse map's internal nodes or
+    /// root: the durable commit recomputes its anchors.
+    pub(crate) lazy_rmap_shape: bool,
     /// Blocks the lazy transactions allocated (free on media: the durable
     /// commit writes the ones that are nodes home without logging them).
     pub(crate) lazy_allocated: Vec<(u64, u64)>,
@@ -164,6 +167,7 @@ impl Meta {
             ticket: None,
             lazy_intents: vec![],
             lazy_direct: false,
+            lazy_rmap_shape: false,
             lazy_allocated: vec![],
             flight: None,
         }
@@ -1199,8 +1203,9 @@ impl<'a> Tx<'a> {
         } else {
             self.flush_rmap()?;
         }
+        let lazy_shape = std::mem::take(&mut self.meta.lazy_rmap_shape);
         if self.meta.replicas()
-            && (self.rmap_shape || self.meta.sb.rmap_tree != self.sb_before.rmap_tree)
+            && (self.rmap_shape || lazy_shape || self.meta.sb.rmap_tree != self.sb_before.rmap_tree)
         {
             self.set_anchors()?;
         }
@@ -1444,6 +1449,9 @@ impl<'a> Tx<'a> {
         m.lazy_pairs.extend(self.new_pairs.drain());
         m.lazy_allocated.append(&mut self.allocated);
         m.lazy_txs += 1;
+        if self.rmap_shape || m.sb.rmap_tree != self.sb_before.rmap_tree {
+            m.lazy_rmap_shape = true;
+        }
         if self.rmap_direct {
             // Its tree holds every pending change now.
             m.cache.rmap_pending = Arc::default();
