@@ -724,21 +724,23 @@ impl File {
         data: &[u8],
     ) -> Result<()> {
         let fs = &*self.fs;
-        let mut meta = lock(&fs.meta);
-        let mut tx = Tx::begin(&*fs.dev, &mut meta)?;
-        let src = Src::Bytes { off, data };
-        let need = blocks_needed(&mut tx, map, off, end, &src, true)?;
-        check_space(&tx, need + 1, &format!("writing {} bytes", data.len()))?;
-        let ended = self.take_lost(&mut tx, map, off, end, false)?;
-        if off > size {
-            self.zero_past_eof(&mut tx, map, size, off)?;
-        }
-        write_range(&mut tx, map, off, end, &src, true)?;
-        self.dev().fence();
-        self.commit_rec(tx, map, |r| {
-            if end > r.size.get() {
-                r.size = end.into();
+        let ended = fs.grouped(|meta| {
+            let mut tx = Tx::begin(&*fs.dev, meta)?;
+            let src = Src::Bytes { off, data };
+            let need = blocks_needed(&mut tx, map, off, end, &src, true)?;
+            check_space(&tx, need + 1, &format!("writing {} bytes", data.len()))?;
+            let ended = self.take_lost(&mut tx, map, off, end, false)?;
+            if off > size {
+                self.zero_past_eof(&mut tx, map, size, off)?;
             }
+            write_range(&mut tx, map, off, end, &src, true)?;
+            self.dev().fence();
+            self.commit_rec(tx, map, |r| {
+                if end > r.size.get() {
+                    r.size = end.into();
+                }
+            })?;
+            Ok(ended)
         })?;
         // Every block the write covered is now the file's alone (shared ones
         // were copied): later writes there may go in place.
@@ -996,7 +998,13 @@ impl File {
         let mut r = self.node.rec();
         if !r.dirty {
             drop(r);
-            // Store faults through views commit lazily.
+            // Every change to the file was durable when its call returned,
+            // but for store faults through views, which commit lazily.
+            // (Not waiting here for other threads' groups lets their
+            // commits overlap this thread's next operation.)
+            if !self.node.lazy.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(());
+            }
             return self.fs.flush_lazy();
         }
         drop(r);

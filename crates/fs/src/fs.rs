@@ -658,6 +658,25 @@ impl FsInner {
         self.inode(tx, &root, ino)
     }
 
+    /// Runs `f` under the metadata lock as a grouped operation: the
+    /// transactions it begins ([`Tx::begin`]) commit in memory, and once
+    /// the lock is dropped this waits until they are durable, committed
+    /// with those of other threads in one journal commit (see
+    /// [`crate::group`]). An error of that commit is this operation's.
+    pub(crate) fn grouped<T>(&self, f: impl FnOnce(&mut Meta) -> Result<T>) -> Result<T> {
+        let mut meta = lock(&self.meta);
+        meta.grouping = true;
+        let r = f(&mut meta);
+        meta.grouping = false;
+        let ticket = meta.ticket.take();
+        let group = meta.group.clone();
+        drop(meta);
+        let Some(t) = ticket else { return r };
+        let w = crate::group::wait_durable(&*self.dev, &self.meta, &group, t);
+        let v = r?;
+        w.map(|_| v)
+    }
+
     /// Makes the lazy transactions (store faults through views) durable.
     pub(crate) fn flush_lazy(&self) -> Result<()> {
         crate::tx::flush_lazy(&*self.dev, &mut lock(&self.meta))

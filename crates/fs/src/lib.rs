@@ -24,6 +24,7 @@ pub mod fs;
 pub mod fsck;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
+pub(crate) mod group;
 pub(crate) mod icache;
 mod in_place;
 pub mod inode;

@@ -303,9 +303,10 @@ impl Fs {
         rdev: u32,
     ) -> Result<Arc<Inode>> {
         let inner = &*self.inner;
-        let mut meta = lock(&inner.meta);
-        let tx = Tx::begin(&*inner.dev, &mut meta)?;
-        inner.make_node_in(tx, path, kind, perm, symlink_target, rdev)
+        inner.grouped(|meta| {
+            let tx = Tx::begin(&*inner.dev, meta)?;
+            inner.make_node_in(tx, path, kind, perm, symlink_target, rdev)
+        })
     }
 }
 
@@ -407,10 +408,9 @@ impl Fs {
             )));
         }
         let inner = &*self.inner;
-        let node = {
-            let mut meta = lock(&inner.meta);
-            let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
-            match inner.resolve(&mut tx, path, true) {
+        let node = inner.grouped(|meta| {
+            let mut tx = Tx::begin(&*inner.dev, meta)?;
+            Ok(match inner.resolve(&mut tx, path, true) {
                 Ok(n) => {
                     if opts.create && opts.excl {
                         return Err(FsError::Exists(show(path)));
@@ -428,8 +428,8 @@ impl Fs {
                     n
                 }
                 Err(e) => return Err(e),
-            }
-        };
+            })
+        })?;
         let file = File::new(self.inner.clone(), node, opts.clone());
         if file.inode().kind == FileKind::Dir && opts.write {
             return Err(FsError::IsDir(show(path)));
@@ -456,19 +456,20 @@ impl Fs {
     pub fn unlink(&self, path: impl AsRef<[u8]>) -> Result<()> {
         let path = path.as_ref();
         let inner = &*self.inner;
-        let mut meta = lock(&inner.meta);
-        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
-        if wants_dir(path) {
-            // Names a directory (EISDIR) or fails to (ENOTDIR, ENOENT).
-            inner.resolve(&mut tx, path, true)?;
-            return Err(FsError::IsDir(show(path)));
-        }
-        // Deleting frees space, so it may use the metadata reserve.
-        tx.use_reserve();
-        let (dir, name) = inner.resolve_parent(&mut tx, path)?;
-        inner
-            .remove_in(tx, &dir, &name, false)
-            .map_err(|e| at_path(e, path))
+        inner.grouped(|meta| {
+            let mut tx = Tx::begin(&*inner.dev, meta)?;
+            if wants_dir(path) {
+                // Names a directory (EISDIR) or fails to (ENOTDIR, ENOENT).
+                inner.resolve(&mut tx, path, true)?;
+                return Err(FsError::IsDir(show(path)));
+            }
+            // Deleting frees space, so it may use the metadata reserve.
+            tx.use_reserve();
+            let (dir, name) = inner.resolve_parent(&mut tx, path)?;
+            inner
+                .remove_in(tx, &dir, &name, false)
+                .map_err(|e| at_path(e, path))
+        })
     }
 
     /// Removes an empty directory.
@@ -527,27 +528,28 @@ impl Fs {
     pub fn rename(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<()> {
         let (from, to) = (from.as_ref(), to.as_ref());
         let inner = &*self.inner;
-        let mut meta = lock(&inner.meta);
-        let mut tx = Tx::begin(&*inner.dev, &mut meta)?;
-        let (sdir, sname) = inner.resolve_parent(&mut tx, from)?;
-        let (ddir, dname) = inner.resolve_parent(&mut tx, to)?;
-        let sroot = sdir.rec().rec.tree;
-        let Some(sf) = dir::lookup(&mut tx, sdir.ino, &sroot, &sname)? else {
-            return Err(FsError::NotFound(show(from)));
-        };
-        let src = inner.inode_tx(&mut tx, sf.ino)?;
-        if src.kind != FileKind::Dir && (trailing_slash(from) || trailing_slash(to)) {
-            return Err(FsError::NotDir(format!(
-                "{}: not a directory, named with a trailing slash",
-                show(if trailing_slash(from) { from } else { to })
-            )));
-        }
-        inner
-            .rename_in(tx, &sdir, &sname, &ddir, &dname, RenameFlags::default())
-            .map_err(|e| match e {
-                FsError::NotFound(_) => FsError::NotFound(show(from)),
-                other => at_path(other, to),
-            })
+        inner.grouped(|meta| {
+            let mut tx = Tx::begin(&*inner.dev, meta)?;
+            let (sdir, sname) = inner.resolve_parent(&mut tx, from)?;
+            let (ddir, dname) = inner.resolve_parent(&mut tx, to)?;
+            let sroot = sdir.rec().rec.tree;
+            let Some(sf) = dir::lookup(&mut tx, sdir.ino, &sroot, &sname)? else {
+                return Err(FsError::NotFound(show(from)));
+            };
+            let src = inner.inode_tx(&mut tx, sf.ino)?;
+            if src.kind != FileKind::Dir && (trailing_slash(from) || trailing_slash(to)) {
+                return Err(FsError::NotDir(format!(
+                    "{}: not a directory, named with a trailing slash",
+                    show(if trailing_slash(from) { from } else { to })
+                )));
+            }
+            inner
+                .rename_in(tx, &sdir, &sname, &ddir, &dname, RenameFlags::default())
+                .map_err(|e| match e {
+                    FsError::NotFound(_) => FsError::NotFound(show(from)),
+                    other => at_path(other, to),
+                })
+        })
     }
 
     /// Lists a directory (without "." and "..").

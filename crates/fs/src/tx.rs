@@ -110,6 +110,30 @@ pub struct Meta {
     /// Where each commit publishes the committed state for readers that
     /// take no lock (see `crate::snapshot`).
     pub(crate) published: Arc<crate::snapshot::Published>,
+    /// Group commit (see [`crate::group`]): shared with the threads waiting
+    /// for their transactions to be durable.
+    pub group: Arc<crate::group::Group>,
+    /// Set by a grouped operation while it holds the lock: its
+    /// transactions ([`Tx::begin`]) commit in memory, and the operation
+    /// waits for them once it drops the lock.
+    pub(crate) grouping: bool,
+    /// The durable commit the grouped operation's transactions wait for.
+    pub(crate) ticket: Option<u64>,
+    /// The reverse-map intents of the lazy transactions committed in memory
+    /// (their record changes, sealed with the sequence number of the
+    /// durable commit that will take them in).
+    pub(crate) lazy_intents: Vec<RmapIntent>,
+    /// A lazy transaction put the reverse map's pending changes into its
+    /// tree: the durable commit logs the tree, not intents.
+    pub(crate) lazy_direct: bool,
+    /// A lazy transaction changed the reverse map's internal nodes or
+    /// root: the durable commit recomputes its anchors.
+    pub(crate) lazy_rmap_shape: bool,
+    /// Blocks the lazy transactions allocated (free on media: the durable
+    /// commit writes the ones that are nodes home without logging them).
+    pub(crate) lazy_allocated: Vec<(u64, u64)>,
+    /// The group's commit a leader prepared, for it to write.
+    pub(crate) flight: Option<crate::group::Flight>,
 }
 
 /// See [`Meta::in_place`].
@@ -142,6 +166,14 @@ impl Meta {
             free_count_fixed: None,
             reserve: crate::space::reserve::reserve_blocks(&sb, intent_limit(&sb) as u64),
             published: Arc::new(crate::snapshot::Published::new(sb)),
+            group: Arc::new(crate::group::Group::new(seq.saturating_sub(1))),
+            grouping: false,
+            ticket: None,
+            lazy_intents: vec![],
+            lazy_direct: false,
+            lazy_rmap_shape: false,
+            lazy_allocated: vec![],
+            flight: None,
         }
     }
 
@@ -215,6 +247,10 @@ pub fn geometry(sb: &Superblock) -> LogGeometry {
 pub struct NodeCache {
     blocks: BlockMap<NodeBuf>,
     lazy: BlockMap<NodeBuf>,
+    /// The blocks of the group commit being written (see [`crate::group`]):
+    /// not on media for sure until the group lands, seen by reads after
+    /// the lazy layer.
+    flying: BlockMap<NodeBuf>,
     /// Reverse-map record changes committed but not in the tree's nodes:
     /// durable as the log's intents, or (after lazy transactions) in memory
     /// only until the next durable commit puts them in the tree.
@@ -227,7 +263,11 @@ impl NodeCache {
 
     /// A cached block, if its header says it is what the caller expects.
     pub fn get(&self, b: u64, kind: BlockKind, owner: Option<u64>) -> Option<NodeBuf> {
-        let blk = self.lazy.get(&b).or_else(|| self.blocks.get(&b))?;
+        let blk = self
+            .lazy
+            .get(&b)
+            .or_else(|| self.flying.get(&b))
+            .or_else(|| self.blocks.get(&b))?;
         let h = daxfs_format::block::header(&blk[..]).ok()?;
         (h.kind == kind as u8 && owner.is_none_or(|o| h.owner.get() == o)).then(|| blk.clone())
     }
@@ -242,6 +282,11 @@ impl NodeCache {
     /// A cached block, as media holds it (not the lazy layer).
     pub fn peek(&self, b: u64) -> Option<&Block> {
         self.blocks.get(&b).map(|x| &**x)
+    }
+
+    /// As [`NodeCache::peek`], shared.
+    pub(crate) fn peek_buf(&self, b: u64) -> Option<NodeBuf> {
+        self.blocks.get(&b).cloned()
     }
 
     /// Drops blocks `[s, s+l)`.
@@ -260,18 +305,30 @@ impl NodeCache {
         self.blocks.clear();
     }
 
+    /// The group written has landed: its blocks are in the cache (or, when
+    /// writing failed, not known).
+    pub(crate) fn land(&mut self) {
+        self.flying.clear();
+    }
+
     /// Blocks in the lazy layer.
     pub fn lazy_len(&self) -> usize {
         self.lazy.len()
     }
 
-    /// The lazy layer's blocks, for a snapshot (shared, not copied, when
-    /// there are none).
+    /// The blocks committed but not surely home on media, for a snapshot:
+    /// the lazy layer's over the group being written's (whose homes its
+    /// leader writes without the lock, so a reader must never read them
+    /// there). Shared, not copied, when there are none.
     pub(crate) fn lazy_blocks(&self) -> Arc<BlockMap<NodeBuf>> {
-        if self.lazy.is_empty() {
+        if self.lazy.is_empty() && self.flying.is_empty() {
             Arc::default()
-        } else {
+        } else if self.flying.is_empty() {
             Arc::new(self.lazy.clone())
+        } else {
+            let mut m = self.flying.clone();
+            m.extend(self.lazy.iter().map(|(b, n)| (*b, n.clone())));
+            Arc::new(m)
         }
     }
 
@@ -321,6 +378,11 @@ pub struct Tx<'a> {
     pub(crate) new_pairs: BlockMap<u64>,
     /// Committed in memory only (see [`Tx::begin_lazy`]).
     lazy: bool,
+    /// Committed in memory only by a grouped operation, which waits for
+    /// the group's durable commit (see [`crate::group`]).
+    grouped: bool,
+    /// The commit of a group, written by its leader without the lock.
+    flight: bool,
     /// The commit may log the reverse map's record changes as intents
     /// instead of putting them in its nodes (ordinary transactions; not
     /// repairs).
@@ -352,13 +414,43 @@ impl<'a> Tx<'a> {
     ///
     /// A shut-down file system still runs transactions that only read; a
     /// commit that would change anything fails.
+    ///
+    /// In a grouped operation (see [`crate::group`]) the transaction builds
+    /// on the state committed in memory and its commit stays in memory: the
+    /// operation waits for the group's durable commit after it drops the
+    /// lock.
     pub fn begin(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
         crate::replica::run_pending(dev, meta);
+        if meta.grouping {
+            crate::group::settle(meta);
+            // The group must fit the log with any one transaction: one that
+            // grew large is made durable first.
+            let quarter = meta.geo.capacity() / 4;
+            if meta.shutdown.is_none()
+                && (meta.cache.lazy.len() >= quarter || meta.cache.rmap_pending.len() >= quarter)
+            {
+                flush_lazy(dev, meta)?;
+            }
+            let mut tx = Tx::open_inner(dev, meta, true)?;
+            tx.grouped = true;
+            tx.may_defer = true;
+            return Ok(tx);
+        }
         if meta.shutdown.is_none() {
             flush_lazy(dev, meta)?;
         }
         let mut tx = Tx::open_inner(dev, meta, false)?;
         tx.may_defer = true;
+        Ok(tx)
+    }
+
+    /// The commit of every transaction committed in memory, prepared by
+    /// the leader of a group (see [`crate::group`]): its journal write is
+    /// left in [`Meta::flight`].
+    pub(crate) fn open_flight(dev: &'a dyn Device, meta: &'a mut Meta) -> Result<Tx<'a>> {
+        let mut tx = Tx::open_inner(dev, meta, false)?;
+        tx.flight = true;
+        tx.may_defer = !tx.meta.in_repair;
         Ok(tx)
     }
 
@@ -394,6 +486,7 @@ impl<'a> Tx<'a> {
     }
 
     fn open_inner(dev: &'a dyn Device, meta: &'a mut Meta, lazy: bool) -> Result<Tx<'a>> {
+        crate::group::settle(meta);
         let sb_before = meta.sb;
         let shut = meta.shutdown.is_some();
         let mut tx = Tx {
@@ -410,6 +503,8 @@ impl<'a> Tx<'a> {
             root_moves: vec![],
             new_pairs: BlockMap::default(),
             lazy,
+            grouped: false,
+            flight: false,
             may_defer: false,
             rmap_top: rmap::Pending::new(),
             rmap_direct: false,
@@ -1093,6 +1188,10 @@ impl<'a> Tx<'a> {
     }
 
     fn commit_durable(mut self) -> Result<()> {
+        if !self.flight {
+            // The log holds one commit: the group being written lands first.
+            crate::group::quiesce(self.meta)?;
+        }
         self.sync_free_tree()?;
         let seq = self.meta.seq;
         let fs_id = self.meta.fs_id;
@@ -1104,23 +1203,29 @@ impl<'a> Tx<'a> {
         // puts every pending change into the tree and logs its nodes, and
         // the intents start over.
         let intents_before = self.meta.intents.len();
+        let lazy_intents = std::mem::take(&mut self.meta.lazy_intents);
+        let lazy_direct = std::mem::take(&mut self.meta.lazy_direct);
         let defer = self.may_defer
             && !self.rmap_direct
-            && !had_lazy
+            && !lazy_direct
             && self.rmap_enabled()
             // The intents live in the log: a commit that moves it logs
             // the nodes instead.
             && self.meta.sb.log_start == self.sb_before.log_start
             && self.meta.sb.log_replica == self.sb_before.log_replica
-            && intents_before + self.rmap_top.len() <= self.meta.intent_limit();
+            && intents_before + lazy_intents.len() + self.rmap_top.len()
+                <= self.meta.intent_limit();
         if defer {
+            // The lazy transactions' intents first: later changes win.
+            self.meta.intents.extend(lazy_intents);
             let new = self.rmap_intents(seq);
             self.meta.intents.extend(new);
         } else {
             self.flush_rmap()?;
         }
+        let lazy_shape = std::mem::take(&mut self.meta.lazy_rmap_shape);
         if self.meta.replicas()
-            && (self.rmap_shape || self.meta.sb.rmap_tree != self.sb_before.rmap_tree)
+            && (self.rmap_shape || lazy_shape || self.meta.sb.rmap_tree != self.sb_before.rmap_tree)
         {
             self.set_anchors()?;
         }
@@ -1186,6 +1291,9 @@ impl<'a> Tx<'a> {
         // lazy transactions' own blocks are logged.
         let fresh: Vec<bool> = {
             let mut alloc = self.allocated.clone();
+            if had_lazy {
+                alloc.append(&mut self.meta.lazy_allocated);
+            }
             alloc.sort_unstable();
             let new = |b: u64| {
                 let i = alloc.partition_point(|&(s, _)| s <= b);
@@ -1196,7 +1304,35 @@ impl<'a> Tx<'a> {
                 .map(|&(h, r, _)| h != 0 && new(h) && (r == 0 || new(r)))
                 .collect()
         };
-        {
+        if self.flight {
+            // The group's leader writes it without the lock; what reads
+            // see is installed now, what needs it durable when it lands.
+            let m = &mut *self.meta;
+            let new_intents = if defer {
+                m.intents.get(intents_before..).unwrap_or(&[]).to_vec()
+            } else {
+                vec![]
+            };
+            m.flight = Some(crate::group::Flight {
+                geo: m.geo,
+                fs_id,
+                seq,
+                homes: images
+                    .iter()
+                    .map(|(h, _, _)| m.cache.peek_buf(*h))
+                    .collect(),
+                same_replica: images
+                    .iter()
+                    .map(|(h, _, _)| !self.new_pairs.contains_key(h))
+                    .collect(),
+                images: images.clone(),
+                fresh,
+                head: std::mem::take(&mut m.log_head),
+                intents_at: intents_before,
+                intents: new_intents,
+                freed: std::mem::take(&mut self.freed),
+            });
+        } else {
             // Only the lines that change are written where memory knows
             // what a block holds: the node cache holds what is on media.
             let m = &mut *self.meta;
@@ -1242,6 +1378,8 @@ impl<'a> Tx<'a> {
                         .get_or_insert_with(|| format!("writing metadata failed: {e}"));
                 }
                 if had_lazy {
+                    // The operations waiting for them get the error.
+                    m.group.failed(&e.to_string());
                     // Reads go on seeing the state memory has (the aborted
                     // transaction keeps the superblock of the lazy ones).
                     for (home, _, img) in images {
@@ -1278,10 +1416,19 @@ impl<'a> Tx<'a> {
             }
             reps.after_commit(&self.meta.sb);
         }
-        for (home, _, img) in images {
-            if home != 0 {
-                self.meta.cache.put(home, img);
+        if self.flight {
+            for (home, _, img) in images {
+                if home != 0 {
+                    self.meta.cache.flying.insert(home, img);
+                }
             }
+        } else {
+            for (home, _, img) in images {
+                if home != 0 {
+                    self.meta.cache.put(home, img);
+                }
+            }
+            self.meta.group.durable(seq);
         }
         if let Some(ev) = &mut self.meta.events {
             ev.append(&mut self.events);
@@ -1301,7 +1448,9 @@ impl<'a> Tx<'a> {
             }
         }
         crate::snapshot::publish(self.meta);
-        crate::replica::run_pending(self.dev, &mut *self.meta);
+        if !self.flight {
+            crate::replica::run_pending(self.dev, &mut *self.meta);
+        }
         Ok(())
     }
 
@@ -1319,10 +1468,30 @@ impl<'a> Tx<'a> {
         }
         m.lazy_freed.extend(freed);
         m.lazy_pairs.extend(self.new_pairs.drain());
+        m.lazy_allocated.append(&mut self.allocated);
         m.lazy_txs += 1;
+        if self.rmap_shape || m.sb.rmap_tree != self.sb_before.rmap_tree {
+            m.lazy_rmap_shape = true;
+        }
+        if self.rmap_direct {
+            // Its tree holds every pending change now.
+            m.cache.rmap_pending = Arc::default();
+            m.lazy_intents.clear();
+            m.lazy_direct = true;
+        } else {
+            // Sealed with the sequence number of the durable commit that
+            // will take this transaction in (it moves only with one).
+            let new = self.rmap_intents(self.meta.seq);
+            let m = &mut *self.meta;
+            m.lazy_intents.extend(new);
+        }
+        let m = &mut *self.meta;
         let top = std::mem::take(&mut self.rmap_top);
         if !top.is_empty() {
             Arc::make_mut(&mut m.cache.rmap_pending).extend(top);
+        }
+        if self.grouped {
+            m.ticket = Some(m.seq);
         }
         if let Some(ev) = &mut m.events {
             ev.append(&mut self.events);
@@ -1415,13 +1584,13 @@ impl<'a> Tx<'a> {
     /// others, could not be logged as intents: its commit puts them in the
     /// tree. (Lazy transactions never do before their durable commit.)
     fn rmap_overflows(&self, more: usize) -> bool {
-        !self.lazy
+        (!self.lazy || self.grouped)
             && self.meta.intents.len() + self.rmap_top.len() + more > self.meta.intent_limit()
     }
 
     /// Whether this transaction is lazy (see [`Tx::begin_lazy`]).
     pub(crate) fn is_lazy(&self) -> bool {
-        self.lazy
+        self.lazy && !self.grouped
     }
 
     /// Records in the superblock the reverse-map nodes on the path from its
@@ -1467,6 +1636,8 @@ fn drop_freed(blocks: &mut BlockMap<NodeBuf>, freed: &[(u64, u64)]) {
 /// Makes the lazy transactions committed so far durable, in one journal
 /// commit (nothing to do when there are none).
 pub fn flush_lazy(dev: &dyn Device, meta: &mut Meta) -> Result<()> {
+    // A group being written is durable first (or its error is this one's).
+    crate::group::quiesce(meta)?;
     if meta.lazy_txs == 0 {
         return Ok(());
     }
@@ -1477,6 +1648,7 @@ pub fn flush_lazy(dev: &dyn Device, meta: &mut Meta) -> Result<()> {
 /// journal commit; nothing to do when there are none), so that its nodes
 /// on media hold every record and the log no intents.
 pub fn flush_intents(dev: &dyn Device, meta: &mut Meta) -> Result<()> {
+    crate::group::quiesce(meta)?;
     if meta.cache.rmap_pending.is_empty() && meta.intents.is_empty() {
         return Ok(());
     }

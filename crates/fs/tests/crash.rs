@@ -1161,3 +1161,134 @@ fn crash_setattr_size_with_mode() {
         }
     }
 }
+
+/// Group commit: five threads' transactions (creates in two directories, an
+/// allocating write, a rename, an unlink) committed in memory and made
+/// durable by one journal commit (the test hook holds its leader until all
+/// five wait). A crash at every persist point shows each transaction all
+/// there or not at all (one commit: all of them or none), every operation
+/// whose call had returned there, and fsck clean.
+#[test]
+fn crash_group_commit_of_several_threads() {
+    let dev = Arc::new(CrashDevice::new(4 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let setup = [
+        Op::Mkdir("/d1"),
+        Op::Mkdir("/d2"),
+        Op::Mkdir("/d3"),
+        Op::Create("/w"),
+        Op::Write("/w", 0, 4096, 1),
+        Op::Create("/r"),
+        Op::Create("/u"),
+        Op::Write("/u", 0, 8192, 2),
+    ];
+    {
+        let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+        for op in &setup {
+            apply(&fs, op);
+        }
+    }
+    dev.reset_recording();
+    let fs = Fs::mount(dev.clone(), &MountOptions::default()).unwrap();
+    let before = snapshot(&fs);
+    let w = fs.open("/w", &OpenOptions::read_write()).unwrap();
+    let ops: [&(dyn Fn() + Sync); 5] = [
+        &|| drop(fs.create("/d1/a").unwrap()),
+        &|| drop(fs.create("/d2/b").unwrap()),
+        // Past the end: allocates, and commits the new size.
+        &|| assert_eq!(w.write_at(8192, &pattern(3, 4096)).unwrap(), 4096),
+        &|| fs.rename("/r", "/d3/r2").unwrap(),
+        &|| fs.unlink("/u").unwrap(),
+    ];
+    fs.test_hold_group_commit(ops.len());
+    let start = dev.fences();
+    // Fences recorded when each call returned.
+    let returned: Vec<usize> = std::thread::scope(|s| {
+        let hs: Vec<_> = ops
+            .iter()
+            .map(|op| {
+                s.spawn(|| {
+                    op();
+                    dev.fences()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    drop(w);
+    let after = snapshot(&fs);
+    drop(fs);
+    // Each operation's effect on the tree, to build every combination.
+    type Edit = Box<dyn Fn(&mut State)>;
+    let mut edits: Vec<Edit> = vec![
+        Box::new(|s| drop(s.insert("/d1/a".into(), Obj::File(vec![])))),
+        Box::new(|s| drop(s.insert("/d2/b".into(), Obj::File(vec![])))),
+        Box::new(|s| {
+            let mut d = pattern(1, 4096);
+            d.resize(8192, 0);
+            d.extend(pattern(3, 4096));
+            s.insert("/w".into(), Obj::File(d));
+        }),
+        Box::new(|s| {
+            let r = s.remove("/r").unwrap();
+            s.insert("/d3/r2".into(), r);
+        }),
+        Box::new(|s| drop(s.remove("/u"))),
+    ];
+    let combos: Vec<State> = (0..1u32 << edits.len())
+        .map(|m| {
+            let mut st = before.clone();
+            for (i, e) in edits.iter_mut().enumerate() {
+                if m & (1 << i) != 0 {
+                    e(&mut st);
+                }
+            }
+            st
+        })
+        .collect();
+    assert_eq!(
+        combos[combos.len() - 1],
+        after,
+        "the model of the five operations"
+    );
+    let total = dev.fences();
+    let mut replay = dev.replay();
+    for k in start..total {
+        replay.seek_after_fence(k);
+        for sub in [
+            Subset::None,
+            Subset::All,
+            Subset::Random(k as u64),
+            Subset::Random(k as u64 * 31 + 7),
+        ] {
+            let img = Arc::new(MemDevice::from_image(replay.image(sub)));
+            let fs = Fs::mount(img.clone(), &MountOptions::default())
+                .unwrap_or_else(|e| panic!("group: mount after crash at fence {k} ({sub:?}): {e}"));
+            let got = snapshot(&fs);
+            drop(fs);
+            let rep = daxfs::fsck::fsck(&*img, &mut |_, _, _| {}).unwrap();
+            assert!(
+                rep.is_clean(),
+                "group: fsck after crash at fence {k} ({sub:?}): {:#?}",
+                rep.problems
+            );
+            let Some(m) = combos.iter().position(|c| *c == got) else {
+                panic!(
+                    "group: crash at fence {k} ({sub:?}): not a combination of whole operations\n got: {:?}",
+                    keys(&got)
+                );
+            };
+            // One commit holds them all: none or all.
+            assert!(
+                m == 0 || m == combos.len() - 1,
+                "group: crash at fence {k} ({sub:?}): operations {m:#b} only, of one commit"
+            );
+            for (i, &r) in returned.iter().enumerate() {
+                assert!(
+                    r > k + 1 || m & (1 << i) != 0,
+                    "group: crash at fence {k} ({sub:?}): operation {i} had returned (at fence {r}) but is missing"
+                );
+            }
+        }
+    }
+}

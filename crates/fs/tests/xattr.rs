@@ -170,12 +170,26 @@ fn symlinks_and_user_namespace() {
     assert!(fs.llistxattr("/l").unwrap().is_empty());
 }
 
+/// Waits until the clock file times come from has moved past `t`. It is
+/// the coarse clock, as the kernel's: it moves once a tick (4 ms here, 8 ms
+/// and more on a loaded machine), so a fixed sleep of 2 ms often left a
+/// change stamped with the same time as the create before it.
+fn after_tick(t: (i64, u32)) {
+    loop {
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        if (ts.tv_sec, ts.tv_nsec as u32) > t {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn by_inode_number() {
     let (_dev, fs) = new_fs(8);
     let ino = fs.create("/f").unwrap().ino();
     let before = fs.stat("/f").unwrap().ctime;
-    std::thread::sleep(std::time::Duration::from_millis(2));
+    after_tick(before);
     fs.setxattr_ino(ino, b"user.k", b"val", 0).unwrap();
     assert!(
         fs.stat("/f").unwrap().ctime > before,
