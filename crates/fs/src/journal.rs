@@ -148,7 +148,7 @@ fn changed_lines(new: &Block, old: Option<&Block>) -> u64 {
     for i in 0..LINES {
         let mut diff = 0u64;
         for j in i * WORDS..(i + 1) * WORDS {
-            diff |= u64::from_ne_bytes(n[j]) ^ u64::from_ne_bytes(o[j]);
+            diff |= u64::from_le_bytes(n[j]) ^ u64::from_le_bytes(o[j]);
         }
         if diff != 0 {
             mask |= 1 << i;
