@@ -75,10 +75,14 @@ pub struct OnMount {
 }
 
 /// The host path `p` made absolute (from the working directory) and
-/// canonical; a last component that does not exist yet is kept as given.
-fn canonical(p: &Path) -> Result<PathBuf> {
+/// canonical; a last component that does not exist yet is kept as given,
+/// and so is a symbolic link unless `follow` (the shell's `rm`, `readlink`,
+/// `rename` work on the link itself).
+fn canonical(p: &Path, follow: bool) -> Result<PathBuf> {
     let abs = std::path::absolute(p)?;
-    if let Ok(c) = abs.canonicalize() {
+    if (follow || abs.file_name().is_none())
+        && let Ok(c) = abs.canonicalize()
+    {
         return Ok(c);
     }
     match (abs.parent(), abs.file_name()) {
@@ -142,14 +146,14 @@ fn mounts() -> Vec<MountEntry> {
 
 /// The daxfs mount holding host path `p`, `None` if it is on none.
 pub fn on_mount(p: &Path) -> Option<OnMount> {
-    let c = canonical(p).ok()?;
+    let c = canonical(p, true).ok()?;
     find(&mounts(), &c, &is_daxfs).ok()
 }
 
 /// Like [`on_mount`], an error naming the path when it is on no daxfs mount
 /// (`what` says what was expected of it), or on another mount than `same`.
-pub fn require(p: &Path, what: &str, same: Option<&OnMount>) -> Result<OnMount> {
-    let c = canonical(p)?;
+pub fn require(p: &Path, follow: bool, what: &str, same: Option<&OnMount>) -> Result<OnMount> {
+    let c = canonical(p, follow)?;
     let m = match find(&mounts(), &c, &is_daxfs) {
         Ok(m) => m,
         Err(other) => {
@@ -243,7 +247,7 @@ pub fn shell_line(line: &str, m: &OnMount) -> Result<String> {
         } else {
             let is_path = which.is_none_or(|ix| ix.contains(&pos));
             if is_path {
-                let on = require(Path::new(w), &what, Some(m))?;
+                let on = require(Path::new(w), false, &what, Some(m))?;
                 out.push(quote(&on.inner));
             } else {
                 out.push(quote(w));
@@ -332,10 +336,10 @@ pub fn rewrite(argv: &[String]) -> Result<Option<Rewritten>> {
             if pos.len() != full - 1 {
                 return Ok(None);
             }
-            let first = require(arg(0), usage, None)?;
+            let first = require(arg(0), true, usage, None)?;
             let mut inner = vec![first.inner.clone()];
             for k in 1..pos.len() {
-                inner.push(require(arg(k), usage, Some(&first))?.inner);
+                inner.push(require(arg(k), true, usage, Some(&first))?.inner);
             }
             // IMAGE and the paths inside it in the place of the paths.
             out = vec![];

@@ -934,6 +934,32 @@ fn commands_take_paths_on_the_mount() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+    // The shell's paths name a symbolic link itself, not its target.
+    std::os::unix::fs::symlink("a", s.p("l")).unwrap();
+    let out = ok(&[
+        "io",
+        s.mp().to_str().unwrap(),
+        "-c",
+        &format!("readlink {}", p("l")),
+    ]);
+    assert_eq!(out.trim(), "a");
+    ok(&[
+        "io",
+        s.mp().to_str().unwrap(),
+        "-c",
+        &format!("rm {}", p("l")),
+    ]);
+    assert!(s.p("a").exists(), "the target stays");
+    let (code, _, err) = run(&[
+        "io",
+        s.mp().to_str().unwrap(),
+        "-c",
+        &format!("stat {}", p("l")),
+    ]);
+    assert!(
+        code != 0 && err.contains("ENOENT"),
+        "the link is gone: {err}"
+    );
     // Errors: a path on no daxfs mount, one on another daxfs mount.
     let host = s.dir.join("host");
     std::fs::write(&host, b"x").unwrap();
