@@ -481,6 +481,10 @@ pub struct Forward {
     pub image: PathBuf,
     /// The command reads standard input (`put`, `io` without `-c`).
     pub stdin: bool,
+    /// The command line to send (`None`: this process's).
+    pub argv: Option<Vec<String>>,
+    /// Standard input to send instead of this process's.
+    pub stdin_data: Option<Vec<u8>>,
 }
 
 /// The IMAGE of a command, and whether it reads standard input.
@@ -510,6 +514,8 @@ pub fn forward_of(cli: &crate::Cli) -> Option<Forward> {
     Some(Forward {
         image: image.clone(),
         stdin,
+        argv: None,
+        stdin_data: None,
     })
 }
 
@@ -545,9 +551,12 @@ pub fn forward(f: &Forward) -> Result<Option<i32>> {
     let Some((path, conn)) = connect(&f.image)? else {
         return Ok(None);
     };
-    let argv: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let argv: Vec<String> = f.argv.clone().unwrap_or_else(|| {
+        std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    });
+    let data = f.stdin_data.clone();
     let cwd = std::env::current_dir().unwrap_or_default();
     let req = serde_json::json!({
         "argv": argv, "cwd": cwd.to_string_lossy(), "stdin": f.stdin,
@@ -558,6 +567,12 @@ pub fn forward(f: &Forward) -> Result<Option<i32>> {
     let sent = write_frame(&mut w, REQUEST, req.to_string().as_bytes()).is_ok();
     let feeder = (sent && f.stdin).then(|| {
         std::thread::spawn(move || -> io::Result<()> {
+            if let Some(d) = data {
+                for c in d.chunks(256 << 10) {
+                    write_frame(&mut w, STDIN, c)?;
+                }
+                return write_frame(&mut w, STDIN_EOF, &[]);
+            }
             let mut inp = io::stdin().lock();
             let mut buf = vec![0u8; 256 << 10];
             loop {

@@ -10,6 +10,7 @@ mod fsmap;
 mod import;
 mod io;
 mod mount_cmd;
+mod mpaths;
 mod out;
 mod safe;
 mod shellcmds;
@@ -316,6 +317,18 @@ fn main() {
     if mount_cmd::called_as_helper() {
         std::process::exit(mount_cmd::helper_main());
     }
+    // Paths on a daxfs mount in the place of IMAGE: run in its daemon.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match mpaths::rewrite(&argv) {
+        Ok(Some(r)) => std::process::exit(on_mount(r)),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("daxfs: {e:#}");
+            std::process::exit(1);
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -361,6 +374,36 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Runs a command given paths on a daxfs mount, rewritten to name its
+/// image, in the mount's daemon.
+fn on_mount(r: mpaths::Rewritten) -> i32 {
+    if let Err(e) = Cli::try_parse_from(&r.argv) {
+        e.exit();
+    }
+    let f = control::Forward {
+        image: r.image.clone(),
+        stdin: r.stream_stdin || r.stdin.is_some(),
+        argv: Some(r.argv),
+        stdin_data: r.stdin,
+    };
+    match control::forward(&f) {
+        Ok(Some(code)) => code,
+        Err(e) if out::is_closed(&e) => out::EXIT_CLOSED,
+        Ok(None) => {
+            eprintln!(
+                "daxfs: the daxfs mount at {} ({}) has no daemon answering on its control socket",
+                r.point.display(),
+                r.image.display()
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("daxfs: {e:#}");
+            1
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<i32> {

@@ -55,7 +55,12 @@ fn parse(a: &MountArgs, assume_pmem: bool, populate: bool) -> Result<Parsed> {
     let mut p = Parsed {
         cfg: MountConfig {
             threads: a.threads,
-            fsname: a.image.display().to_string(),
+            // The canonical path: commands given paths on the mount find
+            // the image (and its control socket) from it.
+            fsname: std::fs::canonicalize(&a.image)
+                .unwrap_or_else(|_| a.image.clone())
+                .display()
+                .to_string(),
             ..MountConfig::default()
         },
         assume_pmem,

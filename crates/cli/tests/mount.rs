@@ -824,3 +824,185 @@ impl Drop for MappedRead {
         unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
+
+#[test]
+fn commands_take_paths_on_the_mount() {
+    need_fuse!();
+    let s = Scratch::new("mpaths", "64m");
+    s.mount(&[]);
+    let other = Scratch::new("mpaths-other", "64m");
+    other.mount(&[]);
+    let run = |args: &[&str]| -> (i32, String, String) {
+        let o = daxfs().args(args).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let ok = |args: &[&str]| -> String {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 0, "daxfs {args:?}: {out}{err}");
+        out
+    };
+    let p = |f: &str| s.p(f).to_str().unwrap().to_string();
+    let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(s.p("a"), &data).unwrap();
+    std::fs::write(s.p("b"), vec![0x11u8; data.len()]).unwrap();
+    std::fs::write(s.p("c"), &data).unwrap();
+    // b open with its pages cached by the kernel.
+    use std::os::unix::fs::FileExt;
+    let held = std::fs::File::open(s.p("b")).unwrap();
+    let mut buf = vec![0u8; data.len()];
+    held.read_exact_at(&mut buf, 0).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x11));
+    // reflink of a into b, both named by their paths on the mount.
+    let out = ok(&["io", &p("b"), "-c", &format!("reflink {} 0 0 64k", p("a"))]);
+    assert!(out.contains("linked 65536/65536"), "{out}");
+    held.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, data, "the held handle's cached pages were dropped");
+    assert_eq!(std::fs::read(s.p("b")).unwrap(), data);
+    let fiemap = ok(&["io", &p("b"), "-c", "fiemap"]);
+    assert!(fiemap.contains("shared"), "b shares a's blocks: {fiemap}");
+    // dedupe of c against a, from inside the mount with relative paths.
+    let before = ok(&["io", &p("c"), "-c", "fiemap"]);
+    assert!(!before.contains("shared"), "{before}");
+    let o = daxfs()
+        .current_dir(s.mp())
+        .args(["io", "c", "-c", "dedupe a 0 0 64k", "-c", "fiemap"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("deduped 65536/65536") && out.contains("shared"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(s.p("c")).unwrap(), data);
+    // The three files share one set of blocks, as the reverse map says.
+    let ino = |f: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(s.p(f)).unwrap());
+    let rows: serde_json::Value =
+        serde_json::from_str(&ok(&["fsmap", s.mp().to_str().unwrap(), "--json"])).unwrap();
+    let phys = |i: u64| -> Vec<u64> {
+        let mut v: Vec<u64> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["owner"]["inode"] == i && r["owner"]["fork"] == "data")
+            .map(|r| r["physical"].as_u64().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(!phys(ino("a")).is_empty(), "{rows}");
+    assert_eq!(phys(ino("a")), phys(ino("b")));
+    assert_eq!(phys(ino("a")), phys(ino("c")));
+    // cp --reflink, cat, put and info with paths on the mount.
+    ok(&["cp", "--reflink", &p("a"), &p("d")]);
+    assert_eq!(std::fs::read(s.p("d")).unwrap(), data);
+    let o = daxfs().args(["cat", &p("d")]).output().unwrap();
+    assert!(
+        o.status.success() && o.stdout == data,
+        "cat of a path on the mount"
+    );
+    let mut put = daxfs()
+        .args(["put", &p("e")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut put.stdin.take().unwrap(), b"put through the daemon").unwrap();
+    assert!(put.wait().unwrap().success());
+    assert_eq!(std::fs::read(s.p("e")).unwrap(), b"put through the daemon");
+    assert!(ok(&["info", s.mp().to_str().unwrap()]).contains("uuid"));
+    // Without -c, the lines from standard input get their paths too.
+    let mut io = daxfs()
+        .args(["io", &p("e")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = format!("stat {}\n", p("a"));
+    std::io::Write::write_all(&mut io.stdin.take().unwrap(), line.as_bytes()).unwrap();
+    let o = io.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("stat.ino = {}", ino("a"))),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The shell's paths name a symbolic link itself, not its target.
+    std::os::unix::fs::symlink("a", s.p("l")).unwrap();
+    let out = ok(&[
+        "io",
+        s.mp().to_str().unwrap(),
+        "-c",
+        &format!("readlink {}", p("l")),
+    ]);
+    assert_eq!(out.trim(), "a");
+    ok(&[
+        "io",
+        s.mp().to_str().unwrap(),
+        "-c",
+        &format!("rm {}", p("l")),
+    ]);
+    assert!(s.p("a").exists(), "the target stays");
+    let (code, _, err) = run(&[
+        "io",
+        s.mp().to_str().unwrap(),
+        "-c",
+        &format!("stat {}", p("l")),
+    ]);
+    assert!(
+        code != 0 && err.contains("ENOENT"),
+        "the link is gone: {err}"
+    );
+    // Errors: a path on no daxfs mount, one on another daxfs mount.
+    let host = s.dir.join("host");
+    std::fs::write(&host, b"x").unwrap();
+    let host = host.to_str().unwrap();
+    let (code, _, err) = run(&["cp", "--reflink", &p("a"), host]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{host} is not on a daxfs mount")) && err.contains("SRC DST"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["cat", host]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{host} is not on a daxfs mount")),
+        "{err}"
+    );
+    let elsewhere = other.p("x");
+    std::fs::write(&elsewhere, &data).unwrap();
+    let elsewhere = elsewhere.to_str().unwrap();
+    let (code, _, err) = run(&["cp", "--reflink", &p("a"), elsewhere]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "{elsewhere} is on the daxfs mount at {}, not on the one at {}",
+            other.mp().display(),
+            s.mp().display()
+        )),
+        "{err}"
+    );
+    let (code, _, err) = run(&["io", &p("c"), "-c", &format!("dedupe {elsewhere} 0 0 4k")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(elsewhere) && err.contains("`dedupe` takes paths"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["io", &p("c"), "-c", &format!("reflink {host}")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{host} is not on a daxfs mount")),
+        "{err}"
+    );
+    drop(held);
+    other.umount();
+    s.umount();
+    s.fsck_clean();
+}
