@@ -542,8 +542,10 @@ fn already_open_names_the_holder() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Until the holder has the image open `info` succeeds; on a loaded
+    // machine the holder may take seconds to get there.
     let mut e = String::new();
-    for _ in 0..200 {
+    for _ in 0..1200 {
         let o = run(&["info", &img]);
         e = String::from_utf8_lossy(&o.stderr).into_owned();
         if !o.status.success() {
