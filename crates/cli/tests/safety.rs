@@ -535,17 +535,25 @@ fn already_open_names_the_holder() {
     let d = TempDir::new("locked");
     let img = mkfs(&d, "a.img", "8m");
     // `io` without -c holds the image while it waits for standard input.
-    let mut holder = Command::new(BIN)
-        .args(["io", &img])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let hold = || {
+        Command::new(BIN)
+            .args(["io", &img])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut holder = hold();
     // Until the holder has the image open `info` succeeds; on a loaded
-    // machine the holder may take seconds to get there.
+    // machine the holder may take seconds to get there. An `info` that had
+    // the image at the moment the holder opened it makes the holder give up
+    // (it is refused as this test expects `info` to be): start another.
     let mut e = String::new();
     for _ in 0..1200 {
+        if holder.try_wait().unwrap().is_some() {
+            holder = hold();
+        }
         let o = run(&["info", &img]);
         e = String::from_utf8_lossy(&o.stderr).into_owned();
         if !o.status.success() {
