@@ -109,14 +109,7 @@ pub struct Plan {
 
 impl Plan {
     fn from_args(a: &BenchArgs) -> Result<Plan> {
-        let dir = match &a.dir {
-            Some(d) => d.clone(),
-            None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
-            None => std::env::temp_dir(),
-        };
-        if !dir.is_dir() {
-            bail!("{} is not a directory", dir.display());
-        }
+        let dir = crate::bench::scratch_dir(&a.dir)?;
         let q = a.quick;
         let size = match &a.size {
             Some(s) => parse_size(s)?,
@@ -481,4 +474,18 @@ fn small_figures(r: &mut Report, group: &'static str, s: &stats::Samples, refs: 
         s.total_ms(),
         "ms",
     ));
+}
+
+/// The directory a benchmark makes its images in: the one given, else
+/// /dev/shm where the machine has it, else the system's temporary directory.
+pub(crate) fn scratch_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match given {
+        Some(d) => d.clone(),
+        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+        None => std::env::temp_dir(),
+    };
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    Ok(dir)
 }

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use daxfs::{Fs, MkfsOptions, MountOptions};
 use daxfs_device::{Device, MmapDevice};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -325,14 +325,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: &MediaArgs) -> Result<i32> {
-    let dir = match &a.dir {
-        Some(d) => d.clone(),
-        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
-        None => std::env::temp_dir(),
-    };
-    if !dir.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
+    let dir = crate::bench::scratch_dir(&a.dir)?;
     let q = a.quick;
     let bytes = match &a.size {
         Some(s) => crate::args::parse_size(s)?,

@@ -429,14 +429,7 @@ fn requests_line(m: &Measured) -> Option<String> {
 
 /// Runs the benchmark.
 pub fn run(a: &MountBenchArgs) -> Result<i32> {
-    let dir = match &a.dir {
-        Some(d) => d.clone(),
-        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
-        None => std::env::temp_dir(),
-    };
-    if !dir.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
+    let dir = crate::bench::scratch_dir(&a.dir)?;
     let q = a.quick;
     let bytes = match &a.size {
         Some(s) => parse_size(s)?,

@@ -78,14 +78,7 @@ pub struct Plan {
 
 impl Plan {
     fn from_args(a: &ReflinkArgs) -> Result<Plan> {
-        let dir = match &a.dir {
-            Some(d) => d.clone(),
-            None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
-            None => std::env::temp_dir(),
-        };
-        if !dir.is_dir() {
-            bail!("{} is not a directory", dir.display());
-        }
+        let dir = crate::bench::scratch_dir(&a.dir)?;
         let q = a.quick;
         let size = match &a.size {
             Some(s) => parse_size(s)?,

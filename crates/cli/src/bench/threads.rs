@@ -154,14 +154,7 @@ fn make(dir: &Path, scratch: &Scratch, bytes: u64) -> Result<Fs> {
 }
 
 pub fn run(a: &ThreadsArgs) -> Result<i32> {
-    let dir = match &a.dir {
-        Some(d) => d.clone(),
-        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
-        None => std::env::temp_dir(),
-    };
-    if !dir.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
+    let dir = crate::bench::scratch_dir(&a.dir)?;
     let q = a.quick;
     let files = a.files.unwrap_or(if q { 1000 } else { 20_000 });
     if files == 0 {

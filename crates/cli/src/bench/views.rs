@@ -463,14 +463,7 @@ fn run_xfs(plan: &Plan) -> std::result::Result<Samples, String> {
 
 /// Runs `daxfs bench views`.
 pub fn run(a: &ViewsArgs) -> Result<i32> {
-    let dir = match &a.dir {
-        Some(d) => d.clone(),
-        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
-        None => std::env::temp_dir(),
-    };
-    if !dir.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
+    let dir = crate::bench::scratch_dir(&a.dir)?;
     let q = a.quick;
     View::set_in_thread_faults(!a.hand_off);
     let bytes = match &a.size {
